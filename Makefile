@@ -1,0 +1,63 @@
+# Overland: `make run` starts the system on embedded defaults; `make test` sets up and passes every test.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := qemu-utils tshark iperf3 rsync iputils-ping debootstrap docker.io iproute2
+PROTO_OUT := sdk/src
+PROTOS := $(wildcard protos/overland/v1/*.proto)
+
+.PHONY: all run test lint unit integration proto proto-check bench deps-apt venv clean
+
+all: test
+
+deps-apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml sdk/pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e ./sdk -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+# Regenerate the committed protobuf code; never edit it by hand.
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I protos \
+	  --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) $(PROTOS)
+
+proto-check: proto
+	@git diff --exit-code -- $(PROTO_OUT)/overland/v1 || { echo "generated code is stale: run 'make proto' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- $(PROTO_OUT)/overland/v1)" || { echo "generated code is not committed"; git status --porcelain -- $(PROTO_OUT)/overland/v1; exit 1; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP) deps-apt
+	$(BIN)/pytest -q tests/integration
+
+test: deps-apt $(STAMP)
+	$(MAKE) lint
+	$(MAKE) proto-check
+	$(MAKE) unit
+	$(MAKE) integration
+
+run: deps-apt $(STAMP)
+	$(BIN)/python -m services.devstack
+
+bench: deps-apt $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .overland .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,338 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ReplicationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPLICATION_STATE_UNSPECIFIED: _ClassVar[ReplicationState]
+    REPLICATION_STATE_DISABLED: _ClassVar[ReplicationState]
+    REPLICATION_STATE_READY_FOR_INITIAL_REPLICATION: _ClassVar[ReplicationState]
+    REPLICATION_STATE_INITIAL_REPLICATION_IN_PROGRESS: _ClassVar[ReplicationState]
+    REPLICATION_STATE_WAITING_FOR_INITIAL_REPLICATION: _ClassVar[ReplicationState]
+    REPLICATION_STATE_REPLICATING: _ClassVar[ReplicationState]
+    REPLICATION_STATE_SYNCED_REPLICATION_COMPLETE: _ClassVar[ReplicationState]
+    REPLICATION_STATE_RECOVERED: _ClassVar[ReplicationState]
+    REPLICATION_STATE_COMMITED: _ClassVar[ReplicationState]
+    REPLICATION_STATE_SUSPENDED: _ClassVar[ReplicationState]
+    REPLICATION_STATE_CRITICAL: _ClassVar[ReplicationState]
+    REPLICATION_STATE_WAITING_TO_COMPLETE_INITIAL_REPLICATION: _ClassVar[ReplicationState]
+    REPLICATION_STATE_RESYNCHRONIZING: _ClassVar[ReplicationState]
+
+class ReplicationHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPLICATION_HEALTH_UNSPECIFIED: _ClassVar[ReplicationHealth]
+    REPLICATION_HEALTH_NORMAL: _ClassVar[ReplicationHealth]
+    REPLICATION_HEALTH_WARNING: _ClassVar[ReplicationHealth]
+    REPLICATION_HEALTH_CRITICAL: _ClassVar[ReplicationHealth]
+
+class InitialReplicationMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INITIAL_REPLICATION_METHOD_UNSPECIFIED: _ClassVar[InitialReplicationMethod]
+    INITIAL_REPLICATION_METHOD_NETWORK: _ClassVar[InitialReplicationMethod]
+    INITIAL_REPLICATION_METHOD_EXTERNAL_MEDIA: _ClassVar[InitialReplicationMethod]
+    INITIAL_REPLICATION_METHOD_EXISTING_COPY: _ClassVar[InitialReplicationMethod]
+REPLICATION_STATE_UNSPECIFIED: ReplicationState
+REPLICATION_STATE_DISABLED: ReplicationState
+REPLICATION_STATE_READY_FOR_INITIAL_REPLICATION: ReplicationState
+REPLICATION_STATE_INITIAL_REPLICATION_IN_PROGRESS: ReplicationState
+REPLICATION_STATE_WAITING_FOR_INITIAL_REPLICATION: ReplicationState
+REPLICATION_STATE_REPLICATING: ReplicationState
+REPLICATION_STATE_SYNCED_REPLICATION_COMPLETE: ReplicationState
+REPLICATION_STATE_RECOVERED: ReplicationState
+REPLICATION_STATE_COMMITED: ReplicationState
+REPLICATION_STATE_SUSPENDED: ReplicationState
+REPLICATION_STATE_CRITICAL: ReplicationState
+REPLICATION_STATE_WAITING_TO_COMPLETE_INITIAL_REPLICATION: ReplicationState
+REPLICATION_STATE_RESYNCHRONIZING: ReplicationState
+REPLICATION_HEALTH_UNSPECIFIED: ReplicationHealth
+REPLICATION_HEALTH_NORMAL: ReplicationHealth
+REPLICATION_HEALTH_WARNING: ReplicationHealth
+REPLICATION_HEALTH_CRITICAL: ReplicationHealth
+INITIAL_REPLICATION_METHOD_UNSPECIFIED: InitialReplicationMethod
+INITIAL_REPLICATION_METHOD_NETWORK: InitialReplicationMethod
+INITIAL_REPLICATION_METHOD_EXTERNAL_MEDIA: InitialReplicationMethod
+INITIAL_REPLICATION_METHOD_EXISTING_COPY: InitialReplicationMethod
+
+class VmNic(_message.Message):
+    __slots__ = ("mac", "vsid", "ca", "failover_ca", "failover_prefix_length", "failover_gateway", "failover_dns")
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    VSID_FIELD_NUMBER: _ClassVar[int]
+    CA_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_CA_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_PREFIX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_DNS_FIELD_NUMBER: _ClassVar[int]
+    mac: str
+    vsid: int
+    ca: str
+    failover_ca: str
+    failover_prefix_length: int
+    failover_gateway: str
+    failover_dns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mac: _Optional[str] = ..., vsid: _Optional[int] = ..., ca: _Optional[str] = ..., failover_ca: _Optional[str] = ..., failover_prefix_length: _Optional[int] = ..., failover_gateway: _Optional[str] = ..., failover_dns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VmDisk(_message.Message):
+    __slots__ = ("name", "path")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class VirtualMachine(_message.Message):
+    __slots__ = ("name", "cpu_count", "memory_bytes", "nics", "disks")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NICS_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cpu_count: int
+    memory_bytes: int
+    nics: _containers.RepeatedCompositeFieldContainer[VmNic]
+    disks: _containers.RepeatedCompositeFieldContainer[VmDisk]
+    def __init__(self, name: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., nics: _Optional[_Iterable[_Union[VmNic, _Mapping]]] = ..., disks: _Optional[_Iterable[_Union[VmDisk, _Mapping]]] = ...) -> None: ...
+
+class ReplicationSettings(_message.Message):
+    __slots__ = ("frequency_seconds", "additional_recovery_points", "compression", "bandwidth_limit_bytes_per_second", "replica_server", "initial_method", "export_path")
+    FREQUENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ADDITIONAL_RECOVERY_POINTS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_LIMIT_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_SERVER_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_METHOD_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_PATH_FIELD_NUMBER: _ClassVar[int]
+    frequency_seconds: int
+    additional_recovery_points: int
+    compression: bool
+    bandwidth_limit_bytes_per_second: int
+    replica_server: str
+    initial_method: InitialReplicationMethod
+    export_path: str
+    def __init__(self, frequency_seconds: _Optional[int] = ..., additional_recovery_points: _Optional[int] = ..., compression: _Optional[bool] = ..., bandwidth_limit_bytes_per_second: _Optional[int] = ..., replica_server: _Optional[str] = ..., initial_method: _Optional[_Union[InitialReplicationMethod, str]] = ..., export_path: _Optional[str] = ...) -> None: ...
+
+class ReplicationStatistics(_message.Message):
+    __slots__ = ("last_sync_unix_nanos", "pending_bytes", "average_delta_bytes", "missed_cycles", "total_cycles", "average_latency_seconds", "progress", "transferred_bytes")
+    LAST_SYNC_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_DELTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MISSED_CYCLES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CYCLES_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    TRANSFERRED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    last_sync_unix_nanos: int
+    pending_bytes: int
+    average_delta_bytes: int
+    missed_cycles: int
+    total_cycles: int
+    average_latency_seconds: float
+    progress: float
+    transferred_bytes: int
+    def __init__(self, last_sync_unix_nanos: _Optional[int] = ..., pending_bytes: _Optional[int] = ..., average_delta_bytes: _Optional[int] = ..., missed_cycles: _Optional[int] = ..., total_cycles: _Optional[int] = ..., average_latency_seconds: _Optional[float] = ..., progress: _Optional[float] = ..., transferred_bytes: _Optional[int] = ...) -> None: ...
+
+class Replication(_message.Message):
+    __slots__ = ("vm", "settings", "state", "health", "health_reasons", "statistics", "resync_required", "last_sequence")
+    VM_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_REASONS_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    vm: VirtualMachine
+    settings: ReplicationSettings
+    state: ReplicationState
+    health: ReplicationHealth
+    health_reasons: _containers.RepeatedScalarFieldContainer[str]
+    statistics: ReplicationStatistics
+    resync_required: _containers.RepeatedScalarFieldContainer[str]
+    last_sequence: int
+    def __init__(self, vm: _Optional[_Union[VirtualMachine, _Mapping]] = ..., settings: _Optional[_Union[ReplicationSettings, _Mapping]] = ..., state: _Optional[_Union[ReplicationState, str]] = ..., health: _Optional[_Union[ReplicationHealth, str]] = ..., health_reasons: _Optional[_Iterable[str]] = ..., statistics: _Optional[_Union[ReplicationStatistics, _Mapping]] = ..., resync_required: _Optional[_Iterable[str]] = ..., last_sequence: _Optional[int] = ...) -> None: ...
+
+class RecoveryPoint(_message.Message):
+    __slots__ = ("id", "vm_name", "sequence", "create_time_unix_nanos", "hourly")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    HOURLY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    vm_name: str
+    sequence: int
+    create_time_unix_nanos: int
+    hourly: bool
+    def __init__(self, id: _Optional[str] = ..., vm_name: _Optional[str] = ..., sequence: _Optional[int] = ..., create_time_unix_nanos: _Optional[int] = ..., hourly: _Optional[bool] = ...) -> None: ...
+
+class EnableReplicationRequest(_message.Message):
+    __slots__ = ("vm", "settings")
+    VM_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    vm: VirtualMachine
+    settings: ReplicationSettings
+    def __init__(self, vm: _Optional[_Union[VirtualMachine, _Mapping]] = ..., settings: _Optional[_Union[ReplicationSettings, _Mapping]] = ...) -> None: ...
+
+class GetReplicationRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class ListReplicationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListReplicationsResponse(_message.Message):
+    __slots__ = ("replications",)
+    REPLICATIONS_FIELD_NUMBER: _ClassVar[int]
+    replications: _containers.RepeatedCompositeFieldContainer[Replication]
+    def __init__(self, replications: _Optional[_Iterable[_Union[Replication, _Mapping]]] = ...) -> None: ...
+
+class PauseReplicationRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class ResumeReplicationRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class ResyncReplicationRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class DisableReplicationRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class ReplicateNowRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class ListRecoveryPointsRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class ListRecoveryPointsResponse(_message.Message):
+    __slots__ = ("recovery_points",)
+    RECOVERY_POINTS_FIELD_NUMBER: _ClassVar[int]
+    recovery_points: _containers.RepeatedCompositeFieldContainer[RecoveryPoint]
+    def __init__(self, recovery_points: _Optional[_Iterable[_Union[RecoveryPoint, _Mapping]]] = ...) -> None: ...
+
+class DeltaChunk(_message.Message):
+    __slots__ = ("disk", "offset", "length", "data", "compressed", "zero", "blake3", "index")
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSED_FIELD_NUMBER: _ClassVar[int]
+    ZERO_FIELD_NUMBER: _ClassVar[int]
+    BLAKE3_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    disk: str
+    offset: int
+    length: int
+    data: bytes
+    compressed: bool
+    zero: bool
+    blake3: bytes
+    index: int
+    def __init__(self, disk: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., data: _Optional[bytes] = ..., compressed: _Optional[bool] = ..., zero: _Optional[bool] = ..., blake3: _Optional[bytes] = ..., index: _Optional[int] = ...) -> None: ...
+
+class DeltaHeader(_message.Message):
+    __slots__ = ("vm_name", "sequence", "resume_from", "disk_sizes", "vm", "full", "cut_time_unix_nanos")
+    class DiskSizesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
+    DISK_SIZES_FIELD_NUMBER: _ClassVar[int]
+    VM_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    CUT_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    sequence: int
+    resume_from: int
+    disk_sizes: _containers.ScalarMap[str, int]
+    vm: VirtualMachine
+    full: bool
+    cut_time_unix_nanos: int
+    def __init__(self, vm_name: _Optional[str] = ..., sequence: _Optional[int] = ..., resume_from: _Optional[int] = ..., disk_sizes: _Optional[_Mapping[str, int]] = ..., vm: _Optional[_Union[VirtualMachine, _Mapping]] = ..., full: _Optional[bool] = ..., cut_time_unix_nanos: _Optional[int] = ...) -> None: ...
+
+class DeltaMessage(_message.Message):
+    __slots__ = ("header", "chunk", "end_of_delta")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    END_OF_DELTA_FIELD_NUMBER: _ClassVar[int]
+    header: DeltaHeader
+    chunk: DeltaChunk
+    end_of_delta: int
+    def __init__(self, header: _Optional[_Union[DeltaHeader, _Mapping]] = ..., chunk: _Optional[_Union[DeltaChunk, _Mapping]] = ..., end_of_delta: _Optional[int] = ...) -> None: ...
+
+class DeltaAck(_message.Message):
+    __slots__ = ("sequence", "recovery_point_id", "chunks_applied")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    recovery_point_id: str
+    chunks_applied: int
+    def __init__(self, sequence: _Optional[int] = ..., recovery_point_id: _Optional[str] = ..., chunks_applied: _Optional[int] = ...) -> None: ...
+
+class GetReceiverStateRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class ReceiverState(_message.Message):
+    __slots__ = ("vm_name", "committed_sequence", "staged_sequence", "staged_chunks")
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    STAGED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    STAGED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    committed_sequence: int
+    staged_sequence: int
+    staged_chunks: int
+    def __init__(self, vm_name: _Optional[str] = ..., committed_sequence: _Optional[int] = ..., staged_sequence: _Optional[int] = ..., staged_chunks: _Optional[int] = ...) -> None: ...
+
+class BlockHashesRequest(_message.Message):
+    __slots__ = ("vm_name", "disk", "block_size")
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    disk: str
+    block_size: int
+    def __init__(self, vm_name: _Optional[str] = ..., disk: _Optional[str] = ..., block_size: _Optional[int] = ...) -> None: ...
+
+class BlockHashes(_message.Message):
+    __slots__ = ("first_block", "digests")
+    FIRST_BLOCK_FIELD_NUMBER: _ClassVar[int]
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    first_block: int
+    digests: bytes
+    def __init__(self, first_block: _Optional[int] = ..., digests: _Optional[bytes] = ...) -> None: ...

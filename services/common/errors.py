@@ -1,0 +1,123 @@
+"""The typed exception hierarchy shared by every Overland service, and its one mapping to gRPC status.
+
+Each service package subclasses these categories (for example ``PolicyError``); the category decides
+the gRPC status code. ``to_rpc_status`` is the only place where an exception becomes a status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request, as google.rpc.BadRequest reports it."""
+
+    field: str
+    description: str
+
+
+class OverlandError(Exception):
+    """Base of every error a service raises on purpose."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str, violations: tuple[FieldViolation, ...] | list[FieldViolation] = ()):
+        super().__init__(message)
+        self.message = message
+        self.violations = tuple(violations)
+
+
+class InvalidArgument(OverlandError):
+    """The request is malformed: a bad IP, MAC, prefix or out-of-range value."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(OverlandError):
+    """The named resource does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(OverlandError):
+    """A resource with the same identity (or a unique field) already exists."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(OverlandError):
+    """The request is well formed but the system is not in a state that allows it."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(OverlandError):
+    """An optimistic-concurrency check failed: the caller's revision is stale."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class Unavailable(OverlandError):
+    """A dependency (etcd, a peer site) cannot be reached in time. Retrying may help."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(OverlandError):
+    """The operation did not finish within its deadline."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class ResourceExhausted(OverlandError):
+    """A quota or capacity ran out, for example a full disk."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class PermissionDenied(OverlandError):
+    """The caller is not allowed to do this, for example an unauthorized primary."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class DataLoss(OverlandError):
+    """Data arrived or was found corrupted."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
+def to_rpc_status(error: OverlandError) -> status_pb2.Status:
+    """The google.rpc.Status for an error, with BadRequest field violations when it has any."""
+    status = status_pb2.Status(code=_CODE_NUMBERS[error.code], message=error.message)
+    if error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        status.details.append(detail)
+    return status
+
+
+_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED: code_pb2.ABORTED,
+    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    grpc.StatusCode.DATA_LOSS: code_pb2.DATA_LOSS,
+    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
+}

@@ -1,0 +1,1 @@
+"""The Overland policy service."""

@@ -1,0 +1,1 @@
+"""The Overland replica service."""

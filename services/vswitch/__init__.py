@@ -1,0 +1,1 @@
+"""The Overland vswitch service."""
