@@ -1,0 +1,224 @@
+"""The narrow key-value interface the services use instead of etcd directly.
+
+``EtcdKV`` (services/common/etcd_kv.py) implements it over a real etcd with a deadline on every
+call; ``MemoryKV`` (services/common/memory_kv.py) is an in-memory fake with the same MVCC
+semantics (revisions, compaction, watch) for fast unit tests. Keys and values are bytes; helpers
+accept ``str`` keys and encode them as UTF-8.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, Unavailable
+
+
+class KVUnavailableError(Unavailable):
+    """etcd could not be reached, or did not answer within the call's deadline."""
+
+
+class KVCompactedError(FailedPrecondition):
+    """A read or watch asked for a revision that compaction has removed."""
+
+    def __init__(self, message: str, compact_revision: int):
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
+class KVTooManyOpsError(InvalidArgument):
+    """A transaction holds more operations than the store accepts (etcd --max-txn-ops, 128 by default)."""
+
+
+class KVConflictError(Aborted):
+    """A transaction's compares failed where the caller expected them to hold."""
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int = 0
+
+
+class CompareTarget(enum.Enum):
+    VALUE = "value"
+    VERSION = "version"
+    CREATE = "create"
+    MOD = "mod"
+
+
+class CompareOp(enum.Enum):
+    EQUAL = "=="
+    NOT_EQUAL = "!="
+    LESS = "<"
+    GREATER = ">"
+
+
+@dataclass(frozen=True)
+class Compare:
+    """One transaction guard. ``Compare.absent(key)`` is the usual "create only" guard (version == 0)."""
+
+    key: bytes
+    target: CompareTarget
+    op: CompareOp
+    operand: int | bytes
+
+    @classmethod
+    def absent(cls, key: bytes) -> Compare:
+        return cls(key, CompareTarget.VERSION, CompareOp.EQUAL, 0)
+
+    @classmethod
+    def exists(cls, key: bytes) -> Compare:
+        return cls(key, CompareTarget.VERSION, CompareOp.GREATER, 0)
+
+    @classmethod
+    def mod_revision_is(cls, key: bytes, revision: int) -> Compare:
+        return cls(key, CompareTarget.MOD, CompareOp.EQUAL, revision)
+
+    @classmethod
+    def value_is(cls, key: bytes, value: bytes) -> Compare:
+        return cls(key, CompareTarget.VALUE, CompareOp.EQUAL, value)
+
+
+@dataclass(frozen=True)
+class Put:
+    key: bytes
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Deletes ``key``; with ``prefix`` set, every key that starts with it."""
+
+    key: bytes
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class Get:
+    """A read inside a transaction (etcd RequestRange)."""
+
+    key: bytes
+    prefix: bool = False
+
+
+Op = Put | Delete | Get
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    # One entry per op of the branch that ran; for a ``Get`` the key-values it read, else ().
+    responses: tuple[tuple[KeyValue, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    kvs: tuple[KeyValue, ...]
+    # Whether more keys matched than ``limit`` allowed.
+    more: bool
+    # The store revision the read was served at.
+    revision: int
+    count: int = 0
+
+
+class EventType(enum.Enum):
+    PUT = "put"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: EventType
+    kv: KeyValue
+    # For a DELETE, the value before it when the watch asked for prev_kv.
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """What one watch response brings: events (maybe none, for a progress notification) and the
+    store revision the watcher is now guaranteed to have seen up to."""
+
+    events: tuple[WatchEvent, ...]
+    revision: int
+    progress: bool = False
+
+
+class WatchStream(Protocol):
+    """An open watch. Iterating yields batches; it raises ``KVCompactedError`` when the start
+    revision was compacted and ``KVUnavailableError`` when the stream breaks. ``cancel`` ends it
+    from another thread."""
+
+    def __iter__(self) -> Iterator[WatchBatch]: ...
+
+    def cancel(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Lease:
+    id: int
+    ttl: int
+
+
+class KV(Protocol):
+    """What the services need of etcd, and nothing more."""
+
+    max_txn_ops: int
+
+    def get(self, key: bytes) -> KeyValue | None: ...
+
+    def range(
+        self,
+        prefix: bytes,
+        *,
+        start: bytes | None = None,
+        limit: int = 0,
+        revision: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+    ) -> RangeResult:
+        """Keys starting with ``prefix`` from ``start`` (inclusive) on, in key order, at ``revision``
+        (0 = latest)."""
+        ...
+
+    def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult: ...
+
+    def current_revision(self) -> int: ...
+
+    def grant_lease(self, ttl: int) -> Lease: ...
+
+    def refresh_lease(self, lease_id: int) -> int:
+        """Keep the lease alive once; returns the remaining TTL (0 or less: the lease is gone)."""
+        ...
+
+    def revoke_lease(self, lease_id: int) -> None: ...
+
+    def compact(self, revision: int) -> None: ...
+
+    def watch(self, prefix: bytes, start_revision: int, *, prev_kv: bool = False) -> WatchStream:
+        """Watch ``prefix`` from ``start_revision`` (inclusive), with progress notifications."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix`` (etcd's range_end)."""
+    trimmed = bytearray(prefix)
+    while trimmed and trimmed[-1] == 0xFF:
+        trimmed.pop()
+    if not trimmed:
+        return b"\0"
+    trimmed[-1] += 1
+    return bytes(trimmed)
