@@ -64,28 +64,47 @@ class ServerConfig:
 
 
 def _abort(context: grpc.ServicerContext, error: OverlandError) -> None:
+    # set_code first so that a tracing interceptor wrapping the context records the status code
+    # (abort_with_status alone bypasses it); only server-side codes mark its span as an error.
+    context.set_code(error.code)
     context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
 
 
-def _wrap_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _internal(context: grpc.ServicerContext, method: str) -> None:
+    log.exception("unexpected error in handler", extra={"method": method})
+    _abort(context, OverlandError("internal error; see the service log"))
+
+
+def _is_abort(error: Exception, context: grpc.ServicerContext) -> bool:
+    # grpc signals context.abort() by raising a bare Exception after setting the code.
+    return type(error) is Exception and context.code() not in (None, grpc.StatusCode.OK)
+
+
+def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return behavior(request, context)
         except OverlandError as error:
             _abort(context, error)
-            raise  # unreachable: abort raises
+        except Exception as error:
+            if _is_abort(error, context):
+                raise
+            _internal(context, method)
+        raise AssertionError("unreachable: abort raises")
 
     return handler
 
 
-def _wrap_stream(
-    behavior: Callable[[Any, grpc.ServicerContext], Iterable[Any]],
-) -> Callable[..., Iterator[Any]]:
+def _wrap_stream(behavior: Callable[..., Iterable[Any]], method: str) -> Callable[..., Iterator[Any]]:
     def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from behavior(request, context)
         except OverlandError as error:
             _abort(context, error)
+        except Exception as error:
+            if _is_abort(error, context):
+                raise
+            _internal(context, method)
 
     return handler
 
@@ -101,18 +120,21 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
+        method = handler_call_details.method
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary), **kwargs)
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary, method), **kwargs)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary), **kwargs)
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary, method), **kwargs)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream), **kwargs)
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method), **kwargs)
         if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream), **kwargs)
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(handler.stream_stream, method), **kwargs
+            )
         return handler
 
 
