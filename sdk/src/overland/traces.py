@@ -53,7 +53,7 @@ def trace_roots(spans: Iterable[dict[str, Any]], trace_id: str) -> list[SpanNode
         and any(link.get("trace_id") == trace_id for link in s.get("links", []))
     ]
     nodes = {s["span_id"]: SpanNode(s) for s in own + linked}
-    roots = []
+    roots: list[SpanNode] = []
     for node in nodes.values():
         parent = nodes.get(node.span.get("parent_span_id", ""))
         (parent.children if parent else roots).append(node)
