@@ -1,0 +1,58 @@
+"""Replica storage: VHD images (fixed, dynamic, differencing) and raw files behind one ``BlockDevice``."""
+
+from services.replica.vhd.device import (
+    DEFAULT_BLOCK_SIZE,
+    BlockDevice,
+    FileDevice,
+    check_range,
+    merge_ranges,
+)
+from services.replica.vhd.dynamic import DEFAULT_VHD_BLOCK, DynamicHeader, ParentLocator
+from services.replica.vhd.dynamic_disk import DynamicDisk
+from services.replica.vhd.errors import (
+    DeviceReadOnly,
+    StorageError,
+    VhdCorrupt,
+    VhdError,
+    VhdInvalid,
+    VhdParentError,
+)
+from services.replica.vhd.footer import DiskType, Footer, Geometry, chs_geometry
+from services.replica.vhd.hashing import DIGEST_SIZE, block_digest, block_digests
+from services.replica.vhd.image import (
+    create_differencing,
+    create_dynamic,
+    create_fixed,
+    open_disk,
+    read_footer,
+)
+
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_VHD_BLOCK",
+    "DIGEST_SIZE",
+    "BlockDevice",
+    "DeviceReadOnly",
+    "DiskType",
+    "DynamicDisk",
+    "DynamicHeader",
+    "FileDevice",
+    "Footer",
+    "Geometry",
+    "ParentLocator",
+    "StorageError",
+    "VhdCorrupt",
+    "VhdError",
+    "VhdInvalid",
+    "VhdParentError",
+    "block_digest",
+    "block_digests",
+    "check_range",
+    "chs_geometry",
+    "create_differencing",
+    "create_dynamic",
+    "create_fixed",
+    "merge_ranges",
+    "open_disk",
+    "read_footer",
+]
