@@ -17,6 +17,8 @@ from services.common.errors import (
 )
 from services.common.etcd_process import EtcdProcess, EtcdProcessError
 from services.common.logs import configure_logging
+from services.common.memory_kv import ManualClock, MemoryKV
+from services.common.routing import NextHop, RoutingError, select_next_hop
 from services.common.server import (
     ErrorMappingInterceptor,
     GrpcServer,
@@ -25,12 +27,24 @@ from services.common.server import (
     build_server,
     wait_for_signal,
 )
+from services.common.table import (
+    EntryChange,
+    RoutingTable,
+    TableChange,
+    TableDelta,
+    TableError,
+    decode_entry,
+    decode_snapshot,
+    key_of,
+    wrap,
+)
 
 __all__ = [
     "Aborted",
     "AlreadyExists",
     "DataLoss",
     "DeadlineExceeded",
+    "EntryChange",
     "ErrorMappingInterceptor",
     "EtcdProcess",
     "EtcdProcessError",
@@ -38,15 +52,28 @@ __all__ = [
     "FieldViolation",
     "GrpcServer",
     "InvalidArgument",
+    "ManualClock",
+    "MemoryKV",
+    "NextHop",
     "NotFound",
     "OverlandError",
     "PermissionDenied",
     "ResourceExhausted",
+    "RoutingError",
+    "RoutingTable",
     "ServerConfig",
+    "TableChange",
+    "TableDelta",
+    "TableError",
     "TlsConfig",
     "Unavailable",
     "build_server",
     "configure_logging",
+    "decode_entry",
+    "decode_snapshot",
+    "key_of",
+    "select_next_hop",
     "to_rpc_status",
     "wait_for_signal",
+    "wrap",
 ]

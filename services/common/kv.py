@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, Unavailable
+from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 
 class KVUnavailableError(Unavailable):
@@ -34,6 +34,15 @@ class KVTooManyOpsError(InvalidArgument):
 
 class KVConflictError(Aborted):
     """A transaction's compares failed where the caller expected them to hold."""
+
+
+class KVRequestError(InvalidArgument):
+    """The store rejected a malformed request: an empty key, the same key twice in one transaction,
+    a revision in the future."""
+
+
+class KVLeaseNotFoundError(NotFound):
+    """A put or revoke named a lease that does not exist (never granted, expired or revoked)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +155,9 @@ class WatchEvent:
 @dataclass(frozen=True)
 class WatchBatch:
     """What one watch response brings: events (maybe none, for a progress notification) and the
-    store revision the watcher is now guaranteed to have seen up to."""
+    store revision the watcher is now guaranteed to have seen up to: every matching event at or
+    below ``revision`` has been delivered, so a broken watch resumes from ``revision + 1``. The
+    events of one revision (one transaction) always arrive in the same batch."""
 
     events: tuple[WatchEvent, ...]
     revision: int
@@ -161,6 +172,11 @@ class WatchStream(Protocol):
     def __iter__(self) -> Iterator[WatchBatch]: ...
 
     def cancel(self) -> None: ...
+
+    def request_progress(self) -> None:
+        """Ask for a progress batch now (etcd WatchProgressRequest) instead of waiting for the
+        periodic one; it arrives once the watcher has caught up."""
+        ...
 
 
 @dataclass(frozen=True)
