@@ -1,0 +1,1 @@
+"""Integration tests of the vswitch agent against a real etcd."""

@@ -1,0 +1,1 @@
+"""Unit tests of the vswitch control plane: routing table core, next-hop selection, watch loop."""
