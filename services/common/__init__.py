@@ -18,7 +18,6 @@ from services.common.errors import (
 from services.common.etcd_process import EtcdProcess, EtcdProcessError
 from services.common.logs import configure_logging
 from services.common.memory_kv import ManualClock, MemoryKV
-from services.common.memory_kv import ManualClock, MemoryKV
 from services.common.routing import NextHop, RoutingError, select_next_hop
 from services.common.server import (
     ErrorMappingInterceptor,
@@ -53,8 +52,6 @@ __all__ = [
     "FieldViolation",
     "GrpcServer",
     "InvalidArgument",
-    "ManualClock",
-    "MemoryKV",
     "ManualClock",
     "MemoryKV",
     "NextHop",
