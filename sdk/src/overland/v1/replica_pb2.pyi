@@ -257,7 +257,7 @@ class DeltaChunk(_message.Message):
     def __init__(self, disk: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., data: _Optional[bytes] = ..., compressed: _Optional[bool] = ..., zero: _Optional[bool] = ..., blake3: _Optional[bytes] = ..., index: _Optional[int] = ...) -> None: ...
 
 class DeltaHeader(_message.Message):
-    __slots__ = ("vm_name", "sequence", "resume_from", "disk_sizes", "vm", "full", "cut_time_unix_nanos")
+    __slots__ = ("vm_name", "sequence", "resume_from", "disk_sizes", "vm", "full", "cut_time_unix_nanos", "additional_recovery_points", "existing_copy")
     class DiskSizesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -272,6 +272,8 @@ class DeltaHeader(_message.Message):
     VM_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
     CUT_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    ADDITIONAL_RECOVERY_POINTS_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_COPY_FIELD_NUMBER: _ClassVar[int]
     vm_name: str
     sequence: int
     resume_from: int
@@ -279,7 +281,9 @@ class DeltaHeader(_message.Message):
     vm: VirtualMachine
     full: bool
     cut_time_unix_nanos: int
-    def __init__(self, vm_name: _Optional[str] = ..., sequence: _Optional[int] = ..., resume_from: _Optional[int] = ..., disk_sizes: _Optional[_Mapping[str, int]] = ..., vm: _Optional[_Union[VirtualMachine, _Mapping]] = ..., full: _Optional[bool] = ..., cut_time_unix_nanos: _Optional[int] = ...) -> None: ...
+    additional_recovery_points: int
+    existing_copy: bool
+    def __init__(self, vm_name: _Optional[str] = ..., sequence: _Optional[int] = ..., resume_from: _Optional[int] = ..., disk_sizes: _Optional[_Mapping[str, int]] = ..., vm: _Optional[_Union[VirtualMachine, _Mapping]] = ..., full: _Optional[bool] = ..., cut_time_unix_nanos: _Optional[int] = ..., additional_recovery_points: _Optional[int] = ..., existing_copy: _Optional[bool] = ...) -> None: ...
 
 class DeltaMessage(_message.Message):
     __slots__ = ("header", "chunk", "end_of_delta")
@@ -306,6 +310,14 @@ class GetReceiverStateRequest(_message.Message):
     VM_NAME_FIELD_NUMBER: _ClassVar[int]
     vm_name: str
     def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class ImportInitialReplicaRequest(_message.Message):
+    __slots__ = ("path", "primary")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    primary: str
+    def __init__(self, path: _Optional[str] = ..., primary: _Optional[str] = ...) -> None: ...
 
 class ReceiverState(_message.Message):
     __slots__ = ("vm_name", "committed_sequence", "staged_sequence", "staged_chunks")

@@ -475,6 +475,11 @@ class ReplicaReceiverServiceStub:
                 request_serializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsRequest.SerializeToString,
                 response_deserializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsResponse.FromString,
                 _registered_method=True)
+        self.ImportInitialReplica = channel.unary_unary(
+                '/overland.v1.ReplicaReceiverService/ImportInitialReplica',
+                request_serializer=overland_dot_v1_dot_replica__pb2.ImportInitialReplicaRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.DeltaAck.FromString,
+                _registered_method=True)
 
 
 class ReplicaReceiverServiceServicer:
@@ -507,6 +512,12 @@ class ReplicaReceiverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportInitialReplica(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaReceiverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -529,6 +540,11 @@ def add_ReplicaReceiverServiceServicer_to_server(servicer, server):
                     servicer.ListRecoveryPoints,
                     request_deserializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsRequest.FromString,
                     response_serializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsResponse.SerializeToString,
+            ),
+            'ImportInitialReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportInitialReplica,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.ImportInitialReplicaRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.DeltaAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -640,6 +656,33 @@ class ReplicaReceiverService:
             '/overland.v1.ReplicaReceiverService/ListRecoveryPoints',
             overland_dot_v1_dot_replica__pb2.ListRecoveryPointsRequest.SerializeToString,
             overland_dot_v1_dot_replica__pb2.ListRecoveryPointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportInitialReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.ReplicaReceiverService/ImportInitialReplica',
+            overland_dot_v1_dot_replica__pb2.ImportInitialReplicaRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.DeltaAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,76 @@
+"""The replica service's errors; each subclasses a category of services.common.errors (the gRPC code)."""
+
+from __future__ import annotations
+
+from services.common.errors import (
+    AlreadyExists,
+    DataLoss,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    OverlandError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
+
+
+class ReplicaError(OverlandError):
+    """Base of the replica service's own errors (mixed into every class below)."""
+
+
+class InvalidReplicationSettings(ReplicaError, InvalidArgument):
+    """EnableReplication (or the service config) carries bad values; ``violations`` names each field."""
+
+
+class ReplicationNotFound(ReplicaError, NotFound):
+    """No replication is enabled for the named VM at this site."""
+
+
+class ReplicationExists(ReplicaError, AlreadyExists):
+    """Replication is already enabled for the VM."""
+
+
+class InvalidTransition(ReplicaError, FailedPrecondition):
+    """The operation is not allowed in the replication's current state (e.g. resume when not paused)."""
+
+
+class SequenceError(ReplicaError, FailedPrecondition):
+    """A delta's sequence number is out of order: a gap, or a delta older than the last committed one."""
+
+
+class DuplicateDelta(ReplicaError, AlreadyExists):
+    """The delta's sequence number is already committed at the DR site."""
+
+
+class ChunkCorrupted(ReplicaError, DataLoss):
+    """A chunk's blake3 does not match its data; the sender resends from ``chunk_index``."""
+
+    def __init__(self, message: str, chunk_index: int):
+        super().__init__(message, [FieldViolation("chunk.blake3", message)])
+        self.chunk_index = chunk_index
+
+
+class MalformedDelta(ReplicaError, InvalidArgument):
+    """A delta stream breaks the protocol (no header first, chunk out of range, wrong end count)."""
+
+
+class UnknownVm(ReplicaError, NotFound):
+    """The DR site has no replica for this VM and the delta is not a full (initial) transfer."""
+
+
+class UnauthorizedPrimary(ReplicaError, PermissionDenied):
+    """The calling primary is not in the DR site's allow-list."""
+
+
+class ReplicaStorageFull(ReplicaError, ResourceExhausted):
+    """The DR site's storage location has no space left for the delta."""
+
+
+class ReplicaUnreachable(ReplicaError, Unavailable):
+    """The DR site could not be reached (or stopped answering) within the deadline."""
+
+
+class ReplicaStateCorrupted(ReplicaError, DataLoss):
+    """Persisted replica state (journal, recovery point, state file) is unreadable."""

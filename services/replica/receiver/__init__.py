@@ -1,0 +1,1 @@
+"""The DR site: receives deltas, commits them atomically, keeps recovery points."""

@@ -1,0 +1,584 @@
+"""The DR site's storage of one VM's replica: stage a delta, commit it atomically, keep recovery points.
+
+Layout under ``<storage location>/<vm>/``:
+
+* ``state.json`` — the single source of truth: the committed sequence, disk sizes, the VM config and
+  the recovery points with their undo files. Replaced atomically (write, fsync, rename, fsync dir).
+* ``disks/<disk>.vhd`` — the replica disks (fixed VHDs), always at the latest committed point.
+* ``staging/`` — the delta being received: ``header.bin`` and ``chunks.log`` (self-checking records,
+  see ``records``), or for a full transfer the new disks themselves plus a ``progress`` counter.
+* ``journal/`` — ``staging/`` renamed once the whole delta is durable. The rename is the commit:
+  after it the delta is applied (redo), and a restart after a ``kill -9`` re-applies it; before it the
+  replica disks were never touched, so the last committed point is intact.
+* ``points/`` — undo layers (see ``recovery``) for the older recovery points.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from overland.v1 import replica_pb2
+from services.replica import records
+from services.replica.delta import block_digests
+from services.replica.errors import (
+    DuplicateDelta,
+    MalformedDelta,
+    ReplicaStateCorrupted,
+    ReplicaStorageFull,
+    SequenceError,
+    UnknownVm,
+)
+from services.replica.recovery import PointInfo, overlay, retained
+from services.replica.vhd.device import BlockDevice
+from services.replica.vhd.image import create_fixed, open_disk
+
+log = logging.getLogger(__name__)
+
+# A full transfer fsyncs its disks and records progress this often, bounding what a crash resends.
+PROGRESS_EVERY_BYTES = 64 * 1024 * 1024
+HASH_READ_BYTES = 4 * 1024 * 1024
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so a crash leaves either the old or the new content."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """ENOSPC/EDQUOT become ``ReplicaStorageFull``, with what was being written."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ReplicaStorageFull(f"DR site storage is full while {what}: {error.strerror}") from None
+        raise
+
+
+@dataclass
+class Point:
+    sequence: int
+    time_nanos: int
+    undo: str = ""
+    hourly: bool = False
+
+
+@dataclass
+class VmState:
+    committed: int = 0
+    disk_sizes: dict[str, int] = field(default_factory=dict)
+    vm: bytes = b""
+    additional_points: int = 0
+    points: list[Point] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "committed": self.committed,
+                "disk_sizes": self.disk_sizes,
+                "vm": base64.b64encode(self.vm).decode(),
+                "additional_points": self.additional_points,
+                "points": [p.__dict__ for p in self.points],
+            },
+            indent=1,
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> VmState:
+        try:
+            doc = json.loads(data)
+            return cls(
+                committed=int(doc["committed"]),
+                disk_sizes={str(k): int(v) for k, v in doc["disk_sizes"].items()},
+                vm=base64.b64decode(doc["vm"]),
+                additional_points=int(doc["additional_points"]),
+                points=[Point(**p) for p in doc["points"]],
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise ReplicaStateCorrupted(f"replica state file is unreadable: {error}") from None
+
+
+def check_sequence(committed: int, known: bool, header: replica_pb2.DeltaHeader) -> None:
+    """Reject duplicates, gaps and deltas for a VM this site has no replica of. Pure."""
+    if header.sequence <= committed:
+        raise DuplicateDelta(
+            f"delta {header.sequence} for VM {header.vm_name!r} is already committed "
+            f"(last committed sequence {committed})"
+        )
+    if header.sequence != committed + 1:
+        raise SequenceError(
+            f"delta {header.sequence} for VM {header.vm_name!r} is out of order: "
+            f"the next expected sequence is {committed + 1}"
+        )
+    if not known and not (header.full or header.existing_copy):
+        raise UnknownVm(
+            f"this DR site has no replica of VM {header.vm_name!r}; start with an initial replication"
+        )
+
+
+class Staging:
+    """One delta being received. ``add`` stages a verified chunk; ``finish`` commits the delta."""
+
+    def __init__(self, store: VmStore, header: replica_pb2.DeltaHeader, chunks: int):
+        self.store = store
+        self.header = header
+        self.chunks = chunks
+        self._since_progress = 0
+        self._devices: dict[str, BlockDevice] = {}
+        self._log_fd = -1
+        path = store.staging
+        if header.full:
+            for disk, size in header.disk_sizes.items():
+                image = path / f"{disk}.vhd"
+                if not image.exists():
+                    with storage_errors(f"creating disk {disk!r}"):
+                        create_fixed(image, size)
+                self._devices[disk] = open_disk(image, writable=True)
+        else:
+            self._log_fd = os.open(path / "chunks.log", os.O_WRONLY | os.O_APPEND)
+
+    def add(self, index: int, disk: str, offset: int, data: bytes, zero: bool) -> None:
+        with storage_errors(f"staging chunk {index} of delta {self.header.sequence}"):
+            if self.header.full:
+                device = self._devices[disk]
+                if zero:
+                    device.write_zeroes(offset, len(data))
+                else:
+                    device.write(offset, data)
+                self._since_progress += len(data)
+                if self._since_progress >= PROGRESS_EVERY_BYTES:
+                    self.checkpoint(index + 1)
+            else:
+                os.write(
+                    self._log_fd,
+                    records.encode_record(index, disk, offset, len(data), None if zero else data),
+                )
+        self.chunks = index + 1
+
+    def checkpoint(self, chunks: int) -> None:
+        """Make the first ``chunks`` chunks durable, so a restart resumes after them."""
+        with storage_errors("recording staging progress"):
+            for device in self._devices.values():
+                device.flush()
+            if self.header.full:
+                write_atomic(self.store.staging / "progress", str(chunks).encode())
+            else:
+                os.fsync(self._log_fd)
+        self._since_progress = 0
+
+    def close(self) -> None:
+        for device in self._devices.values():
+            device.close()
+        self._devices.clear()
+        if self._log_fd >= 0:
+            os.close(self._log_fd)
+            self._log_fd = -1
+
+    def finish(self, count: int) -> replica_pb2.DeltaAck:
+        if count != self.chunks:
+            raise MalformedDelta(
+                f"delta {self.header.sequence} ends after {count} chunks but {self.chunks} were received"
+            )
+        self.checkpoint(count)
+        self.close()
+        return self.store.commit(self.header, count)
+
+
+class VmStore:
+    """One VM's replica from one primary. Methods are serialized by ``lock``."""
+
+    def __init__(self, root: Path, vm_name: str, fault_apply_delay: float = 0.0):
+        self.root = root / vm_name
+        self.vm_name = vm_name
+        self.lock = threading.Lock()
+        self.fault_apply_delay = fault_apply_delay
+        self.staging = self.root / "staging"
+        self.journal = self.root / "journal"
+        self.disks = self.root / "disks"
+        self.points_dir = self.root / "points"
+        self.state = self._load()
+        self._recover()
+
+    @property
+    def known(self) -> bool:
+        return (self.root / "state.json").exists()
+
+    def _load(self) -> VmState:
+        path = self.root / "state.json"
+        return VmState.decode(path.read_bytes()) if path.exists() else VmState()
+
+    def _save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with storage_errors("saving replica state"):
+            write_atomic(self.root / "state.json", self.state.encode())
+
+    def _recover(self) -> None:
+        """Finish a commit a crash interrupted, and drop files no state references."""
+        header_path = self.journal / "header.bin"
+        if header_path.exists():
+            header = replica_pb2.DeltaHeader.FromString(header_path.read_bytes())
+            if header.sequence > self.state.committed:
+                log.info(
+                    "re-applying committed delta after restart",
+                    extra={"vm": self.vm_name, "seq": header.sequence},
+                )
+                self._apply_journal(header)
+            shutil.rmtree(self.journal)
+        elif self.journal.exists():
+            shutil.rmtree(self.journal)
+        if self.points_dir.exists():
+            referenced = {p.undo for p in self.state.points}
+            for path in self.points_dir.iterdir():
+                if path.name not in referenced:
+                    path.unlink()
+
+    def receiver_state(self) -> replica_pb2.ReceiverState:
+        staged = self.staged_header()
+        return replica_pb2.ReceiverState(
+            vm_name=self.vm_name,
+            committed_sequence=self.state.committed,
+            staged_sequence=staged.sequence if staged else 0,
+            staged_chunks=self.staged_chunks() if staged else 0,
+        )
+
+    def staged_header(self) -> replica_pb2.DeltaHeader | None:
+        path = self.staging / "header.bin"
+        if not path.exists():
+            return None
+        header = replica_pb2.DeltaHeader.FromString(path.read_bytes())
+        return header if header.sequence == self.state.committed + 1 else None
+
+    def staged_chunks(self) -> int:
+        """Chunks of the staged delta that are whole on disk (a torn tail is cut off here)."""
+        if (self.staging / "progress").exists():
+            return int((self.staging / "progress").read_text() or 0)
+        log_path = self.staging / "chunks.log"
+        if not log_path.exists():
+            return 0
+        count, end = 0, 0
+        with log_path.open("rb") as file:
+            for info in records.scan(file):
+                if info.index != count:
+                    break
+                count, end = count + 1, info.end_position
+        if log_path.stat().st_size != end:
+            os.truncate(log_path, end)
+        return count
+
+    def begin(self, header: replica_pb2.DeltaHeader) -> Staging:
+        """Validate the header and open staging, resuming from ``header.resume_from`` when it matches."""
+        check_sequence(self.state.committed, self.known, header)
+        if self.known and not header.full:
+            self._check_disks(header)
+        if header.existing_copy and not self.known:
+            self._check_existing_copy(header)
+        staged = self.staged_header()
+        resumable = staged is not None and _same_cut(staged, header)
+        chunks = self.staged_chunks() if resumable else 0
+        if header.resume_from > chunks:
+            raise SequenceError(
+                f"cannot resume delta {header.sequence} of VM {self.vm_name!r} "
+                f"at chunk {header.resume_from}: only {chunks} chunks are staged"
+            )
+        if header.resume_from == 0 or not resumable:
+            self.discard_staging()
+            with storage_errors(f"staging delta {header.sequence}"):
+                self.staging.mkdir(parents=True)
+                (self.staging / "chunks.log").touch()
+                write_atomic(self.staging / "header.bin", header.SerializeToString())
+        elif header.resume_from < chunks:
+            self._truncate_staging(header.resume_from)
+        return Staging(self, header, header.resume_from)
+
+    def _truncate_staging(self, chunks: int) -> None:
+        """Drop staged chunks from ``chunks`` on, so the sender's resend appends in order."""
+        if (self.staging / "progress").exists():
+            write_atomic(self.staging / "progress", str(chunks).encode())
+            return
+        log_path = self.staging / "chunks.log"
+        with log_path.open("rb") as file:
+            ends = [info.end_position for info in records.scan(file)]
+        os.truncate(log_path, ends[chunks - 1] if chunks else 0)
+
+    def _check_disks(self, header: replica_pb2.DeltaHeader) -> None:
+        if dict(header.disk_sizes) != self.state.disk_sizes:
+            raise MalformedDelta(
+                f"delta {header.sequence} names disks {dict(header.disk_sizes)} but the replica of "
+                f"{self.vm_name!r} has {self.state.disk_sizes}"
+            )
+
+    def _check_existing_copy(self, header: replica_pb2.DeltaHeader) -> None:
+        for disk, size in header.disk_sizes.items():
+            path = self.disks / f"{disk}.vhd"
+            if not path.exists():
+                raise UnknownVm(f"no existing copy of disk {disk!r} of VM {self.vm_name!r} at {path}")
+            device = open_disk(path)
+            try:
+                if device.virtual_size != size:
+                    raise MalformedDelta(
+                        f"existing copy {path} is {device.virtual_size} bytes, the primary's disk {size}"
+                    )
+            finally:
+                device.close()
+
+    def discard_staging(self) -> None:
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+
+    def commit(self, header: replica_pb2.DeltaHeader, count: int) -> replica_pb2.DeltaAck:
+        """Capture undo data, then rename staging to journal (the commit point), then apply."""
+        if not header.full and header.additional_recovery_points > 0 and self.known:
+            with storage_errors(f"saving undo data for delta {header.sequence}"):
+                self._capture_undo()
+        with storage_errors(f"committing delta {header.sequence}"):
+            self.staging.replace(self.journal)
+            fsync_dir(self.root)
+        self._apply_journal(header)
+        shutil.rmtree(self.journal)
+        return replica_pb2.DeltaAck(
+            sequence=header.sequence,
+            recovery_point_id=point_id(self.vm_name, header.sequence),
+            chunks_applied=count,
+        )
+
+    def _capture_undo(self) -> None:
+        """Write the bytes the staged delta will overwrite to ``staging/undo.log`` (before the commit)."""
+        devices: dict[str, BlockDevice] = {}
+        log_fd = os.open(self.staging / "undo.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            with (self.staging / "chunks.log").open("rb") as file:
+                for info in records.scan(file):
+                    device = devices.get(info.disk) or devices.setdefault(
+                        info.disk, self._open_replica(info.disk)
+                    )
+                    old = device.read(info.offset, info.length)
+                    os.write(
+                        log_fd, records.encode_record(info.index, info.disk, info.offset, info.length, old)
+                    )
+            os.fsync(log_fd)
+        finally:
+            os.close(log_fd)
+            for device in devices.values():
+                device.close()
+
+    def _open_replica(self, disk: str) -> BlockDevice:
+        return open_disk(self.disks / f"{disk}.vhd", writable=True)
+
+    def _apply_journal(self, header: replica_pb2.DeltaHeader) -> None:
+        """Redo: idempotent, so a restart simply runs it again."""
+        self.disks.mkdir(parents=True, exist_ok=True)
+        if header.full:
+            for disk in header.disk_sizes:
+                staged = self.journal / f"{disk}.vhd"
+                if staged.exists():
+                    staged.replace(self.disks / f"{disk}.vhd")
+            fsync_dir(self.disks)
+            # Older points were undo layers over disks that a full transfer replaced wholesale.
+            self.state.points = []
+        else:
+            self._redo(self.journal / "chunks.log")
+        undo = ""
+        undo_path = self.journal / "undo.log"
+        if undo_path.exists():
+            self.points_dir.mkdir(parents=True, exist_ok=True)
+            undo = f"{header.sequence}-{uuid.uuid4().hex[:8]}.undo"
+            undo_path.replace(self.points_dir / undo)
+            fsync_dir(self.points_dir)
+        point_time = header.cut_time_unix_nanos or time.time_ns()
+        self.state.points.append(Point(header.sequence, point_time, undo))
+        self.state.committed = header.sequence
+        self.state.disk_sizes = dict(header.disk_sizes)
+        self.state.additional_points = header.additional_recovery_points
+        if header.HasField("vm"):
+            self.state.vm = header.vm.SerializeToString()
+        self._prune(time.time_ns())
+        self._save()
+        self._remove_unreferenced()
+
+    def _redo(self, log_path: Path) -> None:
+        devices: dict[str, BlockDevice] = {}
+        fd = os.open(log_path, os.O_RDONLY)
+        try:
+            with log_path.open("rb") as file:
+                for info in records.scan(file):
+                    device = devices.get(info.disk) or devices.setdefault(
+                        info.disk, self._open_replica(info.disk)
+                    )
+                    if info.zero:
+                        device.write_zeroes(info.offset, info.length)
+                    else:
+                        device.write(info.offset, records.read_data(fd, info))
+                    if self.fault_apply_delay:
+                        time.sleep(self.fault_apply_delay)
+            for device in devices.values():
+                device.flush()
+        finally:
+            os.close(fd)
+            for device in devices.values():
+                device.close()
+
+    def _prune(self, now_nanos: int) -> None:
+        """Drop points retention no longer keeps, merging each dropped undo layer into the next newer one."""
+        infos = [PointInfo(p.sequence, p.time_nanos) for p in self.state.points]
+        kept, hourly = retained(infos, now_nanos, self.state.additional_points)
+        points = sorted(self.state.points, key=lambda p: p.sequence)
+        for i in range(len(points) - 1, -1, -1):
+            point = points[i]
+            if point.sequence in kept:
+                continue
+            newer = next((p for p in points[i + 1 :] if p.sequence in kept), None)
+            if newer is not None and point.undo and newer.undo:
+                newer.undo = self._merge_undo(newer.undo, point.undo, newer.sequence)
+        survivors = [p for p in points if p.sequence in kept]
+        for point in survivors:
+            point.hourly = point.sequence in hourly
+        if survivors:
+            # The oldest point's undo would restore a point nobody keeps.
+            survivors[0].undo = ""
+        self.state.points = survivors
+
+    def _merge_undo(self, newer: str, older: str, sequence: int) -> str:
+        """A layer equal to applying ``newer`` then ``older`` (older wins where both cover a byte)."""
+        sources = [self.points_dir / newer, self.points_dir / older]
+        indexes = [_index(path) for path in sources]
+        name = f"{sequence}-{uuid.uuid4().hex[:8]}.undo"
+        fds = [os.open(path, os.O_RDONLY) for path in sources]
+        out = os.open(self.points_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with storage_errors("merging recovery points"):
+                for disk in sorted({info.disk for index in indexes for info in index}):
+                    per_disk = [[i for i in index if i.disk == disk] for index in indexes]
+                    layers = [[(i.offset, i.length) for i in infos] for infos in per_disk]
+                    for n, piece in enumerate(overlay(layers)):
+                        info = per_disk[piece.layer][piece.extent]
+                        data = (
+                            None
+                            if info.zero
+                            else os.pread(
+                                fds[piece.layer],
+                                piece.length,
+                                info.data_position + piece.offset - info.offset,
+                            )
+                        )
+                        os.write(out, records.encode_record(n, disk, piece.offset, piece.length, data))
+                os.fsync(out)
+        finally:
+            os.close(out)
+            for fd in fds:
+                os.close(fd)
+        return name
+
+    def _remove_unreferenced(self) -> None:
+        if not self.points_dir.exists():
+            return
+        referenced = {p.undo for p in self.state.points}
+        for path in self.points_dir.iterdir():
+            if path.name not in referenced:
+                path.unlink()
+
+    def recovery_points(self) -> list[replica_pb2.RecoveryPoint]:
+        return [
+            replica_pb2.RecoveryPoint(
+                id=point_id(self.vm_name, p.sequence),
+                vm_name=self.vm_name,
+                sequence=p.sequence,
+                create_time_unix_nanos=p.time_nanos,
+                hourly=p.hourly,
+            )
+            for p in sorted(self.state.points, key=lambda p: p.sequence, reverse=True)
+        ]
+
+    def block_hashes(self, disk: str, block_size: int) -> Iterator[replica_pb2.BlockHashes]:
+        path = self.disks / f"{disk}.vhd"
+        if not path.exists():
+            raise UnknownVm(f"no replica disk {disk!r} of VM {self.vm_name!r} at this site")
+        device = open_disk(path)
+        try:
+            per_read = max(block_size, HASH_READ_BYTES // block_size * block_size)
+            for offset in range(0, device.virtual_size, per_read):
+                data = device.read(offset, min(per_read, device.virtual_size - offset))
+                yield replica_pb2.BlockHashes(
+                    first_block=offset // block_size, digests=block_digests(data, block_size)
+                )
+        finally:
+            device.close()
+
+    def materialize(self, sequence: int, out_dir: Path) -> dict[str, Path]:
+        """Copies of the disks as they were at recovery point ``sequence`` (for failover and tests)."""
+        points = sorted(self.state.points, key=lambda p: p.sequence, reverse=True)
+        if sequence not in {p.sequence for p in points}:
+            raise UnknownVm(f"VM {self.vm_name!r} has no recovery point {sequence}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outputs: dict[str, Path] = {}
+        for disk in self.state.disk_sizes:
+            target = out_dir / f"{disk}.vhd"
+            subprocess.run(
+                ["cp", "--sparse=always", str(self.disks / f"{disk}.vhd"), str(target)],
+                check=True,
+                timeout=600,
+            )
+            outputs[disk] = target
+        for point in points:
+            if point.sequence <= sequence:
+                break
+            self._apply_undo(self.points_dir / point.undo, outputs)
+        return outputs
+
+    def _apply_undo(self, path: Path, outputs: dict[str, Path]) -> None:
+        devices = {disk: open_disk(target, writable=True) for disk, target in outputs.items()}
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with path.open("rb") as file:
+                for info in records.scan(file):
+                    if info.zero:
+                        devices[info.disk].write_zeroes(info.offset, info.length)
+                    else:
+                        devices[info.disk].write(info.offset, records.read_data(fd, info))
+        finally:
+            os.close(fd)
+            for device in devices.values():
+                device.close()
+
+
+def _index(path: Path) -> list[records.RecordInfo]:
+    with path.open("rb") as file:
+        return list(records.scan(file))
+
+
+def _same_cut(staged: replica_pb2.DeltaHeader, header: replica_pb2.DeltaHeader) -> bool:
+    return (
+        staged.sequence == header.sequence
+        and staged.cut_time_unix_nanos == header.cut_time_unix_nanos
+        and staged.full == header.full
+    )
+
+
+def point_id(vm_name: str, sequence: int) -> str:
+    return f"{vm_name}@{sequence}"

@@ -1,0 +1,120 @@
+"""Validation of EnableReplication requests — pure: a proto in, a normalized value or field violations out."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+
+from overland.v1 import replica_pb2
+from services.common.errors import FieldViolation
+from services.replica.errors import InvalidReplicationSettings
+
+FREQUENCIES = (30, 300, 900)
+DEFAULT_FREQUENCY = 300
+MAX_ADDITIONAL_POINTS = 24
+# Below this a 64 KiB block takes over a second; a limit that low is a typo, not a policy.
+MIN_BANDWIDTH = 64 * 1024
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class InitialMethod(IntEnum):
+    """Values of ``overland.v1.InitialReplicationMethod``."""
+
+    NETWORK = 1
+    EXTERNAL_MEDIA = 2
+    EXISTING_COPY = 3
+
+
+@dataclass(frozen=True)
+class ReplicationPolicy:
+    """The validated, defaulted settings of one VM's replication."""
+
+    frequency_seconds: int
+    additional_recovery_points: int
+    compression: bool
+    bandwidth_limit: int
+    replica_server: str
+    initial_method: InitialMethod
+    export_path: str
+
+
+def validate_name(value: str, field: str) -> list[FieldViolation]:
+    """A VM or disk name: it becomes a directory name at the DR site, so it must be path-safe."""
+    if not value:
+        return [FieldViolation(field, "required")]
+    if not NAME_PATTERN.match(value):
+        return [
+            FieldViolation(
+                field, "1-63 characters of letters, digits, '.', '_' or '-', not starting with a symbol"
+            )
+        ]
+    return []
+
+
+def validate_endpoint(value: str, field: str) -> list[FieldViolation]:
+    """host:port with a port in 1..65535."""
+    if not value:
+        return [FieldViolation(field, "required: the DR site's replica endpoint, host:port")]
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return [FieldViolation(field, f"must be host:port with a port in 1..65535, got {value!r}")]
+    return []
+
+
+def validate_enable(request: replica_pb2.EnableReplicationRequest) -> ReplicationPolicy:
+    """The request's policy, or ``InvalidReplicationSettings`` listing every bad field at once."""
+    violations = validate_name(request.vm.name, "vm.name")
+    if not request.vm.disks:
+        violations.append(FieldViolation("vm.disks", "at least one disk is required"))
+    seen: set[str] = set()
+    for i, disk in enumerate(request.vm.disks):
+        violations += validate_name(disk.name, f"vm.disks[{i}].name")
+        if disk.name in seen:
+            violations.append(FieldViolation(f"vm.disks[{i}].name", f"duplicate disk name {disk.name!r}"))
+        seen.add(disk.name)
+        if not disk.path:
+            violations.append(FieldViolation(f"vm.disks[{i}].path", "required: the VHD path at this site"))
+    s = request.settings
+    frequency = s.frequency_seconds or DEFAULT_FREQUENCY
+    if frequency not in FREQUENCIES:
+        violations.append(
+            FieldViolation("settings.frequency_seconds", f"must be 30, 300 or 900 seconds, got {frequency}")
+        )
+    if s.additional_recovery_points > MAX_ADDITIONAL_POINTS:
+        violations.append(
+            FieldViolation(
+                "settings.additional_recovery_points",
+                f"must be 0..{MAX_ADDITIONAL_POINTS}, got {s.additional_recovery_points}",
+            )
+        )
+    if 0 < s.bandwidth_limit_bytes_per_second < MIN_BANDWIDTH:
+        violations.append(
+            FieldViolation(
+                "settings.bandwidth_limit_bytes_per_second",
+                f"must be 0 (unlimited) or at least {MIN_BANDWIDTH} bytes/s",
+            )
+        )
+    violations += validate_endpoint(s.replica_server, "settings.replica_server")
+    method = s.initial_method or InitialMethod.NETWORK
+    if method not in InitialMethod.__members__.values():
+        violations.append(FieldViolation("settings.initial_method", f"unknown method {method}"))
+    elif method == InitialMethod.EXTERNAL_MEDIA and not s.export_path:
+        violations.append(FieldViolation("settings.export_path", "required with EXTERNAL_MEDIA"))
+    elif method != InitialMethod.EXTERNAL_MEDIA and s.export_path:
+        violations.append(FieldViolation("settings.export_path", "only valid with EXTERNAL_MEDIA"))
+    if violations:
+        raise InvalidReplicationSettings(
+            f"invalid replication settings for VM {request.vm.name!r}: "
+            + "; ".join(f"{v.field}: {v.description}" for v in violations),
+            violations,
+        )
+    return ReplicationPolicy(
+        frequency_seconds=frequency,
+        additional_recovery_points=s.additional_recovery_points,
+        compression=s.compression,
+        bandwidth_limit=s.bandwidth_limit_bytes_per_second,
+        replica_server=s.replica_server,
+        initial_method=InitialMethod(method),
+        export_path=s.export_path,
+    )
