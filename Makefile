@@ -8,7 +8,7 @@ APT_PACKAGES := qemu-utils tshark iperf3 rsync iputils-ping debootstrap docker.i
 PROTO_OUT := sdk/src
 PROTOS := $(wildcard protos/overland/v1/*.proto)
 
-.PHONY: all run test lint unit integration proto proto-check bench deps-apt venv clean
+.PHONY: all run test lint unit integration proto proto-check bench deps-apt venv clean docker-up images
 
 all: test
 
@@ -55,6 +55,13 @@ test: deps-apt $(STAMP)
 
 run: deps-apt $(STAMP)
 	$(BIN)/python -m services.devstack
+
+# A local Docker engine (bridge and pools in 198.19.0.0/16) and the images, built with no registry.
+docker-up: deps-apt
+	tools/docker.sh
+
+images: docker-up $(STAMP)
+	$(BIN)/python tools/build_images.py
 
 bench: deps-apt $(STAMP)
 	$(BIN)/python -m bench

@@ -1,0 +1,30 @@
+# One image for every Overland service; `overland-service policy|vswitch|replica ...` picks which.
+#
+# No registry is needed: the default BASE is the Debian root that tools/build_images.py makes with
+# debootstrap, and the project and all its dependencies come as wheels built on the host into
+# build/wheelhouse (`make images` does both). Where a registry is reachable, any Debian-based Python 3.11
+# image works as the base:
+#   pip wheel --wheel-dir build/wheelhouse . ./sdk
+#   docker build --build-arg BASE=python:3.11-slim -t overland/overland:0.1.0 .
+ARG BASE=overland/base:bookworm
+
+FROM ${BASE} AS install
+COPY build/wheelhouse/ /tmp/wheelhouse/
+# --no-index: the build must not reach a package index; every wheel is in the wheelhouse.
+RUN python3 -m venv /opt/overland \
+ && /opt/overland/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheelhouse \
+      overland-services overland-sdk \
+ && /opt/overland/bin/python -c "import services, overland.v1"
+
+# A second stage on the same base, so the wheelhouse never becomes a layer of the final image.
+FROM ${BASE}
+COPY --from=install /opt/overland /opt/overland
+RUN printf '#!/bin/sh\nexec /opt/overland/bin/python -m services "$@"\n' >/usr/local/bin/overland-service \
+ && chmod 0755 /usr/local/bin/overland-service \
+ && mkdir -p /var/lib/overland
+ENV PATH=/opt/overland/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /var/lib/overland
+ENTRYPOINT ["overland-service"]
+CMD ["--help"]

