@@ -1,0 +1,23 @@
+"""Change tracking for replica disks: the persistent HRL-like log and the tracked, snapshot-able device."""
+
+from services.replica.tracking.errors import CutPending, TrackingError, TrackingInvalid
+from services.replica.tracking.extents import BlockSet, LogHeader, block_span, log_limit
+from services.replica.tracking.log import DEFAULT_TRACK_BLOCK, ChangeLog, Cut, cut_path
+from services.replica.tracking.tracked import Snapshot, TrackedDevice, WriteGate
+
+__all__ = [
+    "DEFAULT_TRACK_BLOCK",
+    "BlockSet",
+    "ChangeLog",
+    "Cut",
+    "CutPending",
+    "LogHeader",
+    "Snapshot",
+    "TrackedDevice",
+    "TrackingError",
+    "TrackingInvalid",
+    "WriteGate",
+    "block_span",
+    "cut_path",
+    "log_limit",
+]
