@@ -17,7 +17,7 @@ from pathlib import Path
 from services.replica.tracking.errors import TrackingInvalid
 from services.replica.tracking.extents import BlockSet, block_span
 from services.replica.tracking.log import ChangeLog, Cut
-from services.replica.vhd.device import BlockDevice, check_range, read_exact, write_all
+from services.replica.vhd.device import BlockDevice, Buffer, check_range, read_exact, write_all
 
 
 class WriteGate:
@@ -153,7 +153,7 @@ class TrackedDevice:
     def read(self, offset: int, length: int) -> bytes:
         return self.inner.read(offset, length)
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: Buffer) -> None:
         self._change(offset, len(data), lambda: self.inner.write(offset, data))
 
     def write_zeroes(self, offset: int, length: int) -> None:

@@ -3,6 +3,7 @@
 from services.replica.vhd.device import (
     DEFAULT_BLOCK_SIZE,
     BlockDevice,
+    Buffer,
     FileDevice,
     check_range,
     merge_ranges,
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_VHD_BLOCK",
     "DIGEST_SIZE",
     "BlockDevice",
+    "Buffer",
     "DeviceReadOnly",
     "DiskType",
     "DynamicDisk",

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 from services.replica.vhd.errors import DeviceReadOnly, VhdInvalid
 
 DEFAULT_BLOCK_SIZE = 2 * 1024 * 1024
+Buffer = bytes | bytearray | memoryview
 _ZERO_CHUNK = 1024 * 1024
 
 
@@ -32,7 +33,7 @@ class BlockDevice(Protocol):
 
     def read(self, offset: int, length: int) -> bytes: ...
 
-    def write(self, offset: int, data: bytes) -> None: ...
+    def write(self, offset: int, data: Buffer) -> None: ...
 
     def write_zeroes(self, offset: int, length: int) -> None:
         """Make the range read as zeros (cheaper than ``write`` of zeros where the format allows)."""
@@ -81,7 +82,7 @@ def read_exact(fd: int, offset: int, length: int) -> bytes:
     return b"".join(parts)
 
 
-def write_all(fd: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+def write_all(fd: int, offset: int, data: Buffer) -> None:
     """``pwrite`` that loops over short writes."""
     view = memoryview(data)
     while view:
@@ -132,7 +133,7 @@ class FileDevice:
         check_range(offset, length, self._size)
         return read_exact(self._fd, offset, length)
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: Buffer) -> None:
         self._check_writable()
         check_range(offset, len(data), self._size)
         write_all(self._fd, offset, data)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from services.replica.vhd.device import (
     BlockDevice,
+    Buffer,
     check_range,
     merge_ranges,
     read_exact,
@@ -111,7 +112,7 @@ class DynamicDisk:
         check_range(offset, length, self.virtual_size)
         return b"".join(self._read_piece(b, start, n) for b, start, n in self._pieces(offset, length))
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: Buffer) -> None:
         self._check_writable()
         check_range(offset, len(data), self.virtual_size)
         view = memoryview(data)
