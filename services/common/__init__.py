@@ -15,6 +15,7 @@ from services.common.errors import (
     Unavailable,
     to_rpc_status,
 )
+from services.common.etcd_kv import EtcdConfig, EtcdKV, EtcdTlsConfig, EtcdWatch
 from services.common.etcd_process import EtcdProcess, EtcdProcessError
 from services.common.logs import configure_logging
 from services.common.memory_kv import ManualClock, MemoryKV
@@ -46,8 +47,12 @@ __all__ = [
     "DeadlineExceeded",
     "EntryChange",
     "ErrorMappingInterceptor",
+    "EtcdConfig",
+    "EtcdKV",
     "EtcdProcess",
     "EtcdProcessError",
+    "EtcdTlsConfig",
+    "EtcdWatch",
     "FailedPrecondition",
     "FieldViolation",
     "GrpcServer",

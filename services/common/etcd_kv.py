@@ -1,0 +1,703 @@
+"""``EtcdKV``: the ``KV`` interface over a real etcd v3 cluster, with a deadline on every call.
+
+It talks to etcd's gRPC API through the generated stubs of python3-etcd3 (``etcd3.etcdrpc``) and
+builds the protobuf requests itself: that is faster than the library's helpers and exact about
+compares and ranges. Watches run on the raw bidirectional ``Watch`` stream, so a broken stream
+raises ``KVUnavailableError`` instead of ending silently, and compaction raises
+``KVCompactedError`` with etcd's compact revision.
+
+gRPC failures become the errors of ``services.common.kv``: no connection, UNAVAILABLE or a missed
+deadline -> ``KVUnavailableError``; a compacted revision -> ``KVCompactedError``; "too many
+operations in txn request" -> ``KVTooManyOpsError``; and so on. With several endpoints, a call that
+cannot reach one tries the next; reads, which are safe to repeat, are retried until their deadline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from etcd3 import etcdrpc
+from etcd3.etcdrpc import kv_pb2
+
+from services.common.errors import InvalidArgument, OverlandError, ResourceExhausted
+from services.common.kv import (
+    Compare,
+    CompareOp,
+    CompareTarget,
+    Delete,
+    EventType,
+    Get,
+    KeyValue,
+    KVCompactedError,
+    KVLeaseNotFoundError,
+    KVRequestError,
+    KVTooManyOpsError,
+    KVUnavailableError,
+    Lease,
+    Op,
+    Put,
+    RangeResult,
+    TxnResult,
+    WatchBatch,
+    WatchEvent,
+    prefix_end,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MAX_RECEIVE_BYTES = 256 * 1024 * 1024
+# etcd's server drops connections that ping more often than every 5 s (--grpc-keepalive-min-time)
+# and refuses pings without an open stream, so keepalive runs only while a call or watch is open.
+_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Reconnect quickly after an etcd restart instead of gRPC's default backoff of up to 2 minutes.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+)
+_RETRY_PAUSE_SECONDS = 0.05
+_RETRY_PAUSE_MAX_SECONDS = 0.5
+# How long the compact-revision probe waits for etcd's answer after the watch was created.
+_PROBE_SECONDS = 1.0
+
+_UNAVAILABLE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+_COMPARE_RESULTS = {
+    CompareOp.EQUAL: etcdrpc.Compare.EQUAL,
+    CompareOp.NOT_EQUAL: etcdrpc.Compare.NOT_EQUAL,
+    CompareOp.LESS: etcdrpc.Compare.LESS,
+    CompareOp.GREATER: etcdrpc.Compare.GREATER,
+}
+_COMPARE_TARGETS = {
+    CompareTarget.VALUE: (etcdrpc.Compare.VALUE, "value"),
+    CompareTarget.VERSION: (etcdrpc.Compare.VERSION, "version"),
+    CompareTarget.CREATE: (etcdrpc.Compare.CREATE, "create_revision"),
+    CompareTarget.MOD: (etcdrpc.Compare.MOD, "mod_revision"),
+}
+
+
+class KVSpaceExceededError(ResourceExhausted):
+    """etcd's backend is over its quota (--quota-backend-bytes): it accepts no writes until
+    compacted, defragmented and its alarm disarmed."""
+
+
+class KVServerError(OverlandError):
+    """etcd failed a request for a reason none of the other KV errors names."""
+
+
+@dataclass(frozen=True)
+class EtcdTlsConfig:
+    """Client TLS to etcd: ``ca`` verifies the server; ``cert``/``key`` authenticate this client."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    # When the certificate's name differs from the endpoint host (e.g. connecting by IP).
+    server_name: str | None = None
+
+    def validate(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise InvalidArgument("etcd TLS cert and key go together")
+        for path in (self.ca, self.cert, self.key):
+            if path is not None and not path.is_file():
+                raise InvalidArgument(f"etcd TLS file not found: {path}")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes() if self.ca else None,
+            private_key=self.key.read_bytes() if self.key else None,
+            certificate_chain=self.cert.read_bytes() if self.cert else None,
+        )
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    """How a service reaches etcd. ``timeout`` is the deadline of every call, in seconds;
+    ``watch_idle_timeout``, when set, declares a watch broken after that long without any response
+    (set it above etcd's progress-notify interval)."""
+
+    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    timeout: float = 2.0
+    max_txn_ops: int = 128
+    tls: EtcdTlsConfig | None = None
+    watch_idle_timeout: float | None = None
+
+    def validate(self) -> None:
+        if not self.endpoints:
+            raise InvalidArgument("at least one etcd endpoint is needed")
+        for endpoint in self.endpoints:
+            parse_endpoint(endpoint)
+        if self.timeout <= 0:
+            raise InvalidArgument("etcd timeout must be positive")
+        if self.max_txn_ops < 1:
+            raise InvalidArgument("max_txn_ops must be at least 1")
+        if self.watch_idle_timeout is not None and self.watch_idle_timeout <= 0:
+            raise InvalidArgument("watch_idle_timeout must be positive")
+        if self.tls is not None:
+            self.tls.validate()
+
+
+def parse_endpoint(endpoint: str) -> str:
+    """``host:port`` from ``host:port``, ``http://host:port`` or ``https://host:port``."""
+    target = endpoint.strip()
+    for scheme in ("http://", "https://"):
+        target = target.removeprefix(scheme)
+    target = target.rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(f"etcd endpoint must be host:port, got {endpoint!r}")
+    return target
+
+
+# -- protobuf conversion (pure) ----------------------------------------------------------------
+
+
+def span(key: bytes, prefix: bool, start: bytes | None = None) -> tuple[bytes, bytes]:
+    """etcd's (key, range_end) for one key, or for every key starting with ``key`` (from ``start``).
+
+    etcd has no empty key: the whole keyspace is key ``\\0`` to range_end ``\\0``.
+    """
+    if not prefix:
+        return key, b""
+    low = max(key, start) if start is not None else key
+    return low or b"\0", prefix_end(key)
+
+
+def key_value(kv: Any) -> KeyValue:
+    return KeyValue(
+        key=kv.key,
+        value=kv.value,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
+        version=kv.version,
+        lease=kv.lease,
+    )
+
+
+def compare_message(compare: Compare) -> Any:
+    target, attribute = _COMPARE_TARGETS[compare.target]
+    wants_bytes = compare.target is CompareTarget.VALUE
+    if isinstance(compare.operand, bytes) != wants_bytes:
+        raise KVRequestError(f"compare on {compare.target.value} needs a {'bytes' if wants_bytes else 'int'}")
+    return etcdrpc.Compare(
+        key=compare.key, target=target, result=_COMPARE_RESULTS[compare.op], **{attribute: compare.operand}
+    )
+
+
+def op_message(op: Op) -> Any:
+    if isinstance(op, Put):
+        return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=op.key, value=op.value, lease=op.lease))
+    key, range_end = span(op.key, op.prefix)
+    if isinstance(op, Delete):
+        return etcdrpc.RequestOp(
+            request_delete_range=etcdrpc.DeleteRangeRequest(key=key, range_end=range_end)
+        )
+    return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key, range_end=range_end))
+
+
+def txn_request(compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> Any:
+    return etcdrpc.TxnRequest(
+        compare=[compare_message(c) for c in compares],
+        success=[op_message(op) for op in success],
+        failure=[op_message(op) for op in failure],
+    )
+
+
+def txn_result(response: Any) -> TxnResult:
+    responses = tuple(
+        tuple(key_value(kv) for kv in item.response_range.kvs)
+        if item.WhichOneof("response") == "response_range"
+        else ()
+        for item in response.responses
+    )
+    return TxnResult(succeeded=response.succeeded, revision=response.header.revision, responses=responses)
+
+
+def watch_event(event: Any) -> WatchEvent:
+    prev = key_value(event.prev_kv) if event.HasField("prev_kv") else None
+    kind = EventType.DELETE if event.type == kv_pb2.Event.DELETE else EventType.PUT
+    return WatchEvent(type=kind, kv=key_value(event.kv), prev_kv=prev)
+
+
+def watch_batch(response: Any) -> WatchBatch:
+    """The batch one WatchResponse brings. Event responses are complete per revision, so the last
+    event's revision is the resume point; a response without events is a progress notification,
+    which vouches for everything up to its header revision."""
+    if response.events:
+        events = tuple(watch_event(event) for event in response.events)
+        return WatchBatch(events=events, revision=events[-1].kv.mod_revision)
+    return WatchBatch(events=(), revision=response.header.revision, progress=True)
+
+
+# -- error mapping -----------------------------------------------------------------------------
+
+
+def map_grpc_error(error: grpc.RpcError, what: str) -> OverlandError:
+    """The KV error for a failed etcd call. Compaction errors get compact revision 0 here; the
+    caller fills it in when it can learn it."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (error.details() if isinstance(error, grpc.Call) else str(error)) or ""
+    message = f"etcd {what}: {details or code.name}"
+    if code in _UNAVAILABLE_CODES:
+        return KVUnavailableError(message)
+    if "required revision has been compacted" in details:
+        return KVCompactedError(message, 0)
+    if "too many operations in txn request" in details:
+        return KVTooManyOpsError(message)
+    if "requested lease not found" in details:
+        return KVLeaseNotFoundError(message)
+    if "database space exceeded" in details:
+        return KVSpaceExceededError(message)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+        return KVRequestError(message)
+    if "no leader" in details or "leader changed" in details or "timed out" in details:
+        # etcd reports a cluster that cannot serve right now with UNKNOWN or INTERNAL codes.
+        return KVUnavailableError(message)
+    return KVServerError(message)
+
+
+@dataclass(frozen=True)
+class _Stubs:
+    """The stubs of one channel, made once: making a stub builds a callable per method."""
+
+    channel: grpc.Channel
+    kv: Any
+    lease: Any
+    watch: Any
+
+    @classmethod
+    def on(cls, channel: grpc.Channel) -> _Stubs:
+        return cls(channel, etcdrpc.KVStub(channel), etcdrpc.LeaseStub(channel), etcdrpc.WatchStub(channel))
+
+
+class EtcdKV:
+    """The ``KV`` interface over etcd (see the module docstring). Thread-safe."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str,
+        *,
+        timeout: float = 2.0,
+        max_txn_ops: int = 128,
+        tls: EtcdTlsConfig | None = None,
+        watch_idle_timeout: float | None = None,
+    ):
+        config = EtcdConfig(
+            endpoints=(endpoints,) if isinstance(endpoints, str) else tuple(endpoints),
+            timeout=timeout,
+            max_txn_ops=max_txn_ops,
+            tls=tls,
+            watch_idle_timeout=watch_idle_timeout,
+        )
+        config.validate()
+        self.config = config
+        self.timeout = timeout
+        self.max_txn_ops = max_txn_ops
+        self.endpoints = tuple(parse_endpoint(e) for e in config.endpoints)
+        self._credentials = tls.credentials() if tls else None
+        self._lock = threading.Lock()
+        self._stubs: dict[str, _Stubs] = {}
+        # With one endpoint, a call waits (within its deadline) for the channel to reconnect, e.g.
+        # while etcd restarts; with several, it fails fast so the next endpoint can be tried.
+        self.wait_for_ready = len(self.endpoints) == 1
+        self._current = 0
+        self._closed = False
+        self._watches: set[EtcdWatch] = set()
+
+    @classmethod
+    def from_config(cls, config: EtcdConfig) -> EtcdKV:
+        return cls(
+            config.endpoints,
+            timeout=config.timeout,
+            max_txn_ops=config.max_txn_ops,
+            tls=config.tls,
+            watch_idle_timeout=config.watch_idle_timeout,
+        )
+
+    # -- connection ----------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint calls go to now."""
+        with self._lock:
+            return self.endpoints[self._current]
+
+    def stubs(self) -> _Stubs:
+        """The stubs for the current endpoint, its channel made on first use. gRPC connects lazily,
+        within the deadline of the first call."""
+        with self._lock:
+            if self._closed:
+                raise KVUnavailableError("etcd client is closed")
+            endpoint = self.endpoints[self._current]
+            stubs = self._stubs.get(endpoint)
+            if stubs is None:
+                options = list(_CHANNEL_OPTIONS)
+                tls = self.config.tls
+                if self._credentials is not None:
+                    if tls is not None and tls.server_name:
+                        options.append(("grpc.ssl_target_name_override", tls.server_name))
+                    channel = grpc.secure_channel(endpoint, self._credentials, options=options)
+                else:
+                    channel = grpc.insecure_channel(endpoint, options=options)
+                stubs = self._stubs[endpoint] = _Stubs.on(channel)
+            return stubs
+
+    def _fail_over(self, failed: _Stubs) -> None:
+        """Move to the next endpoint after ``failed`` could not serve a call."""
+        with self._lock:
+            if self._stubs.get(self.endpoints[self._current]) is failed and len(self.endpoints) > 1:
+                self._current = (self._current + 1) % len(self.endpoints)
+                log.warning("etcd endpoint failed, trying %s", self.endpoints[self._current])
+
+    def _call(self, what: str, invoke: Callable[[_Stubs, float], T], *, idempotent: bool) -> T:
+        """Run one unary etcd call within ``timeout``. Idempotent calls are retried (on the next
+        endpoint, when there is one) until the deadline; others are tried once."""
+        deadline = time.monotonic() + self.timeout
+        for attempt in itertools.count():
+            stubs = self.stubs()
+            remaining = deadline - time.monotonic()
+            try:
+                return invoke(stubs, max(remaining, 0.001))
+            except grpc.RpcError as error:
+                mapped = map_grpc_error(error, what)
+                if not isinstance(mapped, KVUnavailableError):
+                    raise mapped from error
+                self._fail_over(stubs)
+                pause = min(_RETRY_PAUSE_SECONDS * 2**attempt, _RETRY_PAUSE_MAX_SECONDS)
+                if not idempotent or time.monotonic() + pause >= deadline:
+                    raise mapped from error
+                time.sleep(pause)
+            except ValueError as error:
+                # grpc raises ValueError for a call on a channel closed by close() in another thread.
+                raise KVUnavailableError(f"etcd {what}: {error}") from error
+        raise AssertionError("unreachable")
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _range(self, request: Any, what: str) -> Any:
+        try:
+            return self._call(
+                what,
+                lambda stubs, timeout: stubs.kv.Range(
+                    request, timeout=timeout, wait_for_ready=self.wait_for_ready
+                ),
+                idempotent=True,
+            )
+        except KVCompactedError as error:
+            raise KVCompactedError(error.message, self._probe_compact_revision()) from error
+
+    def get(self, key: bytes) -> KeyValue | None:
+        response = self._range(etcdrpc.RangeRequest(key=key), "get")
+        return key_value(response.kvs[0]) if response.kvs else None
+
+    def range(
+        self,
+        prefix: bytes,
+        *,
+        start: bytes | None = None,
+        limit: int = 0,
+        revision: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+    ) -> RangeResult:
+        if limit < 0:
+            raise KVRequestError("limit must not be negative")
+        key, range_end = span(prefix, True, start)
+        request = etcdrpc.RangeRequest(
+            key=key,
+            range_end=range_end,
+            limit=limit,
+            revision=max(revision, 0),
+            keys_only=keys_only,
+            count_only=count_only,
+        )
+        response = self._range(request, "range")
+        return RangeResult(
+            kvs=tuple(key_value(kv) for kv in response.kvs),
+            more=response.more,
+            revision=response.header.revision,
+            count=response.count,
+        )
+
+    def current_revision(self) -> int:
+        # A read of one (absent) key: the cheapest request whose header carries the revision.
+        response = self._range(etcdrpc.RangeRequest(key=b"\0", count_only=True), "current_revision")
+        revision: int = response.header.revision
+        return revision
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
+        request = txn_request(compares, success, failure)
+        read_only = all(isinstance(op, Get) for op in (*success, *failure))
+        try:
+            response = self._call(
+                "txn",
+                lambda stubs, timeout: stubs.kv.Txn(
+                    request, timeout=timeout, wait_for_ready=self.wait_for_ready
+                ),
+                idempotent=read_only,
+            )
+        except KVCompactedError as error:  # pragma: no cover - txn reads only at the latest revision
+            raise KVCompactedError(error.message, self._probe_compact_revision()) from error
+        return txn_result(response)
+
+    def compact(self, revision: int) -> None:
+        request = etcdrpc.CompactionRequest(revision=revision, physical=False)
+        try:
+            self._call(
+                "compact",
+                lambda stubs, timeout: stubs.kv.Compact(
+                    request, timeout=timeout, wait_for_ready=self.wait_for_ready
+                ),
+                idempotent=False,
+            )
+        except KVCompactedError as error:
+            raise KVCompactedError(error.message, self._probe_compact_revision()) from error
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def grant_lease(self, ttl: int) -> Lease:
+        if ttl < 1:
+            raise KVRequestError("lease TTL must be at least 1 second")
+        request = etcdrpc.LeaseGrantRequest(TTL=ttl, ID=0)
+        response = self._call(
+            "grant_lease",
+            lambda stubs, timeout: stubs.lease.LeaseGrant(
+                request, timeout=timeout, wait_for_ready=self.wait_for_ready
+            ),
+            idempotent=False,
+        )
+        if response.error:
+            raise KVServerError(f"etcd grant_lease: {response.error}")
+        return Lease(id=response.ID, ttl=response.TTL)
+
+    def refresh_lease(self, lease_id: int) -> int:
+        request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
+
+        def keep_alive(stubs: _Stubs, timeout: float) -> int:
+            responses = stubs.lease.LeaseKeepAlive(
+                iter([request]), timeout=timeout, wait_for_ready=self.wait_for_ready
+            )
+            try:
+                ttl: int = next(responses).TTL
+            finally:
+                responses.cancel()
+            return ttl
+
+        return self._call("refresh_lease", keep_alive, idempotent=True)
+
+    def revoke_lease(self, lease_id: int) -> None:
+        request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
+        self._call(
+            "revoke_lease",
+            lambda stubs, timeout: stubs.lease.LeaseRevoke(
+                request, timeout=timeout, wait_for_ready=self.wait_for_ready
+            ),
+            idempotent=True,
+        )
+
+    # -- watch ---------------------------------------------------------------------------------
+
+    def watch(self, prefix: bytes, start_revision: int, *, prev_kv: bool = False) -> EtcdWatch:
+        """Open a watch; returns once etcd has created it (within the deadline)."""
+        key, range_end = span(prefix, True)
+        create = etcdrpc.WatchCreateRequest(
+            key=key,
+            range_end=range_end,
+            start_revision=max(start_revision, 0),
+            progress_notify=True,
+            prev_kv=prev_kv,
+        )
+        deadline = time.monotonic() + self.timeout
+        while True:
+            stubs = self.stubs()
+            watch = EtcdWatch(self, stubs, create, self.config.watch_idle_timeout)
+            try:
+                watch.wait_created(max(deadline - time.monotonic(), 0.001))
+            except KVUnavailableError:
+                watch.cancel()
+                self._fail_over(stubs)
+                if time.monotonic() + _RETRY_PAUSE_SECONDS >= deadline:
+                    raise
+                time.sleep(_RETRY_PAUSE_SECONDS)
+                continue
+            with self._lock:
+                if self._closed:
+                    watch.cancel()
+                    raise KVUnavailableError("etcd client is closed")
+                self._watches.add(watch)
+            return watch
+
+    def _forget(self, watch: EtcdWatch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _probe_compact_revision(self) -> int:
+        """etcd's compact revision (0 if it cannot be learned in time). etcd only reports it to a
+        watch that starts below it, so open one at revision 1 on the reserved key ``\\0``."""
+        create = etcdrpc.WatchCreateRequest(key=b"\0", start_revision=1)
+        try:
+            watch = EtcdWatch(self, self.stubs(), create, None)
+        except KVUnavailableError:
+            return 0
+        try:
+            watch.wait_created(self.timeout)
+            watch.next_batch(min(self.timeout, _PROBE_SECONDS))
+        except KVCompactedError as error:
+            return error.compact_revision
+        except KVUnavailableError:
+            return 0
+        finally:
+            watch.cancel()
+        return 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            watches = list(self._watches)
+            stubs = list(self._stubs.values())
+            self._stubs.clear()
+        for watch in watches:
+            watch.cancel()
+        for each in stubs:
+            each.channel.close()
+
+    def __enter__(self) -> EtcdKV:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+_END = object()
+
+
+class EtcdWatch:
+    """One etcd watch on its own bidirectional stream; see ``WatchStream``.
+
+    A reader thread moves responses into a queue, so that waiting for the next one can have a
+    deadline (creation) or an idle limit, and ``cancel()`` from any thread ends the iteration.
+    """
+
+    def __init__(self, owner: EtcdKV, stubs: _Stubs, create: Any, idle_timeout: float | None) -> None:
+        self._owner = owner
+        self._idle_timeout = idle_timeout
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self._responses: queue.Queue[Any] = queue.Queue()
+        self._cancelled = threading.Event()
+        self._created = False
+        self._requests.put(etcdrpc.WatchRequest(create_request=create))
+        try:
+            # No gRPC deadline: the stream lives as long as the watch; creation and idleness are
+            # bounded by wait_created() and the idle timeout instead.
+            self._call = stubs.watch.Watch(self._request_stream(), wait_for_ready=owner.wait_for_ready)
+        except ValueError as error:
+            raise KVUnavailableError(f"etcd watch: {error}") from error
+        self._reader = threading.Thread(target=self._read, name="etcd-watch-reader", daemon=True)
+        self._reader.start()
+
+    def _request_stream(self) -> Iterator[Any]:
+        while True:
+            request = self._requests.get()
+            if request is _END:
+                return
+            yield request
+
+    def _read(self) -> None:
+        try:
+            for response in self._call:
+                self._responses.put(response)
+        except grpc.RpcError as error:
+            self._responses.put(error)
+        self._responses.put(_END)
+
+    def _take(self, timeout: float | None) -> Any:
+        """The next response, or raise what ended the stream. None once cancelled."""
+        try:
+            item = self._responses.get(timeout=timeout)
+        except queue.Empty:
+            self.cancel()
+            raise KVUnavailableError(f"etcd watch: no response within {timeout:.3g}s") from None
+        if self._cancelled.is_set():
+            return None
+        if isinstance(item, grpc.RpcError):
+            self.cancel()
+            raise map_grpc_error(item, "watch") from item
+        if item is _END:
+            self.cancel()
+            raise KVUnavailableError("etcd watch: the stream ended")
+        if item.compact_revision:
+            self.cancel()
+            raise KVCompactedError(
+                f"etcd watch: revision compacted (at {item.compact_revision})", item.compact_revision
+            )
+        if item.canceled:
+            self.cancel()
+            raise KVUnavailableError(f"etcd watch: cancelled by etcd: {item.cancel_reason or 'no reason'}")
+        return item
+
+    def wait_created(self, timeout: float) -> None:
+        """Wait for etcd to confirm the watch; KVUnavailableError if it does not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self._created:
+            response = self._take(max(deadline - time.monotonic(), 0.001))
+            if response is None:
+                raise KVUnavailableError("etcd watch: cancelled before it was created")
+            if response.created:
+                self._created = True
+                if response.events:  # pragma: no cover - etcd never sends events with "created"
+                    self._responses.put(response)
+
+    def next_batch(self, timeout: float | None) -> WatchBatch | None:
+        """The next batch, waiting at most ``timeout`` (None: the idle timeout, or forever)."""
+        response = self._take(timeout)
+        return None if response is None else watch_batch(response)
+
+    def __iter__(self) -> Iterator[WatchBatch]:
+        try:
+            while True:
+                batch = self.next_batch(self._idle_timeout)
+                if batch is None:
+                    return
+                yield batch
+        finally:
+            self.cancel()
+
+    def request_progress(self) -> None:
+        if not self._cancelled.is_set():
+            self._requests.put(etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest()))
+
+    def cancel(self) -> None:
+        if self._cancelled.is_set():
+            return
+        self._cancelled.set()
+        self._requests.put(_END)
+        self._call.cancel()
+        # Wake an iteration blocked on the queue; it sees the flag and ends.
+        self._responses.put(_END)
+        self._owner._forget(self)
+
+    def break_stream(self) -> None:
+        """Break the gRPC stream under the watch without cancelling it (for tests): the iteration
+        raises KVUnavailableError, as it does when the connection is lost."""
+        self._call.cancel()
