@@ -1,0 +1,267 @@
+"""The one generic mechanism behind every client method, in a sync and an asyncio flavour.
+
+An API is a class of ``Unary`` and ``Streaming`` descriptors, each naming a stub method, a request
+builder and whether the call is idempotent. The same API class, mixed with ``SyncTransport`` or
+``AioTransport``, gives the sync or the asyncio client: the descriptor's ``__get__`` is typed per
+transport, so ``client.get_routing_domain(rdid=...)`` is a ``RoutingDomain`` on the sync client and an
+``Awaitable[RoutingDomain]`` on the asyncio one. The transports add the deadline, retries (see
+``overland.retry``), paging and status-to-exception mapping in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Generic, ParamSpec, Self, TypeVar, overload
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from overland.config import ClientConfig, Endpoint, Service
+from overland.errors import error_from_rpc
+from overland.retry import RetryPlan, RetryPolicy
+
+P = ParamSpec("P")
+T = TypeVar("T")
+ChannelT = TypeVar("ChannelT", grpc.Channel, grpc.aio.Channel)
+
+
+@dataclass(frozen=True)
+class RpcSpec:
+    """How to call one RPC.
+
+    ``items`` names the repeated field a unary list call yields, page after page; without it the RPC
+    is a server stream whose responses are yielded whole.
+    ``resume`` gives the request that continues a broken server stream after a response, which makes
+    the stream retryable mid-way (``WatchTable`` resumes from the last revision it delivered).
+    ``long_lived`` streams use the config's ``stream_timeout`` instead of the per-call timeout.
+    """
+
+    name: str
+    idempotent: bool = False
+    items: str = ""
+    resume: Callable[[Any, Any], Any] | None = None
+    long_lived: bool = False
+
+    def items_of(self, response: Any) -> Iterable[Any]:
+        return getattr(response, self.items) if self.items else (response,)
+
+    def next_page(self, request: Any, response: Any) -> Any | None:
+        """The request for the next page, or None after the last one (or for unpaged calls)."""
+        token = getattr(response, "next_page_token", "")
+        if not token:
+            return None
+        following = copy.copy(request)
+        following.page.page_token = token
+        return following
+
+    def after(self, request: Any, response: Any) -> Any | None:
+        """The request that resumes the stream after ``response``; None if it cannot resume."""
+        return self.resume(request, response) if self.resume else None
+
+
+class Unary(Generic[P, T]):
+    """A unary (or client-streaming) RPC as a client method taking the builder's arguments."""
+
+    def __init__(self, spec: RpcSpec, build: Callable[P, Any], returns: type[T]) -> None:
+        self.spec = spec
+        self.build = build
+        self.returns = returns
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, obj: AioTransport, owner: type) -> Callable[P, Awaitable[T]]: ...
+    @overload
+    def __get__(self, obj: SyncTransport, owner: type) -> Callable[P, T]: ...
+    def __get__(self, obj: Any, owner: type) -> Any:
+        if obj is None:
+            return self
+
+        def call(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return obj.unary(self.spec, self.build(*args, **kwargs))
+
+        return call
+
+
+class Streaming(Generic[P, T]):
+    """A list call (all pages, item by item) or a server stream, as a client method returning an iterator."""
+
+    def __init__(self, spec: RpcSpec, build: Callable[P, Any], yields: type[T]) -> None:
+        self.spec = spec
+        self.build = build
+        self.yields = yields
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, obj: AioTransport, owner: type) -> Callable[P, AsyncIterator[T]]: ...
+    @overload
+    def __get__(self, obj: SyncTransport, owner: type) -> Callable[P, Iterator[T]]: ...
+    def __get__(self, obj: Any, owner: type) -> Any:
+        if obj is None:
+            return self
+
+        def call(*args: P.args, **kwargs: P.kwargs) -> Any:
+            request = self.build(*args, **kwargs)
+            if not self.spec.items:
+                return obj.stream(self.spec, request)
+            if "page" in request.DESCRIPTOR.fields_by_name:
+                request.page.page_size = request.page.page_size or obj.config.page_size
+            return obj.pages(self.spec, request)
+
+        return call
+
+
+class ApiBase:
+    """An API declaration: its service (for the endpoint) and its generated stub class."""
+
+    service: ClassVar[Service]
+    stub_class: ClassVar[type[Any]]
+
+
+class _Transport(ApiBase, Generic[ChannelT]):
+    """What both flavours share: configuration, the channel and the stub."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint | str | None = None,
+        *,
+        config: ClientConfig | None = None,
+        channel: ChannelT | None = None,
+    ) -> None:
+        config = config if config is not None else ClientConfig.from_env()
+        if endpoint is not None:
+            config = config.with_endpoint(self.service, endpoint)
+        self.config = config
+        self.channel: ChannelT = channel if channel is not None else self._open(config.endpoint(self.service))
+        self._stub = self.stub_class(self.channel)
+
+    def _open(self, endpoint: Endpoint) -> ChannelT:
+        raise NotImplementedError
+
+    def with_options(self, *, timeout: float | None = None, retry: RetryPolicy | None = None) -> Self:
+        """A client sharing this one's channel with another default deadline or retry policy."""
+        other = copy.copy(self)
+        other.config = replace(
+            self.config,
+            timeout=self.config.timeout if timeout is None else timeout,
+            retry=self.config.retry if retry is None else retry,
+        )
+        return other
+
+    def _plan(self, spec: RpcSpec) -> RetryPlan:
+        timeout = self.config.stream_timeout if spec.long_lived else self.config.timeout
+        return RetryPlan(self.config.retry, timeout, idempotent=spec.idempotent)
+
+    def _method(self, spec: RpcSpec) -> Callable[..., Any]:
+        method: Callable[..., Any] = getattr(self._stub, spec.name)
+        return method
+
+
+def _delay_or_raise(plan: RetryPlan, rpc_error: grpc.RpcError) -> float:
+    error = error_from_rpc(rpc_error)
+    delay = plan.retry_delay(error)
+    if delay is None:
+        raise error from None
+    return delay
+
+
+class SyncTransport(_Transport[grpc.Channel]):
+    """Blocking calls over a ``grpc.Channel``. Use as a context manager, or call ``close()``."""
+
+    def _open(self, endpoint: Endpoint) -> grpc.Channel:
+        return endpoint.channel()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def unary(self, spec: RpcSpec, request: Any) -> Any:
+        plan = self._plan(spec)
+        while True:
+            try:
+                return self._method(spec)(request, timeout=plan.remaining())
+            except grpc.RpcError as rpc_error:
+                time.sleep(_delay_or_raise(plan, rpc_error))
+
+    def pages(self, spec: RpcSpec, request: Message | None) -> Iterator[Any]:
+        while request is not None:
+            response = self.unary(spec, request)
+            yield from spec.items_of(response)
+            request = spec.next_page(request, response)
+
+    def stream(self, spec: RpcSpec, request: Any) -> Iterator[Any]:
+        plan = self._plan(spec)
+        while True:
+            call = self._method(spec)(request, timeout=plan.remaining())
+            try:
+                for response in call:
+                    plan.succeeded()
+                    request = spec.after(request, response)
+                    yield from spec.items_of(response)
+                return
+            except grpc.RpcError as rpc_error:
+                if request is None:
+                    raise error_from_rpc(rpc_error) from None
+                time.sleep(_delay_or_raise(plan, rpc_error))
+            finally:
+                call.cancel()
+
+
+class AioTransport(_Transport[grpc.aio.Channel]):
+    """asyncio calls over a ``grpc.aio.Channel``. Use as an async context manager, or ``await close()``."""
+
+    def _open(self, endpoint: Endpoint) -> grpc.aio.Channel:
+        return endpoint.aio_channel()
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def unary(self, spec: RpcSpec, request: Any) -> Any:
+        plan = self._plan(spec)
+        while True:
+            try:
+                return await self._method(spec)(request, timeout=plan.remaining())
+            except grpc.RpcError as rpc_error:
+                await asyncio.sleep(_delay_or_raise(plan, rpc_error))
+
+    async def pages(self, spec: RpcSpec, request: Message | None) -> AsyncIterator[Any]:
+        while request is not None:
+            response = await self.unary(spec, request)
+            for item in spec.items_of(response):
+                yield item
+            request = spec.next_page(request, response)
+
+    async def stream(self, spec: RpcSpec, request: Any) -> AsyncIterator[Any]:
+        plan = self._plan(spec)
+        while True:
+            call = self._method(spec)(request, timeout=plan.remaining())
+            try:
+                async for response in call:
+                    plan.succeeded()
+                    request = spec.after(request, response)
+                    for item in spec.items_of(response):
+                        yield item
+                return
+            except grpc.RpcError as rpc_error:
+                if request is None:
+                    raise error_from_rpc(rpc_error) from None
+                await asyncio.sleep(_delay_or_raise(plan, rpc_error))
+            finally:
+                call.cancel()

@@ -1,0 +1,183 @@
+"""What every ``overland`` command shares: settings, clients, output (tables or JSON) and exit codes.
+
+Errors are reported in one place, ``OverlandGroup.invoke``: one line on stderr and an exit code that
+says what went wrong, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+import typer
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from overland._transport import SyncTransport
+from overland.config import ClientConfig, Endpoint, Service
+from overland.errors import ConfigurationError, OverlandError
+
+ClientT = TypeVar("ClientT", bound=SyncTransport)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+# Exit codes by status, so that scripts can tell "not there" from "try again later".
+EXIT_CODES: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 3,
+    grpc.StatusCode.OUT_OF_RANGE: 3,
+    grpc.StatusCode.NOT_FOUND: 4,
+    grpc.StatusCode.ALREADY_EXISTS: 5,
+    grpc.StatusCode.FAILED_PRECONDITION: 6,
+    grpc.StatusCode.ABORTED: 6,
+    grpc.StatusCode.UNAVAILABLE: 7,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 7,
+    grpc.StatusCode.PERMISSION_DENIED: 8,
+    grpc.StatusCode.UNAUTHENTICATED: 8,
+}
+
+
+def exit_code_for(error: OverlandError) -> int:
+    if isinstance(error, ConfigurationError):
+        return EXIT_USAGE
+    return EXIT_CODES.get(error.code, EXIT_ERROR)
+
+
+@dataclass
+class Settings:
+    """The root options, kept on the click context for every subcommand."""
+
+    config: ClientConfig
+    json_output: bool = False
+    endpoints: dict[Service, str] = field(default_factory=dict)
+    out: Console = field(default_factory=Console)
+
+    def client(self, client_class: type[ClientT]) -> ClientT:
+        endpoint: Endpoint | str | None = self.endpoints.get(client_class.service)
+        return client_class(endpoint, config=self.config)
+
+
+def settings(ctx: typer.Context) -> Settings:
+    found = ctx.find_object(Settings)
+    if found is None:
+        raise ConfigurationError("the root command did not run")
+    return found
+
+
+def report_error(error: OverlandError, json_output: bool) -> None:
+    """One line on stderr: the status name, the message and the field violations."""
+    if json_output:
+        violations = [{"field": v.field, "description": v.description} for v in error.field_violations]
+        body = {"code": error.code.name, "message": error.message, "field_violations": violations}
+        line = json.dumps({"error": body})
+    else:
+        line = f"overland: {error.code.name}: {error}"
+    typer.echo(line.replace("\n", " "), err=True)
+
+
+class OverlandGroup(TyperGroup):
+    """The root command: maps every ``OverlandError`` to one stderr line and its exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OverlandError as error:
+            found = ctx.find_object(Settings)
+            report_error(error, json_output=bool(found and found.json_output))
+            raise typer.Exit(exit_code_for(error)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def show(ctx: typer.Context, message: Message, title: str | None = None) -> None:
+    """One resource: a JSON object, or a two-column table of its fields."""
+    show_mapping(ctx, as_dict(message), title)
+
+
+def show_list(ctx: typer.Context, messages: Iterable[Message], title: str | None = None) -> int:
+    """Many resources of one kind: a JSON array, or a table with a column per field. Returns the count."""
+    current = settings(ctx)
+    rows = [as_dict(m) for m in messages]
+    if current.json_output:
+        typer.echo(json.dumps(rows))
+        return len(rows)
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*(_cell(row.get(column, "")) for column in columns))
+    current.out.print(table)
+    return len(rows)
+
+
+def show_mapping(ctx: typer.Context, data: Mapping[str, Any], title: str | None = None) -> None:
+    """A mapping (a resource's fields, a summary), as a JSON object or a two-column table."""
+    current = settings(ctx)
+    if current.json_output:
+        typer.echo(json.dumps(dict(data)))
+        return
+    table = Table("field", "value", title=title, show_header=False)
+    for key, value in data.items():
+        table.add_row(key, _cell(value))
+    current.out.print(table)
+
+
+def show_json_line(message: Message) -> None:
+    """One message per line, for streams (``--json`` output of ``watch``)."""
+    typer.echo(json.dumps(as_dict(message)))
+
+
+def service_group(client_class: type[SyncTransport], help_text: str) -> typer.Typer:
+    """A command group for one service, with its ``--endpoint`` option."""
+    service = client_class.service
+    group = typer.Typer(no_args_is_help=True, help=help_text)
+
+    @group.callback()
+    def _endpoint(
+        ctx: typer.Context,
+        endpoint: str | None = typer.Option(
+            None, "--endpoint", "-e", help=f"host:port of the service [env {service.env_var}]"
+        ),
+    ) -> None:
+        if endpoint:
+            settings(ctx).endpoints[service] = endpoint
+
+    return group
+
+
+def apply_changes(message: Message, changes: Mapping[str, Any]) -> None:
+    """Set the fields given (not None) on ``message``; a list replaces a repeated field."""
+    for name, value in changes.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            repeated = getattr(message, name)
+            del repeated[:]
+            repeated.extend(value)
+        else:
+            setattr(message, name, value)

@@ -1,0 +1,138 @@
+"""``overland replica``: Hyper-V Replica style commands against the primary site's replica service.
+
+The replica engineer extends this module (issue 4); each command is a thin call of ``ReplicaClient``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn
+
+from overland.cli.common import service_group, settings, show, show_list
+from overland.client import ReplicaClient
+from overland.records import enum_value
+from overland.v1 import replica_pb2
+
+app = service_group(ReplicaClient, "VM replication to a DR site (Hyper-V Replica).")
+
+
+class InitialMethod(enum.StrEnum):
+    network = "network"
+    external_media = "external-media"
+    existing_copy = "existing-copy"
+
+
+def _client(ctx: typer.Context) -> ReplicaClient:
+    return settings(ctx).client(ReplicaClient)
+
+
+def _disk(spec: str) -> replica_pb2.VmDisk:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise typer.BadParameter(f"--disk takes NAME=PATH, got {spec!r}")
+    return replica_pb2.VmDisk(name=name, path=path)
+
+
+@app.command("enable")
+def enable(
+    ctx: typer.Context,
+    *,
+    vm: Annotated[str, typer.Option(help="The VM's name.")],
+    disk: Annotated[list[str], typer.Option(help="NAME=PATH of a VHD; repeat for several.")],
+    replica_server: Annotated[str, typer.Option(help="The DR site's replica endpoint, host:port.")],
+    frequency: Annotated[int, typer.Option(help="Seconds between cycles: 30, 300 or 900.")] = 300,
+    recovery_points: Annotated[int, typer.Option(help="Additional hourly recovery points, 0..24.")] = 0,
+    compression: Annotated[bool, typer.Option(help="Compress deltas (zstd).")] = True,
+    bandwidth_limit: Annotated[int, typer.Option(help="Bytes per second; 0 is unlimited.")] = 0,
+    initial_method: Annotated[InitialMethod, typer.Option(help="How the first copy travels.")] = (
+        InitialMethod.network
+    ),
+    export_path: Annotated[str, typer.Option(help="With external-media: where to export.")] = "",
+) -> None:
+    """Enable-VMReplication."""
+    settings_message = replica_pb2.ReplicationSettings(
+        frequency_seconds=frequency,
+        additional_recovery_points=recovery_points,
+        compression=compression,
+        bandwidth_limit_bytes_per_second=bandwidth_limit,
+        replica_server=replica_server,
+        initial_method=enum_value(
+            initial_method.value, replica_pb2.InitialReplicationMethod, "INITIAL_REPLICATION_METHOD_"
+        ),
+        export_path=export_path,
+    )
+    machine = replica_pb2.VirtualMachine(name=vm, disks=[_disk(d) for d in disk])
+    with _client(ctx) as client:
+        show(ctx, client.enable_replication(vm=machine, settings=settings_message))
+
+
+def _progress_rows(progress: Progress, replications: list[replica_pb2.Replication]) -> None:
+    for task_id in list(progress.task_ids):
+        progress.remove_task(task_id)
+    for replication in replications:
+        state = replica_pb2.ReplicationState.Name(replication.state).removeprefix("REPLICATION_STATE_")
+        # Progress counts in permille: rich wants integers, the service reports 0..1.
+        progress.add_task(
+            f"{replication.vm.name} {state.lower()}",
+            total=1000,
+            completed=round(replication.statistics.progress * 1000),
+        )
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    *,
+    vm: Annotated[str | None, typer.Argument(help="One VM; all when omitted.")] = None,
+    watch: Annotated[bool, typer.Option(help="Refresh with progress bars until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
+    count: Annotated[
+        int, typer.Option(help="With --watch: stop after this many refreshes; 0 is endless.")
+    ] = 0,
+) -> None:
+    """Measure-VMReplication: state, health and statistics per VM."""
+    with _client(ctx) as client:
+
+        def fetch() -> list[replica_pb2.Replication]:
+            return [client.get_replication(vm_name=vm)] if vm else list(client.list_replications())
+
+        if not watch:
+            show_list(ctx, fetch(), title="replication")
+            return
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%")
+        )
+        refreshes = 0
+        with Live(progress, console=settings(ctx).out, refresh_per_second=4):
+            while not count or refreshes < count:
+                _progress_rows(progress, fetch())
+                refreshes += 1
+                time.sleep(interval)
+
+
+def _vm_command(name: str, doc: str, method_name: str) -> None:
+    def command(ctx: typer.Context, vm: Annotated[str, typer.Argument(help="The VM's name.")]) -> None:
+        with _client(ctx) as client:
+            show(ctx, getattr(client, method_name)(vm_name=vm))
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_vm_command("pause", "Suspend-VMReplication.", "pause_replication")
+_vm_command("resume", "Resume-VMReplication.", "resume_replication")
+_vm_command(
+    "resync", "Resume-VMReplication -Resynchronize: compare and resend what differs.", "resync_replication"
+)
+
+
+@app.command("recovery-points")
+def recovery_points(ctx: typer.Context, vm: Annotated[str, typer.Argument(help="The VM's name.")]) -> None:
+    """Get-VMSnapshot -SnapshotType Replica: the recovery points kept for a VM."""
+    with _client(ctx) as client:
+        show_list(ctx, client.list_recovery_points(vm_name=vm), title=f"recovery points of {vm}")
