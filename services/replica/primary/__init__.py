@@ -1,0 +1,1 @@
+"""The primary site: tracked disks, the cycle scheduler, and ReplicaService (management)."""

@@ -1,0 +1,187 @@
+"""ReplicaReceiverService: the DR site's gRPC face over ``VmStore`` — authorization, staging, commit.
+
+Who is calling: with TLS the primary's name is its client certificate's CN (the server requires a
+client certificate signed by the configured CA); without TLS it is the ``x-overland-primary``
+header, which is for local development only. Either way the name must be in the allow-list, which
+also picks the storage location.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import grpc
+
+from overland.v1 import replica_pb2, replica_pb2_grpc
+from services.common.errors import FieldViolation, InvalidArgument
+from services.replica.config import PRIMARY_HEADER, ReplicaConfig
+from services.replica.delta import decode_chunk
+from services.replica.errors import (
+    ChunkCorrupted,
+    InvalidReplicationSettings,
+    MalformedDelta,
+    ReplicaStorageFull,
+    SequenceError,
+    UnauthorizedPrimary,
+)
+from services.replica.media import read_export
+from services.replica.receiver.store import Staging, VmStore
+from services.replica.settings import validate_name
+
+log = logging.getLogger(__name__)
+
+# A new stream for a VM waits this long for a previous one (e.g. a connection the network cut) to end.
+STREAM_LOCK_SECONDS = 15.0
+MIN_HASH_BLOCK = 4096
+MAX_HASH_BLOCK = 16 * 1024 * 1024
+
+
+class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
+    """One DR site: a ``VmStore`` per (primary, VM), created on first use."""
+
+    def __init__(self, config: ReplicaConfig):
+        self._allowed = dict(config.allowed_primaries)
+        self._tls = config.server.tls is not None
+        self._fault_apply_delay = config.fault_apply_delay_seconds
+        self._stores: dict[tuple[str, str], VmStore] = {}
+        self._lock = threading.Lock()
+
+    def identity(self, context: grpc.ServicerContext) -> str:
+        if self._tls:
+            names = [bytes(n) for n in context.auth_context().get("x509_common_name", [])]
+            name = names[0].decode() if names else ""
+            source = "client certificate CN"
+        else:
+            value = dict(context.invocation_metadata()).get(PRIMARY_HEADER, "")
+            name = value.decode() if isinstance(value, bytes) else value
+            source = f"{PRIMARY_HEADER} header"
+        return self._authorize(name, source)
+
+    def _authorize(self, name: str, source: str) -> str:
+        if name not in self._allowed:
+            raise UnauthorizedPrimary(
+                f"primary {name!r} (from the {source}) is not allowed to replicate to this site; "
+                f"allowed: {sorted(self._allowed)}"
+            )
+        return name
+
+    def store(self, primary: str, vm_name: str) -> VmStore:
+        violations = validate_name(vm_name, "vm_name")
+        if violations:
+            raise InvalidReplicationSettings(f"bad VM name {vm_name!r}", violations)
+        with self._lock:
+            key = (primary, vm_name)
+            if key not in self._stores:
+                root = self._allowed[primary]
+                root.mkdir(parents=True, exist_ok=True)
+                self._stores[key] = VmStore(root, vm_name, self._fault_apply_delay)
+            return self._stores[key]
+
+    def SendDelta(  # noqa: N802 (gRPC method name)
+        self, request_iterator: Iterator[replica_pb2.DeltaMessage], context: grpc.ServicerContext
+    ) -> replica_pb2.DeltaAck:
+        return self.receive(self.identity(context), request_iterator)
+
+    def receive(self, primary: str, messages: Iterable[replica_pb2.DeltaMessage]) -> replica_pb2.DeltaAck:
+        """Stage a delta stream and commit it; shared by the network and the external-media import."""
+        stream = iter(messages)
+        first = next(stream, None)
+        if first is None or first.WhichOneof("body") != "header":
+            raise MalformedDelta("a delta stream must start with its header")
+        header = first.header
+        store = self.store(primary, header.vm_name)
+        if not store.lock.acquire(timeout=STREAM_LOCK_SECONDS):
+            raise SequenceError(f"another delta for VM {header.vm_name!r} is still being received")
+        try:
+            return self._receive_locked(store, header, stream)
+        finally:
+            store.lock.release()
+
+    def _receive_locked(
+        self, store: VmStore, header: replica_pb2.DeltaHeader, stream: Iterator[replica_pb2.DeltaMessage]
+    ) -> replica_pb2.DeltaAck:
+        staging = store.begin(header)
+        sizes = dict(header.disk_sizes)
+        finished = False
+        try:
+            for message in stream:
+                kind = message.WhichOneof("body")
+                if kind == "chunk":
+                    chunk = message.chunk
+                    data = decode_chunk(chunk, sizes, staging.chunks)
+                    staging.add(chunk.index, chunk.disk, chunk.offset, data, chunk.zero)
+                elif kind == "end_of_delta":
+                    ack = staging.finish(message.end_of_delta)
+                    finished = True
+                    log.info(
+                        "delta committed",
+                        extra={"vm": header.vm_name, "seq": header.sequence, "chunks": ack.chunks_applied},
+                    )
+                    return ack
+                else:
+                    raise MalformedDelta("a delta stream carries exactly one header, first")
+            raise MalformedDelta(f"delta {header.sequence} ended without end_of_delta")
+        except ReplicaStorageFull:
+            staging.close()
+            store.discard_staging()
+            finished = True
+            raise
+        except ChunkCorrupted as error:
+            log.warning("corrupted chunk rejected", extra={"vm": header.vm_name, "chunk": error.chunk_index})
+            raise
+        finally:
+            if not finished:
+                # Keep what arrived whole, so the sender resumes after it.
+                _checkpoint_quietly(staging)
+            staging.close()
+
+    def GetReceiverState(  # noqa: N802 (gRPC method name)
+        self, request: replica_pb2.GetReceiverStateRequest, context: grpc.ServicerContext
+    ) -> replica_pb2.ReceiverState:
+        store = self.store(self.identity(context), request.vm_name)
+        with store.lock:
+            return store.receiver_state()
+
+    def GetBlockHashes(  # noqa: N802 (gRPC method name)
+        self, request: replica_pb2.BlockHashesRequest, context: grpc.ServicerContext
+    ) -> Iterator[replica_pb2.BlockHashes]:
+        size = request.block_size
+        if size < MIN_HASH_BLOCK or size > MAX_HASH_BLOCK or size & (size - 1):
+            raise InvalidArgument(
+                f"block_size {size} must be a power of two in {MIN_HASH_BLOCK}..{MAX_HASH_BLOCK}",
+                [FieldViolation("block_size", "a power of two from 4 KiB to 16 MiB")],
+            )
+        store = self.store(self.identity(context), request.vm_name)
+        with store.lock:
+            yield from store.block_hashes(request.disk, size)
+
+    def ListRecoveryPoints(  # noqa: N802 (gRPC method name)
+        self, request: replica_pb2.ListRecoveryPointsRequest, context: grpc.ServicerContext
+    ) -> replica_pb2.ListRecoveryPointsResponse:
+        store = self.store(self.identity(context), request.vm_name)
+        with store.lock:
+            return replica_pb2.ListRecoveryPointsResponse(recovery_points=store.recovery_points())
+
+    def ImportInitialReplica(  # noqa: N802 (gRPC method name)
+        self, request: replica_pb2.ImportInitialReplicaRequest, context: grpc.ServicerContext
+    ) -> replica_pb2.DeltaAck:
+        primary = self._authorize(request.primary, "request")
+        path = Path(request.path)
+        if not path.is_file():
+            raise InvalidArgument(
+                f"export file not found at the DR site: {path}", [FieldViolation("path", "no such file")]
+            )
+        return self.receive(primary, read_export(path))
+
+
+def _checkpoint_quietly(staging: Staging) -> None:
+    """Best effort: a failure here only means the sender resends more."""
+    try:
+        staging.checkpoint(staging.chunks)
+    except OSError as error:
+        log.warning("could not checkpoint staging", extra={"error": str(error)})
+    except ReplicaStorageFull as error:
+        log.warning("could not checkpoint staging", extra={"error": error.message})
