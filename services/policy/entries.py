@@ -1,0 +1,80 @@
+"""Encoding of policy resources as the StoreEntry values of docs/key-schema.md (pure).
+
+``build_entry`` is the one place an entry is made, so the writer's trace context can be hooked in
+there; decoding checks that the entry holds the kind of resource its key says.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from overland.v1 import types_pb2
+from services.common.kv import KeyValue
+from services.policy.errors import CorruptEntry
+
+Resource = (
+    types_pb2.RoutingDomain
+    | types_pb2.VirtualSubnet
+    | types_pb2.ProviderAddress
+    | types_pb2.LookupRecord
+    | types_pb2.CustomerRoute
+    | types_pb2.HostStatus
+)
+R = TypeVar("R", bound=Message)
+
+# The StoreEntry oneof field that holds each resource type.
+_FIELD_OF: dict[str, str] = {
+    "RoutingDomain": "routing_domain",
+    "VirtualSubnet": "virtual_subnet",
+    "ProviderAddress": "provider_address",
+    "LookupRecord": "lookup_record",
+    "CustomerRoute": "customer_route",
+    "HostStatus": "host_status",
+}
+
+
+def build_entry(
+    resource: Resource, write_time_unix_nanos: int, trace: types_pb2.TraceContext | None = None
+) -> types_pb2.StoreEntry:
+    """The StoreEntry for a resource. Its output-only ``revision`` is cleared: etcd's mod revision
+    is the truth, and it is set again on every read."""
+    entry = types_pb2.StoreEntry(write_time_unix_nanos=write_time_unix_nanos)
+    if trace is not None:
+        entry.trace.CopyFrom(trace)
+    stored = getattr(entry, _FIELD_OF[type(resource).__name__])
+    stored.CopyFrom(resource)
+    if stored.DESCRIPTOR.fields_by_name.get("revision") is not None:
+        stored.ClearField("revision")
+    return entry
+
+
+def encode_entry(
+    resource: Resource, write_time_unix_nanos: int, trace: types_pb2.TraceContext | None = None
+) -> bytes:
+    return build_entry(resource, write_time_unix_nanos, trace).SerializeToString()
+
+
+def decode_entry(value: bytes, key: bytes = b"") -> types_pb2.StoreEntry:
+    entry = types_pb2.StoreEntry()
+    try:
+        entry.ParseFromString(value)
+    except DecodeError as error:
+        raise CorruptEntry(f"value of {key.decode(errors='replace')} is not a StoreEntry: {error}") from error
+    return entry
+
+
+def resource_from(kv: KeyValue, kind: type[R]) -> R:
+    """The resource stored in ``kv``, with ``revision`` set to the key's mod revision."""
+    entry = decode_entry(kv.value, kv.key)
+    field = _FIELD_OF[kind.__name__]
+    if entry.WhichOneof("resource") != field:
+        raise CorruptEntry(
+            f"{kv.key.decode(errors='replace')} holds {entry.WhichOneof('resource')}, expected {field}"
+        )
+    resource = kind()
+    resource.CopyFrom(getattr(entry, field))
+    if resource.DESCRIPTOR.fields_by_name.get("revision") is not None:
+        resource.revision = kv.mod_revision  # type: ignore[attr-defined]
+    return resource

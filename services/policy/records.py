@@ -1,0 +1,343 @@
+"""Planning of lookup record writes as etcd transactions (pure, no I/O).
+
+Every record write, single or bulk, goes through ``plan_transaction``: given what is known of the
+store (``TableState``), it turns a run of ``RecordChange`` into one transaction whose compares
+guard everything the decision depended on (the VSID's routing domain, the PA, the record's mod
+revision, the MAC index) and whose failure branch reads those same keys back, so a lost race
+costs one round trip and the retry decides on exact state. Keys the planner has never seen are
+assumed absent (the fast path of a fresh load); the compare verifies the assumption.
+
+A transaction stops before a change that would exceed the store's ops limit, touch a key the
+transaction already writes (etcd rejects that), or need a key that was never read.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from overland.v1 import types_pb2
+from services.common import keys
+from services.common.errors import FieldViolation
+from services.common.kv import Compare, Delete, Get, KeyValue, Op, Put
+from services.policy.entries import resource_from
+from services.policy.errors import (
+    PolicyConflict,
+    PolicyError,
+    ResourceExists,
+    ResourceNotFound,
+    StaleRevision,
+)
+
+
+class Mode(enum.Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    UPSERT = "upsert"
+    DELETE = "delete"
+    # Bulk deletes: a missing record is a no-op, not NOT_FOUND.
+    DELETE_IF_PRESENT = "delete_if_present"
+
+
+_DELETES = (Mode.DELETE, Mode.DELETE_IF_PRESENT)
+
+
+@dataclass(frozen=True)
+class RecordChange:
+    """One validated write. For deletes only ``record.vsid`` and ``record.ca`` matter."""
+
+    mode: Mode
+    record: types_pb2.LookupRecord
+    expected_revision: int = 0
+    # The request field path of the record, for field violations (``upserts[3]``).
+    field: str = "lookup_record"
+
+
+class TableState:
+    """What is known of the store's keys: a key maps to its KeyValue, or None when known absent.
+    A key not in the map is unknown."""
+
+    def __init__(self) -> None:
+        self.values: dict[bytes, KeyValue | None] = {}
+
+    def known(self, key: bytes) -> bool:
+        return key in self.values
+
+    def get(self, key: bytes) -> KeyValue | None:
+        return self.values.get(key)
+
+    def learn(self, key: bytes, value: KeyValue | None) -> None:
+        self.values[key] = value
+
+    def forget(self, key: bytes) -> None:
+        self.values.pop(key, None)
+
+    def committed(self, writes: dict[bytes, bytes | None], revision: int) -> None:
+        """Record the effect of a committed transaction."""
+        for key, value in writes.items():
+            if value is None:
+                self.values[key] = None
+            else:
+                old = self.values.get(key)
+                self.values[key] = KeyValue(
+                    key=key,
+                    value=value,
+                    create_revision=old.create_revision if old else revision,
+                    mod_revision=revision,
+                    version=(old.version + 1) if old else 1,
+                )
+
+
+@dataclass
+class TxnPlan:
+    """One transaction for ``changes[start:end]``."""
+
+    start: int
+    end: int
+    compares: list[Compare] = field(default_factory=list)
+    success: list[Op] = field(default_factory=list)
+    # Reads of every compared key, so a failed transaction tells what changed.
+    failure: list[Get] = field(default_factory=list)
+    # key -> new value (None: deleted), applied to the TableState after commit.
+    writes: dict[bytes, bytes | None] = field(default_factory=dict)
+    # Whether some compare checks an assumption (a never-read key taken as absent).
+    assumes: bool = False
+    # Keys to read before ``changes[end]`` can be planned (empty when the stop had another cause).
+    needs: list[bytes] = field(default_factory=list)
+    # The resulting record of each change in the plan (None for deletes), in order.
+    results: list[types_pb2.LookupRecord | None] = field(default_factory=list)
+
+    @property
+    def must_commit(self) -> bool:
+        return bool(self.success) or self.assumes
+
+
+class _Builder:
+    """Accumulates the compares and ops of one transaction, refusing a change that does not fit."""
+
+    def __init__(self, plan: TxnPlan, max_ops: int) -> None:
+        self.plan = plan
+        self.max_ops = max_ops
+        self.compared: dict[bytes, Compare] = {}
+
+    def fits(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> bool:
+        new_compares = {c.key for c in compares if c.key not in self.compared}
+        if any(op.key in self.plan.writes for op in ops):
+            return False
+        if any(self.compared.get(c.key, c) != c for c in compares):
+            return False
+        # etcd counts compares, success ops and failure ops separately against --max-txn-ops.
+        size = max(len(self.compared) + len(new_compares), len(self.plan.success) + len(ops))
+        return size <= self.max_ops
+
+    def add(self, compares: Sequence[Compare], ops: Sequence[Put | Delete], assumes: bool) -> None:
+        for compare in compares:
+            if compare.key not in self.compared:
+                self.compared[compare.key] = compare
+                self.plan.compares.append(compare)
+                self.plan.failure.append(Get(compare.key))
+        for op in ops:
+            self.plan.success.append(op)
+            self.plan.writes[op.key] = op.value if isinstance(op, Put) else None
+        self.plan.assumes = self.plan.assumes or assumes
+
+
+@dataclass
+class _Step:
+    compares: list[Compare] = field(default_factory=list)
+    ops: list[Put | Delete] = field(default_factory=list)
+    assumes: bool = False
+    result: types_pb2.LookupRecord | None = None
+
+
+class _NeedKeys(Exception):
+    def __init__(self, needed: list[bytes]) -> None:
+        super().__init__("keys must be read first")
+        self.needed = needed
+
+
+def prerequisite_keys(change: RecordChange) -> list[bytes]:
+    """Keys that must be known before a change can be planned (they do not depend on the rdid)."""
+    needed = [keys.vsid_index_key(change.record.vsid)]
+    if change.mode not in _DELETES:
+        needed.append(keys.pa_key(change.record.pa))
+    return needed
+
+
+def plan_transaction(
+    changes: Sequence[RecordChange],
+    start: int,
+    state: TableState,
+    max_ops: int,
+    encode: Callable[[types_pb2.LookupRecord], bytes],
+) -> TxnPlan:
+    """Plan one transaction for as many changes from ``changes[start]`` on as fit.
+
+    Raises a ``PolicyError`` only for ``changes[start]``; an error at a later change ends the
+    transaction before it, so the changes before it commit and the caller reports an exact count.
+    """
+    plan = TxnPlan(start=start, end=start)
+    builder = _Builder(plan, max_ops)
+    for index in range(start, len(changes)):
+        try:
+            step = _plan_change(changes[index], state, encode)
+        except _NeedKeys as need:
+            plan.needs = need.needed
+            break
+        except PolicyError:
+            if index == start:
+                raise
+            break
+        if not builder.fits(step.compares, step.ops):
+            if index == start:
+                raise PolicyConflict(
+                    f"{changes[index].field} needs more operations than one transaction allows ({max_ops})"
+                )
+            break
+        builder.add(step.compares, step.ops, step.assumes)
+        plan.results.append(step.result)
+        plan.end = index + 1
+    return plan
+
+
+def _require(state: TableState, *needed: bytes) -> None:
+    missing = [key for key in needed if not state.known(key)]
+    if missing:
+        raise _NeedKeys(missing)
+
+
+def _plan_change(
+    change: RecordChange, state: TableState, encode: Callable[[types_pb2.LookupRecord], bytes]
+) -> _Step:
+    record = change.record
+    vsid_key = keys.vsid_index_key(record.vsid)
+    _require(state, *prerequisite_keys(change))
+    subnet = state.get(vsid_key)
+    if subnet is None:
+        raise PolicyConflict(
+            f"virtual subnet {record.vsid} does not exist",
+            [FieldViolation(f"{change.field}.vsid", f"no virtual subnet with VSID {record.vsid}")],
+        )
+    rdid = subnet.value.decode()
+    step = _Step(compares=[Compare.value_is(vsid_key, subnet.value)])
+    record_key = keys.record_key(rdid, record.vsid, record.ca)
+    needs_existing = change.mode in (Mode.UPDATE, Mode.DELETE) or change.expected_revision != 0
+    if needs_existing:
+        _require(state, record_key)
+    existing_kv = state.get(record_key)
+    existing = resource_from(existing_kv, types_pb2.LookupRecord) if existing_kv is not None else None
+    _check_existing(change, existing, known=state.known(record_key))
+    if existing_kv is not None:
+        step.compares.append(Compare.mod_revision_is(record_key, existing_kv.mod_revision))
+    else:
+        step.compares.append(Compare.absent(record_key))
+        step.assumes = not state.known(record_key)
+    if change.mode in _DELETES:
+        if existing is not None:
+            old_mac_key = keys.mac_index_key(record.vsid, existing.mac)
+            step.compares.append(Compare.value_is(old_mac_key, record.ca.encode()))
+            step.ops += [Delete(record_key), Delete(old_mac_key)]
+        return step
+    _plan_upsert(
+        change, rdid=rdid, state=state, existing=existing, record_key=record_key, step=step, encode=encode
+    )
+    return step
+
+
+def _check_existing(change: RecordChange, existing: types_pb2.LookupRecord | None, *, known: bool) -> None:
+    record = change.record
+    what = f"lookup record {record.ca} in VSID {record.vsid}"
+    if existing is None and known and change.mode in (Mode.UPDATE, Mode.DELETE):
+        raise ResourceNotFound(f"{what} does not exist")
+    if change.expected_revision:
+        if existing is None:
+            raise ResourceNotFound(f"{what} does not exist")
+        if existing.revision != change.expected_revision:
+            raise StaleRevision(
+                f"{what} is at revision {existing.revision}, not the expected {change.expected_revision}",
+                [
+                    FieldViolation(
+                        "expected_revision", f"stale: the record is at revision {existing.revision}"
+                    )
+                ],
+            )
+    if existing is not None and change.mode is Mode.CREATE:
+        raise ResourceExists(
+            f"{what} already exists",
+            [
+                FieldViolation(
+                    f"{change.field}.ca", f"VSID {record.vsid} already has a record for {record.ca}"
+                )
+            ],
+        )
+
+
+def _plan_upsert(
+    change: RecordChange,
+    *,
+    rdid: str,
+    state: TableState,
+    existing: types_pb2.LookupRecord | None,
+    record_key: bytes,
+    step: _Step,
+    encode: Callable[[types_pb2.LookupRecord], bytes],
+) -> None:
+    record = types_pb2.LookupRecord()
+    record.CopyFrom(change.record)
+    record.rdid = rdid
+    record.ClearField("revision")
+    if existing is not None:
+        unchanged = types_pb2.LookupRecord()
+        unchanged.CopyFrom(existing)
+        unchanged.ClearField("revision")
+        if unchanged == record:
+            # An equal record is a no-op: nothing to write, so nothing to guard.
+            step.compares.clear()
+            step.result = existing
+            return
+    pa_key = keys.pa_key(record.pa)
+    if state.get(pa_key) is None:
+        raise PolicyConflict(
+            f"provider address {record.pa} is not registered",
+            [FieldViolation(f"{change.field}.pa", f"{record.pa} is not a registered provider address")],
+        )
+    step.compares.append(Compare.exists(pa_key))
+    step.ops.append(Put(record_key, encode(record)))
+    if existing is None or existing.mac != record.mac:
+        mac_key = keys.mac_index_key(record.vsid, record.mac)
+        holder = state.get(mac_key)
+        if holder is not None and holder.value != record.ca.encode():
+            raise ResourceExists(
+                f"MAC {record.mac} is already used by {holder.value.decode()} in VSID {record.vsid}",
+                [
+                    FieldViolation(
+                        f"{change.field}.mac",
+                        f"VSID {record.vsid} already has {record.mac} (CA {holder.value.decode()})",
+                    )
+                ],
+            )
+        if holder is None:
+            step.compares.append(Compare.absent(mac_key))
+            step.assumes = step.assumes or not state.known(mac_key)
+        else:
+            step.compares.append(Compare.value_is(mac_key, holder.value))
+        step.ops.append(Put(mac_key, record.ca.encode()))
+        if existing is not None:
+            old_mac_key = keys.mac_index_key(record.vsid, existing.mac)
+            step.compares.append(Compare.value_is(old_mac_key, record.ca.encode()))
+            step.ops.append(Delete(old_mac_key))
+    result = types_pb2.LookupRecord()
+    result.CopyFrom(record)
+    step.result = result
+
+
+def keys_of(change: RecordChange, state: TableState) -> list[bytes]:
+    """Every key a change's decision reads, so the caller can forget them and read them afresh."""
+    found = prerequisite_keys(change)
+    subnet = state.get(keys.vsid_index_key(change.record.vsid))
+    if subnet is not None:
+        found.append(keys.record_key(subnet.value.decode(), change.record.vsid, change.record.ca))
+    if change.mode not in _DELETES:
+        found.append(keys.mac_index_key(change.record.vsid, change.record.mac))
+    return found

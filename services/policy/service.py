@@ -1,0 +1,300 @@
+"""The gRPC PolicyService: a thin shell that turns requests into PolicyStore calls and back.
+
+Errors are not handled here: the store raises ``OverlandError`` subclasses and the server's
+ErrorMappingInterceptor turns them into status codes with field violations.
+"""
+
+# The RPC method names are gRPC's (CamelCase), not ours to choose.
+# ruff: noqa: N802
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import grpc
+
+from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
+from services.common.errors import FieldViolation
+from services.common.routing import select_next_hop
+from services.common.table import RoutingTable, decode_snapshot
+from services.policy import validation
+from services.policy.errors import InvalidPolicy, ResourceNotFound
+from services.policy.records import Mode, RecordChange
+from services.policy.store import PolicyStore
+
+SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
+
+
+def collect_bulk_changes(requests: Iterable[policy_pb2.BulkApplyLookupRecordsRequest]) -> list[RecordChange]:
+    """Validate every record of a bulk stream before any is applied (a bad one anywhere is
+    INVALID_ARGUMENT with nothing written). Within a message, upserts go before deletes."""
+    changes: list[RecordChange] = []
+    violations = validation.Violations()
+    for number, request in enumerate(requests):
+        for index, record in enumerate(request.upserts):
+            field = f"requests[{number}].upserts[{index}]"
+            try:
+                changes.append(
+                    RecordChange(Mode.UPSERT, validation.validate_lookup_record(record, field), field=field)
+                )
+            except InvalidPolicy as error:
+                violations.items.extend(error.violations)
+        for index, record in enumerate(request.deletes):
+            field = f"requests[{number}].deletes[{index}]"
+            try:
+                vsid, ca = validation.validate_record_id(record.vsid, record.ca, field)
+            except InvalidPolicy as error:
+                violations.items.extend(error.violations)
+                continue
+            changes.append(
+                RecordChange(Mode.DELETE_IF_PRESENT, types_pb2.LookupRecord(vsid=vsid, ca=ca), field=field)
+            )
+    violations.raise_if_any("bulk apply (nothing was applied)")
+    return changes
+
+
+class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
+    """Every RPC of overland.v1.PolicyService over one PolicyStore."""
+
+    def __init__(self, store: PolicyStore) -> None:
+        self.store = store
+
+    # -- routing domains
+
+    def CreateRoutingDomain(
+        self, request: policy_pb2.CreateRoutingDomainRequest, context: grpc.ServicerContext
+    ) -> types_pb2.RoutingDomain:
+        return self.store.create_routing_domain(request.routing_domain)
+
+    def GetRoutingDomain(
+        self, request: policy_pb2.GetRoutingDomainRequest, context: grpc.ServicerContext
+    ) -> types_pb2.RoutingDomain:
+        return self.store.get_routing_domain(request.rdid)
+
+    def UpdateRoutingDomain(
+        self, request: policy_pb2.UpdateRoutingDomainRequest, context: grpc.ServicerContext
+    ) -> types_pb2.RoutingDomain:
+        return self.store.update_routing_domain(request.routing_domain, request.expected_revision)
+
+    def DeleteRoutingDomain(
+        self, request: policy_pb2.DeleteRoutingDomainRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.DeleteResponse:
+        return policy_pb2.DeleteResponse(
+            revision=self.store.delete_routing_domain(request.rdid, request.expected_revision)
+        )
+
+    def ListRoutingDomains(
+        self, request: policy_pb2.ListRoutingDomainsRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.ListRoutingDomainsResponse:
+        page = self.store.list_routing_domains(request.page)
+        return policy_pb2.ListRoutingDomainsResponse(
+            routing_domains=page.items, next_page_token=page.next_page_token, revision=page.revision
+        )
+
+    # -- virtual subnets
+
+    def CreateVirtualSubnet(
+        self, request: policy_pb2.CreateVirtualSubnetRequest, context: grpc.ServicerContext
+    ) -> types_pb2.VirtualSubnet:
+        return self.store.create_virtual_subnet(request.virtual_subnet)
+
+    def GetVirtualSubnet(
+        self, request: policy_pb2.GetVirtualSubnetRequest, context: grpc.ServicerContext
+    ) -> types_pb2.VirtualSubnet:
+        return self.store.get_virtual_subnet(request.vsid)
+
+    def UpdateVirtualSubnet(
+        self, request: policy_pb2.UpdateVirtualSubnetRequest, context: grpc.ServicerContext
+    ) -> types_pb2.VirtualSubnet:
+        return self.store.update_virtual_subnet(request.virtual_subnet, request.expected_revision)
+
+    def DeleteVirtualSubnet(
+        self, request: policy_pb2.DeleteVirtualSubnetRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.DeleteResponse:
+        return policy_pb2.DeleteResponse(
+            revision=self.store.delete_virtual_subnet(request.vsid, request.expected_revision)
+        )
+
+    def ListVirtualSubnets(
+        self, request: policy_pb2.ListVirtualSubnetsRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.ListVirtualSubnetsResponse:
+        page = self.store.list_virtual_subnets(request.page, request.rdid)
+        return policy_pb2.ListVirtualSubnetsResponse(
+            virtual_subnets=page.items, next_page_token=page.next_page_token, revision=page.revision
+        )
+
+    # -- provider addresses
+
+    def CreateProviderAddress(
+        self, request: policy_pb2.CreateProviderAddressRequest, context: grpc.ServicerContext
+    ) -> types_pb2.ProviderAddress:
+        return self.store.create_provider_address(request.provider_address)
+
+    def GetProviderAddress(
+        self, request: policy_pb2.GetProviderAddressRequest, context: grpc.ServicerContext
+    ) -> types_pb2.ProviderAddress:
+        return self.store.get_provider_address(request.pa_ip)
+
+    def UpdateProviderAddress(
+        self, request: policy_pb2.UpdateProviderAddressRequest, context: grpc.ServicerContext
+    ) -> types_pb2.ProviderAddress:
+        return self.store.update_provider_address(request.provider_address, request.expected_revision)
+
+    def DeleteProviderAddress(
+        self, request: policy_pb2.DeleteProviderAddressRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.DeleteResponse:
+        return policy_pb2.DeleteResponse(
+            revision=self.store.delete_provider_address(request.pa_ip, request.expected_revision)
+        )
+
+    def ListProviderAddresses(
+        self, request: policy_pb2.ListProviderAddressesRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.ListProviderAddressesResponse:
+        page = self.store.list_provider_addresses(request.page)
+        return policy_pb2.ListProviderAddressesResponse(
+            provider_addresses=page.items, next_page_token=page.next_page_token, revision=page.revision
+        )
+
+    # -- lookup records
+
+    def CreateLookupRecord(
+        self, request: policy_pb2.CreateLookupRecordRequest, context: grpc.ServicerContext
+    ) -> types_pb2.LookupRecord:
+        return self.store.create_lookup_record(request.lookup_record)
+
+    def GetLookupRecord(
+        self, request: policy_pb2.GetLookupRecordRequest, context: grpc.ServicerContext
+    ) -> types_pb2.LookupRecord:
+        return self.store.get_lookup_record(request.vsid, request.ca)
+
+    def UpdateLookupRecord(
+        self, request: policy_pb2.UpdateLookupRecordRequest, context: grpc.ServicerContext
+    ) -> types_pb2.LookupRecord:
+        return self.store.update_lookup_record(request.lookup_record, request.expected_revision)
+
+    def DeleteLookupRecord(
+        self, request: policy_pb2.DeleteLookupRecordRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.DeleteResponse:
+        return policy_pb2.DeleteResponse(
+            revision=self.store.delete_lookup_record(request.vsid, request.ca, request.expected_revision)
+        )
+
+    def ListLookupRecords(
+        self, request: policy_pb2.ListLookupRecordsRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.ListLookupRecordsResponse:
+        page = self.store.list_lookup_records(request.page, request.vsid, request.rdid, request.pa)
+        return policy_pb2.ListLookupRecordsResponse(
+            lookup_records=page.items, next_page_token=page.next_page_token, revision=page.revision
+        )
+
+    def BulkApplyLookupRecords(
+        self,
+        request_iterator: Iterator[policy_pb2.BulkApplyLookupRecordsRequest],
+        context: grpc.ServicerContext,
+    ) -> policy_pb2.BulkApplyLookupRecordsResponse:
+        result = self.store.apply_lookup_records(collect_bulk_changes(request_iterator))
+        return policy_pb2.BulkApplyLookupRecordsResponse(
+            applied=result.applied, transactions=result.transactions, revision=result.revision
+        )
+
+    # -- customer routes
+
+    def CreateCustomerRoute(
+        self, request: policy_pb2.CreateCustomerRouteRequest, context: grpc.ServicerContext
+    ) -> types_pb2.CustomerRoute:
+        return self.store.create_customer_route(request.customer_route)
+
+    def GetCustomerRoute(
+        self, request: policy_pb2.GetCustomerRouteRequest, context: grpc.ServicerContext
+    ) -> types_pb2.CustomerRoute:
+        return self.store.get_customer_route(
+            request.rdid, request.vsid, request.destination_prefix, request.next_hop
+        )
+
+    def UpdateCustomerRoute(
+        self, request: policy_pb2.UpdateCustomerRouteRequest, context: grpc.ServicerContext
+    ) -> types_pb2.CustomerRoute:
+        return self.store.update_customer_route(request.customer_route, request.expected_revision)
+
+    def DeleteCustomerRoute(
+        self, request: policy_pb2.DeleteCustomerRouteRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.DeleteResponse:
+        return policy_pb2.DeleteResponse(
+            revision=self.store.delete_customer_route(
+                request.rdid,
+                request.vsid,
+                request.destination_prefix,
+                request.next_hop,
+                request.expected_revision,
+            )
+        )
+
+    def ListCustomerRoutes(
+        self, request: policy_pb2.ListCustomerRoutesRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.ListCustomerRoutesResponse:
+        page = self.store.list_customer_routes(request.page, request.rdid, request.vsid)
+        return policy_pb2.ListCustomerRoutesResponse(
+            customer_routes=page.items, next_page_token=page.next_page_token, revision=page.revision
+        )
+
+    # -- watch, diagnostics, status
+
+    def WatchTable(
+        self, request: policy_pb2.WatchTableRequest, context: grpc.ServicerContext
+    ) -> Iterator[policy_pb2.WatchTableResponse]:
+        def on_open(cancel: object) -> None:
+            # A client that goes away cancels the etcd watch, so the stream's thread ends.
+            context.add_callback(cancel)  # type: ignore[arg-type]
+
+        yield from self.store.watch_table(request.start_revision, list(request.rdids), on_open)
+
+    def SelectNextHop(
+        self, request: policy_pb2.SelectNextHopRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.SelectNextHopResponse:
+        scope = request.WhichOneof("scope")
+        violations = validation.Violations()
+        if scope is None:
+            violations.add("scope", "set vsid or rdid")
+        elif scope == "vsid":
+            validation.check_vsid(request.vsid, "vsid", violations)
+        else:
+            validation.check_rdid(request.rdid, "rdid", violations)
+        source = validation.check_ipv4(request.source_ca, "source_ca", violations)
+        destination = validation.check_ipv4(request.destination_ca, "destination_ca", violations)
+        violations.raise_if_any("next-hop question")
+        rdid = request.rdid if scope == "rdid" else self.store.rdid_of_vsid(request.vsid)
+        if rdid is None:
+            raise ResourceNotFound(
+                f"virtual subnet {request.vsid} does not exist",
+                [FieldViolation("vsid", f"no virtual subnet with VSID {request.vsid}")],
+            )
+        kvs, revision = self.store.read_domain_snapshot(rdid)
+        table = RoutingTable()
+        table.reset(decode_snapshot(kvs), revision)
+        answer = select_next_hop(
+            table,
+            vsid=request.vsid if scope == "vsid" else None,
+            rdid=rdid if scope == "rdid" else None,
+            source_ca=source,
+            destination_ca=destination,
+        )
+        response = policy_pb2.SelectNextHopResponse(
+            found=answer.found,
+            pa=answer.pa,
+            vsid=answer.vsid,
+            mac=answer.mac,
+            rule=answer.rule,  # type: ignore[arg-type]
+            reasons=answer.reasons,
+            source_vsid=answer.source_vsid,
+        )
+        if answer.record is not None:
+            response.record.CopyFrom(answer.record)
+        if answer.route is not None:
+            response.route.CopyFrom(answer.route)
+        return response
+
+    def GetTableStatus(
+        self, request: policy_pb2.GetTableStatusRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.GetTableStatusResponse:
+        revision, hosts = self.store.table_status()
+        return policy_pb2.GetTableStatusResponse(revision=revision, hosts=hosts)
