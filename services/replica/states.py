@@ -126,6 +126,12 @@ _TABLE: dict[tuple[ReplicationState, Event], ReplicationState] = {
 }
 
 
+# Delta cycles, resync and failover need a complete initial replica to build on.
+_NEED_INITIAL = frozenset(
+    {Event.CYCLE_STARTED, Event.CYCLE_OK, Event.START_RESYNC, Event.PLANNED_FAILOVER, Event.FAILOVER}
+)
+
+
 class TransitionError(ValueError):
     """The event is not allowed in the state; the caller turns it into FAILED_PRECONDITION."""
 
@@ -201,6 +207,8 @@ class Record:
         """The record after ``event`` at ``now_nanos``; ``reason`` explains failures and pauses."""
         if event == Event.RESUME:
             return self._resume()
+        if event in _NEED_INITIAL and not self.initial_done:
+            raise TransitionError(self.state, event)
         state = transition(self.state, event)
         changes: dict[str, object] = {"state": state}
         if event == Event.ENABLE:
@@ -218,6 +226,11 @@ class Record:
         if event == Event.PAUSE:
             changes["error"] = reason
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def allowed(self) -> frozenset[Event]:
+        """The events ``apply`` accepts now."""
+        events = allowed_events(self.state)
+        return events if self.initial_done else events - _NEED_INITIAL
 
     def _resume(self) -> Record:
         if self.state != S.SUSPENDED:

@@ -256,7 +256,7 @@ class ReplicationManager:
         vm = self.get(name)
         if not vm.record.initial_done:
             raise InvalidTransition(f"VM {name!r} has no initial replica to resynchronize yet")
-        if Event.START_RESYNC not in states.allowed_events(vm.record.state):
+        if Event.START_RESYNC not in vm.record.allowed():
             raise InvalidTransition(f"VM {name!r}: cannot resync while {vm.record.state.name.lower()}")
         vm.force_resync = True
         vm.next_due = 0.0
@@ -466,7 +466,7 @@ class ReplicationManager:
         vm.record = vm.record.with_cycle(
             states.CycleOutcome(start_ns, ok=False, latency_seconds=latency, delta_bytes=0)
         )
-        if event in states.allowed_events(vm.record.state):
+        if event in vm.record.allowed():
             self._event(vm, event, reason)
         else:
             self._save(vm)

@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,8 +214,15 @@ class Staging:
 class VmStore:
     """One VM's replica from one primary. Methods are serialized by ``lock``."""
 
-    def __init__(self, root: Path, vm_name: str, fault_apply_delay: float = 0.0):
+    def __init__(
+        self,
+        root: Path,
+        vm_name: str,
+        fault_apply_delay: float = 0.0,
+        clock: Callable[[], int] = time.time_ns,
+    ):
         self.root = root / vm_name
+        self.clock = clock
         self.vm_name = vm_name
         self.lock = threading.Lock()
         self.fault_apply_delay = fault_apply_delay
@@ -411,14 +418,14 @@ class VmStore:
             undo = f"{header.sequence}-{uuid.uuid4().hex[:8]}.undo"
             undo_path.replace(self.points_dir / undo)
             fsync_dir(self.points_dir)
-        point_time = header.cut_time_unix_nanos or time.time_ns()
+        point_time = header.cut_time_unix_nanos or self.clock()
         self.state.points.append(Point(header.sequence, point_time, undo))
         self.state.committed = header.sequence
         self.state.disk_sizes = dict(header.disk_sizes)
         self.state.additional_points = header.additional_recovery_points
         if header.HasField("vm"):
             self.state.vm = header.vm.SerializeToString()
-        self._prune(time.time_ns())
+        self._prune(self.clock())
         self._save()
         self._remove_unreferenced()
 

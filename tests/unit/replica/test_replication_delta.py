@@ -1,0 +1,95 @@
+"""The delta wire format's pure core: runs, chunk encode/verify, the token bucket."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.replica.delta import ChunkCodec, TokenBucket, decode_chunk, digest, is_zero, runs, split_extent
+from services.replica.errors import ChunkCorrupted, MalformedDelta
+
+
+@given(st.sets(st.integers(0, 300)), st.integers(1, 8), st.integers(1, 6))
+def test_runs_cover_exactly_the_blocks(blocks: set[int], block_kib: int, max_blocks: int) -> None:
+    block_size = block_kib * 1024
+    disk_size = 301 * block_size - 100
+    got = runs(blocks, block_size, disk_size, max_blocks * block_size)
+    covered: set[int] = set()
+    previous_end = -1
+    for offset, length in got:
+        assert offset > previous_end or previous_end == -1 or offset >= previous_end
+        assert 0 < length <= max_blocks * block_size
+        assert offset + length <= disk_size
+        previous_end = offset + length
+        covered |= set(range(offset // block_size, (offset + length - 1) // block_size + 1))
+    assert covered == blocks
+
+
+def test_runs_reject_blocks_outside_the_disk() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        runs([10], 4096, 4096 * 10, 4096)
+
+
+@given(st.integers(0, 10**6), st.integers(0, 10**5), st.integers(1000, 10**5))
+def test_split_extent(offset: int, length: int, max_bytes: int) -> None:
+    pieces = list(split_extent(offset, length, max_bytes))
+    assert sum(n for _o, n in pieces) == length
+    position = offset
+    for o, n in pieces:
+        assert o == position and 0 < n <= max_bytes
+        position += n
+
+
+payloads = st.one_of(
+    st.binary(min_size=1, max_size=5000),
+    st.integers(1, 5000).map(bytes),
+    st.integers(1, 3000).map(lambda n: b"ab" * n),
+)
+
+
+@given(payloads, st.booleans(), st.integers(0, 100))
+def test_encode_decode_roundtrip(data: bytes, compress: bool, index: int) -> None:
+    chunk = ChunkCodec(compress=compress).encode("d0", 4096, data, index)
+    assert chunk.zero == is_zero(data)
+    if chunk.compressed:
+        assert len(chunk.data) < len(data)
+    assert decode_chunk(chunk, {"d0": 4096 + len(data)}, index) == data
+
+
+@given(st.binary(min_size=16, max_size=4000), st.booleans(), st.data())
+@settings(max_examples=200)
+def test_any_flipped_byte_is_detected(data: bytes, compress: bool, pick: st.DataObject) -> None:
+    if is_zero(data):
+        data = b"\x01" + data[1:]
+    chunk = ChunkCodec(compress=compress).encode("d0", 0, data, 0)
+    position = pick.draw(st.integers(0, len(chunk.data) - 1))
+    corrupted = bytearray(chunk.data)
+    corrupted[position] ^= 1 + pick.draw(st.integers(0, 254))
+    chunk.data = bytes(corrupted)
+    with pytest.raises(ChunkCorrupted) as info:
+        decode_chunk(chunk, {"d0": len(data)}, 0)
+    assert info.value.chunk_index == 0
+
+
+def test_protocol_errors_are_malformed_not_corrupt() -> None:
+    chunk = ChunkCodec().encode("d0", 0, b"x" * 10, 3)
+    with pytest.raises(MalformedDelta, match="index 3"):
+        decode_chunk(chunk, {"d0": 10}, 2)
+    with pytest.raises(MalformedDelta, match="not in the delta header"):
+        decode_chunk(chunk, {"d1": 10}, 3)
+    with pytest.raises(MalformedDelta, match="outside"):
+        decode_chunk(chunk, {"d0": 9}, 3)
+    assert chunk.blake3 == digest(b"x" * 10)
+
+
+@given(st.floats(1e3, 1e9), st.lists(st.integers(1, 10**6), min_size=1, max_size=50))
+def test_token_bucket_long_run_rate(rate: float, sizes: list[int]) -> None:
+    burst = 1024.0 * 1024
+    bucket = TokenBucket(rate, burst)
+    now = 0.0
+    for size in sizes:
+        now += bucket.take(size, now)
+    # Everything beyond the first burst took at least size/rate seconds.
+    assert now >= (sum(sizes) - burst) / rate - 1e-6
+    assert now <= sum(sizes) / rate + 1e-6
