@@ -98,9 +98,11 @@ class ChangeLog:
         if disk_size <= 0:
             raise TrackingInvalid(f"disk size {disk_size} must be positive")
         log_path = Path(path)
+        blocks = -(-disk_size // block_size)
         reason = ""
         runs: list[Run] = []
         generation = 1
+        same_geometry = True
         if log_path.exists():
             data = log_path.read_bytes()
             header = newest_header((data[:HEADER_SLOT], data[HEADER_SLOT : 2 * HEADER_SLOT]))
@@ -109,28 +111,29 @@ class ChangeLog:
             elif (header.disk_size, header.block_size) != (disk_size, block_size):
                 reason = "the disk or tracking block size changed"
                 generation = header.generation + 1
+                same_geometry = False
             else:
                 generation = header.generation
                 if header.resync_required:
                     reason = "a resync was required and has not completed"
                 elif not header.clean:
                     reason = "the tracking log was not closed cleanly"
-                runs = replay(data, blocks=-(-disk_size // block_size)).runs
+                runs = replay(data, blocks=blocks).runs
         leftover = cut_path(log_path)
-        if leftover.exists() and not log_path.exists():
-            reason = "the tracking log was lost during a cut"
         if leftover.exists():
-            blocks = -(-disk_size // block_size)
-            runs += replay(leftover.read_bytes(), blocks=blocks).runs if not reason else []
+            if not log_path.exists():
+                reason = "the tracking log was lost during a cut"
+            if same_geometry:
+                runs += replay(leftover.read_bytes(), blocks=blocks).runs
         fresh = LogHeader(0, generation, block_size, disk_size, clean=False, resync_required=bool(reason))
         fd = _create_log(log_path, fresh)
         tracker = cls(log_path, disk_size, block_size, fd, fresh)
         tracker.resync_reason = reason
         if reason:
             log.warning("disk marked resync required", extra={"log": str(log_path), "reason": reason})
-        else:
-            tracker._append(tracker._current.add_runs(runs))
-            tracker._sync()
+        # Known changes stay visible even when a resync is due (the resync cut covers the disk anyway).
+        with tracker._cond:
+            tracker._wait_durable(tracker._append(tracker._current.add_runs(runs)))
         leftover.unlink(missing_ok=True)
         return tracker
 
@@ -248,10 +251,6 @@ class ChangeLog:
                 self._syncing = False
                 self._cond.notify_all()
             self._durable = max(self._durable, batch)
-
-    def _sync(self) -> None:
-        with self._cond:
-            self._wait_durable(self._written)
 
     def _write_header(self) -> None:
         slot = self._header.sequence % 2

@@ -56,7 +56,7 @@ class WriteGate:
 
 
 class Snapshot:
-    """The disk's content at a cut, for the blocks the cut names (and any other block, read through)."""
+    """The disk's content at a cut, for the blocks the cut names. Other blocks read the live disk."""
 
     def __init__(self, device: TrackedDevice, cut: Cut, overlay_dir: Path):
         self.cut = cut
