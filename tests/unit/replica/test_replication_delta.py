@@ -37,7 +37,8 @@ def test_split_extent(offset: int, length: int, max_bytes: int) -> None:
     assert sum(n for _o, n in pieces) == length
     position = offset
     for o, n in pieces:
-        assert o == position and 0 < n <= max_bytes
+        assert o == position
+        assert 0 < n <= max_bytes
         position += n
 
 

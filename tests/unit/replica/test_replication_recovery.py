@@ -26,10 +26,12 @@ def test_overlay_equals_writing_layers_in_order(layers: list[list[tuple[int, int
     got = [-1] * SIZE
     previous_end = 0
     for piece in overlay(layers):
-        assert piece.offset >= previous_end and piece.length > 0
+        assert piece.offset >= previous_end
+        assert piece.length > 0
         previous_end = piece.offset + piece.length
         source_offset, source_length = layers[piece.layer][piece.extent]
-        assert source_offset <= piece.offset and piece.offset + piece.length <= source_offset + source_length
+        assert source_offset <= piece.offset
+        assert piece.offset + piece.length <= source_offset + source_length
         for i in range(piece.offset, piece.offset + piece.length):
             got[i] = piece.layer
     assert got == model
@@ -44,7 +46,8 @@ def test_retention(times: list[int], additional: int) -> None:
     points = [PointInfo(sequence=i + 1, time_nanos=t) for i, t in enumerate(sorted(times))]
     kept, hourly = retained(points, now, additional)
     latest = points[-1].sequence
-    assert latest in kept and latest not in hourly
+    assert latest in kept
+    assert latest not in hourly
     assert len(kept) <= additional + 1
     assert kept == hourly | {latest}
     for seq in hourly:

@@ -39,7 +39,8 @@ def test_happy_path_enable_initial_replicating() -> None:
     assert r.state == ReplicationState.INITIAL_REPLICATION_IN_PROGRESS
     r = r.apply(Event.INITIAL_DONE, NOW + 5)
     assert r.state == ReplicationState.REPLICATING
-    assert r.initial_done and r.last_sync_nanos == NOW + 5
+    assert r.initial_done
+    assert r.last_sync_nanos == NOW + 5
 
 
 def test_external_media_waits_for_import() -> None:
@@ -56,14 +57,16 @@ def test_pause_resume_returns_to_where_it_belongs() -> None:
     )
     done = r.apply(Event.START_INITIAL, NOW).apply(Event.INITIAL_DONE, NOW)
     paused = done.apply(Event.PAUSE, NOW + 1, "admin")
-    assert paused.state == ReplicationState.SUSPENDED and paused.paused_since_nanos == NOW + 1
+    assert paused.state == ReplicationState.SUSPENDED
+    assert paused.paused_since_nanos == NOW + 1
     assert paused.apply(Event.RESUME, NOW).state == ReplicationState.REPLICATING
 
 
 def test_failure_then_success_recovers() -> None:
     r = Record(state=ReplicationState.REPLICATING, initial_done=True, last_sync_nanos=NOW)
     failed = r.apply(Event.CYCLE_FAILED, NOW, "DR unreachable")
-    assert failed.state == ReplicationState.CRITICAL and failed.error == "DR unreachable"
+    assert failed.state == ReplicationState.CRITICAL
+    assert failed.error == "DR unreachable"
     assert failed.apply(Event.CYCLE_OK, NOW).state == ReplicationState.REPLICATING
     assert failed.apply(Event.CYCLE_OK, NOW).error == ""
 
@@ -121,7 +124,8 @@ def _replicating(**changes: object) -> Record:
 def test_health_normal_at_20_percent_missed_warning_above() -> None:
     assert health(_replicating(cycles=_cycles([True] * 8 + [False] * 2)), NOW)[0] == ReplicationHealth.NORMAL
     level, reasons = health(_replicating(cycles=_cycles([True] * 7 + [False] * 3)), NOW)
-    assert level == ReplicationHealth.WARNING and "3 of 10 cycles missed" in reasons[0]
+    assert level == ReplicationHealth.WARNING
+    assert "3 of 10 cycles missed" in reasons[0]
 
 
 def test_health_by_last_sync_age() -> None:

@@ -138,7 +138,8 @@ def test_recovery_points_are_exact_after_pruning(tmp_path: Path) -> None:
         send(store, header(seq, cut=clock[0], points=3), writes)
         history[seq] = bytes(image)
     kept = [p.sequence for p in store.recovery_points()]
-    assert kept[0] == 13 and 1 < len(kept) <= 4
+    assert kept[0] == 13
+    assert 1 < len(kept) <= 4
     assert len(list(store.points_dir.iterdir())) == len(kept) - 1
     for seq in kept:
         disks = store.materialize(seq, tmp_path / f"point-{seq}")
