@@ -673,15 +673,16 @@ class EtcdWatch:
         response = self._take(timeout)
         return None if response is None else watch_batch(response)
 
-    def __iter__(self) -> Iterator[WatchBatch]:
-        try:
-            while True:
-                batch = self.next_batch(self._idle_timeout)
-                if batch is None:
-                    return
-                yield batch
-        finally:
-            self.cancel()
+    def __iter__(self) -> EtcdWatch:
+        # The stream is its own iterator, so consecutive loops over it continue where the last
+        # one stopped instead of starting (and, when dropped, cancelling) a new generator.
+        return self
+
+    def __next__(self) -> WatchBatch:
+        batch = self.next_batch(self._idle_timeout)
+        if batch is None:
+            raise StopIteration
+        return batch
 
     def request_progress(self) -> None:
         if not self._cancelled.is_set():

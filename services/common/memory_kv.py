@@ -43,6 +43,8 @@ from services.common.kv import (
     prefix_end,
 )
 
+# etcd sends a catching-up watcher at most this many revisions per response (watchBatchMaxRevs).
+_MAX_BATCH_REVISIONS = 1000
 # The first lease id handed out; etcd's are arbitrary positive int64s, tests only compare them.
 _FIRST_LEASE_ID = 0x7E570000
 
@@ -141,15 +143,20 @@ class MemoryWatch:
         self.last_sent = time.monotonic()
         self._store = store
 
-    def __iter__(self) -> Iterator[WatchBatch]:
+    def __iter__(self) -> MemoryWatch:
+        # Its own iterator, like EtcdWatch: consecutive loops continue the same stream.
+        return self
+
+    def __next__(self) -> WatchBatch:
         try:
-            while True:
-                batch = self._store._next_batch(self)
-                if batch is None:
-                    return
-                yield batch
-        finally:
+            batch = self._store._next_batch(self)
+        except BaseException:
             self._store._forget(self)
+            raise
+        if batch is None:
+            self._store._forget(self)
+            raise StopIteration
+        return batch
 
     def cancel(self) -> None:
         self._store._signal(self, "cancelled")
@@ -497,19 +504,26 @@ class MemoryKV:
                 self._cond.wait(timeout=None if due is None else due - now)
 
     def _events_batch(self, watch: MemoryWatch) -> WatchBatch | None:
+        """Every matching event the watch has not seen yet, as etcd sends a watcher that catches
+        up: several revisions in one batch, whole revisions only, at most ``_MAX_BATCH_REVISIONS``."""
         index = bisect.bisect_left(self._event_revisions, watch.next_revision)
-        while index < len(self._events):
+        matching: list[WatchEvent] = []
+        revisions = 0
+        while index < len(self._events) and revisions < _MAX_BATCH_REVISIONS:
             revision = self._event_revisions[index]
             end = bisect.bisect_right(self._event_revisions, revision, lo=index)
-            matching = tuple(
+            found = [
                 event if watch.prev_kv else replace(event, prev_kv=None)
                 for event in self._events[index:end]
                 if _in_range(event.kv.key, watch.low, watch.high)
-            )
+            ]
+            matching += found
+            revisions += bool(found)
             watch.next_revision = revision + 1
-            if matching:
-                watch.last_sent = time.monotonic()
-                return WatchBatch(events=matching, revision=revision)
             index = end
-        watch.next_revision = max(watch.next_revision, self._revision + 1)
-        return None
+        if index == len(self._events):
+            watch.next_revision = max(watch.next_revision, self._revision + 1)
+        if not matching:
+            return None
+        watch.last_sent = time.monotonic()
+        return WatchBatch(events=tuple(matching), revision=matching[-1].kv.mod_revision)
