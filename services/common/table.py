@@ -269,10 +269,14 @@ class RoutingTable:
         self.revision = revision
         return delta
 
-    def update(self, events: Iterable[WatchEvent | TableChange], revision: int = 0) -> TableDelta:
-        """Apply watch events in order; the table's revision becomes the newest one seen (or ``revision``,
-        the batch's store revision, when that is newer). Events at or below the current revision are
-        already applied and skipped, so replaying a batch is harmless."""
+    def update(self, events: Iterable[WatchEvent | TableChange], revision: int | None = None) -> TableDelta:
+        """Apply watch events in order and return the net change.
+
+        Events at or below the current revision are already applied and skipped, so replaying a batch
+        is harmless. The table's revision becomes ``revision`` when given (a watcher that merges several
+        streams passes the revision every stream has reached, which may be below the newest event it
+        applied), else the newest event revision; it never goes back.
+        """
         changes: dict[bytes, StoreEntry | None] = {}
         rejected: list[bytes] = []
         newest = self.revision
@@ -291,8 +295,9 @@ class RoutingTable:
                 continue
             newest = max(newest, event_revision)
             changes[key] = entry
-        delta = self._apply(changes, max(newest, revision), reset=False, rejected=rejected)
-        self.revision = delta.revision
+        target = newest if revision is None else max(self.revision, revision)
+        delta = self._apply(changes, target, reset=False, rejected=rejected)
+        self.revision = target
         return delta
 
     def _apply(

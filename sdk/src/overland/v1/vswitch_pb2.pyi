@@ -13,7 +13,7 @@ class GetAgentStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("host_name", "pa_ip", "applied_revision", "connected", "datapath", "pa_mtu", "inner_mtu", "lookup_records", "virtual_subnets", "customer_routes", "provider_addresses")
+    __slots__ = ("host_name", "pa_ip", "applied_revision", "connected", "datapath", "pa_mtu", "inner_mtu", "lookup_records", "virtual_subnets", "customer_routes", "provider_addresses", "registered", "syncs", "resets_after_compaction", "stream_breaks", "last_sync_seconds", "last_sync_keys", "rejected_keys", "routing_domains", "rdids")
     HOST_NAME_FIELD_NUMBER: _ClassVar[int]
     PA_IP_FIELD_NUMBER: _ClassVar[int]
     APPLIED_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,15 @@ class AgentStatus(_message.Message):
     VIRTUAL_SUBNETS_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ROUTES_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    SYNCS_FIELD_NUMBER: _ClassVar[int]
+    RESETS_AFTER_COMPACTION_FIELD_NUMBER: _ClassVar[int]
+    STREAM_BREAKS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SYNC_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SYNC_KEYS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    RDIDS_FIELD_NUMBER: _ClassVar[int]
     host_name: str
     pa_ip: str
     applied_revision: int
@@ -36,7 +45,16 @@ class AgentStatus(_message.Message):
     virtual_subnets: int
     customer_routes: int
     provider_addresses: int
-    def __init__(self, host_name: _Optional[str] = ..., pa_ip: _Optional[str] = ..., applied_revision: _Optional[int] = ..., connected: _Optional[bool] = ..., datapath: _Optional[bool] = ..., pa_mtu: _Optional[int] = ..., inner_mtu: _Optional[int] = ..., lookup_records: _Optional[int] = ..., virtual_subnets: _Optional[int] = ..., customer_routes: _Optional[int] = ..., provider_addresses: _Optional[int] = ...) -> None: ...
+    registered: bool
+    syncs: int
+    resets_after_compaction: int
+    stream_breaks: int
+    last_sync_seconds: float
+    last_sync_keys: int
+    rejected_keys: int
+    routing_domains: int
+    rdids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, host_name: _Optional[str] = ..., pa_ip: _Optional[str] = ..., applied_revision: _Optional[int] = ..., connected: _Optional[bool] = ..., datapath: _Optional[bool] = ..., pa_mtu: _Optional[int] = ..., inner_mtu: _Optional[int] = ..., lookup_records: _Optional[int] = ..., virtual_subnets: _Optional[int] = ..., customer_routes: _Optional[int] = ..., provider_addresses: _Optional[int] = ..., registered: _Optional[bool] = ..., syncs: _Optional[int] = ..., resets_after_compaction: _Optional[int] = ..., stream_breaks: _Optional[int] = ..., last_sync_seconds: _Optional[float] = ..., last_sync_keys: _Optional[int] = ..., rejected_keys: _Optional[int] = ..., routing_domains: _Optional[int] = ..., rdids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DumpTableRequest(_message.Message):
     __slots__ = ()

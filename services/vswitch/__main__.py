@@ -1,0 +1,7 @@
+"""``python -m services.vswitch``: run this host's vswitch agent (see ``--help``)."""
+
+import sys
+
+from services.vswitch.server import main
+
+sys.exit(main())

@@ -1,0 +1,331 @@
+"""The vswitch agent of one host: its routing table kept in sync with etcd, its host registration, and the
+datapath it feeds.
+
+``Agent`` ties together
+- a ``TableWatcher`` (watcher.py) that keeps the ``RoutingTable`` equal to etcd and hands every delta,
+  from one thread, to the datapath (``Datapath.apply``) and to an optional ``on_apply`` hook (benches);
+- a ``HostRegistration`` that keeps ``/overland/v1/hosts/{host}`` (a ``HostStatus``) alive on an etcd
+  lease (kept alive every TTL/3, re-created if etcd lost it) and publishes the applied revision, at
+  most once per ``status_interval`` and only when it changed, so anyone can see how far behind each
+  host is.
+
+With no datapath (``table_only``) the agent keeps only the table: tests and benches run many of them.
+Losing etcd changes nothing that is applied: forwarding goes on with the last table.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from overland.v1 import types_pb2, vswitch_pb2
+from services.common import keys
+from services.common.errors import Unavailable
+from services.common.kv import KV, KVLeaseNotFoundError, Put
+from services.common.table import RoutingTable, TableDelta
+from services.vswitch.config import AgentConfig
+from services.vswitch.watcher import ApplyCallback, TableWatcher, watch_prefixes
+
+log = logging.getLogger(__name__)
+
+# How long stopping waits for the agent's threads.
+_JOIN_SECONDS = 5.0
+
+
+class Datapath(Protocol):
+    """What the agent needs of the datapath (services/vswitch/datapath/)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def apply(self, table: RoutingTable, delta: TableDelta) -> None:
+        """Adjust ports and caches to a table change; called from one thread, never with a flush."""
+        ...
+
+    def attach_port(self, port: vswitch_pb2.Port) -> vswitch_pb2.Port: ...
+
+    def detach_port(self, name: str) -> None: ...
+
+    def ports(self) -> Sequence[vswitch_pb2.Port]: ...
+
+    def counters(self) -> vswitch_pb2.Counters: ...
+
+    def extensions(self) -> Sequence[vswitch_pb2.Extension]: ...
+
+    def configure_extension(self, extension: vswitch_pb2.Extension) -> vswitch_pb2.Extension: ...
+
+
+def status_due(
+    *, now: float, last_time: float, last_revision: int, revision: int, interval: float
+) -> tuple[bool, float]:
+    """Whether to publish ``revision`` now, and else how long until it may be (0 when nothing changed).
+
+    Publishing is rate-limited: a host applies many revisions a second under load, and every status
+    write is an etcd write.
+    """
+    if revision == last_revision:
+        return False, 0.0
+    wait = last_time + interval - now
+    if wait <= 0:
+        return True, 0.0
+    return False, wait
+
+
+class HostRegistration:
+    """The host key on a lease: registered, kept alive, re-registered, and updated with the applied
+    revision (see ``status_due``)."""
+
+    def __init__(
+        self,
+        kv: KV,
+        config: AgentConfig,
+        applied: Callable[[], tuple[int, int]],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ):
+        self._kv = kv
+        self._config = config
+        self._applied = applied
+        self._clock = clock
+        self._wall_clock_ns = wall_clock_ns
+        self._wake = threading.Event()
+        self._lease_id = 0
+        self._lease_refreshed = 0.0
+        self._published_revision = -1
+        self._published_time = float("-inf")
+        self.registered = False
+        self.writes = 0
+
+    def notify(self) -> None:
+        """The applied revision changed: publish it when the rate limit allows."""
+        self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        keepalive = self._config.lease_ttl / 3
+        attempt = 0
+        rng = random.Random()  # noqa: S311 - backoff jitter, not secrets
+        while not stop.is_set():
+            # Cleared before the step, so a notify that arrives during it cuts the next wait short.
+            self._wake.clear()
+            try:
+                wait = self._step(keepalive)
+                attempt = 0
+            except Unavailable as error:
+                if self.registered:
+                    log.warning(
+                        "lost etcd; the host key expires unless it returns", extra={"error": error.message}
+                    )
+                self.registered = False
+                wait = self._config.backoff.delay(attempt, rng.random())
+                attempt += 1
+            self._wake.wait(wait)
+
+    def _step(self, keepalive: float) -> float:
+        now = self._clock()
+        if not self.registered:
+            self._register()
+            now = self._clock()
+        elif now - self._lease_refreshed >= keepalive:
+            if self._kv.refresh_lease(self._lease_id) <= 0:
+                log.warning("host lease expired, registering again", extra={"lease": self._lease_id})
+                self._register()
+            self._lease_refreshed = now
+        revision, _ = self._applied()
+        due, rate_wait = status_due(
+            now=now,
+            last_time=self._published_time,
+            last_revision=self._published_revision,
+            revision=revision,
+            interval=self._config.status_interval,
+        )
+        if due:
+            try:
+                self._publish()
+            except KVLeaseNotFoundError:
+                self._register()
+        until_keepalive = max(self._lease_refreshed + keepalive - self._clock(), 0.0)
+        return min(until_keepalive, rate_wait) if rate_wait else until_keepalive
+
+    def _register(self) -> None:
+        lease = self._kv.grant_lease(self._config.lease_ttl)
+        self._lease_id = lease.id
+        self._lease_refreshed = self._clock()
+        self._publish()
+        self.registered = True
+        log.info("host registered", extra={"host": self._config.host_name, "lease": lease.id})
+
+    def _publish(self) -> None:
+        revision, applied_ns = self._applied()
+        status = types_pb2.HostStatus(
+            host_name=self._config.host_name,
+            pa_ip=self._config.pa_ip,
+            applied_revision=revision,
+            applied_time_unix_nanos=applied_ns,
+        )
+        entry = types_pb2.StoreEntry(host_status=status, write_time_unix_nanos=self._wall_clock_ns())
+        self._kv.txn(
+            [], [Put(keys.host_key(self._config.host_name), entry.SerializeToString(), lease=self._lease_id)]
+        )
+        self.writes += 1
+        self._published_revision = revision
+        self._published_time = self._clock()
+
+    def unregister(self) -> None:
+        """Revoke the lease so the host key goes now rather than at TTL (best effort on the way out)."""
+        if not self._lease_id:
+            return
+        try:
+            self._kv.revoke_lease(self._lease_id)
+        except (Unavailable, KVLeaseNotFoundError) as error:
+            log.info("host lease not revoked; it expires on its own", extra={"error": error.message})
+        self.registered = False
+
+
+class Agent:
+    """One host's agent (see the module docstring). ``start``/``stop``; queries are thread-safe."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        kv: KV,
+        datapath: Datapath | None = None,
+        *,
+        on_apply: ApplyCallback | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ):
+        config.validate()
+        self.config = config
+        self.kv = kv
+        self.datapath = datapath
+        self.table = RoutingTable()
+        self.lock = threading.RLock()
+        self._on_apply = on_apply
+        self._on_failure = on_failure
+        self._applied_ns = 0
+        self._applied_cond = threading.Condition()
+        self.watcher = TableWatcher(
+            kv,
+            watch_prefixes(config.rdids),
+            self.table,
+            self._apply,
+            lock=self.lock,
+            page_size=config.page_size,
+            backoff=config.backoff,
+        )
+        self.registration = HostRegistration(kv, config, self._applied)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.failure: BaseException | None = None
+
+    def start(self) -> None:
+        if self.datapath is not None:
+            self.datapath.start()
+        self._threads = [
+            threading.Thread(target=self._run_watcher, name="vswitch-watch", daemon=True),
+            threading.Thread(
+                target=self.registration.run, args=(self._stop,), name="vswitch-registration", daemon=True
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop watching and unregister; the datapath stops last, so forwarding runs until the end."""
+        self._stop.set()
+        self.registration.notify()
+        for thread in self._threads:
+            thread.join(_JOIN_SECONDS)
+        self.registration.unregister()
+        if self.datapath is not None:
+            self.datapath.stop()
+
+    def _run_watcher(self) -> None:
+        try:
+            self.watcher.run(self._stop)
+        except Exception as error:
+            # A bug, not a lost etcd: say so and let the service stop rather than run on a frozen table.
+            log.exception("the watch loop failed")
+            self.failure = error
+            if self._on_failure is not None:
+                self._on_failure(error)
+
+    def _apply(self, table: RoutingTable, delta: TableDelta) -> None:
+        if self.datapath is not None and (delta or delta.reset):
+            self.datapath.apply(table, delta)
+        if self._on_apply is not None:
+            self._on_apply(table, delta)
+        with self._applied_cond:
+            self._applied_ns = time.time_ns()
+            self._applied_cond.notify_all()
+        self.registration.notify()
+
+    def _applied(self) -> tuple[int, int]:
+        with self._applied_cond:
+            return self.table.revision, self._applied_ns
+
+    @property
+    def applied_revision(self) -> int:
+        return self.table.revision
+
+    def wait_for_revision(self, revision: int, timeout: float) -> bool:
+        """Block until the table has applied ``revision`` (or ``timeout`` seconds pass)."""
+        deadline = time.monotonic() + timeout
+        with self._applied_cond:
+            while self.table.revision < revision:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._applied_cond.wait(remaining)
+        return True
+
+    def status(self) -> vswitch_pb2.AgentStatus:
+        with self.lock:
+            counts = self.table.counts()
+            revision = self.table.revision
+        stats = self.watcher.stats
+        return vswitch_pb2.AgentStatus(
+            host_name=self.config.host_name,
+            pa_ip=self.config.pa_ip,
+            applied_revision=revision,
+            connected=self.watcher.connected,
+            datapath=self.datapath is not None,
+            pa_mtu=self.config.pa_mtu,
+            inner_mtu=self.config.inner_mtu,
+            lookup_records=counts["record"],
+            virtual_subnets=counts["subnet"],
+            customer_routes=counts["route"],
+            provider_addresses=counts["pa"],
+            registered=self.registration.registered,
+            syncs=stats.syncs,
+            resets_after_compaction=stats.resets_after_compaction,
+            stream_breaks=stats.stream_breaks,
+            last_sync_seconds=stats.last_sync_seconds,
+            last_sync_keys=stats.last_sync_keys,
+            rejected_keys=stats.rejected_keys,
+            routing_domains=counts["domain"],
+            rdids=list(self.config.rdids),
+        )
+
+    def dump(self) -> vswitch_pb2.DumpTableResponse:
+        response = vswitch_pb2.DumpTableResponse()
+        with self.lock:
+            response.applied_revision = self.table.revision
+            for entry in self.table.entries().values():
+                resource = entry.WhichOneof("resource")
+                if resource == "routing_domain":
+                    response.routing_domains.append(entry.routing_domain)
+                elif resource == "virtual_subnet":
+                    response.virtual_subnets.append(entry.virtual_subnet)
+                elif resource == "provider_address":
+                    response.provider_addresses.append(entry.provider_address)
+                elif resource == "lookup_record":
+                    response.lookup_records.append(entry.lookup_record)
+                elif resource == "customer_route":
+                    response.customer_routes.append(entry.customer_route)
+        return response

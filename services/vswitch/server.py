@@ -1,0 +1,189 @@
+"""The vswitch agent as a gRPC service: ``VswitchService`` over an ``Agent``, and ``create_server`` /
+``serve`` / ``main`` (``python -m services.vswitch``)."""
+
+# gRPC servicer methods carry the RPC names of vswitch.proto.
+# ruff: noqa: N802
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from overland.v1 import vswitch_pb2, vswitch_pb2_grpc
+from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from services.common.etcd_kv import EtcdKV
+from services.common.kv import KV
+from services.common.logs import configure_logging
+from services.common.server import GrpcServer, build_server, wait_for_signal
+from services.vswitch.agent import Agent, Datapath
+from services.vswitch.config import AgentConfig, config_from_args
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = vswitch_pb2.DESCRIPTOR.services_by_name["VswitchService"].full_name
+
+
+class TableOnlyError(FailedPrecondition):
+    """A datapath call reached an agent that runs without a datapath."""
+
+
+class VswitchServicer(vswitch_pb2_grpc.VswitchServiceServicer):
+    """The agent's API. Datapath calls are delegated; in table-only mode writes to it are refused."""
+
+    def __init__(self, agent: Agent):
+        self._agent = agent
+
+    def _datapath(self) -> Datapath:
+        if self._agent.datapath is None:
+            raise TableOnlyError("this agent runs table-only: it has no datapath")
+        return self._agent.datapath
+
+    def GetAgentStatus(
+        self, request: vswitch_pb2.GetAgentStatusRequest, context: grpc.ServicerContext
+    ) -> vswitch_pb2.AgentStatus:
+        return self._agent.status()
+
+    def DumpTable(
+        self, request: vswitch_pb2.DumpTableRequest, context: grpc.ServicerContext
+    ) -> vswitch_pb2.DumpTableResponse:
+        return self._agent.dump()
+
+    def AttachPort(
+        self, request: vswitch_pb2.AttachPortRequest, context: grpc.ServicerContext
+    ) -> vswitch_pb2.Port:
+        violations = []
+        if not request.port.name or len(request.port.name.encode()) > 15:
+            violations.append(FieldViolation("port.name", "1..15 bytes (a Linux interface name)"))
+        if not request.port.mac:
+            violations.append(FieldViolation("port.mac", "required"))
+        if not request.port.vsid:
+            violations.append(FieldViolation("port.vsid", "required"))
+        if violations:
+            raise InvalidArgument("invalid port", violations)
+        return self._datapath().attach_port(request.port)
+
+    def DetachPort(
+        self, request: vswitch_pb2.DetachPortRequest, context: grpc.ServicerContext
+    ) -> vswitch_pb2.DetachPortResponse:
+        if not request.name:
+            raise InvalidArgument("invalid request", [FieldViolation("name", "required")])
+        self._datapath().detach_port(request.name)
+        return vswitch_pb2.DetachPortResponse()
+
+    def ListPorts(
+        self, request: vswitch_pb2.ListPortsRequest, context: grpc.ServicerContext
+    ) -> vswitch_pb2.ListPortsResponse:
+        datapath = self._agent.datapath
+        return vswitch_pb2.ListPortsResponse(ports=list(datapath.ports()) if datapath else [])
+
+    def GetCounters(
+        self, request: vswitch_pb2.GetCountersRequest, context: grpc.ServicerContext
+    ) -> vswitch_pb2.Counters:
+        datapath = self._agent.datapath
+        return datapath.counters() if datapath else vswitch_pb2.Counters()
+
+    def ListExtensions(
+        self, request: vswitch_pb2.ListExtensionsRequest, context: grpc.ServicerContext
+    ) -> vswitch_pb2.ListExtensionsResponse:
+        datapath = self._agent.datapath
+        return vswitch_pb2.ListExtensionsResponse(extensions=list(datapath.extensions()) if datapath else [])
+
+    def ConfigureExtension(
+        self, request: vswitch_pb2.ConfigureExtensionRequest, context: grpc.ServicerContext
+    ) -> vswitch_pb2.Extension:
+        if not request.extension.name:
+            raise InvalidArgument("invalid extension", [FieldViolation("extension.name", "required")])
+        return self._datapath().configure_extension(request.extension)
+
+
+@dataclass
+class VswitchServer:
+    """A running agent and its gRPC server; ``stop`` ends both (gRPC first, then the agent)."""
+
+    grpc_server: GrpcServer
+    agent: Agent
+    kv: KV
+    owns_kv: bool
+
+    @property
+    def port(self) -> int:
+        return self.grpc_server.port
+
+    def stop(self) -> None:
+        self.grpc_server.stop()
+        self.agent.stop()
+        if self.owns_kv:
+            self.kv.close()
+
+
+DatapathFactory = Callable[[AgentConfig], Datapath]
+
+
+def default_datapath(config: AgentConfig) -> Datapath:
+    """The NVGRE datapath of services/vswitch/datapath for this host."""
+    from services.vswitch import datapath  # noqa: PLC0415 - table-only agents never load it
+
+    factory: DatapathFactory = datapath.Datapath.from_agent_config  # type: ignore[attr-defined]
+    return factory(config)
+
+
+def create_server(
+    config: AgentConfig,
+    *,
+    kv: KV | None = None,
+    datapath_factory: DatapathFactory | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    on_failure: Callable[[BaseException], None] | None = None,
+) -> tuple[VswitchServer, int]:
+    """Start the agent and its gRPC server. ``kv`` defaults to an ``EtcdKV`` on the configured endpoints
+    (closed by ``stop``); the datapath is built unless ``config.table_only``."""
+    config.validate()
+    owns_kv = kv is None
+    store: KV = kv if kv is not None else EtcdKV(config.etcd_endpoints, timeout=config.etcd_timeout)
+    datapath = None if config.table_only else (datapath_factory or default_datapath)(config)
+    agent = Agent(config, store, datapath, on_failure=on_failure)
+
+    def register(server: grpc.Server) -> None:
+        vswitch_pb2_grpc.add_VswitchServiceServicer_to_server(VswitchServicer(agent), server)
+
+    agent.start()
+    try:
+        built = build_server(config.server, [SERVICE_NAME], register, interceptors)
+    except BaseException:
+        agent.stop()
+        raise
+    log.info(
+        "vswitch agent serving",
+        extra={
+            "port": built.port,
+            "host": config.host_name,
+            "pa": config.pa_ip,
+            "table_only": config.table_only,
+        },
+    )
+    return VswitchServer(built, agent, store, owns_kv), built.port
+
+
+def serve(config: AgentConfig) -> int:
+    """Run until SIGINT/SIGTERM or a failed watch loop; the exit status."""
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def on_failure(error: BaseException) -> None:
+        failed.append(error)
+        stop.set()
+
+    server, _port = create_server(config, on_failure=on_failure)
+    try:
+        wait_for_signal(stop)
+    finally:
+        server.stop()
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
+    return serve(config_from_args(argv))

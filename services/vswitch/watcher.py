@@ -1,0 +1,367 @@
+"""The agent's watch loop: keep a ``RoutingTable`` equal to what etcd holds, through broken streams,
+etcd restarts and compaction, without ever flushing what is already applied.
+
+It cold-syncs with paged range reads pinned to one revision, then watches each prefix (provider
+addresses, and the table or the routing domains this host serves) from that revision + 1, one thread
+per stream. A single applier thread (the one calling ``run``) applies the batches to the table and
+calls ``apply`` with each delta, so the datapath sees changes from one thread.
+
+Resume rules:
+- A broken stream (etcd restart, lost connection) is reopened by its own thread from the last
+  revision it delivered + 1, with capped, jittered exponential backoff. The table is untouched.
+- A compacted start revision makes the applier re-list at a new revision and ``reset`` the table:
+  only what differs (including the deletes that compaction hid) reaches the datapath.
+- The applied revision is the lowest revision every stream has reached (``WatchCursors``), so
+  "applied R" always means every change up to R is in the table. Progress notifications move it on;
+  the applier asks a lagging idle stream for one instead of waiting for the periodic one.
+
+The watch is never on /overland/v1/hosts/ (agents' status writes would wake every agent) nor on
+/overland/v1/index/.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from services.common import keys
+from services.common.errors import Unavailable
+from services.common.kv import KV, KeyValue, KVCompactedError, KVUnavailableError, WatchBatch, WatchStream
+from services.common.table import RoutingTable, TableDelta, decode_snapshot
+from services.vswitch.config import BackoffPolicy
+
+log = logging.getLogger(__name__)
+
+ApplyCallback = Callable[[RoutingTable, TableDelta], None]
+
+# Attempts to finish a paged read before a compaction overtakes it, before backing off.
+_LIST_ATTEMPTS = 5
+# How often the applier may ask one lagging stream for a progress notification.
+_PROGRESS_REQUEST_INTERVAL = 0.02
+# How long the applier waits for a batch before it checks whether it was told to stop.
+_POLL_SECONDS = 0.2
+# How long stopping waits for each stream thread.
+_JOIN_SECONDS = 2.0
+
+
+def watch_prefixes(rdids: Sequence[str] = ()) -> tuple[bytes, ...]:
+    """What an agent watches: every provider address, and the whole table or only its routing domains."""
+    if not rdids:
+        return (keys.PA_PREFIX, keys.TABLE_PREFIX)
+    return (keys.PA_PREFIX, *(keys.domain_prefix(rdid) for rdid in sorted(set(rdids))))
+
+
+@dataclass
+class WatchCursors:
+    """The revision each stream has delivered up to; the table is applied up to the lowest of them."""
+
+    revisions: list[int]
+
+    @classmethod
+    def at(cls, revision: int, streams: int) -> WatchCursors:
+        return cls([revision] * streams)
+
+    def advance(self, index: int, revision: int) -> int:
+        """Stream ``index`` has delivered everything up to ``revision``; returns the applied revision."""
+        self.revisions[index] = max(self.revisions[index], revision)
+        return self.applied
+
+    @property
+    def applied(self) -> int:
+        return min(self.revisions)
+
+    def lagging(self) -> list[int]:
+        """Streams behind the newest one: asking them for progress lets the applied revision catch up."""
+        newest = max(self.revisions)
+        return [i for i, revision in enumerate(self.revisions) if revision < newest]
+
+
+@dataclass(frozen=True)
+class _Item:
+    generation: int
+    index: int
+    batch: WatchBatch | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class WatcherStats:
+    """What the watcher did, for status and tests."""
+
+    syncs: int = 0
+    resets_after_compaction: int = 0
+    stream_breaks: int = 0
+    batches: int = 0
+    last_sync_seconds: float = 0.0
+    last_sync_keys: int = 0
+    rejected_keys: int = 0
+    connected_streams: set[int] = field(default_factory=set)
+
+
+class TableWatcher:
+    """Keeps ``table`` in sync with etcd; ``run`` is the loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        kv: KV,
+        prefixes: Sequence[bytes],
+        table: RoutingTable,
+        apply: ApplyCallback,
+        *,
+        lock: threading.RLock | None = None,
+        page_size: int = 2000,
+        backoff: BackoffPolicy | None = None,
+        rng: random.Random | None = None,
+    ):
+        self._kv = kv
+        self._prefixes = tuple(prefixes)
+        self.table = table
+        self._apply = apply
+        self.lock = lock or threading.RLock()
+        self._page_size = page_size
+        self._backoff = backoff or BackoffPolicy()
+        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not secrets
+        self._queue: queue.Queue[_Item] = queue.Queue()
+        self._state_lock = threading.Lock()
+        self._generation = 0
+        self._streams: dict[int, WatchStream] = {}
+        self._threads: list[threading.Thread] = []
+        # Set when the current generation of streams is stopped, to wake their threads from backoff.
+        self._streams_stopped = threading.Event()
+        self._cursors = WatchCursors.at(0, len(self._prefixes))
+        self._progress_asked: dict[int, float] = {}
+        self._synced = False
+        self.stats = WatcherStats()
+
+    @property
+    def synced(self) -> bool:
+        return self._synced
+
+    @property
+    def connected(self) -> bool:
+        """Whether the table is synced and every watch stream is up."""
+        with self._state_lock:
+            return self._synced and len(self.stats.connected_streams) == len(self._prefixes)
+
+    @property
+    def applied_revision(self) -> int:
+        return self.table.revision
+
+    # ----- cold sync -----
+
+    def sync(self) -> TableDelta:
+        """Read every prefix at one revision, page by page, and reset the table to it.
+
+        Raises ``KVUnavailableError`` when etcd cannot be read, ``KVCompactedError`` when compaction
+        kept overtaking the read.
+        """
+        started = time.monotonic()
+        for attempt in range(_LIST_ATTEMPTS):
+            try:
+                snapshot_kvs, revision = self._list()
+            except KVCompactedError:
+                log.info("table read overtaken by compaction, reading again", extra={"attempt": attempt})
+                continue
+            snapshot = decode_snapshot(snapshot_kvs)
+            with self.lock:
+                delta = self.table.reset(snapshot, revision)
+                self._apply(self.table, delta)
+            self._cursors = WatchCursors.at(revision, len(self._prefixes))
+            self._synced = True
+            self.stats.syncs += 1
+            self.stats.last_sync_seconds = time.monotonic() - started
+            self.stats.last_sync_keys = len(snapshot_kvs)
+            self.stats.rejected_keys += len(snapshot_kvs) - len(snapshot)
+            log.info(
+                "table synced",
+                extra={
+                    "revision": revision,
+                    "keys": len(snapshot_kvs),
+                    "changed": len(delta),
+                    "seconds": round(self.stats.last_sync_seconds, 3),
+                },
+            )
+            return delta
+        raise KVCompactedError("the table read kept being compacted", 0)
+
+    def _list(self) -> tuple[list[KeyValue], int]:
+        revision = 0
+        kvs: list[KeyValue] = []
+        for prefix in self._prefixes:
+            start: bytes | None = None
+            while True:
+                page = self._kv.range(prefix, start=start, limit=self._page_size, revision=revision)
+                if revision == 0:
+                    # Pin every later page and prefix to the revision of the first read.
+                    revision = page.revision
+                kvs.extend(page.kvs)
+                if not page.more or not page.kvs:
+                    break
+                start = page.kvs[-1].key + b"\0"
+        return kvs, revision
+
+    # ----- the loop -----
+
+    def run(self, stop: threading.Event) -> None:
+        """Sync, watch and apply until ``stop`` is set. Errors of etcd never end it; a bug does."""
+        attempt = 0
+        try:
+            while not stop.is_set():
+                if not self._synced:
+                    try:
+                        self.sync()
+                    except (KVUnavailableError, KVCompactedError) as error:
+                        delay = self._backoff.delay(attempt, self._rng.random())
+                        log.warning(
+                            "cannot read the table, keeping the one applied",
+                            extra={"error": error.message, "retry_in": round(delay, 3)},
+                        )
+                        attempt += 1
+                        stop.wait(delay)
+                        continue
+                    attempt = 0
+                    self._start_streams()
+                try:
+                    item = self._queue.get(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    continue
+                self._handle(item)
+        finally:
+            self._stop_streams()
+
+    def _handle(self, item: _Item) -> None:
+        with self._state_lock:
+            if item.generation != self._generation:
+                return
+        if item.batch is not None:
+            self._apply_batch(item.index, item.batch)
+            return
+        error = item.error
+        if isinstance(error, KVCompactedError):
+            log.warning(
+                "watch start revision was compacted: re-listing",
+                extra={"prefix": self._prefixes[item.index].decode(), "compacted": error.compact_revision},
+            )
+            self.stats.resets_after_compaction += 1
+            self._synced = False
+            self._stop_streams()
+        elif isinstance(error, Unavailable):
+            with self._state_lock:
+                was_connected = item.index in self.stats.connected_streams
+                self.stats.connected_streams.discard(item.index)
+            self.stats.stream_breaks += 1
+            if was_connected:
+                log.warning(
+                    "watch stream broken, resuming; forwarding goes on with the applied table",
+                    extra={"prefix": self._prefixes[item.index].decode(), "error": error.message},
+                )
+        elif error is not None:
+            raise error
+
+    def _apply_batch(self, index: int, batch: WatchBatch) -> None:
+        with self._state_lock:
+            if index not in self.stats.connected_streams:
+                log.info("watch stream up", extra={"prefix": self._prefixes[index].decode()})
+            self.stats.connected_streams.add(index)
+        self.stats.batches += 1
+        applied = self._cursors.advance(index, batch.revision)
+        with self.lock:
+            before = self.table.revision
+            delta = self.table.update(batch.events, revision=applied)
+            if delta or delta.rejected or self.table.revision != before:
+                self._apply(self.table, delta)
+        if delta.rejected:
+            self.stats.rejected_keys += len(delta.rejected)
+            log.warning("rejected undecodable or inconsistent values", extra={"keys": len(delta.rejected)})
+        self._ask_lagging_for_progress()
+
+    def _ask_lagging_for_progress(self) -> None:
+        now = time.monotonic()
+        for index in self._cursors.lagging():
+            if now - self._progress_asked.get(index, 0.0) < _PROGRESS_REQUEST_INTERVAL:
+                continue
+            stream = self._streams.get(index)
+            if stream is None:
+                continue
+            self._progress_asked[index] = now
+            try:
+                stream.request_progress()
+            except KVUnavailableError:
+                # The stream's own thread sees the break and resumes it.
+                continue
+
+    # ----- streams -----
+
+    def _start_streams(self) -> None:
+        with self._state_lock:
+            generation = self._generation
+        self._streams_stopped = stopped = threading.Event()
+        start = self.table.revision + 1
+        self._threads = [
+            threading.Thread(
+                target=self._pump,
+                args=(generation, index, prefix, start, stopped),
+                name=f"watch-{prefix.decode()}",
+                daemon=True,
+            )
+            for index, prefix in enumerate(self._prefixes)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _stop_streams(self) -> None:
+        with self._state_lock:
+            self._generation += 1
+            streams = list(self._streams.values())
+            self._streams.clear()
+            self.stats.connected_streams.clear()
+        self._streams_stopped.set()
+        for stream in streams:
+            stream.cancel()
+        for thread in self._threads:
+            thread.join(_JOIN_SECONDS)
+        self._threads = []
+        self._progress_asked.clear()
+
+    def _current(self, generation: int) -> bool:
+        with self._state_lock:
+            return generation == self._generation
+
+    def _pump(self, generation: int, index: int, prefix: bytes, start: int, stopped: threading.Event) -> None:
+        """One stream's thread: deliver batches in order, reopen from the last delivered revision + 1."""
+        next_revision = start
+        attempt = 0
+        try:
+            while not stopped.is_set() and self._current(generation):
+                try:
+                    stream = self._kv.watch(prefix, next_revision)
+                    with self._state_lock:
+                        if generation != self._generation:
+                            stream.cancel()
+                            return
+                        self._streams[index] = stream
+                    # An early progress batch says "connected" without waiting for the periodic one.
+                    stream.request_progress()
+                    for batch in stream:
+                        self._queue.put(_Item(generation, index, batch=batch))
+                        next_revision = batch.revision + 1
+                        attempt = 0
+                    if stopped.is_set() or not self._current(generation):
+                        return
+                    raise KVUnavailableError("watch stream ended")
+                except KVCompactedError as error:
+                    self._queue.put(_Item(generation, index, error=error))
+                    return
+                except KVUnavailableError as error:
+                    self._queue.put(_Item(generation, index, error=error))
+                    stopped.wait(self._backoff.delay(attempt, self._rng.random()))
+                    attempt += 1
+        except Exception as error:
+            # A bug must not leave a stream dead in silence: the applier re-raises it.
+            self._queue.put(_Item(generation, index, error=error))
+            raise
