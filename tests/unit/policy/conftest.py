@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from overland.v1 import policy_pb2_grpc
 
+from overland.v1 import policy_pb2_grpc
 from services.common.memory_kv import MemoryKV
 from services.common.server import ServerConfig
 from services.policy import PolicyConfig, PolicyServer, create_server
