@@ -37,6 +37,8 @@ class ReplicaConfig:
     primary_name: str = DEFAULT_PRIMARY_NAME
     client_tls: ClientTls | None = None
     scheduler_tick_seconds: float = 1.0
+    # Primary: where the NBD export of the VM disks listens (exports are named "<vm>/<disk>").
+    nbd_bind: str = "127.0.0.1:0"
     # DR: "allow replication from the specified servers", each with its storage location.
     allowed_primaries: dict[str, Path] = field(default_factory=dict)
     # A fault-injection hook for crash tests: a pause after each record applied at commit.
@@ -54,6 +56,9 @@ class ReplicaConfig:
             violations += validate_name(name, f"allowed_primaries[{name}]")
         if self.role == "primary":
             violations += validate_name(self.primary_name, "primary_name")
+        host, sep, port = self.nbd_bind.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            violations.append(FieldViolation("nbd_bind", f"must be host:port, got {self.nbd_bind!r}"))
         if self.scheduler_tick_seconds <= 0:
             violations.append(FieldViolation("scheduler_tick_seconds", "must be positive"))
         if self.fault_apply_delay_seconds < 0:
@@ -97,6 +102,7 @@ def parse_args(argv: list[str] | None = None) -> ReplicaConfig:
         "--client-cert", type=Path, help="primary: its client certificate (CN = primary name)"
     )
     parser.add_argument("--client-key", type=Path)
+    parser.add_argument("--nbd-bind", default="127.0.0.1:0", help="primary: NBD export host:port")
     parser.add_argument("--tick", type=float, default=1.0, help="scheduler tick in seconds")
     parser.add_argument("--fault-apply-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -121,6 +127,7 @@ def parse_args(argv: list[str] | None = None) -> ReplicaConfig:
         primary_name=args.primary_name,
         client_tls=client_tls,
         scheduler_tick_seconds=args.tick,
+        nbd_bind=args.nbd_bind,
         allowed_primaries=allowed,
         fault_apply_delay_seconds=args.fault_apply_delay,
     )

@@ -13,6 +13,7 @@ from services.common.errors import OverlandError
 from services.common.logs import configure_logging
 from services.common.server import GrpcServer, build_server, wait_for_signal
 from services.replica.config import ReplicaConfig, parse_args
+from services.replica.nbd import NbdServer
 from services.replica.primary.manager import ReplicationManager
 from services.replica.primary.servicer import ReplicaServicer
 from services.replica.receiver.servicer import ReceiverServicer
@@ -31,6 +32,7 @@ class ReplicaServer:
     grpc_server: GrpcServer
     manager: ReplicationManager | None
     receiver: ReceiverServicer | None
+    nbd: NbdServer | None = None
 
     @property
     def port(self) -> int:
@@ -39,6 +41,8 @@ class ReplicaServer:
     def stop(self) -> None:
         """Graceful: stop taking calls, let running ones finish, stop the scheduler, close the disks."""
         self.grpc_server.stop()
+        if self.nbd is not None:
+            self.nbd.stop()
         if self.manager is not None:
             self.manager.close()
 
@@ -48,8 +52,11 @@ def create_server(config: ReplicaConfig) -> tuple[ReplicaServer, int]:
     config.validate()
     manager: ReplicationManager | None = None
     receiver: ReceiverServicer | None = None
+    nbd: NbdServer | None = None
     if config.role == "primary":
-        manager = ReplicationManager(config)
+        host, _sep, nbd_port = config.nbd_bind.rpartition(":")
+        nbd = NbdServer(host, int(nbd_port))
+        manager = ReplicationManager(config, exporter=nbd)
         servicer = ReplicaServicer(manager)
 
         def register(server: grpc.Server) -> None:
@@ -65,21 +72,27 @@ def create_server(config: ReplicaConfig) -> tuple[ReplicaServer, int]:
         names = (RECEIVER_SERVICE,)
     try:
         built = build_server(config.server, names, register)
+        if nbd is not None:
+            nbd.start()
     except Exception:
         if manager is not None:
             manager.close()
         raise
     if manager is not None:
         manager.start()
-    log.info("replica service listening", extra={"role": config.role, "port": built.port})
-    return ReplicaServer(built, manager, receiver), built.port
+    log.info(
+        "replica service listening",
+        extra={"role": config.role, "port": built.port, "nbd_port": nbd.port if nbd else None},
+    )
+    return ReplicaServer(built, manager, receiver, nbd), built.port
 
 
 def serve(config: ReplicaConfig) -> None:
     """Run until SIGINT/SIGTERM, then stop gracefully."""
     server, port = create_server(config)
     # The port line lets a parent process (tests, the demo) find a port-0 bind.
-    print(f"LISTENING {config.role} {port}", flush=True)  # noqa: T201
+    nbd = f" nbd {server.nbd.port}" if server.nbd is not None else ""
+    print(f"LISTENING {config.role} {port}{nbd}", flush=True)  # noqa: T201
     try:
         wait_for_signal()
     finally:

@@ -34,6 +34,7 @@ from services.replica.errors import (
     ReplicationExists,
     ReplicationNotFound,
 )
+from services.replica.nbd import NbdServer
 from services.replica.primary import cycle
 from services.replica.primary.cycle import CycleKind, Progress, Sender
 from services.replica.receiver.store import write_atomic
@@ -71,8 +72,14 @@ class VmReplication:
 class ReplicationManager:
     """All replications of this primary. Thread-safe; ``start`` runs the scheduler, ``close`` stops it."""
 
-    def __init__(self, config: ReplicaConfig, channel_factory: ChannelFactory | None = None):
+    def __init__(
+        self,
+        config: ReplicaConfig,
+        channel_factory: ChannelFactory | None = None,
+        exporter: NbdServer | None = None,
+    ):
         self.config = config
+        self._exporter = exporter
         self.root = config.state_dir / "primary"
         self.root.mkdir(parents=True, exist_ok=True)
         self._channel_factory = channel_factory or self._channel
@@ -174,6 +181,7 @@ class ReplicationManager:
                 vm.record = replace(record, state=ReplicationState.REPLICATING, resync_required=True)
             self._note_resync(vm)
             self._vms[vm.name] = vm
+            self._export(vm)
 
     def _open_disks(self, request: replica_pb2.EnableReplicationRequest) -> dict[str, TrackedDevice]:
         disks: dict[str, TrackedDevice] = {}
@@ -213,8 +221,20 @@ class ReplicationManager:
             vm = VmReplication(request, policy, record, disks)
             self._vms[vm.name] = vm
             self._save(vm)
+            self._export(vm)
         log.info("replication enabled", extra={"vm": vm.name, "frequency": policy.frequency_seconds})
         return vm
+
+    def _export(self, vm: VmReplication) -> None:
+        """Serve each disk over NBD as ``<vm>/<disk>``; the served device is tracked, so every write is."""
+        if self._exporter is not None:
+            for disk, device in vm.disks.items():
+                self._exporter.add_export(export_name(vm.name, disk), device)
+
+    def _unexport(self, vm: VmReplication) -> None:
+        if self._exporter is not None:
+            for disk in vm.disks:
+                self._exporter.remove_export(export_name(vm.name, disk))
 
     def get(self, name: str) -> VmReplication:
         with self._lock:
@@ -269,6 +289,7 @@ class ReplicationManager:
             vm.record = vm.record.apply(Event.DISABLE, time.time_ns())
             with self._lock:
                 self._vms.pop(name, None)
+            self._unexport(vm)
             _close_disks(vm.disks)
             shutil.rmtree(self._vm_dir(name), ignore_errors=True)
         return vm
@@ -512,6 +533,11 @@ class ReplicationManager:
             tracker = device.tracker
             total += sum(count for _first, count in tracker.changed_runs()) * tracker.block_size
         return total
+
+
+def export_name(vm_name: str, disk: str) -> str:
+    """The NBD export name of a VM disk."""
+    return f"{vm_name}/{disk}"
 
 
 def _close_disks(disks: dict[str, TrackedDevice]) -> None:
