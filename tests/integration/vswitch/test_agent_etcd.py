@@ -1,0 +1,173 @@
+"""The vswitch agent against a real etcd: recovery from an etcd crash and restart, compaction while the
+agent's watch is down, and an agent restart. Convergence is polled with generous bounds."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from overland.v1 import types_pb2
+from services.common import keys
+from services.common.etcd_kv import EtcdKV, EtcdWatch
+from services.common.etcd_process import EtcdProcess
+from services.common.kv import KVUnavailableError
+from services.common.table import key_of
+from services.vswitch.agent import Agent
+from services.vswitch.config import AgentConfig, BackoffPolicy
+from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
+from tests.unit.vswitch.agent_helpers import RecordingDatapath, delete, put, wait_until
+from tests.unit.vswitch.table_factory import domain, provider, record, subnet
+
+pytestmark = pytest.mark.etcd
+
+
+class GatedEtcdKV(EtcdKV):
+    """An EtcdKV whose watches can be refused, to hold the agent's watch down while the store changes."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.watch_refused = threading.Event()
+
+    def watch(self, prefix: bytes, start_revision: int, *, prev_kv: bool = False) -> EtcdWatch:
+        if self.watch_refused.is_set():
+            raise KVUnavailableError("watch refused by the test")
+        return super().watch(prefix, start_revision, prev_kv=prev_kv)
+
+
+def _config(host: str = "host-1") -> AgentConfig:
+    return AgentConfig(
+        host_name=host,
+        pa_ip="198.18.0.1",
+        table_only=True,
+        page_size=50,
+        lease_ttl=4,
+        status_interval=0.05,
+        etcd_timeout=ETCD_TEST_DEADLINE_SECONDS,
+        backoff=BackoffPolicy(initial_seconds=0.05, cap_seconds=0.5),
+    )
+
+
+def _records(start: int, count: int) -> list[types_pb2.StoreEntry]:
+    return [record(4096, "rd-blue", f"192.0.2.{i}", "198.18.0.2") for i in range(start, start + count)]
+
+
+@pytest.fixture
+def kv(etcd_server: EtcdProcess) -> Iterator[GatedEtcdKV]:
+    store = GatedEtcdKV([etcd_server.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS)
+    put(store, provider("198.18.0.1"), provider("198.18.0.2"), domain("rd-blue"))
+    put(store, subnet(4096, "rd-blue", "192.0.2.0/24"), *_records(1, 120))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _store_keys(kv: EtcdKV) -> set[bytes]:
+    return {item.key for prefix in (keys.PA_PREFIX, keys.TABLE_PREFIX) for item in kv.range(prefix).kvs}
+
+
+def _host_status(kv: EtcdKV, host: str) -> types_pb2.HostStatus | None:
+    stored = kv.get(keys.host_key(host))
+    return None if stored is None else types_pb2.StoreEntry.FromString(stored.value).host_status
+
+
+def test_agent_recovers_from_an_etcd_crash_without_a_resync(
+    etcd_server: EtcdProcess, kv: GatedEtcdKV
+) -> None:
+    datapath = RecordingDatapath()
+    agent = Agent(_config(), kv, datapath)
+    agent.start()
+    try:
+        assert agent.wait_for_revision(kv.current_revision(), 20)
+        assert agent.table.count("record") == 120
+        wait_until(lambda: agent.watcher.connected, what="connected")
+        etcd_server.kill()
+        wait_until(lambda: not agent.watcher.connected, what="watch lost")
+        # etcd is gone: the table stays as it was.
+        assert agent.table.count("record") == 120
+        etcd_server.start()
+        fresh = _records(200, 3)
+        revision = put(kv, *fresh)
+        revision = max(revision, delete(kv, *_records(1, 2)))
+        assert agent.wait_for_revision(revision, 30)
+        assert set(agent.table.entries()) == _store_keys(kv)
+        assert agent.watcher.stats.syncs == 1
+        assert agent.watcher.stats.resets_after_compaction == 0
+        assert agent.watcher.stats.stream_breaks >= 1
+        assert not any(d.reset for d in datapath.deltas[1:])
+        wait_until(lambda: agent.watcher.connected, what="connected again")
+        # The host key comes back on a live lease and reports the applied revision.
+        wait_until(
+            lambda: (
+                (status := _host_status(kv, "host-1")) is not None and status.applied_revision >= revision
+            ),
+            timeout=30,
+            what="host status after the restart",
+        )
+    finally:
+        agent.stop()
+
+
+def test_compaction_while_the_watch_is_down_relists_and_deletes_what_vanished(
+    etcd_server: EtcdProcess, kv: GatedEtcdKV
+) -> None:
+    datapath = RecordingDatapath()
+    agent = Agent(_config(), kv, datapath)
+    agent.start()
+    try:
+        assert agent.wait_for_revision(kv.current_revision(), 20)
+        wait_until(lambda: agent.watcher.connected, what="connected")
+        before = len(datapath.deltas)
+        kv.watch_refused.set()
+        etcd_server.kill()
+        wait_until(lambda: not agent.watcher.connected, what="watch lost")
+        etcd_server.start()
+        vanished = _records(1, 10)
+        delete(kv, *vanished)
+        added = _records(150, 2)
+        revision = put(kv, *added)
+        kv.compact(revision)
+        kv.watch_refused.clear()
+        wait_until(lambda: agent.watcher.stats.resets_after_compaction >= 1, timeout=30, what="re-list")
+        assert agent.wait_for_revision(revision, 30)
+        assert set(agent.table.entries()) == _store_keys(kv)
+        changes = [c for d in datapath.deltas[before:] for c in d.changes]
+        # Only the difference reached the datapath: the vanished records as deletes, the new ones as adds.
+        assert {c.key for c in changes if c.removed} == {key_of(e) for e in vanished}
+        assert {c.key for c in changes if c.added} == {key_of(e) for e in added}
+        assert not [c for c in changes if c.changed]
+    finally:
+        agent.stop()
+
+
+def test_agent_restart_after_deletes_and_compaction(kv: GatedEtcdKV) -> None:
+    first = Agent(_config(), kv)
+    first.start()
+    assert first.wait_for_revision(kv.current_revision(), 20)
+    applied = first.applied_revision
+    first.stop()
+    assert kv.get(keys.host_key("host-1")) is None
+    delete(kv, *_records(1, 30))
+    revision = put(kv, *_records(130, 1))
+    kv.compact(revision)
+    second = Agent(_config(), kv)
+    second.start()
+    try:
+        assert second.wait_for_revision(revision, 20)
+        assert second.applied_revision >= applied
+        assert second.table.count("record") == 91
+        assert set(second.table.entries()) == _store_keys(kv)
+        wait_until(
+            lambda: (
+                (status := _host_status(kv, "host-1")) is not None and status.applied_revision >= revision
+            ),
+            what="host status",
+        )
+        later = put(kv, *_records(131, 1))
+        assert second.wait_for_revision(later, 20)
+        assert second.table.record(4096, "192.0.2.131") is not None
+    finally:
+        second.stop()
