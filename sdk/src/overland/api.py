@@ -49,11 +49,18 @@ def bulk_requests(
 ) -> Iterator[policy_pb2.BulkApplyLookupRecordsRequest]:
     """The stream of a bulk apply: upserts in messages of ``chunk`` records, then the deletes.
 
-    Lazy, so that a load of millions of records never sits in memory as one list.
+    Lazy, so that a load of millions of records never sits in memory as one list. Arguments are checked
+    here, eagerly: an error raised inside the stream would only reach the caller as a cancelled call.
     """
     if not 1 <= chunk <= 100_000:
         raise ConfigurationError(f"chunk must be within 1..100000, got {chunk}")
-    for field, source in (("upserts", iter(records)), ("deletes", iter(deletes))):
+    return _chunks(iter(records), iter(deletes), chunk)
+
+
+def _chunks(
+    upserts: Iterator[types_pb2.LookupRecord], deletes: Iterator[types_pb2.LookupRecord], chunk: int
+) -> Iterator[policy_pb2.BulkApplyLookupRecordsRequest]:
+    for field, source in (("upserts", upserts), ("deletes", deletes)):
         while batch := list(islice(source, chunk)):
             yield policy_pb2.BulkApplyLookupRecordsRequest(**{field: batch})
 

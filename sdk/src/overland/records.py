@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import enum
+import io
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -61,13 +62,15 @@ def record_from_mapping(data: Mapping[str, Any]) -> LookupRecord:
         raise ValueError(str(error)) from None
 
 
-def _rows(lines: Iterable[str], fmt: RecordFormat) -> Iterable[tuple[int, Mapping[str, Any] | Exception]]:
+def _rows(text: str, fmt: RecordFormat) -> Iterable[tuple[int, Mapping[str, Any] | Exception]]:
     if fmt is RecordFormat.CSV:
-        reader = csv.DictReader(lines)
+        # newline="" so that quoted fields keep their line breaks (the csv module's requirement).
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         for row in reader:
             yield reader.line_num, row
         return
-    for number, line in enumerate(lines, start=1):
+    # Only "\n" ends a JSON line: str.splitlines would also split on separators JSON strings may hold.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -78,11 +81,11 @@ def _rows(lines: Iterable[str], fmt: RecordFormat) -> Iterable[tuple[int, Mappin
         yield number, row if isinstance(row, dict) else ValueError("not a JSON object")
 
 
-def parse_records(lines: Iterable[str], fmt: RecordFormat) -> list[LookupRecord]:
-    """All records of a file, or InvalidArgumentError naming every bad line (up to ``MAX_REPORTED``)."""
+def parse_records(text: str, fmt: RecordFormat) -> list[LookupRecord]:
+    """All records of a file's text, or InvalidArgumentError naming the bad lines (up to ``MAX_REPORTED``)."""
     records: list[LookupRecord] = []
     violations: list[FieldViolation] = []
-    for number, row in _rows(lines, fmt):
+    for number, row in _rows(text, fmt):
         try:
             if isinstance(row, Exception):
                 raise row
@@ -95,8 +98,8 @@ def parse_records(lines: Iterable[str], fmt: RecordFormat) -> list[LookupRecord]
     return records
 
 
-def guess_format(name: str, first_line: str) -> RecordFormat:
-    """CSV for ``*.csv`` or a first line that is not a JSON object; JSON lines otherwise."""
+def guess_format(name: str, text: str) -> RecordFormat:
+    """CSV for ``*.csv`` or text that does not start with a JSON object; JSON lines otherwise."""
     if name.lower().endswith(".csv"):
         return RecordFormat.CSV
-    return RecordFormat.JSONL if first_line.lstrip().startswith("{") else RecordFormat.CSV
+    return RecordFormat.JSONL if text.lstrip().startswith("{") else RecordFormat.CSV

@@ -7,6 +7,7 @@ says what went wrong, never a traceback.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,6 +25,9 @@ from overland.config import ClientConfig, Endpoint, Service
 from overland.errors import ConfigurationError, OverlandError
 
 ClientT = TypeVar("ClientT", bound=SyncTransport)
+
+# Tables written to a pipe or file are not cut to 80 columns: nobody reads them in a narrow terminal.
+WIDE_OUTPUT = 200
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -58,7 +62,7 @@ class Settings:
     config: ClientConfig
     json_output: bool = False
     endpoints: dict[Service, str] = field(default_factory=dict)
-    out: Console = field(default_factory=Console)
+    out: Console = field(default_factory=lambda: Console(width=None if sys.stdout.isatty() else WIDE_OUTPUT))
 
     def client(self, client_class: type[ClientT]) -> ClientT:
         endpoint: Endpoint | str | None = self.endpoints.get(client_class.service)
@@ -103,6 +107,23 @@ def as_dict(message: Message) -> dict[str, Any]:
     )
 
 
+def _short_enums(message: Message, data: dict[str, Any]) -> dict[str, Any]:
+    """Enum values without their type prefix (``LOOKUP_RULE_ENCAP`` -> ``ENCAP``), for tables."""
+    for name, value in data.items():
+        descriptor = message.DESCRIPTOR.fields_by_name.get(name)
+        if descriptor is None or descriptor.enum_type is None or not isinstance(value, str):
+            continue
+        # By the proto style guide value 0 is PREFIX_UNSPECIFIED, which names the prefix to drop.
+        zero = descriptor.enum_type.values[0].name
+        if zero.endswith("_UNSPECIFIED"):
+            data[name] = value.removeprefix(zero.removesuffix("UNSPECIFIED"))
+    return data
+
+
+def _table_row(message: Message) -> dict[str, Any]:
+    return _short_enums(message, as_dict(message))
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(_cell(v) for v in value)
@@ -115,13 +136,13 @@ def _cell(value: Any) -> str:
 
 def show(ctx: typer.Context, message: Message, title: str | None = None) -> None:
     """One resource: a JSON object, or a two-column table of its fields."""
-    show_mapping(ctx, as_dict(message), title)
+    show_mapping(ctx, as_dict(message) if settings(ctx).json_output else _table_row(message), title)
 
 
 def show_list(ctx: typer.Context, messages: Iterable[Message], title: str | None = None) -> int:
     """Many resources of one kind: a JSON array, or a table with a column per field. Returns the count."""
     current = settings(ctx)
-    rows = [as_dict(m) for m in messages]
+    rows = [as_dict(m) if current.json_output else _table_row(m) for m in messages]
     if current.json_output:
         typer.echo(json.dumps(rows))
         return len(rows)
@@ -129,6 +150,8 @@ def show_list(ctx: typer.Context, messages: Iterable[Message], title: str | None
     for row in rows:
         columns.update(dict.fromkeys(row))
     table = Table(*columns, title=title)
+    for column in table.columns:
+        column.overflow = "fold"
     for row in rows:
         table.add_row(*(_cell(row.get(column, "")) for column in columns))
     current.out.print(table)

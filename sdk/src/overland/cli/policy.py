@@ -481,9 +481,8 @@ def bulk_load(
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     except OSError as error:
         raise typer.BadParameter(f"cannot read {file}: {error.strerror}") from None
-    lines = text.splitlines()
-    fmt = guess_format(file, lines[0] if lines else "") if file_format is FileFormat.auto else None
-    records = parse_records(lines, fmt or RecordFormat(file_format.value))
+    fmt = guess_format(file, text) if file_format is FileFormat.auto else RecordFormat(file_format.value)
+    records = parse_records(text, fmt)
     with _client(ctx) as client:
         result = client.with_options(timeout=timeout).bulk_apply(records, chunk=chunk)
     show(ctx, result, title=f"{len(records)} records loaded")
