@@ -153,7 +153,8 @@ def qemu_io(image: str, command: str, fmt: str = "vpc") -> None:
         else ["qemu-io", "-f", fmt, "-c", command, image]
     )
     done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0 and "error" not in done.stdout.lower(), done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "error" not in done.stdout.lower(), done.stdout
 
 
 def qemu_compare(
