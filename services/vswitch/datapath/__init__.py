@@ -1,0 +1,70 @@
+"""The vswitch datapath: pure forwarding decisions, the extension chain and the TAP/raw-GRE shell."""
+
+from services.vswitch.datapath.config import DatapathConfig
+from services.vswitch.datapath.counters import Stats
+from services.vswitch.datapath.datapath import Datapath, policy_port_name
+from services.vswitch.datapath.errors import (
+    DatapathConfigError,
+    DatapathError,
+    ExtensionError,
+    PortError,
+    PortNotFound,
+)
+from services.vswitch.datapath.extensions import (
+    CaptureExtension,
+    ExtensionChain,
+    FilterExtension,
+    ForwardExtension,
+    FrameMatch,
+    Hook,
+    HookResult,
+    SwitchExtension,
+    Verdict,
+    build_extension,
+    run_hooks,
+)
+from services.vswitch.datapath.forwarding import (
+    Action,
+    ActionKind,
+    Context,
+    PortInfo,
+    ReplyKind,
+    apply_rewrite,
+    decide_from_port,
+    decide_from_wire,
+    inner_mtu_of,
+    port_info,
+)
+
+__all__ = [
+    "Action",
+    "ActionKind",
+    "CaptureExtension",
+    "Context",
+    "Datapath",
+    "DatapathConfig",
+    "DatapathConfigError",
+    "DatapathError",
+    "ExtensionChain",
+    "ExtensionError",
+    "FilterExtension",
+    "ForwardExtension",
+    "FrameMatch",
+    "Hook",
+    "HookResult",
+    "PortError",
+    "PortInfo",
+    "PortNotFound",
+    "ReplyKind",
+    "Stats",
+    "SwitchExtension",
+    "Verdict",
+    "apply_rewrite",
+    "build_extension",
+    "decide_from_port",
+    "decide_from_wire",
+    "inner_mtu_of",
+    "policy_port_name",
+    "port_info",
+    "run_hooks",
+]
