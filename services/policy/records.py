@@ -123,7 +123,9 @@ class _Builder:
 
     def fits(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> bool:
         new_compares = {c.key for c in compares if c.key not in self.compared}
-        if any(op.key in self.plan.writes for op in ops):
+        # A change that reads or writes a key this transaction already writes must see that
+        # write committed first, so it goes into the next transaction.
+        if any(op.key in self.plan.writes for op in ops) or any(c.key in self.plan.writes for c in compares):
             return False
         if any(self.compared.get(c.key, c) != c for c in compares):
             return False
@@ -292,8 +294,8 @@ def _plan_upsert(
         unchanged.CopyFrom(existing)
         unchanged.ClearField("revision")
         if unchanged == record:
-            # An equal record is a no-op: nothing to write, so nothing to guard.
-            step.compares.clear()
+            # An equal record is a no-op. Its compares stay: they keep it out of a transaction
+            # that writes the record first, and guard it when it shares one with real writes.
             step.result = existing
             return
     pa_key = keys.pa_key(record.pa)

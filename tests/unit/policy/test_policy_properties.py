@@ -1,0 +1,237 @@
+"""Property tests of the pure parts: validation, page tokens, the record planner (against a model)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from overland.v1 import types_pb2
+from services.common import keys
+from services.common.kv import Compare, Put
+from services.common.memory_kv import MemoryKV
+from services.policy import InvalidPolicy, PolicyConflict, PolicyError, PolicyStore, ResourceExists
+from services.policy.paging import encode_page_token, parse_page
+from services.policy.records import Mode, RecordChange, TableState, plan_transaction
+from services.policy.validation import (
+    VSID_MAX,
+    VSID_MIN,
+    Violations,
+    check_mac,
+    check_prefix,
+    check_vsid,
+    subnet_overlaps,
+    validate_lookup_record,
+)
+
+from .support import check_invariants
+
+macs = st.lists(st.integers(0, 255), min_size=6, max_size=6).map(bytes)
+
+
+@given(macs, st.sampled_from([":", "-"]), st.booleans())
+def test_mac_normalizes_to_lowercase_colons(raw: bytes, separator: str, upper: bool) -> None:
+    text = separator.join(f"{b:02x}" for b in raw)
+    violations = Violations()
+    mac = check_mac(text.upper() if upper else text, "mac", violations)
+    expected_valid = not (raw[0] & 1) and raw != bytes(6)
+    assert bool(mac) == expected_valid
+    assert bool(violations.items) != expected_valid
+    if mac:
+        assert mac == ":".join(f"{b:02x}" for b in raw)
+        assert check_mac(mac, "mac", Violations()) == mac
+
+
+@given(st.text(max_size=20))
+def test_mac_never_accepts_garbage(text: str) -> None:
+    violations = Violations()
+    mac = check_mac(text, "m", violations)
+    assert (mac == "") == bool(violations.items) or (not text and mac == "")
+    if mac:
+        assert len(mac) == 17
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_vsid_range(vsid: int) -> None:
+    violations = Violations()
+    check_vsid(vsid, "vsid", violations)
+    assert (not violations.items) == (VSID_MIN <= vsid <= VSID_MAX)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 32))
+def test_prefixes_are_canonical_and_reject_host_bits(address: int, length: int) -> None:
+    ip = ipaddress.IPv4Address(address)
+    network = ipaddress.IPv4Network((address, length), strict=False)
+    violations = Violations()
+    prefix = check_prefix(f"{ip}/{length}", "p", violations)
+    if network.network_address == ip:
+        assert prefix == str(network)
+    else:
+        assert prefix == ""
+        assert "host bits" in violations.items[0].description
+
+
+prefix_strategy = st.builds(
+    lambda a, n: str(ipaddress.IPv4Network((a, n), strict=False)),
+    st.integers(0, 2**32 - 1),
+    st.integers(8, 30),
+)
+
+
+@given(prefix_strategy, prefix_strategy)
+def test_subnet_overlap_is_symmetric_and_matches_ipaddress(a: str, b: str) -> None:
+    first = types_pb2.VirtualSubnet(vsid=5000, rdid="r", ca_prefixes=[a])
+    second = types_pb2.VirtualSubnet(vsid=5001, rdid="r", ca_prefixes=[b])
+    overlaps = ipaddress.IPv4Network(a).overlaps(ipaddress.IPv4Network(b))
+    for mine, theirs in ((first, second), (second, first)):
+        if overlaps:
+            with pytest.raises(PolicyConflict):
+                subnet_overlaps(mine, [theirs])
+        else:
+            subnet_overlaps(mine, [theirs])
+
+
+@given(st.integers(0, 2**40), st.binary(max_size=40))
+def test_page_tokens_round_trip(revision: int, suffix: bytes) -> None:
+    prefix = b"/overland/v1/table/"
+    token = encode_page_token(revision, prefix + suffix)
+    page = parse_page(types_pb2.PageRequest(page_token=token), prefix)
+    assert page.cursor is not None
+    assert (page.cursor.revision, page.cursor.start) == (revision, prefix + suffix)
+    with pytest.raises(InvalidPolicy):
+        parse_page(types_pb2.PageRequest(page_token=token), b"/overland/v1/pa/")
+
+
+def test_record_validation_fills_defaults() -> None:
+    valid = validate_lookup_record(
+        types_pb2.LookupRecord(ca=" 192.0.2.1", vsid=4096, mac="AA:BB:CC:DD:EE:FF", pa="198.18.0.1")
+    )
+    assert (valid.ca, valid.mac, valid.rule, valid.type) == (
+        "192.0.2.1",
+        "aa:bb:cc:dd:ee:ff",
+        types_pb2.LOOKUP_RULE_ENCAP,
+        types_pb2.LOOKUP_TYPE_STATIC,
+    )
+
+
+RDID = "6f1c1d1e-0000-4000-8000-000000000001"
+VSIDS = (5000, 5001)
+PAS = ("198.18.0.1", "198.18.0.2")
+
+
+def _seeded_store(max_txn_ops: int) -> PolicyStore:
+    kv = MemoryKV(max_txn_ops=max_txn_ops, progress_interval=None)
+    puts = [Put(keys.pa_key(pa), b"") for pa in PAS]
+    puts += [Put(keys.vsid_index_key(vsid), RDID.encode()) for vsid in VSIDS]
+    puts += [Put(keys.subnet_key(RDID, vsid), b"") for vsid in VSIDS]
+    kv.txn([], puts)
+    return PolicyStore(kv)
+
+
+change_strategy = st.builds(
+    lambda delete, vsid, ca, mac, pa: (delete, vsid, ca, mac, pa),
+    st.booleans(),
+    st.sampled_from(VSIDS),
+    st.integers(0, 7),
+    st.integers(0, 5),
+    st.sampled_from(PAS),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.lists(change_strategy, max_size=25), min_size=1, max_size=4), st.sampled_from([8, 12, 128])
+)
+def test_bulk_apply_matches_a_sequential_model(
+    batches: list[list[tuple[bool, int, int, int, str]]], max_txn_ops: int
+) -> None:
+    """Apply random upsert/delete batches (small ops limits force many transactions and cuts) and
+    compare with applying them one by one to a dict; a batch that fails must have applied exactly
+    the changes before the failing one."""
+    store = _seeded_store(max_txn_ops)
+    model: dict[tuple[int, str], tuple[str, str]] = {}
+    for batch in batches:
+        changes = []
+        for delete, vsid, ca_index, mac_index, pa in batch:
+            ca = f"192.0.2.{ca_index}"
+            if delete:
+                changes.append(RecordChange(Mode.DELETE_IF_PRESENT, types_pb2.LookupRecord(vsid=vsid, ca=ca)))
+            else:
+                rec = types_pb2.LookupRecord(ca=ca, vsid=vsid, mac=f"02:00:00:00:00:0{mac_index}", pa=pa)
+                changes.append(RecordChange(Mode.UPSERT, validate_lookup_record(rec)))
+        expected = dict(model)
+        failed_at = None
+        for position, change in enumerate(changes):
+            key = (change.record.vsid, change.record.ca)
+            if change.mode is Mode.DELETE_IF_PRESENT:
+                expected.pop(key, None)
+                continue
+            holder = next(
+                (k for k, v in expected.items() if k[0] == key[0] and v[0] == change.record.mac and k != key),
+                None,
+            )
+            if holder is not None:
+                failed_at = position
+                break
+            expected[key] = (change.record.mac, change.record.pa)
+        if failed_at is None:
+            assert store.apply_lookup_records(changes).applied == len(changes)
+        else:
+            with pytest.raises(ResourceExists, match=f"{failed_at} records applied"):
+                store.apply_lookup_records(changes)
+        model = expected
+        stored = {}
+        for kv in store.kv.range(keys.TABLE_PREFIX).kvs:
+            parsed = keys.parse_key(kv.key)
+            if parsed is not None and parsed.kind == "record":
+                rec = types_pb2.StoreEntry.FromString(kv.value).lookup_record
+                stored[(rec.vsid, rec.ca)] = (rec.mac, rec.pa)
+        assert stored == model
+        assert check_invariants(store.kv) == len(model)
+
+
+def test_planner_cuts_before_a_key_written_twice_and_within_the_ops_limit() -> None:
+    state = TableState()
+    state.learn(keys.vsid_index_key(5000), _kv(keys.vsid_index_key(5000), RDID.encode()))
+    state.learn(keys.pa_key(PAS[0]), _kv(keys.pa_key(PAS[0]), b""))
+    changes = [
+        RecordChange(
+            Mode.UPSERT,
+            validate_lookup_record(
+                types_pb2.LookupRecord(ca=f"192.0.2.{i}", vsid=5000, mac=f"02:00:00:00:01:{i:02x}", pa=PAS[0])
+            ),
+        )
+        for i in range(100)
+    ]
+    changes.insert(3, changes[1])
+    plan = plan_transaction(changes, 0, state, 128, lambda r: r.SerializeToString())
+    assert plan.end == 3
+    assert plan.assumes
+    plan = plan_transaction(changes, 3, state, 16, lambda r: r.SerializeToString())
+    # Two shared compares (VSID, PA) plus two per record, two puts per record: 7 fit in 16.
+    assert plan.end - plan.start == 7
+    assert max(len(plan.compares), len(plan.success)) <= 16
+    assert all(isinstance(c, Compare) for c in plan.compares)
+    assert [g.key for g in plan.failure] == [c.key for c in plan.compares]
+
+
+def test_planner_errors_only_for_the_first_change() -> None:
+    state = TableState()
+    state.learn(keys.vsid_index_key(5000), None)
+    change = RecordChange(
+        Mode.UPSERT,
+        validate_lookup_record(
+            types_pb2.LookupRecord(ca="192.0.2.1", vsid=5000, mac="02:00:00:00:00:01", pa=PAS[0])
+        ),
+    )
+    state.learn(keys.pa_key(PAS[0]), None)
+    with pytest.raises(PolicyError):
+        plan_transaction([change], 0, state, 128, lambda r: b"")
+
+
+def _kv(key: bytes, value: bytes) -> object:
+    from services.common.kv import KeyValue  # noqa: PLC0415
+
+    return KeyValue(key=key, value=value, create_revision=2, mod_revision=2, version=1)
