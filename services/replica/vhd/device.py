@@ -6,7 +6,9 @@ it), so one ``FileDevice`` serves both. Dynamic and differencing VHDs live in ``
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import os
 import threading
 from pathlib import Path
@@ -17,6 +19,8 @@ from services.replica.vhd.errors import DeviceReadOnly, VhdInvalid
 DEFAULT_BLOCK_SIZE = 2 * 1024 * 1024
 Buffer = bytes | bytearray | memoryview
 _ZERO_CHUNK = 1024 * 1024
+# FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE from <linux/falloc.h>: free the blocks, keep the file size.
+_FALLOC_PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01
 
 
 @runtime_checkable
@@ -91,6 +95,23 @@ def write_all(fd: int, offset: int, data: Buffer) -> None:
         offset += written
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Deallocate a byte range so it reads as zeros; False where the filesystem cannot (write zeros then)."""
+    fallocate = _libc().fallocate
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if fallocate(fd, _FALLOC_PUNCH_HOLE_KEEP_SIZE, offset, length) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(code, os.strerror(code))
+
+
 def data_ranges(fd: int, start: int, end: int) -> list[tuple[int, int]]:
     """The ``(offset, length)`` ranges of ``[start, end)`` that are not holes (SEEK_DATA/SEEK_HOLE)."""
     ranges = []
@@ -141,6 +162,8 @@ class FileDevice:
     def write_zeroes(self, offset: int, length: int) -> None:
         self._check_writable()
         check_range(offset, length, self._size)
+        if length and punch_hole(self._fd, offset, length):
+            return
         end = offset + length
         while offset < end:
             step = min(_ZERO_CHUNK, end - offset)

@@ -212,3 +212,17 @@ def test_block_digests_are_blake3_of_each_block(tmp_path: Path) -> None:
     assert digests[3] == block_digest(bytes(4096))
     assert dict(block_digests(disk, BLOCK, first_block=1, count=1)) == {1: digests[1]}
     disk.close()
+
+
+def test_raw_write_zeroes_punches_a_hole(tmp_path: Path) -> None:
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(b"\x01" * 8 * BLOCK)
+    disk = open_disk(raw, writable=True)
+    disk.write_zeroes(BLOCK + 100, 4 * BLOCK)
+    assert disk.read(BLOCK, 200) == b"\x01" * 100 + bytes(100)
+    assert disk.read(2 * BLOCK, 3 * BLOCK) == bytes(3 * BLOCK)
+    assert disk.read(5 * BLOCK + 100, 10) == b"\x01" * 10
+    # The fully zeroed middle is no longer allocated (tmpfs and ext4 both punch holes).
+    allocated = sum(length for _start, length in disk.allocated_ranges())
+    assert allocated < 8 * BLOCK
+    disk.close()
