@@ -79,6 +79,9 @@ _UNAVAILABLE_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 )
 
+# What gRPC says when a call failed before any connection existed to send it on.
+_NOT_CONNECTED = ("failed to connect to all addresses", "Connection refused", "DNS resolution failed")
+
 _COMPARE_RESULTS = {
     CompareOp.EQUAL: etcdrpc.Compare.EQUAL,
     CompareOp.NOT_EQUAL: etcdrpc.Compare.NOT_EQUAL,
@@ -287,6 +290,13 @@ class _Stubs:
         return cls(channel, etcdrpc.KVStub(channel), etcdrpc.LeaseStub(channel), etcdrpc.WatchStub(channel))
 
 
+def never_sent(error: grpc.RpcError) -> bool:
+    """Whether a failed call surely never reached etcd (no connection), so even a write may be
+    sent again."""
+    details = (error.details() if isinstance(error, grpc.Call) else "") or ""
+    return any(sign in details for sign in _NOT_CONNECTED)
+
+
 class EtcdKV:
     """The ``KV`` interface over etcd (see the module docstring). Thread-safe."""
 
@@ -368,7 +378,8 @@ class EtcdKV:
 
     def _call(self, what: str, invoke: Callable[[_Stubs, float], T], *, idempotent: bool) -> T:
         """Run one unary etcd call within ``timeout``. Idempotent calls are retried (on the next
-        endpoint, when there is one) until the deadline; others are tried once."""
+        endpoint, when there is one) until the deadline; others only when they never left (no
+        connection could be made)."""
         deadline = time.monotonic() + self.timeout
         for attempt in itertools.count():
             stubs = self.stubs()
@@ -381,7 +392,8 @@ class EtcdKV:
                     raise mapped from error
                 self._fail_over(stubs)
                 pause = min(_RETRY_PAUSE_SECONDS * 2**attempt, _RETRY_PAUSE_MAX_SECONDS)
-                if not idempotent or time.monotonic() + pause >= deadline:
+                retry = idempotent or never_sent(error)
+                if not retry or time.monotonic() + pause >= deadline:
                     raise mapped from error
                 time.sleep(pause)
             except ValueError as error:

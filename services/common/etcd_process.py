@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from services.common.errors import InvalidArgument, Unavailable
+from services.common.server import TlsConfig
 
 # How long a SIGTERM gets before the process is killed.
 _STOP_GRACE_SECONDS = 10.0
@@ -44,12 +45,16 @@ def etcd_binary() -> Path:
     return path
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago (the kernel picks them;
+    all sockets stay open until every port is chosen, so none repeats)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def _duration(seconds: float) -> str:
@@ -85,6 +90,7 @@ class EtcdProcess:
         unsafe_no_fsync: bool = False,
         start_timeout: float = 20.0,
         log_path: Path | str | None = None,
+        tls: TlsConfig | None = None,
         extra_args: Sequence[str] = (),
     ):
         if max_txn_ops < 1:
@@ -99,6 +105,10 @@ class EtcdProcess:
             raise InvalidArgument("watch_progress_notify_interval must be positive")
         if start_timeout <= 0:
             raise InvalidArgument("start_timeout must be positive")
+        if tls is not None:
+            for path in (tls.cert, tls.key, *([tls.client_ca] if tls.client_ca else [])):
+                if not path.is_file():
+                    raise InvalidArgument(f"etcd TLS file not found: {path}")
         self.data_dir = Path(data_dir)
         self.name = name
         self.max_txn_ops = max_txn_ops
@@ -109,9 +119,11 @@ class EtcdProcess:
         self.unsafe_no_fsync = unsafe_no_fsync
         self.start_timeout = start_timeout
         self.log_path = Path(log_path) if log_path else self.data_dir.with_name(self.data_dir.name + ".log")
+        self.tls = tls
         self.extra_args = tuple(extra_args)
         self.client_port = 0
         self.peer_port = 0
+        self.metrics_port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize | None = None
 
@@ -125,8 +137,16 @@ class EtcdProcess:
 
     @property
     def client_url(self) -> str:
+        """The client URL: https when the process serves TLS."""
         self._require_ports()
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Plain-http ``/health`` and ``/metrics``, also when the client URL is TLS."""
+        self._require_ports()
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     @property
     def peer_url(self) -> str:
@@ -167,6 +187,8 @@ class EtcdProcess:
             f"{self.name}={self.peer_url}",
             "--initial-cluster-state",
             "new",
+            "--listen-metrics-urls",
+            self.metrics_url,
             "--max-txn-ops",
             str(self.max_txn_ops),
             "--log-level",
@@ -188,6 +210,10 @@ class EtcdProcess:
             ]
         if self.unsafe_no_fsync:
             args.append("--unsafe-no-fsync")
+        if self.tls is not None:
+            args += ["--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key)]
+            if self.tls.client_ca is not None:
+                args += ["--trusted-ca-file", str(self.tls.client_ca), "--client-cert-auth"]
         return args + list(self.extra_args)
 
     def start(self) -> EtcdProcess:
@@ -200,10 +226,10 @@ class EtcdProcess:
         attempts = 3 if fresh_ports else 1
         for attempt in range(attempts):
             if fresh_ports:
-                self.client_port, self.peer_port = free_port(), free_port()
+                self.client_port, self.peer_port, self.metrics_port = free_ports(3)
             self._spawn()
             try:
-                self._wait_healthy()
+                self.wait_healthy()
             except EtcdProcessError:
                 self.kill()
                 if attempt + 1 == attempts or "address already in use" not in self.log_tail():
@@ -224,23 +250,24 @@ class EtcdProcess:
             )
         self._finalizer = weakref.finalize(self, _kill_quietly, self._process)
 
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
+    def wait_healthy(self, timeout: float | None = None) -> None:
+        """Wait until etcd is healthy (at most ``timeout``, default ``start_timeout``), or raise
+        EtcdProcessError."""
+        limit = self.start_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if not self.running:
                 raise EtcdProcessError(f"etcd exited during start-up:\n{self.log_tail()}")
             if self.healthy(timeout=1.0):
                 return
             time.sleep(_POLL_SECONDS)
-        raise EtcdProcessError(
-            f"etcd did not become healthy within {self.start_timeout}s:\n{self.log_tail()}"
-        )
+        raise EtcdProcessError(f"etcd did not become healthy within {limit}s:\n{self.log_tail()}")
 
     def healthy(self, timeout: float = 1.0) -> bool:
         """Whether etcd answers ``/health`` with ``"health": "true"`` within ``timeout``."""
         try:
             # The URL is always http://127.0.0.1:<port>, built above.
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{self.metrics_url}/health", timeout=timeout) as response:  # noqa: S310
                 body = json.loads(response.read())
         except (OSError, ValueError):
             # Connection refused, reset, timed out, or HTTP 503 (no leader yet): not healthy yet.

@@ -63,7 +63,8 @@ def test_pause_makes_it_unresponsive_until_resumed(etcd_server: EtcdProcess) -> 
     etcd_server.pause()
     assert not etcd_server.healthy(timeout=0.3)
     etcd_server.resume()
-    assert etcd_server.healthy(timeout=5)
+    etcd_server.wait_healthy(timeout=10)
+    assert etcd_server.healthy()
 
 
 def test_options_reach_the_command_line(tmp_path: Path) -> None:
