@@ -3,6 +3,7 @@ full DR disk, network cut mid-delta, DR killed mid-apply, primary killed mid-cyc
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
@@ -210,10 +211,8 @@ class TcpProxy:
             pass
         finally:
             for s in (a, b):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         self._stop.set()
@@ -222,10 +221,8 @@ class TcpProxy:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for s in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
 
