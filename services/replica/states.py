@@ -252,7 +252,10 @@ class Record:
     @property
     def schedulable(self) -> bool:
         """Whether the scheduler should run cycles (not paused, disabled or failed over)."""
-        return self.state in _ACTIVE | _IN_TRANSFER | {S.READY_FOR_INITIAL_REPLICATION}
+        return self.state in _ACTIVE | _IN_TRANSFER | {
+            S.READY_FOR_INITIAL_REPLICATION,
+            S.WAITING_TO_COMPLETE_INITIAL_REPLICATION,
+        }
 
 
 def statistics(record: Record, now_nanos: int) -> Statistics:

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 ChannelFactory = Any  # Callable[[str], grpc.Channel]; Any so tests may pass intercepted channels
 MAX_CONCURRENT_CYCLES = 4
+IMPORT_POLL_SECONDS = 5.0
 
 
 @dataclass
@@ -314,7 +315,9 @@ class ReplicationManager:
             now = time.monotonic()
             for vm in self.replications():
                 if vm.record.schedulable and now >= vm.next_due and not vm.running.locked():
-                    vm.next_due = now + vm.policy.frequency_seconds
+                    waiting = vm.record.state == ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION
+                    # Waiting for an import at the DR site is a cheap poll, not a cycle.
+                    vm.next_due = now + (IMPORT_POLL_SECONDS if waiting else vm.policy.frequency_seconds)
                     self._pool.submit(self._run_quietly, vm)
 
     def _run_quietly(self, vm: VmReplication) -> None:
