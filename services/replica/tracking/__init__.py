@@ -3,7 +3,7 @@
 from services.replica.tracking.errors import CutPending, TrackingError, TrackingInvalid
 from services.replica.tracking.extents import BlockSet, LogHeader, block_span, log_limit
 from services.replica.tracking.log import DEFAULT_TRACK_BLOCK, ChangeLog, Cut, cut_path
-from services.replica.tracking.tracked import Snapshot, TrackedDevice, WriteGate
+from services.replica.tracking.tracked import Snapshot, TrackedDevice, WriteGate, snapshot_group
 
 __all__ = [
     "DEFAULT_TRACK_BLOCK",
@@ -20,4 +20,5 @@ __all__ = [
     "block_span",
     "cut_path",
     "log_limit",
+    "snapshot_group",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from services.replica.tracking.errors import TrackingInvalid
@@ -186,13 +186,17 @@ class TrackedDevice:
 
         ``full`` snapshots every block (initial replication, resync).
         """
-        self._gate.lock()
-        try:
-            cut = self.tracker.cut(full=full)
-            self._snapshot = Snapshot(self, cut, self._overlay_dir)
-            return self._snapshot
-        finally:
-            self._gate.unlock()
+        return snapshot_group({"": self}, full)[""]
+
+    def cut_locked(self, full: bool) -> Snapshot:
+        """Cut while the caller holds this device's write gate (see ``snapshot_group``)."""
+        cut = self.tracker.cut(full=full)
+        self._snapshot = Snapshot(self, cut, self._overlay_dir)
+        return self._snapshot
+
+    @property
+    def gate(self) -> WriteGate:
+        return self._gate
 
     def finish(self, snapshot: Snapshot, shipped: bool) -> None:
         """Called by ``Snapshot.release``."""
@@ -203,3 +207,25 @@ class TrackedDevice:
             self.tracker.release(snapshot.cut, shipped)
         finally:
             self._gate.unlock()
+
+
+def snapshot_group(devices: Mapping[str, TrackedDevice], full: bool = False) -> dict[str, Snapshot]:
+    """Snapshot several disks (a VM's) at ONE instant: writes to all of them stop, all are cut, then
+    all resume. A multi-disk VM's recovery point is then crash-consistent across its disks.
+    """
+    ordered = sorted(devices.items(), key=lambda item: id(item[1]))
+    for _name, device in ordered:
+        device.gate.lock()
+    snapshots: dict[str, Snapshot] = {}
+    try:
+        for name, device in ordered:
+            snapshots[name] = device.cut_locked(full)
+    except BaseException:
+        for _name, device in ordered:
+            device.gate.unlock()
+        for snapshot in snapshots.values():
+            snapshot.release(shipped=False)
+        raise
+    for _name, device in ordered:
+        device.gate.unlock()
+    return snapshots

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.replica.tracking import ChangeLog, CutPending, TrackedDevice, TrackingInvalid, cut_path
+from services.replica.tracking import (
+    ChangeLog,
+    CutPending,
+    TrackedDevice,
+    TrackingInvalid,
+    cut_path,
+    snapshot_group,
+)
 from services.replica.vhd import create_dynamic, open_disk
 
 DISK = 1024 * 1024
@@ -236,3 +243,25 @@ def test_size_mismatch_between_log_and_disk_is_refused(tmp_path: Path) -> None:
         TrackedDevice(
             open_disk(tmp_path / "d.vhd", writable=True), ChangeLog.open(tmp_path / "x.hrl", DISK * 2)
         )
+
+
+def test_snapshot_group_cuts_every_disk_at_one_instant(tmp_path: Path) -> None:
+    devices = {}
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        devices[name] = tracked(folder)
+        devices[name].write(0, name.encode() * 100)
+    snapshots = snapshot_group(devices)
+    for device in devices.values():
+        device.write(0, b"after" * 20)
+    assert snapshots["a"].read(0, 100) == b"a" * 100
+    assert snapshots["b"].read(0, 100) == b"b" * 100
+    for snapshot in snapshots.values():
+        snapshot.release(shipped=True)
+    # A failed group cut leaves no snapshot behind: "a" is busy, so "b" must be released again.
+    busy = devices["a"].snapshot()
+    with pytest.raises(CutPending):
+        snapshot_group(devices)
+    busy.release(shipped=True)
+    assert set(snapshot_group(devices)) == {"a", "b"}
