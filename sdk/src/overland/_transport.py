@@ -167,7 +167,7 @@ def _delay_or_raise(plan: RetryPlan, rpc_error: grpc.RpcError) -> float:
     error = error_from_rpc(rpc_error)
     delay = plan.retry_delay(error)
     if delay is None:
-        raise error from None
+        raise plan.final_error(error) from None
     return delay
 
 

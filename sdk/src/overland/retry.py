@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from overland.errors import ConfigurationError, OverlandError, UnavailableError
+from overland.errors import ConfigurationError, DeadlineExceededError, OverlandError, UnavailableError
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class RetryPlan:
         self._random = unit_random
         self._deadline = None if timeout is None else clock() + timeout
         self._failures = 0
+        self._retried: OverlandError | None = None
 
     def remaining(self) -> float | None:
         """Seconds left for the next attempt (never negative), or None without a deadline."""
@@ -86,4 +87,18 @@ class RetryPlan:
         left = self.remaining()
         if left is not None and delay >= left:
             return None
+        self._retried = error
         return delay
+
+    def final_error(self, error: OverlandError) -> OverlandError:
+        """What to raise when ``error`` ends the call.
+
+        A retried outage that runs into the deadline is reported as the outage (UNAVAILABLE): "the
+        deadline passed" would hide why.
+        """
+        if isinstance(error, DeadlineExceededError) and self._retried is not None:
+            return UnavailableError(
+                f"{self._retried.message} (still so after {self._failures} attempts, at the deadline)",
+                self._retried.field_violations,
+            )
+        return error

@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overland import ConfigurationError, RetryPolicy
-from overland.errors import AbortedError, InternalError, NotFoundError, UnavailableError
+from overland.errors import (
+    AbortedError,
+    DeadlineExceededError,
+    InternalError,
+    NotFoundError,
+    UnavailableError,
+)
 from overland.retry import RetryPlan
 
 policies = st.builds(
@@ -84,6 +90,19 @@ def test_remaining_shrinks_with_the_clock_and_never_goes_negative() -> None:
     assert plan.remaining() == pytest.approx(0.5)
     clock.now += 10
     assert plan.remaining() == 0.0
+
+
+def test_an_outage_that_reaches_the_deadline_is_reported_as_unavailable() -> None:
+    clock = FakeClock()
+    plan = RetryPlan(RetryPolicy(), 1.0, idempotent=True, clock=clock, unit_random=lambda: 0.0)
+    assert plan.retry_delay(UnavailableError("etcd is down")) is not None
+    deadline = DeadlineExceededError("Deadline Exceeded")
+    assert plan.retry_delay(deadline) is None
+    final = plan.final_error(deadline)
+    assert isinstance(final, UnavailableError)
+    assert "etcd is down" in final.message
+    fresh = RetryPlan(RetryPolicy(), 1.0, idempotent=True)
+    assert fresh.final_error(deadline) is deadline
 
 
 def test_success_restarts_the_series() -> None:

@@ -13,8 +13,9 @@ import typer
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 
+from overland._transport import RpcSpec, Unary
 from overland.cli.common import service_group, settings, show, show_list
-from overland.client import ReplicaClient
+from overland.client import ReplicaClient, ReplicaReceiverClient
 from overland.records import enum_value
 from overland.v1 import replica_pb2
 
@@ -129,6 +130,33 @@ _vm_command("resume", "Resume-VMReplication.", "resume_replication")
 _vm_command(
     "resync", "Resume-VMReplication -Resynchronize: compare and resend what differs.", "resync_replication"
 )
+_vm_command(
+    "replicate-now", "Run one replication cycle now instead of waiting for the interval.", "replicate_now"
+)
+_vm_command(
+    "disable", "Remove-VMReplication: stop replicating the VM (the DR copy stays).", "disable_replication"
+)
+
+
+class _DrSiteClient(ReplicaReceiverClient):
+    """The DR site's receiver, with the import an administrator runs there."""
+
+    import_initial_replica = Unary(
+        RpcSpec("ImportInitialReplica"), replica_pb2.ImportInitialReplicaRequest, replica_pb2.DeltaAck
+    )
+
+
+@app.command("import")
+def import_initial(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(help="The export file, as a path on the DR host.")],
+    *,
+    primary: Annotated[str, typer.Option(help="The primary it came from (picks the storage location).")],
+) -> None:
+    """Import-VMInitialReplication: at the DR site (--endpoint of the DR replica service), import an
+    initial replica exported to external media at the primary."""
+    with settings(ctx).client(_DrSiteClient) as client:
+        show(ctx, client.import_initial_replica(path=path, primary=primary))
 
 
 @app.command("recovery-points")

@@ -1,0 +1,40 @@
+"""The real policy service on a real etcd, for the SDK and CLI integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from services.common.etcd_kv import EtcdConfig
+from services.common.etcd_process import EtcdProcess
+from services.common.server import ServerConfig, TlsConfig
+from services.policy.config import PolicyConfig
+from services.policy.server import PolicyServer, create_server
+from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
+
+
+@dataclass
+class RealPolicy:
+    server: PolicyServer
+    address: str
+    etcd: EtcdProcess
+
+
+def start_policy(etcd: EtcdProcess, tls: TlsConfig | None = None) -> RealPolicy:
+    config = PolicyConfig(
+        server=ServerConfig(bind="127.0.0.1:0", tls=tls, grace_seconds=1.0),
+        etcd=EtcdConfig(endpoints=(etcd.endpoint,), timeout=ETCD_TEST_DEADLINE_SECONDS),
+    )
+    server, port = create_server(config)
+    return RealPolicy(server, f"127.0.0.1:{port}", etcd)
+
+
+@pytest.fixture
+def real_policy(etcd_server: EtcdProcess) -> Iterator[RealPolicy]:
+    running = start_policy(etcd_server)
+    try:
+        yield running
+    finally:
+        running.server.stop()
