@@ -181,7 +181,9 @@ class NbdServer:
                 client.shutdown(socket.SHUT_RDWR)
             except OSError:
                 log.debug("client socket already closed")
-        for thread in list(self._threads):
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(timeout=10)
         for listener in self._listeners:
             listener.close()
@@ -192,7 +194,9 @@ class NbdServer:
 
     def _spawn(self, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
         thread.start()
 
     def _accept_loop(self, listener: socket.socket) -> None:
@@ -201,11 +205,13 @@ class NbdServer:
                 client, _address = listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as error:
                 if self._stop.is_set():
                     return
-                raise
-            self._threads = [t for t in self._threads if t.is_alive()]
+                # Out of descriptors or an aborted handshake: this client is lost, the server is not.
+                log.error("NBD accept failed", extra={"error": str(error)})
+                self._stop.wait(ACCEPT_POLL)
+                continue
             self._spawn(self._serve, client)
 
     def _serve(self, client: socket.socket) -> None:
@@ -254,19 +260,22 @@ class NbdServer:
             finally:
                 slots.release()
 
-        while not self._stop.is_set():
-            request = parse_request(bytes(recv_exact(client, REQUEST.size)))
-            if request.command == CMD_WRITE and request.length > MAX_REQUEST:
-                raise NbdProtocolError(f"write of {request.length} bytes exceeds {MAX_REQUEST}")
-            payload = recv_exact(client, request_payload(request))
-            if request.command == CMD_DISC:
-                break
-            refused = check_request(request, info)
-            if refused:
-                with send_lock:
-                    client.sendall(simple_reply(request.handle, refused))
-                continue
-            slots.acquire()
-            self._pool.submit(reply, request, payload)
-        for _ in range(MAX_IN_FLIGHT):
-            slots.acquire()
+        try:
+            while not self._stop.is_set():
+                request = parse_request(bytes(recv_exact(client, REQUEST.size)))
+                if request.command == CMD_WRITE and request.length > MAX_REQUEST:
+                    raise NbdProtocolError(f"write of {request.length} bytes exceeds {MAX_REQUEST}")
+                payload = recv_exact(client, request_payload(request))
+                if request.command == CMD_DISC:
+                    break
+                refused = check_request(request, info)
+                if refused:
+                    with send_lock:
+                        client.sendall(simple_reply(request.handle, refused))
+                    continue
+                slots.acquire()
+                self._pool.submit(reply, request, payload)
+        finally:
+            # Requests already read complete (and are acknowledged if the client is still there).
+            for _ in range(MAX_IN_FLIGHT):
+                slots.acquire()
