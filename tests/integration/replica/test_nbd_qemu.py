@@ -71,10 +71,14 @@ def test_qemu_io_writes_are_read_back_and_tracked(served: tuple[NbdServer, Track
         "-c",
         "read -P 0 20M 128k",
         "-c",
+        "write -f -P 0x5f 12M 4k",
+        "-c",
+        "read -P 0x5f 12M 4k",
+        "-c",
         "flush",
     )
     assert "Pattern verification failed" not in output
-    assert tracked_blocks(device) == ({16} | set(range(80, 128)) | set(range(320, 322)) | {384})
+    assert tracked_blocks(device) == ({16} | set(range(80, 128)) | {192} | set(range(320, 322)) | {384})
     assert open_disk(image).read(5 * MIB, 3 * MIB) == b"\xcd" * 3 * MIB
 
 
