@@ -77,7 +77,9 @@ def _internal(context: grpc.ServicerContext, method: str) -> None:
 
 def _is_abort(error: Exception, context: grpc.ServicerContext) -> bool:
     # grpc signals context.abort() by raising a bare Exception after setting the code.
-    return type(error) is Exception and context.code() not in (None, grpc.StatusCode.OK)
+    # grpc-stubs predates ServicerContext.code().
+    code = context.code()  # type: ignore[attr-defined]
+    return type(error) is Exception and code not in (None, grpc.StatusCode.OK)
 
 
 def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
