@@ -46,7 +46,7 @@ def record_entry(
     pa: str,
     *,
     vm_name: str = "",
-    kind: int = types_pb2.LOOKUP_TYPE_STATIC,
+    kind: types_pb2.LookupType = types_pb2.LOOKUP_TYPE_STATIC,
 ) -> StoreEntry:
     return wrap(
         types_pb2.LookupRecord(
@@ -158,3 +158,59 @@ class Lab:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+# ----- the demo tenancy: two tenants on the same CA space, one with a second subnet -----
+
+BLUE, RED = "rd-blue", "rd-red"
+BLUE_A, BLUE_B, RED_A = 5001, 5002, 6001
+DEMO_SUBNETS = (
+    # vsid, rdid, prefix, gateway IP, gateway MAC
+    (BLUE_A, BLUE, "192.0.2.0/24", "192.0.2.1", "02:4f:4c:00:13:89"),
+    (BLUE_B, BLUE, "198.51.100.0/24", "198.51.100.1", "02:4f:4c:00:13:8a"),
+    (RED_A, RED, "192.0.2.0/24", "192.0.2.1", "02:4f:4c:00:17:71"),
+)
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """A demo VM: where it runs (PA), its subnet, CA and MAC."""
+
+    name: str
+    pa: str
+    vsid: int
+    rdid: str
+    ca: str
+    mac: str
+    gateway: str
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.ca}/24"
+
+
+def demo_vms(pas: Sequence[str]) -> dict[str, VmSpec]:
+    """blue1/blue2 in blue's first subnet on different hosts, blue3 in blue's second subnet, and red
+    VMs reusing blue's addresses: red1 (.12, like blue2) beside blue1, red2 (.11, like blue1) elsewhere."""
+    last = pas[-1]
+    layout = (
+        ("blue1", pas[0], BLUE_A, "192.0.2.11", "02:00:00:00:0b:01"),
+        ("blue2", pas[1], BLUE_A, "192.0.2.12", "02:00:00:00:0b:02"),
+        ("blue3", last, BLUE_B, "198.51.100.13", "02:00:00:00:0b:03"),
+        ("red1", pas[0], RED_A, "192.0.2.12", "02:00:00:00:0c:01"),
+        ("red2", last, RED_A, "192.0.2.11", "02:00:00:00:0c:02"),
+    )
+    subnets = {vsid: (rdid, gateway) for vsid, rdid, _prefix, gateway, _mac in DEMO_SUBNETS}
+    return {
+        name: VmSpec(name, pa, vsid, subnets[vsid][0], ca, mac, subnets[vsid][1])
+        for name, pa, vsid, ca, mac in layout
+    }
+
+
+def demo_entries(pas: Sequence[str], vms: Sequence[VmSpec]) -> list[StoreEntry]:
+    """The table of the demo: providers, both domains, the three subnets and a record per VM."""
+    entries = [provider_entry(pa, f"host{index + 1}") for index, pa in enumerate(pas)]
+    entries += [domain_entry(BLUE, "blue"), domain_entry(RED, "red")]
+    entries += [subnet_entry(*subnet) for subnet in DEMO_SUBNETS]
+    entries += [record_entry(vm.vsid, vm.rdid, vm.ca, vm.mac, vm.pa, vm_name=vm.name) for vm in vms]
+    return entries

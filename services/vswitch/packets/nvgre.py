@@ -68,13 +68,14 @@ def flow_id(frame: bytes | bytearray | memoryview) -> int:
     if len(frame) >= ETHERNET_HEADER_LEN + IPV4_HEADER_LEN and frame[12:14] == b"\x08\x00":
         header_length = (frame[14] & 0x0F) * 4
         protocol = frame[23]
-        end = 34
+        # The protocol seeds the CRC; the header checksum and length between it and the addresses vary.
+        addresses = zlib.crc32(frame[26:34], protocol)
         unfragmented = not (frame[20] & 0x3F or frame[21])
         if protocol in (PROTO_TCP, PROTO_UDP) and unfragmented and header_length >= IPV4_HEADER_LEN:
             ports = ETHERNET_HEADER_LEN + header_length
             if len(frame) >= ports + 4:
-                return zlib.crc32(frame[ports : ports + 4], zlib.crc32(frame[23:end])) & 0xFF
-        return zlib.crc32(frame[23:end]) & 0xFF
+                return zlib.crc32(frame[ports : ports + 4], addresses) & 0xFF
+        return addresses & 0xFF
     return zlib.crc32(frame[0:12]) & 0xFF
 
 

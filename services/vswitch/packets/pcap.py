@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+from services.vswitch.packets.errors import EncodeError
+
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 
@@ -20,6 +22,8 @@ def pcap_file_header(linktype: int = LINKTYPE_ETHERNET, snaplen: int = 65535) ->
 def pcap_record(timestamp_ns: int, data: bytes | bytearray | memoryview, snaplen: int = 65535) -> bytes:
     """One record: its header and the first ``snaplen`` bytes of ``data``."""
     seconds, nanoseconds = divmod(timestamp_ns, 1_000_000_000)
+    if not 0 <= seconds <= 0xFFFFFFFF:
+        raise EncodeError(f"timestamp {timestamp_ns} ns is outside the 32-bit seconds of pcap")
     captured = bytes(data[:snaplen])
     return _RECORD_HEADER.pack(seconds, nanoseconds, len(captured), len(data)) + captured
 

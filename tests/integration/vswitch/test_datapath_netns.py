@@ -23,7 +23,7 @@ from services.common.table import RoutingTable
 from services.vswitch import lab as lab_module
 from services.vswitch import netns
 from services.vswitch.datapath import Datapath, DatapathConfig
-from services.vswitch.lab import Lab, domain_entry, provider_entry, record_entry, snapshot, subnet_entry
+from services.vswitch.lab import BLUE_A, RED_A, Lab, demo_entries, demo_vms, snapshot
 from services.vswitch.packets import (
     ETHERTYPE_IPV4,
     LINKTYPE_RAW,
@@ -46,31 +46,7 @@ from services.vswitch.packets import (
 pytestmark = pytest.mark.netns
 
 PA1, PA2 = "198.18.0.1", "198.18.0.2"
-BLUE, RED = "rd-blue", "rd-red"
-BLUE_A, BLUE_B, RED_A = 5001, 5002, 6001
-GW_A, GW_B, GW_RED = "02:4f:4c:00:13:89", "02:4f:4c:00:13:8a", "02:4f:4c:00:17:71"
-VMS = {
-    # name: (host, vsid, rdid, ca, mac, prefix length, gateway)
-    "blue1": (PA1, BLUE_A, BLUE, "192.0.2.11", "02:00:00:00:0b:01", 24, "192.0.2.1"),
-    "blue2": (PA2, BLUE_A, BLUE, "192.0.2.12", "02:00:00:00:0b:02", 24, "192.0.2.1"),
-    "blue3": (PA2, BLUE_B, BLUE, "198.51.100.13", "02:00:00:00:0b:03", 24, "198.51.100.1"),
-    "red1": (PA1, RED_A, RED, "192.0.2.12", "02:00:00:00:0c:01", 24, "192.0.2.1"),
-}
-
-
-def table_entries() -> list:
-    entries = [
-        provider_entry(PA1, "host1"),
-        provider_entry(PA2, "host2"),
-        domain_entry(BLUE, "blue"),
-        domain_entry(RED, "red"),
-        subnet_entry(BLUE_A, BLUE, "192.0.2.0/24", "192.0.2.1", GW_A),
-        subnet_entry(BLUE_B, BLUE, "198.51.100.0/24", "198.51.100.1", GW_B),
-        subnet_entry(RED_A, RED, "192.0.2.0/24", "192.0.2.1", GW_RED),
-    ]
-    for name, (pa, vsid, rdid, ca, mac, _length, _gateway) in VMS.items():
-        entries.append(record_entry(vsid, rdid, ca, mac, pa, vm_name=name))
-    return entries
+VMS = demo_vms([PA1, PA2])
 
 
 @dataclass
@@ -81,9 +57,6 @@ class Overlay:
 
     def vm(self, name: str) -> lab_module.Vm:
         return self.lab.vms[name]
-
-    def host_datapath(self, vm_name: str) -> Datapath:
-        return self.datapaths[VMS[vm_name][0]]
 
     def drops(self, pa: str) -> dict[str, int]:
         return dict(self.datapaths[pa].counters().drops)
@@ -96,17 +69,19 @@ def overlay() -> Iterator[Overlay]:
     try:
         hosts = {PA1: lab.add_host("h1", PA1), PA2: lab.add_host("h2", PA2)}
         table = RoutingTable()
-        delta = table.reset(snapshot(table_entries()), revision=1)
+        delta = table.reset(snapshot(demo_entries([PA1, PA2], list(VMS.values()))), revision=1)
         for pa, host in hosts.items():
             datapath = Datapath(DatapathConfig(pa_ip=pa, netns=host.netns))
             datapath.apply(table, delta)
             datapath.start()
             datapaths[pa] = datapath
-        for name, (pa, vsid, _rdid, ca, mac, length, gateway) in VMS.items():
-            vm = lab.add_vm(name, hosts[pa])
-            port = f"tap-{name}"
-            datapaths[pa].attach_port(vswitch_pb2.Port(name=port, mac=mac, vsid=vsid, netns=vm.netns))
-            lab.configure_vm(vm, port, f"{ca}/{length}", gateway)
+        for spec in VMS.values():
+            vm = lab.add_vm(spec.name, hosts[spec.pa])
+            port = f"tap-{spec.name}"
+            datapaths[spec.pa].attach_port(
+                vswitch_pb2.Port(name=port, mac=spec.mac, vsid=spec.vsid, netns=vm.netns)
+            )
+            lab.configure_vm(vm, port, spec.cidr, spec.gateway)
         yield Overlay(lab, datapaths, table)
     finally:
         for datapath in datapaths.values():
@@ -123,13 +98,20 @@ def test_ping_inside_a_tenant_across_hosts(overlay: Overlay) -> None:
 
 
 def test_tenants_are_isolated_even_on_the_same_address(overlay: Overlay) -> None:
-    # red1 (192.0.2.12 in red) and blue2 (192.0.2.12 in blue): red1 reaches nothing of blue.
-    assert not overlay.lab.ping(overlay.vm("red1"), "192.0.2.11", count=1, wait=0.5)
-    assert overlay.drops(PA1).get("arp_unknown_target", 0) >= 1
-    # blue1 pinging .12 reaches blue2, never red1 on its own host.
-    red_rx = overlay.datapaths[PA1].counters().tx_packets
-    assert overlay.lab.ping(overlay.vm("blue1"), "192.0.2.12", count=2)
-    assert overlay.datapaths[PA1].counters().tx_packets - red_rx >= 2
+    # red1 sits beside blue1 (192.0.2.11); its 192.0.2.11 is red2 on the other host.
+    red1 = overlay.vm("red1")
+    assert overlay.lab.ping(red1, "192.0.2.11", count=2)
+    neighbours = overlay.lab.run(red1.netns, ["ip", "neigh", "show", "192.0.2.11"]).stdout
+    assert VMS["red2"].mac in neighbours
+    assert VMS["blue1"].mac not in neighbours
+    # Red has no 198.51.100.0/24: blue's second subnet is unreachable from red.
+    before = overlay.drops(PA1).get("no_route", 0)
+    assert not overlay.lab.ping(red1, "198.51.100.13", count=1, wait=0.5)
+    assert overlay.drops(PA1).get("no_route", 0) > before
+    # A red address with no record is not answered (no ARP flooding into the overlay).
+    before = overlay.drops(PA1).get("arp_unknown_target", 0)
+    assert not overlay.lab.ping(red1, "192.0.2.99", count=1, wait=0.5)
+    assert overlay.drops(PA1).get("arp_unknown_target", 0) > before
 
 
 def test_distributed_router_between_subnets_of_one_tenant(overlay: Overlay) -> None:
@@ -200,9 +182,9 @@ def _wait_for_drops(overlay: Overlay, pa: str, wanted: dict[str, int]) -> dict[s
 def test_garbage_and_spoofed_frames_from_the_wire_are_dropped_and_counted(overlay: Overlay) -> None:
     blue1 = VMS["blue1"]
     before = overlay.drops(PA1)
-    good_inner = _inner_icmp("192.0.2.12", blue1[3], VMS["blue2"][4], blue1[4])
+    good_inner = _inner_icmp("192.0.2.12", blue1.ca, VMS["blue2"].mac, blue1.mac)
     # blue3's CA claimed from host2 is right, but 192.0.2.99 has no record anywhere: spoofed.
-    spoofed = gre_header(BLUE_A, 1) + _inner_icmp("192.0.2.99", blue1[3], VMS["blue2"][4], blue1[4])
+    spoofed = gre_header(BLUE_A, 1) + _inner_icmp("192.0.2.99", blue1.ca, VMS["blue2"].mac, blue1.mac)
     # The record of 192.0.2.12 in blue says PA2; the frame claims VSID of red: wrong VSID for the port.
     wrong_vsid = gre_header(RED_A, 1) + good_inner
     tagged = gre_header(BLUE_A, 1) + good_inner[:12] + struct.pack("!HH", 0x8100, 5) + good_inner[12:]
@@ -224,10 +206,10 @@ def test_garbage_and_spoofed_frames_from_a_vm_port_are_dropped(overlay: Overlay)
     datapath = overlay.datapaths[PA1]
     before = overlay.drops(PA1)
     blue1 = VMS["blue1"]
-    spoof_ip = _inner_icmp("192.0.2.77", "192.0.2.12", blue1[4], VMS["blue2"][4])
-    spoof_mac = _inner_icmp(blue1[3], "192.0.2.12", "02:00:00:00:99:99", VMS["blue2"][4])
+    spoof_ip = _inner_icmp("192.0.2.77", "192.0.2.12", blue1.mac, VMS["blue2"].mac)
+    spoof_mac = _inner_icmp(blue1.ca, "192.0.2.12", "02:00:00:00:99:99", VMS["blue2"].mac)
     tagged = spoof_ip[:12] + struct.pack("!HH", 0x8100, 5) + spoof_ip[12:]
-    own = mac_to_bytes(VMS["blue2"][4]) + mac_to_bytes(blue1[4])
+    own = mac_to_bytes(VMS["blue2"].mac) + mac_to_bytes(blue1.mac)
     truncated_ip = own + b"\x08\x00" + b"\x45\x00\x00"
     garbage = own + b"\x08\x00" + bytes(range(46))
     frames = [spoof_ip, spoof_mac, tagged, truncated_ip, garbage, bytes(range(60))]
@@ -291,20 +273,20 @@ def test_capture_of_real_wire_traffic_decodes_as_nvgre_in_tshark(overlay: Overla
         # Outer then inner addresses: PA1 -> PA2 carrying 192.0.2.11 -> 192.0.2.12 of blue.
         assert row["ip.src"] == f"{PA1};192.0.2.11"
         assert row["ip.dst"] == f"{PA2};192.0.2.12"
-        assert row["eth.src"].endswith(VMS["blue1"][4])
-        assert row["eth.dst"].endswith(VMS["blue2"][4])
+        assert row["eth.src"].endswith(VMS["blue1"].mac)
+        assert row["eth.dst"].endswith(VMS["blue2"].mac)
     replies = [row for row in rows if row["icmp.type"] == "0"]
     assert replies
     assert all(row["ip.src"] == f"{PA2};192.0.2.12" for row in replies)
 
 
 def test_pcap_writer_output_decodes_in_tshark(tmp_path: Path) -> None:
-    inner = _inner_icmp("192.0.2.11", "192.0.2.12", VMS["blue1"][4], VMS["blue2"][4])
+    inner = _inner_icmp("192.0.2.11", "192.0.2.12", VMS["blue1"].mac, VMS["blue2"].mac)
     outer = encapsulate(ip_to_bytes(PA1), ip_to_bytes(PA2), BLUE_A, inner)
     path = tmp_path / "encoded.pcap"
     path.write_bytes(pcap_file_header(LINKTYPE_RAW) + pcap_record(time.time_ns(), outer))
     (row,) = _tshark_fields(path, [*NVGRE_FIELDS, "ip.checksum.status"])
     assert int(row["gre.key"], 16) == BLUE_A << 8 | flow_id(inner)
     assert row["ip.src"] == f"{PA1};192.0.2.11"
-    assert row["eth.dst"] == VMS["blue2"][4]
+    assert row["eth.dst"] == VMS["blue2"].mac
     assert row["icmp.type"] == "8"
