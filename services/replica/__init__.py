@@ -1,1 +1,73 @@
-"""The Overland replica service."""
+"""The Overland replica service: VHD change tracking at the primary, delta streaming to a DR site,
+atomic commits and recovery points there (after Hyper-V Replica).
+
+Storage (disks, NBD export, tracking log) lives in the ``vhd``, ``nbd`` and ``tracking`` subpackages;
+replication (states, deltas, the DR receiver, the primary's cycles, the server) is exported here.
+"""
+
+from services.replica.config import ClientTls, ReplicaConfig, parse_args
+from services.replica.errors import (
+    ChunkCorrupted,
+    DuplicateDelta,
+    InvalidReplicationSettings,
+    InvalidTransition,
+    MalformedDelta,
+    ReplicaError,
+    ReplicaStateCorrupted,
+    ReplicaStorageFull,
+    ReplicationExists,
+    ReplicationNotFound,
+    ReplicaUnreachable,
+    SequenceError,
+    UnauthorizedPrimary,
+    UnknownVm,
+)
+from services.replica.server import ReplicaServer, create_server, main, serve
+from services.replica.settings import InitialMethod, ReplicationPolicy, validate_enable
+from services.replica.states import (
+    CycleOutcome,
+    Event,
+    Record,
+    ReplicationHealth,
+    ReplicationState,
+    Statistics,
+    health,
+    statistics,
+    transition,
+)
+
+__all__ = [
+    "ChunkCorrupted",
+    "ClientTls",
+    "CycleOutcome",
+    "DuplicateDelta",
+    "Event",
+    "InitialMethod",
+    "InvalidReplicationSettings",
+    "InvalidTransition",
+    "MalformedDelta",
+    "Record",
+    "ReplicaConfig",
+    "ReplicaError",
+    "ReplicaServer",
+    "ReplicaStateCorrupted",
+    "ReplicaStorageFull",
+    "ReplicaUnreachable",
+    "ReplicationExists",
+    "ReplicationHealth",
+    "ReplicationNotFound",
+    "ReplicationPolicy",
+    "ReplicationState",
+    "SequenceError",
+    "Statistics",
+    "UnauthorizedPrimary",
+    "UnknownVm",
+    "create_server",
+    "health",
+    "main",
+    "parse_args",
+    "serve",
+    "statistics",
+    "transition",
+    "validate_enable",
+]
