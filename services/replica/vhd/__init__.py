@@ -27,6 +27,7 @@ from services.replica.vhd.image import (
     open_disk,
     read_footer,
 )
+from services.replica.vhd.vhdx import VhdxDisk
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -47,6 +48,7 @@ __all__ = [
     "VhdError",
     "VhdInvalid",
     "VhdParentError",
+    "VhdxDisk",
     "block_digest",
     "block_digests",
     "check_range",

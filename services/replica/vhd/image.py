@@ -35,8 +35,10 @@ from services.replica.vhd.footer import (
     decode_footer,
     new_footer,
 )
+from services.replica.vhd.vhdx import FILE_SIGNATURE as VHDX_SIGNATURE
+from services.replica.vhd.vhdx import VhdxDisk
 
-FORMATS = ("auto", "raw", "vhd")
+FORMATS = ("auto", "raw", "vhd", "vhdx")
 MAX_CHAIN = 16
 MAX_LOCATOR_BYTES = 64 * 1024
 
@@ -64,7 +66,8 @@ def probe_footer(fd: int, file_size: int) -> Footer | None:
 
 
 def open_disk(path: str | os.PathLike[str], writable: bool = False, fmt: str = "auto") -> BlockDevice:
-    """Open a disk image, choosing fixed/dynamic/differencing VHD or raw by its content (or by ``fmt``).
+    """Open a disk image, choosing fixed/dynamic/differencing VHD, VHDX (read-only) or raw by its content
+    (or by ``fmt``).
 
     Malformed images raise ``VhdCorrupt`` before anything is written.
     """
@@ -78,9 +81,14 @@ def open_disk(path: str | os.PathLike[str], writable: bool = False, fmt: str = "
         return FileDevice(image, file_size, writable)
     fd = os.open(image, os.O_RDONLY)
     try:
-        footer = probe_footer(fd, file_size)
+        is_vhdx = read_exact(fd, 0, len(VHDX_SIGNATURE)) == VHDX_SIGNATURE
+        footer = None if is_vhdx or fmt == "vhdx" else probe_footer(fd, file_size)
     finally:
         os.close(fd)
+    if is_vhdx or fmt == "vhdx":
+        if writable:
+            raise VhdInvalid(f"{image} is VHDX, which Overland opens read-only (convert it to VHD to write)")
+        return VhdxDisk(image)
     if footer is None:
         if fmt == "vhd":
             raise VhdCorrupt(f"{image} has no VHD footer")
