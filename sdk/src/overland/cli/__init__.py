@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from overland.cli import policy, replica, vswitch
+from overland.cli import policy, replica, trace, vswitch
 from overland.cli.common import EXIT_CODES, OverlandGroup, Settings, exit_code_for
 from overland.config import ClientConfig
 
@@ -29,6 +29,7 @@ app = typer.Typer(
 app.add_typer(policy.app, name="policy")
 app.add_typer(vswitch.app, name="vswitch")
 app.add_typer(replica.app, name="replica")
+app.add_typer(trace.app, name="trace")
 
 
 @app.callback()
