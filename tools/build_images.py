@@ -62,7 +62,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # The projects whose wheels are built from this repository rather than fetched.
 LOCAL_PROJECTS = {"overland-services": REPO, "overland-sdk": REPO / "sdk"}
 # Bumped when the way an image is assembled changes in a way its hashed inputs do not show.
-RECIPE_VERSION = "1"
+RECIPE_VERSIONS = {"etcd": "2", "base": "1", "overland": "1"}
 COMMAND_TIMEOUT = 900.0
 
 
@@ -163,7 +163,7 @@ def etcd_binaries() -> tuple[Path, Path]:
 
 def build_etcd(report: BuildReport, force: bool) -> None:
     binaries = etcd_binaries()
-    key = digest([RECIPE_VERSION, *(file_digest(b) for b in binaries)])
+    key = digest([RECIPE_VERSIONS["etcd"], *(file_digest(b) for b in binaries)])
 
     def build() -> None:
         with tempfile.TemporaryDirectory(prefix="overland-etcd-") as scratch:
@@ -180,7 +180,7 @@ def build_etcd(report: BuildReport, force: bool) -> None:
                 ):
                     info = tarfile.TarInfo(directory)
                     info.type = tarfile.DIRTYPE
-                    info.mode = 0o1777 if directory == "tmp" else 0o755
+                    info.mode = {"tmp": 0o1777, "var/lib/etcd": 0o700}.get(directory, 0o755)
                     tar.addfile(info)
                 for binary in binaries:
                     tar.add(binary, arcname=f"usr/local/bin/{binary.name}")
@@ -192,8 +192,10 @@ def build_etcd(report: BuildReport, force: bool) -> None:
                     f"LABEL {INPUTS_LABEL}={key}",
                     "--change",
                     'ENTRYPOINT ["/usr/local/bin/etcd"]',
+                    # A default argument, not ETCD_DATA_DIR: etcd refuses to start when an environment
+                    # variable and a flag name the same setting, and callers pass --data-dir.
                     "--change",
-                    "ENV ETCD_DATA_DIR=/var/lib/etcd",
+                    'CMD ["--data-dir=/var/lib/etcd"]',
                     "--change",
                     "EXPOSE 2379 2380",
                     str(archive),
@@ -224,7 +226,7 @@ def host_apt_sources() -> list[Path]:
 
 def build_base(report: BuildReport, force: bool, mirror: str | None) -> None:
     mirror = mirror or debian_mirror(host_apt_sources())
-    key = digest([RECIPE_VERSION, DEBIAN_SUITE, "minbase", *BASE_PACKAGES, mirror])
+    key = digest([RECIPE_VERSIONS["base"], DEBIAN_SUITE, "minbase", *BASE_PACKAGES, mirror])
 
     def build() -> None:
         if shutil.which("debootstrap") is None:
@@ -365,7 +367,7 @@ def build_overland(report: BuildReport, force: bool, base: str, tag: str) -> Non
     base_identity = image_id(base) if image_label(base) is not None else base
     key = digest(
         [
-            RECIPE_VERSION,
+            RECIPE_VERSIONS["overland"],
             dockerfile.read_bytes(),
             (REPO / ".dockerignore").read_bytes(),
             base_identity,

@@ -1,0 +1,129 @@
+"""Fixtures of the container suite: the Docker engine, the images, a private network, the etcd cluster.
+
+The engine is started by ``tools/docker.sh`` and the images built by ``tools/build_images.py`` (both
+idempotent and cached), exactly as ``make docker-up images`` does, so the suite needs nothing prepared.
+Every test here is marked ``docker``; a timing summary per scenario is printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# testcontainers reads its settings when first imported: no reaper container (it would need a registry
+# pull), and published ports reached on loopback.
+os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"
+os.environ["TESTCONTAINERS_HOST_OVERRIDE"] = "127.0.0.1"
+
+import docker
+from testcontainers.core.network import Network
+
+from tests.integration.containers.harness import LABEL, REPO, EtcdCluster, Timings
+
+ENGINE_TIMEOUT_SECONDS = 180
+IMAGES_TIMEOUT_SECONDS = 900
+TIMINGS_KEY = pytest.StashKey[Timings]()
+SUITE_START_KEY = pytest.StashKey[float]()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.docker)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[TIMINGS_KEY] = Timings()
+    config.stash[SUITE_START_KEY] = time.monotonic()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    timings = config.stash.get(TIMINGS_KEY, None)
+    if not timings or not timings.rows:
+        return
+    terminalreporter.section("container suite timings")
+    for line in timings.render():
+        terminalreporter.write_line(line)
+    total = time.monotonic() - config.stash[SUITE_START_KEY]
+    terminalreporter.write_line(f"whole run (including image builds): {total:.1f} s")
+
+
+@pytest.fixture(scope="session")
+def timings(pytestconfig: pytest.Config) -> Timings:
+    return pytestconfig.stash[TIMINGS_KEY]
+
+
+@pytest.fixture(scope="session")
+def docker_engine(timings: Timings) -> Iterator[docker.DockerClient]:
+    """A running local engine (started by tools/docker.sh when none answers)."""
+    with timings.measure("setup", "docker engine up"):
+        subprocess.run([str(REPO / "tools" / "docker.sh")], check=True, timeout=ENGINE_TIMEOUT_SECONDS)
+    client = docker.from_env(timeout=120)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def build_images(names: list[str], timings: Timings) -> dict[str, str]:
+    """Build (or find cached) the named images with tools/build_images.py; their tags by name."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "build_images.py"), "--json", *names],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=IMAGES_TIMEOUT_SECONDS,
+    )
+    report = json.loads(done.stdout)
+    for name, seconds in report["seconds"].items():
+        if name != "total":
+            timings.add("setup", f"image {name} ({'cached' if report['cached'][name] else 'built'})", seconds)
+    images: dict[str, str] = report["images"]
+    return images
+
+
+@pytest.fixture(scope="session")
+def etcd_image(docker_engine: docker.DockerClient, timings: Timings) -> str:
+    return build_images(["etcd"], timings)["etcd"]
+
+
+@pytest.fixture(scope="session")
+def overland_image(docker_engine: docker.DockerClient, timings: Timings) -> str:
+    """The one Overland image (on the debootstrap base); rebuilt only when its inputs changed."""
+    return build_images(["overland"], timings)["overland"]
+
+
+@pytest.fixture
+def test_prefix(request: pytest.FixtureRequest) -> str:
+    """A name prefix unique to this run and test, for containers and networks."""
+    return f"ovl{os.getpid()}-{request.node.name.removeprefix('test_').replace('_', '-')[:30]}"
+
+
+@pytest.fixture
+def network(docker_engine: docker.DockerClient, test_prefix: str) -> Iterator[Network]:
+    """A private bridge network (its subnet comes from the engine's 198.19.0.0/16 pool)."""
+    net = Network(docker_network_kw={"labels": {LABEL: test_prefix}}).create()
+    try:
+        yield net
+    finally:
+        for container in docker_engine.containers.list(all=True, filters={"label": f"{LABEL}={test_prefix}"}):
+            container.remove(force=True, v=True)
+        net.remove()
+
+
+@pytest.fixture
+def etcd_cluster(etcd_image: str, network: Network, test_prefix: str) -> Iterator[EtcdCluster]:
+    """A fresh 3-member etcd cluster for one test, removed afterwards."""
+    cluster = EtcdCluster(network, etcd_image, test_prefix)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.close()

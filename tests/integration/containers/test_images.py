@@ -1,0 +1,82 @@
+"""The locally built images: what they contain, how they start, that the cache holds, and that Docker
+keeps to its address range."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+
+import docker
+import pytest
+from testcontainers.core.network import Network
+
+from tests.integration.containers.harness import REPO
+
+DOCKER_RANGE = ipaddress.ip_network("198.19.0.0/16")
+INPUTS_LABEL = "org.overland.inputs"
+
+
+def run_image(engine: docker.DockerClient, image: str, *args: str, entrypoint: str | None = None) -> str:
+    output: bytes = engine.containers.run(
+        image, list(args), entrypoint=entrypoint, remove=True, network_mode="none"
+    )
+    return output.decode()
+
+
+def test_etcd_image_runs_the_static_binary_and_nothing_else(
+    docker_engine: docker.DockerClient, etcd_image: str
+) -> None:
+    assert "etcd Version: 3.5.1" in run_image(docker_engine, etcd_image, "--version")
+    assert "etcdctl version: 3.5.1" in run_image(
+        docker_engine, etcd_image, "version", entrypoint="/usr/local/bin/etcdctl"
+    )
+    # Imported from a tarball of two static binaries: there is no shell or libc to fall back on.
+    with pytest.raises(docker.errors.APIError):
+        run_image(docker_engine, etcd_image, "-c", "true", entrypoint="/bin/sh")
+    assert docker_engine.images.get(etcd_image).labels[INPUTS_LABEL]
+
+
+def test_overland_image_dispatches_to_every_service(
+    docker_engine: docker.DockerClient, overland_image: str
+) -> None:
+    usage = run_image(docker_engine, overland_image)
+    assert "overland-service {policy,vswitch,replica}" in usage
+    with pytest.raises(docker.errors.ContainerError) as unknown:
+        run_image(docker_engine, overland_image, "nonsense")
+    assert unknown.value.exit_status == 2
+    imports = run_image(
+        docker_engine,
+        overland_image,
+        "-c",
+        "import services.common.server, overland.v1.policy_pb2_grpc, etcd3, grpc; import os;"
+        "print(os.path.exists('/tmp/wheelhouse'))",
+        entrypoint="/opt/overland/bin/python",
+    )
+    # The wheelhouse was only in the install stage; the final image has the virtualenv alone.
+    assert imports.strip() == "False"
+    assert docker_engine.images.get(overland_image).labels[INPUTS_LABEL]
+
+
+def test_unchanged_inputs_are_a_cache_hit(etcd_image: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "build_images.py"), "--json", "etcd"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    report = json.loads(done.stdout)
+    assert report["images"]["etcd"] == etcd_image
+    assert report["cached"]["etcd"] is True
+
+
+def test_docker_networks_stay_in_their_range(docker_engine: docker.DockerClient) -> None:
+    bridge = docker_engine.networks.get("bridge").attrs["IPAM"]["Config"]
+    assert bridge
+    assert all(ipaddress.ip_network(c["Subnet"]).subnet_of(DOCKER_RANGE) for c in bridge)
+    with Network() as net:
+        config = docker_engine.networks.get(net.name).attrs["IPAM"]["Config"]
+    assert config
+    assert all(ipaddress.ip_network(c["Subnet"]).subnet_of(DOCKER_RANGE) for c in config)
