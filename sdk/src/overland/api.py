@@ -1,4 +1,4 @@
-"""The four APIs as declarations: one line per RPC, shared by the sync and the asyncio clients.
+"""The four APIs as declarations, shared by the sync and the asyncio clients.
 
 Method arguments are the generated messages' fields as keywords, e.g.
 ``create_lookup_record(ca=..., vsid=..., mac=..., pa=..., vm_name=...)`` or
@@ -8,9 +8,10 @@ Idempotent calls (get, list, watch start, select, status) are retried on UNAVAIL
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from overland._transport import ApiBase, RpcSpec, Streaming, Unary
 from overland.config import Service
@@ -26,8 +27,14 @@ from overland.v1 import (
 )
 
 P = ParamSpec("P")
+PC = ParamSpec("PC")
+PG = ParamSpec("PG")
+PU = ParamSpec("PU")
+PD = ParamSpec("PD")
+PL = ParamSpec("PL")
 M = TypeVar("M")
 R = TypeVar("R")
+T = TypeVar("T")
 
 DEFAULT_BULK_CHUNK = 1000
 
@@ -79,12 +86,50 @@ def _resume_watch(
     )
 
 
-def _get(name: str, items: str = "") -> RpcSpec:
-    return RpcSpec(name, idempotent=True, items=items)
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _change(name: str) -> RpcSpec:
-    return RpcSpec(name)
+def _rpc_name(request_class: Any) -> str:
+    """``GetRoutingDomainRequest`` -> ``GetRoutingDomain``: requests are named after their RPC."""
+    return str(request_class.DESCRIPTOR.name).removesuffix("Request")
+
+
+def _call(request_class: Callable[P, Any], returns: type[T], *, idempotent: bool = False) -> Unary[P, T]:
+    """A unary RPC whose method takes the request message's fields as keywords."""
+    return Unary(RpcSpec(_rpc_name(request_class), idempotent=idempotent), request_class, returns)
+
+
+def _listing(request_class: Callable[P, Any], items: str, yields: type[T]) -> Streaming[P, T]:
+    """A list RPC: the method yields the ``items`` of every page."""
+    spec = RpcSpec(_rpc_name(request_class), idempotent=True, items=items)
+    return Streaming(spec, request_class, yields)
+
+
+def _crud(
+    resource: Callable[PC, M],
+    *,
+    create: Callable[..., Any],
+    get: Callable[PG, Any],
+    update: Callable[PU, Any],
+    delete: Callable[PD, Any],
+    listing: Callable[PL, Any],
+) -> tuple[Unary[PC, M], Unary[PG, M], Unary[PU, M], Unary[PD, policy_pb2.DeleteResponse], Streaming[PL, M]]:
+    """Create, get, update, delete and list of one policy resource.
+
+    Create takes the resource's fields as keywords; list yields resources from every page.
+    """
+    resource_type: Any = resource
+    field = _snake(resource_type.DESCRIPTOR.name)
+    items = _snake(_rpc_name(listing).removeprefix("List"))
+    creating = wrapping(resource, lambda message: create(**{field: message}))
+    return (
+        Unary(RpcSpec(_rpc_name(create)), creating, resource_type),
+        _call(get, resource_type, idempotent=True),
+        _call(update, resource_type),
+        _call(delete, policy_pb2.DeleteResponse),
+        _listing(listing, items, resource_type),
+    )
 
 
 class PolicyApi(ApiBase):
@@ -93,122 +138,91 @@ class PolicyApi(ApiBase):
     service = Service.POLICY
     stub_class = policy_pb2_grpc.PolicyServiceStub
 
-    create_routing_domain = Unary(
-        _change("CreateRoutingDomain"),
-        wrapping(types_pb2.RoutingDomain, lambda m: policy_pb2.CreateRoutingDomainRequest(routing_domain=m)),
+    (
+        create_routing_domain,
+        get_routing_domain,
+        update_routing_domain,
+        delete_routing_domain,
+        list_routing_domains,
+    ) = _crud(
         types_pb2.RoutingDomain,
+        create=policy_pb2.CreateRoutingDomainRequest,
+        get=policy_pb2.GetRoutingDomainRequest,
+        update=policy_pb2.UpdateRoutingDomainRequest,
+        delete=policy_pb2.DeleteRoutingDomainRequest,
+        listing=policy_pb2.ListRoutingDomainsRequest,
     )
-    get_routing_domain = Unary(
-        _get("GetRoutingDomain"), policy_pb2.GetRoutingDomainRequest, types_pb2.RoutingDomain
-    )
-    update_routing_domain = Unary(
-        _change("UpdateRoutingDomain"), policy_pb2.UpdateRoutingDomainRequest, types_pb2.RoutingDomain
-    )
-    delete_routing_domain = Unary(
-        _change("DeleteRoutingDomain"), policy_pb2.DeleteRoutingDomainRequest, policy_pb2.DeleteResponse
-    )
-    list_routing_domains = Streaming(
-        _get("ListRoutingDomains", "routing_domains"),
-        policy_pb2.ListRoutingDomainsRequest,
-        types_pb2.RoutingDomain,
-    )
-
-    create_virtual_subnet = Unary(
-        _change("CreateVirtualSubnet"),
-        wrapping(types_pb2.VirtualSubnet, lambda m: policy_pb2.CreateVirtualSubnetRequest(virtual_subnet=m)),
+    (
+        create_virtual_subnet,
+        get_virtual_subnet,
+        update_virtual_subnet,
+        delete_virtual_subnet,
+        list_virtual_subnets,
+    ) = _crud(
         types_pb2.VirtualSubnet,
+        create=policy_pb2.CreateVirtualSubnetRequest,
+        get=policy_pb2.GetVirtualSubnetRequest,
+        update=policy_pb2.UpdateVirtualSubnetRequest,
+        delete=policy_pb2.DeleteVirtualSubnetRequest,
+        listing=policy_pb2.ListVirtualSubnetsRequest,
     )
-    get_virtual_subnet = Unary(
-        _get("GetVirtualSubnet"), policy_pb2.GetVirtualSubnetRequest, types_pb2.VirtualSubnet
-    )
-    update_virtual_subnet = Unary(
-        _change("UpdateVirtualSubnet"), policy_pb2.UpdateVirtualSubnetRequest, types_pb2.VirtualSubnet
-    )
-    delete_virtual_subnet = Unary(
-        _change("DeleteVirtualSubnet"), policy_pb2.DeleteVirtualSubnetRequest, policy_pb2.DeleteResponse
-    )
-    list_virtual_subnets = Streaming(
-        _get("ListVirtualSubnets", "virtual_subnets"),
-        policy_pb2.ListVirtualSubnetsRequest,
-        types_pb2.VirtualSubnet,
-    )
-
-    create_provider_address = Unary(
-        _change("CreateProviderAddress"),
-        wrapping(
-            types_pb2.ProviderAddress, lambda m: policy_pb2.CreateProviderAddressRequest(provider_address=m)
-        ),
+    (
+        create_provider_address,
+        get_provider_address,
+        update_provider_address,
+        delete_provider_address,
+        list_provider_addresses,
+    ) = _crud(
         types_pb2.ProviderAddress,
+        create=policy_pb2.CreateProviderAddressRequest,
+        get=policy_pb2.GetProviderAddressRequest,
+        update=policy_pb2.UpdateProviderAddressRequest,
+        delete=policy_pb2.DeleteProviderAddressRequest,
+        listing=policy_pb2.ListProviderAddressesRequest,
     )
-    get_provider_address = Unary(
-        _get("GetProviderAddress"), policy_pb2.GetProviderAddressRequest, types_pb2.ProviderAddress
-    )
-    update_provider_address = Unary(
-        _change("UpdateProviderAddress"), policy_pb2.UpdateProviderAddressRequest, types_pb2.ProviderAddress
-    )
-    delete_provider_address = Unary(
-        _change("DeleteProviderAddress"), policy_pb2.DeleteProviderAddressRequest, policy_pb2.DeleteResponse
-    )
-    list_provider_addresses = Streaming(
-        _get("ListProviderAddresses", "provider_addresses"),
-        policy_pb2.ListProviderAddressesRequest,
-        types_pb2.ProviderAddress,
-    )
-
-    create_lookup_record = Unary(
-        _change("CreateLookupRecord"),
-        wrapping(types_pb2.LookupRecord, lambda m: policy_pb2.CreateLookupRecordRequest(lookup_record=m)),
+    (
+        create_lookup_record,
+        get_lookup_record,
+        update_lookup_record,
+        delete_lookup_record,
+        list_lookup_records,
+    ) = _crud(
         types_pb2.LookupRecord,
+        create=policy_pb2.CreateLookupRecordRequest,
+        get=policy_pb2.GetLookupRecordRequest,
+        update=policy_pb2.UpdateLookupRecordRequest,
+        delete=policy_pb2.DeleteLookupRecordRequest,
+        listing=policy_pb2.ListLookupRecordsRequest,
     )
-    get_lookup_record = Unary(
-        _get("GetLookupRecord"), policy_pb2.GetLookupRecordRequest, types_pb2.LookupRecord
-    )
-    update_lookup_record = Unary(
-        _change("UpdateLookupRecord"), policy_pb2.UpdateLookupRecordRequest, types_pb2.LookupRecord
-    )
-    delete_lookup_record = Unary(
-        _change("DeleteLookupRecord"), policy_pb2.DeleteLookupRecordRequest, policy_pb2.DeleteResponse
-    )
-    list_lookup_records = Streaming(
-        _get("ListLookupRecords", "lookup_records"),
-        policy_pb2.ListLookupRecordsRequest,
-        types_pb2.LookupRecord,
-    )
-
-    create_customer_route = Unary(
-        _change("CreateCustomerRoute"),
-        wrapping(types_pb2.CustomerRoute, lambda m: policy_pb2.CreateCustomerRouteRequest(customer_route=m)),
+    (
+        create_customer_route,
+        get_customer_route,
+        update_customer_route,
+        delete_customer_route,
+        list_customer_routes,
+    ) = _crud(
         types_pb2.CustomerRoute,
-    )
-    get_customer_route = Unary(
-        _get("GetCustomerRoute"), policy_pb2.GetCustomerRouteRequest, types_pb2.CustomerRoute
-    )
-    update_customer_route = Unary(
-        _change("UpdateCustomerRoute"), policy_pb2.UpdateCustomerRouteRequest, types_pb2.CustomerRoute
-    )
-    delete_customer_route = Unary(
-        _change("DeleteCustomerRoute"), policy_pb2.DeleteCustomerRouteRequest, policy_pb2.DeleteResponse
-    )
-    list_customer_routes = Streaming(
-        _get("ListCustomerRoutes", "customer_routes"),
-        policy_pb2.ListCustomerRoutesRequest,
-        types_pb2.CustomerRoute,
+        create=policy_pb2.CreateCustomerRouteRequest,
+        get=policy_pb2.GetCustomerRouteRequest,
+        update=policy_pb2.UpdateCustomerRouteRequest,
+        delete=policy_pb2.DeleteCustomerRouteRequest,
+        listing=policy_pb2.ListCustomerRoutesRequest,
     )
 
     # Not retried: a broken stream may have committed some transactions; the response says how many.
     bulk_apply = Unary(
-        _change("BulkApplyLookupRecords"), bulk_requests, policy_pb2.BulkApplyLookupRecordsResponse
+        RpcSpec("BulkApplyLookupRecords"), bulk_requests, policy_pb2.BulkApplyLookupRecordsResponse
     )
     watch_table = Streaming(
         RpcSpec("WatchTable", idempotent=True, resume=_resume_watch, long_lived=True),
         policy_pb2.WatchTableRequest,
         policy_pb2.WatchTableResponse,
     )
-    select_next_hop = Unary(
-        _get("SelectNextHop"), policy_pb2.SelectNextHopRequest, policy_pb2.SelectNextHopResponse
+    select_next_hop = _call(
+        policy_pb2.SelectNextHopRequest, policy_pb2.SelectNextHopResponse, idempotent=True
     )
-    get_table_status = Unary(
-        _get("GetTableStatus"), policy_pb2.GetTableStatusRequest, policy_pb2.GetTableStatusResponse
+    get_table_status = _call(
+        policy_pb2.GetTableStatusRequest, policy_pb2.GetTableStatusResponse, idempotent=True
     )
 
 
@@ -218,23 +232,19 @@ class VswitchApi(ApiBase):
     service = Service.VSWITCH
     stub_class = vswitch_pb2_grpc.VswitchServiceStub
 
-    get_agent_status = Unary(
-        _get("GetAgentStatus"), vswitch_pb2.GetAgentStatusRequest, vswitch_pb2.AgentStatus
-    )
-    dump_table = Unary(_get("DumpTable"), vswitch_pb2.DumpTableRequest, vswitch_pb2.DumpTableResponse)
+    get_agent_status = _call(vswitch_pb2.GetAgentStatusRequest, vswitch_pb2.AgentStatus, idempotent=True)
+    dump_table = _call(vswitch_pb2.DumpTableRequest, vswitch_pb2.DumpTableResponse, idempotent=True)
     attach_port = Unary(
-        _change("AttachPort"),
+        RpcSpec("AttachPort"),
         wrapping(vswitch_pb2.Port, lambda m: vswitch_pb2.AttachPortRequest(port=m)),
         vswitch_pb2.Port,
     )
-    detach_port = Unary(_change("DetachPort"), vswitch_pb2.DetachPortRequest, vswitch_pb2.DetachPortResponse)
-    list_ports = Streaming(_get("ListPorts", "ports"), vswitch_pb2.ListPortsRequest, vswitch_pb2.Port)
-    get_counters = Unary(_get("GetCounters"), vswitch_pb2.GetCountersRequest, vswitch_pb2.Counters)
-    list_extensions = Streaming(
-        _get("ListExtensions", "extensions"), vswitch_pb2.ListExtensionsRequest, vswitch_pb2.Extension
-    )
+    detach_port = _call(vswitch_pb2.DetachPortRequest, vswitch_pb2.DetachPortResponse)
+    list_ports = _listing(vswitch_pb2.ListPortsRequest, "ports", vswitch_pb2.Port)
+    get_counters = _call(vswitch_pb2.GetCountersRequest, vswitch_pb2.Counters, idempotent=True)
+    list_extensions = _listing(vswitch_pb2.ListExtensionsRequest, "extensions", vswitch_pb2.Extension)
     configure_extension = Unary(
-        _change("ConfigureExtension"),
+        RpcSpec("ConfigureExtension"),
         wrapping(vswitch_pb2.Extension, lambda m: vswitch_pb2.ConfigureExtensionRequest(extension=m)),
         vswitch_pb2.Extension,
     )
@@ -246,32 +256,16 @@ class ReplicaApi(ApiBase):
     service = Service.REPLICA
     stub_class = replica_pb2_grpc.ReplicaServiceStub
 
-    enable_replication = Unary(
-        _change("EnableReplication"), replica_pb2.EnableReplicationRequest, replica_pb2.Replication
-    )
-    get_replication = Unary(
-        _get("GetReplication"), replica_pb2.GetReplicationRequest, replica_pb2.Replication
-    )
-    list_replications = Streaming(
-        _get("ListReplications", "replications"), replica_pb2.ListReplicationsRequest, replica_pb2.Replication
-    )
-    pause_replication = Unary(
-        _change("PauseReplication"), replica_pb2.PauseReplicationRequest, replica_pb2.Replication
-    )
-    resume_replication = Unary(
-        _change("ResumeReplication"), replica_pb2.ResumeReplicationRequest, replica_pb2.Replication
-    )
-    resync_replication = Unary(
-        _change("ResyncReplication"), replica_pb2.ResyncReplicationRequest, replica_pb2.Replication
-    )
-    disable_replication = Unary(
-        _change("DisableReplication"), replica_pb2.DisableReplicationRequest, replica_pb2.Replication
-    )
-    replicate_now = Unary(_change("ReplicateNow"), replica_pb2.ReplicateNowRequest, replica_pb2.Replication)
-    list_recovery_points = Streaming(
-        _get("ListRecoveryPoints", "recovery_points"),
-        replica_pb2.ListRecoveryPointsRequest,
-        replica_pb2.RecoveryPoint,
+    enable_replication = _call(replica_pb2.EnableReplicationRequest, replica_pb2.Replication)
+    get_replication = _call(replica_pb2.GetReplicationRequest, replica_pb2.Replication, idempotent=True)
+    list_replications = _listing(replica_pb2.ListReplicationsRequest, "replications", replica_pb2.Replication)
+    pause_replication = _call(replica_pb2.PauseReplicationRequest, replica_pb2.Replication)
+    resume_replication = _call(replica_pb2.ResumeReplicationRequest, replica_pb2.Replication)
+    resync_replication = _call(replica_pb2.ResyncReplicationRequest, replica_pb2.Replication)
+    disable_replication = _call(replica_pb2.DisableReplicationRequest, replica_pb2.Replication)
+    replicate_now = _call(replica_pb2.ReplicateNowRequest, replica_pb2.Replication)
+    list_recovery_points = _listing(
+        replica_pb2.ListRecoveryPointsRequest, "recovery_points", replica_pb2.RecoveryPoint
     )
 
 
@@ -281,12 +275,12 @@ class ReplicaReceiverApi(ApiBase):
     service = Service.REPLICA
     stub_class = replica_pb2_grpc.ReplicaReceiverServiceStub
 
-    send_delta = Unary(_change("SendDelta"), delta_messages, replica_pb2.DeltaAck)
-    get_receiver_state = Unary(
-        _get("GetReceiverState"), replica_pb2.GetReceiverStateRequest, replica_pb2.ReceiverState
+    send_delta = Unary(RpcSpec("SendDelta"), delta_messages, replica_pb2.DeltaAck)
+    get_receiver_state = _call(
+        replica_pb2.GetReceiverStateRequest, replica_pb2.ReceiverState, idempotent=True
     )
     # Retried only until the first digests arrive: a restart mid-way would repeat blocks.
     get_block_hashes = Streaming(
-        _get("GetBlockHashes"), replica_pb2.BlockHashesRequest, replica_pb2.BlockHashes
+        RpcSpec("GetBlockHashes", idempotent=True), replica_pb2.BlockHashesRequest, replica_pb2.BlockHashes
     )
     list_recovery_points = ReplicaApi.list_recovery_points

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import enum
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from google.protobuf.message import Message
 
 from overland.cli.common import (
-    apply_changes,
     service_group,
     settings,
     show,
@@ -26,22 +23,13 @@ from overland.cli.common import (
     show_list,
     show_mapping,
 )
+from overland.cli.resources import Opt, Resource
 from overland.client import PolicyClient
 from overland.records import RecordFormat, enum_value, guess_format, parse_records, short_enum_name
 from overland.v1 import types_pb2
 from overland.v1.types_pb2 import LookupRule, LookupType
 
 app = service_group(PolicyClient, "The policy service: the network virtualization routing table.")
-routing_domain_app = typer.Typer(no_args_is_help=True, help="Routing domains (tenants; HNV RDID).")
-subnet_app = typer.Typer(no_args_is_help=True, help="Virtual subnets (VSID, the GRE key).")
-provider_address_app = typer.Typer(no_args_is_help=True, help="Provider addresses (hosts).")
-lookup_record_app = typer.Typer(no_args_is_help=True, help="Lookup records: where each CA lives.")
-route_app = typer.Typer(no_args_is_help=True, help="Customer routes inside a routing domain.")
-app.add_typer(routing_domain_app, name="routing-domain")
-app.add_typer(subnet_app, name="subnet")
-app.add_typer(provider_address_app, name="provider-address")
-app.add_typer(lookup_record_app, name="lookup-record")
-app.add_typer(route_app, name="route")
 
 
 class Rule(enum.StrEnum):
@@ -61,377 +49,157 @@ class FileFormat(enum.StrEnum):
     csv = "csv"
 
 
-ExpectedRevision = Annotated[
-    int | None,
-    typer.Option(help="Fail with ABORTED unless the stored revision is this (update: default the one read)."),
-]
 Vsid = Annotated[int, typer.Option("--vsid", help="Virtual subnet ID, 4096..16777214.")]
 Ca = Annotated[str, typer.Option("--ca", help="Customer address (IPv4).")]
 Rdid = Annotated[str, typer.Option("--rdid", help="Routing domain ID.")]
 Prefix = Annotated[str, typer.Option("--prefix", help="Destination prefix, CIDR.")]
 NextHop = Annotated[str, typer.Option("--next-hop", help="Next hop IPv4; 0.0.0.0 means on-link.")]
+OnlyRdid = Annotated[str, typer.Option(help="Only this routing domain.")]
+OnlyVsid = Annotated[int, typer.Option(help="Only this virtual subnet.")]
 
 
 def _client(ctx: typer.Context) -> PolicyClient:
     return settings(ctx).client(PolicyClient)
 
 
-def _rule(rule: Rule | None) -> str | None:
-    return None if rule is None else enum_value(rule.value, LookupRule, "LOOKUP_RULE_")
+def _rule(rule: Rule) -> str:
+    return enum_value(rule.value, LookupRule, "LOOKUP_RULE_")
 
 
-def _type(record_type: RecordType | None) -> str | None:
-    return None if record_type is None else enum_value(record_type.value, LookupType, "LOOKUP_TYPE_")
+def _type(record_type: RecordType) -> str:
+    return enum_value(record_type.value, LookupType, "LOOKUP_TYPE_")
 
 
-def _read_modify_write(
-    ctx: typer.Context,
-    read: Callable[[], Message],
-    write: Callable[..., Message],
-    field: str,
-    expected_revision: int | None,
-    **changes: Any,
-) -> None:
-    current: Any = read()
-    apply_changes(current, changes)
-    guard = current.revision if expected_revision is None else expected_revision
-    show(ctx, write(**{field: current, "expected_revision": guard}))
+def _nonempty(values: list[str]) -> list[str] | None:
+    return values or None
 
 
-@routing_domain_app.command("add")
-def routing_domain_add(
-    ctx: typer.Context,
-    *,
-    tenant: Annotated[str, typer.Option(help="The tenant's name.")],
-    rdid: Annotated[str, typer.Option(help="UUID; generated when omitted.")] = "",
-    description: str = "",
-) -> None:
-    """A routing domain: one tenant's isolation boundary (HNV RoutingDomainID)."""
-    with _client(ctx) as client:
-        show(ctx, client.create_routing_domain(rdid=rdid, tenant_name=tenant, description=description))
+_ROUTE_KEYS = (
+    Opt("rdid", Rdid),
+    Opt("vsid", Vsid),
+    Opt("prefix", Prefix, field="destination_prefix"),
+    Opt("next_hop", NextHop),
+)
+_RECORD_KEYS = (Opt("vsid", Vsid), Opt("ca", Ca))
 
-
-@routing_domain_app.command("get")
-def routing_domain_get(ctx: typer.Context, rdid: str) -> None:
-    with _client(ctx) as client:
-        show(ctx, client.get_routing_domain(rdid=rdid))
-
-
-@routing_domain_app.command("list")
-def routing_domain_list(ctx: typer.Context) -> None:
-    with _client(ctx) as client:
-        show_list(ctx, client.list_routing_domains(), title="routing domains")
-
-
-@routing_domain_app.command("update")
-def routing_domain_update(
-    ctx: typer.Context,
-    *,
-    rdid: str,
-    tenant: str | None = None,
-    description: str | None = None,
-    expected_revision: ExpectedRevision = None,
-) -> None:
-    with _client(ctx) as client:
-        _read_modify_write(
-            ctx,
-            lambda: client.get_routing_domain(rdid=rdid),
-            client.update_routing_domain,
-            "routing_domain",
-            expected_revision,
-            tenant_name=tenant,
-            description=description,
-        )
-
-
-@routing_domain_app.command("remove")
-def routing_domain_remove(ctx: typer.Context, rdid: str, expected_revision: ExpectedRevision = None) -> None:
-    with _client(ctx) as client:
-        show(ctx, client.delete_routing_domain(rdid=rdid, expected_revision=expected_revision or 0))
-
-
-@subnet_app.command("add")
-def subnet_add(
-    ctx: typer.Context,
-    *,
-    vsid: Vsid,
-    rdid: Rdid,
-    prefix: Annotated[list[str], typer.Option(help="CA prefix, CIDR; repeat for several.")],
-    gateway_ip: str = "",
-    gateway_mac: str = "",
-    description: str = "",
-) -> None:
-    """A virtual subnet: a VSID with its CA prefixes, in one routing domain."""
-    with _client(ctx) as client:
-        created = client.create_virtual_subnet(
-            vsid=vsid,
-            rdid=rdid,
-            ca_prefixes=prefix,
-            gateway_ip=gateway_ip,
-            gateway_mac=gateway_mac,
-            description=description,
-        )
-        show(ctx, created)
-
-
-@subnet_app.command("get")
-def subnet_get(ctx: typer.Context, vsid: int) -> None:
-    with _client(ctx) as client:
-        show(ctx, client.get_virtual_subnet(vsid=vsid))
-
-
-@subnet_app.command("list")
-def subnet_list(
-    ctx: typer.Context, *, rdid: Annotated[str, typer.Option(help="Only this routing domain.")] = ""
-) -> None:
-    with _client(ctx) as client:
-        show_list(ctx, client.list_virtual_subnets(rdid=rdid), title="virtual subnets")
-
-
-@subnet_app.command("update")
-def subnet_update(
-    ctx: typer.Context,
-    *,
-    vsid: int,
-    prefix: Annotated[list[str] | None, typer.Option(help="Replaces all CA prefixes; repeat.")] = None,
-    gateway_ip: str | None = None,
-    gateway_mac: str | None = None,
-    description: str | None = None,
-    expected_revision: ExpectedRevision = None,
-) -> None:
-    with _client(ctx) as client:
-        _read_modify_write(
-            ctx,
-            lambda: client.get_virtual_subnet(vsid=vsid),
-            client.update_virtual_subnet,
-            "virtual_subnet",
-            expected_revision,
-            ca_prefixes=prefix or None,
-            gateway_ip=gateway_ip,
-            gateway_mac=gateway_mac,
-            description=description,
-        )
-
-
-@subnet_app.command("remove")
-def subnet_remove(ctx: typer.Context, vsid: int, expected_revision: ExpectedRevision = None) -> None:
-    with _client(ctx) as client:
-        show(ctx, client.delete_virtual_subnet(vsid=vsid, expected_revision=expected_revision or 0))
-
-
-@provider_address_app.command("add")
-def provider_address_add(
-    ctx: typer.Context,
-    *,
-    host: Annotated[str, typer.Option(help="The host's name.")],
-    pa: Annotated[str, typer.Option(help="The provider address, IPv4.")],
-    prefix_length: Annotated[int, typer.Option(help="1..32.")],
-    vlan: Annotated[int, typer.Option(help="1..4094; 0 is untagged.")] = 0,
-) -> None:
-    """New-NetVirtualizationProviderAddress: register a host's PA."""
-    with _client(ctx) as client:
-        created = client.create_provider_address(
-            host_name=host, pa_ip=pa, prefix_length=prefix_length, vlan_id=vlan
-        )
-        show(ctx, created)
-
-
-@provider_address_app.command("get")
-def provider_address_get(ctx: typer.Context, pa: str) -> None:
-    with _client(ctx) as client:
-        show(ctx, client.get_provider_address(pa_ip=pa))
-
-
-@provider_address_app.command("list")
-def provider_address_list(ctx: typer.Context) -> None:
-    with _client(ctx) as client:
-        show_list(ctx, client.list_provider_addresses(), title="provider addresses")
-
-
-@provider_address_app.command("update")
-def provider_address_update(
-    ctx: typer.Context,
-    *,
-    pa: str,
-    host: str | None = None,
-    prefix_length: int | None = None,
-    vlan: int | None = None,
-    expected_revision: ExpectedRevision = None,
-) -> None:
-    with _client(ctx) as client:
-        _read_modify_write(
-            ctx,
-            lambda: client.get_provider_address(pa_ip=pa),
-            client.update_provider_address,
-            "provider_address",
-            expected_revision,
-            host_name=host,
-            prefix_length=prefix_length,
-            vlan_id=vlan,
-        )
-
-
-@provider_address_app.command("remove")
-def provider_address_remove(ctx: typer.Context, pa: str, expected_revision: ExpectedRevision = None) -> None:
-    with _client(ctx) as client:
-        show(ctx, client.delete_provider_address(pa_ip=pa, expected_revision=expected_revision or 0))
-
-
-@lookup_record_app.command("add")
-def lookup_record_add(
-    ctx: typer.Context,
-    *,
-    ca: Ca,
-    vsid: Vsid,
-    mac: Annotated[str, typer.Option(help="The VM NIC's MAC, aa:bb:cc:dd:ee:ff.")],
-    pa: Annotated[str, typer.Option(help="The PA of the VM's host (a registered provider address).")],
-    vm: Annotated[str, typer.Option(help="The VM's name.")] = "",
-    rule: Annotated[Rule, typer.Option(help="encap (NVGRE) or none.")] = Rule.encap,
-    record_type: Annotated[RecordType, typer.Option("--type", help="The record's kind.")] = RecordType.static,
-) -> None:
-    """New-NetVirtualizationLookupRecord: where a CA lives (its MAC and its host's PA)."""
-    with _client(ctx) as client:
-        created = client.create_lookup_record(
-            ca=ca, vsid=vsid, mac=mac, pa=pa, vm_name=vm, rule=_rule(rule), type=_type(record_type)
-        )
-        show(ctx, created)
-
-
-@lookup_record_app.command("get")
-def lookup_record_get(ctx: typer.Context, vsid: Vsid, ca: Ca) -> None:
-    with _client(ctx) as client:
-        show(ctx, client.get_lookup_record(vsid=vsid, ca=ca))
-
-
-@lookup_record_app.command("list")
-def lookup_record_list(
-    ctx: typer.Context,
-    *,
-    vsid: Annotated[int, typer.Option(help="Only this virtual subnet.")] = 0,
-    rdid: Annotated[str, typer.Option(help="Only this routing domain.")] = "",
-    pa: Annotated[str, typer.Option(help="Only the records on this host.")] = "",
-) -> None:
-    """Get-NetVirtualizationLookupRecord: every page, filtered by VSID, RDID or PA."""
-    with _client(ctx) as client:
-        show_list(ctx, client.list_lookup_records(vsid=vsid, rdid=rdid, pa=pa), title="lookup records")
-
-
-@lookup_record_app.command("update")
-def lookup_record_update(
-    ctx: typer.Context,
-    *,
-    vsid: Vsid,
-    ca: Ca,
-    mac: str | None = None,
-    pa: Annotated[str | None, typer.Option(help="A new host: how a live migration moves a VM.")] = None,
-    vm: str | None = None,
-    rule: Rule | None = None,
-    record_type: Annotated[RecordType | None, typer.Option("--type")] = None,
-    expected_revision: ExpectedRevision = None,
-) -> None:
-    with _client(ctx) as client:
-        _read_modify_write(
-            ctx,
-            lambda: client.get_lookup_record(vsid=vsid, ca=ca),
-            client.update_lookup_record,
-            "lookup_record",
-            expected_revision,
-            mac=mac,
-            pa=pa,
-            vm_name=vm,
-            rule=_rule(rule),
-            type=_type(record_type),
-        )
-
-
-@lookup_record_app.command("remove")
-def lookup_record_remove(
-    ctx: typer.Context, *, vsid: Vsid, ca: Ca, expected_revision: ExpectedRevision = None
-) -> None:
-    with _client(ctx) as client:
-        show(ctx, client.delete_lookup_record(vsid=vsid, ca=ca, expected_revision=expected_revision or 0))
-
-
-@route_app.command("add")
-def route_add(
-    ctx: typer.Context,
-    *,
-    rdid: Rdid,
-    vsid: Vsid,
-    prefix: Prefix,
-    next_hop: NextHop,
-    metric: Annotated[int, typer.Option(help="Lowest wins.")] = 0,
-) -> None:
-    """New-NetVirtualizationCustomerRoute."""
-    with _client(ctx) as client:
-        created = client.create_customer_route(
-            rdid=rdid, vsid=vsid, destination_prefix=prefix, next_hop=next_hop, metric=metric
-        )
-        show(ctx, created)
-
-
-@route_app.command("get")
-def route_get(ctx: typer.Context, rdid: Rdid, vsid: Vsid, prefix: Prefix, next_hop: NextHop) -> None:
-    with _client(ctx) as client:
-        show(
-            ctx, client.get_customer_route(rdid=rdid, vsid=vsid, destination_prefix=prefix, next_hop=next_hop)
-        )
-
-
-@route_app.command("list")
-def route_list(
-    ctx: typer.Context,
-    *,
-    rdid: Annotated[str, typer.Option(help="Only this routing domain.")] = "",
-    vsid: Annotated[int, typer.Option(help="Only this virtual subnet.")] = 0,
-) -> None:
-    with _client(ctx) as client:
-        show_list(ctx, client.list_customer_routes(rdid=rdid, vsid=vsid), title="customer routes")
-
-
-@route_app.command("update")
-def route_update(
-    ctx: typer.Context,
-    *,
-    rdid: Rdid,
-    vsid: Vsid,
-    prefix: Prefix,
-    next_hop: NextHop,
-    metric: Annotated[int, typer.Option(help="Lowest wins.")],
-    expected_revision: ExpectedRevision = None,
-) -> None:
-    with _client(ctx) as client:
-        _read_modify_write(
-            ctx,
-            lambda: client.get_customer_route(
-                rdid=rdid, vsid=vsid, destination_prefix=prefix, next_hop=next_hop
+RESOURCES = {
+    "routing-domain": Resource(
+        noun="routing_domain",
+        plural="routing_domains",
+        cmdlet="HNV RoutingDomainID: a tenant's isolation boundary",
+        keys=[Opt("rdid", Annotated[str, typer.Argument(help="The routing domain's ID.")])],
+        add=[
+            Opt("tenant", Annotated[str, typer.Option(help="The tenant's name.")], field="tenant_name"),
+            Opt("rdid", Annotated[str, typer.Option(help="UUID; generated when omitted.")], ""),
+            Opt("description", str, ""),
+        ],
+        changes=[Opt("tenant", str | None, None, field="tenant_name"), Opt("description", str | None, None)],
+    ),
+    "subnet": Resource(
+        noun="virtual_subnet",
+        plural="virtual_subnets",
+        cmdlet="HNV VirtualSubnetID: a VSID with its CA prefixes, in one routing domain",
+        keys=[Opt("vsid", Annotated[int, typer.Argument(help="The VSID.")])],
+        add=[
+            Opt("vsid", Vsid),
+            Opt("rdid", Rdid),
+            Opt(
+                "prefix",
+                Annotated[list[str], typer.Option(help="CA prefix, CIDR; repeat.")],
+                field="ca_prefixes",
             ),
-            client.update_customer_route,
-            "customer_route",
-            expected_revision,
-            metric=metric,
-        )
-
-
-@route_app.command("remove")
-def route_remove(
-    ctx: typer.Context,
-    *,
-    rdid: Rdid,
-    vsid: Vsid,
-    prefix: Prefix,
-    next_hop: NextHop,
-    expected_revision: ExpectedRevision = None,
-) -> None:
-    with _client(ctx) as client:
-        deleted = client.delete_customer_route(
-            rdid=rdid,
-            vsid=vsid,
-            destination_prefix=prefix,
-            next_hop=next_hop,
-            expected_revision=expected_revision or 0,
-        )
-        show(ctx, deleted)
+            Opt("gateway_ip", str, ""),
+            Opt("gateway_mac", str, ""),
+            Opt("description", str, ""),
+        ],
+        changes=[
+            Opt(
+                "prefix",
+                Annotated[list[str] | None, typer.Option(help="Replaces all CA prefixes; repeat.")],
+                None,
+                field="ca_prefixes",
+                convert=_nonempty,
+            ),
+            Opt("gateway_ip", str | None, None),
+            Opt("gateway_mac", str | None, None),
+            Opt("description", str | None, None),
+        ],
+        filters=[Opt("rdid", OnlyRdid, "")],
+    ),
+    "provider-address": Resource(
+        noun="provider_address",
+        plural="provider_addresses",
+        cmdlet="New-NetVirtualizationProviderAddress",
+        keys=[Opt("pa", Annotated[str, typer.Argument(help="The provider address.")], field="pa_ip")],
+        add=[
+            Opt("host", Annotated[str, typer.Option(help="The host's name.")], field="host_name"),
+            Opt("pa", Annotated[str, typer.Option(help="The provider address, IPv4.")], field="pa_ip"),
+            Opt("prefix_length", Annotated[int, typer.Option(help="1..32.")]),
+            Opt("vlan", Annotated[int, typer.Option(help="1..4094; 0 is untagged.")], 0, field="vlan_id"),
+        ],
+        changes=[
+            Opt("host", str | None, None, field="host_name"),
+            Opt("prefix_length", int | None, None),
+            Opt("vlan", int | None, None, field="vlan_id"),
+        ],
+    ),
+    "lookup-record": Resource(
+        noun="lookup_record",
+        plural="lookup_records",
+        cmdlet="New-NetVirtualizationLookupRecord",
+        keys=_RECORD_KEYS,
+        add=[
+            *_RECORD_KEYS,
+            Opt("mac", Annotated[str, typer.Option(help="The VM NIC's MAC, aa:bb:cc:dd:ee:ff.")]),
+            Opt("pa", Annotated[str, typer.Option(help="The PA of the VM's host (a registered one).")]),
+            Opt("vm", Annotated[str, typer.Option(help="The VM's name.")], "", field="vm_name"),
+            Opt(
+                "rule",
+                Annotated[Rule, typer.Option(help="encap (NVGRE) or none.")],
+                Rule.encap,
+                convert=_rule,
+            ),
+            Opt(
+                "record_type",
+                Annotated[RecordType, typer.Option("--type", help="The record's kind.")],
+                RecordType.static,
+                field="type",
+                convert=_type,
+            ),
+        ],
+        changes=[
+            Opt("mac", str | None, None),
+            Opt("pa", Annotated[str | None, typer.Option(help="A new host: how a VM live-migrates.")], None),
+            Opt("vm", str | None, None, field="vm_name"),
+            Opt("rule", Rule | None, None, convert=_rule),
+            Opt(
+                "record_type",
+                Annotated[RecordType | None, typer.Option("--type")],
+                None,
+                field="type",
+                convert=_type,
+            ),
+        ],
+        filters=[
+            Opt("vsid", OnlyVsid, 0),
+            Opt("rdid", OnlyRdid, ""),
+            Opt("pa", Annotated[str, typer.Option(help="Only the records on this host.")], ""),
+        ],
+    ),
+    "route": Resource(
+        noun="customer_route",
+        plural="customer_routes",
+        cmdlet="New-NetVirtualizationCustomerRoute",
+        keys=_ROUTE_KEYS,
+        add=[*_ROUTE_KEYS, Opt("metric", Annotated[int, typer.Option(help="Lowest wins.")], 0)],
+        changes=[Opt("metric", Annotated[int | None, typer.Option(help="Lowest wins.")], None)],
+        filters=[Opt("rdid", OnlyRdid, ""), Opt("vsid", OnlyVsid, 0)],
+    ),
+}
+for _name, _resource in RESOURCES.items():
+    _group = typer.Typer(no_args_is_help=True, help=f"{_resource.cmdlet}.")
+    _resource.register(_group)
+    app.add_typer(_group, name=_name)
 
 
 @app.command("select-next-hop")
