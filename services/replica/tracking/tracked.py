@@ -58,8 +58,9 @@ class WriteGate:
 class Snapshot:
     """The disk's content at a cut, for the blocks the cut names. Other blocks read the live disk."""
 
-    def __init__(self, device: TrackedDevice, cut: Cut, overlay_dir: Path):
+    def __init__(self, device: TrackedDevice, cut: Cut, overlay_dir: Path, allocated: list[tuple[int, int]]):
         self.cut = cut
+        self._allocated = allocated
         self._device = device
         self._blocks = BlockSet(-(-cut.disk_size // cut.block_size))
         self._blocks.add_runs(cut.runs)
@@ -76,6 +77,12 @@ class Snapshot:
     def byte_ranges(self) -> list[tuple[int, int]]:
         """What this snapshot's delta is: the changed blocks as ``(offset, length)``."""
         return self.cut.byte_ranges()
+
+    def allocated_ranges(self) -> list[tuple[int, int]]:
+        """The disk's allocated ranges AT THE CUT (for a sparse-aware initial copy); holes punched or
+        blocks allocated later do not change it. For a delta cut, the changed ranges.
+        """
+        return list(self._allocated)
 
     @property
     def overlay_bytes(self) -> int:
@@ -191,7 +198,9 @@ class TrackedDevice:
     def cut_locked(self, full: bool) -> Snapshot:
         """Cut while the caller holds this device's write gate (see ``snapshot_group``)."""
         cut = self.tracker.cut(full=full)
-        self._snapshot = Snapshot(self, cut, self._overlay_dir)
+        # Taken inside the gate, so it is the allocation at the same instant as the cut.
+        allocated = self.inner.allocated_ranges() if full else cut.byte_ranges()
+        self._snapshot = Snapshot(self, cut, self._overlay_dir, allocated)
         return self._snapshot
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -265,3 +266,20 @@ def test_snapshot_group_cuts_every_disk_at_one_instant(tmp_path: Path) -> None:
         snapshot_group(devices)
     busy.release(shipped=True)
     assert set(snapshot_group(devices)) == {"a", "b"}
+
+
+def test_full_snapshot_keeps_the_allocation_of_the_cut_instant(tmp_path: Path) -> None:
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(b"")
+    os.truncate(raw, DISK)
+    device = TrackedDevice(open_disk(raw, writable=True), ChangeLog.open(tmp_path / "d.hrl", DISK, BLOCK))
+    device.write(8 * BLOCK, b"\x07" * BLOCK)
+    snapshot = device.snapshot(full=True)
+    at_cut = snapshot.allocated_ranges()
+    assert any(start <= 8 * BLOCK < start + length for start, length in at_cut)
+    device.write_zeroes(8 * BLOCK, BLOCK)  # punches the hole after the cut
+    assert not any(start <= 8 * BLOCK < start + length for start, length in device.allocated_ranges())
+    assert snapshot.allocated_ranges() == at_cut
+    assert snapshot.read(8 * BLOCK, BLOCK) == b"\x07" * BLOCK
+    snapshot.release(shipped=True)
+    device.close()

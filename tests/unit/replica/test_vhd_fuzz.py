@@ -164,7 +164,7 @@ def test_fixed_disk_truncated(tmp_path: Path) -> None:
     assert_refused(path, "truncated")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     flips=st.lists(
         st.tuples(st.integers(min_value=0, max_value=4095), st.integers(min_value=1, max_value=255)),
