@@ -226,3 +226,15 @@ def test_raw_write_zeroes_punches_a_hole(tmp_path: Path) -> None:
     allocated = sum(length for _start, length in disk.allocated_ranges())
     assert allocated < 8 * BLOCK
     disk.close()
+
+
+def test_parent_is_found_by_the_absolute_locator_when_only_the_child_moved(tmp_path: Path) -> None:
+    parent_path = create_dynamic(tmp_path / "p.vhd", SIZE, block_size=BLOCK)
+    parent = open_disk(parent_path, writable=True)
+    parent.write(0, b"from the parent")
+    parent.close()
+    create_differencing(tmp_path / "c.vhd", parent_path)
+    elsewhere = tmp_path / "deeper" / "still"
+    elsewhere.mkdir(parents=True)
+    (tmp_path / "c.vhd").rename(elsewhere / "c.vhd")
+    assert open_disk(elsewhere / "c.vhd").read(0, 15) == b"from the parent"
