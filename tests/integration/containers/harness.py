@@ -25,7 +25,10 @@ from docker.models.containers import Container
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network as TestNetwork
 
+from services.common.errors import OverlandError
+from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import free_ports
+from services.common.kv import Compare, Put
 
 T = TypeVar("T")
 
@@ -261,65 +264,38 @@ class CallRecord:
     error: str = ""
 
 
-@dataclass
-class FailoverClient:
-    """A host client over every member, moving to the next endpoint when a call fails.
-
-    It never retries a call itself (the caller does, and so sees every failure), and every call carries
-    ``deadline`` seconds, so a lost member costs at most one deadline.
-    """
-
-    endpoints: Sequence[str]
-    deadline: float = CLIENT_DEADLINE_SECONDS
-    preferred: int = 0
-    records: list[CallRecord] = field(default_factory=list)
-    _clients: dict[str, etcd3.MultiEndpointEtcd3Client] = field(default_factory=dict)
-
-    @property
-    def current(self) -> str:
-        return self.endpoints[self.preferred % len(self.endpoints)]
-
-    def _client(self, endpoint: str) -> etcd3.MultiEndpointEtcd3Client:
-        if endpoint not in self._clients:
-            self._clients[endpoint] = etcd_client(endpoint, self.deadline)
-        return self._clients[endpoint]
-
-    def call(self, operation: Callable[[etcd3.MultiEndpointEtcd3Client], T]) -> T | None:
-        endpoint = self.current
-        started = time.monotonic()
-        try:
-            result = operation(self._client(endpoint))
-        except (grpc.RpcError, etcd3.exceptions.Etcd3Exception) as error:
-            self.records.append(CallRecord(started, time.monotonic() - started, False, endpoint, repr(error)))
-            self.preferred += 1
-            return None
-        self.records.append(CallRecord(started, time.monotonic() - started, True, endpoint))
-        return result
-
-    def put(self, key: str, value: str) -> bool:
-        return self.call(lambda c: c.put(key, value)) is not None
-
-    def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
+def etcd_kv(endpoints: Sequence[str], deadline: float = CLIENT_DEADLINE_SECONDS) -> EtcdKV:
+    """The services' own etcd client on ``endpoints``; it starts on the first and moves on when one fails."""
+    return EtcdKV(list(endpoints), timeout=deadline)
 
 
 @dataclass
 class Writer:
-    """Writes numbered keys through a ``FailoverClient`` and remembers which writes were acknowledged."""
+    """Writes numbered keys through the services' ``EtcdKV`` and remembers which writes were acknowledged.
 
-    client: FailoverClient
+    Each write creates its key only if absent, so a write that failed ambiguously (committed, but the
+    answer lost) and is never retried still counts only once. Every call is recorded with its duration.
+    """
+
+    kv: EtcdKV
     prefix: str
     acknowledged: list[str] = field(default_factory=list)
+    records: list[CallRecord] = field(default_factory=list)
     attempts: int = 0
 
     def write(self) -> bool:
         key = f"{self.prefix}/{self.attempts:06d}"
         self.attempts += 1
-        ok = self.client.put(key, key)
-        if ok:
-            self.acknowledged.append(key)
-        return ok
+        endpoint = self.kv.endpoint
+        started = time.monotonic()
+        try:
+            self.kv.txn([Compare.absent(key.encode())], [Put(key.encode(), key.encode())])
+        except OverlandError as error:
+            self.records.append(CallRecord(started, time.monotonic() - started, False, endpoint, repr(error)))
+            return False
+        self.records.append(CallRecord(started, time.monotonic() - started, True, endpoint))
+        self.acknowledged.append(key)
+        return True
 
     def write_until(self, successes: int, timeout: float) -> None:
         """Keep writing until ``successes`` more writes succeeded."""
@@ -330,12 +306,15 @@ class Writer:
             timeout,
         )
 
+    def failures(self) -> int:
+        return sum(not r.ok for r in self.records)
+
     def longest_call(self) -> float:
-        return max((r.seconds for r in self.client.records), default=0.0)
+        return max((r.seconds for r in self.records), default=0.0)
 
     def outage_after(self, fault_at: float) -> float:
         """Seconds from ``fault_at`` until the first call that started after it and succeeded ended."""
-        for record in self.client.records:
+        for record in self.records:
             if record.ok and record.started >= fault_at:
                 return record.started + record.seconds - fault_at
         raise AssertionError("no write succeeded after the fault")

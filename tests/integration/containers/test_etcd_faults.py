@@ -1,8 +1,8 @@
-"""etcd cluster faults with plain clients: the cluster the services rely on rides them out, and calls
-with a deadline never hang.
+"""etcd cluster faults met by the services' own etcd client (``EtcdKV``): the cluster rides them out,
+no acknowledged write is lost, and calls with a deadline never hang.
 
-These scenarios need no Overland service; the service scenarios (test_service_faults.py) repeat the
-faults with the policy service and the vswitch agents as the clients.
+These scenarios need no Overland service; test_service_faults.py repeats the faults with the policy
+service and the vswitch agents as the clients.
 """
 
 from __future__ import annotations
@@ -10,19 +10,16 @@ from __future__ import annotations
 import contextlib
 import time
 
-import etcd3
-from etcd3 import etcdrpc
-from etcd3.utils import prefix_range_end
-
+from services.common.etcd_kv import EtcdWatch
 from tests.integration.containers.harness import (
     CLIENT_DEADLINE_SECONDS,
     DEADLINE_SLACK_SECONDS,
     ELECTION_TIMEOUT_MS,
     EtcdCluster,
-    FailoverClient,
     Member,
     Timings,
     Writer,
+    etcd_kv,
 )
 
 # An election takes one to two election timeouts; a client may first spend one deadline on the lost
@@ -36,8 +33,9 @@ def assert_no_hang(writer: Writer) -> None:
     assert longest <= CLIENT_DEADLINE_SECONDS + DEADLINE_SLACK_SECONDS, f"a call hung for {longest:.2f} s"
 
 
-def assert_all_acknowledged_on(cluster: EtcdCluster, writer: Writer, members: list[Member]) -> None:
+def assert_all_acknowledged_on(writer: Writer, members: list[Member]) -> None:
     """Every acknowledged write is on every given member's own copy (serializable reads)."""
+    assert len(writer.acknowledged) == len(set(writer.acknowledged))
     for member in members:
         with contextlib.closing(member.client()) as client:
             stored = {meta.key.decode() for _, meta in client.get_prefix(writer.prefix, serializable=True)}
@@ -45,57 +43,41 @@ def assert_all_acknowledged_on(cluster: EtcdCluster, writer: Writer, members: li
         assert not missing, (
             f"{member.name} lost {len(missing)} acknowledged writes, e.g. {sorted(missing)[:3]}"
         )
-    assert len(writer.acknowledged) == len(set(writer.acknowledged))
 
 
 def watch_keys(member: Member, prefix: str, start_revision: int, count: int) -> list[str]:
-    """The keys of the first ``count`` events of a watch on ``prefix`` from ``start_revision``.
-
-    A raw Watch stream with a deadline: python-etcd3's watch thread cannot be bounded and crashes on close.
-    """
-    request = etcdrpc.WatchRequest(
-        create_request=etcdrpc.WatchCreateRequest(
-            key=prefix.encode(), range_end=prefix_range_end(prefix.encode()), start_revision=start_revision
-        )
-    )
+    """The keys of the first ``count`` events of an ``EtcdKV`` watch on ``prefix`` from ``start_revision``."""
     seen: list[str] = []
-    with contextlib.closing(member.client()) as client:
-        stream = etcdrpc.WatchStub(client.channel).Watch(iter([request]), timeout=WRITE_TIMEOUT_SECONDS)
+    with contextlib.closing(etcd_kv([member.endpoint])) as kv:
+        watch = kv.watch(prefix.encode(), start_revision)
+        assert isinstance(watch, EtcdWatch)
         try:
-            for response in stream:
-                assert not response.compact_revision, "the history the watch resumes from was compacted"
-                seen.extend(event.kv.key.decode() for event in response.events)
-                if len(seen) >= count:
-                    break
+            deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
+            while len(seen) < count and time.monotonic() < deadline:
+                batch = watch.next_batch(timeout=deadline - time.monotonic())
+                if batch is not None:
+                    seen.extend(event.kv.key.decode() for event in batch.events)
         finally:
-            stream.cancel()
+            watch.cancel()
     return seen
-
-
-def followers(cluster: EtcdCluster) -> list[Member]:
-    leader = cluster.leader()
-    return [m for m in cluster.members if m is not leader]
 
 
 def test_leader_killed_writes_resume_and_members_converge(
     etcd_cluster: EtcdCluster, timings: Timings
 ) -> None:
     scenario = "etcd leader killed"
-    client = FailoverClient(etcd_cluster.endpoints)
-    writer = Writer(client, "/scenario/leader")
-    try:
+    leader = etcd_cluster.leader()
+    others = [m for m in etcd_cluster.members if m is not leader]
+    # The client starts on the leader, so the first write after the fault meets the loss head-on.
+    writer = Writer(etcd_kv([leader.endpoint, *(m.endpoint for m in others)]), "/scenario/leader")
+    with contextlib.closing(writer.kv):
         writer.write_until(20, WRITE_TIMEOUT_SECONDS)
-        leader = etcd_cluster.leader()
-        # Point the client at the leader so the first write after the fault meets the loss head-on.
-        client.preferred = etcd_cluster.members.index(leader)
         fault_at = time.monotonic()
         etcd_cluster.kill(leader)
         writer.write_until(20, WRITE_TIMEOUT_SECONDS)
         outage = writer.outage_after(fault_at)
         timings.add(scenario, "writes resumed after", outage)
-        survivors = [m for m in etcd_cluster.members if m is not leader]
-        new_leader = etcd_cluster.leader(survivors)
-        assert new_leader is not leader
+        assert etcd_cluster.leader(others) is not leader
         assert outage <= RESUME_BOUND_SECONDS, f"writes resumed only after {outage:.2f} s"
         assert_no_hang(writer)
 
@@ -103,84 +85,92 @@ def test_leader_killed_writes_resume_and_members_converge(
             etcd_cluster.start_member(leader)
             etcd_cluster.wait_healthy([leader])
             etcd_cluster.wait_converged()
-        assert_all_acknowledged_on(etcd_cluster, writer, etcd_cluster.members)
-    finally:
-        client.close()
+        assert_all_acknowledged_on(writer, etcd_cluster.members)
 
 
 def test_paused_and_cut_off_members_majority_keeps_writing(
     etcd_cluster: EtcdCluster, timings: Timings
 ) -> None:
     scenario = "etcd member paused / cut off"
-    paused, cut_off = followers(etcd_cluster)
-    client = FailoverClient(etcd_cluster.endpoints)
-    writer = Writer(client, "/scenario/partition")
-    try:
-        writer.write_until(10, WRITE_TIMEOUT_SECONDS)
+    leader = etcd_cluster.leader()
+    paused, cut_off = (m for m in etcd_cluster.members if m is not leader)
+    with contextlib.ExitStack() as stack:
+        writer = Writer(
+            stack.enter_context(contextlib.closing(etcd_kv([leader.endpoint]))), "/scenario/majority"
+        )
+        # Each of these clients starts on the member that is about to fail.
+        on_paused = Writer(
+            stack.enter_context(contextlib.closing(etcd_kv([paused.endpoint, leader.endpoint]))),
+            "/scenario/paused",
+        )
+        on_cut_off = Writer(
+            stack.enter_context(contextlib.closing(etcd_kv([cut_off.endpoint, leader.endpoint]))),
+            "/scenario/cut-off",
+        )
+        # Every client holds an established connection to its member before the faults.
+        for each in (writer, on_paused, on_cut_off):
+            each.write_until(5, WRITE_TIMEOUT_SECONDS)
+        assert on_paused.kv.endpoint == paused.endpoint
+        assert on_cut_off.kv.endpoint == cut_off.endpoint
 
         # A paused member accepts connections but never answers: its clients wait one deadline, then move.
-        client.preferred = etcd_cluster.members.index(paused)
         fault_at = time.monotonic()
         etcd_cluster.pause(paused)
-        writer.write_until(20, WRITE_TIMEOUT_SECONDS)
-        timings.add(scenario, "paused member's client moved on after", writer.outage_after(fault_at))
-        assert writer.client.current != paused.endpoint
+        on_paused.write_until(10, WRITE_TIMEOUT_SECONDS)
+        writer.write_until(10, WRITE_TIMEOUT_SECONDS)
+        timings.add(scenario, "paused member's client moved on after", on_paused.outage_after(fault_at))
+        assert on_paused.kv.endpoint == leader.endpoint
         etcd_cluster.unpause(paused)
 
-        client.preferred = etcd_cluster.members.index(cut_off)
         fault_at = time.monotonic()
         etcd_cluster.disconnect(cut_off)
-        writer.write_until(20, WRITE_TIMEOUT_SECONDS)
-        timings.add(scenario, "cut-off member's client moved on after", writer.outage_after(fault_at))
-        assert writer.client.current != cut_off.endpoint
+        on_cut_off.write_until(10, WRITE_TIMEOUT_SECONDS)
+        writer.write_until(10, WRITE_TIMEOUT_SECONDS)
+        timings.add(scenario, "cut-off member's client moved on after", on_cut_off.outage_after(fault_at))
+        assert on_cut_off.kv.endpoint == leader.endpoint
 
-        # Both faults at once leave no majority: calls must fail within their deadline, not hang.
+        # Both faults at once leave no majority: writes must fail within their deadline, not hang.
         etcd_cluster.pause(paused)
-        failed_before = sum(not r.ok for r in client.records)
-        for _ in range(3):
-            assert not writer.write(), "a write succeeded without a majority"
-        assert sum(not r.ok for r in client.records) == failed_before + 3
-        assert_no_hang(writer)
+        try:
+            failed_before = writer.failures()
+            for _ in range(3):
+                assert not writer.write(), "a write succeeded without a majority"
+            assert writer.failures() == failed_before + 3
+        finally:
+            etcd_cluster.unpause(paused)
 
         with timings.measure(scenario, "healed, members converged"):
-            etcd_cluster.unpause(paused)
             etcd_cluster.reconnect(cut_off)
             writer.write_until(10, WRITE_TIMEOUT_SECONDS)
             etcd_cluster.wait_healthy()
             etcd_cluster.wait_converged()
-        assert_all_acknowledged_on(etcd_cluster, writer, etcd_cluster.members)
-        assert_no_hang(writer)
-    finally:
-        with contextlib.suppress(Exception):
-            etcd_cluster.unpause(paused)
-        client.close()
+        for each in (writer, on_paused, on_cut_off):
+            assert_all_acknowledged_on(each, etcd_cluster.members)
+            assert_no_hang(each)
 
 
 def test_whole_cluster_restart_keeps_data_and_watch_resumes(
     etcd_cluster: EtcdCluster, timings: Timings
 ) -> None:
     scenario = "all of etcd restarted"
-    client = FailoverClient(etcd_cluster.endpoints)
-    writer = Writer(client, "/scenario/restart")
-    try:
+    writer = Writer(etcd_kv(etcd_cluster.endpoints), "/scenario/restart")
+    with contextlib.closing(writer.kv):
         writer.write_until(30, WRITE_TIMEOUT_SECONDS)
         before = etcd_cluster.wait_converged()
         with timings.measure(scenario, "stop all, start all, quorum back"):
             etcd_cluster.restart_all()
         assert etcd_cluster.wait_converged() >= before
         writer.write_until(10, WRITE_TIMEOUT_SECONDS)
-        assert_all_acknowledged_on(etcd_cluster, writer, etcd_cluster.members)
+        assert_all_acknowledged_on(writer, etcd_cluster.members)
+        assert_no_hang(writer)
 
-        # A watcher that had seen everything up to ``before`` resumes from there: no compaction, no
-        # gap, only the writes made after the restart.
-        seen = watch_keys(etcd_cluster.members[0], writer.prefix, before + 1, count=10)
-        assert seen == writer.acknowledged[-10:]
-    finally:
-        client.close()
+    # A watcher that had seen everything up to ``before`` resumes from there: no compaction, no gap,
+    # exactly the writes made after the restart.
+    seen = watch_keys(etcd_cluster.members[0], writer.prefix, before + 1, count=10)
+    assert seen == writer.acknowledged[-10:]
 
 
 def test_cluster_members_see_each_other(etcd_cluster: EtcdCluster) -> None:
     with contextlib.closing(etcd_cluster.members[0].client()) as client:
         names = sorted(m.name for m in client.members)
     assert names == ["etcd-0", "etcd-1", "etcd-2"]
-    assert isinstance(client, etcd3.MultiEndpointEtcd3Client)
