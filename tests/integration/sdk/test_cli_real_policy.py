@@ -12,32 +12,24 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import overland.aio
 from overland import ClientConfig, Endpoint, RetryPolicy, Service
-from overland.cli import app
 from services.common.etcd_process import EtcdProcess
 from services.common.server import TlsConfig
 from tests.integration.sdk.conftest import RealPolicy, start_policy
 from tests.unit.sdk.certs import make_pki
+from tests.unit.sdk.cli_runner import invoke, invoke_json
 
 OVERLAND = Path(sys.executable).with_name("overland")
-runner = CliRunner()
 
 
 def cli(policy: RealPolicy, *args: str) -> tuple[int, str, str]:
-    env = {"OVERLAND_POLICY_ENDPOINT": policy.address, "OVERLAND_TIMEOUT": "10"}
-    result = runner.invoke(app, list(args), env=env)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+    return invoke({"OVERLAND_POLICY_ENDPOINT": policy.address}, *args)
 
 
 def cli_json(policy: RealPolicy, *args: str) -> object:
-    code, out, err = cli(policy, "--json", *args)
-    assert code == 0, err
-    return json.loads(out)
+    return invoke_json({"OVERLAND_POLICY_ENDPOINT": policy.address}, *args)
 
 
 def subprocess_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

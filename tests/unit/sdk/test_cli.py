@@ -11,23 +11,16 @@ import pytest
 from typer.testing import CliRunner
 
 from overland.cli import app
+from tests.unit.sdk.cli_runner import invoke, invoke_json
 from tests.unit.sdk.conftest import Running
-
-runner = CliRunner()
 
 
 def run(server: Running, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    environ = {"OVERLAND_POLICY_ENDPOINT": server.address, "OVERLAND_TIMEOUT": "5", **(env or {})}
-    result = runner.invoke(app, list(args), env=environ)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+    return invoke({"OVERLAND_POLICY_ENDPOINT": server.address, "OVERLAND_TIMEOUT": "5", **(env or {})}, *args)
 
 
 def run_json(server: Running, *args: str) -> object:
-    code, out, err = run(server, "--json", *args)
-    assert code == 0, err
-    return json.loads(out)
+    return invoke_json({"OVERLAND_POLICY_ENDPOINT": server.address}, *args)
 
 
 def seed(server: Running) -> str:
@@ -281,7 +274,7 @@ def test_routing_domain_update_and_remove(policy_server: Running) -> None:
 
 
 def test_help_lists_the_hnv_style_commands() -> None:
-    result = runner.invoke(app, ["policy", "--help"])
+    result = CliRunner().invoke(app, ["policy", "--help"])
     assert result.exit_code == 0
     for command in ("routing-domain", "subnet", "provider-address", "lookup-record", "route", "bulk-load"):
         assert command in result.stdout

@@ -170,6 +170,17 @@ def show_mapping(ctx: typer.Context, data: Mapping[str, Any], title: str | None 
     current.out.print(table)
 
 
+def show_sections(ctx: typer.Context, message: Message, header: str, sections: Iterable[str]) -> None:
+    """A message with lists: as one JSON object, or a header line and a table per list field."""
+    current = settings(ctx)
+    if current.json_output:
+        show(ctx, message)
+        return
+    current.out.print(header, highlight=False)
+    for name in sections:
+        show_list(ctx, getattr(message, name), title=name.replace("_", " "))
+
+
 def show_json_line(message: Message) -> None:
     """One message per line, for streams (``--json`` output of ``watch``)."""
     typer.echo(json.dumps(as_dict(message)))

@@ -20,8 +20,8 @@ from overland.cli.common import (
     settings,
     show,
     show_json_line,
-    show_list,
     show_mapping,
+    show_sections,
 )
 from overland.cli.resources import Opt, Resource
 from overland.client import PolicyClient
@@ -292,8 +292,4 @@ def status(ctx: typer.Context) -> None:
     """The store revision and, per host, the revision its agent has applied and its lag."""
     with _client(ctx) as client:
         table_status = client.get_table_status()
-    if settings(ctx).json_output:
-        show(ctx, table_status)
-        return
-    settings(ctx).out.print(f"store revision {table_status.revision}", highlight=False)
-    show_list(ctx, table_status.hosts, title="hosts")
+    show_sections(ctx, table_status, f"store revision {table_status.revision}", ["hosts"])

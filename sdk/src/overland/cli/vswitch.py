@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from overland.cli.common import service_group, settings, show, show_list
+from overland.cli.common import service_group, settings, show, show_list, show_sections
 from overland.client import VswitchClient
 
 app = service_group(VswitchClient, "A host's vswitch agent (NVGRE datapath).")
@@ -42,18 +42,14 @@ def table(ctx: typer.Context) -> None:
     """The agent's copy of the routing table, at the revision it has applied."""
     with _client(ctx) as client:
         dump = client.dump_table()
-    if settings(ctx).json_output:
-        show(ctx, dump)
-        return
-    settings(ctx).out.print(f"applied revision {dump.applied_revision}", highlight=False)
-    for name in (
+    sections = (
         "routing_domains",
         "virtual_subnets",
         "provider_addresses",
         "lookup_records",
         "customer_routes",
-    ):
-        show_list(ctx, getattr(dump, name), title=name.replace("_", " "))
+    )
+    show_sections(ctx, dump, f"applied revision {dump.applied_revision}", sections)
 
 
 @app.command("attach")

@@ -1,0 +1,119 @@
+"""``overland vswitch`` against a real vswitch agent (table-only: no datapath) that watches the table the
+real policy service writes to a real etcd: the agent's status and table copy, ports and counters, and a
+datapath call refused with exit code 6."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from services.common.etcd_process import EtcdProcess
+from services.common.server import ServerConfig
+from services.vswitch.config import AgentConfig
+from services.vswitch.server import create_server
+from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
+from tests.integration.sdk.conftest import RealPolicy
+from tests.unit.sdk.cli_runner import invoke, invoke_json
+
+
+@pytest.fixture
+def env(real_policy: RealPolicy, etcd_server: EtcdProcess) -> Iterator[dict[str, str]]:
+    config = AgentConfig(
+        host_name="host-a",
+        pa_ip="198.18.0.1",
+        etcd_endpoints=(etcd_server.endpoint,),
+        etcd_timeout=ETCD_TEST_DEADLINE_SECONDS,
+        table_only=True,
+        server=ServerConfig(bind="127.0.0.1:0", grace_seconds=1.0),
+    )
+    agent, port = create_server(config)
+    try:
+        yield {
+            "OVERLAND_POLICY_ENDPOINT": real_policy.address,
+            "OVERLAND_VSWITCH_ENDPOINT": f"127.0.0.1:{port}",
+        }
+    finally:
+        agent.stop()
+
+
+def _seed(env: dict[str, str]) -> int:
+    domain = invoke_json(env, "policy", "routing-domain", "add", "--tenant", "blue")
+    assert isinstance(domain, dict)
+    invoke_json(
+        env, "policy", "subnet", "add", "--vsid", "5001", "--rdid", domain["rdid"], "--prefix", "192.0.2.0/24"
+    )
+    invoke_json(
+        env,
+        "policy",
+        "provider-address",
+        "add",
+        "--host",
+        "host-a",
+        "--pa",
+        "198.18.0.1",
+        "--prefix-length",
+        "16",
+    )
+    record = invoke_json(
+        env,
+        "policy",
+        "lookup-record",
+        "add",
+        "--ca",
+        "192.0.2.5",
+        "--vsid",
+        "5001",
+        "--mac",
+        "00:15:5d:00:00:05",
+        "--pa",
+        "198.18.0.1",
+    )
+    assert isinstance(record, dict)
+    return int(record["revision"])
+
+
+def _wait_applied(env: dict[str, str], revision: int) -> dict[str, object]:
+    deadline = time.monotonic() + 20
+    while True:
+        status = invoke_json(env, "vswitch", "status")
+        assert isinstance(status, dict)
+        if int(str(status["applied_revision"])) >= revision or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def test_vswitch_status_table_ports_counters(env: dict[str, str]) -> None:
+    revision = _seed(env)
+    status = _wait_applied(env, revision)
+    assert int(str(status["applied_revision"])) >= revision
+    assert status["host_name"] == "host-a"
+    assert status["datapath"] is False
+    table = invoke_json(env, "vswitch", "table")
+    assert isinstance(table, dict)
+    assert [r["ca"] for r in table["lookup_records"]] == ["192.0.2.5"]
+    code, out, _ = invoke(env, "vswitch", "table")
+    assert code == 0
+    assert "applied revision" in out
+    assert "192.0.2.5" in out
+    assert invoke_json(env, "vswitch", "ports") == []
+    counters = invoke_json(env, "vswitch", "counters")
+    assert isinstance(counters, dict)
+    assert counters["rx_packets"] == "0"
+    policy_status = invoke_json(env, "policy", "status")
+    assert isinstance(policy_status, dict)
+    assert "host-a" in [h["host_name"] for h in policy_status["hosts"]]
+
+
+def test_datapath_calls_on_a_table_only_agent_exit_6(env: dict[str, str]) -> None:
+    code, _, err = invoke(
+        env, "vswitch", "attach", "--name", "tap-vm1", "--mac", "00:15:5d:00:00:05", "--vsid", "5001"
+    )
+    assert code == 6
+    assert err.startswith("overland: FAILED_PRECONDITION")
+    code, _, err = invoke(
+        env, "vswitch", "attach", "--name", "a-name-that-is-too-long", "--mac", "x", "--vsid", "5001"
+    )
+    assert code == 3
+    assert "port.name" in err

@@ -1,0 +1,26 @@
+"""Running the ``overland`` CLI in-process (typer's CliRunner) with its endpoints in the environment."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from overland.cli import app
+
+_runner = CliRunner()
+
+
+def invoke(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``overland ARGS``; an exception other than exit is re-raised."""
+    result = _runner.invoke(app, list(args), env={"OVERLAND_TIMEOUT": "10", **env})
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def invoke_json(env: dict[str, str], *args: str) -> object:
+    """``overland --json ARGS``, which must succeed, parsed."""
+    code, out, err = invoke(env, "--json", *args)
+    assert code == 0, err
+    return json.loads(out)
