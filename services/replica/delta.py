@@ -22,8 +22,8 @@ ZSTD_LEVEL = 1
 
 
 def digest(data: bytes | memoryview) -> bytes:
-    """The 32-byte blake3 digest of ``data``."""
-    return blake3.blake3(data).digest()
+    """The 32-byte blake3 digest of ``data`` (large inputs hashed on several threads)."""
+    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest()
 
 
 def block_digests(data: bytes | memoryview, block_size: int) -> bytes:
@@ -33,8 +33,8 @@ def block_digests(data: bytes | memoryview, block_size: int) -> bytes:
 
 
 def is_zero(data: bytes) -> bool:
-    """Whether every byte is zero (counted in C, not in a Python loop)."""
-    return data.count(0) == len(data)
+    """Whether every byte is zero (one memcmp; bytes.count is several times slower)."""
+    return data == bytes(len(data))
 
 
 def runs(blocks: Iterable[int], block_size: int, disk_size: int, max_bytes: int) -> list[tuple[int, int]]:

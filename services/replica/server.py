@@ -17,6 +17,7 @@ from services.replica.nbd import NbdServer
 from services.replica.primary.manager import ReplicationManager
 from services.replica.primary.servicer import ReplicaServicer
 from services.replica.receiver.servicer import ReceiverServicer
+from services.replica.tuning import tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class ReplicaServer:
 def create_server(config: ReplicaConfig) -> tuple[ReplicaServer, int]:
     """Validate ``config`` and start the role's services (with health and reflection)."""
     config.validate()
+    tune_allocator()
     manager: ReplicationManager | None = None
     receiver: ReceiverServicer | None = None
     nbd: NbdServer | None = None

@@ -151,6 +151,8 @@ class Staging:
         self.header = header
         self.chunks = chunks
         self._since_progress = 0
+        self._background: threading.Thread | None = None
+        self._background_error: OSError | None = None
         self._devices: dict[str, BlockDevice] = {}
         self._log_fd = -1
         path = store.staging
@@ -165,16 +167,19 @@ class Staging:
             self._log_fd = os.open(path / "chunks.log", os.O_WRONLY | os.O_APPEND)
 
     def add(self, index: int, disk: str, offset: int, data: bytes, zero: bool) -> None:
+        self._raise_background_error()
         with storage_errors(f"staging chunk {index} of delta {self.header.sequence}"):
             if self.header.full:
-                device = self._devices[disk]
-                if zero:
-                    device.write_zeroes(offset, len(data))
-                else:
-                    device.write(offset, data)
+                # A fresh disk already reads as zeros: a zero chunk of a full transfer writes nothing.
+                if not zero:
+                    self._devices[disk].write(offset, data)
                 self._since_progress += len(data)
-                if self._since_progress >= PROGRESS_EVERY_BYTES:
-                    self.checkpoint(index + 1)
+                if self._since_progress >= PROGRESS_EVERY_BYTES and not self._checkpointing():
+                    self._since_progress = 0
+                    self._background = threading.Thread(
+                        target=self._checkpoint_in_background, args=(index + 1,), daemon=True
+                    )
+                    self._background.start()
             else:
                 os.write(
                     self._log_fd,
@@ -182,18 +187,45 @@ class Staging:
                 )
         self.chunks = index + 1
 
+    def _checkpointing(self) -> bool:
+        return self._background is not None and self._background.is_alive()
+
+    def _checkpoint_in_background(self, chunks: int) -> None:
+        """The fsync overlaps with receiving the next chunks instead of stalling the stream."""
+        try:
+            self._sync_progress(chunks)
+        except OSError as error:
+            self._background_error = error
+
+    def _raise_background_error(self) -> None:
+        error, self._background_error = self._background_error, None
+        if error is not None:
+            with storage_errors("recording staging progress"):
+                raise error
+
+    def _join_background(self) -> None:
+        if self._background is not None:
+            self._background.join()
+            self._background = None
+
     def checkpoint(self, chunks: int) -> None:
         """Make the first ``chunks`` chunks durable, so a restart resumes after them."""
+        self._join_background()
+        self._raise_background_error()
         with storage_errors("recording staging progress"):
-            for device in self._devices.values():
-                device.flush()
-            if self.header.full:
-                write_atomic(self.store.staging / "progress", str(chunks).encode())
-            else:
-                os.fsync(self._log_fd)
+            self._sync_progress(chunks)
         self._since_progress = 0
 
+    def _sync_progress(self, chunks: int) -> None:
+        for device in self._devices.values():
+            device.flush()
+        if self.header.full:
+            write_atomic(self.store.staging / "progress", str(chunks).encode())
+        else:
+            os.fsync(self._log_fd)
+
     def close(self) -> None:
+        self._join_background()
         for device in self._devices.values():
             device.close()
         self._devices.clear()

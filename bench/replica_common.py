@@ -1,0 +1,101 @@
+"""Shared setup of the replica benchmarks: a DR process, an in-process primary, a filled source disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+from overland.v1 import replica_pb2, replica_pb2_grpc
+from services.replica.config import ReplicaConfig
+from services.replica.server import ReplicaServer, create_server
+from services.replica.vhd import create_fixed
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+PATTERN = 64 * MIB
+
+
+def fill_fixed_disk(path: Path, size: int) -> None:
+    """A fixed VHD whose every byte is incompressible data (a fixed VHD's data starts at offset 0)."""
+    create_fixed(path, size)
+    block = bytearray(os.urandom(PATTERN))
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for index, offset in enumerate(range(0, size, PATTERN)):
+            # Vary each copy so nothing downstream can deduplicate the pattern.
+            block[:8] = index.to_bytes(8, "big")
+            os.pwrite(fd, block[: min(PATTERN, size - offset)], offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def timed(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, timeout=3600)
+    return time.perf_counter() - start
+
+
+@contextmanager
+def sites(workdir: Path, primary_name: str = "bench") -> Iterator[tuple[ReplicaServer, str]]:
+    """A DR site as a child process and a primary in this process; yields (primary, DR endpoint)."""
+    store = workdir / "dr-store"
+    dr = subprocess.Popen(
+        [sys.executable, "-m", "services.replica", "--role", "dr", "--allow", f"{primary_name}={store}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    primary: ReplicaServer | None = None
+    try:
+        assert dr.stdout is not None
+        line = dr.stdout.readline().split()
+        endpoint = f"127.0.0.1:{int(line[2])}"
+        primary, _port = create_server(
+            ReplicaConfig(role="primary", state_dir=workdir / "primary-state", primary_name=primary_name)
+        )
+        yield primary, endpoint
+    finally:
+        if primary is not None:
+            primary.stop()
+        dr.terminate()
+        dr.wait(timeout=30)
+
+
+def enable(
+    primary: ReplicaServer, vm: str, disk: Path, endpoint: str, **settings: object
+) -> replica_pb2_grpc.ReplicaServiceStub:
+    stub = replica_pb2_grpc.ReplicaServiceStub(grpc.insecure_channel(f"127.0.0.1:{primary.port}"))
+    options: dict[str, object] = {"frequency_seconds": 900, "replica_server": endpoint}
+    options.update(settings)
+    stub.EnableReplication(
+        replica_pb2.EnableReplicationRequest(
+            vm=replica_pb2.VirtualMachine(name=vm, disks=[replica_pb2.VmDisk(name="d0", path=str(disk))]),
+            settings=replica_pb2.ReplicationSettings(**options),  # type: ignore[arg-type]
+        )
+    )
+    return stub
+
+
+def wait_replicating(stub: replica_pb2_grpc.ReplicaServiceStub, vm: str, timeout: float = 3600) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        replication = stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name=vm))
+        if replication.state == replica_pb2.REPLICATION_STATE_REPLICATING:
+            return
+        if replication.state == replica_pb2.REPLICATION_STATE_CRITICAL or time.monotonic() > deadline:
+            raise RuntimeError(f"initial replication failed: {list(replication.health_reasons)}")
+        time.sleep(0.02)
+
+
+def same(a: Path, b: Path, fmt_b: str = "vpc") -> bool:
+    done = subprocess.run(
+        ["qemu-img", "compare", "-f", "vpc", "-F", fmt_b, str(a), str(b)], capture_output=True, timeout=3600
+    )
+    return done.returncode == 0
