@@ -1,0 +1,131 @@
+"""``overland replica`` against a small in-memory ReplicaService on a real gRPC server: the request each
+command sends, the output, and the exit code of an unknown VM."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+
+from overland.v1 import replica_pb2, replica_pb2_grpc
+from tests.unit.sdk.cli_runner import invoke, invoke_json
+
+STATES = replica_pb2.ReplicationState
+
+
+class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
+    def __init__(self) -> None:
+        self.replications: dict[str, replica_pb2.Replication] = {}
+
+    def _get(self, name: str, context: grpc.ServicerContext) -> replica_pb2.Replication:
+        if name not in self.replications:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no replication for VM {name}")
+        return self.replications[name]
+
+    def _set_state(self, name: str, state: int, context: grpc.ServicerContext) -> replica_pb2.Replication:
+        replication = self._get(name, context)
+        replication.state = state  # type: ignore[assignment]
+        return replication
+
+    def EnableReplication(self, request: Any, context: grpc.ServicerContext) -> replica_pb2.Replication:
+        replication = replica_pb2.Replication(
+            vm=request.vm,
+            settings=request.settings,
+            state=STATES.REPLICATION_STATE_INITIAL_REPLICATION_IN_PROGRESS,
+            statistics=replica_pb2.ReplicationStatistics(progress=0.25),
+        )
+        self.replications[request.vm.name] = replication
+        return replication
+
+    def GetReplication(self, request: Any, context: grpc.ServicerContext) -> replica_pb2.Replication:
+        return self._get(request.vm_name, context)
+
+    def ListReplications(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return replica_pb2.ListReplicationsResponse(replications=list(self.replications.values()))
+
+    def PauseReplication(self, request: Any, context: grpc.ServicerContext) -> replica_pb2.Replication:
+        return self._set_state(request.vm_name, STATES.REPLICATION_STATE_SUSPENDED, context)
+
+    def ResumeReplication(self, request: Any, context: grpc.ServicerContext) -> replica_pb2.Replication:
+        return self._set_state(request.vm_name, STATES.REPLICATION_STATE_REPLICATING, context)
+
+    def ResyncReplication(self, request: Any, context: grpc.ServicerContext) -> replica_pb2.Replication:
+        return self._set_state(request.vm_name, STATES.REPLICATION_STATE_RESYNCHRONIZING, context)
+
+    def ListRecoveryPoints(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._get(request.vm_name, context)
+        point = replica_pb2.RecoveryPoint(id="rp-1", vm_name=request.vm_name, sequence=3)
+        return replica_pb2.ListRecoveryPointsResponse(recovery_points=[point])
+
+
+@pytest.fixture
+def env() -> Iterator[tuple[FakeReplica, dict[str, str]]]:
+    fake = FakeReplica()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    replica_pb2_grpc.add_ReplicaServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield fake, {"OVERLAND_REPLICA_ENDPOINT": f"127.0.0.1:{port}"}
+    finally:
+        server.stop(0).wait()
+
+
+def test_enable_sends_the_vm_disks_and_settings(env: tuple[FakeReplica, dict[str, str]]) -> None:
+    fake, environ = env
+    enabled = invoke_json(
+        environ,
+        "replica",
+        "enable",
+        "--vm",
+        "web",
+        "--disk",
+        "os=/var/lib/vm/web.vhd",
+        "--replica-server",
+        "198.18.0.2:50053",
+        "--frequency",
+        "30",
+        "--initial-method",
+        "existing-copy",
+        "--no-compression",
+    )
+    assert isinstance(enabled, dict)
+    sent = fake.replications["web"]
+    assert [(d.name, d.path) for d in sent.vm.disks] == [("os", "/var/lib/vm/web.vhd")]
+    assert sent.settings.frequency_seconds == 30
+    assert sent.settings.compression is False
+    assert sent.settings.initial_method == replica_pb2.INITIAL_REPLICATION_METHOD_EXISTING_COPY
+    code, _, err = invoke(
+        environ, "replica", "enable", "--vm", "x", "--disk", "nopath", "--replica-server", "h:1"
+    )
+    assert code == 2
+    assert "NAME=PATH" in err
+
+
+def test_pause_resume_resync_status_and_recovery_points(env: tuple[FakeReplica, dict[str, str]]) -> None:
+    _, environ = env
+    invoke_json(environ, "replica", "enable", "--vm", "web", "--disk", "os=/d.vhd", "--replica-server", "h:1")
+    for command, state in (
+        ("pause", "REPLICATION_STATE_SUSPENDED"),
+        ("resume", "REPLICATION_STATE_REPLICATING"),
+        ("resync", "REPLICATION_STATE_RESYNCHRONIZING"),
+    ):
+        result = invoke_json(environ, "replica", command, "web")
+        assert isinstance(result, dict)
+        assert result["state"] == state
+    listed = invoke_json(environ, "replica", "status")
+    assert isinstance(listed, list)
+    assert [r["vm"]["name"] for r in listed] == ["web"]
+    points = invoke_json(environ, "replica", "recovery-points", "web")
+    assert points == [
+        {"id": "rp-1", "vm_name": "web", "sequence": "3", "create_time_unix_nanos": "0", "hourly": False}
+    ]
+    code, out, _ = invoke(environ, "replica", "status", "web", "--watch", "--count", "1", "--interval", "0")
+    assert code == 0
+    assert "web resynchronizing" in out
+    code, _, err = invoke(environ, "replica", "pause", "nope")
+    assert code == 4
+    assert "nope" in err
