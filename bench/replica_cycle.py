@@ -64,7 +64,7 @@ def run(workdir: Path, size: int, churn: float) -> None:
         replication = stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=3600)
         delta_seconds = time.perf_counter() - start
         delta_ok = same(source, replica)
-        changed = replication.statistics.average_delta_bytes
+        changed = replication.statistics.transferred_bytes
 
     rsync_seconds = timed(["rsync", "--inplace", "--no-whole-file", str(source), str(old_copy)])
     rsync_ok = same(source, old_copy)
@@ -77,7 +77,7 @@ def run(workdir: Path, size: int, churn: float) -> None:
         f"  = {cp_seconds / initial_seconds:.0%} of cp (target >= 50%)  replica identical: {initial_ok}"
     )
     print(
-        f"delta cycle at {churn:.0%} churn ({len(blocks)} random 64 KiB blocks, {changed / MIB:.1f} MiB of delta)"
+        f"delta cycle at {churn:.0%} churn ({len(blocks)} random 64 KiB blocks, {changed / MIB:.1f} MiB sent)"
     )
     print(f"  rsync --inplace --no-whole-file (baseline)  {rsync_seconds:7.2f} s  identical: {rsync_ok}")
     print(
