@@ -252,11 +252,20 @@ def watch_batch(response: Any) -> WatchBatch:
 # -- error mapping -----------------------------------------------------------------------------
 
 
+def status_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    """The status code and details of a failed call (grpc's errors are also ``grpc.Call``s)."""
+    code = getattr(error, "code", None)
+    details = getattr(error, "details", None)
+    return (
+        code() if callable(code) else grpc.StatusCode.UNKNOWN,
+        (details() if callable(details) else str(error)) or "",
+    )
+
+
 def map_grpc_error(error: grpc.RpcError, what: str) -> OverlandError:
     """The KV error for a failed etcd call. Compaction errors get compact revision 0 here; the
     caller fills it in when it can learn it."""
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (error.details() if isinstance(error, grpc.Call) else str(error)) or ""
+    code, details = status_of(error)
     message = f"etcd {what}: {details or code.name}"
     if code in _UNAVAILABLE_CODES:
         return KVUnavailableError(message)
@@ -293,7 +302,7 @@ class _Stubs:
 def never_sent(error: grpc.RpcError) -> bool:
     """Whether a failed call surely never reached etcd (no connection), so even a write may be
     sent again."""
-    details = (error.details() if isinstance(error, grpc.Call) else "") or ""
+    _, details = status_of(error)
     return any(sign in details for sign in _NOT_CONNECTED)
 
 
