@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from overland.v1 import types_pb2
+from overland.v1 import types_pb2, vswitch_pb2
 from services.common.table import StoreEntry, key_of, wrap
 from services.vswitch import netns
 
@@ -214,3 +214,21 @@ def demo_entries(pas: Sequence[str], vms: Sequence[VmSpec]) -> list[StoreEntry]:
     entries += [subnet_entry(*subnet) for subnet in DEMO_SUBNETS]
     entries += [record_entry(vm.vsid, vm.rdid, vm.ca, vm.mac, vm.pa, vm_name=vm.name) for vm in vms]
     return entries
+
+
+def dump_of(entries: Sequence[StoreEntry], revision: int = 1) -> vswitch_pb2.DumpTableResponse:
+    """Entries as a ``DumpTableResponse``, the table file ``python -m services.vswitch.datapath`` reads."""
+    dump = vswitch_pb2.DumpTableResponse(applied_revision=revision)
+    for entry in entries:
+        kind = entry.WhichOneof("resource")
+        if kind == "provider_address":
+            dump.provider_addresses.append(entry.provider_address)
+        elif kind == "routing_domain":
+            dump.routing_domains.append(entry.routing_domain)
+        elif kind == "virtual_subnet":
+            dump.virtual_subnets.append(entry.virtual_subnet)
+        elif kind == "lookup_record":
+            dump.lookup_records.append(entry.lookup_record)
+        elif kind == "customer_route":
+            dump.customer_routes.append(entry.customer_route)
+    return dump

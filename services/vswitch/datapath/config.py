@@ -19,7 +19,11 @@ class DatapathConfig:
 
     ``pa_mtu`` 0 reads the MTU of the interface holding ``pa_ip`` at start. ``netns`` is the namespace
     the raw socket and new TAPs are created in (``None``: the process's own). ``offload`` opens TAPs
-    with a virtio-net header and checksum/TSO offload. With ``policy_ports`` every lookup record on
+    with a virtio-net header and checksum/TSO offload; ``complete_checksums`` then fills in the inner
+    TCP/UDP checksums the VMs left partial before a frame goes on the wire (interoperable, and the
+    receiver verifies them). Without it frames travel with partial checksums and the receiving switch
+    hands them to its VMs as offloaded, as Linux does between namespaces over veth: faster, but both
+    ends must run that way and nothing checks the inner checksum. With ``policy_ports`` every lookup record on
     this PA becomes a TAP port named ``nv<vsid><mac tail>``, moved into the namespace that
     ``port_netns_template`` names (``{vm_name}``, ``{vsid}``, ``{mac}``) when that namespace exists.
     """
@@ -28,6 +32,7 @@ class DatapathConfig:
     pa_mtu: int = 0
     netns: str | None = None
     offload: bool = True
+    complete_checksums: bool = True
     policy_ports: bool = False
     port_netns_template: str = ""
     flow_cache_size: int = 65536

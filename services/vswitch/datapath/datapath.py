@@ -21,6 +21,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from overland.v1 import vswitch_pb2
 from services.common.table import KIND_PA, KIND_RECORD, KIND_SUBNET, RoutingTable, TableDelta
@@ -54,6 +55,9 @@ from services.vswitch.packets import (
     ones_complement_sum,
     parse_nvgre,
 )
+
+if TYPE_CHECKING:
+    from services.vswitch.config import AgentConfig
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,7 @@ class Datapath:
         config.validate()
         self.config = config
         self.pa_mtu = config.pa_mtu
+        self._partial = config.offload and not config.complete_checksums
         # The agent mutates the table; hold this lock around table updates and ``apply``.
         self.table_lock = threading.RLock()
         self._table = RoutingTable()
@@ -115,6 +120,11 @@ class Datapath:
         self._wake_wire = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._threads: list[threading.Thread] = []
         self._context = Context(self._table, config.pa_ip, self.pa_mtu or 1500, self._by_mac)
+
+    @classmethod
+    def from_agent_config(cls, config: AgentConfig) -> Datapath:
+        """The datapath of an agent process running inside its host's namespace."""
+        return cls(DatapathConfig(pa_ip=config.pa_ip, pa_mtu=config.pa_mtu))
 
     # ----- lifecycle -----
 
@@ -384,8 +394,12 @@ class Datapath:
             flags, gso_type, headers, gso_size, csum_start, csum_offset = tap.VNET_HDR.unpack_from(buffer)
             if gso_type != tap.VNET_GSO_NONE:
                 segment = headers - ETHERNET_HEADER_LEN + gso_size
-            if flags & tap.VNET_F_NEEDS_CSUM and not _complete_checksum(
-                buffer, offset + csum_start, offset + csum_offset + csum_start, length
+            if (
+                flags & tap.VNET_F_NEEDS_CSUM
+                and self.config.complete_checksums
+                and not _complete_checksum(
+                    buffer, offset + csum_start, offset + csum_offset + csum_start, length
+                )
             ):
                 stats.drop(DropReason.TRUNCATED)
                 return
@@ -418,8 +432,13 @@ class Datapath:
         self, port: _Port, frame: bytes, segment: int | None, key: bytes, stats: Stats
     ) -> None:
         with self.table_lock:
-            action = decide_from_port(self._context, port.info, frame, segment)
-            entry = self._cache_entry(action, frame)
+            try:
+                action = decide_from_port(self._context, port.info, frame, segment)
+            except RuntimeError:
+                # The table changed under the decision (an agent that does not hold table_lock).
+                stats.drop(DropReason.TABLE_CHANGING)
+                return
+            entry = self._cache_entry(action)
             if entry is not None and key and len(port.cache) < self.config.flow_cache_size:
                 port.cache[key] = entry
         if action.kind is ActionKind.ENCAPSULATE and len(frame) > MAX_INNER_FRAME:
@@ -428,7 +447,7 @@ class Datapath:
         self._execute(action, port, entry, stats)
 
     @staticmethod
-    def _cache_entry(action: Action, frame: bytes) -> CacheEntry | None:
+    def _cache_entry(action: Action) -> CacheEntry | None:
         if action.kind is ActionKind.ENCAPSULATE:
             return (ENCAP, action.pa, gre_header(action.vsid, flow_id(action.frame)), action.rewrite)
         if action.kind is ActionKind.DELIVER and action.cacheable:
@@ -486,7 +505,9 @@ class Datapath:
             stats.drop(DropReason.NO_PORT)
             return
         try:
-            if self.config.offload:
+            if self._partial:
+                os.writev(port.fd, [tap.partial_vnet_header(frame), frame])
+            elif self.config.offload:
                 os.writev(port.fd, [tap.PLAIN_VNET_HDR, frame])
             else:
                 os.write(port.fd, frame)
@@ -549,7 +570,11 @@ class Datapath:
             cache_key = b""
         with self.table_lock:
             data = frame.tobytes()
-            action = decide_from_wire(self._context, source, key >> 8, data)
+            try:
+                action = decide_from_wire(self._context, source, key >> 8, data)
+            except RuntimeError:
+                stats.drop(DropReason.TABLE_CHANGING)
+                return
             if action.cacheable and cache_key and len(self._wire_cache) < self.config.flow_cache_size:
                 self._wire_cache[cache_key] = (DELIVER, action.port, b"", b"")
         if action.kind is ActionKind.DELIVER:

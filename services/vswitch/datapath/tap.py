@@ -32,6 +32,20 @@ VNET_GSO_NONE = 0
 VNET_GSO_TCPV4 = 1
 # A frame handed to the kernel whose checksum the switch already completed or verified.
 PLAIN_VNET_HDR = VNET_HDR.pack(0, VNET_GSO_NONE, 0, 0, 0, 0)
+# TCP/UDP in IPv4 without options whose checksum the sender left partial: the kernel completes it
+# if the frame leaves again and trusts it if it is delivered locally, as veth does between namespaces.
+_PARTIAL_TCP = VNET_HDR.pack(VNET_F_NEEDS_CSUM, VNET_GSO_NONE, 0, 0, 34, 16)
+_PARTIAL_UDP = VNET_HDR.pack(VNET_F_NEEDS_CSUM, VNET_GSO_NONE, 0, 0, 34, 6)
+
+
+def partial_vnet_header(frame: bytes | bytearray | memoryview) -> bytes:
+    """The virtio-net header for delivering ``frame`` whose TCP/UDP checksum may be partial."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]:
+        return PLAIN_VNET_HDR
+    protocol = frame[23]
+    if protocol == 6:
+        return _PARTIAL_TCP
+    return _PARTIAL_UDP if protocol == 17 else PLAIN_VNET_HDR
 
 
 def open_tap(name: str, *, vnet_hdr: bool) -> int:

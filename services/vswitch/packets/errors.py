@@ -37,6 +37,7 @@ class DropReason(enum.StrEnum):
     TRANSLATION_NONE = "translation_none"
     EXTENSION = "extension"
     SEND_FAILED = "send_failed"
+    TABLE_CHANGING = "table_changing"
 
 
 class PacketError(InvalidArgument):
