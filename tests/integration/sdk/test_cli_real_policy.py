@@ -19,7 +19,7 @@ from services.common.etcd_process import EtcdProcess
 from services.common.server import TlsConfig
 from tests.integration.sdk.conftest import RealPolicy, start_policy
 from tests.unit.sdk.certs import make_pki
-from tests.unit.sdk.cli_runner import invoke, invoke_json
+from tests.unit.sdk.cli_runner import invoke, invoke_json, seed_tenant
 
 OVERLAND = Path(sys.executable).with_name("overland")
 
@@ -40,26 +40,7 @@ def subprocess_cli(args: list[str], env: dict[str, str]) -> subprocess.Completed
 
 
 def tenant(policy: RealPolicy, name: str, vsid: int, pa: str) -> str:
-    domain = cli_json(policy, "policy", "routing-domain", "add", "--tenant", name)
-    assert isinstance(domain, dict)
-    rdid = str(domain["rdid"])
-    cli_json(
-        policy, "policy", "subnet", "add", "--vsid", str(vsid), "--rdid", rdid, "--prefix", "192.0.2.0/24"
-    )
-    code, _, err = cli(
-        policy,
-        "policy",
-        "provider-address",
-        "add",
-        "--host",
-        f"host-{name}",
-        "--pa",
-        pa,
-        "--prefix-length",
-        "16",
-    )
-    assert code in (0, 5), err
-    return rdid
+    return seed_tenant({"OVERLAND_POLICY_ENDPOINT": policy.address}, name, vsid, pa)
 
 
 def record_args(ca: str, vsid: int, mac: str, pa: str) -> list[str]:

@@ -15,7 +15,7 @@ from services.vswitch.config import AgentConfig
 from services.vswitch.server import create_server
 from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
 from tests.integration.sdk.conftest import RealPolicy
-from tests.unit.sdk.cli_runner import invoke, invoke_json
+from tests.unit.sdk.cli_runner import invoke, invoke_json, seed_tenant
 
 
 @pytest.fixture
@@ -39,23 +39,7 @@ def env(real_policy: RealPolicy, etcd_server: EtcdProcess) -> Iterator[dict[str,
 
 
 def _seed(env: dict[str, str]) -> int:
-    domain = invoke_json(env, "policy", "routing-domain", "add", "--tenant", "blue")
-    assert isinstance(domain, dict)
-    invoke_json(
-        env, "policy", "subnet", "add", "--vsid", "5001", "--rdid", domain["rdid"], "--prefix", "192.0.2.0/24"
-    )
-    invoke_json(
-        env,
-        "policy",
-        "provider-address",
-        "add",
-        "--host",
-        "host-a",
-        "--pa",
-        "198.18.0.1",
-        "--prefix-length",
-        "16",
-    )
+    seed_tenant(env, "a", 5001, "198.18.0.1")
     record = invoke_json(
         env,
         "policy",

@@ -24,3 +24,26 @@ def invoke_json(env: dict[str, str], *args: str) -> object:
     code, out, err = invoke(env, "--json", *args)
     assert code == 0, err
     return json.loads(out)
+
+
+def seed_tenant(env: dict[str, str], tenant: str, vsid: int, pa: str) -> str:
+    """A routing domain, a subnet of 192.0.2.0/24 and a provider address, made with the CLI; the RDID."""
+    domain = invoke_json(env, "policy", "routing-domain", "add", "--tenant", tenant)
+    assert isinstance(domain, dict)
+    rdid = str(domain["rdid"])
+    invoke_json(
+        env, "policy", "subnet", "add", "--vsid", str(vsid), "--rdid", rdid, "--prefix", "192.0.2.0/24"
+    )
+    invoke_json(
+        env,
+        "policy",
+        "provider-address",
+        "add",
+        "--host",
+        f"host-{tenant}",
+        "--pa",
+        pa,
+        "--prefix-length",
+        "16",
+    )
+    return rdid

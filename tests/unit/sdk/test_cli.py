@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from overland.cli import app
-from tests.unit.sdk.cli_runner import invoke, invoke_json
+from tests.unit.sdk.cli_runner import invoke, invoke_json, seed_tenant
 from tests.unit.sdk.conftest import Running
 
 
@@ -24,23 +24,7 @@ def run_json(server: Running, *args: str) -> object:
 
 
 def seed(server: Running) -> str:
-    domain = run_json(server, "policy", "routing-domain", "add", "--tenant", "contoso")
-    assert isinstance(domain, dict)
-    rdid = str(domain["rdid"])
-    run_json(server, "policy", "subnet", "add", "--vsid", "5001", "--rdid", rdid, "--prefix", "192.0.2.0/24")
-    run_json(
-        server,
-        "policy",
-        "provider-address",
-        "add",
-        "--host",
-        "host-a",
-        "--pa",
-        "198.18.0.1",
-        "--prefix-length",
-        "16",
-    )
-    return rdid
+    return seed_tenant({"OVERLAND_POLICY_ENDPOINT": server.address}, "contoso", 5001, "198.18.0.1")
 
 
 def add_record(server: Running, index: int, *extra: str) -> tuple[int, str, str]:
