@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess
+from services.common.memory_kv import MemoryKV
 
 # Short, so tests that wait for a progress notification do not wait etcd's default ten minutes.
 ETCD_PROGRESS_INTERVAL_SECONDS = 0.2
-# Small, so "lost etcd" tests fail fast; real services use their configured deadline.
-ETCD_TEST_DEADLINE_SECONDS = 2.0
+# Generous for a loaded CI machine; tests of a lost etcd make their own client with a short one.
+ETCD_TEST_DEADLINE_SECONDS = 5.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -47,10 +49,8 @@ def etcd_server(tmp_path: Path) -> Iterator[EtcdProcess]:
 
 
 @pytest.fixture
-def etcd_kv(etcd_server: EtcdProcess) -> Iterator[object]:
+def etcd_kv(etcd_server: EtcdProcess) -> Iterator[EtcdKV]:
     """An ``EtcdKV`` connected to ``etcd_server``, closed afterwards."""
-    from services.common.etcd_kv import EtcdKV  # noqa: PLC0415
-
     kv = EtcdKV([etcd_server.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS)
     try:
         yield kv
@@ -59,11 +59,9 @@ def etcd_kv(etcd_server: EtcdProcess) -> Iterator[object]:
 
 
 @pytest.fixture
-def memory_kv() -> Iterator[object]:
-    """A fresh ``MemoryKV``."""
-    from services.common.memory_kv import MemoryKV  # noqa: PLC0415
-
-    kv = MemoryKV()
+def memory_kv() -> Iterator[MemoryKV]:
+    """A fresh ``MemoryKV`` (progress notifications as often as the test etcd sends them)."""
+    kv = MemoryKV(progress_interval=ETCD_PROGRESS_INTERVAL_SECONDS)
     try:
         yield kv
     finally:

@@ -34,7 +34,7 @@ def every_call(kv: EtcdKV) -> list[Callable[[], Any]]:
     return [
         lambda: kv.get(b"/k"),
         lambda: kv.range(b"/"),
-        lambda: kv.current_revision(),
+        kv.current_revision,
         lambda: kv.txn([], [Put(b"/k", b"v")]),
         lambda: kv.grant_lease(10),
         lambda: kv.refresh_lease(1),
@@ -44,7 +44,9 @@ def every_call(kv: EtcdKV) -> list[Callable[[], Any]]:
     ]
 
 
-def test_every_call_raises_unavailable_when_etcd_is_killed(etcd_server: EtcdProcess, short_kv: EtcdKV) -> None:
+def test_every_call_raises_unavailable_when_etcd_is_killed(
+    etcd_server: EtcdProcess, short_kv: EtcdKV
+) -> None:
     short_kv.txn([], [Put(b"/k", b"v")])
     etcd_server.kill()
     for call in every_call(short_kv):
@@ -176,11 +178,15 @@ def test_mutual_tls(tmp_path: Path) -> None:
 def test_a_full_backend_refuses_writes(tmp_path: Path) -> None:
     server = start_test_etcd(tmp_path / "etcd", quota_backend_bytes=256 * 1024)
     kv = EtcdKV(server.endpoint, timeout=5.0)
+    value = b"x" * 64 * 1024
+
+    def fill() -> None:
+        for i in range(200):
+            kv.txn([], [Put(f"/big/{i}".encode(), value)])
+
     try:
-        value = b"x" * 64 * 1024
         with pytest.raises(KVSpaceExceededError):
-            for i in range(200):
-                kv.txn([], [Put(f"/big/{i}".encode(), value)])
+            fill()
     finally:
         kv.close()
         server.close()

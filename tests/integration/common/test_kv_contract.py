@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,22 +29,15 @@ from services.common.kv import (
     WatchBatch,
     WatchEvent,
 )
-from services.common.memory_kv import MemoryKV
-from tests.conftest import ETCD_PROGRESS_INTERVAL_SECONDS
 
 # Upper bound for anything the store does on its own (lease expiry, progress); a bound, not a timing.
 PATIENCE_SECONDS = 15.0
 
 
-@pytest.fixture(params=["memory", "etcd"])
-def kv(request: pytest.FixtureRequest) -> Iterator[Any]:
-    if request.param == "memory":
-        store = MemoryKV(progress_interval=ETCD_PROGRESS_INTERVAL_SECONDS)
-        yield store
-        store.close()
-    else:
-        request.applymarker(pytest.mark.etcd)
-        yield request.getfixturevalue("etcd_kv")
+@pytest.fixture(params=["memory_kv", "etcd_kv"])
+def kv(request: pytest.FixtureRequest) -> Any:
+    """Each test runs once on MemoryKV and once on EtcdKV over a real etcd (tests/conftest.py)."""
+    return request.getfixturevalue(request.param)
 
 
 def put(kv: KV, key: bytes, value: bytes, lease: int = 0) -> int:
