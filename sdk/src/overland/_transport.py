@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, ParamSpec, Self, TypeVar, overload
 
@@ -22,7 +22,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from overland.config import ClientConfig, Endpoint, Service
-from overland.errors import error_from_rpc
+from overland.errors import ConfigurationError, error_from_rpc
 from overland.retry import RetryPlan, RetryPolicy
 
 P = ParamSpec("P")
@@ -133,15 +133,18 @@ class _Transport(ApiBase, Generic[ChannelT]):
         *,
         config: ClientConfig | None = None,
         channel: ChannelT | None = None,
+        interceptors: Sequence[Any] = (),
     ) -> None:
+        """``interceptors`` are gRPC client interceptors of the flavour's kind (tracing, auth headers);
+        the SDK itself depends on no tracing library."""
         config = config if config is not None else ClientConfig.from_env()
         if endpoint is not None:
             config = config.with_endpoint(self.service, endpoint)
         self.config = config
-        self.channel: ChannelT = channel if channel is not None else self._open(config.endpoint(self.service))
+        self.channel: ChannelT = self._connect(channel, config.endpoint(self.service), interceptors)
         self._stub = self.stub_class(self.channel)
 
-    def _open(self, endpoint: Endpoint) -> ChannelT:
+    def _connect(self, channel: ChannelT | None, endpoint: Endpoint, interceptors: Sequence[Any]) -> ChannelT:
         raise NotImplementedError
 
     def with_options(self, *, timeout: float | None = None, retry: RetryPolicy | None = None) -> Self:
@@ -174,8 +177,11 @@ def _delay_or_raise(plan: RetryPlan, rpc_error: grpc.RpcError) -> float:
 class SyncTransport(_Transport[grpc.Channel]):
     """Blocking calls over a ``grpc.Channel``. Use as a context manager, or call ``close()``."""
 
-    def _open(self, endpoint: Endpoint) -> grpc.Channel:
-        return endpoint.channel()
+    def _connect(
+        self, channel: grpc.Channel | None, endpoint: Endpoint, interceptors: Sequence[Any]
+    ) -> grpc.Channel:
+        opened = channel if channel is not None else endpoint.channel()
+        return grpc.intercept_channel(opened, *interceptors) if interceptors else opened
 
     def close(self) -> None:
         self.channel.close()
@@ -221,8 +227,14 @@ class SyncTransport(_Transport[grpc.Channel]):
 class AioTransport(_Transport[grpc.aio.Channel]):
     """asyncio calls over a ``grpc.aio.Channel``. Use as an async context manager, or ``await close()``."""
 
-    def _open(self, endpoint: Endpoint) -> grpc.aio.Channel:
-        return endpoint.aio_channel()
+    def _connect(
+        self, channel: grpc.aio.Channel | None, endpoint: Endpoint, interceptors: Sequence[Any]
+    ) -> grpc.aio.Channel:
+        if channel is None:
+            return endpoint.aio_channel(interceptors)
+        if interceptors:
+            raise ConfigurationError("an asyncio channel takes its interceptors when it is created")
+        return channel
 
     async def close(self) -> None:
         await self.channel.close(None)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import enum
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -97,10 +98,14 @@ class Endpoint:
             return grpc.insecure_channel(self.address, options=self.channel_arguments())
         return grpc.secure_channel(self.address, self.tls.credentials(), options=self.channel_arguments())
 
-    def aio_channel(self) -> grpc.aio.Channel:
+    def aio_channel(self, interceptors: Sequence[Any] = ()) -> grpc.aio.Channel:
+        chain = list(interceptors) or None
+        options = self.channel_arguments()
         if self.tls is None:
-            return grpc.aio.insecure_channel(self.address, options=self.channel_arguments())
-        return grpc.aio.secure_channel(self.address, self.tls.credentials(), options=self.channel_arguments())
+            return grpc.aio.insecure_channel(self.address, options=options, interceptors=chain)
+        return grpc.aio.secure_channel(
+            self.address, self.tls.credentials(), options=options, interceptors=chain
+        )
 
 
 def _default_endpoints() -> dict[Service, Endpoint]:

@@ -91,6 +91,7 @@ class FakePolicy(policy_pb2_grpc.PolicyServiceServicer):
         self.faults: dict[str, list[grpc.StatusCode]] = collections.defaultdict(list)
         self.delays: dict[str, float] = {}
         self.bulk_messages = 0
+        self.metadata: dict[str, dict[str, str | bytes]] = {}
         self.watch_break_after: int | None = None
         self.domains = Table("routing domain")
         self.subnets = Table("virtual subnet")
@@ -101,6 +102,7 @@ class FakePolicy(policy_pb2_grpc.PolicyServiceServicer):
     # --- plumbing -------------------------------------------------------------------------------
     def _enter(self, method: str, context: grpc.ServicerContext) -> None:
         self.calls[method] += 1
+        self.metadata[method] = {m.key: m.value for m in context.invocation_metadata()}
         if self.faults[method]:
             code = self.faults[method].pop(0)
             context.abort_with_status(Abort(code, f"injected {code.name}").status())

@@ -100,3 +100,19 @@ def test_async_retries_stop_at_max_attempts(policy_server: Running) -> None:
 
     asyncio.run(scenario())
     assert policy_server.fake.calls["GetRoutingDomain"] == FAST_RETRY.max_attempts
+
+
+def test_async_bulk_apply_streams_chunks(policy_server: Running) -> None:
+    records = [
+        types_pb2.LookupRecord(ca=f"192.0.2.{i}", vsid=5001, mac=f"00:15:5d:00:00:{i:02x}", pa="198.18.0.1")
+        for i in range(1, 26)
+    ]
+
+    async def scenario() -> int:
+        async with overland.aio.PolicyClient(config=policy_server.config()) as client:
+            await _seeded(client)
+            result = await client.bulk_apply(records, chunk=10)
+            return int(result.applied)
+
+    assert asyncio.run(scenario()) == 25
+    assert policy_server.fake.bulk_messages == 3
