@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from overland.v1 import types_pb2
 from services.common import keys
@@ -52,6 +53,24 @@ class RecordChange:
     expected_revision: int = 0
     # The request field path of the record, for field violations (``upserts[3]``).
     field: str = "lookup_record"
+
+    # The keys below do not depend on the store; a change may be planned several times.
+
+    @cached_property
+    def vsid_key(self) -> bytes:
+        return keys.vsid_index_key(self.record.vsid)
+
+    @cached_property
+    def pa_key(self) -> bytes | None:
+        return None if self.mode in _DELETES else keys.pa_key(self.record.pa)
+
+    @cached_property
+    def mac_key(self) -> bytes:
+        return keys.mac_index_key(self.record.vsid, self.record.mac)
+
+    @cached_property
+    def ca_bytes(self) -> bytes:
+        return self.record.ca.encode()
 
 
 class TableState:
@@ -97,8 +116,6 @@ class TxnPlan:
     end: int
     compares: list[Compare] = field(default_factory=list)
     success: list[Op] = field(default_factory=list)
-    # Reads of every compared key, so a failed transaction tells what changed.
-    failure: list[Get] = field(default_factory=list)
     # key -> new value (None: deleted), applied to the TableState after commit.
     writes: dict[bytes, bytes | None] = field(default_factory=dict)
     # Whether some compare checks an assumption (a never-read key taken as absent).
@@ -112,6 +129,10 @@ class TxnPlan:
     def must_commit(self) -> bool:
         return bool(self.success) or self.assumes
 
+    def failure_reads(self) -> list[Get]:
+        """Reads of every compared key: as the failure branch, a lost race tells what changed."""
+        return [Get(compare.key) for compare in self.compares]
+
 
 class _Builder:
     """Accumulates the compares and ops of one transaction, refusing a change that does not fit."""
@@ -121,28 +142,37 @@ class _Builder:
         self.max_ops = max_ops
         self.compared: dict[bytes, Compare] = {}
 
-    def fits(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> bool:
-        new_compares = {c.key for c in compares if c.key not in self.compared}
-        # A change that reads or writes a key this transaction already writes must see that
-        # write committed first, so it goes into the next transaction.
-        if any(op.key in self.plan.writes for op in ops) or any(c.key in self.plan.writes for c in compares):
+    def try_add(self, step: _Step) -> bool:
+        """Add the step's compares and ops unless it does not fit; whether it was added."""
+        writes = self.plan.writes
+        compared = self.compared
+        new_compares = 0
+        for compare in step.compares:
+            # A change that reads a key this transaction writes must see that write committed
+            # first, so it goes into the next transaction.
+            if compare.key in writes:
+                return False
+            known = compared.get(compare.key)
+            if known is None:
+                new_compares += 1
+            elif known != compare:
+                return False
+        for op in step.ops:
+            if op.key in writes:
+                return False
+        # etcd counts compares, success ops and failure ops separately against --max-txn-ops; the
+        # failure branch, when sent, reads each compared key once.
+        if max(len(compared) + new_compares, len(self.plan.success) + len(step.ops)) > self.max_ops:
             return False
-        if any(self.compared.get(c.key, c) != c for c in compares):
-            return False
-        # etcd counts compares, success ops and failure ops separately against --max-txn-ops.
-        size = max(len(self.compared) + len(new_compares), len(self.plan.success) + len(ops))
-        return size <= self.max_ops
-
-    def add(self, compares: Sequence[Compare], ops: Sequence[Put | Delete], assumes: bool) -> None:
-        for compare in compares:
-            if compare.key not in self.compared:
-                self.compared[compare.key] = compare
+        for compare in step.compares:
+            if compare.key not in compared:
+                compared[compare.key] = compare
                 self.plan.compares.append(compare)
-                self.plan.failure.append(Get(compare.key))
-        for op in ops:
+        for op in step.ops:
             self.plan.success.append(op)
-            self.plan.writes[op.key] = op.value if isinstance(op, Put) else None
-        self.plan.assumes = self.plan.assumes or assumes
+            writes[op.key] = op.value if isinstance(op, Put) else None
+        self.plan.assumes = self.plan.assumes or step.assumes
+        return True
 
 
 @dataclass
@@ -161,10 +191,7 @@ class _NeedKeys(Exception):
 
 def prerequisite_keys(change: RecordChange) -> list[bytes]:
     """Keys that must be known before a change can be planned (they do not depend on the rdid)."""
-    needed = [keys.vsid_index_key(change.record.vsid)]
-    if change.mode not in _DELETES:
-        needed.append(keys.pa_key(change.record.pa))
-    return needed
+    return [change.vsid_key] if change.pa_key is None else [change.vsid_key, change.pa_key]
 
 
 def plan_transaction(
@@ -191,31 +218,26 @@ def plan_transaction(
             if index == start:
                 raise
             break
-        if not builder.fits(step.compares, step.ops):
+        if not builder.try_add(step):
             if index == start:
                 raise PolicyConflict(
                     f"{changes[index].field} needs more operations than one transaction allows ({max_ops})"
                 )
             break
-        builder.add(step.compares, step.ops, step.assumes)
         plan.results.append(step.result)
         plan.end = index + 1
     return plan
-
-
-def _require(state: TableState, *needed: bytes) -> None:
-    missing = [key for key in needed if not state.known(key)]
-    if missing:
-        raise _NeedKeys(missing)
 
 
 def _plan_change(
     change: RecordChange, state: TableState, encode: Callable[[types_pb2.LookupRecord], bytes]
 ) -> _Step:
     record = change.record
-    vsid_key = keys.vsid_index_key(record.vsid)
-    _require(state, *prerequisite_keys(change))
-    subnet = state.get(vsid_key)
+    values = state.values
+    vsid_key = change.vsid_key
+    if vsid_key not in values or (change.pa_key is not None and change.pa_key not in values):
+        raise _NeedKeys([key for key in prerequisite_keys(change) if key not in values])
+    subnet = values[vsid_key]
     if subnet is None:
         raise PolicyConflict(
             f"virtual subnet {record.vsid} does not exist",
@@ -224,21 +246,21 @@ def _plan_change(
     rdid = subnet.value.decode()
     step = _Step(compares=[Compare.value_is(vsid_key, subnet.value)])
     record_key = keys.record_key(rdid, record.vsid, record.ca)
-    needs_existing = change.mode in (Mode.UPDATE, Mode.DELETE) or change.expected_revision != 0
-    if needs_existing:
-        _require(state, record_key)
-    existing_kv = state.get(record_key)
+    known = record_key in values
+    if not known and (change.mode in (Mode.UPDATE, Mode.DELETE) or change.expected_revision != 0):
+        raise _NeedKeys([record_key])
+    existing_kv = values.get(record_key)
     existing = resource_from(existing_kv, types_pb2.LookupRecord) if existing_kv is not None else None
-    _check_existing(change, existing, known=state.known(record_key))
+    _check_existing(change, existing, known=known)
     if existing_kv is not None:
         step.compares.append(Compare.mod_revision_is(record_key, existing_kv.mod_revision))
     else:
         step.compares.append(Compare.absent(record_key))
-        step.assumes = not state.known(record_key)
+        step.assumes = not known
     if change.mode in _DELETES:
         if existing is not None:
             old_mac_key = keys.mac_index_key(record.vsid, existing.mac)
-            step.compares.append(Compare.value_is(old_mac_key, record.ca.encode()))
+            step.compares.append(Compare.value_is(old_mac_key, change.ca_bytes))
             step.ops += [Delete(record_key), Delete(old_mac_key)]
         return step
     _plan_upsert(
@@ -285,21 +307,23 @@ def _plan_upsert(
     step: _Step,
     encode: Callable[[types_pb2.LookupRecord], bytes],
 ) -> None:
+    # Validated records carry no revision, so the copy compares equal to an unchanged stored one.
     record = types_pb2.LookupRecord()
     record.CopyFrom(change.record)
     record.rdid = rdid
-    record.ClearField("revision")
     if existing is not None:
-        unchanged = types_pb2.LookupRecord()
-        unchanged.CopyFrom(existing)
-        unchanged.ClearField("revision")
-        if unchanged == record:
+        stored_revision = existing.revision
+        existing.revision = 0
+        unchanged = existing == record
+        existing.revision = stored_revision
+        if unchanged:
             # An equal record is a no-op. Its compares stay: they keep it out of a transaction
             # that writes the record first, and guard it when it shares one with real writes.
             step.result = existing
             return
-    pa_key = keys.pa_key(record.pa)
-    if state.get(pa_key) is None:
+    pa_key = change.pa_key
+    assert pa_key is not None
+    if state.values[pa_key] is None:
         raise PolicyConflict(
             f"provider address {record.pa} is not registered",
             [FieldViolation(f"{change.field}.pa", f"{record.pa} is not a registered provider address")],
@@ -307,9 +331,10 @@ def _plan_upsert(
     step.compares.append(Compare.exists(pa_key))
     step.ops.append(Put(record_key, encode(record)))
     if existing is None or existing.mac != record.mac:
-        mac_key = keys.mac_index_key(record.vsid, record.mac)
-        holder = state.get(mac_key)
-        if holder is not None and holder.value != record.ca.encode():
+        mac_key = change.mac_key
+        holder = state.values.get(mac_key)
+        ca = change.ca_bytes
+        if holder is not None and holder.value != ca:
             raise ResourceExists(
                 f"MAC {record.mac} is already used by {holder.value.decode()} in VSID {record.vsid}",
                 [
@@ -321,17 +346,15 @@ def _plan_upsert(
             )
         if holder is None:
             step.compares.append(Compare.absent(mac_key))
-            step.assumes = step.assumes or not state.known(mac_key)
+            step.assumes = step.assumes or mac_key not in state.values
         else:
             step.compares.append(Compare.value_is(mac_key, holder.value))
-        step.ops.append(Put(mac_key, record.ca.encode()))
+        step.ops.append(Put(mac_key, ca))
         if existing is not None:
             old_mac_key = keys.mac_index_key(record.vsid, existing.mac)
-            step.compares.append(Compare.value_is(old_mac_key, record.ca.encode()))
+            step.compares.append(Compare.value_is(old_mac_key, ca))
             step.ops.append(Delete(old_mac_key))
-    result = types_pb2.LookupRecord()
-    result.CopyFrom(record)
-    step.result = result
+    step.result = record
 
 
 def keys_of(change: RecordChange, state: TableState) -> list[bytes]:

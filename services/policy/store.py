@@ -630,15 +630,21 @@ class PolicyStore:
                     self._learn(state, plan.needs)
                     continue
                 if plan.must_commit:
-                    result = self.kv.txn(plan.compares, plan.success, plan.failure)
+                    # Uncontended, the failure branch is left empty (it would double the request);
+                    # after a lost race it reads back every compared key.
+                    reads = plan.failure_reads() if failures else []
+                    result = self.kv.txn(plan.compares, plan.success, reads)
                     if not result.succeeded:
                         failures += 1
                         if failures >= self._max_attempts:
                             raise StaleRevision(
                                 f"lost {failures} races with concurrent writers of the same records; retry"
                             )
-                        for get, found in zip(plan.failure, result.responses, strict=True):
-                            state.learn(get.key, found[0] if found else None)
+                        if reads:
+                            for get, found in zip(reads, result.responses, strict=True):
+                                state.learn(get.key, found[0] if found else None)
+                        else:
+                            self._learn(state, [get.key for get in plan.failure_reads()])
                         continue
                     state.committed(plan.writes, result.revision)
                     revision = result.revision

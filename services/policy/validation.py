@@ -280,10 +280,53 @@ _RULES = frozenset(types_pb2.LookupRule.values()) - {types_pb2.LOOKUP_RULE_UNSPE
 _TYPES = frozenset(types_pb2.LookupType.values()) - {types_pb2.LOOKUP_TYPE_UNSPECIFIED}
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def canonical_record(record: types_pb2.LookupRecord) -> types_pb2.LookupRecord | None:
+    """The normalized record when every field is already canonical and plainly valid (what bulk
+    loads send), without building any violation; None sends it through the full check, which
+    accepts at least everything this accepts and normalizes it the same way."""
+    ca, pa, vm_name = record.ca, record.pa, record.vm_name
+    mac = record.mac.lower()
+    if not (
+        _CANONICAL_IPV4.fullmatch(ca) and _CANONICAL_IPV4.fullmatch(pa) and _CANONICAL_MAC.fullmatch(mac)
+    ):
+        return None
+    first_pa_octet = int(pa[: pa.index(".")])
+    if (
+        first_pa_octet in (0, 127)
+        or first_pa_octet >= 224
+        or int(mac[1], 16) & 1
+        or mac == "00:00:00:00:00:00"
+    ):
+        return None
+    if not VSID_MIN <= record.vsid <= VSID_MAX:
+        return None
+    if vm_name and (len(vm_name) > MAX_NAME_LENGTH or vm_name != vm_name.strip() or _CONTROL.search(vm_name)):
+        return None
+    rule = record.rule or types_pb2.LOOKUP_RULE_ENCAP
+    kind = record.type or types_pb2.LOOKUP_TYPE_STATIC
+    if rule not in _RULES or kind not in _TYPES:
+        return None
+    return types_pb2.LookupRecord(
+        ca=ca, vsid=record.vsid, mac=mac, pa=pa, vm_name=vm_name, rule=rule, type=kind, rdid=record.rdid
+    )
+
+
 def validate_lookup_record(
     record: types_pb2.LookupRecord, field: str = "lookup_record"
 ) -> types_pb2.LookupRecord:
     """The record with CA, MAC and PA canonical and rule/type defaulted (ENCAP, STATIC)."""
+    canonical = canonical_record(record)
+    return canonical if canonical is not None else checked_record(record, field)
+
+
+def checked_record(record: types_pb2.LookupRecord, field: str = "lookup_record") -> types_pb2.LookupRecord:
+    """The full check of a lookup record, naming every bad field."""
     violations = Violations()
     ca = check_ipv4(record.ca, f"{field}.ca", violations)
     vsid = check_vsid(record.vsid, f"{field}.vsid", violations)

@@ -1,0 +1,330 @@
+"""Benchmark: bulk load of lookup records through the policy API beside raw etcd transactions.
+
+The API side starts a real etcd and the policy service as its own process (``python -m
+services.policy``), registers the tenants, then streams the records with BulkApplyLookupRecords
+from several client threads. The baseline writes the same keys and values (record + MAC index)
+straight to a fresh etcd of the same settings with ``EtcdKV.txn``, in transactions of the same
+number of records the API used, from the same number of threads, with every value encoded before
+the clock starts. Then both page through everything: ListLookupRecords against raw ranges.
+
+Run: ``.venv/bin/python -m bench.policy_bulk [--records N] [--clients N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
+from services.common import keys
+from services.common.etcd_kv import EtcdKV
+from services.common.etcd_process import EtcdProcess
+from services.common.kv import Put
+from services.policy.entries import encode_entry
+
+CAS_PER_TENANT = 768  # 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24: every tenant reuses them
+HOSTS = 16
+FIRST_VSID = 5000
+TARGET = 0.5
+
+
+@dataclass(frozen=True)
+class Tenant:
+    rdid: str
+    vsid: int
+
+
+def ca_of(index: int) -> str:
+    bases = ("192.0.2", "198.51.100", "203.0.113")
+    return f"{bases[index // 256]}.{index % 256}"
+
+
+def pa_of(index: int) -> str:
+    return f"198.18.{index // 250}.{index % 250 + 1}"
+
+
+def mac_of(tenant: int, index: int) -> str:
+    return f"02:00:{tenant >> 8 & 0xFF:02x}:{tenant & 0xFF:02x}:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}"
+
+
+def make_records(tenants: list[Tenant], total: int) -> list[types_pb2.LookupRecord]:
+    records = []
+    for number, tenant in enumerate(tenants):
+        for index in range(min(CAS_PER_TENANT, total - len(records))):
+            records.append(
+                types_pb2.LookupRecord(
+                    ca=ca_of(index),
+                    vsid=tenant.vsid,
+                    mac=mac_of(number, index),
+                    pa=pa_of((number + index) % HOSTS),
+                    vm_name=f"vm-{number}-{index}",
+                )
+            )
+    return records
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_serving(channel: grpc.Channel, process: subprocess.Popen[bytes]) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the policy service exited with {process.returncode}")
+        try:
+            answer = health.Check(
+                health_pb2.HealthCheckRequest(service="overland.v1.PolicyService"), timeout=1
+            )
+            if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            time.sleep(0.2)
+    raise SystemExit("the policy service did not become healthy in 30 s")
+
+
+def run_threads(work: list[Callable[[], None]]) -> float:
+    """Run each callable in its own thread; the wall time until all are done (errors re-raised)."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(work)) as pool:
+        for future in [pool.submit(job) for job in work]:
+            future.result()
+    return time.perf_counter() - start
+
+
+def seed(stub: policy_pb2_grpc.PolicyServiceStub, tenants_wanted: int) -> list[Tenant]:
+    for index in range(HOSTS):
+        stub.CreateProviderAddress(
+            policy_pb2.CreateProviderAddressRequest(
+                provider_address=types_pb2.ProviderAddress(
+                    host_name=f"host{index}", pa_ip=pa_of(index), prefix_length=16
+                )
+            )
+        )
+    tenants = []
+    for number in range(tenants_wanted):
+        domain = stub.CreateRoutingDomain(
+            policy_pb2.CreateRoutingDomainRequest(
+                routing_domain=types_pb2.RoutingDomain(tenant_name=f"tenant-{number}")
+            )
+        )
+        vsid = FIRST_VSID + number
+        stub.CreateVirtualSubnet(
+            policy_pb2.CreateVirtualSubnetRequest(
+                virtual_subnet=types_pb2.VirtualSubnet(
+                    vsid=vsid,
+                    rdid=domain.rdid,
+                    ca_prefixes=["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"],
+                )
+            )
+        )
+        tenants.append(Tenant(domain.rdid, vsid))
+    return tenants
+
+
+@dataclass
+class ApiRun:
+    load_seconds: float
+    applied: int
+    transactions: int
+    list_seconds: float
+    listed: int
+
+
+def api_run(data: Path, total: int, clients: int, chunk: int, page_size: int) -> ApiRun:
+    port = free_port()
+    with EtcdProcess(data / "api-etcd") as etcd:
+        service = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.policy",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--etcd",
+                etcd.endpoint,
+                "--etcd-timeout",
+                "30",
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(data / "policy.log").open("wb"),
+        )
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                wait_serving(channel, service)
+                stub = policy_pb2_grpc.PolicyServiceStub(channel)
+                tenants = seed(stub, math.ceil(total / CAS_PER_TENANT))
+                records = make_records(tenants, total)
+                shares = [records[i::clients] for i in range(clients)]
+                results: list[policy_pb2.BulkApplyLookupRecordsResponse] = []
+
+                def stream(share: list[types_pb2.LookupRecord]) -> Callable[[], None]:
+                    def requests() -> Iterator[policy_pb2.BulkApplyLookupRecordsRequest]:
+                        for start in range(0, len(share), chunk):
+                            yield policy_pb2.BulkApplyLookupRecordsRequest(
+                                upserts=share[start : start + chunk]
+                            )
+
+                    def job() -> None:
+                        with grpc.insecure_channel(f"127.0.0.1:{port}") as own:
+                            client = policy_pb2_grpc.PolicyServiceStub(own)
+                            results.append(client.BulkApplyLookupRecords(requests(), timeout=3600))
+
+                    return job
+
+                load = run_threads([stream(share) for share in shares])
+                start = time.perf_counter()
+                listed, token = 0, ""
+                while True:
+                    page = stub.ListLookupRecords(
+                        policy_pb2.ListLookupRecordsRequest(
+                            page=types_pb2.PageRequest(page_size=page_size, page_token=token)
+                        ),
+                        timeout=600,
+                    )
+                    listed += len(page.lookup_records)
+                    token = page.next_page_token
+                    if not token:
+                        break
+                list_seconds = time.perf_counter() - start
+        finally:
+            service.terminate()
+            try:
+                service.wait(20)
+            except subprocess.TimeoutExpired:
+                service.kill()
+                service.wait(5)
+    return ApiRun(
+        load,
+        sum(r.applied for r in results),
+        sum(r.transactions for r in results),
+        list_seconds,
+        listed,
+    )
+
+
+@dataclass
+class RawRun:
+    load_seconds: float
+    transactions: int
+    list_seconds: float
+    listed: int
+
+
+def raw_run(data: Path, total: int, clients: int, per_txn: int, page_size: int) -> RawRun:
+    """The same key-values straight into etcd: per record its record key and MAC index key."""
+    tenants = [Tenant(str(uuid.uuid4()), FIRST_VSID + n) for n in range(math.ceil(total / CAS_PER_TENANT))]
+    records = make_records(tenants, total)
+    rdid_of = {t.vsid: t.rdid for t in tenants}
+    now = time.time_ns()
+    pairs = []
+    for rec in records:
+        rec.rdid = rdid_of[rec.vsid]
+        rec.rule = types_pb2.LOOKUP_RULE_ENCAP
+        rec.type = types_pb2.LOOKUP_TYPE_STATIC
+        pairs.append(
+            [
+                Put(keys.record_key(rec.rdid, rec.vsid, rec.ca), encode_entry(rec, now)),
+                Put(keys.mac_index_key(rec.vsid, rec.mac), rec.ca.encode()),
+            ]
+        )
+    shares = [pairs[i::clients] for i in range(clients)]
+    counts = [0] * clients
+    with EtcdProcess(data / "raw-etcd") as etcd:
+        kv = EtcdKV(etcd.endpoint, timeout=30)
+        try:
+
+            def writer(number: int) -> Callable[[], None]:
+                def job() -> None:
+                    share = shares[number]
+                    for start in range(0, len(share), per_txn):
+                        kv.txn([], [op for pair in share[start : start + per_txn] for op in pair])
+                        counts[number] += 1
+
+                return job
+
+            load = run_threads([writer(n) for n in range(clients)])
+            start = time.perf_counter()
+            listed, cursor, revision = 0, None, 0
+            while True:
+                page = kv.range(keys.TABLE_PREFIX, start=cursor, limit=page_size, revision=revision)
+                revision = revision or page.revision
+                listed += len(page.kvs)
+                if not page.more:
+                    break
+                cursor = page.kvs[-1].key + b"\0"
+            list_seconds = time.perf_counter() - start
+        finally:
+            kv.close()
+    return RawRun(load, sum(counts), list_seconds, listed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--chunk", type=int, default=1000, help="records per stream message")
+    parser.add_argument("--page-size", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="overland-bench-") as tmp:
+        data = Path(tmp)
+        api = api_run(data, args.records, args.clients, args.chunk, args.page_size)
+        if api.applied != args.records or api.listed != args.records:
+            raise SystemExit(f"API run incomplete: applied {api.applied}, listed {api.listed}")
+        per_txn = round(api.applied / api.transactions)
+        raw = raw_run(data, args.records, args.clients, per_txn, args.page_size)
+    api_rate = api.applied / api.load_seconds
+    raw_rate = args.records / raw.load_seconds
+    print(
+        f"policy bulk load: {args.records} lookup records, {args.clients} client threads, "
+        f"{per_txn} records per transaction, fresh etcd each"
+    )
+    _row("", "records/s", "seconds", "txns")
+    _row(
+        "baseline: raw etcd txns (record + MAC index)",
+        f"{raw_rate:.0f}",
+        f"{raw.load_seconds:.2f}",
+        raw.transactions,
+    )
+    _row(
+        "BulkApplyLookupRecords (policy service)",
+        f"{api_rate:.0f}",
+        f"{api.load_seconds:.2f}",
+        api.transactions,
+    )
+    ratio = api_rate / raw_rate
+    print(f"  API / raw: {ratio:.0%} (target >= {TARGET:.0%}: {'met' if ratio >= TARGET else 'MISSED'})")
+    print(f"paged list of all {args.records}, {args.page_size} per page")
+    raw_list, api_list = raw.listed / raw.list_seconds, api.listed / api.list_seconds
+    _row("baseline: raw etcd range pages", f"{raw_list:.0f}", f"{raw.list_seconds:.2f}", "")
+    _row("ListLookupRecords (policy service)", f"{api_list:.0f}", f"{api.list_seconds:.2f}", "")
+    print(f"  API / raw: {api_list / raw_list:.0%}")
+
+
+def _row(label: str, rate: str, seconds: str, txns: object) -> None:
+    print(f"  {label:<46} {rate:>10} {seconds:>8} {txns!s:>6}")
+
+
+if __name__ == "__main__":
+    main()
