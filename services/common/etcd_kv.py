@@ -79,8 +79,18 @@ _UNAVAILABLE_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 )
 
-# What gRPC says when a call failed before any connection existed to send it on.
-_NOT_CONNECTED = ("failed to connect to all addresses", "Connection refused", "DNS resolution failed")
+# etcd's "require leader" metadata: a member that has lost its leader (cut off from the majority)
+# refuses calls at once with "no leader" and cancels open watches, instead of serving stale reads
+# and watches that silently stop.
+REQUIRE_LEADER = (("hasleader", "true"),)
+# What a call that surely never took effect fails with: no connection to send it on, or refused
+# by a member without a leader before anything was done.
+_NOT_SENT = (
+    "failed to connect to all addresses",
+    "Connection refused",
+    "DNS resolution failed",
+    "etcdserver: no leader",
+)
 
 _COMPARE_RESULTS = {
     CompareOp.EQUAL: etcdrpc.Compare.EQUAL,
@@ -300,10 +310,10 @@ class _Stubs:
 
 
 def never_sent(error: grpc.RpcError) -> bool:
-    """Whether a failed call surely never reached etcd (no connection), so even a write may be
-    sent again."""
+    """Whether a failed call surely never took effect (no connection, or refused by a member
+    without a leader), so even a write may be sent again."""
     _, details = status_of(error)
-    return any(sign in details for sign in _NOT_CONNECTED)
+    return any(sign in details for sign in _NOT_SENT)
 
 
 class EtcdKV:
@@ -417,7 +427,7 @@ class EtcdKV:
             return self._call(
                 what,
                 lambda stubs, timeout: stubs.kv.Range(
-                    request, timeout=timeout, wait_for_ready=self.wait_for_ready
+                    request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
                 ),
                 idempotent=True,
             )
@@ -474,7 +484,7 @@ class EtcdKV:
             response = self._call(
                 "txn",
                 lambda stubs, timeout: stubs.kv.Txn(
-                    request, timeout=timeout, wait_for_ready=self.wait_for_ready
+                    request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
                 ),
                 idempotent=read_only,
             )
@@ -488,7 +498,7 @@ class EtcdKV:
             self._call(
                 "compact",
                 lambda stubs, timeout: stubs.kv.Compact(
-                    request, timeout=timeout, wait_for_ready=self.wait_for_ready
+                    request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
                 ),
                 idempotent=False,
             )
@@ -504,7 +514,7 @@ class EtcdKV:
         response = self._call(
             "grant_lease",
             lambda stubs, timeout: stubs.lease.LeaseGrant(
-                request, timeout=timeout, wait_for_ready=self.wait_for_ready
+                request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
             ),
             idempotent=False,
         )
@@ -517,7 +527,7 @@ class EtcdKV:
 
         def keep_alive(stubs: _Stubs, timeout: float) -> int:
             responses = stubs.lease.LeaseKeepAlive(
-                iter([request]), timeout=timeout, wait_for_ready=self.wait_for_ready
+                iter([request]), timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
             )
             try:
                 ttl: int = next(responses).TTL
@@ -532,7 +542,7 @@ class EtcdKV:
         self._call(
             "revoke_lease",
             lambda stubs, timeout: stubs.lease.LeaseRevoke(
-                request, timeout=timeout, wait_for_ready=self.wait_for_ready
+                request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
             ),
             idempotent=True,
         )
@@ -631,7 +641,9 @@ class EtcdWatch:
         try:
             # No gRPC deadline: the stream lives as long as the watch; creation and idleness are
             # bounded by wait_created() and the idle timeout instead.
-            self._call = stubs.watch.Watch(self._request_stream(), wait_for_ready=owner.wait_for_ready)
+            self._call = stubs.watch.Watch(
+                self._request_stream(), wait_for_ready=owner.wait_for_ready, metadata=REQUIRE_LEADER
+            )
         except ValueError as error:
             raise KVUnavailableError(f"etcd watch: {error}") from error
         self._reader = threading.Thread(target=self._read, name="etcd-watch-reader", daemon=True)

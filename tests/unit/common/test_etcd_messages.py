@@ -186,8 +186,9 @@ def test_grpc_errors_map_to_kv_errors(code: grpc.StatusCode, details: str, expec
     assert details in error.message
 
 
-def test_only_connection_failures_count_as_never_sent() -> None:
+def test_only_refused_calls_count_as_never_sent() -> None:
     assert never_sent(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; x"))
+    assert never_sent(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"))
     assert not never_sent(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
     assert not never_sent(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
