@@ -8,9 +8,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from overland.cli import app
+from overland.cli.common import json_flag_first
 from tests.unit.sdk.cli_runner import invoke, invoke_json, seed_tenant
 from tests.unit.sdk.conftest import Running
 
@@ -262,3 +265,20 @@ def test_help_lists_the_hnv_style_commands() -> None:
     assert result.exit_code == 0
     for command in ("routing-domain", "subnet", "provider-address", "lookup-record", "route", "bulk-load"):
         assert command in result.stdout
+
+
+def test_json_flag_works_after_the_command(policy_server: Running) -> None:
+    run_json(policy_server, "policy", "routing-domain", "add", "--tenant", "late-flag")
+    code, out, err = run(policy_server, "policy", "routing-domain", "list", "--json")
+    assert code == 0, err
+    assert [d["tenant_name"] for d in json.loads(out)] == ["late-flag"]
+
+
+@given(st.lists(st.sampled_from(["a", "--json", "--x", "1"]), max_size=8), st.lists(st.just("z"), max_size=2))
+def test_json_flag_first_keeps_the_other_arguments_in_order(before: list[str], after: list[str]) -> None:
+    args = [*before, "--", "--json", *after]
+    moved = json_flag_first(args)
+    head = moved[: moved.index("--")]
+    assert moved[moved.index("--") :] == ["--", "--json", *after]
+    assert [a for a in head if a != "--json"] == [a for a in before if a != "--json"]
+    assert (head[:1] == ["--json"]) == ("--json" in before)

@@ -87,8 +87,20 @@ def report_error(error: OverlandError, json_output: bool) -> None:
     typer.echo(line.replace("\n", " "), err=True)
 
 
+def json_flag_first(args: list[str]) -> list[str]:
+    """``--json`` anywhere before ``--`` moves to the front, where the root command reads it, so that
+    ``overland policy lookup-record list --json`` works as well as ``overland --json policy ...``."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--json" not in args[:end]:
+        return args
+    return ["--json", *(arg for arg in args[:end] if arg != "--json"), *args[end:]]
+
+
 class OverlandGroup(TyperGroup):
     """The root command: maps every ``OverlandError`` to one stderr line and its exit code."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, json_flag_first(args))
 
     def invoke(self, ctx: Any) -> Any:
         try:
