@@ -7,9 +7,12 @@ namespace per host with its PA on a veth into the bridge, and one namespace per 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import socket
 import subprocess
+import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,6 +68,84 @@ def record_entry(
 def snapshot(entries: Sequence[StoreEntry]) -> dict[bytes, StoreEntry]:
     """Entries keyed as the store keys them, ready for ``RoutingTable.reset``."""
     return {key_of(entry): entry for entry in entries}
+
+
+class TcpRelay:
+    """Forwards TCP connections accepted on 127.0.0.1:``listen_port`` in ``listen_netns`` to
+    ``target_host:target_port`` as seen from ``target_netns`` (``None``: the caller's namespace).
+
+    Lets processes inside host namespaces reach an etcd on the test's loopback, and the test reach an
+    agent's gRPC port inside a host namespace, without routing between namespaces.
+    """
+
+    def __init__(
+        self,
+        listen_netns: str | None,
+        listen_port: int,
+        target_netns: str | None,
+        target: tuple[str, int],
+    ):
+        self._target_netns = target_netns
+        self._target = target
+        self._stop = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = netns.run_in_netns(listen_netns, lambda: _listen(listen_port))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept_loop, name="tcp-relay", daemon=True)
+        self._thread.start()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = netns.run_in_netns(
+                    self._target_netns, lambda: socket.create_connection(self._target, timeout=5)
+                )
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+        self._thread.join(timeout=5)
+
+
+def _listen(port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    return listener
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy one direction until either side closes; then close both so the peer pump ends too."""
+    source.settimeout(None)
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass  # the other direction or close() shut the sockets: the connection is over either way
+    finally:
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.vswitch.datapath.errors import DatapathConfigError
 from services.vswitch.packets import NVGRE_OVERHEAD
@@ -26,6 +27,7 @@ class DatapathConfig:
     ends must run that way and nothing checks the inner checksum. With ``policy_ports`` every lookup record on
     this PA becomes a TAP port named ``nv<vsid><mac tail>``, moved into the namespace that
     ``port_netns_template`` names (``{vm_name}``, ``{vsid}``, ``{mac}``) when that namespace exists.
+    ``state_path`` keeps the API-attached ports across restarts: a new datapath re-opens their TAPs.
     """
 
     pa_ip: str
@@ -35,6 +37,7 @@ class DatapathConfig:
     complete_checksums: bool = True
     policy_ports: bool = False
     port_netns_template: str = ""
+    state_path: Path | None = None
     flow_cache_size: int = 65536
     socket_buffer_bytes: int = 8 * 1024 * 1024
 

@@ -21,7 +21,10 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from google.protobuf.message import DecodeError as DecodeMessageError
 
 from overland.v1 import vswitch_pb2
 from services.common.table import KIND_PA, KIND_RECORD, KIND_SUBNET, RoutingTable, TableDelta
@@ -61,6 +64,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Where agents keep their API-attached port lists across restarts (tmpfs: gone after a reboot, as the
+# persistent TAPs are).
+STATE_DIR = "/run/overland/vswitch"
 IPPROTO_GRE = 47
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
@@ -124,7 +130,8 @@ class Datapath:
     @classmethod
     def from_agent_config(cls, config: AgentConfig) -> Datapath:
         """The datapath of an agent process running inside its host's namespace."""
-        return cls(DatapathConfig(pa_ip=config.pa_ip, pa_mtu=config.pa_mtu))
+        state = Path(STATE_DIR) / f"{config.host_name}-{config.pa_ip}.ports"
+        return cls(DatapathConfig(pa_ip=config.pa_ip, pa_mtu=config.pa_mtu, state_path=state))
 
     # ----- lifecycle -----
 
@@ -144,6 +151,7 @@ class Datapath:
         ]
         for thread in self._threads:
             thread.start()
+        self._restore_ports()
         log.info("datapath started", extra={"pa": self.config.pa_ip, "pa_mtu": self.pa_mtu})
 
     def stop(self) -> None:
@@ -268,11 +276,8 @@ class Datapath:
                 raise PortError(f"port {port.name} is already attached")
             if any(p.info.vsid == port.vsid and p.info.mac == mac for p in self._ports.values()):
                 raise PortError(f"another port already carries VSID {port.vsid} MAC {port.mac}")
+            # A port may come before its record (a VM migrating here): it forwards once the record does.
             info = port_info(self._table, port.name, port.vsid, mac, self.config.pa_ip)
-            if not info.known and not port.from_policy:
-                raise PortError(
-                    f"no lookup record on PA {self.config.pa_ip} for VSID {port.vsid} MAC {port.mac}"
-                )
             fd = self._open_port_tap(port)
             message = vswitch_pb2.Port()
             message.CopyFrom(port)
@@ -283,6 +288,7 @@ class Datapath:
             self._fds[fd] = entry
             self._ports_version += 1
             self._rebuild_context()
+            self._save_ports()
         self._wake(self._wake_ports)
         return message
 
@@ -328,9 +334,48 @@ class Datapath:
             self._to_close.append(port.fd)
             self._ports_version += 1
             self._rebuild_context()
+            self._save_ports()
             if not self.running:
                 self._close_pending()
         self._wake(self._wake_ports)
+
+    def _save_ports(self) -> None:
+        """Remember the API ports, so that a restarted agent re-opens them instead of losing the VMs."""
+        path = self.config.state_path
+        if path is None or self._stop.is_set():
+            return
+        saved = vswitch_pb2.ListPortsResponse(
+            ports=[p.message for p in self._ports.values() if not p.message.from_policy]
+        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_bytes(saved.SerializeToString())
+            temporary.replace(path)
+        except OSError as error:
+            raise DatapathError(f"cannot save the port list to {path}: {error.strerror}") from error
+
+    def _restore_ports(self) -> None:
+        """Re-attach the ports a previous run saved whose TAP still exists; forget the others."""
+        path = self.config.state_path
+        if path is None or not path.exists():
+            return
+        try:
+            saved = vswitch_pb2.ListPortsResponse.FromString(path.read_bytes())
+        except (OSError, DecodeMessageError):
+            log.warning("unreadable port list %s: starting without it", path)
+            return
+        for port in saved.ports:
+            if port.netns and not netns.netns_exists(port.netns):
+                continue
+            if not netns.link_exists(port.name, port.netns or self.config.netns):
+                continue
+            try:
+                self.attach_port(port)
+            except PortError:
+                log.exception("saved port not re-attached", extra={"port": port.name})
+        with self.table_lock:
+            self._save_ports()
 
     def ports(self) -> list[vswitch_pb2.Port]:
         with self.table_lock:
