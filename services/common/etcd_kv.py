@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -296,7 +296,7 @@ def map_grpc_error(error: grpc.RpcError, what: str) -> OverlandError:
 
 
 @dataclass(frozen=True)
-class _Stubs:
+class EtcdStubs:
     """The stubs of one channel, made once: making a stub builds a callable per method."""
 
     channel: grpc.Channel
@@ -305,7 +305,7 @@ class _Stubs:
     watch: Any
 
     @classmethod
-    def on(cls, channel: grpc.Channel) -> _Stubs:
+    def on(cls, channel: grpc.Channel) -> EtcdStubs:
         return cls(channel, etcdrpc.KVStub(channel), etcdrpc.LeaseStub(channel), etcdrpc.WatchStub(channel))
 
 
@@ -342,7 +342,7 @@ class EtcdKV:
         self.endpoints = tuple(parse_endpoint(e) for e in config.endpoints)
         self._credentials = tls.credentials() if tls else None
         self._lock = threading.Lock()
-        self._stubs: dict[str, _Stubs] = {}
+        self._stubs: dict[str, EtcdStubs] = {}
         # With one endpoint, a call waits (within its deadline) for the channel to reconnect, e.g.
         # while etcd restarts; with several, it fails fast so the next endpoint can be tried.
         self.wait_for_ready = len(self.endpoints) == 1
@@ -368,7 +368,7 @@ class EtcdKV:
         with self._lock:
             return self.endpoints[self._current]
 
-    def stubs(self) -> _Stubs:
+    def stubs(self) -> EtcdStubs:
         """The stubs for the current endpoint, its channel made on first use. gRPC connects lazily,
         within the deadline of the first call."""
         with self._lock:
@@ -385,17 +385,17 @@ class EtcdKV:
                     channel = grpc.secure_channel(endpoint, self._credentials, options=options)
                 else:
                     channel = grpc.insecure_channel(endpoint, options=options)
-                stubs = self._stubs[endpoint] = _Stubs.on(channel)
+                stubs = self._stubs[endpoint] = EtcdStubs.on(channel)
             return stubs
 
-    def _fail_over(self, failed: _Stubs) -> None:
+    def _fail_over(self, failed: EtcdStubs) -> None:
         """Move to the next endpoint after ``failed`` could not serve a call."""
         with self._lock:
             if self._stubs.get(self.endpoints[self._current]) is failed and len(self.endpoints) > 1:
                 self._current = (self._current + 1) % len(self.endpoints)
                 log.warning("etcd endpoint failed, trying %s", self.endpoints[self._current])
 
-    def _call(self, what: str, invoke: Callable[[_Stubs, float], T], *, idempotent: bool) -> T:
+    def _call(self, what: str, invoke: Callable[[EtcdStubs, float], T], *, idempotent: bool) -> T:
         """Run one unary etcd call within ``timeout``. Idempotent calls are retried (on the next
         endpoint, when there is one) until the deadline; others only when they never left (no
         connection could be made)."""
@@ -525,7 +525,7 @@ class EtcdKV:
     def refresh_lease(self, lease_id: int) -> int:
         request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
 
-        def keep_alive(stubs: _Stubs, timeout: float) -> int:
+        def keep_alive(stubs: EtcdStubs, timeout: float) -> int:
             responses = stubs.lease.LeaseKeepAlive(
                 iter([request]), timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
             )
@@ -630,13 +630,14 @@ class EtcdWatch:
     deadline (creation) or an idle limit, and ``cancel()`` from any thread ends the iteration.
     """
 
-    def __init__(self, owner: EtcdKV, stubs: _Stubs, create: Any, idle_timeout: float | None) -> None:
+    def __init__(self, owner: EtcdKV, stubs: EtcdStubs, create: Any, idle_timeout: float | None) -> None:
         self._owner = owner
         self._idle_timeout = idle_timeout
         self._requests: queue.Queue[Any] = queue.Queue()
         self._responses: queue.Queue[Any] = queue.Queue()
         self._cancelled = threading.Event()
         self._created = False
+        self._delivered = 0
         self._requests.put(etcdrpc.WatchRequest(create_request=create))
         try:
             # No gRPC deadline: the stream lives as long as the watch; creation and idleness are
@@ -704,7 +705,15 @@ class EtcdWatch:
     def next_batch(self, timeout: float | None) -> WatchBatch | None:
         """The next batch, waiting at most ``timeout`` (None: the idle timeout, or forever)."""
         response = self._take(timeout)
-        return None if response is None else watch_batch(response)
+        if response is None:
+            return None
+        batch = watch_batch(response)
+        if batch.progress and batch.revision < self._delivered:
+            # etcd before 3.5.8 may answer a progress request with a revision older than events it
+            # already sent (etcd-io/etcd#15220); a resume point must never move back.
+            batch = replace(batch, revision=self._delivered)
+        self._delivered = batch.revision
+        return batch
 
     def __iter__(self) -> EtcdWatch:
         # The stream is its own iterator, so consecutive loops over it continue where the last

@@ -1,0 +1,141 @@
+"""EtcdWatch's reading of a Watch stream, on a scripted stream instead of a real etcd: resume
+points, compaction, cancellation by etcd, a stream that ends or breaks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from etcd3 import etcdrpc
+from etcd3.etcdrpc import kv_pb2
+
+from services.common.etcd_kv import REQUIRE_LEADER, EtcdKV, EtcdStubs, EtcdWatch
+from services.common.kv import KVCompactedError, KVUnavailableError
+
+
+class BrokenStream(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "Socket closed"
+
+
+class ScriptedWatchStub:
+    """Answers a Watch call with fixed responses, then ends (or fails with ``error``)."""
+
+    def __init__(self, responses: list[Any], error: grpc.RpcError | None = None):
+        self.responses, self.error = responses, error
+        self.metadata: Any = None
+
+    def Watch(self, requests: Iterator[Any], **options: Any) -> Any:
+        self.metadata = options.get("metadata")
+        first = next(requests)
+        assert first.create_request.key == b"/w/"
+        return ScriptedCall(self.responses, self.error)
+
+
+class ScriptedCall:
+    def __init__(self, responses: list[Any], error: grpc.RpcError | None):
+        self.responses, self.error = responses, error
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self.responses
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self) -> None:
+        pass
+
+
+def header(revision: int) -> Any:
+    return etcdrpc.ResponseHeader(revision=revision)
+
+
+def created(revision: int = 1) -> Any:
+    return etcdrpc.WatchResponse(header=header(revision), created=True)
+
+
+def put_event(key: bytes, revision: int) -> Any:
+    return kv_pb2.Event(type=kv_pb2.Event.PUT, kv=kv_pb2.KeyValue(key=key, value=b"v", mod_revision=revision))
+
+
+def open_watch(
+    responses: list[Any], error: grpc.RpcError | None = None
+) -> tuple[EtcdWatch, ScriptedWatchStub]:
+    stub = ScriptedWatchStub(responses, error)
+    owner = EtcdKV("127.0.0.1:2379")
+    create = etcdrpc.WatchCreateRequest(key=b"/w/", range_end=b"/w0")
+    watch = EtcdWatch(owner, EtcdStubs(channel=None, kv=None, lease=None, watch=stub), create, 5.0)
+    watch.wait_created(5.0)
+    return watch, stub
+
+
+def test_batches_resume_after_the_last_event_and_progress_never_moves_back() -> None:
+    watch, stub = open_watch(
+        [
+            created(3),
+            etcdrpc.WatchResponse(header=header(7), events=[put_event(b"/w/a", 5), put_event(b"/w/b", 6)]),
+            # An old etcd may answer a progress request with a revision below what it already sent.
+            etcdrpc.WatchResponse(header=header(4)),
+            etcdrpc.WatchResponse(header=header(9)),
+        ]
+    )
+    assert stub.metadata == REQUIRE_LEADER
+    batches = [watch.next_batch(5.0) for _ in range(3)]
+    assert [(b.revision, b.progress) for b in batches if b] == [(6, False), (6, True), (9, True)]
+    watch.cancel()
+
+
+def test_compaction_raises_with_the_compact_revision() -> None:
+    watch, _ = open_watch(
+        [created(), etcdrpc.WatchResponse(header=header(9), canceled=True, compact_revision=8)]
+    )
+    with pytest.raises(KVCompactedError) as caught:
+        list(watch)
+    assert caught.value.compact_revision == 8
+
+
+def test_cancellation_by_etcd_is_unavailable() -> None:
+    watch, _ = open_watch(
+        [created(), etcdrpc.WatchResponse(header=header(9), canceled=True, cancel_reason="no leader")]
+    )
+    with pytest.raises(KVUnavailableError, match="no leader"):
+        list(watch)
+
+
+def test_a_stream_that_ends_or_breaks_is_unavailable_not_a_silent_end() -> None:
+    ended, _ = open_watch([created()])
+    with pytest.raises(KVUnavailableError, match="ended"):
+        list(ended)
+    broken, _ = open_watch([created()], BrokenStream())
+    with pytest.raises(KVUnavailableError, match="Socket closed"):
+        list(broken)
+
+
+class SilentCall:
+    """A stream that never answers until it is cancelled, like a hung etcd."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+
+    def __iter__(self) -> Iterator[Any]:
+        self.cancelled.wait(30)
+        raise BrokenStream()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+def test_no_created_response_within_the_deadline_is_unavailable() -> None:
+    call = SilentCall()
+    stub = ScriptedWatchStub([])
+    stub.Watch = lambda requests, **options: call  # type: ignore[method-assign]
+    create = etcdrpc.WatchCreateRequest(key=b"/w/")
+    watch = EtcdWatch(EtcdKV("127.0.0.1:2379"), EtcdStubs(None, None, None, stub), create, None)
+    with pytest.raises(KVUnavailableError):
+        watch.wait_created(0.2)
+    assert call.cancelled.is_set()
