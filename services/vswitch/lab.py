@@ -297,19 +297,21 @@ def demo_entries(pas: Sequence[str], vms: Sequence[VmSpec]) -> list[StoreEntry]:
     return entries
 
 
+# The DumpTableResponse field that holds each kind of StoreEntry resource.
+_DUMP_FIELDS = {
+    "provider_address": "provider_addresses",
+    "routing_domain": "routing_domains",
+    "virtual_subnet": "virtual_subnets",
+    "lookup_record": "lookup_records",
+    "customer_route": "customer_routes",
+}
+
+
 def dump_of(entries: Sequence[StoreEntry], revision: int = 1) -> vswitch_pb2.DumpTableResponse:
     """Entries as a ``DumpTableResponse``, the table file ``python -m services.vswitch.datapath`` reads."""
     dump = vswitch_pb2.DumpTableResponse(applied_revision=revision)
     for entry in entries:
         kind = entry.WhichOneof("resource")
-        if kind == "provider_address":
-            dump.provider_addresses.append(entry.provider_address)
-        elif kind == "routing_domain":
-            dump.routing_domains.append(entry.routing_domain)
-        elif kind == "virtual_subnet":
-            dump.virtual_subnets.append(entry.virtual_subnet)
-        elif kind == "lookup_record":
-            dump.lookup_records.append(entry.lookup_record)
-        elif kind == "customer_route":
-            dump.customer_routes.append(entry.customer_route)
+        if kind in _DUMP_FIELDS:
+            getattr(dump, _DUMP_FIELDS[kind]).append(getattr(entry, kind))
     return dump
