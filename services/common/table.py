@@ -23,18 +23,16 @@ import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from google.protobuf.message import DecodeError
 
 from overland.v1 import types_pb2
 from services.common import keys
 from services.common.errors import DataLoss
-from services.common.keys import TableKey, parse_key
 from services.common.kv import EventType, KeyValue, WatchEvent
 
 StoreEntry = types_pb2.StoreEntry
-T = TypeVar("T")
 V = TypeVar("V")
 
 KIND_PA = "pa"
@@ -71,8 +69,7 @@ class TableChange:
     revision: int = 0
 
 
-@dataclass(frozen=True)
-class EntryChange:
+class EntryChange(NamedTuple):
     """The net change of one key: its entry before and after (``None`` when absent)."""
 
     key: bytes
@@ -172,49 +169,145 @@ def decode_snapshot(kvs: Iterable[KeyValue]) -> dict[bytes, StoreEntry]:
     return snapshot
 
 
-def _normalized(table_key: TableKey, entry: StoreEntry) -> StoreEntry | None:
+class _Key(NamedTuple):
+    """A parsed table key: ``ident`` is the PA of a pa key, the CA of a record, the prefix of a route."""
+
+    kind: str
+    rdid: str = ""
+    vsid: int = 0
+    ident: str = ""
+    next_hop: str = ""
+
+
+_TABLE_PREFIX_LEN = len(keys.TABLE_PREFIX)
+_PA_PREFIX_LEN = len(keys.PA_PREFIX)
+
+
+def parse_table_key(key: bytes) -> _Key | None:
+    """The table keys of ``keys.parse_key`` (pa, domain, subnet, record, route), parsed the fast way:
+    a cold sync parses every key of the table."""
+    try:
+        if key.startswith(keys.PA_PREFIX):
+            pa_ip = key[_PA_PREFIX_LEN:]
+            return _Key(KIND_PA, ident=pa_ip.decode(errors="replace")) if b"/" not in pa_ip else None
+        if not key.startswith(keys.TABLE_PREFIX):
+            return None
+        parts = key[_TABLE_PREFIX_LEN:].decode(errors="replace").split("/")
+        count = len(parts)
+        if count < 2:
+            return None
+        kind = parts[1]
+        if kind == "record" and count == 4:
+            return _Key(KIND_RECORD, parts[0], int(parts[2], 16), parts[3])
+        if kind == "domain" and count == 2:
+            return _Key(KIND_DOMAIN, parts[0])
+        if kind == "subnet" and count == 3:
+            return _Key(KIND_SUBNET, parts[0], int(parts[2], 16))
+        if kind == "route" and count == 5:
+            return _Key(
+                KIND_ROUTE, parts[0], int(parts[2], 16), keys.parse_prefix_segment(parts[3]), parts[4]
+            )
+    except ValueError:
+        return None
+    return None
+
+
+def _normalized(table_key: _Key, entry: StoreEntry) -> StoreEntry | None:
     """The entry with its identity fields filled from the key, ``None`` when they contradict the key.
 
-    The key is the identity the store enforces uniqueness on, so the indexes trust it; output-only
-    fields the writer may leave empty (a record's rdid) are filled in from it.
+    The key is the identity the store enforces uniqueness on, so the indexes trust it; fields the
+    writer may leave empty (a record's output-only rdid) are filled in from it.
     """
-    resource_name = entry.WhichOneof("resource")
-    if resource_name != _RESOURCE_OF_KIND[table_key.kind]:
+    kind = table_key.kind
+    if entry.WhichOneof("resource") != _RESOURCE_OF_KIND[kind]:
         return None
-    resource = getattr(entry, resource_name)
-    wanted: dict[str, object]
-    if table_key.kind == KIND_PA:
-        wanted = {"pa_ip": table_key.pa_ip}
-    elif table_key.kind == KIND_DOMAIN:
-        wanted = {"rdid": table_key.rdid}
-    elif table_key.kind == KIND_SUBNET:
-        wanted = {"rdid": table_key.rdid, "vsid": table_key.vsid}
-    elif table_key.kind == KIND_RECORD:
-        wanted = {"rdid": table_key.rdid, "vsid": table_key.vsid, "ca": table_key.ca}
+    wanted: tuple[tuple[str, object], ...]
+    if kind == KIND_RECORD:
+        record = entry.lookup_record
+        if record.vsid == table_key.vsid and record.ca == table_key.ident and record.rdid == table_key.rdid:
+            return entry
+        wanted = (("rdid", table_key.rdid), ("vsid", table_key.vsid), ("ca", table_key.ident))
+    elif kind == KIND_PA:
+        wanted = (("pa_ip", table_key.ident),)
+    elif kind == KIND_DOMAIN:
+        wanted = (("rdid", table_key.rdid),)
+    elif kind == KIND_SUBNET:
+        wanted = (("rdid", table_key.rdid), ("vsid", table_key.vsid))
     else:
-        if ipv4_network(resource.destination_prefix) != ipv4_network(table_key.destination_prefix):
+        if ipv4_network(entry.customer_route.destination_prefix) != ipv4_network(table_key.ident):
             return None
-        wanted = {"rdid": table_key.rdid, "vsid": table_key.vsid, "next_hop": table_key.next_hop}
-    to_fill = {}
-    for name, value in wanted.items():
+        wanted = (("rdid", table_key.rdid), ("vsid", table_key.vsid), ("next_hop", table_key.next_hop))
+    resource = getattr(entry, _RESOURCE_OF_KIND[kind])
+    to_fill = []
+    for name, value in wanted:
         current = getattr(resource, name)
         if current == value:
             continue
         if current:
             return None
-        to_fill[name] = value
+        to_fill.append((name, value))
     if not to_fill:
         return entry
     filled = StoreEntry()
     filled.CopyFrom(entry)
-    filled_resource = getattr(filled, resource_name)
-    for name, value in to_fill.items():
+    filled_resource = getattr(filled, _RESOURCE_OF_KIND[kind])
+    for name, value in to_fill:
         setattr(filled_resource, name, value)
     return filled
 
 
-# (index, index key, value): where an entry sits in one of the table's indexes.
-_Slot = tuple[dict[Any, dict[bytes, Any]], Any, Any]
+# An index maps an index key to its entries' values. A bucket holding one entry is stored as a
+# (table key, value) pair, more as a dict: almost every bucket of the unique indexes holds one, and a
+# dict per record would double the table's memory.
+_Index = dict[Any, Any]
+
+
+def _index_add(index: _Index, index_key: object, key: bytes, value: object) -> None:
+    bucket = index.get(index_key)
+    if bucket is None:
+        index[index_key] = (key, value)
+    elif type(bucket) is tuple:
+        index[index_key] = {bucket[0]: bucket[1], key: value} if bucket[0] != key else (key, value)
+    else:
+        bucket[key] = value
+
+
+def _index_remove(index: _Index, index_key: object, key: bytes) -> None:
+    bucket = index.get(index_key)
+    if bucket is None:
+        return
+    if type(bucket) is tuple:
+        if bucket[0] == key:
+            del index[index_key]
+        return
+    bucket.pop(key, None)
+    if len(bucket) == 1:
+        index[index_key] = next(iter(bucket.items()))
+
+
+def _index_first(index: _Index, index_key: object) -> Any:
+    """The value under the smallest table key: deterministic even if the store broke a uniqueness
+    invariant and two entries claim one index key."""
+    bucket = index.get(index_key)
+    if bucket is None:
+        return None
+    if type(bucket) is tuple:
+        return bucket[1]
+    return bucket[min(bucket)]
+
+
+def _index_values(index: _Index, index_key: object) -> list[Any]:
+    """Every value under ``index_key`` in table-key order."""
+    bucket = index.get(index_key)
+    if bucket is None:
+        return []
+    if type(bucket) is tuple:
+        return [bucket[1]]
+    return [bucket[key] for key in sorted(bucket)]
+
+
+def _all_firsts(index: _Index) -> list[Any]:
+    return [_index_first(index, index_key) for index_key in index]
 
 
 @dataclass
@@ -245,16 +338,17 @@ class RoutingTable:
         self.revision = 0
         self._entries: dict[bytes, StoreEntry] = {}
         self._counts: dict[str, int] = dict.fromkeys(KINDS, 0)
-        self._providers: dict[str, dict[bytes, types_pb2.ProviderAddress]] = {}
-        self._domains: dict[str, dict[bytes, types_pb2.RoutingDomain]] = {}
-        self._subnets: dict[int, dict[bytes, types_pb2.VirtualSubnet]] = {}
-        self._subnets_of: dict[str, dict[bytes, types_pb2.VirtualSubnet]] = {}
-        self._records: dict[tuple[int, str], dict[bytes, types_pb2.LookupRecord]] = {}
-        self._records_by_mac: dict[tuple[int, str], dict[bytes, types_pb2.LookupRecord]] = {}
-        self._records_on_pa: dict[str, dict[bytes, types_pb2.LookupRecord]] = {}
-        self._records_of_vsid: dict[int, dict[bytes, types_pb2.LookupRecord]] = {}
-        self._wildcards: dict[int, dict[bytes, types_pb2.LookupRecord]] = {}
-        self._routes_of: dict[str, dict[bytes, types_pb2.CustomerRoute]] = {}
+        # Indexes (see _index_add): pa_ip, rdid, vsid, rdid, (vsid, ca), (vsid, mac), pa, vsid, vsid, rdid.
+        self._providers: _Index = {}
+        self._domains: _Index = {}
+        self._subnets: _Index = {}
+        self._subnets_of: _Index = {}
+        self._records: _Index = {}
+        self._records_by_mac: _Index = {}
+        self._records_on_pa: _Index = {}
+        self._records_of_vsid: _Index = {}
+        self._wildcards: _Index = {}
+        self._routes_of: _Index = {}
         # Per routing domain prefix indexes, rebuilt lazily after the domain's subnets or routes change.
         self._subnet_prefixes: dict[str, _PrefixIndex[types_pb2.VirtualSubnet]] = {}
         self._route_prefixes: dict[str, _PrefixIndex[types_pb2.CustomerRoute]] = {}
@@ -310,9 +404,10 @@ class RoutingTable:
     ) -> TableDelta:
         rejected = list(rejected or ())
         applied: list[EntryChange] = []
+        entries = self._entries
         for key in sorted(changes):
-            table_key = parse_key(key)
-            if table_key is None or table_key.kind not in _RESOURCE_OF_KIND:
+            table_key = parse_table_key(key)
+            if table_key is None:
                 continue
             after = changes[key]
             if after is not None:
@@ -320,63 +415,61 @@ class RoutingTable:
                 if normalized is None:
                     rejected.append(key)
                 after = normalized
-            before = self._entries.get(key)
-            if before == after:
+            before = entries.get(key)
+            if before is None and after is None:
                 continue
             if before is not None:
-                self._unindex(key, table_key, before)
-                del self._entries[key]
+                if before == after:
+                    continue
+                self._index(key, table_key, before, add=False)
+                del entries[key]
             if after is not None:
-                self._entries[key] = after
-                self._index(key, table_key, after)
+                entries[key] = after
+                self._index(key, table_key, after, add=True)
             applied.append(EntryChange(key, table_key.kind, before, after))
         return TableDelta(revision, tuple(applied), tuple(sorted(set(rejected))), reset)
 
-    def _index(self, key: bytes, table_key: TableKey, entry: StoreEntry) -> None:
-        self._counts[table_key.kind] += 1
-        for index, index_key, value in self._index_slots(table_key, entry):
-            index.setdefault(index_key, {})[key] = value
-        self._invalidate(table_key)
-
-    def _unindex(self, key: bytes, table_key: TableKey, entry: StoreEntry) -> None:
-        self._counts[table_key.kind] -= 1
-        for index, index_key, _value in self._index_slots(table_key, entry):
-            bucket = index.get(index_key)
-            if bucket is not None:
-                bucket.pop(key, None)
-                if not bucket:
-                    del index[index_key]
-        self._invalidate(table_key)
-
-    def _index_slots(self, table_key: TableKey, entry: StoreEntry) -> list[_Slot]:
-        """Every (index, index key, value) an entry occupies; one definition for add and remove."""
+    def _index(self, key: bytes, table_key: _Key, entry: StoreEntry, *, add: bool) -> None:
+        """Add an entry to (or remove it from) every index it belongs to; one list of slots for both."""
         kind = table_key.kind
-        if kind == KIND_PA:
-            return [(self._providers, table_key.pa_ip, entry.provider_address)]
-        if kind == KIND_DOMAIN:
-            return [(self._domains, table_key.rdid, entry.routing_domain)]
-        if kind == KIND_SUBNET:
-            subnet = entry.virtual_subnet
-            return [(self._subnets, table_key.vsid, subnet), (self._subnets_of, table_key.rdid, subnet)]
+        slots: tuple[tuple[_Index, object, object], ...]
         if kind == KIND_RECORD:
             record = entry.lookup_record
-            slots: list[_Slot] = [
-                (self._records, (table_key.vsid, table_key.ca), record),
+            vsid = table_key.vsid
+            slots = (
+                (self._records, (vsid, table_key.ident), record),
                 (self._records_on_pa, record.pa, record),
-                (self._records_of_vsid, table_key.vsid, record),
-            ]
+                (self._records_of_vsid, vsid, record),
+            )
             if record.mac:
-                slots.append((self._records_by_mac, (table_key.vsid, record.mac.lower()), record))
+                slots += ((self._records_by_mac, (vsid, record.mac.lower()), record),)
             if record.type == types_pb2.LOOKUP_TYPE_GATEWAY_WILDCARD:
-                slots.append((self._wildcards, table_key.vsid, record))
-            return slots
-        return [(self._routes_of, table_key.rdid, entry.customer_route)]
-
-    def _invalidate(self, table_key: TableKey) -> None:
-        if table_key.kind == KIND_SUBNET:
+                slots += ((self._wildcards, vsid, record),)
+        elif kind == KIND_PA:
+            slots = ((self._providers, table_key.ident, entry.provider_address),)
+        elif kind == KIND_DOMAIN:
+            slots = ((self._domains, table_key.rdid, entry.routing_domain),)
+        elif kind == KIND_SUBNET:
+            slots = (
+                (self._subnets, table_key.vsid, entry.virtual_subnet),
+                (self._subnets_of, table_key.rdid, entry.virtual_subnet),
+            )
             self._subnet_prefixes.pop(table_key.rdid, None)
-        elif table_key.kind == KIND_ROUTE:
+        else:
+            slots = ((self._routes_of, table_key.rdid, entry.customer_route),)
             self._route_prefixes.pop(table_key.rdid, None)
+        if add:
+            self._counts[kind] += 1
+            for index, index_key, value in slots:
+                # The common case inline: a cold sync adds several index entries per record.
+                if index_key not in index:
+                    index[index_key] = (key, value)
+                else:
+                    _index_add(index, index_key, key, value)
+        else:
+            self._counts[kind] -= 1
+            for index, index_key, _value in slots:
+                _index_remove(index, index_key, key)
 
     # ----- queries -----
 
@@ -400,16 +493,16 @@ class RoutingTable:
         return dict(self._counts)
 
     def subnet(self, vsid: int) -> types_pb2.VirtualSubnet | None:
-        return _first(self._subnets.get(vsid))
+        return _index_first(self._subnets, vsid)
 
     def subnets_of(self, rdid: str) -> list[types_pb2.VirtualSubnet]:
-        return _sorted_values(self._subnets_of.get(rdid))
+        return _index_values(self._subnets_of, rdid)
 
     def domain(self, rdid: str) -> types_pb2.RoutingDomain | None:
-        return _first(self._domains.get(rdid))
+        return _index_first(self._domains, rdid)
 
     def domains(self) -> list[types_pb2.RoutingDomain]:
-        return [d for bucket in self._domains.values() if (d := _first(bucket)) is not None]
+        return _all_firsts(self._domains)
 
     def rdid_of(self, vsid: int) -> str | None:
         """The routing domain of a VSID (from its subnet key), ``None`` when the subnet is unknown."""
@@ -417,29 +510,29 @@ class RoutingTable:
         return subnet.rdid if subnet is not None else None
 
     def record(self, vsid: int, ca: str) -> types_pb2.LookupRecord | None:
-        return _first(self._records.get((vsid, ca)))
+        return _index_first(self._records, (vsid, ca))
 
     def record_by_mac(self, vsid: int, mac: str) -> types_pb2.LookupRecord | None:
-        return _first(self._records_by_mac.get((vsid, mac.lower())))
+        return _index_first(self._records_by_mac, (vsid, mac.lower()))
 
     def records_on_pa(self, pa: str) -> list[types_pb2.LookupRecord]:
-        return _sorted_values(self._records_on_pa.get(pa))
+        return _index_values(self._records_on_pa, pa)
 
     def records_of_vsid(self, vsid: int) -> list[types_pb2.LookupRecord]:
-        return _sorted_values(self._records_of_vsid.get(vsid))
+        return _index_values(self._records_of_vsid, vsid)
 
     def wildcard(self, vsid: int) -> types_pb2.LookupRecord | None:
         """The VSID's GATEWAY_WILDCARD record, the fallback for destinations nothing else matches."""
-        return _first(self._wildcards.get(vsid))
+        return _index_first(self._wildcards, vsid)
 
     def routes_of(self, rdid: str) -> list[types_pb2.CustomerRoute]:
-        return _sorted_values(self._routes_of.get(rdid))
+        return _index_values(self._routes_of, rdid)
 
     def provider(self, pa_ip: str) -> types_pb2.ProviderAddress | None:
-        return _first(self._providers.get(pa_ip))
+        return _index_first(self._providers, pa_ip)
 
     def providers(self) -> list[types_pb2.ProviderAddress]:
-        return [p for bucket in self._providers.values() if (p := _first(bucket)) is not None]
+        return _all_firsts(self._providers)
 
     def subnet_containing(self, rdid: str, ca: str) -> types_pb2.VirtualSubnet | None:
         """The subnet of ``rdid`` whose CA prefixes hold ``ca`` (the most specific, if they overlap)."""
@@ -469,8 +562,9 @@ class RoutingTable:
         index = self._route_prefixes.get(rdid)
         if index is None:
             route_index = _PrefixIndex[types_pb2.CustomerRoute]()
-            routes = sorted(self._routes_of.get(rdid, {}).items(), key=lambda item: (item[1].metric, item[0]))
-            for _key, route in routes:
+            # A stable sort: equal metrics keep table-key order.
+            routes = sorted(_index_values(self._routes_of, rdid), key=lambda route: route.metric)
+            for route in routes:
                 parsed = ipv4_network(route.destination_prefix)
                 if parsed is not None:
                     route_index.add(parsed[0], parsed[1], route)
@@ -480,21 +574,6 @@ class RoutingTable:
         for _length, routes_here in index.matches(address):
             found.extend(routes_here)
         return found
-
-
-def _first(bucket: Mapping[bytes, T] | None) -> T | None:
-    """The value under the smallest key: deterministic even if the store broke a uniqueness invariant."""
-    if not bucket:
-        return None
-    if len(bucket) == 1:
-        return next(iter(bucket.values()))
-    return bucket[min(bucket)]
-
-
-def _sorted_values(bucket: Mapping[bytes, T] | None) -> list[T]:
-    if not bucket:
-        return []
-    return [bucket[key] for key in sorted(bucket)]
 
 
 def wrap(

@@ -113,8 +113,9 @@ class HostRegistration:
         while not stop.is_set():
             # Cleared before the step, so a notify that arrives during it cuts the next wait short.
             self._wake.clear()
+            rate_limited = False
             try:
-                wait = self._step(keepalive)
+                wait, rate_limited = self._step(keepalive)
                 attempt = 0
             except Unavailable as error:
                 if self.registered:
@@ -124,9 +125,11 @@ class HostRegistration:
                 self.registered = False
                 wait = self._config.backoff.delay(attempt, rng.random())
                 attempt += 1
-            self._wake.wait(wait)
+            # While rate-limited, more applied revisions must not wake the thread once per change.
+            (stop if rate_limited else self._wake).wait(wait)
 
-    def _step(self, keepalive: float) -> float:
+    def _step(self, keepalive: float) -> tuple[float, bool]:
+        """One round of keepalive and publishing; how long to wait, and whether for the rate limit."""
         now = self._clock()
         if not self.registered:
             self._register()
@@ -150,7 +153,9 @@ class HostRegistration:
             except KVLeaseNotFoundError:
                 self._register()
         until_keepalive = max(self._lease_refreshed + keepalive - self._clock(), 0.0)
-        return min(until_keepalive, rate_wait) if rate_wait else until_keepalive
+        if rate_wait and rate_wait < until_keepalive:
+            return rate_wait, True
+        return until_keepalive, False
 
     def _register(self) -> None:
         lease = self._kv.grant_lease(self._config.lease_ttl)
@@ -217,6 +222,7 @@ class Agent:
             lock=self.lock,
             page_size=config.page_size,
             backoff=config.backoff,
+            progress_every=config.progress_every,
         )
         self.registration = HostRegistration(kv, config, self._applied)
         self._stop = threading.Event()

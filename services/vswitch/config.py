@@ -71,6 +71,8 @@ class AgentConfig:
     rdids: tuple[str, ...] = ()
     # At most one host-status write per this many seconds (the applied revision changes often).
     status_interval: float = 0.2
+    # While no change arrives, ask etcd this often how far the watches have caught up.
+    progress_every: float = 1.0
     # The MTU of the provider network; VMs get this minus the NVGRE overhead.
     pa_mtu: int = 1500
     # Run without a datapath: only the table (tests, benches, a policy-only host).
@@ -107,6 +109,8 @@ class AgentConfig:
             violations.append(FieldViolation("rdids", "routing domain ids are non-empty and have no '/'"))
         if self.status_interval < 0:
             violations.append(FieldViolation("status_interval", "must not be negative"))
+        if self.progress_every <= 0:
+            violations.append(FieldViolation("progress_every", "must be positive"))
         if not NVGRE_OVERHEAD + 68 <= self.pa_mtu <= 65535:
             violations.append(FieldViolation("pa_mtu", f"{NVGRE_OVERHEAD + 68}..65535"))
         violations.extend(self.backoff.violations())

@@ -126,7 +126,7 @@ def default_datapath(config: AgentConfig) -> Datapath:
     """The NVGRE datapath of services/vswitch/datapath for this host."""
     from services.vswitch import datapath  # noqa: PLC0415 - table-only agents never load it
 
-    factory: DatapathFactory = datapath.Datapath.from_agent_config  # type: ignore[attr-defined]
+    factory: DatapathFactory = datapath.Datapath.from_agent_config
     return factory(config)
 
 

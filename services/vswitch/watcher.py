@@ -27,12 +27,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from services.common import keys
 from services.common.errors import Unavailable
-from services.common.kv import KV, KeyValue, KVCompactedError, KVUnavailableError, WatchBatch, WatchStream
-from services.common.table import RoutingTable, TableDelta, decode_snapshot
+from services.common.kv import KV, KVCompactedError, KVUnavailableError, WatchBatch, WatchStream
+from services.common.table import RoutingTable, StoreEntry, TableDelta, decode_snapshot
 from services.vswitch.config import BackoffPolicy
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ ApplyCallback = Callable[[RoutingTable, TableDelta], None]
 # Attempts to finish a paged read before a compaction overtakes it, before backing off.
 _LIST_ATTEMPTS = 5
 # How often the applier may ask one lagging stream for a progress notification.
-_PROGRESS_REQUEST_INTERVAL = 0.02
+_PROGRESS_REQUEST_INTERVAL = 0.1
 # How long the applier waits for a batch before it checks whether it was told to stop.
 _POLL_SECONDS = 0.2
 # How long stopping waits for each stream thread.
@@ -117,6 +118,7 @@ class TableWatcher:
         page_size: int = 2000,
         backoff: BackoffPolicy | None = None,
         rng: random.Random | None = None,
+        progress_every: float = 1.0,
     ):
         self._kv = kv
         self._prefixes = tuple(prefixes)
@@ -124,6 +126,8 @@ class TableWatcher:
         self._apply = apply
         self.lock = lock or threading.RLock()
         self._page_size = page_size
+        # When idle, ask every stream for progress this often, so the applied revision catches up.
+        self._progress_every = progress_every
         self._backoff = backoff or BackoffPolicy()
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not secrets
         self._queue: queue.Queue[_Item] = queue.Queue()
@@ -163,11 +167,10 @@ class TableWatcher:
         started = time.monotonic()
         for attempt in range(_LIST_ATTEMPTS):
             try:
-                snapshot_kvs, revision = self._list()
+                snapshot, revision, read = self._list()
             except KVCompactedError:
                 log.info("table read overtaken by compaction, reading again", extra={"attempt": attempt})
                 continue
-            snapshot = decode_snapshot(snapshot_kvs)
             with self.lock:
                 delta = self.table.reset(snapshot, revision)
                 self._apply(self.table, delta)
@@ -175,13 +178,13 @@ class TableWatcher:
             self._synced = True
             self.stats.syncs += 1
             self.stats.last_sync_seconds = time.monotonic() - started
-            self.stats.last_sync_keys = len(snapshot_kvs)
-            self.stats.rejected_keys += len(snapshot_kvs) - len(snapshot)
+            self.stats.last_sync_keys = read
+            self.stats.rejected_keys += read - len(snapshot)
             log.info(
                 "table synced",
                 extra={
                     "revision": revision,
-                    "keys": len(snapshot_kvs),
+                    "keys": read,
                     "changed": len(delta),
                     "seconds": round(self.stats.last_sync_seconds, 3),
                 },
@@ -189,21 +192,36 @@ class TableWatcher:
             return delta
         raise KVCompactedError("the table read kept being compacted", 0)
 
-    def _list(self) -> tuple[list[KeyValue], int]:
+    def _list(self) -> tuple[dict[bytes, StoreEntry], int, int]:
+        """The decoded snapshot, its revision and the number of keys read.
+
+        The next page is fetched while this one is decoded: the fetch waits on etcd and gRPC outside
+        the GIL, so a cold sync costs about the larger of the two rather than their sum.
+        """
         revision = 0
-        kvs: list[KeyValue] = []
-        for prefix in self._prefixes:
-            start: bytes | None = None
-            while True:
-                page = self._kv.range(prefix, start=start, limit=self._page_size, revision=revision)
-                if revision == 0:
-                    # Pin every later page and prefix to the revision of the first read.
-                    revision = page.revision
-                kvs.extend(page.kvs)
-                if not page.more or not page.kvs:
-                    break
-                start = page.kvs[-1].key + b"\0"
-        return kvs, revision
+        read = 0
+        snapshot: dict[bytes, StoreEntry] = {}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-read") as reader:
+            for prefix in self._prefixes:
+                page = self._kv.range(prefix, limit=self._page_size, revision=revision)
+                # Every later page and prefix is pinned to the revision of the first read.
+                revision = revision or page.revision
+                while True:
+                    following = None
+                    if page.more and page.kvs:
+                        following = reader.submit(
+                            self._kv.range,
+                            prefix,
+                            start=page.kvs[-1].key + b"\0",
+                            limit=self._page_size,
+                            revision=revision,
+                        )
+                    read += len(page.kvs)
+                    snapshot.update(decode_snapshot(page.kvs))
+                    if following is None:
+                        break
+                    page = following.result()
+        return snapshot, revision, read
 
     # ----- the loop -----
 
@@ -229,6 +247,9 @@ class TableWatcher:
                 try:
                     item = self._queue.get(timeout=_POLL_SECONDS)
                 except queue.Empty:
+                    # Writes outside the watched prefixes (host status, indexes) move the store revision
+                    # without events; etcd's own progress notifications may be minutes apart.
+                    self._ask_for_progress(range(len(self._prefixes)), self._progress_every)
                     continue
                 self._handle(item)
         finally:
@@ -281,9 +302,12 @@ class TableWatcher:
         self._ask_lagging_for_progress()
 
     def _ask_lagging_for_progress(self) -> None:
+        self._ask_for_progress(self._cursors.lagging(), _PROGRESS_REQUEST_INTERVAL)
+
+    def _ask_for_progress(self, indexes: Sequence[int], interval: float) -> None:
         now = time.monotonic()
-        for index in self._cursors.lagging():
-            if now - self._progress_asked.get(index, 0.0) < _PROGRESS_REQUEST_INTERVAL:
+        for index in indexes:
+            if now - self._progress_asked.get(index, 0.0) < interval:
                 continue
             stream = self._streams.get(index)
             if stream is None:

@@ -367,3 +367,18 @@ def test_unreadable_store_raises_unavailable() -> None:
     watcher = TableWatcher(Down(), watch_prefixes(), RoutingTable(), lambda _t, _d: None)
     with pytest.raises(KVUnavailableError):
         watcher.sync()
+
+
+def test_idle_agent_catches_up_with_writes_it_does_not_watch() -> None:
+    # No periodic progress from the store at all: the agent must ask for it.
+    kv = MemoryKV(progress_interval=None)
+    put(kv, provider("198.18.0.1"))
+    running = Agent(_config(progress_every=0.05), kv)
+    running.start()
+    try:
+        assert running.wait_for_revision(kv.current_revision(), 10)
+        revision = int(kv.txn([], [Put(keys.vsid_index_key(4096), b"rd-blue")]).revision)
+        assert running.wait_for_revision(revision, 10)
+    finally:
+        running.stop()
+        kv.close()
