@@ -37,7 +37,8 @@ _JOIN_SECONDS = 5.0
 
 
 class Datapath(Protocol):
-    """What the agent needs of the datapath (services/vswitch/datapath/)."""
+    """What the agent needs of the datapath (services/vswitch/datapath/). A ``table_lock`` attribute,
+    when the datapath has one (a reentrant lock), is held around every table update and ``apply``."""
 
     def start(self) -> None: ...
 
@@ -209,7 +210,10 @@ class Agent:
         self.kv = kv
         self.datapath = datapath
         self.table = RoutingTable()
-        self.lock = threading.RLock()
+        # A datapath that reads the table under its own ``table_lock`` gets updates under the same lock,
+        # so a packet decision never sees half of a change.
+        shared = getattr(datapath, "table_lock", None)
+        self.lock: threading.RLock = shared if shared is not None else threading.RLock()
         self._on_apply = on_apply
         self._on_failure = on_failure
         self._applied_ns = 0

@@ -382,3 +382,26 @@ def test_idle_agent_catches_up_with_writes_it_does_not_watch() -> None:
     finally:
         running.stop()
         kv.close()
+
+
+def test_updates_hold_the_datapath_table_lock(kv: GatedKV) -> None:
+    datapath = RecordingDatapath()
+    datapath.table_lock = threading.RLock()  # type: ignore[attr-defined]
+    held: list[bool] = []
+    original_apply = datapath.apply
+
+    def apply(table: RoutingTable, delta: TableDelta) -> None:
+        # RLock._is_owned: whether the calling thread holds it.
+        held.append(datapath.table_lock._is_owned())  # type: ignore[attr-defined]
+        original_apply(table, delta)
+
+    datapath.apply = apply  # type: ignore[method-assign]
+    running = Agent(_config(), kv, datapath)
+    assert running.lock is datapath.table_lock  # type: ignore[attr-defined]
+    running.start()
+    try:
+        assert running.wait_for_revision(put(kv, *_records(1)), 10)
+        assert held
+        assert all(held)
+    finally:
+        running.stop()
