@@ -65,6 +65,20 @@ def kv(etcd_server: EtcdProcess) -> Iterator[GatedEtcdKV]:
         store.close()
 
 
+@pytest.fixture
+def synced(kv: GatedEtcdKV) -> Iterator[tuple[Agent, RecordingDatapath]]:
+    """A running agent that has applied the seeded table and whose watches are up."""
+    datapath = RecordingDatapath()
+    agent = Agent(_config(), kv, datapath)
+    agent.start()
+    try:
+        assert agent.wait_for_revision(kv.current_revision(), 20)
+        wait_until(lambda: agent.watcher.connected, what="connected")
+        yield agent, datapath
+    finally:
+        agent.stop()
+
+
 def _store_keys(kv: EtcdKV) -> set[bytes]:
     return {item.key for prefix in (keys.PA_PREFIX, keys.TABLE_PREFIX) for item in kv.range(prefix).kvs}
 
@@ -75,72 +89,55 @@ def _host_status(kv: EtcdKV, host: str) -> types_pb2.HostStatus | None:
 
 
 def test_agent_recovers_from_an_etcd_crash_without_a_resync(
-    etcd_server: EtcdProcess, kv: GatedEtcdKV
+    etcd_server: EtcdProcess, kv: GatedEtcdKV, synced: tuple[Agent, RecordingDatapath]
 ) -> None:
-    datapath = RecordingDatapath()
-    agent = Agent(_config(), kv, datapath)
-    agent.start()
-    try:
-        assert agent.wait_for_revision(kv.current_revision(), 20)
-        assert agent.table.count("record") == 120
-        wait_until(lambda: agent.watcher.connected, what="connected")
-        etcd_server.kill()
-        wait_until(lambda: not agent.watcher.connected, what="watch lost")
-        # etcd is gone: the table stays as it was.
-        assert agent.table.count("record") == 120
-        etcd_server.start()
-        fresh = _records(200, 3)
-        revision = put(kv, *fresh)
-        revision = max(revision, delete(kv, *_records(1, 2)))
-        assert agent.wait_for_revision(revision, 30)
-        assert set(agent.table.entries()) == _store_keys(kv)
-        assert agent.watcher.stats.syncs == 1
-        assert agent.watcher.stats.resets_after_compaction == 0
-        assert agent.watcher.stats.stream_breaks >= 1
-        assert not any(d.reset for d in datapath.deltas[1:])
-        wait_until(lambda: agent.watcher.connected, what="connected again")
-        # The host key comes back on a live lease and reports the applied revision.
-        wait_until(
-            lambda: (
-                (status := _host_status(kv, "host-1")) is not None and status.applied_revision >= revision
-            ),
-            timeout=30,
-            what="host status after the restart",
-        )
-    finally:
-        agent.stop()
+    agent, datapath = synced
+    assert agent.table.count("record") == 120
+    etcd_server.kill()
+    wait_until(lambda: not agent.watcher.connected, what="watch lost")
+    # etcd is gone: the table stays as it was.
+    assert agent.table.count("record") == 120
+    etcd_server.start()
+    revision = put(kv, *_records(200, 3))
+    revision = max(revision, delete(kv, *_records(1, 2)))
+    assert agent.wait_for_revision(revision, 30)
+    assert set(agent.table.entries()) == _store_keys(kv)
+    assert agent.watcher.stats.syncs == 1
+    assert agent.watcher.stats.resets_after_compaction == 0
+    assert agent.watcher.stats.stream_breaks >= 1
+    assert not any(d.reset for d in datapath.deltas[1:])
+    wait_until(lambda: agent.watcher.connected, what="connected again")
+    # The host key comes back on a live lease and reports the applied revision.
+    wait_until(
+        lambda: (status := _host_status(kv, "host-1")) is not None and status.applied_revision >= revision,
+        timeout=30,
+        what="host status after the restart",
+    )
 
 
 def test_compaction_while_the_watch_is_down_relists_and_deletes_what_vanished(
-    etcd_server: EtcdProcess, kv: GatedEtcdKV
+    etcd_server: EtcdProcess, kv: GatedEtcdKV, synced: tuple[Agent, RecordingDatapath]
 ) -> None:
-    datapath = RecordingDatapath()
-    agent = Agent(_config(), kv, datapath)
-    agent.start()
-    try:
-        assert agent.wait_for_revision(kv.current_revision(), 20)
-        wait_until(lambda: agent.watcher.connected, what="connected")
-        before = len(datapath.deltas)
-        kv.watch_refused.set()
-        etcd_server.kill()
-        wait_until(lambda: not agent.watcher.connected, what="watch lost")
-        etcd_server.start()
-        vanished = _records(1, 10)
-        delete(kv, *vanished)
-        added = _records(150, 2)
-        revision = put(kv, *added)
-        kv.compact(revision)
-        kv.watch_refused.clear()
-        wait_until(lambda: agent.watcher.stats.resets_after_compaction >= 1, timeout=30, what="re-list")
-        assert agent.wait_for_revision(revision, 30)
-        assert set(agent.table.entries()) == _store_keys(kv)
-        changes = [c for d in datapath.deltas[before:] for c in d.changes]
-        # Only the difference reached the datapath: the vanished records as deletes, the new ones as adds.
-        assert {c.key for c in changes if c.removed} == {key_of(e) for e in vanished}
-        assert {c.key for c in changes if c.added} == {key_of(e) for e in added}
-        assert not [c for c in changes if c.changed]
-    finally:
-        agent.stop()
+    agent, datapath = synced
+    before = len(datapath.deltas)
+    kv.watch_refused.set()
+    etcd_server.kill()
+    wait_until(lambda: not agent.watcher.connected, what="watch lost")
+    etcd_server.start()
+    vanished = _records(1, 10)
+    delete(kv, *vanished)
+    added = _records(150, 2)
+    revision = put(kv, *added)
+    kv.compact(revision)
+    kv.watch_refused.clear()
+    wait_until(lambda: agent.watcher.stats.resets_after_compaction >= 1, timeout=30, what="re-list")
+    assert agent.wait_for_revision(revision, 30)
+    assert set(agent.table.entries()) == _store_keys(kv)
+    changes = [c for d in datapath.deltas[before:] for c in d.changes]
+    # Only the difference reached the datapath: the vanished records as deletes, the new ones as adds.
+    assert {c.key for c in changes if c.removed} == {key_of(e) for e in vanished}
+    assert {c.key for c in changes if c.added} == {key_of(e) for e in added}
+    assert not [c for c in changes if c.changed]
 
 
 def test_agent_restart_after_deletes_and_compaction(kv: GatedEtcdKV) -> None:
