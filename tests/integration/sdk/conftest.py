@@ -12,7 +12,10 @@ from services.common.etcd_process import EtcdProcess
 from services.common.server import ServerConfig, TlsConfig
 from services.policy.config import PolicyConfig
 from services.policy.server import PolicyServer, create_server
-from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
+
+# The service's etcd deadline here: short, so that a lost etcd reaches the CLI as UNAVAILABLE well within
+# the CLI's own deadline (the tests give it 8 s).
+POLICY_ETCD_DEADLINE = 2.0
 
 
 @dataclass
@@ -25,7 +28,7 @@ class RealPolicy:
 def start_policy(etcd: EtcdProcess, tls: TlsConfig | None = None) -> RealPolicy:
     config = PolicyConfig(
         server=ServerConfig(bind="127.0.0.1:0", tls=tls, grace_seconds=1.0),
-        etcd=EtcdConfig(endpoints=(etcd.endpoint,), timeout=ETCD_TEST_DEADLINE_SECONDS),
+        etcd=EtcdConfig(endpoints=(etcd.endpoint,), timeout=POLICY_ETCD_DEADLINE),
     )
     server, port = create_server(config)
     return RealPolicy(server, f"127.0.0.1:{port}", etcd)

@@ -223,8 +223,8 @@ def test_real_subprocess_json_and_error_line(real_policy: RealPolicy) -> None:
 
 def test_lost_etcd_is_exit_7_not_a_hang(real_policy: RealPolicy) -> None:
     real_policy.etcd.stop()
-    # The service's etcd deadline is 2 s, so the client's 5 s leaves room for a retry or two.
-    env = {"OVERLAND_POLICY_ENDPOINT": real_policy.address, "OVERLAND_TIMEOUT": "5"}
+    # The service's etcd deadline is 2 s (POLICY_ETCD_DEADLINE), so 8 s leaves room for retries.
+    env = {"OVERLAND_POLICY_ENDPOINT": real_policy.address, "OVERLAND_TIMEOUT": "8"}
     listed = subprocess_cli(["policy", "routing-domain", "list"], env)
     assert listed.returncode == 7, listed.stderr
     assert "UNAVAILABLE" in listed.stderr
