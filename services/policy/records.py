@@ -16,7 +16,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from overland.v1 import types_pb2
 from services.common import keys
@@ -51,26 +50,22 @@ class RecordChange:
     mode: Mode
     record: types_pb2.LookupRecord
     expected_revision: int = 0
+    # Keys that do not depend on the store, computed once: a change may be planned several times.
+    vsid_key: bytes = field(init=False, repr=False, compare=False)
+    pa_key: bytes | None = field(init=False, repr=False, compare=False)
+    mac_key: bytes = field(init=False, repr=False, compare=False)
+    ca_bytes: bytes = field(init=False, repr=False, compare=False)
+
     # The request field path of the record, for field violations (``upserts[3]``).
     field: str = "lookup_record"
 
-    # The keys below do not depend on the store; a change may be planned several times.
-
-    @cached_property
-    def vsid_key(self) -> bytes:
-        return keys.vsid_index_key(self.record.vsid)
-
-    @cached_property
-    def pa_key(self) -> bytes | None:
-        return None if self.mode in _DELETES else keys.pa_key(self.record.pa)
-
-    @cached_property
-    def mac_key(self) -> bytes:
-        return keys.mac_index_key(self.record.vsid, self.record.mac)
-
-    @cached_property
-    def ca_bytes(self) -> bytes:
-        return self.record.ca.encode()
+    def __post_init__(self) -> None:
+        record = self.record
+        deleting = self.mode in _DELETES
+        object.__setattr__(self, "vsid_key", keys.vsid_index_key(record.vsid))
+        object.__setattr__(self, "pa_key", None if deleting else keys.pa_key(record.pa))
+        object.__setattr__(self, "mac_key", b"" if deleting else keys.mac_index_key(record.vsid, record.mac))
+        object.__setattr__(self, "ca_bytes", record.ca.encode())
 
 
 class TableState:
@@ -79,6 +74,24 @@ class TableState:
 
     def __init__(self) -> None:
         self.values: dict[bytes, KeyValue | None] = {}
+        # Compares and key prefixes that many records share, built once (this is the hot path
+        # of bulk loads, and building a Compare costs more than looking it up).
+        self._guards: dict[tuple[bytes, bytes | None], Compare] = {}
+        self._record_prefixes: dict[tuple[int, bytes], bytes] = {}
+
+    def guard(self, key: bytes, value: bytes | None) -> Compare:
+        """The compare "``key`` holds ``value``", or "``key`` exists" when ``value`` is None."""
+        found = self._guards.get((key, value))
+        if found is None:
+            found = Compare.exists(key) if value is None else Compare.value_is(key, value)
+            self._guards[(key, value)] = found
+        return found
+
+    def record_key(self, rdid: bytes, vsid: int, ca: bytes) -> bytes:
+        prefix = self._record_prefixes.get((vsid, rdid))
+        if prefix is None:
+            prefix = self._record_prefixes[(vsid, rdid)] = keys.records_prefix(rdid.decode(), vsid)
+        return prefix + ca
 
     def known(self, key: bytes) -> bool:
         return key in self.values
@@ -243,9 +256,8 @@ def _plan_change(
             f"virtual subnet {record.vsid} does not exist",
             [FieldViolation(f"{change.field}.vsid", f"no virtual subnet with VSID {record.vsid}")],
         )
-    rdid = subnet.value.decode()
-    step = _Step(compares=[Compare.value_is(vsid_key, subnet.value)])
-    record_key = keys.record_key(rdid, record.vsid, record.ca)
+    step = _Step(compares=[state.guard(vsid_key, subnet.value)])
+    record_key = state.record_key(subnet.value, record.vsid, change.ca_bytes)
     known = record_key in values
     if not known and (change.mode in (Mode.UPDATE, Mode.DELETE) or change.expected_revision != 0):
         raise _NeedKeys([record_key])
@@ -264,7 +276,13 @@ def _plan_change(
             step.ops += [Delete(record_key), Delete(old_mac_key)]
         return step
     _plan_upsert(
-        change, rdid=rdid, state=state, existing=existing, record_key=record_key, step=step, encode=encode
+        change,
+        rdid=subnet.value.decode(),
+        state=state,
+        existing=existing,
+        record_key=record_key,
+        step=step,
+        encode=encode,
     )
     return step
 
@@ -328,7 +346,7 @@ def _plan_upsert(
             f"provider address {record.pa} is not registered",
             [FieldViolation(f"{change.field}.pa", f"{record.pa} is not a registered provider address")],
         )
-    step.compares.append(Compare.exists(pa_key))
+    step.compares.append(state.guard(pa_key, None))
     step.ops.append(Put(record_key, encode(record)))
     if existing is None or existing.mac != record.mac:
         mac_key = change.mac_key
