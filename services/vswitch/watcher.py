@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from services.common import keys
 from services.common.errors import Unavailable
-from services.common.kv import KV, KVCompactedError, KVUnavailableError, WatchBatch, WatchStream
+from services.common.kv import KV, KVCompactedError, KVUnavailableError, WatchBatch, WatchEvent, WatchStream
 from services.common.table import RoutingTable, StoreEntry, TableDelta, decode_snapshot
 from services.vswitch.config import BackoffPolicy
 
@@ -44,6 +44,8 @@ ApplyCallback = Callable[[RoutingTable, TableDelta], None]
 _LIST_ATTEMPTS = 5
 # How often the applier may ask one lagging stream for a progress notification.
 _PROGRESS_REQUEST_INTERVAL = 0.1
+# The most queued batches applied as one change.
+_MAX_COALESCED = 256
 # How long the applier waits for a batch before it checks whether it was told to stop.
 _POLL_SECONDS = 0.2
 # How long stopping waits for each stream thread.
@@ -245,55 +247,74 @@ class TableWatcher:
                     attempt = 0
                     self._start_streams()
                 try:
-                    item = self._queue.get(timeout=_POLL_SECONDS)
+                    items = [self._queue.get(timeout=_POLL_SECONDS)]
                 except queue.Empty:
                     # Writes outside the watched prefixes (host status, indexes) move the store revision
                     # without events; etcd's own progress notifications may be minutes apart.
                     self._ask_for_progress(range(len(self._prefixes)), self._progress_every)
                     continue
-                self._handle(item)
+                # Under load, what queued up meanwhile goes to the table and the datapath as one change.
+                while len(items) < _MAX_COALESCED:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                self._handle(items)
         finally:
             self._stop_streams()
 
-    def _handle(self, item: _Item) -> None:
-        with self._state_lock:
-            if item.generation != self._generation:
-                return
-        if item.batch is not None:
-            self._apply_batch(item.index, item.batch)
-            return
-        error = item.error
+    def _handle(self, items: Sequence[_Item]) -> None:
+        """Apply consecutive batches together; an error is handled after the batches before it."""
+        batches: list[tuple[int, WatchBatch]] = []
+        for item in items:
+            if not self._current(item.generation):
+                continue
+            if item.batch is not None:
+                batches.append((item.index, item.batch))
+                continue
+            self._apply_batches(batches)
+            batches = []
+            self._handle_error(item.index, item.error)
+        self._apply_batches(batches)
+
+    def _handle_error(self, index: int, error: BaseException | None) -> None:
         if isinstance(error, KVCompactedError):
             log.warning(
                 "watch start revision was compacted: re-listing",
-                extra={"prefix": self._prefixes[item.index].decode(), "compacted": error.compact_revision},
+                extra={"prefix": self._prefixes[index].decode(), "compacted": error.compact_revision},
             )
             self.stats.resets_after_compaction += 1
             self._synced = False
             self._stop_streams()
         elif isinstance(error, Unavailable):
             with self._state_lock:
-                was_connected = item.index in self.stats.connected_streams
-                self.stats.connected_streams.discard(item.index)
+                was_connected = index in self.stats.connected_streams
+                self.stats.connected_streams.discard(index)
             self.stats.stream_breaks += 1
             if was_connected:
                 log.warning(
                     "watch stream broken, resuming; forwarding goes on with the applied table",
-                    extra={"prefix": self._prefixes[item.index].decode(), "error": error.message},
+                    extra={"prefix": self._prefixes[index].decode(), "error": error.message},
                 )
         elif error is not None:
             raise error
 
-    def _apply_batch(self, index: int, batch: WatchBatch) -> None:
+    def _apply_batches(self, batches: Sequence[tuple[int, WatchBatch]]) -> None:
+        if not batches:
+            return
+        events: list[WatchEvent] = []
+        applied = self._cursors.applied
         with self._state_lock:
-            if index not in self.stats.connected_streams:
-                log.info("watch stream up", extra={"prefix": self._prefixes[index].decode()})
-            self.stats.connected_streams.add(index)
-        self.stats.batches += 1
-        applied = self._cursors.advance(index, batch.revision)
+            for index, batch in batches:
+                if index not in self.stats.connected_streams:
+                    log.info("watch stream up", extra={"prefix": self._prefixes[index].decode()})
+                    self.stats.connected_streams.add(index)
+                events.extend(batch.events)
+                applied = self._cursors.advance(index, batch.revision)
+        self.stats.batches += len(batches)
         with self.lock:
             before = self.table.revision
-            delta = self.table.update(batch.events, revision=applied)
+            delta = self.table.update(events, revision=applied)
             if delta or delta.rejected or self.table.revision != before:
                 self._apply(self.table, delta)
         if delta.rejected:

@@ -405,3 +405,30 @@ def test_updates_hold_the_datapath_table_lock(kv: GatedKV) -> None:
         assert all(held)
     finally:
         running.stop()
+
+
+def test_batches_queued_behind_a_slow_apply_arrive_as_one_change(kv: GatedKV) -> None:
+    datapath = RecordingDatapath()
+    gate = threading.Event()
+    original_apply = datapath.apply
+
+    def slow_apply(table: RoutingTable, delta: TableDelta) -> None:
+        if delta.changes and not delta.reset:
+            gate.wait(10)
+        original_apply(table, delta)
+
+    datapath.apply = slow_apply  # type: ignore[method-assign]
+    running = Agent(_config(), kv, datapath)
+    running.start()
+    try:
+        wait_until(lambda: running.watcher.connected, what="connected")
+        revisions = [put(kv, entry) for entry in _records(12)]
+        wait_until(lambda: running.watcher.stats.batches >= 1, what="first batch")
+        gate.set()
+        assert running.wait_for_revision(revisions[-1], 10)
+        record_deltas = [d for d in datapath.deltas if d.added("record")]
+        assert sum(len(d.added("record")) for d in record_deltas) == 12
+        assert len(record_deltas) < 12
+    finally:
+        gate.set()
+        running.stop()
