@@ -29,6 +29,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,19 +44,21 @@ BASE_IMAGE = "overland/base:bookworm"
 OVERLAND_REPOSITORY = "overland/overland"
 IMAGE_NAMES = ("etcd", "base", "overland")
 ETCD_IMAGE_DIRECTORIES = ("usr", "usr/local", "usr/local/bin", "var", "var/lib", "var/lib/etcd", "tmp")
-# The root project's wheel needs only its own package; the rest of the tree stays out of the copy.
-ROOT_COPY_IGNORE = (
-    ".venv",
-    ".git",
-    "build",
-    ".overland",
-    "*.egg-info",
-    "__pycache__",
-    ".*cache",
-    "tests",
-    "sdk",
-)
+# What each local project's wheel is built from: its pyproject.toml and its package sources. Building from
+# a copy of only these keeps setuptools' build/ and egg-info droppings, and files others are writing
+# at the moment, out of the build.
+PROJECT_SOURCES = {
+    "overland-services": ("pyproject.toml", "services"),
+    "overland-sdk": ("pyproject.toml", "src"),
+}
+# Every third-party wheel ever fetched, so a new pin only fetches what changed.
+WHEEL_CACHE = REPO / "build" / "wheels"
+# The build context's wheels: exactly the pinned dependencies (a stable layer, cached by Docker while the
+# pins hold) and the two project wheels (rebuilt with every source change).
 WHEELHOUSE = REPO / "build" / "wheelhouse"
+DEPENDENCY_WHEELS = WHEELHOUSE / "deps"
+PROJECT_WHEELS = WHEELHOUSE / "project"
+INSTALL_STAGE_TAG = "overland/overland-install:latest"
 DEBIAN_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -278,6 +281,14 @@ def build_base(report: BuildReport, force: bool, mirror: str | None) -> None:
     cached_build(BASE_IMAGE, key, build, report, "base", force=force)
 
 
+def project_requirements(name: str) -> list[Requirement]:
+    """The runtime requirements a local project declares in its pyproject.toml now (the installed
+    metadata may be older than the file)."""
+    with (LOCAL_PROJECTS[name] / "pyproject.toml").open("rb") as stream:
+        declared = tomllib.load(stream)["project"].get("dependencies", [])
+    return [Requirement(text) for text in declared]
+
+
 def runtime_requirements() -> list[str]:
     """Pinned ``name==version`` for every runtime dependency of the local projects, as installed here.
 
@@ -285,70 +296,77 @@ def runtime_requirements() -> list[str]:
     is fetched, so the cache check costs nothing.
     """
     pinned: dict[str, str] = {}
-    pending = list(LOCAL_PROJECTS)
-    seen: set[str] = set()
+    pending = [r for project in LOCAL_PROJECTS for r in project_requirements(project)]
+    seen = {canonicalize_name(project) for project in LOCAL_PROJECTS}
     while pending:
-        name = canonicalize_name(pending.pop())
-        if name in seen:
+        requirement = pending.pop()
+        name = canonicalize_name(requirement.name)
+        # Extras (dev, tests) are not runtime; markers are evaluated for the image's Python, the same
+        # minor version as this one (Debian bookworm and python:3.11-slim both ship 3.11).
+        if name in seen or (
+            requirement.marker is not None and not requirement.marker.evaluate({"extra": ""})
+        ):
             continue
         seen.add(name)
         try:
             dist = importlib.metadata.distribution(name)
         except importlib.metadata.PackageNotFoundError as error:
-            raise ImageBuildError(f"{name} is required but not installed in {sys.prefix}") from error
-        if name not in LOCAL_PROJECTS:
-            pinned[name] = dist.version
-        for text in dist.requires or ():
-            requirement = Requirement(text)
-            # Extras (dev, tests) are not runtime; markers are evaluated for the image's Python, the same
-            # minor version as this one (Debian bookworm and python:3.11-slim both ship 3.11).
-            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
-                continue
-            pending.append(requirement.name)
+            raise ImageBuildError(
+                f"{name} is required but not installed in {sys.prefix}: run make venv"
+            ) from error
+        if not requirement.specifier.contains(dist.version, prereleases=True):
+            raise ImageBuildError(
+                f"{name} {dist.version} is installed but {requirement} is required: make venv"
+            )
+        pinned[name] = dist.version
+        pending.extend(Requirement(text) for text in dist.requires or ())
     return sorted(f"{name}=={version}" for name, version in pinned.items())
 
 
 def source_files() -> list[Path]:
-    """The files that end up in the project wheels: services/ and the SDK's sources and metadata."""
-    roots = [REPO / "services", REPO / "sdk" / "src" / "overland"]
-    files = [REPO / "pyproject.toml", REPO / "sdk" / "pyproject.toml"]
-    for root in roots:
-        files.extend(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    """The files the project wheels are built from (``PROJECT_SOURCES``), without build droppings."""
+    files: list[Path] = []
+    for name, project in LOCAL_PROJECTS.items():
+        for part in PROJECT_SOURCES[name]:
+            source = project / part
+            candidates = source.rglob("*") if source.is_dir() else [source]
+            files.extend(
+                p
+                for p in candidates
+                if p.is_file() and not any(x == "__pycache__" or x.endswith(".egg-info") for x in p.parts)
+            )
     return sorted(files)
 
 
 def fill_wheelhouse(requirements: Sequence[str]) -> None:
-    """Fetch or build a wheel for every pinned requirement not already there, then the project wheels."""
-    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-    present = {wheel_key(p.name) for p in WHEELHOUSE.glob("*.whl")}
-    missing = [r for r in requirements if wheel_key_of_requirement(r) not in present]
-    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(WHEELHOUSE)]
+    """Put a wheel of every pinned requirement (fetched once into the cache) and the project wheels
+    into the build context."""
+    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+    cached = {wheel_key(p.name): p for p in WHEEL_CACHE.glob("*.whl")}
+    missing = [r for r in requirements if wheel_key_of_requirement(r) not in cached]
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir"]
     if missing:
-        run([*pip, *missing])
-    for stale in WHEELHOUSE.glob("overland_*.whl"):
-        stale.unlink()
+        run([*pip, str(WHEEL_CACHE), *missing])
+        cached = {wheel_key(p.name): p for p in WHEEL_CACHE.glob("*.whl")}
+    shutil.rmtree(WHEELHOUSE, ignore_errors=True)
+    DEPENDENCY_WHEELS.mkdir(parents=True)
+    for requirement in requirements:
+        wheel = cached[wheel_key_of_requirement(requirement)]
+        # Copies keep their mtimes, so Docker's COPY cache sees the same layer while the pins hold.
+        shutil.copy2(wheel, DEPENDENCY_WHEELS / wheel.name)
     with tempfile.TemporaryDirectory(prefix="overland-wheel-build-") as scratch:
-        # Building from a copy keeps setuptools' build/ and egg-info droppings out of the working tree.
         for name, project in LOCAL_PROJECTS.items():
             copy = Path(scratch) / name
-            shutil.copytree(
-                project,
-                copy,
-                ignore=shutil.ignore_patterns(
-                    ".venv",
-                    ".git",
-                    "build",
-                    ".overland",
-                    "*.egg-info",
-                    "__pycache__",
-                    ".*cache",
-                    "tests",
-                    "sdk",
-                )
-                if project == REPO
-                else shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
-            )
-            run([*pip, str(copy)])
+            for part in PROJECT_SOURCES[name]:
+                source = project / part
+                if source.is_dir():
+                    shutil.copytree(
+                        source, copy / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+                    )
+                else:
+                    copy.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source, copy / part)
+            run([*pip, str(PROJECT_WHEELS), str(copy)])
 
 
 def wheel_key(filename: str) -> tuple[str, str]:
@@ -378,20 +396,11 @@ def build_overland(report: BuildReport, force: bool, base: str, tag: str) -> Non
 
     def build() -> None:
         fill_wheelhouse(requirements)
-        run(
-            [
-                "docker",
-                "build",
-                "--quiet",
-                "--build-arg",
-                f"BASE={base}",
-                "--label",
-                f"{INPUTS_LABEL}={key}",
-                "--tag",
-                tag,
-                str(REPO),
-            ],
-        )
+        common = ["docker", "build", "--quiet", "--build-arg", f"BASE={base}"]
+        # The install stage gets a tag of its own, so pruning never removes the dependency layer Docker
+        # reuses while the pins hold.
+        run([*common, "--target", "install", "--tag", INSTALL_STAGE_TAG, str(REPO)])
+        run([*common, "--label", f"{INPUTS_LABEL}={key}", "--tag", tag, str(REPO)])
 
     cached_build(tag, key, build, report, "overland", force=force)
     # The replaced image and the install stage stay behind untagged; they inherit the base's inputs
@@ -406,7 +415,9 @@ def project_version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("images", nargs="*", help=f"which of {', '.join(IMAGE_NAMES)} (default: all)")
-    parser.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    parser.add_argument(
+        "--force", action="store_true", help="rebuild the named images even when their inputs are unchanged"
+    )
     parser.add_argument(
         "--base",
         default=BASE_IMAGE,
@@ -425,7 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "etcd" in wanted:
             build_etcd(report, args.force)
         if "base" in wanted or ("overland" in wanted and args.base == BASE_IMAGE):
-            build_base(report, args.force, args.mirror)
+            # --force rebuilds what was asked for; the base only when named, as it is slow to make.
+            build_base(report, args.force and "base" in args.images, args.mirror)
         if "overland" in wanted:
             tag = args.tag or f"{OVERLAND_REPOSITORY}:{project_version()}"
             build_overland(report, args.force, args.base, tag)
