@@ -82,23 +82,22 @@ class ChunkCodec:
     def __post_init__(self) -> None:
         self._compressor = zstandard.ZstdCompressor(level=self.level) if self.compress else None
 
-    def encode(self, disk: str, offset: int, data: bytes, index: int) -> replica_pb2.DeltaChunk:
+    def encode(self, disk: str, offset: int, data: bytes, index: int) -> replica_pb2.DeltaMessage:
+        """The chunk as a ready ``DeltaMessage`` (built in place: wrapping a built chunk would copy it)."""
+        message = replica_pb2.DeltaMessage()
+        chunk = message.chunk
+        chunk.disk, chunk.offset, chunk.length, chunk.index = disk, offset, len(data), index
         if is_zero(data):
-            return replica_pb2.DeltaChunk(disk=disk, offset=offset, length=len(data), zero=True, index=index)
-        payload, compressed = data, False
+            chunk.zero = True
+            return message
+        payload = data
         if self._compressor is not None:
             packed = self._compressor.compress(data)
             if len(packed) < len(data):
-                payload, compressed = packed, True
-        return replica_pb2.DeltaChunk(
-            disk=disk,
-            offset=offset,
-            length=len(data),
-            data=payload,
-            compressed=compressed,
-            blake3=digest(data),
-            index=index,
-        )
+                payload, chunk.compressed = packed, True
+        chunk.data = payload
+        chunk.blake3 = digest(data)
+        return message
 
 
 def decode_chunk(chunk: replica_pb2.DeltaChunk, disk_sizes: dict[str, int], expected_index: int) -> bytes:

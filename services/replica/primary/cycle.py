@@ -156,25 +156,19 @@ def messages(
     codec: ChunkCodec,
     progress: Progress,
     bucket: TokenBucket | None,
-    skip_zero: bool,
 ) -> Iterator[replica_pb2.DeltaMessage]:
     """The delta stream from chunk ``header.resume_from`` on."""
     yield replica_pb2.DeltaMessage(header=header)
     for index in range(header.resume_from, len(extents)):
         extent = extents[index]
         data = snapshots[extent.disk].read(extent.offset, extent.length)
-        chunk = codec.encode(extent.disk, extent.offset, data, index)
-        if chunk.zero and skip_zero:
-            # A fresh replica disk already reads as zeros; the chunk still counts, for resume.
-            chunk = replica_pb2.DeltaChunk(
-                disk=extent.disk, offset=extent.offset, length=extent.length, zero=True, index=index
-            )
+        message = codec.encode(extent.disk, extent.offset, data, index)
         if bucket is not None:
-            wait = bucket.take(len(chunk.data) or 64, time.monotonic())
+            wait = bucket.take(len(message.chunk.data) or 64, time.monotonic())
             if wait:
                 time.sleep(wait)
         progress.add(extent.length)
-        yield replica_pb2.DeltaMessage(chunk=chunk)
+        yield message
     yield replica_pb2.DeltaMessage(end_of_delta=len(extents))
 
 

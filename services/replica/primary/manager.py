@@ -64,6 +64,9 @@ class VmReplication:
     running: threading.Lock = field(default_factory=threading.Lock)
     progress: Progress = field(default_factory=Progress)
     cycle_started: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    # Serializes changes of ``record`` and their persistence between RPC threads and the cycle thread.
+    state_lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def name(self) -> str:
@@ -87,6 +90,8 @@ class ReplicationManager:
         self._vms: dict[str, VmReplication] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Set to run the scheduler now (enable, resume, resync) instead of at its next tick.
+        self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_CYCLES, thread_name_prefix="cycle")
         self._scheduler: threading.Thread | None = None
         self._channels: dict[str, grpc.Channel] = {}
@@ -100,6 +105,7 @@ class ReplicationManager:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._scheduler is not None:
             self._scheduler.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -142,6 +148,10 @@ class ReplicationManager:
         return self.root / name
 
     def _save(self, vm: VmReplication) -> None:
+        with vm.state_lock:
+            self._save_locked(vm)
+
+    def _save_locked(self, vm: VmReplication) -> None:
         r = vm.record
         doc = {
             "request": base64.b64encode(vm.request.SerializeToString()).decode(),
@@ -223,6 +233,7 @@ class ReplicationManager:
             self._vms[vm.name] = vm
             self._save(vm)
             self._export(vm)
+        self._wake.set()
         log.info("replication enabled", extra={"vm": vm.name, "frequency": policy.frequency_seconds})
         return vm
 
@@ -256,11 +267,15 @@ class ReplicationManager:
         return vm.disks[disk]
 
     def _event(self, vm: VmReplication, event: Event, reason: str = "") -> None:
-        try:
-            vm.record = vm.record.apply(event, time.time_ns(), reason)
-        except states.TransitionError as error:
-            raise InvalidTransition(f"VM {vm.name!r}: {error}") from None
-        self._save(vm)
+        with vm.state_lock:
+            before = vm.record
+            try:
+                vm.record = vm.record.apply(event, time.time_ns(), reason)
+            except states.TransitionError as error:
+                raise InvalidTransition(f"VM {vm.name!r}: {error}") from None
+            # A cycle starting in REPLICATING changes nothing durable: skip two fsyncs per cycle.
+            if event != Event.CYCLE_STARTED or vm.record.state != before.state:
+                self._save(vm)
 
     def pause(self, name: str) -> VmReplication:
         vm = self.get(name)
@@ -271,6 +286,7 @@ class ReplicationManager:
         vm = self.get(name)
         self._event(vm, Event.RESUME)
         vm.next_due = 0.0
+        self._wake.set()
         return vm
 
     def resync(self, name: str) -> VmReplication:
@@ -281,6 +297,7 @@ class ReplicationManager:
             raise InvalidTransition(f"VM {name!r}: cannot resync while {vm.record.state.name.lower()}")
         vm.force_resync = True
         vm.next_due = 0.0
+        self._wake.set()
         self._save(vm)
         return vm
 
@@ -311,7 +328,11 @@ class ReplicationManager:
     # ---- scheduling ------------------------------------------------------------------------------
 
     def _schedule(self) -> None:
-        while not self._stop.wait(self.config.scheduler_tick_seconds):
+        while not self._stop.is_set():
+            self._wake.wait(self.config.scheduler_tick_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             now = time.monotonic()
             for vm in self.replications():
                 if vm.record.schedulable and now >= vm.next_due and not vm.running.locked():
@@ -326,6 +347,9 @@ class ReplicationManager:
             self.run_cycle(vm.name)
         except OverlandError as error:
             log.warning("replication cycle failed", extra={"vm": vm.name, "error": error.message})
+        except Exception:
+            # The top of a scheduler thread: nobody above would see it. The state already says CRITICAL.
+            log.exception("replication cycle crashed", extra={"vm": vm.name})
 
     def replicate_now(self, name: str) -> VmReplication:
         self.run_cycle(name)
@@ -380,6 +404,7 @@ class ReplicationManager:
         try:
             committed = 0 if kind == CycleKind.EXPORT else sender.receiver_state(vm.name).committed_sequence
             snapshots = cycle.cut(vm.disks, full=kind != CycleKind.DELTA)
+            vm.phase_seconds["cut"] = time.monotonic() - start_mono
             header = self._header(vm, kind, committed + 1, start_ns)
             extents = self._plan(vm, kind, snapshots, sender)
             total = sum(e.length for e in extents)
@@ -390,7 +415,6 @@ class ReplicationManager:
                 if vm.policy.bandwidth_limit
                 else None
             )
-            skip_zero = kind in (CycleKind.INITIAL, CycleKind.EXPORT)
 
             def stream(attempt: replica_pb2.DeltaHeader) -> Any:
                 return cycle.messages(
@@ -400,7 +424,6 @@ class ReplicationManager:
                     codec=codec,
                     progress=vm.progress,
                     bucket=bucket,
-                    skip_zero=skip_zero,
                 )
 
             if kind == CycleKind.EXPORT:
@@ -409,7 +432,9 @@ class ReplicationManager:
                 vm.last_sequence = header.sequence
                 self._event(vm, Event.EXPORT_DONE)
                 return
+            streamed = time.monotonic()
             ack = sender.send(header, stream, total)
+            vm.phase_seconds["stream_and_commit"] = time.monotonic() - streamed
             shipped = True
             self._commit(vm, kind, ack, start_mono=start_mono, start_ns=start_ns, total=total)
         except ReplicaStorageFull as error:
@@ -417,6 +442,9 @@ class ReplicationManager:
             raise
         except OverlandError as error:
             self._fail(vm, start_mono, start_ns, Event.CYCLE_FAILED, error.message)
+            raise
+        except (OSError, grpc.RpcError) as error:
+            self._fail(vm, start_mono, start_ns, Event.CYCLE_FAILED, f"{type(error).__name__}: {error}")
             raise
         finally:
             cycle.release(snapshots, shipped)
@@ -466,14 +494,26 @@ class ReplicationManager:
             delta_bytes=total,
             overran=latency > vm.policy.frequency_seconds,
         )
-        vm.record = vm.record.with_cycle(outcome)
-        vm.force_resync = False
         if kind in (CycleKind.INITIAL, CycleKind.EXISTING_COPY):
-            self._event(vm, Event.INITIAL_DONE)
+            event = Event.INITIAL_DONE
         elif kind == CycleKind.RESYNC:
-            self._event(vm, Event.RESYNC_DONE)
+            event = Event.RESYNC_DONE
         else:
-            self._event(vm, Event.CYCLE_OK)
+            event = Event.CYCLE_OK
+        with vm.state_lock:
+            vm.record = vm.record.with_cycle(outcome)
+            vm.force_resync = False
+            if event in vm.record.allowed():
+                self._event(vm, event)
+            else:
+                # Paused (or disabled) while the cycle ran: the data is committed, the pause stands.
+                vm.record = replace(
+                    vm.record,
+                    last_sync_nanos=time.time_ns(),
+                    initial_done=vm.record.initial_done or event == Event.INITIAL_DONE,
+                    resync_required=vm.record.resync_required and event != Event.RESYNC_DONE,
+                )
+                self._save(vm)
         log.info(
             "cycle committed",
             extra={
@@ -482,18 +522,20 @@ class ReplicationManager:
                 "seq": ack.sequence,
                 "bytes": total,
                 "seconds": round(latency, 3),
+                **{f"{phase}_s": round(seconds, 3) for phase, seconds in vm.phase_seconds.items()},
             },
         )
 
     def _fail(self, vm: VmReplication, start_mono: float, start_ns: int, event: Event, reason: str) -> None:
         latency = time.monotonic() - start_mono
-        vm.record = vm.record.with_cycle(
-            states.CycleOutcome(start_ns, ok=False, latency_seconds=latency, delta_bytes=0)
-        )
-        if event in vm.record.allowed():
-            self._event(vm, event, reason)
-        else:
-            self._save(vm)
+        with vm.state_lock:
+            vm.record = vm.record.with_cycle(
+                states.CycleOutcome(start_ns, ok=False, latency_seconds=latency, delta_bytes=0)
+            )
+            if event in vm.record.allowed():
+                self._event(vm, event, reason)
+            else:
+                self._save(vm)
 
     def _check_import(self, vm: VmReplication, sender: Sender) -> None:
         """External media: the initial replica is complete once the DR site imported the export."""

@@ -62,7 +62,8 @@ def fsync_dir(path: Path) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so a crash leaves either the old or the new content."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    # A unique name, so concurrent writers of the same file cannot rename each other's temporary away.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     with tmp.open("wb") as file:
         file.write(data)
         file.flush()

@@ -169,6 +169,12 @@ def qemu_compare(
     )
 
 
+def assert_same(a: Path, b: Path) -> None:
+    """qemu-img says the two VHDs hold the same data."""
+    result = qemu_compare(a, b)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def enable_request(
     vm: str, disks: dict[str, Path], replica_server: str, **settings: object
 ) -> replica_pb2.EnableReplicationRequest:

@@ -10,7 +10,6 @@ import contextlib
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -20,11 +19,11 @@ from tests.integration.replica.conftest import (
     MiB,
     ServiceProcess,
     Sites,
+    assert_same,
     enable_request,
     free_port,
     make_disk,
     primary_stub,
-    qemu_compare,
     qemu_io,
     replica_disk,
     state_name,
@@ -33,11 +32,6 @@ from tests.integration.replica.conftest import (
 from tests.integration.replica.test_replication_faults import StreamTap, tapped_factory
 
 pytestmark = pytest.mark.qemu
-
-
-def assert_same(a: Path, b: Path) -> None:
-    result = qemu_compare(a, b)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def wait_path(check: object, seconds: float = 30) -> None:

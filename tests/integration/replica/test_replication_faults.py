@@ -20,12 +20,12 @@ from services.replica.config import PRIMARY_HEADER
 from tests.integration.replica.conftest import (
     MiB,
     Sites,
+    assert_same,
     dir_usage,
     enable_request,
     free_port,
     make_disk,
     primary_stub,
-    qemu_compare,
     qemu_io,
     replica_disk,
     state_name,
@@ -75,11 +75,6 @@ def enable_and_wait(
 ) -> replica_pb2.Replication:
     stub.EnableReplication(enable_request(vm, {"d0": disk}, endpoint, **settings))
     return wait_for(get(stub, vm), lambda r: state_name(r) == "REPLICATING")
-
-
-def assert_same(a: Path, b: Path) -> None:
-    result = qemu_compare(a, b)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_corrupted_chunk_is_rejected_then_resent(sites: Sites, caplog: pytest.LogCaptureFixture) -> None:
