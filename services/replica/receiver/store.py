@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from overland.v1 import replica_pb2
+from services.common.errors import FieldViolation
 from services.replica import records
 from services.replica.delta import block_digests
 from services.replica.errors import (
@@ -42,7 +43,9 @@ from services.replica.errors import (
     UnknownVm,
 )
 from services.replica.recovery import PointInfo, overlay, retained
+from services.replica.settings import validate_name
 from services.replica.vhd.device import BlockDevice
+from services.replica.vhd.footer import MAX_DISK_SIZE
 from services.replica.vhd.image import create_fixed, open_disk
 
 log = logging.getLogger(__name__)
@@ -141,6 +144,25 @@ def check_sequence(committed: int, known: bool, header: replica_pb2.DeltaHeader)
     if not known and not (header.full or header.existing_copy):
         raise UnknownVm(
             f"this DR site has no replica of VM {header.vm_name!r}; start with an initial replication"
+        )
+
+
+def check_disks(header: replica_pb2.DeltaHeader) -> None:
+    """Disk names become file names here, so they must be path-safe; sizes must be VHD sizes. Pure."""
+    violations: list[FieldViolation] = []
+    if not header.disk_sizes:
+        violations.append(FieldViolation("header.disk_sizes", "a delta names at least one disk"))
+    for disk, size in header.disk_sizes.items():
+        violations += validate_name(disk, f"header.disk_sizes[{disk}]")
+        if size <= 0 or size % 512 or size > MAX_DISK_SIZE:
+            violations.append(
+                FieldViolation(f"header.disk_sizes[{disk}]", f"size {size} is not a positive multiple of 512")
+            )
+    if violations:
+        raise MalformedDelta(
+            f"delta {header.sequence} for VM {header.vm_name!r} names bad disks: "
+            + "; ".join(v.description for v in violations),
+            violations,
         )
 
 
@@ -334,6 +356,7 @@ class VmStore:
 
     def begin(self, header: replica_pb2.DeltaHeader) -> Staging:
         """Validate the header and open staging, resuming from ``header.resume_from`` when it matches."""
+        check_disks(header)
         check_sequence(self.state.committed, self.known, header)
         if self.known and not header.full:
             self._check_disks(header)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from overland.v1 import replica_pb2
-from services.replica.errors import DuplicateDelta, SequenceError, UnknownVm
+from services.replica.errors import DuplicateDelta, MalformedDelta, SequenceError, UnknownVm
 from services.replica.receiver.store import VmStore
 from services.replica.states import HOUR_NANOS
 from services.replica.vhd import open_disk
@@ -144,3 +144,17 @@ def test_recovery_points_are_exact_after_pruning(tmp_path: Path) -> None:
     for seq in kept:
         disks = store.materialize(seq, tmp_path / f"point-{seq}")
         assert read_disk(disks["d0"]) == history[seq], f"recovery point {seq} differs"
+
+
+def test_disk_names_must_be_path_safe(tmp_path: Path) -> None:
+    store = VmStore(tmp_path, "vm1")
+    bad = header(1, full=True)
+    bad.disk_sizes["../escape"] = SIZE
+    with pytest.raises(MalformedDelta) as info:
+        store.begin(bad)
+    assert [v.field for v in info.value.violations] == ["header.disk_sizes[../escape]"]
+    odd = header(1, full=True)
+    odd.disk_sizes["d0"] = 1000
+    with pytest.raises(MalformedDelta, match="multiple of 512"):
+        store.begin(odd)
+    assert not (tmp_path / "escape.vhd").exists()
