@@ -11,162 +11,50 @@ from __future__ import annotations
 
 import itertools
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import grpc
 import pytest
 
-from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
+from overland.v1 import policy_pb2, policy_pb2_grpc, vswitch_pb2
 from services.common.etcd_kv import EtcdConfig
 from services.common.etcd_process import EtcdProcess
 from services.common.server import ServerConfig
 from services.policy import PolicyConfig, create_server
-from services.vswitch.datapath.datapath import STATE_DIR
-from services.vswitch.lab import BLUE, DEMO_SUBNETS, RED, Host, Lab, TcpRelay, VmSpec, demo_vms
+from services.vswitch.demo import PAS, OverlayDemo, record_of
+from services.vswitch.lab import Lab, VmSpec
 from services.vswitch.netns import exec_argv
 from tests.conftest import start_test_etcd
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
-PAS = ("198.18.0.1", "198.18.0.2", "198.18.0.3")
-AGENT_PORT = 50062
-ETCD_PORT_IN_HOST = 2379
-READY_SECONDS = 60.0
-
-
-@dataclass
-class AgentProcess:
-    """One host's agent: a ``python -m services.vswitch`` process inside the host namespace."""
-
-    host: Host
-    log: Path
-    relay: TcpRelay
-    process: subprocess.Popen[bytes] | None = None
-    channel: grpc.Channel | None = None
-
-    def start(self) -> None:
-        argv = [
-            sys.executable, "-m", "services.vswitch",
-            "--host-name", self.host.netns, "--pa-ip", self.host.pa_ip,
-            "--etcd", f"127.0.0.1:{ETCD_PORT_IN_HOST}", "--etcd-timeout", "2",
-            "--lease-ttl", "4", "--bind", f"127.0.0.1:{AGENT_PORT}",
-        ]  # fmt: skip
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(exec_argv(self.host.netns, argv), stdout=log, stderr=log)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.relay.port}")
-
-    @property
-    def stub(self) -> vswitch_pb2_grpc.VswitchServiceStub:
-        assert self.channel is not None
-        return vswitch_pb2_grpc.VswitchServiceStub(self.channel)
-
-    def wait_applied(self, revision: int) -> None:
-        deadline = time.monotonic() + READY_SECONDS
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                status = self.stub.GetAgentStatus(vswitch_pb2.GetAgentStatusRequest(), timeout=2)
-                if status.applied_revision >= revision and status.datapath:
-                    return
-            except grpc.RpcError:
-                pass  # not serving yet
-            time.sleep(0.2)
-        raise AssertionError(
-            f"agent {self.host.name} did not apply revision {revision}: {self.log.read_text()[-3000:]}"
-        )
-
-    def stop(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-            self.channel = None
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-
 
 @dataclass
 class Cluster:
-    lab: Lab
+    demo: OverlayDemo
     etcd: EtcdProcess
-    policy: policy_pb2_grpc.PolicyServiceStub
-    agents: dict[str, AgentProcess]
-    vms: dict[str, VmSpec]
-    rdids: dict[str, str] = field(default_factory=dict)
 
-    def agent_of(self, pa: str) -> AgentProcess:
-        return self.agents[pa]
+    @property
+    def lab(self) -> Lab:
+        return self.demo.lab
 
-    def revision(self) -> int:
-        return self.policy.GetTableStatus(policy_pb2.GetTableStatusRequest(), timeout=5).revision
+    @property
+    def vms(self) -> dict[str, VmSpec]:
+        return self.demo.vms
 
     def ping(self, vm: str, destination: str, count: int = 2) -> bool:
-        return self.lab.ping(self.lab.vms[vm], destination, count=count)
-
-    def attach(self, vm: str, pa: str, port_name: str) -> None:
-        spec = self.vms[vm]
-        port = vswitch_pb2.Port(name=port_name, mac=spec.mac, vsid=spec.vsid, netns=self.lab.vms[vm].netns)
-        self.agent_of(pa).stub.AttachPort(vswitch_pb2.AttachPortRequest(port=port), timeout=30)
-
-    def configure(self, vm: str, port_name: str) -> None:
-        spec = self.vms[vm]
-        self.lab.configure_vm(self.lab.vms[vm], port_name, spec.cidr, spec.gateway)
-
-
-def write_table(
-    policy: policy_pb2_grpc.PolicyServiceStub, lab: Lab, vms: dict[str, VmSpec]
-) -> dict[str, str]:
-    """The demo tenancy through the policy API; returns the generated rdids by demo name."""
-    for host in lab.hosts.values():
-        policy.CreateProviderAddress(
-            policy_pb2.CreateProviderAddressRequest(
-                provider_address=types_pb2.ProviderAddress(
-                    host_name=host.netns, pa_ip=host.pa_ip, prefix_length=24
-                )
-            ),
-            timeout=10,
-        )
-    rdids = {}
-    for name, tenant in ((BLUE, "blue"), (RED, "red")):
-        domain = policy.CreateRoutingDomain(
-            policy_pb2.CreateRoutingDomainRequest(routing_domain=types_pb2.RoutingDomain(tenant_name=tenant)),
-            timeout=10,
-        )
-        rdids[name] = domain.rdid
-    for vsid, rdid, prefix, gateway_ip, gateway_mac in DEMO_SUBNETS:
-        subnet = types_pb2.VirtualSubnet(
-            vsid=vsid, rdid=rdids[rdid], ca_prefixes=[prefix], gateway_ip=gateway_ip, gateway_mac=gateway_mac
-        )
-        policy.CreateVirtualSubnet(policy_pb2.CreateVirtualSubnetRequest(virtual_subnet=subnet), timeout=10)
-    for spec in vms.values():
-        record = types_pb2.LookupRecord(
-            ca=spec.ca, vsid=spec.vsid, mac=spec.mac, pa=spec.pa, vm_name=spec.name
-        )
-        policy.CreateLookupRecord(policy_pb2.CreateLookupRecordRequest(lookup_record=record), timeout=10)
-    return rdids
-
-
-def record_of(spec: VmSpec, pa: str) -> types_pb2.LookupRecord:
-    return types_pb2.LookupRecord(ca=spec.ca, vsid=spec.vsid, mac=spec.mac, pa=pa, vm_name=spec.name)
+        return self.demo.ping(vm, destination, count=count)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     workdir = tmp_path_factory.mktemp("e2e")
     etcd = start_test_etcd(workdir / "etcd")
-    lab = Lab()
-    relays: list[TcpRelay] = []
-    agents: dict[str, AgentProcess] = {}
     policy_server = None
     channel = None
+    demo = None
     try:
         policy_server, port = create_server(
             PolicyConfig(
@@ -175,39 +63,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             )
         )
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        policy = policy_pb2_grpc.PolicyServiceStub(channel)
-        hosts = [lab.add_host(f"h{index + 1}", pa) for index, pa in enumerate(PAS)]
-        vms = demo_vms(PAS)
-        for spec in vms.values():
-            lab.add_vm(spec.name, next(h for h in hosts if h.pa_ip == spec.pa))
-        etcd_port = int(etcd.endpoint.rsplit(":", 1)[1])
-        for host in hosts:
-            relays.append(TcpRelay(host.netns, ETCD_PORT_IN_HOST, None, ("127.0.0.1", etcd_port)))
-            relay = TcpRelay(None, 0, host.netns, ("127.0.0.1", AGENT_PORT))
-            relays.append(relay)
-            agents[host.pa_ip] = AgentProcess(host, workdir / f"{host.name}.log", relay)
-        rdids = write_table(policy, lab, vms)
-        built = Cluster(lab, etcd, policy, agents, vms, rdids)
-        revision = built.revision()
-        for agent in agents.values():
-            agent.start()
-        for agent in agents.values():
-            agent.wait_applied(revision)
-        for spec in vms.values():
-            built.attach(spec.name, spec.pa, f"tap-{spec.name}")
-            built.configure(spec.name, f"tap-{spec.name}")
-        yield built
+        demo = OverlayDemo(policy_pb2_grpc.PolicyServiceStub(channel), etcd.endpoint, workdir)
+        demo.start()
+        yield Cluster(demo, etcd)
     finally:
-        for agent in agents.values():
-            agent.stop()
-            Path(STATE_DIR, f"{agent.host.netns}-{agent.host.pa_ip}.ports").unlink(missing_ok=True)
-        for relay in relays:
-            relay.close()
+        if demo is not None:
+            demo.close()
         if channel is not None:
             channel.close()
         if policy_server is not None:
             policy_server.stop()
-        lab.close()
         etcd.close()
 
 
@@ -228,7 +93,7 @@ def test_tenants_never_meet_even_on_the_same_ip(cluster: Cluster) -> None:
     assert cluster.vms["red1"].mac not in neighbour_mac(cluster, "blue1", "192.0.2.12")
     # Red has no route to blue's second subnet.
     assert not cluster.lab.ping(cluster.lab.vms["red1"], "198.51.100.13", count=1, wait=0.5)
-    counters = cluster.agent_of(PAS[0]).stub.GetCounters(vswitch_pb2.GetCountersRequest(), timeout=5)
+    counters = cluster.demo.agent_of(PAS[0]).stub.GetCounters(vswitch_pb2.GetCountersRequest(), timeout=5)
     assert counters.drops["no_route"] >= 1
 
 
@@ -250,23 +115,38 @@ def test_forwarding_goes_on_while_etcd_is_unreachable(cluster: Cluster) -> None:
 
 
 def test_a_migrated_vm_is_reachable_soon_after_the_pa_update(cluster: Cluster) -> None:
-    """blue2 moves from host2 to host3: its new NIC is plugged on host3, then the PA update is written."""
+    """blue2 moves from host2 to host3: its new NIC is plugged on host3, then the PA update is written.
+    A 20 pps ping from blue1 runs throughout; the first reply after the write says when it took effect."""
     old_pa, new_pa = PAS[1], PAS[2]
     spec = cluster.vms["blue2"]
-    cluster.attach("blue2", new_pa, "tap-blue2m")
-    cluster.agent_of(old_pa).stub.DetachPort(vswitch_pb2.DetachPortRequest(name="tap-blue2"), timeout=10)
-    cluster.configure("blue2", "tap-blue2m")
-    record = record_of(spec, new_pa)
-    written = time.monotonic()
-    cluster.policy.UpdateLookupRecord(policy_pb2.UpdateLookupRecordRequest(lookup_record=record), timeout=10)
-    reachable = None
-    while time.monotonic() - written < 15:
-        if cluster.lab.ping(cluster.lab.vms["blue1"], spec.ca, count=1, wait=0.2):
-            reachable = time.monotonic() - written
-            break
-    print(f"\nmigration: blue2 reachable {reachable:.3f} s after the PA update" if reachable else "")
-    assert reachable is not None
+    cluster.demo.attach("blue2", new_pa, "tap-blue2m")
+    cluster.demo.agent_of(old_pa).stub.DetachPort(vswitch_pb2.DetachPortRequest(name="tap-blue2"), timeout=10)
+    cluster.demo.configure("blue2", "tap-blue2m")
+    pinger = start_pinger(cluster, "blue1", spec.ca, seconds=8)
+    try:
+        time.sleep(1.0)
+        written = time.time()
+        update = policy_pb2.UpdateLookupRecordRequest(lookup_record=record_of(spec, new_pa))
+        cluster.demo.policy.UpdateLookupRecord(update, timeout=10)
+        output, _ = pinger.communicate(timeout=30)
+    finally:
+        if pinger.poll() is None:
+            pinger.kill()
+    after = [t for t in reply_times(output) if t > written]
+    assert after, "blue2 never answered at its new host"
+    print(f"\nmigration: first reply from the new host {after[0] - written:.3f} s after the PA update")
     assert cluster.ping("blue3", "192.0.2.12")  # routed to its new host too
+
+
+def start_pinger(cluster: Cluster, vm: str, destination: str, seconds: int) -> subprocess.Popen[str]:
+    """A 20 pps ping with reply timestamps (``-D``), for ``seconds``."""
+    argv = ["ping", "-n", "-D", "-i", "0.05", "-W", "1", "-w", str(seconds), destination]
+    return subprocess.Popen(
+        exec_argv(cluster.lab.vms[vm].netns, argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def reply_times(ping_output: str) -> list[float]:
@@ -275,22 +155,16 @@ def reply_times(ping_output: str) -> list[float]:
 
 
 def test_an_agent_restart_loses_little_traffic(cluster: Cluster) -> None:
-    agent = cluster.agent_of(PAS[0])
+    agent = cluster.demo.agent_of(PAS[0])
     # Pinged from host3 to blue1 on host1: the pinging VM's own NIC never goes down, so the gap in
     # replies is the restarted host's forwarding outage, not ping backing off from send errors.
-    argv = ["ping", "-n", "-D", "-i", "0.05", "-W", "1", "-w", "14", "192.0.2.11"]
-    pinger = subprocess.Popen(
-        exec_argv(cluster.lab.vms["blue3"].netns, argv),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    pinger = start_pinger(cluster, "blue3", "192.0.2.11", seconds=14)
     try:
         time.sleep(1.5)
         restarted = time.monotonic()
         agent.stop()
         agent.start()
-        agent.wait_applied(cluster.revision())
+        agent.wait_applied(cluster.demo.revision())
         restart_seconds = time.monotonic() - restarted
         output, _ = pinger.communicate(timeout=30)
     finally:
