@@ -6,7 +6,7 @@ import random
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.vswitch.packets import (
@@ -90,12 +90,14 @@ def ipv4_packets(draw: st.DrawFn, payload: st.SearchStrategy[bytes] = payloads) 
     )
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(st.binary(max_size=2000), st.integers(0, 0xFFFF))
 def test_ones_complement_sum_matches_the_word_loop(data: bytes, initial: int) -> None:
     padded = data + b"\x00" * (len(data) % 2)
     assert ones_complement_sum(data, initial) == naive_sum(padded + initial.to_bytes(2, "big"))
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(st.sampled_from((65000, 64999, 1501)), st.integers(0, 2**32))
 def test_checksums_of_tso_sized_frames_match_the_word_loop(size: int, seed: int) -> None:
     data = random.Random(seed).randbytes(size)
@@ -104,6 +106,7 @@ def test_checksums_of_tso_sized_frames_match_the_word_loop(size: int, seed: int)
     assert internet_checksum(padded + internet_checksum(padded).to_bytes(2, "big")) == 0
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(st.binary(min_size=20, max_size=60).map(lambda b: b[: len(b) - len(b) % 2]), st.data())
 def test_incremental_checksum_update_equals_recomputing(data: bytes, draw: st.DataObject) -> None:
     index = draw.draw(st.integers(0, len(data) // 2 - 1)) * 2
@@ -115,12 +118,14 @@ def test_incremental_checksum_update_equals_recomputing(data: bytes, draw: st.Da
     assert updated % 0xFFFF == internet_checksum(changed) % 0xFFFF
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(macs, macs, st.integers(0, 0xFFFF).filter(lambda t: t not in (0x8100, 0x88A8)), payloads)
 def test_ethernet_round_trip(destination: bytes, source: bytes, ethertype: int, payload: bytes) -> None:
     frame = EthernetFrame(destination, source, ethertype, payload)
     assert decode_ethernet(encode_ethernet(frame)) == frame
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(macs, macs, st.integers(0, 0x0FFF), payloads)
 def test_tagged_ethernet_round_trip_reports_the_vlan(
     destination: bytes, source: bytes, vlan: int, payload: bytes
@@ -129,6 +134,7 @@ def test_tagged_ethernet_round_trip_reports_the_vlan(
     assert decode_ethernet(encode_ethernet(frame)) == frame
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(ipv4_packets())
 def test_ipv4_round_trip_with_a_valid_header_checksum(packet: Ipv4Packet) -> None:
     encoded = encode_ipv4(packet)
@@ -138,6 +144,7 @@ def test_ipv4_round_trip_with_a_valid_header_checksum(packet: Ipv4Packet) -> Non
     assert decode_ipv4(encoded + b"\x00" * 10) == packet
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(ipv4_packets(), st.integers(0, 19))
 def test_ipv4_corrupted_header_fails_the_checksum(packet: Ipv4Packet, index: int) -> None:
     encoded = bytearray(encode_ipv4(packet))
@@ -153,6 +160,7 @@ def test_ipv4_rejects_out_of_range_values() -> None:
         encode_ipv4(Ipv4Packet(source=b"\x00" * 3, destination=b"\x00" * 4, protocol=1, payload=b""))
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(st.sampled_from((ARP_REQUEST, ARP_REPLY)), macs, ipv4s, macs, ipv4s)
 def test_arp_round_trip_and_reply(operation: int, sha: bytes, spa: bytes, tha: bytes, tpa: bytes) -> None:
     packet = ArpPacket(operation, sha, spa, tha, tpa)
@@ -163,6 +171,7 @@ def test_arp_round_trip_and_reply(operation: int, sha: bytes, spa: bytes, tha: b
     assert (reply.target_mac, reply.target_ip) == (sha, spa)
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), payloads)
 def test_icmp_echo_round_trip(identifier: int, sequence: int, data: bytes) -> None:
     message = echo_request(identifier, sequence, data)
@@ -171,6 +180,7 @@ def test_icmp_echo_round_trip(identifier: int, sequence: int, data: bytes) -> No
     assert echo_fields(decoded) == (identifier, sequence)
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(ipv4_packets(st.binary(min_size=8, max_size=100)), st.integers(68, 9000))
 def test_fragmentation_needed_quotes_the_header_and_carries_the_mtu(packet: Ipv4Packet, mtu: int) -> None:
     original = encode_ipv4(packet)
@@ -190,6 +200,7 @@ def test_icmp_rejects_bad_checksums_and_short_messages() -> None:
         decode_icmp(b"\x08\x00")
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(ipv4s, ipv4s, vsids, macs, macs, payloads, st.integers(0, 255))
 def test_nvgre_round_trip_and_key_layout(
     source: bytes, destination: bytes, vsid: int, dst_mac: bytes, src_mac: bytes, payload: bytes, ttl: int
@@ -212,12 +223,14 @@ def test_nvgre_round_trip_and_key_layout(
     assert packet.flow_id == flow_id(inner)
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(st.integers(0, MIN_VSID - 1) | st.integers(MAX_VSID + 1, 0xFFFFFFF))
 def test_reserved_vsids_cannot_be_encoded(vsid: int) -> None:
     with pytest.raises(EncodeError):
         gre_header(vsid, 0)
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(ipv4s, ipv4s, st.integers(1, 0xFFFF), st.integers(1, 0xFFFF), st.binary(max_size=40))
 def test_flow_id_is_stable_per_flow_and_ignores_the_payload(
     source: bytes, destination: bytes, sport: int, dport: int, data: bytes
@@ -242,6 +255,7 @@ def test_flow_id_spreads_flows_over_many_values() -> None:
     assert len(ids) > 128
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(st.lists(st.tuples(st.integers(0, 2**32 * 10**9 - 1), st.binary(max_size=200)), max_size=10))
 def test_pcap_round_trip(records: list[tuple[int, bytes]]) -> None:
     content = pcap_file_header(LINKTYPE_ETHERNET) + b"".join(pcap_record(ts, data) for ts, data in records)
@@ -258,6 +272,7 @@ def test_pcap_snaplen_truncates_the_capture_not_the_original_length() -> None:
     assert struct.unpack("<IIII", record[:16]) == (0, 5, 64, 100)
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(macs, ipv4s)
 def test_text_addresses_round_trip(mac: bytes, ip: bytes) -> None:
     assert mac_to_bytes(mac_to_str(mac)) == mac
