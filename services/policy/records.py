@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from overland.v1 import types_pb2
 from services.common import keys
@@ -42,6 +43,10 @@ class Mode(enum.Enum):
 
 _DELETES = (Mode.DELETE, Mode.DELETE_IF_PRESENT)
 
+# Bulk loads build these keys for every record, but there are few VSIDs and PAs: memoize.
+_vsid_key = lru_cache(maxsize=4096)(keys.vsid_index_key)
+_pa_key = lru_cache(maxsize=4096)(keys.pa_key)
+
 
 @dataclass(frozen=True)
 class RecordChange:
@@ -62,8 +67,8 @@ class RecordChange:
     def __post_init__(self) -> None:
         record = self.record
         deleting = self.mode in _DELETES
-        object.__setattr__(self, "vsid_key", keys.vsid_index_key(record.vsid))
-        object.__setattr__(self, "pa_key", None if deleting else keys.pa_key(record.pa))
+        object.__setattr__(self, "vsid_key", _vsid_key(record.vsid))
+        object.__setattr__(self, "pa_key", None if deleting else _pa_key(record.pa))
         object.__setattr__(self, "mac_key", b"" if deleting else keys.mac_index_key(record.vsid, record.mac))
         object.__setattr__(self, "ca_bytes", record.ca.encode())
 
@@ -105,20 +110,16 @@ class TableState:
     def forget(self, key: bytes) -> None:
         self.values.pop(key, None)
 
-    def committed(self, writes: dict[bytes, bytes | None], revision: int) -> None:
-        """Record the effect of a committed transaction."""
+    def committed(self, writes: dict[bytes, bytes | None]) -> None:
+        """Record the effect of a committed transaction. Deleted keys are known absent; written
+        ones become unknown again, which costs nothing in a load that writes each key once (the
+        common case, and building their KeyValues would) and one extra round trip otherwise."""
+        values = self.values
         for key, value in writes.items():
             if value is None:
-                self.values[key] = None
+                values[key] = None
             else:
-                old = self.values.get(key)
-                self.values[key] = KeyValue(
-                    key=key,
-                    value=value,
-                    create_revision=old.create_revision if old else revision,
-                    mod_revision=revision,
-                    version=(old.version + 1) if old else 1,
-                )
+                values.pop(key, None)
 
 
 @dataclass

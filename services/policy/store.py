@@ -646,7 +646,7 @@ class PolicyStore:
                         else:
                             self._learn(state, [get.key for get in plan.failure_reads()])
                         continue
-                    state.committed(plan.writes, result.revision)
+                    state.committed(plan.writes)
                     revision = result.revision
                     transactions += 1
                 if on_commit is not None:

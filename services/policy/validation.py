@@ -12,6 +12,7 @@ import ipaddress
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 
 from overland.v1 import types_pb2
 from services.common.errors import FieldViolation
@@ -286,23 +287,24 @@ _CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+@lru_cache(maxsize=4096)
+def _plain_unicast(address: str) -> bool:
+    """Canonical and clearly a host address (memoized: a bulk load names few PAs, many times)."""
+    if not _CANONICAL_IPV4.fullmatch(address):
+        return False
+    first_octet = int(address[: address.index(".")])
+    return first_octet not in (0, 127) and first_octet < 224
+
+
 def canonical_record(record: types_pb2.LookupRecord) -> types_pb2.LookupRecord | None:
     """The normalized record when every field is already canonical and plainly valid (what bulk
     loads send), without building any violation; None sends it through the full check, which
     accepts at least everything this accepts and normalizes it the same way."""
     ca, pa, vm_name = record.ca, record.pa, record.vm_name
     mac = record.mac.lower()
-    if not (
-        _CANONICAL_IPV4.fullmatch(ca) and _CANONICAL_IPV4.fullmatch(pa) and _CANONICAL_MAC.fullmatch(mac)
-    ):
+    if not (_CANONICAL_IPV4.fullmatch(ca) and _CANONICAL_MAC.fullmatch(mac) and _plain_unicast(pa)):
         return None
-    first_pa_octet = int(pa[: pa.index(".")])
-    if (
-        first_pa_octet in (0, 127)
-        or first_pa_octet >= 224
-        or int(mac[1], 16) & 1
-        or mac == "00:00:00:00:00:00"
-    ):
+    if int(mac[1], 16) & 1 or mac == "00:00:00:00:00:00":
         return None
     if not VSID_MIN <= record.vsid <= VSID_MAX:
         return None
