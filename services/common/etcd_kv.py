@@ -83,6 +83,8 @@ _UNAVAILABLE_CODES = frozenset(
 # refuses calls at once with "no leader" and cancels open watches, instead of serving stale reads
 # and watches that silently stop.
 REQUIRE_LEADER = (("hasleader", "true"),)
+# The watch id etcd puts on its answer to a progress request (it answers for the whole stream).
+REQUESTED_PROGRESS_ID = -1
 # What a call that surely never took effect fails with: no connection to send it on, or refused
 # by a member without a leader before anything was done.
 _NOT_SENT = (
@@ -303,10 +305,34 @@ class EtcdStubs:
     kv: Any
     lease: Any
     watch: Any
+    maintenance: Any = None
 
     @classmethod
     def on(cls, channel: grpc.Channel) -> EtcdStubs:
-        return cls(channel, etcdrpc.KVStub(channel), etcdrpc.LeaseStub(channel), etcdrpc.WatchStub(channel))
+        return cls(
+            channel,
+            etcdrpc.KVStub(channel),
+            etcdrpc.LeaseStub(channel),
+            etcdrpc.WatchStub(channel),
+            etcdrpc.MaintenanceStub(channel),
+        )
+
+
+def requested_progress_is_ordered(version: str) -> bool:
+    """Whether etcd ``version`` answers a progress *request* in order with the watch's events.
+
+    Before 3.4.24 and 3.5.8 it answers at once with its current revision, possibly ahead of events
+    it has still to send (etcd-io/etcd#15220): such an answer must not count as a resume point.
+    """
+    try:
+        major, minor, patch = (int(part) for part in version.split("-", maxsplit=1)[0].split(".")[:3])
+    except ValueError:
+        return False
+    if (major, minor) == (3, 5):
+        return patch >= 8
+    if (major, minor) == (3, 4):
+        return patch >= 24
+    return (major, minor) > (3, 5)
 
 
 def never_sent(error: grpc.RpcError) -> bool:
@@ -349,6 +375,7 @@ class EtcdKV:
         self._current = 0
         self._closed = False
         self._watches: set[EtcdWatch] = set()
+        self._progress_ordered: dict[str, bool] = {}
 
     @classmethod
     def from_config(cls, config: EtcdConfig) -> EtcdKV:
@@ -562,7 +589,10 @@ class EtcdKV:
         deadline = time.monotonic() + self.timeout
         while True:
             stubs = self.stubs()
-            watch = EtcdWatch(self, stubs, create, self.config.watch_idle_timeout)
+            ordered = self._requested_progress_ordered(stubs, deadline)
+            watch = EtcdWatch(
+                self, stubs, create, self.config.watch_idle_timeout, trust_requested_progress=ordered
+            )
             try:
                 watch.wait_created(max(deadline - time.monotonic(), 0.001))
             except KVUnavailableError:
@@ -578,6 +608,28 @@ class EtcdKV:
                     raise KVUnavailableError("etcd client is closed")
                 self._watches.add(watch)
             return watch
+
+    def _requested_progress_ordered(self, stubs: EtcdStubs, deadline: float) -> bool:
+        """Whether the endpoint's etcd version answers progress requests in order (asked once per
+        endpoint; an endpoint that cannot say is not trusted)."""
+        with self._lock:
+            endpoint = self.endpoints[self._current]
+            known = self._progress_ordered.get(endpoint)
+        if known is not None:
+            return known
+        try:
+            status = stubs.maintenance.Status(
+                etcdrpc.StatusRequest(),
+                timeout=max(deadline - time.monotonic(), 0.001),
+                wait_for_ready=self.wait_for_ready,
+                metadata=REQUIRE_LEADER,
+            )
+        except grpc.RpcError:
+            return False
+        ordered = requested_progress_is_ordered(status.version)
+        with self._lock:
+            self._progress_ordered[endpoint] = ordered
+        return ordered
 
     def _forget(self, watch: EtcdWatch) -> None:
         with self._lock:
@@ -630,14 +682,25 @@ class EtcdWatch:
     deadline (creation) or an idle limit, and ``cancel()`` from any thread ends the iteration.
     """
 
-    def __init__(self, owner: EtcdKV, stubs: EtcdStubs, create: Any, idle_timeout: float | None) -> None:
+    def __init__(
+        self,
+        owner: EtcdKV,
+        stubs: EtcdStubs,
+        create: Any,
+        idle_timeout: float | None,
+        *,
+        trust_requested_progress: bool = True,
+    ) -> None:
         self._owner = owner
         self._idle_timeout = idle_timeout
+        self._trust_requested_progress = trust_requested_progress
         self._requests: queue.Queue[Any] = queue.Queue()
         self._responses: queue.Queue[Any] = queue.Queue()
         self._cancelled = threading.Event()
         self._created = False
-        self._delivered = 0
+        # The resume point: everything below the start revision counts as delivered.
+        self._delivered = max(create.start_revision - 1, 0)
+        self._from_now = create.start_revision <= 0
         self._requests.put(etcdrpc.WatchRequest(create_request=create))
         try:
             # No gRPC deadline: the stream lives as long as the watch; creation and idleness are
@@ -699,6 +762,9 @@ class EtcdWatch:
                 raise KVUnavailableError("etcd watch: cancelled before it was created")
             if response.created:
                 self._created = True
+                if self._from_now:
+                    # A watch "from now" sees every event after the revision it was created at.
+                    self._delivered = response.header.revision
                 if response.events:  # pragma: no cover - etcd never sends events with "created"
                     self._responses.put(response)
 
@@ -708,9 +774,10 @@ class EtcdWatch:
         if response is None:
             return None
         batch = watch_batch(response)
-        if batch.progress and batch.revision < self._delivered:
-            # etcd before 3.5.8 may answer a progress request with a revision older than events it
-            # already sent (etcd-io/etcd#15220); a resume point must never move back.
+        untrusted = response.watch_id == REQUESTED_PROGRESS_ID and not self._trust_requested_progress
+        if batch.progress and (untrusted or batch.revision < self._delivered):
+            # A resume point never moves back, and never past events an old etcd may still send
+            # after answering a progress request (etcd-io/etcd#15220).
             batch = replace(batch, revision=self._delivered)
         self._delivered = batch.revision
         return batch

@@ -114,6 +114,23 @@ def run_txn(side: Side, compare_specs: list[Any], success: list[Any], failure: l
     return side.outcome(call)
 
 
+def events_from(side: Side, start: int, latest: int) -> list[Any]:
+    """Every event a watch from relative revision ``start`` delivers up to ``latest``."""
+    stream = side.kv.watch(side.prefix, side.base + start, prev_kv=True)
+    seen: list[Any] = []
+    try:
+        stream.request_progress()
+        for batch in stream:
+            seen += [
+                (e.type, side.seen(e.kv), side.seen(e.prev_kv) if e.prev_kv else None) for e in batch.events
+            ]
+            if batch.revision >= side.base + latest:
+                break
+    finally:
+        stream.cancel()
+    return seen
+
+
 def snapshot(side: Side, revision: int) -> Any:
     return side.outcome(
         lambda: [side.seen(kv) for kv in side.kv.range(side.prefix, revision=side.base + revision).kvs]
@@ -125,7 +142,7 @@ def snapshot(side: Side, revision: int) -> Any:
 def test_memory_kv_behaves_like_etcd(etcd_kv: EtcdKV, history: list[Any]) -> None:
     # One etcd serves every example (hence the health check): each example keeps to its own prefix.
     prefix = f"/differential/{next(_examples)}/".encode()
-    memory = Side(MemoryKV(progress_interval=None), prefix)
+    memory = Side(MemoryKV(progress_interval=0.2), prefix)
     etcd = Side(etcd_kv, prefix)
     for compare_specs, success, failure in history:
         expected = run_txn(etcd, compare_specs, success, failure)
@@ -134,3 +151,5 @@ def test_memory_kv_behaves_like_etcd(etcd_kv: EtcdKV, history: list[Any]) -> Non
     assert memory.kv.current_revision() - memory.base == latest
     for revision in range(latest + 1):
         assert snapshot(memory, revision) == snapshot(etcd, revision)
+    for start in sorted({1, latest // 2 + 1}):
+        assert events_from(memory, start, latest) == events_from(etcd, start, latest)

@@ -12,7 +12,13 @@ import pytest
 from etcd3 import etcdrpc
 from etcd3.etcdrpc import kv_pb2
 
-from services.common.etcd_kv import REQUIRE_LEADER, EtcdKV, EtcdStubs, EtcdWatch
+from services.common.etcd_kv import (
+    REQUIRE_LEADER,
+    EtcdKV,
+    EtcdStubs,
+    EtcdWatch,
+    requested_progress_is_ordered,
+)
 from services.common.kv import KVCompactedError, KVUnavailableError
 
 
@@ -64,12 +70,13 @@ def put_event(key: bytes, revision: int) -> Any:
 
 
 def open_watch(
-    responses: list[Any], error: grpc.RpcError | None = None
+    responses: list[Any], error: grpc.RpcError | None = None, *, start: int = 0, trusted: bool = True
 ) -> tuple[EtcdWatch, ScriptedWatchStub]:
     stub = ScriptedWatchStub(responses, error)
     owner = EtcdKV("127.0.0.1:2379")
-    create = etcdrpc.WatchCreateRequest(key=b"/w/", range_end=b"/w0")
-    watch = EtcdWatch(owner, EtcdStubs(channel=None, kv=None, lease=None, watch=stub), create, 5.0)
+    create = etcdrpc.WatchCreateRequest(key=b"/w/", range_end=b"/w0", start_revision=start)
+    stubs = EtcdStubs(channel=None, kv=None, lease=None, watch=stub)
+    watch = EtcdWatch(owner, stubs, create, 5.0, trust_requested_progress=trusted)
     watch.wait_created(5.0)
     return watch, stub
 
@@ -88,6 +95,50 @@ def test_batches_resume_after_the_last_event_and_progress_never_moves_back() -> 
     batches = [watch.next_batch(5.0) for _ in range(3)]
     assert [(b.revision, b.progress) for b in batches if b] == [(6, False), (6, True), (9, True)]
     watch.cancel()
+
+
+def test_an_old_etcds_answer_to_a_progress_request_does_not_move_the_resume_point() -> None:
+    # etcd 3.5.1 answers a progress request at once with its current revision (10), before the
+    # events of a watcher that is still catching up (etcd-io/etcd#15220).
+    watch, _ = open_watch(
+        [
+            created(10),
+            etcdrpc.WatchResponse(header=header(10), watch_id=-1),
+            etcdrpc.WatchResponse(header=header(10), events=[put_event(b"/w/a", 7)]),
+            etcdrpc.WatchResponse(header=header(10), watch_id=0),
+        ],
+        start=3,
+        trusted=False,
+    )
+    batches = [watch.next_batch(5.0) for _ in range(3)]
+    assert [(b.revision, b.progress) for b in batches if b] == [(2, True), (7, False), (10, True)]
+    watch.cancel()
+
+
+def test_a_watch_from_now_starts_at_its_creation_revision() -> None:
+    watch, _ = open_watch([created(12), etcdrpc.WatchResponse(header=header(3), watch_id=-1)], trusted=False)
+    batch = watch.next_batch(5.0)
+    assert batch is not None
+    assert (batch.revision, batch.progress) == (12, True)
+    watch.cancel()
+
+
+@pytest.mark.parametrize(
+    ("version", "ordered"),
+    [
+        ("3.5.1", False),
+        ("3.5.7", False),
+        ("3.5.8", True),
+        ("3.4.23", False),
+        ("3.4.24", True),
+        ("3.6.0", True),
+        ("3.5.10-rc.0", True),
+        ("garbage", False),
+        ("3.5", False),
+    ],
+)
+def test_which_etcd_versions_answer_progress_requests_in_order(version: str, ordered: bool) -> None:
+    assert requested_progress_is_ordered(version) is ordered
 
 
 def test_compaction_raises_with_the_compact_revision() -> None:
