@@ -76,8 +76,8 @@ def resource_from(kv: KeyValue, kind: type[R]) -> R:
         raise CorruptEntry(
             f"{kv.key.decode(errors='replace')} holds {entry.WhichOneof('resource')}, expected {field}"
         )
-    resource = kind()
-    resource.CopyFrom(getattr(entry, field))
-    if resource.DESCRIPTOR.fields_by_name.get("revision") is not None:
+    # The entry is private to this call, so its sub-message can be handed out without a copy.
+    resource: R = getattr(entry, field)
+    if not isinstance(resource, types_pb2.HostStatus):
         resource.revision = kv.mod_revision  # type: ignore[attr-defined]
     return resource
