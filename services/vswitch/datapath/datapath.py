@@ -484,8 +484,8 @@ class Datapath:
                 stats.drop(DropReason.TABLE_CHANGING)
                 return
             entry = self._cache_entry(action)
-            if entry is not None and key and len(port.cache) < self.config.flow_cache_size:
-                port.cache[key] = entry
+            if entry is not None and key:
+                _remember(port.cache, key, entry, self.config.flow_cache_size)
         if action.kind is ActionKind.ENCAPSULATE and len(frame) > MAX_INNER_FRAME:
             stats.drop(DropReason.TOO_BIG)
             return
@@ -620,8 +620,10 @@ class Datapath:
             except RuntimeError:
                 stats.drop(DropReason.TABLE_CHANGING)
                 return
-            if action.cacheable and cache_key and len(self._wire_cache) < self.config.flow_cache_size:
-                self._wire_cache[cache_key] = (DELIVER, action.port, b"", b"")
+            if action.cacheable and cache_key:
+                _remember(
+                    self._wire_cache, cache_key, (DELIVER, action.port, b"", b""), self.config.flow_cache_size
+                )
         if action.kind is ActionKind.DELIVER:
             self._deliver(action.port, data, stats)
         else:
@@ -632,6 +634,13 @@ class Datapath:
         # A full pipe means the thread is already woken.
         with contextlib.suppress(BlockingIOError):
             os.write(pipe[1], b"x")
+
+
+def _remember(cache: dict[bytes, CacheEntry], key: bytes, entry: CacheEntry, size: int) -> None:
+    """Cache a decision; a full cache starts over (cheaper than LRU bookkeeping on every frame)."""
+    if len(cache) >= size:
+        cache.clear()
+    cache[key] = entry
 
 
 def _drain(fd: int) -> None:
