@@ -26,6 +26,7 @@ import docker
 from testcontainers.core.network import Network
 
 from tests.integration.containers.harness import LABEL, REPO, EtcdCluster, Timings
+from tests.integration.containers.stack import OverlandStack
 
 ENGINE_TIMEOUT_SECONDS = 180
 IMAGES_TIMEOUT_SECONDS = 900
@@ -127,3 +128,15 @@ def etcd_cluster(etcd_image: str, network: Network, test_prefix: str) -> Iterato
         yield cluster.start()
     finally:
         cluster.close()
+
+
+@pytest.fixture
+def overland_stack(
+    etcd_cluster: EtcdCluster, overland_image: str, test_prefix: str
+) -> Iterator[OverlandStack]:
+    """The policy service and two table-only agents on ``etcd_cluster``, removed afterwards."""
+    stack = OverlandStack(etcd_cluster, overland_image, test_prefix)
+    try:
+        yield stack.start()
+    finally:
+        stack.close()

@@ -269,32 +269,40 @@ def etcd_kv(endpoints: Sequence[str], deadline: float = CLIENT_DEADLINE_SECONDS)
     return EtcdKV(list(endpoints), timeout=deadline)
 
 
+def key_writer(kv: EtcdKV, prefix: str) -> Writer:
+    return KeyWriter(kv, prefix).writer()
+
+
 @dataclass
 class Writer:
-    """Writes numbered keys through the services' ``EtcdKV`` and remembers which writes were acknowledged.
+    """Makes numbered writes, one call each, and remembers which were acknowledged and how long each took.
 
-    Each write creates its key only if absent, so a write that failed ambiguously (committed, but the
-    answer lost) and is never retried still counts only once. Every call is recorded with its duration.
+    ``attempt(n)`` makes write ``n`` and returns its name, raising one of ``errors`` when it fails.
+    A failed write is never retried under the same number, so the acknowledged list has no
+    duplicates; writes are creates that fail on an existing name, so an ambiguous failure (committed,
+    answer lost) cannot be counted twice either.
     """
 
-    kv: EtcdKV
-    prefix: str
+    attempt: Callable[[int], str]
+    errors: tuple[type[BaseException], ...]
+    # Where the next call goes (an endpoint), for the record.
+    where: Callable[[], str] = lambda: ""
     acknowledged: list[str] = field(default_factory=list)
     records: list[CallRecord] = field(default_factory=list)
     attempts: int = 0
 
     def write(self) -> bool:
-        key = f"{self.prefix}/{self.attempts:06d}"
+        number = self.attempts
         self.attempts += 1
-        endpoint = self.kv.endpoint
+        endpoint = self.where()
         started = time.monotonic()
         try:
-            self.kv.txn([Compare.absent(key.encode())], [Put(key.encode(), key.encode())])
-        except OverlandError as error:
+            name = self.attempt(number)
+        except self.errors as error:
             self.records.append(CallRecord(started, time.monotonic() - started, False, endpoint, repr(error)))
             return False
         self.records.append(CallRecord(started, time.monotonic() - started, True, endpoint))
-        self.acknowledged.append(key)
+        self.acknowledged.append(name)
         return True
 
     def write_until(self, successes: int, timeout: float) -> None:
@@ -320,8 +328,20 @@ class Writer:
         raise AssertionError("no write succeeded after the fault")
 
 
-def stored_keys(client: etcd3.MultiEndpointEtcd3Client, prefix: str) -> set[str]:
-    return {meta.key.decode() for _, meta in client.get_prefix(prefix)}
+@dataclass
+class KeyWriter:
+    """A ``Writer`` of keys under ``prefix`` through the services' ``EtcdKV`` (create-if-absent txns)."""
+
+    kv: EtcdKV
+    prefix: str
+
+    def attempt(self, number: int) -> str:
+        key = f"{self.prefix}/{number:06d}"
+        self.kv.txn([Compare.absent(key.encode())], [Put(key.encode(), key.encode())])
+        return key
+
+    def writer(self) -> Writer:
+        return Writer(self.attempt, (OverlandError,), lambda: self.kv.endpoint)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from tests.integration.containers.harness import (
     Timings,
     Writer,
     etcd_kv,
+    key_writer,
 )
 
 # An election takes one to two election timeouts; a client may first spend one deadline on the lost
@@ -33,12 +34,12 @@ def assert_no_hang(writer: Writer) -> None:
     assert longest <= CLIENT_DEADLINE_SECONDS + DEADLINE_SLACK_SECONDS, f"a call hung for {longest:.2f} s"
 
 
-def assert_all_acknowledged_on(writer: Writer, members: list[Member]) -> None:
+def assert_all_acknowledged_on(writer: Writer, prefix: str, members: list[Member]) -> None:
     """Every acknowledged write is on every given member's own copy (serializable reads)."""
     assert len(writer.acknowledged) == len(set(writer.acknowledged))
     for member in members:
         with contextlib.closing(member.client()) as client:
-            stored = {meta.key.decode() for _, meta in client.get_prefix(writer.prefix, serializable=True)}
+            stored = {meta.key.decode() for _, meta in client.get_prefix(prefix, serializable=True)}
         missing = set(writer.acknowledged) - stored
         assert not missing, (
             f"{member.name} lost {len(missing)} acknowledged writes, e.g. {sorted(missing)[:3]}"
@@ -69,8 +70,9 @@ def test_leader_killed_writes_resume_and_members_converge(
     leader = etcd_cluster.leader()
     others = [m for m in etcd_cluster.members if m is not leader]
     # The client starts on the leader, so the first write after the fault meets the loss head-on.
-    writer = Writer(etcd_kv([leader.endpoint, *(m.endpoint for m in others)]), "/scenario/leader")
-    with contextlib.closing(writer.kv):
+    kv = etcd_kv([leader.endpoint, *(m.endpoint for m in others)])
+    writer = key_writer(kv, "/scenario/leader")
+    with contextlib.closing(kv):
         writer.write_until(20, WRITE_TIMEOUT_SECONDS)
         fault_at = time.monotonic()
         etcd_cluster.kill(leader)
@@ -85,7 +87,7 @@ def test_leader_killed_writes_resume_and_members_converge(
             etcd_cluster.start_member(leader)
             etcd_cluster.wait_healthy([leader])
             etcd_cluster.wait_converged()
-        assert_all_acknowledged_on(writer, etcd_cluster.members)
+        assert_all_acknowledged_on(writer, "/scenario/leader", etcd_cluster.members)
 
 
 def test_paused_and_cut_off_members_majority_keeps_writing(
@@ -95,23 +97,21 @@ def test_paused_and_cut_off_members_majority_keeps_writing(
     leader = etcd_cluster.leader()
     paused, cut_off = (m for m in etcd_cluster.members if m is not leader)
     with contextlib.ExitStack() as stack:
-        writer = Writer(
-            stack.enter_context(contextlib.closing(etcd_kv([leader.endpoint]))), "/scenario/majority"
-        )
-        # Each of these clients starts on the member that is about to fail.
-        on_paused = Writer(
-            stack.enter_context(contextlib.closing(etcd_kv([paused.endpoint, leader.endpoint]))),
-            "/scenario/paused",
-        )
-        on_cut_off = Writer(
-            stack.enter_context(contextlib.closing(etcd_kv([cut_off.endpoint, leader.endpoint]))),
-            "/scenario/cut-off",
-        )
+        writers = {
+            prefix: key_writer(stack.enter_context(contextlib.closing(etcd_kv(endpoints))), prefix)
+            for prefix, endpoints in (
+                ("/scenario/majority", [leader.endpoint]),
+                # Each of these clients starts on the member that is about to fail.
+                ("/scenario/paused", [paused.endpoint, leader.endpoint]),
+                ("/scenario/cut-off", [cut_off.endpoint, leader.endpoint]),
+            )
+        }
+        writer, on_paused, on_cut_off = writers.values()
         # Every client holds an established connection to its member before the faults.
         for each in (writer, on_paused, on_cut_off):
             each.write_until(5, WRITE_TIMEOUT_SECONDS)
-        assert on_paused.kv.endpoint == paused.endpoint
-        assert on_cut_off.kv.endpoint == cut_off.endpoint
+        assert on_paused.where() == paused.endpoint
+        assert on_cut_off.where() == cut_off.endpoint
 
         # A paused member accepts connections but never answers: its clients wait one deadline, then move.
         fault_at = time.monotonic()
@@ -119,7 +119,7 @@ def test_paused_and_cut_off_members_majority_keeps_writing(
         on_paused.write_until(10, WRITE_TIMEOUT_SECONDS)
         writer.write_until(10, WRITE_TIMEOUT_SECONDS)
         timings.add(scenario, "paused member's client moved on after", on_paused.outage_after(fault_at))
-        assert on_paused.kv.endpoint == leader.endpoint
+        assert on_paused.where() == leader.endpoint
         etcd_cluster.unpause(paused)
 
         fault_at = time.monotonic()
@@ -127,7 +127,7 @@ def test_paused_and_cut_off_members_majority_keeps_writing(
         on_cut_off.write_until(10, WRITE_TIMEOUT_SECONDS)
         writer.write_until(10, WRITE_TIMEOUT_SECONDS)
         timings.add(scenario, "cut-off member's client moved on after", on_cut_off.outage_after(fault_at))
-        assert on_cut_off.kv.endpoint == leader.endpoint
+        assert on_cut_off.where() == leader.endpoint
 
         # Both faults at once leave no majority: writes must fail within their deadline, not hang.
         etcd_cluster.pause(paused)
@@ -144,8 +144,8 @@ def test_paused_and_cut_off_members_majority_keeps_writing(
             writer.write_until(10, WRITE_TIMEOUT_SECONDS)
             etcd_cluster.wait_healthy()
             etcd_cluster.wait_converged()
-        for each in (writer, on_paused, on_cut_off):
-            assert_all_acknowledged_on(each, etcd_cluster.members)
+        for prefix, each in writers.items():
+            assert_all_acknowledged_on(each, prefix, etcd_cluster.members)
             assert_no_hang(each)
 
 
@@ -153,20 +153,21 @@ def test_whole_cluster_restart_keeps_data_and_watch_resumes(
     etcd_cluster: EtcdCluster, timings: Timings
 ) -> None:
     scenario = "all of etcd restarted"
-    writer = Writer(etcd_kv(etcd_cluster.endpoints), "/scenario/restart")
-    with contextlib.closing(writer.kv):
+    kv = etcd_kv(etcd_cluster.endpoints)
+    writer = key_writer(kv, "/scenario/restart")
+    with contextlib.closing(kv):
         writer.write_until(30, WRITE_TIMEOUT_SECONDS)
         before = etcd_cluster.wait_converged()
         with timings.measure(scenario, "stop all, start all, quorum back"):
             etcd_cluster.restart_all()
         assert etcd_cluster.wait_converged() >= before
         writer.write_until(10, WRITE_TIMEOUT_SECONDS)
-        assert_all_acknowledged_on(writer, etcd_cluster.members)
+        assert_all_acknowledged_on(writer, "/scenario/restart", etcd_cluster.members)
         assert_no_hang(writer)
 
     # A watcher that had seen everything up to ``before`` resumes from there: no compaction, no gap,
     # exactly the writes made after the restart.
-    seen = watch_keys(etcd_cluster.members[0], writer.prefix, before + 1, count=10)
+    seen = watch_keys(etcd_cluster.members[0], "/scenario/restart", before + 1, count=10)
     assert seen == writer.acknowledged[-10:]
 
 

@@ -1,0 +1,248 @@
+"""Overland service containers on the etcd cluster, and the invariants checked after every scenario.
+
+All services run from the one ``overland/overland`` image (``overland-service policy|vswitch ...``) on
+the cluster's private network, naming etcd members by alias; their gRPC ports are published on fixed
+127.0.0.1 ports so host clients keep one address across container restarts.
+
+Invariants:
+- the store keeps the key schema's rules (no duplicate CA in a VSID, MAC index consistent, every
+  record's PA registered; ``check_invariants`` of the policy tests);
+- each agent's ``DumpTable`` equals the store read at the agent's applied revision, decoded and built
+  into a table by the same pure ``RoutingTable`` the agent uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import docker
+import grpc
+from docker.models.containers import Container
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network as TestNetwork
+
+from overland.v1 import policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
+from services.common.etcd_kv import EtcdKV
+from services.common.etcd_process import free_ports
+from services.common.table import RoutingTable, decode_snapshot
+from services.vswitch.watcher import watch_prefixes
+from tests.integration.containers.harness import LABEL, READY_TIMEOUT_SECONDS, EtcdCluster, wait_until
+from tests.unit.policy.support import PA_1, PA_2, check_invariants
+
+POLICY_PORT = 50051
+AGENT_PORT = 50062
+# The services' etcd deadline: short, so failover is quick, and every etcd call is bounded by it.
+SERVICE_ETCD_TIMEOUT_SECONDS = 2.0
+# gRPC deadline of the suite's calls to the services: far above what a bounded service may take, so a
+# call that reaches it means the service hung.
+CALL_TIMEOUT_SECONDS = 30.0
+# DumpTable field for each StoreEntry resource.
+DUMP_FIELDS = {
+    "routing_domain": "routing_domains",
+    "virtual_subnet": "virtual_subnets",
+    "provider_address": "provider_addresses",
+    "lookup_record": "lookup_records",
+    "customer_route": "customer_routes",
+}
+
+
+@dataclass
+class ServiceContainer:
+    """One service container: its published gRPC port and a channel to it from the host."""
+
+    name: str
+    host_port: int
+    container: Container
+    channel: grpc.Channel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.host_port}")
+
+    def serving(self) -> bool:
+        self.container.reload()
+        if self.container.status == "exited":
+            logs = self.container.logs(tail=40).decode(errors="replace")
+            raise AssertionError(f"service container {self.name} exited:\n{logs}")
+        response = health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def wait_serving(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        wait_until(f"{self.name} serving", self.serving, timeout)
+
+    def kill(self) -> None:
+        self.container.kill()
+        self.container.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.container.stop(timeout=10)
+
+    def start(self) -> None:
+        self.container.start()
+        self.wait_serving()
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def start_service(
+    image: str, network: TestNetwork, prefix: str, name: str, port: int, command: Sequence[str]
+) -> ServiceContainer:
+    (host_port,) = free_ports(1)
+    container = (
+        DockerContainer(image)
+        .with_name(f"{prefix}-{name}")
+        .with_network(network)
+        .with_network_aliases(name)
+        .with_kwargs(labels={LABEL: prefix}, hostname=name)
+        .with_command(list(command))
+    )
+    container.ports[f"{port}/tcp"] = ("127.0.0.1", host_port)
+    container.start()
+    service = ServiceContainer(name, host_port, container.get_wrapped_container())
+    service.wait_serving()
+    return service
+
+
+@dataclass
+class Agent:
+    """A vswitch agent container in table-only mode."""
+
+    service: ServiceContainer
+    pa_ip: str
+
+    @property
+    def stub(self) -> vswitch_pb2_grpc.VswitchServiceStub:
+        return vswitch_pb2_grpc.VswitchServiceStub(self.service.channel)
+
+    def status(self) -> vswitch_pb2.AgentStatus:
+        return self.stub.GetAgentStatus(vswitch_pb2.GetAgentStatusRequest(), timeout=CALL_TIMEOUT_SECONDS)
+
+    def dump(self) -> vswitch_pb2.DumpTableResponse:
+        return self.stub.DumpTable(vswitch_pb2.DumpTableRequest(), timeout=CALL_TIMEOUT_SECONDS)
+
+
+@dataclass
+class OverlandStack:
+    """The policy service and two agents, on an etcd cluster; ``kv`` reads the store from the host."""
+
+    cluster: EtcdCluster
+    image: str
+    prefix: str
+    policy: ServiceContainer | None = None
+    agents: list[Agent] = field(default_factory=list)
+    kv: EtcdKV | None = None
+
+    def start(self) -> OverlandStack:
+        network = self.cluster.network
+        members = self.cluster.in_network_endpoints
+
+        def rotated(first: int) -> str:
+            # Each client starts on a different member, so any member's failure is some client's first.
+            return ",".join(members[first:] + members[:first])
+
+        etcd_flags = ["--etcd-timeout", str(SERVICE_ETCD_TIMEOUT_SECONDS)]
+        self.policy = start_service(
+            self.image,
+            network,
+            self.prefix,
+            "policy",
+            POLICY_PORT,
+            ["policy", "--bind", f"0.0.0.0:{POLICY_PORT}", "--etcd", rotated(0), *etcd_flags],
+        )
+        for index, pa_ip in enumerate((PA_1, PA_2)):
+            host = f"host{index}"
+            command = [
+                "vswitch",
+                "--table-only",
+                "--host-name",
+                host,
+                "--pa-ip",
+                pa_ip,
+                "--etcd",
+                rotated(index + 1),
+            ]
+            command += [*etcd_flags, "--bind", f"0.0.0.0:{AGENT_PORT}"]
+            self.agents.append(
+                Agent(start_service(self.image, network, self.prefix, host, AGENT_PORT, command), pa_ip)
+            )
+        self.kv = EtcdKV(self.cluster.endpoints, timeout=SERVICE_ETCD_TIMEOUT_SECONDS)
+        return self
+
+    @property
+    def policy_stub(self) -> policy_pb2_grpc.PolicyServiceStub:
+        assert self.policy is not None
+        return policy_pb2_grpc.PolicyServiceStub(self.policy.channel)
+
+    @property
+    def store(self) -> EtcdKV:
+        assert self.kv is not None
+        return self.kv
+
+    def table_revision(self) -> int:
+        """The newest revision that changed anything an agent watches (host status writes do not)."""
+        newest = 0
+        for prefix in watch_prefixes():
+            result = self.store.range(prefix, keys_only=True)
+            newest = max([newest, *(kv.mod_revision for kv in result.kvs)])
+        return newest
+
+    def check(self) -> int:
+        """Assert every invariant on the store and on each agent's copy; the number of records."""
+        records = check_invariants(self.store)
+        target = self.table_revision()
+        for agent in self.agents:
+            wait_until(
+                f"{agent.service.name} to apply revision {target}",
+                lambda a=agent: a.status().applied_revision >= target,
+                READY_TIMEOUT_SECONDS,
+            )
+            assert_agent_matches_store(agent, self.store)
+        return records
+
+    def close(self) -> None:
+        if self.kv is not None:
+            self.kv.close()
+        for service in [*([self.policy] if self.policy else []), *(a.service for a in self.agents)]:
+            service.close()
+            with contextlib.suppress(docker.errors.APIError):
+                service.container.remove(force=True, v=True)
+
+
+def canonical(messages: Iterable[tuple[str, Message]]) -> Counter[tuple[str, bytes]]:
+    return Counter((kind, message.SerializeToString(deterministic=True)) for kind, message in messages)
+
+
+def store_view(kv: EtcdKV, revision: int) -> Counter[tuple[str, bytes]]:
+    """What an agent's table must hold at ``revision``: the watched prefixes read at that revision."""
+    snapshot: dict[bytes, types_pb2.StoreEntry] = {}
+    for prefix in watch_prefixes():
+        snapshot.update(decode_snapshot(kv.range(prefix, revision=revision).kvs))
+    table = RoutingTable()
+    table.reset(snapshot, revision)
+    entries = table.entries().values()
+    return canonical(
+        (kind, getattr(entry, kind))
+        for entry in entries
+        if (kind := entry.WhichOneof("resource")) is not None
+    )
+
+
+def dump_view(dump: vswitch_pb2.DumpTableResponse) -> Counter[tuple[str, bytes]]:
+    return canonical((kind, message) for kind, name in DUMP_FIELDS.items() for message in getattr(dump, name))
+
+
+def assert_agent_matches_store(agent: Agent, kv: EtcdKV) -> None:
+    dump = agent.dump()
+    expected = store_view(kv, dump.applied_revision)
+    actual = dump_view(dump)
+    assert sum(actual.values()) > 0, f"{agent.service.name} has an empty table"
+    missing, extra = expected - actual, actual - expected
+    assert (missing, extra) == (Counter(), Counter()), (
+        f"{agent.service.name} at revision {dump.applied_revision}: "
+        f"{sum(missing.values())} entries missing, {sum(extra.values())} not in the store"
+    )
