@@ -101,3 +101,11 @@ def test_a_bad_flag_fails_start_with_the_log(tmp_path: Path) -> None:
 def test_endpoint_before_start_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(EtcdProcessError):
         _ = EtcdProcess(tmp_path).endpoint
+
+
+def test_a_new_process_on_an_old_data_dir_keeps_the_data(tmp_path: Path) -> None:
+    # What `make run` does when run again: same data dir, fresh ports.
+    with start_test_etcd(tmp_path / "etcd") as first:
+        _put(first, b"/k", b"kept")
+    with start_test_etcd(tmp_path / "etcd") as second:
+        assert _get(second, b"/k") == b"kept"
