@@ -94,7 +94,7 @@ def test_an_open_watch_raises_when_etcd_dies(etcd_server: EtcdProcess, etcd_kv: 
 
 
 def test_a_hung_etcd_trips_the_watch_idle_timeout(etcd_server: EtcdProcess) -> None:
-    kv = EtcdKV(etcd_server.endpoint, timeout=2.0, watch_idle_timeout=1.0)
+    kv = EtcdKV(etcd_server.endpoint, timeout=2.0, watch_idle_timeout=3.0)
     try:
         stream = kv.watch(b"/idle/", 0)
         # Progress notifications (every 0.2 s in tests) keep an idle but healthy watch alive.
