@@ -59,6 +59,7 @@ class Phase:
     kind: str  # "agent" or "bare"
     index: int
     etcd: str
+    status_interval: float
 
 
 def _record_latencies(entries: list[StoreEntry], since_ns: int, out: list[tuple[int, int]]) -> None:
@@ -95,6 +96,7 @@ def _watch_process(phase: Phase, conn: Connection) -> None:
             pa_ip=f"198.18.1.{phase.index + 1}",
             table_only=True,
             etcd_endpoints=(phase.etcd,),
+            status_interval=phase.status_interval,
         )
         agent = Agent(config, kv, on_apply=on_apply)
         agent.start()
@@ -213,10 +215,12 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 def _run_phase(
     kind: str,
+    *,
     count: int,
     etcd: EtcdKV,
     endpoint: str,
     load: Callable[[], tuple[int, float]],
+    status_interval: float,
 ) -> dict[str, float]:
     context = multiprocessing.get_context("spawn")
     pipes = []
@@ -225,7 +229,7 @@ def _run_phase(
     for index in range(count):
         parent, child = context.Pipe()
         process = context.Process(
-            target=_watch_process, args=(Phase(kind, index, endpoint), child), daemon=True
+            target=_watch_process, args=(Phase(kind, index, endpoint, status_interval), child), daemon=True
         )
         process.start()
         parent.send(since_ns)
@@ -275,6 +279,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--records", type=int, default=400)
+    parser.add_argument(
+        "--status-interval", type=float, default=0.2, help="the agents' host-status rate limit"
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -307,8 +314,22 @@ def main() -> None:
             def load() -> tuple[int, float]:
                 return _write_load(policy, records, args.rate, args.seconds)
 
-            agents = _run_phase("agent", args.agents, etcd, server.endpoint, load)
-            bare = _run_phase("bare", args.agents, etcd, server.endpoint, load)
+            agents = _run_phase(
+                "agent",
+                count=args.agents,
+                etcd=etcd,
+                endpoint=server.endpoint,
+                load=load,
+                status_interval=args.status_interval,
+            )
+            bare = _run_phase(
+                "bare",
+                count=args.agents,
+                etcd=etcd,
+                endpoint=server.endpoint,
+                load=load,
+                status_interval=args.status_interval,
+            )
         finally:
             etcd.close()
             channel.close()

@@ -336,6 +336,10 @@ class RoutingTable:
 
     def __init__(self) -> None:
         self.revision = 0
+        # The newest event revision of the last update or reset that changed anything (an upper bound
+        # of the newest change): the agent publishes its applied revision only until it reaches this,
+        # so writes outside the table (other hosts' status) do not make every host write again.
+        self.change_revision = 0
         self._entries: dict[bytes, StoreEntry] = {}
         self._counts: dict[str, int] = dict.fromkeys(KINDS, 0)
         # Indexes (see _index_add): pa_ip, rdid, vsid, rdid, (vsid, ca), (vsid, mac), pa, vsid, vsid, rdid.
@@ -361,6 +365,8 @@ class RoutingTable:
         changes.update(snapshot)
         delta = self._apply(changes, revision, reset=True)
         self.revision = revision
+        if delta:
+            self.change_revision = revision
         return delta
 
     def update(self, events: Iterable[WatchEvent | TableChange], revision: int | None = None) -> TableDelta:
@@ -392,6 +398,8 @@ class RoutingTable:
         target = newest if revision is None else max(self.revision, revision)
         delta = self._apply(changes, target, reset=False, rejected=rejected)
         self.revision = target
+        if delta:
+            self.change_revision = max(self.change_revision, newest)
         return delta
 
     def _apply(

@@ -62,14 +62,17 @@ class Datapath(Protocol):
 
 
 def status_due(
-    *, now: float, last_time: float, last_revision: int, revision: int, interval: float
+    *, now: float, last_time: float, published: int, applied: int, changed: int, interval: float
 ) -> tuple[bool, float]:
-    """Whether to publish ``revision`` now, and else how long until it may be (0 when nothing changed).
+    """Whether to publish the ``applied`` revision now, and else how long until it may be (0: nothing
+    to publish).
 
-    Publishing is rate-limited: a host applies many revisions a second under load, and every status
-    write is an etcd write.
+    Only table changes call for a status write: while the ``published`` revision is below the newest
+    change (``changed``) and the applied revision moved. Progress alone (writes outside the table,
+    such as other hosts' status) must not, or every host's write would make every host write again.
+    Publishing is also rate-limited: a host applies many revisions a second under load.
     """
-    if revision == last_revision:
+    if published >= changed or applied == published:
         return False, 0.0
     wait = last_time + interval - now
     if wait <= 0:
@@ -85,7 +88,7 @@ class HostRegistration:
         self,
         kv: KV,
         config: AgentConfig,
-        applied: Callable[[], tuple[int, int]],
+        applied: Callable[[], tuple[int, int, int]],
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock_ns: Callable[[], int] = time.time_ns,
@@ -140,12 +143,13 @@ class HostRegistration:
                 log.warning("host lease expired, registering again", extra={"lease": self._lease_id})
                 self._register()
             self._lease_refreshed = now
-        revision, _ = self._applied()
+        revision, _, changed = self._applied()
         due, rate_wait = status_due(
             now=now,
             last_time=self._published_time,
-            last_revision=self._published_revision,
-            revision=revision,
+            published=self._published_revision,
+            applied=revision,
+            changed=changed,
             interval=self._config.status_interval,
         )
         if due:
@@ -167,7 +171,7 @@ class HostRegistration:
         log.info("host registered", extra={"host": self._config.host_name, "lease": lease.id})
 
     def _publish(self) -> None:
-        revision, applied_ns = self._applied()
+        revision, applied_ns, _ = self._applied()
         status = types_pb2.HostStatus(
             host_name=self._config.host_name,
             pa_ip=self._config.pa_ip,
@@ -275,9 +279,10 @@ class Agent:
             self._applied_cond.notify_all()
         self.registration.notify()
 
-    def _applied(self) -> tuple[int, int]:
+    def _applied(self) -> tuple[int, int, int]:
+        """The applied revision, when it was applied, and the revision of the newest table change."""
         with self._applied_cond:
-            return self.table.revision, self._applied_ns
+            return self.table.revision, self._applied_ns, self.table.change_revision
 
     @property
     def applied_revision(self) -> int:

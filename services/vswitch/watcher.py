@@ -42,8 +42,9 @@ ApplyCallback = Callable[[RoutingTable, TableDelta], None]
 
 # Attempts to finish a paged read before a compaction overtakes it, before backing off.
 _LIST_ATTEMPTS = 5
-# How often the applier may ask one lagging stream for a progress notification.
-_PROGRESS_REQUEST_INTERVAL = 0.1
+# How often the applier may ask one lagging stream for a progress notification (as often as a host
+# publishes its status by default).
+_PROGRESS_REQUEST_INTERVAL = 0.2
 # The most queued batches applied as one change.
 _MAX_COALESCED = 256
 # How long the applier waits for a batch before it checks whether it was told to stop.

@@ -4,6 +4,7 @@ compaction injected."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -259,7 +260,7 @@ def test_registration_comes_back_after_the_lease_is_lost() -> None:
     clock = ManualClock()
     kv = MemoryKV(clock=clock)
     config = _config(lease_ttl=3)
-    registration = HostRegistration(kv, config, lambda: (5, 1))
+    registration = HostRegistration(kv, config, lambda: (5, 1, 5))
     stop = threading.Event()
     thread = threading.Thread(target=registration.run, args=(stop,), daemon=True)
     thread.start()
@@ -278,12 +279,41 @@ def test_registration_comes_back_after_the_lease_is_lost() -> None:
         kv.close()
 
 
-def test_status_writes_are_rate_limited() -> None:
-    assert status_due(now=10.0, last_time=9.9, last_revision=5, revision=5, interval=0.2) == (False, 0.0)
-    due, wait = status_due(now=10.0, last_time=9.9, last_revision=5, revision=6, interval=0.2)
-    assert not due
-    assert wait == pytest.approx(0.1)
-    assert status_due(now=10.0, last_time=9.8, last_revision=5, revision=6, interval=0.2) == (True, 0.0)
+def test_status_writes_follow_table_changes_rate_limited() -> None:
+    def due(published: int, applied: int, changed: int, last_time: float = 9.7) -> tuple[bool, float]:
+        return status_due(
+            now=10.0, last_time=last_time, published=published, applied=applied, changed=changed, interval=0.2
+        )
+
+    # A change not yet published: publish, unless the last write was too recent.
+    assert due(published=5, applied=6, changed=6) == (True, 0.0)
+    assert due(published=5, applied=6, changed=6, last_time=9.9)[0] is False
+    assert due(published=5, applied=6, changed=6, last_time=9.9)[1] == pytest.approx(0.1)
+    # Progress past the newest change (writes outside the table) is no reason to write.
+    assert due(published=6, applied=9, changed=6) == (False, 0.0)
+    # Published below the change (a stream was behind) and the applied revision moved on: again.
+    assert due(published=5, applied=7, changed=6) == (True, 0.0)
+    assert due(published=5, applied=5, changed=6) == (False, 0.0)
+
+
+def test_idle_agents_do_not_write_status_for_each_others_writes(kv: GatedKV) -> None:
+    agents = [Agent(_config(host_name=f"host-{i}", progress_every=0.05), kv) for i in range(3)]
+    for agent in agents:
+        agent.start()
+    try:
+        wait_until(lambda: all(a.registration.registered for a in agents), what="registered")
+        revision = put(kv, *_records(1))
+        wait_until(lambda: all(a.applied_revision >= revision for a in agents), what="applied")
+        time.sleep(0.5)
+        writes = [a.registration.writes for a in agents]
+        settled = kv.current_revision()
+        time.sleep(1.0)
+        # Every agent sees the others' status writes through progress; none of them writes again.
+        assert [a.registration.writes for a in agents] == writes
+        assert kv.current_revision() == settled
+    finally:
+        for agent in agents:
+            agent.stop()
 
 
 def test_agent_registration_writes_stay_bounded_under_many_applies(agent, kv: GatedKV) -> None:
