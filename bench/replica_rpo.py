@@ -34,16 +34,17 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=4)
     parser.add_argument("--rate-mb", type=float, default=20.0, help="write rate in MB/s (10^6 bytes)")
     parser.add_argument("--gib", type=float, default=4.0)
+    parser.add_argument("--writers", type=int, default=8, help="concurrent writer threads (queue depth)")
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="replica-rpo-", dir=args.dir))
     try:
-        run(workdir, int(args.gib * GIB) // BLOCK * BLOCK, args.rate_mb * 1e6, args.cycles)
+        run(workdir, int(args.gib * GIB) // BLOCK * BLOCK, args.rate_mb * 1e6, args.cycles, args.writers)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(workdir: Path, size: int, rate: float, cycles: int) -> None:
+def run(workdir: Path, size: int, rate: float, cycles: int, writers: int) -> None:
     disk = workdir / "source.vhd"
     create_dynamic(disk, size)
     with sites(workdir) as (primary, endpoint):
@@ -54,21 +55,29 @@ def run(workdir: Path, size: int, rate: float, cycles: int) -> None:
         stop = threading.Event()
         written = [0]
 
-        def writer() -> None:
-            rng = random.Random(9)
-            bucket = TokenBucket(rate, BLOCK * 4)
+        bucket = TokenBucket(rate, BLOCK * 16)
+        bucket_lock = threading.Lock()
+        count_lock = threading.Lock()
+
+        def writer(seed: int) -> None:
+            # Several writers, as a guest's queue depth: each new block waits for the tracking log's
+            # fsync, and concurrent writers share it (group commit).
+            rng = random.Random(seed)
             payload = os.urandom(BLOCK * 16)
             while not stop.is_set():
-                wait = bucket.take(BLOCK, time.monotonic())
+                with bucket_lock:
+                    wait = bucket.take(BLOCK, time.monotonic())
                 if wait:
                     time.sleep(wait)
                 start = rng.randrange(0, BLOCK * 15)
                 device.write(rng.randrange(size // BLOCK) * BLOCK, payload[start : start + BLOCK])
-                written[0] += BLOCK
+                with count_lock:
+                    written[0] += BLOCK
 
-        thread = threading.Thread(target=writer, daemon=True)
+        threads = [threading.Thread(target=writer, args=(seed,), daemon=True) for seed in range(writers)]
         began = time.monotonic()
-        thread.start()
+        for thread in threads:
+            thread.start()
         base = stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1")).statistics.total_cycles
         worst_age = 0.0
         try:
@@ -84,7 +93,8 @@ def run(workdir: Path, size: int, rate: float, cycles: int) -> None:
                     raise RuntimeError("cycles did not complete in time")
         finally:
             stop.set()
-            thread.join(timeout=30)
+            for thread in threads:
+                thread.join(timeout=30)
         elapsed = time.monotonic() - began
         stats = replication.statistics
         ran = stats.total_cycles - base

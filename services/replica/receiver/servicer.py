@@ -162,8 +162,8 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
         self, request: replica_pb2.ListRecoveryPointsRequest, context: grpc.ServicerContext
     ) -> replica_pb2.ListRecoveryPointsResponse:
         store = self.store(self.identity(context), request.vm_name)
-        with store.lock:
-            return replica_pb2.ListRecoveryPointsResponse(recovery_points=store.recovery_points())
+        # Not under the stream lock: listing must not wait for a transfer (it reads a snapshot of the list).
+        return replica_pb2.ListRecoveryPointsResponse(recovery_points=store.recovery_points())
 
     def ImportInitialReplica(  # noqa: N802 (gRPC method name)
         self, request: replica_pb2.ImportInitialReplicaRequest, context: grpc.ServicerContext
