@@ -42,6 +42,7 @@ class Mode(enum.Enum):
 
 
 _DELETES = (Mode.DELETE, Mode.DELETE_IF_PRESENT)
+_FRESH_MODES = (Mode.UPSERT, Mode.CREATE)
 
 # Bulk loads build these keys for every record, but there are few VSIDs and PAs: memoize.
 _vsid_key = lru_cache(maxsize=4096)(keys.vsid_index_key)
@@ -188,6 +189,48 @@ class _Builder:
         self.plan.assumes = self.plan.assumes or step.assumes
         return True
 
+    def try_add_fresh(
+        self, change: RecordChange, state: TableState, encode: Callable[[types_pb2.LookupRecord], bytes]
+    ) -> bool | None:
+        """The fast path of bulk loads: an upsert or create of a record whose record and MAC keys
+        were never read, so both are assumed absent (the compares verify it). Whether it was
+        added; None when the change is not of that kind (the general path then plans it)."""
+        if change.mode not in _FRESH_MODES or change.expected_revision or change.pa_key is None:
+            return None
+        values = state.values
+        subnet = values.get(change.vsid_key)
+        if subnet is None or values.get(change.pa_key) is None:
+            return None
+        record_key = state.record_key(subnet.value, change.record.vsid, change.ca_bytes)
+        mac_key = change.mac_key
+        compared = self.compared
+        if record_key in values or mac_key in values or record_key in compared or mac_key in compared:
+            return None
+        plan = self.plan
+        if record_key in plan.writes or mac_key in plan.writes:
+            return False
+        shared = []
+        for guard in (state.guard(change.vsid_key, subnet.value), state.guard(change.pa_key, None)):
+            known = compared.get(guard.key)
+            if known is None:
+                shared.append(guard)
+            elif known != guard:
+                return False
+        if max(len(compared) + len(shared) + 2, len(plan.success) + 2) > self.max_ops:
+            return False
+        record = _stored_record(change, subnet.value.decode())
+        value = encode(record)
+        new_compares = [*shared, Compare.absent(record_key), Compare.absent(mac_key)]
+        for compare in new_compares:
+            compared[compare.key] = compare
+        plan.compares += new_compares
+        plan.success += [Put(record_key, value), Put(mac_key, change.ca_bytes)]
+        plan.writes[record_key] = value
+        plan.writes[mac_key] = change.ca_bytes
+        plan.assumes = True
+        plan.results.append(record)
+        return True
+
 
 @dataclass
 class _Step:
@@ -223,6 +266,12 @@ def plan_transaction(
     plan = TxnPlan(start=start, end=start)
     builder = _Builder(plan, max_ops)
     for index in range(start, len(changes)):
+        added = builder.try_add_fresh(changes[index], state, encode)
+        if added:
+            plan.end = index + 1
+            continue
+        if added is False and index > start:
+            break
         try:
             step = _plan_change(changes[index], state, encode)
         except _NeedKeys as need:
@@ -326,10 +375,7 @@ def _plan_upsert(
     step: _Step,
     encode: Callable[[types_pb2.LookupRecord], bytes],
 ) -> None:
-    # Validated records carry no revision, so the copy compares equal to an unchanged stored one.
-    record = types_pb2.LookupRecord()
-    record.CopyFrom(change.record)
-    record.rdid = rdid
+    record = _stored_record(change, rdid)
     if existing is not None:
         stored_revision = existing.revision
         existing.revision = 0
@@ -374,6 +420,15 @@ def _plan_upsert(
             step.compares.append(Compare.value_is(old_mac_key, ca))
             step.ops.append(Delete(old_mac_key))
     step.result = record
+
+
+def _stored_record(change: RecordChange, rdid: str) -> types_pb2.LookupRecord:
+    """The record as it is stored: the validated one (which carries no revision, so it compares
+    equal to an unchanged stored record) with its routing domain."""
+    record = types_pb2.LookupRecord()
+    record.CopyFrom(change.record)
+    record.rdid = rdid
+    return record
 
 
 def keys_of(change: RecordChange, state: TableState) -> list[bytes]:
