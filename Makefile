@@ -54,7 +54,7 @@ test: deps-apt $(STAMP)
 	$(MAKE) integration
 
 run: deps-apt $(STAMP)
-	$(BIN)/python -m services.devstack
+	$(BIN)/python -c 'import sys; from services.devstack import run; sys.exit(run())'
 
 # A local Docker engine (bridge and pools in 198.19.0.0/16) and the images, built with no registry.
 docker-up: deps-apt

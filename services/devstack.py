@@ -22,10 +22,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from overland import PolicyClient
 from overland.errors import AlreadyExistsError, OverlandError
+from overland.v1.policy_pb2_grpc import PolicyServiceStub
 from services.common.etcd_process import EtcdProcess
 from services.common.logs import configure_logging
+from services.replica.demo import devstack_starter as replica_devstack_starter
+from services.vswitch.demo import DEMO_RDIDS, PAS, OverlayDemo
+from services.vswitch.lab import BLUE, DEMO_SUBNETS, RED, demo_vms
 
 log = logging.getLogger("devstack")
 
@@ -33,12 +39,7 @@ STATE_DIR = Path(os.environ.get("OVERLAND_STATE_DIR", ".overland"))
 POLICY_ADDRESS = "127.0.0.1:50051"
 ETCD_CLIENT_PORT, ETCD_PEER_PORT, ETCD_METRICS_PORT = 2379, 2380, 2381
 
-# Two tenants with the same CA range, as HNV's own demo has them (fixed RDIDs keep reruns idempotent).
-DEMO_TENANTS = (
-    ("contoso", "8f7e0a50-0000-4000-8000-00000000c0a1", 5001, "192.0.2.0/24"),
-    ("fabrikam", "8f7e0a50-0000-4000-8000-00000000fab1", 6001, "192.0.2.0/24"),
-)
-DEMO_HOSTS = (("host1", "198.18.0.1"), ("host2", "198.18.0.2"))
+DEMO_HOST_NAMES = ("host1", "host2", "host3")
 
 
 def _port_free(port: int) -> bool:
@@ -65,6 +66,8 @@ class Child:
     argv: Sequence[str]
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    # For parts that are not one process (the overlay demo): how to stop them.
+    stopper: Callable[[], object] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -77,6 +80,9 @@ class Child:
         threading.Thread(target=_pipe_logs, args=(self.name, self.process.stdout), daemon=True).start()
 
     def stop(self, grace: float = 10.0) -> None:
+        if self.stopper is not None:
+            self.stopper()
+            return
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
@@ -108,21 +114,23 @@ def _ensure(create: Callable[..., object], **fields: object) -> None:
 
 
 def load_demo(client: PolicyClient) -> None:
-    """Two tenants with the same CA range, a VM of each on each demo host. Idempotent."""
-    for host, pa in DEMO_HOSTS:
+    """The overlay demo's table: tenants blue and red both on 192.0.2.0/24, blue with a second subnet,
+    VMs spread over three hosts. Idempotent. The netns demo writes the same table and runs on it."""
+    for host, pa in zip(DEMO_HOST_NAMES, PAS, strict=True):
         _ensure(client.create_provider_address, host_name=host, pa_ip=pa, prefix_length=24)
-    for tenant, rdid, vsid, prefix in DEMO_TENANTS:
-        _ensure(client.create_routing_domain, rdid=rdid, tenant_name=tenant)
-        _ensure(client.create_virtual_subnet, vsid=vsid, rdid=rdid, ca_prefixes=[prefix])
-        for index, (_host, pa) in enumerate(DEMO_HOSTS, start=1):
-            _ensure(
-                client.create_lookup_record,
-                ca=f"192.0.2.{10 + index}",
-                vsid=vsid,
-                mac=f"02:00:{vsid >> 8 & 0xFF:02x}:{vsid & 0xFF:02x}:00:{index:02x}",
-                pa=pa,
-                vm_name=f"{tenant}-vm{index}",
-            )
+    for name, tenant in ((BLUE, "blue"), (RED, "red")):
+        _ensure(client.create_routing_domain, rdid=DEMO_RDIDS[name], tenant_name=tenant)
+    for vsid, rdid, prefix, gateway_ip, gateway_mac in DEMO_SUBNETS:
+        _ensure(
+            client.create_virtual_subnet,
+            vsid=vsid,
+            rdid=DEMO_RDIDS[rdid],
+            ca_prefixes=[prefix],
+            gateway_ip=gateway_ip,
+            gateway_mac=gateway_mac,
+        )
+    for vm in demo_vms(PAS).values():
+        _ensure(client.create_lookup_record, ca=vm.ca, vsid=vm.vsid, mac=vm.mac, pa=vm.pa, vm_name=vm.name)
 
 
 def _banner(lines: Sequence[str]) -> None:
@@ -135,7 +143,10 @@ def _banner(lines: Sequence[str]) -> None:
 def run() -> int:
     configure_logging("INFO")
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    etcd = EtcdProcess(STATE_DIR / "etcd", log_path=STATE_DIR / "etcd.log")
+    # Progress notifications every second let agents advance their applied revision while idle.
+    etcd = EtcdProcess(
+        STATE_DIR / "etcd", log_path=STATE_DIR / "etcd.log", watch_progress_notify_interval=1.0
+    )
     if all(_port_free(p) for p in (ETCD_CLIENT_PORT, ETCD_PEER_PORT, ETCD_METRICS_PORT)):
         etcd.client_port, etcd.peer_port, etcd.metrics_port = (
             ETCD_CLIENT_PORT,
@@ -170,7 +181,8 @@ def run() -> int:
                 f"  export OVERLAND_POLICY_ENDPOINT={POLICY_ADDRESS}",
                 "  overland policy routing-domain list",
                 "  overland policy lookup-record list",
-                "  overland policy select-next-hop --vsid 5001 --source 192.0.2.11 --destination 192.0.2.12",
+                "  overland policy select-next-hop --vsid 5001 --source 192.0.2.11 \\",
+                "      --destination 198.51.100.13",
                 "  overland policy status",
                 f"  grpcurl -plaintext {POLICY_ADDRESS} list",
                 f"  overland trace list --file {span_file}",
@@ -194,11 +206,33 @@ def run() -> int:
 DemoStarter = Callable[[str, list[Child], dict[str, str]], list[str]]
 
 
+def can_run_namespaces() -> bool:
+    """Root with working network namespaces (the vswitch demo needs both)."""
+    if os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, check=False, timeout=10)
+    return probe.returncode == 0 and Path("/dev/net/tun").exists()
+
+
+def overlay_demo_starter(etcd_endpoint: str, children: list[Child], env: dict[str, str]) -> list[str]:
+    """Three host namespaces with a vswitch agent each and the demo VMs behind TAP ports."""
+    if not can_run_namespaces():
+        return ["vswitch demo: skipped (needs root, ip netns and /dev/net/tun)"]
+    channel = grpc.insecure_channel(POLICY_ADDRESS)
+    log_dir = STATE_DIR / "vswitch"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    demo = OverlayDemo(PolicyServiceStub(channel), etcd_endpoint, log_dir)
+    demo.start()
+
+    def stop_overlay() -> None:
+        demo.close()
+        channel.close()
+
+    children.append(Child("vswitch", [], stopper=stop_overlay))
+    return [*demo.banner(), f"  agent logs: {log_dir}/"]
+
+
 def demo_starters() -> list[DemoStarter]:
     """The optional demos: each takes (etcd endpoint, children, env), starts what it needs (adding
     children to stop later) and returns lines for the banner."""
-    return []
-
-
-if __name__ == "__main__":
-    sys.exit(run())
+    return [overlay_demo_starter, replica_devstack_starter]

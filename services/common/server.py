@@ -181,6 +181,11 @@ def build_server(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # Long-lived streams (watch, delta transfer) send keepalive pings every few seconds to
+            # notice a dead peer; the default policy would answer them with GOAWAY "too_many_pings".
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 4000),
+            ("grpc.http2.max_ping_strikes", 0),
         ],
     )
     register(server)
