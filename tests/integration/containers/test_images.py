@@ -19,10 +19,20 @@ INPUTS_LABEL = "org.overland.inputs"
 
 
 def run_image(engine: docker.DockerClient, image: str, *args: str, entrypoint: str | None = None) -> str:
-    output: bytes = engine.containers.run(
-        image, list(args), entrypoint=entrypoint, remove=True, network_mode="none"
-    )
-    return output.decode()
+    """Run a throwaway container to completion and return its output; it is always removed.
+
+    Raises ``docker.errors.ContainerError`` on a non-zero exit, ``docker.errors.APIError`` when it
+    cannot start."""
+    container = engine.containers.create(image, list(args), entrypoint=entrypoint, network_mode="none")
+    try:
+        container.start()
+        status = container.wait(timeout=120)["StatusCode"]
+        output: bytes = container.logs()
+        if status != 0:
+            raise docker.errors.ContainerError(container, status, args, image, output)
+        return output.decode()
+    finally:
+        container.remove(force=True)
 
 
 def test_etcd_image_runs_the_static_binary_and_nothing_else(
