@@ -8,6 +8,7 @@ replication (states, deltas, the DR receiver, the primary's cycles, the server) 
 from services.replica.config import ClientTls, ReplicaConfig, parse_args
 from services.replica.errors import (
     ChunkCorrupted,
+    CycleAborted,
     DuplicateDelta,
     InvalidReplicationSettings,
     InvalidTransition,
@@ -39,6 +40,7 @@ from services.replica.states import (
 __all__ = [
     "ChunkCorrupted",
     "ClientTls",
+    "CycleAborted",
     "CycleOutcome",
     "DuplicateDelta",
     "Event",

@@ -72,5 +72,9 @@ class ReplicaUnreachable(ReplicaError, Unavailable):
     """The DR site could not be reached (or stopped answering) within the deadline."""
 
 
+class CycleAborted(ReplicaError, Unavailable):
+    """The primary is shutting down; the cycle stopped without committing and runs again after restart."""
+
+
 class ReplicaStateCorrupted(ReplicaError, DataLoss):
     """Persisted replica state (journal, recovery point, state file) is unreadable."""

@@ -26,7 +26,7 @@ from services.common.errors import (
     PermissionDenied,
 )
 from services.replica.delta import DEFAULT_CHUNK_BYTES, ChunkCodec, TokenBucket, block_digests, split_extent
-from services.replica.errors import ReplicaStorageFull, ReplicaUnreachable
+from services.replica.errors import CycleAborted, ReplicaStorageFull, ReplicaUnreachable
 from services.replica.tracking import Snapshot, TrackedDevice
 from services.replica.vhd.device import merge_ranges
 
@@ -156,10 +156,14 @@ def messages(
     codec: ChunkCodec,
     progress: Progress,
     bucket: TokenBucket | None,
+    abort: threading.Event | None = None,
 ) -> Iterator[replica_pb2.DeltaMessage]:
-    """The delta stream from chunk ``header.resume_from`` on."""
+    """The delta stream from chunk ``header.resume_from`` on; it ends early (incomplete, so the DR site
+    keeps it staged and commits nothing) when ``abort`` is set."""
     yield replica_pb2.DeltaMessage(header=header)
     for index in range(header.resume_from, len(extents)):
+        if abort is not None and abort.is_set():
+            return
         extent = extents[index]
         data = snapshots[extent.disk].read(extent.offset, extent.length)
         message = codec.encode(extent.disk, extent.offset, data, index)
@@ -178,7 +182,7 @@ class Sender:
 
     stub: replica_pb2_grpc.ReplicaReceiverServiceStub
     metadata: tuple[tuple[str, str], ...]
-    sleep: Callable[[float], None] = time.sleep
+    abort: threading.Event = field(default_factory=threading.Event)
 
     def receiver_state(self, vm_name: str) -> replica_pb2.ReceiverState:
         try:
@@ -215,6 +219,10 @@ class Sender:
             try:
                 return self.stub.SendDelta(stream(attempt_header), timeout=deadline, metadata=self.metadata)
             except grpc.RpcError as error:
+                if self.abort.is_set():
+                    raise CycleAborted(
+                        f"delta {header.sequence} stopped: the primary is shutting down"
+                    ) from None
                 code = error.code()
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise ReplicaStorageFull(f"the DR site is out of space: {error.details()}") from None
@@ -235,7 +243,8 @@ class Sender:
                         "why": error.details(),
                     },
                 )
-            self.sleep(RETRY_BACKOFF_SECONDS[min(attempt, len(RETRY_BACKOFF_SECONDS) - 1)])
+            if self.abort.wait(RETRY_BACKOFF_SECONDS[min(attempt, len(RETRY_BACKOFF_SECONDS) - 1)]):
+                raise CycleAborted(f"delta {header.sequence} stopped: the primary is shutting down")
             attempt_header.resume_from = self._resume_point(header)
         assert last is not None
         raise _as_error(last, f"sending delta {header.sequence} after {MAX_ATTEMPTS} attempts")

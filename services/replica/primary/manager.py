@@ -28,6 +28,7 @@ from services.replica import media, states
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
 from services.replica.delta import ChunkCodec, TokenBucket
 from services.replica.errors import (
+    CycleAborted,
     InvalidTransition,
     ReplicaStateCorrupted,
     ReplicaStorageFull,
@@ -140,7 +141,7 @@ class ReplicationManager:
             if channel is None:
                 channel = self._channels[endpoint] = self._channel_factory(endpoint)
         metadata = () if self.config.client_tls else ((PRIMARY_HEADER, self.config.primary_name),)
-        return Sender(replica_pb2_grpc.ReplicaReceiverServiceStub(channel), metadata)
+        return Sender(replica_pb2_grpc.ReplicaReceiverServiceStub(channel), metadata, abort=self._stop)
 
     # ---- persistence -----------------------------------------------------------------------------
 
@@ -424,6 +425,7 @@ class ReplicationManager:
                     codec=codec,
                     progress=vm.progress,
                     bucket=bucket,
+                    abort=self._stop,
                 )
 
             if kind == CycleKind.EXPORT:
@@ -437,6 +439,9 @@ class ReplicationManager:
             vm.phase_seconds["stream_and_commit"] = time.monotonic() - streamed
             shipped = True
             self._commit(vm, kind, ack, start_mono=start_mono, start_ns=start_ns, total=total)
+        except CycleAborted:
+            # Shutting down is not a failure of the replication: state and health stay as they were.
+            raise
         except ReplicaStorageFull as error:
             self._fail(vm, start_mono, start_ns, Event.STORAGE_FULL, f"DR site storage full: {error.message}")
             raise

@@ -144,3 +144,29 @@ def _quietly(call: object) -> None:
     """The cycle dies with the primary; its outcome is judged from the DR site, not from this call."""
     with contextlib.suppress(grpc.RpcError):
         call()  # type: ignore[operator]
+
+
+def test_primary_stopped_gracefully_mid_transfer_resumes_after_restart(sites: Sites) -> None:
+    disk = make_disk(sites.base / "d0.vhd", 16 * MiB)
+    qemu_io(str(disk), "write -P 0x0c 0 12M")
+    primary = sites.primary()
+    stub = primary_stub(primary.port)
+    stub.EnableReplication(
+        enable_request("vm1", {"d0": disk}, sites.dr.endpoint, bandwidth_limit_bytes_per_second=2 * MiB)
+    )
+    get = lambda: stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1"))  # noqa: E731
+    wait_for(get, lambda r: r.statistics.transferred_bytes >= 2 * MiB, seconds=30)
+    # Stop does not wait for the whole transfer, and a shutdown is not recorded as a failure.
+    primary.stop()
+    sites.primaries.remove(primary)
+    restarted = sites.primary()
+    stub = primary_stub(restarted.port)
+    status = stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1"))
+    assert state_name(status) != "CRITICAL"
+    done = wait_for(
+        lambda: stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1")),
+        lambda r: state_name(r) == "REPLICATING",
+        seconds=60,
+    )
+    assert done.last_sequence == 1
+    assert_same(disk, replica_disk(sites, "vm1", "d0"))
