@@ -47,6 +47,7 @@ PAS = ("198.18.0.1", "198.18.0.2")
 VSID = 5001
 CA_BLOCKS = ("192.0.2", "198.51.100", "203.0.113")
 WRITER_THREADS = 8
+PROGRESS_NOTIFY_SECONDS = 0.5
 # How long a phase waits for every watcher to apply the last write.
 DRAIN_SECONDS = 60.0
 READY_SECONDS = 120.0
@@ -285,7 +286,9 @@ def main() -> None:
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory() as tmp,
-        EtcdProcess(Path(tmp) / "etcd") as server,
+        # etcd 3.5.1 answers a watch's progress request with a stale revision; its periodic progress
+        # notifications (default every 10 minutes) are what moves an idle stream's applied revision.
+        EtcdProcess(Path(tmp) / "etcd", watch_progress_notify_interval=PROGRESS_NOTIFY_SECONDS) as server,
         (Path(tmp) / "policy.log").open("wb") as policy_log,
     ):
         policy_port = _free_port()

@@ -13,7 +13,9 @@ Resume rules:
   only what differs (including the deletes that compaction hid) reaches the datapath.
 - The applied revision is the lowest revision every stream has reached (``WatchCursors``), so
   "applied R" always means every change up to R is in the table. Progress notifications move it on;
-  the applier asks a lagging idle stream for one instead of waiting for the periodic one.
+  the applier asks lagging and idle streams for one every ``progress_every`` seconds instead of
+  waiting for etcd's periodic ones (note: etcd 3.5.1 answers such a request with a stale revision,
+  so there the periodic notifications, ``--experimental-watch-progress-notify-interval``, decide).
 
 The watch is never on /overland/v1/hosts/ (agents' status writes would wake every agent) nor on
 /overland/v1/index/.
@@ -42,9 +44,6 @@ ApplyCallback = Callable[[RoutingTable, TableDelta], None]
 
 # Attempts to finish a paged read before a compaction overtakes it, before backing off.
 _LIST_ATTEMPTS = 5
-# How often the applier may ask one lagging stream for a progress notification (as often as a host
-# publishes its status by default).
-_PROGRESS_REQUEST_INTERVAL = 0.2
 # The most queued batches applied as one change.
 _MAX_COALESCED = 256
 # How long the applier waits for a batch before it checks whether it was told to stop.
@@ -324,7 +323,9 @@ class TableWatcher:
         self._ask_lagging_for_progress()
 
     def _ask_lagging_for_progress(self) -> None:
-        self._ask_for_progress(self._cursors.lagging(), _PROGRESS_REQUEST_INTERVAL)
+        # Not after every batch: each answer wakes the stream's threads and the applier again, which
+        # costs more than a slightly late applied revision (the changes themselves are applied now).
+        self._ask_for_progress(self._cursors.lagging(), self._progress_every)
 
     def _ask_for_progress(self, indexes: Sequence[int], interval: float) -> None:
         now = time.monotonic()
