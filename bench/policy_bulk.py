@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
 from services.common import keys
 from services.common.etcd_kv import EtcdKV
-from services.common.etcd_process import EtcdProcess
+from services.common.etcd_process import EtcdProcess, free_ports
 from services.common.kv import Put
 from services.policy.entries import encode_entry
 
@@ -74,13 +73,6 @@ def make_records(tenants: list[Tenant], total: int) -> list[types_pb2.LookupReco
                 )
             )
     return records
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_serving(channel: grpc.Channel, process: subprocess.Popen[bytes]) -> None:
@@ -189,7 +181,7 @@ class ApiRun:
 
 
 def api_run(data: Path, total: int, clients: int, chunk: int, page_size: int) -> ApiRun:
-    port = free_port()
+    (port,) = free_ports(1)
     with EtcdProcess(data / "api-etcd") as etcd, (data / "policy.log").open("wb") as log_file:
         service = subprocess.Popen(
             [

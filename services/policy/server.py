@@ -13,7 +13,7 @@ from services.common.etcd_kv import EtcdKV
 from services.common.kv import KV
 from services.common.logs import configure_logging
 from services.common.server import GrpcServer, build_server, wait_for_signal
-from services.policy.config import PolicyConfig, load_config
+from services.policy.config import InvalidPolicyConfig, PolicyConfig, load_config
 from services.policy.service import SERVICE_NAME, PolicyServicer
 from services.policy.store import PolicyStore
 
@@ -78,6 +78,10 @@ def serve(config: PolicyConfig, stop: threading.Event | None = None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    config = load_config(argv)
+    try:
+        config = load_config(argv)
+    except InvalidPolicyConfig as error:
+        # A bad configuration is the operator's to fix: say what is wrong, without a traceback.
+        raise SystemExit(f"policy service: {error.message}") from error
     configure_logging(config.log_level, config.log_json)
     serve(config)
