@@ -72,6 +72,10 @@ class ReplicaUnreachable(ReplicaError, Unavailable):
     """The DR site could not be reached (or stopped answering) within the deadline."""
 
 
+class ReplicaLost(ReplicaError, FailedPrecondition):
+    """The DR site has no replica of a VM whose initial replication was done; a new one is needed."""
+
+
 class CycleAborted(ReplicaError, Unavailable):
     """The primary is shutting down; the cycle stopped without committing and runs again after restart."""
 

@@ -30,6 +30,7 @@ from services.replica.delta import ChunkCodec, TokenBucket
 from services.replica.errors import (
     CycleAborted,
     InvalidTransition,
+    ReplicaLost,
     ReplicaStateCorrupted,
     ReplicaStorageFull,
     ReplicationExists,
@@ -404,6 +405,14 @@ class ReplicationManager:
         shipped = False
         try:
             committed = 0 if kind == CycleKind.EXPORT else sender.receiver_state(vm.name).committed_sequence
+            if committed == 0 and kind in (CycleKind.DELTA, CycleKind.RESYNC):
+                # The DR site lost (or an operator removed) the replica: deltas have nothing to apply to.
+                with vm.state_lock:
+                    vm.record = replace(vm.record, initial_done=False)
+                raise ReplicaLost(
+                    f"the DR site has no replica of VM {vm.name!r} any more; "
+                    "the next cycle starts a new initial replication"
+                )
             snapshots = cycle.cut(vm.disks, full=kind != CycleKind.DELTA)
             vm.phase_seconds["cut"] = time.monotonic() - start_mono
             header = self._header(vm, kind, committed + 1, start_ns)

@@ -4,6 +4,7 @@ full DR disk, network cut mid-delta, DR killed mid-apply, primary killed mid-cyc
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import threading
@@ -247,4 +248,24 @@ def test_network_cut_mid_delta_resumes(sites: Sites) -> None:
     assert done.last_sequence == 1
     assert len(tap.headers) >= 2
     assert tap.headers[-1].resume_from > 0, [h.resume_from for h in tap.headers]
+    assert_same(disk, replica_disk(sites, "vm1", "d0"))
+
+
+def test_replica_lost_at_the_dr_site_triggers_a_new_initial_replication(sites: Sites) -> None:
+    disk = make_disk(sites.base / "d0.vhd", 8 * MiB)
+    qemu_io(str(disk), "write -P 0x5a 0 3M")
+    primary = sites.primary()
+    stub = primary_stub(primary.port)
+    enable_and_wait(stub, "vm1", disk, sites.dr.endpoint)
+    sites.dr.stop()
+    shutil.rmtree(sites.dr_store / "vm1")
+    sites.dr.start()
+    with pytest.raises(grpc.RpcError) as info:
+        replicate_now(stub, "vm1")
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no replica of VM 'vm1' any more" in info.value.details()
+    assert state_name(get(stub, "vm1")()) == "CRITICAL"
+    again = replicate_now(stub, "vm1")
+    assert state_name(again) == "REPLICATING"
+    assert again.last_sequence == 1
     assert_same(disk, replica_disk(sites, "vm1", "d0"))
