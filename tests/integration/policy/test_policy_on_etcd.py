@@ -18,6 +18,7 @@ from tests.unit.policy.support import (
     PA_1,
     PA_2,
     VSID,
+    add_tenant,
     ca_of,
     check_invariants,
     expect_error,
@@ -187,20 +188,7 @@ def test_bulk_apply_of_thousands_spans_transactions(etcd_stub: Stub, etcd_kv: Et
     # Four tenants reuse the same CA space, each in its own routing domain and VSID.
     vsids = [VSID, VSID + 1, VSID + 2, VSID + 3]
     for vsid in vsids[1:]:
-        domain = etcd_stub.CreateRoutingDomain(
-            policy_pb2.CreateRoutingDomainRequest(
-                routing_domain=types_pb2.RoutingDomain(tenant_name=f"t{vsid}")
-            )
-        )
-        etcd_stub.CreateVirtualSubnet(
-            policy_pb2.CreateVirtualSubnetRequest(
-                virtual_subnet=types_pb2.VirtualSubnet(
-                    vsid=vsid,
-                    rdid=domain.rdid,
-                    ca_prefixes=["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"],
-                )
-            )
-        )
+        add_tenant(etcd_stub, vsid, f"t{vsid}")
     records = [
         record(ca_of(i), mac_of(i), pa=(PA_1, PA_2)[i % 2], vsid=vsid) for vsid in vsids for i in range(750)
     ]

@@ -53,16 +53,27 @@ def expect_error(
     return error, violations
 
 
-def seed(stub: policy_pb2_grpc.PolicyServiceStub, vsid: int = VSID, prefix: str = "192.0.2.0/24") -> Seeded:
-    """A routing domain with one subnet, and two registered provider addresses."""
+TENANT_PREFIXES = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+
+
+def add_tenant(
+    stub: policy_pb2_grpc.PolicyServiceStub, vsid: int, name: str, prefixes: tuple[str, ...] = TENANT_PREFIXES
+) -> str:
+    """A routing domain with one virtual subnet; returns the rdid."""
     domain = stub.CreateRoutingDomain(
-        policy_pb2.CreateRoutingDomainRequest(routing_domain=types_pb2.RoutingDomain(tenant_name="Contoso"))
+        policy_pb2.CreateRoutingDomainRequest(routing_domain=types_pb2.RoutingDomain(tenant_name=name))
     )
     stub.CreateVirtualSubnet(
         policy_pb2.CreateVirtualSubnetRequest(
-            virtual_subnet=types_pb2.VirtualSubnet(vsid=vsid, rdid=domain.rdid, ca_prefixes=[prefix])
+            virtual_subnet=types_pb2.VirtualSubnet(vsid=vsid, rdid=domain.rdid, ca_prefixes=list(prefixes))
         )
     )
+    return domain.rdid
+
+
+def seed(stub: policy_pb2_grpc.PolicyServiceStub, vsid: int = VSID, prefix: str = "192.0.2.0/24") -> Seeded:
+    """A routing domain with one subnet, and two registered provider addresses."""
+    rdid = add_tenant(stub, vsid, "Contoso", (prefix,))
     for index, pa in enumerate((PA_1, PA_2)):
         stub.CreateProviderAddress(
             policy_pb2.CreateProviderAddressRequest(
@@ -71,7 +82,7 @@ def seed(stub: policy_pb2_grpc.PolicyServiceStub, vsid: int = VSID, prefix: str 
                 )
             )
         )
-    return Seeded(domain.rdid, vsid, (PA_1, PA_2))
+    return Seeded(rdid, vsid, (PA_1, PA_2))
 
 
 def record(ca: str, mac: str, pa: str = PA_1, vsid: int = VSID, vm: str = "") -> types_pb2.LookupRecord:

@@ -14,7 +14,7 @@ from services.common.memory_kv import MemoryKV, MemoryWatch
 from services.policy import PolicyServer
 from services.policy.entries import encode_entry
 
-from .support import PA_1, PA_2, VSID, ca_of, check_invariants, expect_error, mac_of, record, seed
+from .support import PA_1, PA_2, VSID, add_tenant, ca_of, check_invariants, expect_error, mac_of, record, seed
 
 Stub = policy_pb2_grpc.PolicyServiceStub
 
@@ -207,19 +207,7 @@ def test_paging_reads_one_snapshot(stub: Stub) -> None:
 
 def test_listing_across_domains_and_paging_past_a_compaction(stub: Stub, memory_kv: MemoryKV) -> None:
     for index in range(3):
-        seed_vsid = VSID + index
-        domain = stub.CreateRoutingDomain(
-            policy_pb2.CreateRoutingDomainRequest(
-                routing_domain=types_pb2.RoutingDomain(tenant_name=f"t{index}")
-            )
-        )
-        stub.CreateVirtualSubnet(
-            policy_pb2.CreateVirtualSubnetRequest(
-                virtual_subnet=types_pb2.VirtualSubnet(
-                    vsid=seed_vsid, rdid=domain.rdid, ca_prefixes=["192.0.2.0/24"]
-                )
-            )
-        )
+        add_tenant(stub, VSID + index, f"t{index}", ("192.0.2.0/24",))
     domains = stub.ListRoutingDomains(
         policy_pb2.ListRoutingDomainsRequest(page=types_pb2.PageRequest(page_size=2))
     )
