@@ -16,7 +16,8 @@ from services.replica.errors import ChunkCorrupted, MalformedDelta
 
 DIGEST_SIZE = 32
 # A run of blocks is cut into chunks of at most this much: big enough to amortize per-message cost,
-# small enough that a resend after corruption or a cut connection repeats little.
+# small enough that a resend after corruption or a cut connection repeats little. Measured for a whole
+# initial replication on loopback: 0.5 MiB ~280, 1 MiB ~270-370, 2 MiB ~150-210, 4 MiB ~185-205 MiB/s.
 DEFAULT_CHUNK_BYTES = 1024 * 1024
 ZSTD_LEVEL = 1
 

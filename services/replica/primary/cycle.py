@@ -107,21 +107,21 @@ def plan(
     disks: dict[str, TrackedDevice],
     kind: str,
     differing: dict[str, list[tuple[int, int]]] | None = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> list[Extent]:
     """Phase 2: the chunk extents, in order. Initial transfers skip unallocated ranges (sparse-aware);
     resync and existing-copy transfers send only the ranges whose hashes differ."""
+    full = kind in (CycleKind.INITIAL, CycleKind.EXPORT)
     extents: list[Extent] = []
     for name in sorted(snapshots):
         snapshot = snapshots[name]
         if differing is not None:
             ranges = differing.get(name, [])
-        elif kind in (CycleKind.INITIAL, CycleKind.EXPORT):
+        elif full:
             ranges = merge_ranges(disks[name].allocated_ranges())
         else:
             ranges = snapshot.byte_ranges()
         for offset, length in ranges:
-            extents += [Extent(name, o, n) for o, n in split_extent(offset, length, chunk_bytes)]
+            extents += [Extent(name, o, n) for o, n in split_extent(offset, length, DEFAULT_CHUNK_BYTES)]
     return extents
 
 
