@@ -593,7 +593,18 @@ class PolicyStore:
         """Bulk upserts and deletes, in order, grouped into as few transactions as fit the ops limit.
 
         On failure raises the cause with the count committed before it in its message."""
-        return self._apply_changes(changes, on_commit=on_commit, bulk=True)
+        started = time.monotonic()
+        result = self._apply_changes(changes, on_commit=on_commit, bulk=True)
+        log.info(
+            "bulk apply",
+            extra={
+                "records": result.applied,
+                "transactions": result.transactions,
+                "revision": result.revision,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        return result
 
     def _apply_changes(
         self,
