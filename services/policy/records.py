@@ -301,6 +301,11 @@ def _plan_change(
     if vsid_key not in values or (change.pa_key is not None and change.pa_key not in values):
         raise _NeedKeys([key for key in prerequisite_keys(change) if key not in values])
     subnet = values[vsid_key]
+    if subnet is None and change.mode is Mode.DELETE_IF_PRESENT:
+        # No subnet, so no record: nothing to delete, as long as the subnet stays absent.
+        return _Step(compares=[Compare.absent(vsid_key)])
+    if subnet is None and change.mode is Mode.DELETE:
+        raise ResourceNotFound(f"lookup record {record.ca} in VSID {record.vsid} does not exist")
     if subnet is None:
         raise PolicyConflict(
             f"virtual subnet {record.vsid} does not exist",

@@ -282,6 +282,14 @@ def test_missing_resources_are_not_found(stub: Stub) -> None:
     seed(stub)
     not_found = grpc.StatusCode.NOT_FOUND
     expect_error(
+        lambda: stub.DeleteLookupRecord(policy_pb2.DeleteLookupRecordRequest(vsid=VSID + 3, ca="192.0.2.1")),
+        not_found,
+    )
+    expect_error(
+        lambda: stub.DeleteLookupRecord(policy_pb2.DeleteLookupRecordRequest(vsid=VSID, ca="192.0.2.1")),
+        not_found,
+    )
+    expect_error(
         lambda: stub.GetLookupRecord(policy_pb2.GetLookupRecordRequest(vsid=VSID, ca="192.0.2.99")), not_found
     )
     expect_error(lambda: stub.GetVirtualSubnet(policy_pb2.GetVirtualSubnetRequest(vsid=VSID + 1)), not_found)

@@ -171,9 +171,12 @@ def test_bulk_upserts_are_idempotent_and_span_transactions(stub: Stub, memory_kv
         stub,
         [],
         deletes=[types_pb2.LookupRecord(vsid=VSID, ca=ca_of(i)) for i in range(0, 600, 3)]
-        + [types_pb2.LookupRecord(vsid=VSID, ca="203.0.113.250")],
+        + [
+            types_pb2.LookupRecord(vsid=VSID, ca="203.0.113.250"),
+            types_pb2.LookupRecord(vsid=VSID + 9, ca=ca_of(1)),
+        ],
     )
-    assert removed.applied == 201
+    assert removed.applied == 202
     assert check_invariants(memory_kv) == 400
 
 
