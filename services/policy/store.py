@@ -627,8 +627,9 @@ class PolicyStore:
                 try:
                     plan = plan_transaction(changes, position, state, self.kv.max_txn_ops, self.encode)
                 except PolicyError:
-                    # Decide on fresh reads before failing: the state may be from an earlier read.
-                    if position in refreshed:
+                    # Decide on fresh reads before failing: the state may be from an earlier read
+                    # (unless it was just read back after a lost race).
+                    if position in refreshed or failures:
                         raise
                     refreshed.add(position)
                     for key in keys_of(changes[position], state):
