@@ -25,6 +25,7 @@ from tests.unit.policy.support import (
     mac_of,
     record,
     seed,
+    watch_until,
 )
 
 pytestmark = pytest.mark.etcd
@@ -245,13 +246,7 @@ def test_watch_resumes_from_a_revision(etcd_stub: Stub, etcd_kv: EtcdKV) -> None
     )
     etcd_stub.DeleteLookupRecord(policy_pb2.DeleteLookupRecordRequest(vsid=VSID, ca="192.0.2.1"))
     end = etcd_kv.current_revision()
-    stream = etcd_stub.WatchTable(policy_pb2.WatchTableRequest(start_revision=resume_at), timeout=30)
-    events: list[types_pb2.TableEvent] = []
-    for response in stream:
-        events.extend(response.events)
-        if response.revision >= end:
-            break
-    stream.cancel()
+    events = watch_until(etcd_stub, policy_pb2.WatchTableRequest(start_revision=resume_at), end)
     assert [(e.type, e.key.rsplit("/", 1)[-1]) for e in events] == [
         (types_pb2.TableEvent.TYPE_PUT, "192.0.2.2"),
         (types_pb2.TableEvent.TYPE_DELETE, "192.0.2.1"),

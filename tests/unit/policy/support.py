@@ -85,6 +85,20 @@ def seed(stub: policy_pb2_grpc.PolicyServiceStub, vsid: int = VSID, prefix: str 
     return Seeded(rdid, vsid, (PA_1, PA_2))
 
 
+def watch_until(
+    stub: policy_pb2_grpc.PolicyServiceStub, request: policy_pb2.WatchTableRequest, end: int
+) -> list[types_pb2.TableEvent]:
+    """The events of a WatchTable stream until it reports revision ``end``; then it is cancelled."""
+    stream = stub.WatchTable(request, timeout=30)
+    events: list[types_pb2.TableEvent] = []
+    for response in stream:
+        events.extend(response.events)
+        if response.revision >= end:
+            break
+    stream.cancel()
+    return events
+
+
 def record(ca: str, mac: str, pa: str = PA_1, vsid: int = VSID, vm: str = "") -> types_pb2.LookupRecord:
     return types_pb2.LookupRecord(ca=ca, vsid=vsid, mac=mac, pa=pa, vm_name=vm)
 

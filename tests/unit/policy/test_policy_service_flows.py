@@ -14,7 +14,19 @@ from services.common.memory_kv import MemoryKV, MemoryWatch
 from services.policy import PolicyServer
 from services.policy.entries import encode_entry
 
-from .support import PA_1, PA_2, VSID, add_tenant, ca_of, check_invariants, expect_error, mac_of, record, seed
+from .support import (
+    PA_1,
+    PA_2,
+    VSID,
+    add_tenant,
+    ca_of,
+    check_invariants,
+    expect_error,
+    mac_of,
+    record,
+    seed,
+    watch_until,
+)
 
 Stub = policy_pb2_grpc.PolicyServiceStub
 
@@ -264,13 +276,7 @@ def test_watch_streams_changes_from_a_revision(stub: Stub, memory_kv: MemoryKV) 
         )
     )
     end = memory_kv.current_revision()
-    stream = stub.WatchTable(policy_pb2.WatchTableRequest(start_revision=start, rdids=[seeded.rdid]))
-    events: list[types_pb2.TableEvent] = []
-    for response in stream:
-        events.extend(response.events)
-        if response.revision >= end:
-            break
-    stream.cancel()
+    events = watch_until(stub, policy_pb2.WatchTableRequest(start_revision=start, rdids=[seeded.rdid]), end)
     kinds = [(e.type, e.key.rsplit("/", 2)[-2]) for e in events]
     assert kinds == [
         (types_pb2.TableEvent.TYPE_PUT, VSID_HEX),
