@@ -25,12 +25,24 @@ from services.policy.store import PolicyStore
 SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
 
+# The whole stream is validated before anything is written, so the server holds all of it.
+MAX_BULK_RECORDS = 1_000_000
+# Field violations travel in a response trailer, which gRPC limits to a few KiB.
+MAX_REPORTED_VIOLATIONS = 50
+
+
 def collect_bulk_changes(requests: Iterable[policy_pb2.BulkApplyLookupRecordsRequest]) -> list[RecordChange]:
     """Validate every record of a bulk stream before any is applied (a bad one anywhere is
     INVALID_ARGUMENT with nothing written). Within a message, upserts go before deletes."""
     changes: list[RecordChange] = []
     violations = validation.Violations()
+    bad = 0
     for number, request in enumerate(requests):
+        if len(changes) + len(request.upserts) + len(request.deletes) > MAX_BULK_RECORDS:
+            raise InvalidPolicy(
+                f"a bulk apply takes at most {MAX_BULK_RECORDS} records; split the load (none applied)",
+                [FieldViolation(f"requests[{number}]", f"past {MAX_BULK_RECORDS} records")],
+            )
         for index, record in enumerate(request.upserts):
             field = f"requests[{number}].upserts[{index}]"
             try:
@@ -38,18 +50,26 @@ def collect_bulk_changes(requests: Iterable[policy_pb2.BulkApplyLookupRecordsReq
                     RecordChange(Mode.UPSERT, validation.validate_lookup_record(record, field), field=field)
                 )
             except InvalidPolicy as error:
+                bad += 1
                 violations.items.extend(error.violations)
         for index, record in enumerate(request.deletes):
             field = f"requests[{number}].deletes[{index}]"
             try:
                 vsid, ca = validation.validate_record_id(record.vsid, record.ca, field)
             except InvalidPolicy as error:
+                bad += 1
                 violations.items.extend(error.violations)
                 continue
             changes.append(
                 RecordChange(Mode.DELETE_IF_PRESENT, types_pb2.LookupRecord(vsid=vsid, ca=ca), field=field)
             )
-    violations.raise_if_any("bulk apply (nothing was applied)")
+    if bad:
+        shown = violations.items[:MAX_REPORTED_VIOLATIONS]
+        raise InvalidPolicy(
+            f"bulk apply: {bad} invalid records, {len(violations.items)} bad fields "
+            f"(the first {len(shown)} are listed); nothing was applied",
+            shown,
+        )
     return changes
 
 

@@ -363,3 +363,15 @@ def test_lost_store_is_unavailable(stub: Stub, memory_kv: MemoryKV) -> None:
     expect_error(
         lambda: stub.ListLookupRecords(policy_pb2.ListLookupRecordsRequest()), grpc.StatusCode.UNAVAILABLE
     )
+
+
+def test_a_flood_of_bad_records_reports_the_first_violations(stub: Stub) -> None:
+    seed(stub)
+    bad = [record(f"192.0.2.{i % 250}", "not-a-mac") for i in range(5000)]
+    error, violations = expect_error(
+        lambda: stub.BulkApplyLookupRecords(iter([policy_pb2.BulkApplyLookupRecordsRequest(upserts=bad)])),
+        INVALID,
+        "requests[0].upserts[0].mac",
+    )
+    assert len(violations) == 50
+    assert "5000 invalid records" in error.details()  # type: ignore[attr-defined]
