@@ -27,8 +27,6 @@ SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
 # The whole stream is validated before anything is written, so the server holds all of it.
 MAX_BULK_RECORDS = 1_000_000
-# Field violations travel in a response trailer, which gRPC limits to a few KiB.
-MAX_REPORTED_VIOLATIONS = 50
 
 
 def collect_bulk_changes(requests: Iterable[policy_pb2.BulkApplyLookupRecordsRequest]) -> list[RecordChange]:
@@ -64,7 +62,7 @@ def collect_bulk_changes(requests: Iterable[policy_pb2.BulkApplyLookupRecordsReq
                 RecordChange(Mode.DELETE_IF_PRESENT, types_pb2.LookupRecord(vsid=vsid, ca=ca), field=field)
             )
     if bad:
-        shown = violations.items[:MAX_REPORTED_VIOLATIONS]
+        shown = violations.shown()
         raise InvalidPolicy(
             f"bulk apply: {bad} invalid records, {len(violations.items)} bad fields "
             f"(the first {len(shown)} are listed); nothing was applied",

@@ -23,6 +23,7 @@ VSID_MAX = 0xFFFFFE
 MAX_NAME_LENGTH = 256
 MAX_DESCRIPTION_LENGTH = 1024
 MAX_CA_PREFIXES = 64
+MAX_REPORTED_VIOLATIONS = 50
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 # Host and tenant names end up in keys and log lines: no separators, controls or blanks.
@@ -38,10 +39,17 @@ class Violations:
     def add(self, field: str, description: str) -> None:
         self.items.append(FieldViolation(field, description))
 
+    def shown(self) -> list[FieldViolation]:
+        """The violations a response carries: they travel in a trailer, which gRPC keeps small."""
+        return self.items[:MAX_REPORTED_VIOLATIONS]
+
     def raise_if_any(self, what: str) -> None:
         if self.items:
-            fields = ", ".join(v.field for v in self.items)
-            raise InvalidPolicy(f"invalid {what}: {fields}", self.items)
+            fields = ", ".join(v.field for v in self.shown())
+            more = len(self.items) - len(self.shown())
+            raise InvalidPolicy(
+                f"invalid {what}: {fields}" + (f" and {more} more" if more else ""), self.shown()
+            )
 
 
 def check_vsid(value: int, field: str, violations: Violations) -> int:
@@ -257,7 +265,7 @@ def subnet_overlaps(
     if violations.items:
         raise PolicyConflict(
             f"virtual subnet {subnet.vsid} overlaps another subnet of routing domain {subnet.rdid}",
-            violations.items,
+            violations.shown(),
         )
 
 
