@@ -884,9 +884,8 @@ class PolicyStore:
         found = self.kv.range(keys.HOSTS_PREFIX)
         hosts = []
         for kv in found.kvs:
-            entry = decode_entry(kv.value, kv.key)
-            status = types_pb2.HostStatus()
-            status.CopyFrom(entry.host_status)
+            status = resource_from(kv, types_pb2.HostStatus)
+            # The key lives only as long as the agent's lease: present means alive.
             status.alive = True
             status.lag_revisions = max(found.revision - status.applied_revision, 0)
             hosts.append(status)
