@@ -44,7 +44,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP) deps-apt
+integration: $(STAMP) deps-apt images
 	$(BIN)/pytest -q tests/integration
 
 test: deps-apt $(STAMP)
