@@ -317,21 +317,16 @@ def main() -> None:
             def load() -> tuple[int, float]:
                 return _write_load(policy, records, args.rate, args.seconds)
 
-            agents = _run_phase(
-                "agent",
-                count=args.agents,
-                etcd=etcd,
-                endpoint=server.endpoint,
-                load=load,
-                status_interval=args.status_interval,
-            )
-            bare = _run_phase(
-                "bare",
-                count=args.agents,
-                etcd=etcd,
-                endpoint=server.endpoint,
-                load=load,
-                status_interval=args.status_interval,
+            agents, bare = (
+                _run_phase(
+                    kind,
+                    count=args.agents,
+                    etcd=etcd,
+                    endpoint=server.endpoint,
+                    load=load,
+                    status_interval=args.status_interval,
+                )
+                for kind in ("agent", "bare")
             )
         finally:
             etcd.close()

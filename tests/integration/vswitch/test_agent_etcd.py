@@ -18,8 +18,8 @@ from services.common.table import key_of
 from services.vswitch.agent import Agent
 from services.vswitch.config import AgentConfig, BackoffPolicy
 from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
-from tests.unit.vswitch.agent_helpers import RecordingDatapath, delete, put, wait_until
-from tests.unit.vswitch.table_factory import domain, provider, record, subnet
+from tests.unit.vswitch.agent_helpers import RecordingDatapath, delete, put, seed, started_agent, wait_until
+from tests.unit.vswitch.table_factory import record
 
 pytestmark = pytest.mark.etcd
 
@@ -57,8 +57,7 @@ def _records(start: int, count: int) -> list[types_pb2.StoreEntry]:
 @pytest.fixture
 def kv(etcd_server: EtcdProcess) -> Iterator[GatedEtcdKV]:
     store = GatedEtcdKV([etcd_server.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS)
-    put(store, provider("198.18.0.1"), provider("198.18.0.2"), domain("rd-blue"))
-    put(store, subnet(4096, "rd-blue", "192.0.2.0/24"), *_records(1, 120))
+    seed(store, *_records(1, 120))
     try:
         yield store
     finally:
@@ -69,14 +68,10 @@ def kv(etcd_server: EtcdProcess) -> Iterator[GatedEtcdKV]:
 def synced(kv: GatedEtcdKV) -> Iterator[tuple[Agent, RecordingDatapath]]:
     """A running agent that has applied the seeded table and whose watches are up."""
     datapath = RecordingDatapath()
-    agent = Agent(_config(), kv, datapath)
-    agent.start()
-    try:
+    with started_agent(Agent(_config(), kv, datapath)) as agent:
         assert agent.wait_for_revision(kv.current_revision(), 20)
         wait_until(lambda: agent.watcher.connected, what="connected")
         yield agent, datapath
-    finally:
-        agent.stop()
 
 
 def _store_keys(kv: EtcdKV) -> set[bytes]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from overland.v1 import vswitch_pb2
 from services.common.kv import Delete, KVUnavailableError, Put
 from services.common.memory_kv import MemoryKV, MemoryWatch
 from services.common.table import RoutingTable, StoreEntry, TableDelta, key_of
+from services.vswitch.agent import Agent
+from tests.unit.vswitch.table_factory import domain, provider, subnet
 
 
 def put(kv: Any, *entries: StoreEntry) -> int:
@@ -21,6 +24,22 @@ def put(kv: Any, *entries: StoreEntry) -> int:
 
 def delete(kv: Any, *entries: StoreEntry) -> int:
     return int(kv.txn([], [Delete(key_of(e)) for e in entries]).revision)
+
+
+def seed(kv: Any, *entries: StoreEntry) -> None:
+    """Two PAs, the blue routing domain and its subnet 4096 on 192.0.2.0/24, then ``entries``."""
+    put(kv, provider("198.18.0.1"), provider("198.18.0.2"), domain("rd-blue"))
+    put(kv, subnet(4096, "rd-blue", "192.0.2.0/24"), *entries)
+
+
+@contextmanager
+def started_agent(agent: Agent) -> Iterator[Agent]:
+    """The agent started, and stopped afterwards whatever happens."""
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:

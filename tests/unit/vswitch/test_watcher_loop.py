@@ -19,7 +19,15 @@ from services.common.table import RoutingTable, TableDelta, key_of
 from services.vswitch.agent import Agent, HostRegistration, status_due
 from services.vswitch.config import AgentConfig, BackoffPolicy, VswitchConfigError
 from services.vswitch.watcher import TableWatcher, WatchCursors, watch_prefixes
-from tests.unit.vswitch.agent_helpers import GatedKV, RecordingDatapath, delete, put, wait_until
+from tests.unit.vswitch.agent_helpers import (
+    GatedKV,
+    RecordingDatapath,
+    delete,
+    put,
+    seed,
+    started_agent,
+    wait_until,
+)
 from tests.unit.vswitch.table_factory import domain, provider, record, subnet
 
 FAST_BACKOFF = BackoffPolicy(initial_seconds=0.01, cap_seconds=0.05)
@@ -45,8 +53,7 @@ def _records(count: int, pa: str = "198.18.0.2", vsid: int = 4096) -> list[types
 @pytest.fixture
 def kv() -> Iterator[GatedKV]:
     store = GatedKV(progress_interval=0.05)
-    put(store, provider("198.18.0.1"), provider("198.18.0.2"), domain("rd-blue"))
-    put(store, subnet(4096, "rd-blue", "192.0.2.0/24"))
+    seed(store)
     try:
         yield store
     finally:
@@ -56,12 +63,8 @@ def kv() -> Iterator[GatedKV]:
 @pytest.fixture
 def agent(kv: GatedKV) -> Iterator[tuple[Agent, RecordingDatapath]]:
     datapath = RecordingDatapath()
-    running = Agent(_config(), kv, datapath)
-    running.start()
-    try:
-        yield running, datapath
-    finally:
-        running.stop()
+    with started_agent(Agent(_config(), kv, datapath)) as started:
+        yield started, datapath
 
 
 def test_cold_sync_reads_pages_at_one_revision(kv: GatedKV) -> None:
