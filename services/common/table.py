@@ -336,9 +336,10 @@ class RoutingTable:
 
     def __init__(self) -> None:
         self.revision = 0
-        # The newest event revision of the last update or reset that changed anything (an upper bound
-        # of the newest change): the agent publishes its applied revision only until it reaches this,
-        # so writes outside the table (other hosts' status) do not make every host write again.
+        # The revision of the last reset, or the newest event revision of an update that changed
+        # anything since (an upper bound of the newest change): the agent publishes its applied
+        # revision only until it reaches this, so writes outside the table (other hosts' status) do
+        # not make every host write again.
         self.change_revision = 0
         self._entries: dict[bytes, StoreEntry] = {}
         self._counts: dict[str, int] = dict.fromkeys(KINDS, 0)
@@ -365,8 +366,7 @@ class RoutingTable:
         changes.update(snapshot)
         delta = self._apply(changes, revision, reset=True)
         self.revision = revision
-        if delta:
-            self.change_revision = revision
+        self.change_revision = revision
         return delta
 
     def update(self, events: Iterable[WatchEvent | TableChange], revision: int | None = None) -> TableDelta:

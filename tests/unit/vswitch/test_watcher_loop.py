@@ -465,3 +465,23 @@ def test_batches_queued_behind_a_slow_apply_arrive_as_one_change(kv: GatedKV) ->
     finally:
         gate.set()
         running.stop()
+
+
+def test_a_synced_empty_table_is_published() -> None:
+    kv = MemoryKV()
+    put(kv, record(4096, "rd-blue", "192.0.2.1", "198.18.0.1"))
+    delete(kv, record(4096, "rd-blue", "192.0.2.1", "198.18.0.1"))
+    with started_agent(Agent(_config(), kv)) as agent:
+        wait_until(lambda: agent.applied_revision >= 3, what="synced")
+        assert len(agent.table) == 0
+
+        def published() -> int:
+            stored = kv.get(keys.host_key("host-1"))
+            return (
+                -1
+                if stored is None
+                else types_pb2.StoreEntry.FromString(stored.value).host_status.applied_revision
+            )
+
+        wait_until(lambda: published() >= 3, what="the sync revision published")
+    kv.close()
