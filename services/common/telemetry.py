@@ -37,12 +37,15 @@ from opentelemetry.trace import Link, Span, SpanContext, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from overland.v1 import types_pb2
+from services.common.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 SPAN_FILE_ENV = "OVERLAND_SPAN_FILE"
+# Links kept on one span (the SDK's default limit is 128); the cause count is an attribute.
+MAX_LINKS = 64
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -108,6 +111,17 @@ class TelemetryConfig:
     synchronous: bool = False
     metric_interval_seconds: float = 10.0
 
+    @property
+    def enabled(self) -> bool:
+        """Whether spans go anywhere: without an endpoint or a span file a service runs untraced."""
+        return bool(self.otlp_endpoint or self.span_file)
+
+    def validate(self) -> None:
+        if not self.service_name:
+            raise InvalidArgument("telemetry needs a service name")
+        if self.metric_interval_seconds <= 0:
+            raise InvalidArgument("the metric export interval must be positive")
+
 
 class Telemetry:
     """A service's tracer and meter, and the gRPC interceptors that use them."""
@@ -157,6 +171,12 @@ class Telemetry:
         )
         return grpc.intercept_channel(channel, interceptor)
 
+    @classmethod
+    def start(cls, config: TelemetryConfig) -> Telemetry | None:
+        """The service's telemetry, or None when ``config`` exports nowhere (no cost on any path)."""
+        config.validate()
+        return cls(config) if config.enabled else None
+
     def flush(self) -> None:
         self.tracer_provider.force_flush()
         self.meter_provider.force_flush()
@@ -164,6 +184,16 @@ class Telemetry:
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
+
+
+def tracer_of(telemetry: Telemetry | None) -> Tracer:
+    """The tracer to use: the service's, or one that records nothing when it runs untraced."""
+    return telemetry.tracer if telemetry is not None else trace.NoOpTracer()
+
+
+def server_interceptors(telemetry: Telemetry | None) -> list[grpc.ServerInterceptor]:
+    """What a service passes to ``build_server(interceptors=...)``."""
+    return [telemetry.server_interceptor()] if telemetry is not None else []
 
 
 def _otlp_span_exporter() -> SpanExporter:
@@ -207,13 +237,18 @@ def child_or_linked_span(
 ) -> Iterator[Span]:
     """A span for work caused by stored writes: a child of the write when exactly one distinct trace
     caused it, else a new root span linked to every cause (batching makes parenthood wrong)."""
-    remote = {c.trace_id: c for c in (span_context_of(tc) for tc in trace_contexts) if c is not None}
+    # A batch of a bulk write carries one context thousands of times: parse each distinct one once.
+    distinct = {tc.traceparent: tc for tc in trace_contexts if tc.traceparent}
+    remote = {c.trace_id: c for c in (span_context_of(tc) for tc in distinct.values()) if c is not None}
     parent_ctx = None
     links: list[Link] = []
     if len(remote) == 1:
         parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(next(iter(remote.values()))))
     else:
-        links = [Link(c) for c in remote.values()]
+        links = [Link(c) for c in list(remote.values())[:MAX_LINKS]]
+    if len(remote) != 1:
+        # A root span: say how many writes caused it (the links may be capped).
+        attributes = {**(attributes or {}), "overland.causes": len(remote)}
     with tracer.start_as_current_span(name, context=parent_ctx, links=links, attributes=attributes) as span:
         yield span
 

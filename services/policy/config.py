@@ -15,10 +15,12 @@ from pathlib import Path
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.etcd_kv import EtcdConfig, EtcdTlsConfig
 from services.common.server import ServerConfig, TlsConfig
+from services.common.telemetry import TelemetryConfig
 
 DEFAULT_BIND = "127.0.0.1:50051"
 DEFAULT_ETCD = "127.0.0.1:2379"
 DEFAULT_ETCD_TIMEOUT = 5.0
+SERVICE_NAME = "overland-policy"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -36,10 +38,14 @@ class PolicyConfig:
     )
     log_level: str = "INFO"
     log_json: bool = False
+    # Where spans and metrics go; exporting nowhere (the default) runs the service untraced.
+    telemetry: TelemetryConfig = field(
+        default_factory=lambda: TelemetryConfig(SERVICE_NAME, span_file="", otlp_endpoint="")
+    )
 
     def validate(self) -> PolicyConfig:
         violations: list[FieldViolation] = []
-        for name, part in (("server", self.server), ("etcd", self.etcd)):
+        for name, part in (("server", self.server), ("etcd", self.etcd), ("telemetry", self.telemetry)):
             try:
                 part.validate()
             except InvalidArgument as error:
@@ -78,7 +84,8 @@ def _path(text: str) -> Path | None:
 
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> PolicyConfig:
     """The validated configuration from ``env`` (default: os.environ) and ``argv``."""
-    args = _parser(os.environ if env is None else env).parse_args(argv)
+    env_of = os.environ if env is None else env
+    args = _parser(env_of).parse_args(argv)
     try:
         timeout = float(args.etcd_timeout)
     except ValueError as error:
@@ -101,5 +108,10 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         ),
         log_level=args.log_level,
         log_json=args.log_json,
+        telemetry=TelemetryConfig(
+            SERVICE_NAME,
+            span_file=env_of.get("OVERLAND_SPAN_FILE", ""),
+            otlp_endpoint=env_of.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+        ),
     )
     return config.validate()

@@ -20,6 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Protocol
 
 from overland.v1 import types_pb2, vswitch_pb2
@@ -28,6 +29,7 @@ from services.common.errors import Unavailable
 from services.common.kv import KV, KVLeaseNotFoundError, Put
 from services.common.table import RoutingTable, TableDelta
 from services.vswitch.config import AgentConfig
+from services.vswitch.telemetry import AgentProbes, AgentTelemetry
 from services.vswitch.watcher import ApplyCallback, TableWatcher, watch_prefixes
 
 log = logging.getLogger(__name__)
@@ -208,6 +210,7 @@ class Agent:
         *,
         on_apply: ApplyCallback | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
+        telemetry: AgentTelemetry | None = None,
     ):
         config.validate()
         self.config = config
@@ -220,6 +223,7 @@ class Agent:
         self.lock: threading.RLock = shared if shared is not None else threading.RLock()
         self._on_apply = on_apply
         self._on_failure = on_failure
+        self._telemetry = telemetry
         self._applied_ns = 0
         self._applied_cond = threading.Condition()
         self.watcher = TableWatcher(
@@ -236,6 +240,13 @@ class Agent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
+        if telemetry is not None:
+            telemetry.observe(
+                AgentProbes(
+                    revisions=lambda: (self.watcher.seen_revision, self.table.revision),
+                    counters=datapath.counters if datapath is not None else None,
+                )
+            )
 
     def start(self) -> None:
         if self.datapath is not None:
@@ -270,10 +281,12 @@ class Agent:
                 self._on_failure(error)
 
     def _apply(self, table: RoutingTable, delta: TableDelta) -> None:
-        if self.datapath is not None and (delta or delta.reset):
-            self.datapath.apply(table, delta)
-        if self._on_apply is not None:
-            self._on_apply(table, delta)
+        traced = self._telemetry.applying(delta, time.time_ns) if self._telemetry else nullcontext()
+        with traced:
+            if self.datapath is not None and (delta or delta.reset):
+                self.datapath.apply(table, delta)
+            if self._on_apply is not None:
+                self._on_apply(table, delta)
         with self._applied_cond:
             self._applied_ns = time.time_ns()
             self._applied_cond.notify_all()

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.server import ServerConfig
+from services.common.telemetry import TelemetryConfig
+
+SERVICE_NAME = "overland-vswitch"
 
 # The NVGRE overhead a VM must leave room for: outer IPv4 20 + GRE with key 8 + inner Ethernet 14.
 NVGRE_OVERHEAD = 42
@@ -79,6 +82,8 @@ class AgentConfig:
     table_only: bool = False
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     server: ServerConfig = field(default_factory=ServerConfig)
+    # Where spans and metrics go (service instance = host name); None runs the agent untraced.
+    telemetry: TelemetryConfig | None = None
 
     @property
     def inner_mtu(self) -> int:
@@ -117,6 +122,8 @@ class AgentConfig:
         if violations:
             raise VswitchConfigError("invalid vswitch agent configuration", violations)
         self.server.validate()
+        if self.telemetry is not None:
+            self.telemetry.validate()
 
 
 def config_from_args(
@@ -156,6 +163,17 @@ def config_from_args(
         pa_mtu=args.pa_mtu,
         table_only=args.table_only,
         server=ServerConfig(bind=args.bind),
+        telemetry=telemetry_config(args.host_name, env),
     )
     config.validate()
     return config
+
+
+def telemetry_config(host_name: str, env: Mapping[str, str]) -> TelemetryConfig:
+    """The agent's telemetry from the standard OTLP variable and OVERLAND_SPAN_FILE."""
+    return TelemetryConfig(
+        SERVICE_NAME,
+        service_instance=host_name,
+        span_file=env.get("OVERLAND_SPAN_FILE", ""),
+        otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+    )

@@ -18,8 +18,10 @@ from services.common.etcd_kv import EtcdKV
 from services.common.kv import KV
 from services.common.logs import configure_logging
 from services.common.server import GrpcServer, build_server, wait_for_signal
+from services.common.telemetry import Telemetry, install_log_correlation, server_interceptors
 from services.vswitch.agent import Agent, Datapath
 from services.vswitch.config import AgentConfig, config_from_args
+from services.vswitch.telemetry import AgentTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ class VswitchServer:
     agent: Agent
     kv: KV
     owns_kv: bool
+    telemetry: Telemetry | None = None
 
     @property
     def port(self) -> int:
@@ -117,6 +120,9 @@ class VswitchServer:
         self.agent.stop()
         if self.owns_kv:
             self.kv.close()
+        if self.telemetry is not None:
+            # Exports what the batch processor still holds.
+            self.telemetry.shutdown()
 
 
 DatapathFactory = Callable[[AgentConfig], Datapath]
@@ -144,16 +150,27 @@ def create_server(
     owns_kv = kv is None
     store: KV = kv if kv is not None else EtcdKV(config.etcd_endpoints, timeout=config.etcd_timeout)
     datapath = None if config.table_only else (datapath_factory or default_datapath)(config)
-    agent = Agent(config, store, datapath, on_failure=on_failure)
+    telemetry = Telemetry.start(config.telemetry) if config.telemetry is not None else None
+    agent = Agent(
+        config,
+        store,
+        datapath,
+        on_failure=on_failure,
+        telemetry=AgentTelemetry(telemetry.tracer, telemetry.meter, config.host_name) if telemetry else None,
+    )
 
     def register(server: grpc.Server) -> None:
         vswitch_pb2_grpc.add_VswitchServiceServicer_to_server(VswitchServicer(agent), server)
 
     agent.start()
     try:
-        built = build_server(config.server, [SERVICE_NAME], register, interceptors)
+        built = build_server(
+            config.server, [SERVICE_NAME], register, [*server_interceptors(telemetry), *interceptors]
+        )
     except BaseException:
         agent.stop()
+        if telemetry is not None:
+            telemetry.shutdown()
         raise
     log.info(
         "vswitch agent serving",
@@ -164,7 +181,7 @@ def create_server(
             "table_only": config.table_only,
         },
     )
-    return VswitchServer(built, agent, store, owns_kv), built.port
+    return VswitchServer(built, agent, store, owns_kv, telemetry), built.port
 
 
 def serve(config: AgentConfig) -> int:
@@ -186,4 +203,5 @@ def serve(config: AgentConfig) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
+    install_log_correlation()
     return serve(config_from_args(argv))

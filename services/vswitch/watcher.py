@@ -23,13 +23,15 @@ The watch is never on /overland/v1/hosts/ (agents' status writes would wake ever
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from services.common import keys
@@ -50,6 +52,20 @@ _MAX_COALESCED = 256
 _POLL_SECONDS = 0.2
 # How long stopping waits for each stream thread.
 _JOIN_SECONDS = 2.0
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for a bulk load: the hundreds of thousands of objects a cold
+    sync creates would otherwise trigger full collections that cost about 40% of the sync's CPU.
+    Reference counting still frees everything that is not a cycle."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def watch_prefixes(rdids: Sequence[str] = ()) -> tuple[bytes, ...]:
@@ -158,6 +174,11 @@ class TableWatcher:
     def applied_revision(self) -> int:
         return self.table.revision
 
+    @property
+    def seen_revision(self) -> int:
+        """The newest revision any watch stream has delivered (the applied one trails it)."""
+        return max(self._cursors.revisions)
+
     # ----- cold sync -----
 
     def sync(self) -> TableDelta:
@@ -169,11 +190,12 @@ class TableWatcher:
         started = time.monotonic()
         for attempt in range(_LIST_ATTEMPTS):
             try:
-                snapshot, revision, read = self._list()
+                with _collector_paused():
+                    snapshot, revision, read = self._list()
             except KVCompactedError:
                 log.info("table read overtaken by compaction, reading again", extra={"attempt": attempt})
                 continue
-            with self.lock:
+            with self.lock, _collector_paused():
                 delta = self.table.reset(snapshot, revision)
                 self._apply(self.table, delta)
             self._cursors = WatchCursors.at(revision, len(self._prefixes))
