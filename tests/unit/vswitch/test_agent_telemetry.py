@@ -1,4 +1,4 @@
-"""The agent's apply spans and lag metrics: pure lag arithmetic (property-tested) and the span of one change."""
+"""The agent's apply spans and lag metrics: the lag arithmetic (property-tested) and one change's span."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def test_lag_is_that_of_the_oldest_stamped_write(times: list[int], now: int):
     stamped = [t for t in times if t > 0]
     lag = lag_seconds(delta, now)
     if not stamped:
-        assert lag is None and oldest_write_ns(delta) is None
+        assert lag is None
+        assert oldest_write_ns(delta) is None
     else:
         assert lag == max(0.0, (now - min(stamped)) / 1e9)
 
@@ -96,5 +97,6 @@ def test_apply_span_joins_the_write_and_lag_is_recorded(tmp_path: Path):
         "overland.reset": False,
     }
     histogram = metrics[LAG_SECONDS].data.data_points[0]
-    assert histogram.count == 1 and histogram.sum == 2.5
+    assert histogram.count == 1
+    assert histogram.sum == 2.5
     assert metrics[LAG_REVISIONS].data.data_points[0].value == 3
