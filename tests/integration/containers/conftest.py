@@ -98,7 +98,13 @@ def etcd_image(docker_engine: docker.DockerClient, timings: Timings) -> str:
 
 @pytest.fixture(scope="session")
 def overland_image(docker_engine: docker.DockerClient, timings: Timings) -> str:
-    """The one Overland image (on the debootstrap base); rebuilt only when its inputs changed."""
+    """The one Overland image (on the debootstrap base); rebuilt only when its inputs changed.
+
+    ``OVERLAND_TEST_IMAGE`` names an existing image to test instead (for example a released one)."""
+    given = os.environ.get("OVERLAND_TEST_IMAGE")
+    if given:
+        docker_engine.images.get(given)
+        return given
     return build_images(["overland"], timings)["overland"]
 
 

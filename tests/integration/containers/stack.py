@@ -17,6 +17,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import docker
 import grpc
@@ -58,6 +59,8 @@ class ServiceContainer:
     name: str
     host_port: int
     container: Container
+    # Host ports of the container's other published ports, by container port.
+    published: dict[int, int] = field(default_factory=dict)
     channel: grpc.Channel = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,9 +93,21 @@ class ServiceContainer:
 
 
 def start_service(
-    image: str, network: TestNetwork, prefix: str, name: str, port: int, command: Sequence[str]
+    image: str,
+    network: TestNetwork,
+    prefix: str,
+    name: str,
+    port: int,
+    command: Sequence[str],
+    *,
+    extra_ports: Sequence[int] = (),
+    shared_dirs: Sequence[Path] = (),
 ) -> ServiceContainer:
-    (host_port,) = free_ports(1)
+    """Start ``overland-service <command>`` named ``name`` on ``network`` and wait until it serves.
+
+    ``port`` (gRPC) and ``extra_ports`` are published on fixed loopback ports; ``shared_dirs`` are
+    mounted at the same path, so host and container name the same files alike."""
+    host_ports = free_ports(1 + len(extra_ports))
     container = (
         DockerContainer(image)
         .with_name(f"{prefix}-{name}")
@@ -101,9 +116,13 @@ def start_service(
         .with_kwargs(labels={LABEL: prefix}, hostname=name)
         .with_command(list(command))
     )
-    container.ports[f"{port}/tcp"] = ("127.0.0.1", host_port)
+    for directory in shared_dirs:
+        container.with_volume_mapping(str(directory), str(directory), "rw")
+    for container_port, host_port in zip((port, *extra_ports), host_ports, strict=True):
+        container.ports[f"{container_port}/tcp"] = ("127.0.0.1", host_port)
     container.start()
-    service = ServiceContainer(name, host_port, container.get_wrapped_container())
+    service = ServiceContainer(name, host_ports[0], container.get_wrapped_container())
+    service.published = dict(zip(extra_ports, host_ports[1:], strict=True))
     service.wait_serving()
     return service
 
@@ -191,16 +210,21 @@ class OverlandStack:
             newest = max([newest, *(kv.mod_revision for kv in result.kvs)])
         return newest
 
-    def check(self) -> int:
-        """Assert every invariant on the store and on each agent's copy; the number of records."""
-        records = check_invariants(self.store)
+    def wait_applied(self, what: str = "", timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Wait until every agent has applied the newest table write."""
         target = self.table_revision()
         for agent in self.agents:
             wait_until(
-                f"{agent.service.name} to apply revision {target}",
+                f"{agent.service.name} to apply revision {target} {what}".strip(),
                 lambda a=agent: a.status().applied_revision >= target,
-                READY_TIMEOUT_SECONDS,
+                timeout,
             )
+
+    def check(self) -> int:
+        """Assert every invariant on the store and on each agent's copy; the number of records."""
+        records = check_invariants(self.store)
+        self.wait_applied()
+        for agent in self.agents:
             assert_agent_matches_store(agent, self.store)
         return records
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 from services.common.etcd_kv import EtcdWatch
 from tests.integration.containers.harness import (
@@ -113,21 +114,18 @@ def test_paused_and_cut_off_members_majority_keeps_writing(
         assert on_paused.where() == paused.endpoint
         assert on_cut_off.where() == cut_off.endpoint
 
-        # A paused member accepts connections but never answers: its clients wait one deadline, then move.
-        fault_at = time.monotonic()
-        etcd_cluster.pause(paused)
-        on_paused.write_until(10, WRITE_TIMEOUT_SECONDS)
-        writer.write_until(10, WRITE_TIMEOUT_SECONDS)
-        timings.add(scenario, "paused member's client moved on after", on_paused.outage_after(fault_at))
-        assert on_paused.where() == leader.endpoint
-        etcd_cluster.unpause(paused)
+        def ride_out(label: str, fault: Callable[[Member], None], member: Member, on_member: Writer) -> None:
+            fault_at = time.monotonic()
+            fault(member)
+            on_member.write_until(10, WRITE_TIMEOUT_SECONDS)
+            writer.write_until(10, WRITE_TIMEOUT_SECONDS)
+            timings.add(scenario, f"{label} member's client moved on after", on_member.outage_after(fault_at))
+            assert on_member.where() == leader.endpoint
 
-        fault_at = time.monotonic()
-        etcd_cluster.disconnect(cut_off)
-        on_cut_off.write_until(10, WRITE_TIMEOUT_SECONDS)
-        writer.write_until(10, WRITE_TIMEOUT_SECONDS)
-        timings.add(scenario, "cut-off member's client moved on after", on_cut_off.outage_after(fault_at))
-        assert on_cut_off.where() == leader.endpoint
+        # A paused member accepts connections but never answers: its clients wait one deadline, then move.
+        ride_out("paused", etcd_cluster.pause, paused, on_paused)
+        etcd_cluster.unpause(paused)
+        ride_out("cut-off", etcd_cluster.disconnect, cut_off, on_cut_off)
 
         # Both faults at once leave no majority: writes must fail within their deadline, not hang.
         etcd_cluster.pause(paused)

@@ -16,7 +16,6 @@ from services.common import keys
 from tests.integration.containers.harness import (
     DEADLINE_SLACK_SECONDS,
     ELECTION_TIMEOUT_MS,
-    READY_TIMEOUT_SECONDS,
     Timings,
     Writer,
     wait_until,
@@ -79,15 +78,13 @@ def assert_stored(stack: OverlandStack, cas: list[str], seeded: Seeded) -> None:
     assert not missing, f"acknowledged records lost: {sorted(missing)[:5]}"
 
 
-def wait_agents_apply(stack: OverlandStack, what: str, timeout: float = READY_TIMEOUT_SECONDS) -> None:
-    """Every agent applies the newest table write, while whatever fault is on stays on."""
-    target = stack.table_revision()
-    for agent in stack.agents:
-        wait_until(
-            f"{agent.service.name} to apply revision {target} ({what})",
-            lambda a=agent: a.status().applied_revision >= target,
-            timeout,
-        )
+def begin(stack: OverlandStack, writes: int) -> tuple[Seeded, Writer]:
+    """Seed the table, make ``writes`` records through the policy service and let the agents apply them."""
+    seeded = seed(stack.policy_stub)
+    writer = record_writer(stack)
+    writer.write_until(writes, WRITE_TIMEOUT_SECONDS)
+    stack.wait_applied("before the fault")
+    return seeded, writer
 
 
 def test_leader_killed_policy_writes_resume_and_agents_converge(
@@ -95,9 +92,7 @@ def test_leader_killed_policy_writes_resume_and_agents_converge(
 ) -> None:
     scenario = "services: etcd leader killed"
     stack, cluster = overland_stack, overland_stack.cluster
-    seeded = seed(stack.policy_stub)
-    writer = record_writer(stack)
-    writer.write_until(10, WRITE_TIMEOUT_SECONDS)
+    seeded, writer = begin(stack, 10)
     leader = cluster.leader()
     fault_at = time.monotonic()
     cluster.kill(leader)
@@ -107,7 +102,7 @@ def test_leader_killed_policy_writes_resume_and_agents_converge(
     assert outage <= RESUME_BOUND_SECONDS, f"policy writes resumed only after {outage:.2f} s"
     assert_policy_bounded(writer)
     with timings.measure(scenario, "agents applied the writes (leader still down)"):
-        wait_agents_apply(stack, "leader down")
+        stack.wait_applied("(leader down)")
 
     with timings.measure(scenario, "old leader back, all converged"):
         cluster.start_member(leader)
@@ -120,10 +115,7 @@ def test_leader_killed_policy_writes_resume_and_agents_converge(
 def test_paused_and_cut_off_members_clients_move_on(overland_stack: OverlandStack, timings: Timings) -> None:
     scenario = "services: etcd member paused / cut off"
     stack, cluster = overland_stack, overland_stack.cluster
-    seeded = seed(stack.policy_stub)
-    writer = record_writer(stack)
-    writer.write_until(5, WRITE_TIMEOUT_SECONDS)
-    wait_agents_apply(stack, "before the faults")
+    seeded, writer = begin(stack, 5)
     leader = cluster.leader()
     paused, cut_off = (m for m in cluster.members if m is not leader)
 
@@ -133,7 +125,7 @@ def test_paused_and_cut_off_members_clients_move_on(overland_stack: OverlandStac
         timings.add(scenario, f"{name}: policy writes went on after", writer.outage_after(fault_at))
         # Each member is the first endpoint of one service: that one must have moved on to follow.
         with timings.measure(scenario, f"{name}: agents applied the writes"):
-            wait_agents_apply(stack, name, MOVE_ON_TIMEOUT_SECONDS)
+            stack.wait_applied(f"({name})", MOVE_ON_TIMEOUT_SECONDS)
 
     cluster.pause(paused)
     try:
@@ -159,10 +151,7 @@ def test_whole_etcd_restart_agents_resume_without_a_flush(
 ) -> None:
     scenario = "services: all of etcd restarted"
     stack, cluster = overland_stack, overland_stack.cluster
-    seeded = seed(stack.policy_stub)
-    writer = record_writer(stack)
-    writer.write_until(20, WRITE_TIMEOUT_SECONDS)
-    wait_agents_apply(stack, "before the restart")
+    seeded, writer = begin(stack, 20)
     before = {agent.service.name: agent.status() for agent in stack.agents}
 
     with timings.measure(scenario, "etcd stopped and started"):
@@ -188,10 +177,7 @@ def test_compaction_while_an_agent_is_stopped_relists(
 ) -> None:
     scenario = "services: compaction while an agent is stopped"
     stack, cluster = overland_stack, overland_stack.cluster
-    seeded = seed(stack.policy_stub)
-    writer = record_writer(stack)
-    writer.write_until(20, WRITE_TIMEOUT_SECONDS)
-    wait_agents_apply(stack, "before the stop")
+    seeded, writer = begin(stack, 20)
     stopped: Agent = stack.agents[1]
     before = stopped.status()
 
