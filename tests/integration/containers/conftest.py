@@ -34,11 +34,39 @@ TIMINGS_KEY = pytest.StashKey[Timings]()
 SUITE_START_KEY = pytest.StashKey[float]()
 
 
+# A test's own waits are bounded; this only has to cover a cold image build in the first test's setup.
+TEST_TIMEOUT_SECONDS = 900
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.docker)
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_SECONDS))
+
+
+def remove_orphans(client: docker.DockerClient) -> None:
+    """Remove what earlier runs that died left behind (there is no reaper container): every container
+    and network labelled by a test run whose process is gone."""
+
+    def orphaned(labels: dict[str, str] | None) -> bool:
+        owner = (labels or {}).get(LABEL, "")
+        pid = owner.removeprefix("ovl").partition("-")[0]
+        if not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        if orphaned(container.labels):
+            container.remove(force=True, v=True)
+    for network in client.networks.list(filters={"label": LABEL}):
+        if orphaned(network.attrs.get("Labels")):
+            network.remove()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -68,6 +96,7 @@ def docker_engine(timings: Timings) -> Iterator[docker.DockerClient]:
     with timings.measure("setup", "docker engine up"):
         subprocess.run([str(REPO / "tools" / "docker.sh")], check=True, timeout=ENGINE_TIMEOUT_SECONDS)
     client = docker.from_env(timeout=120)
+    remove_orphans(client)
     try:
         yield client
     finally:
