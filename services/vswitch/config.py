@@ -76,6 +76,9 @@ class AgentConfig:
     status_interval: float = 0.2
     # While no change arrives, ask etcd this often how far the watches have caught up.
     progress_every: float = 1.0
+    # A watch stream silent this long is treated as broken (a hung or partitioned etcd sends no error).
+    # The agent asks every stream for progress each ``progress_every``, so a live etcd always answers.
+    watch_idle_timeout: float = 10.0
     # The MTU of the provider network; VMs get this minus the NVGRE overhead.
     pa_mtu: int = 1500
     # Run without a datapath: only the table (tests, benches, a policy-only host).
@@ -116,6 +119,8 @@ class AgentConfig:
             violations.append(FieldViolation("status_interval", "must not be negative"))
         if self.progress_every <= 0:
             violations.append(FieldViolation("progress_every", "must be positive"))
+        if self.watch_idle_timeout <= 2 * self.progress_every:
+            violations.append(FieldViolation("watch_idle_timeout", "must exceed twice progress_every"))
         if not NVGRE_OVERHEAD + 68 <= self.pa_mtu <= 65535:
             violations.append(FieldViolation("pa_mtu", f"{NVGRE_OVERHEAD + 68}..65535"))
         violations.extend(self.backoff.violations())

@@ -148,7 +148,13 @@ def create_server(
     (closed by ``stop``); the datapath is built unless ``config.table_only``."""
     config.validate()
     owns_kv = kv is None
-    store: KV = kv if kv is not None else EtcdKV(config.etcd_endpoints, timeout=config.etcd_timeout)
+    store: KV = (
+        kv
+        if kv is not None
+        else EtcdKV(
+            config.etcd_endpoints, timeout=config.etcd_timeout, watch_idle_timeout=config.watch_idle_timeout
+        )
+    )
     datapath = None if config.table_only else (datapath_factory or default_datapath)(config)
     telemetry = Telemetry.start(config.telemetry) if config.telemetry is not None else None
     agent = Agent(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -163,3 +164,34 @@ def test_agent_restart_after_deletes_and_compaction(kv: GatedEtcdKV) -> None:
         assert second.table.record(4096, "192.0.2.131") is not None
     finally:
         second.stop()
+
+
+def test_a_hung_etcd_is_noticed_and_the_table_kept(etcd_server: EtcdProcess) -> None:
+    config = replace(_config(), progress_every=0.3, watch_idle_timeout=1.5)
+    # The agent's own client, as create_server builds it: a watch silent past the idle timeout counts
+    # as broken (the client's gRPC keepalive may notice first).
+    agent_kv = EtcdKV(
+        [etcd_server.endpoint],
+        timeout=ETCD_TEST_DEADLINE_SECONDS,
+        watch_idle_timeout=config.watch_idle_timeout,
+    )
+    writer = EtcdKV([etcd_server.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS)
+    seed(writer, *_records(1, 5))
+    try:
+        with started_agent(Agent(config, agent_kv)) as agent:
+            assert agent.wait_for_revision(writer.current_revision(), 20)
+            wait_until(lambda: agent.watcher.connected, what="connected")
+            etcd_server.pause()
+            try:
+                # SIGSTOP: no error, no close, just silence.
+                wait_until(lambda: not agent.watcher.connected, timeout=30, what="silence noticed")
+                assert agent.table.count("record") == 5
+            finally:
+                etcd_server.resume()
+            revision = put(writer, *_records(10, 1))
+            assert agent.wait_for_revision(revision, 30)
+            assert agent.table.count("record") == 6
+            assert agent.watcher.stats.syncs == 1
+    finally:
+        writer.close()
+        agent_kv.close()
