@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 
@@ -41,6 +42,8 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
+        self.metrics = _MetricsReceiver()
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(self.metrics, self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
@@ -87,5 +90,29 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
             if predicate(spans):
                 return spans
             if time.monotonic() > deadline:
-                raise AssertionError(f"spans never matched; got {[(s.service, s.name) for s in spans]}")
+                got = [(s.service, s.name, s.attributes) for s in spans]
+                raise AssertionError(f"spans never matched; got {got}")
             time.sleep(0.1)
+
+
+class _MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
+    """Keeps the names of the metrics each service exported."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: dict[str, set[str]] = {}
+
+    def Export(
+        self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: grpc.ServicerContext
+    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        with self._lock:
+            for resource_metrics in request.resource_metrics:
+                attrs = {a.key: _value(a.value) for a in resource_metrics.resource.attributes}
+                names = self._names.setdefault(str(attrs.get("service.name", "")), set())
+                for scope_metrics in resource_metrics.scope_metrics:
+                    names.update(m.name for m in scope_metrics.metrics)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    def names(self, service: str) -> set[str]:
+        with self._lock:
+            return set(self._names.get(service, set()))

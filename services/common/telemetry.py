@@ -141,10 +141,11 @@ class Telemetry:
         exporters = list(span_exporters)
         readers = list(metric_readers)
         if config.otlp_endpoint:
-            exporters.append(_otlp_span_exporter())
+            exporters.append(_otlp_span_exporter(config.otlp_endpoint))
             readers.append(
                 PeriodicExportingMetricReader(
-                    _otlp_metric_exporter(), export_interval_millis=config.metric_interval_seconds * 1000
+                    _otlp_metric_exporter(config.otlp_endpoint),
+                    export_interval_millis=config.metric_interval_seconds * 1000,
                 )
             )
         elif config.span_file:
@@ -196,16 +197,22 @@ def server_interceptors(telemetry: Telemetry | None) -> list[grpc.ServerIntercep
     return [telemetry.server_interceptor()] if telemetry is not None else []
 
 
-def _otlp_span_exporter() -> SpanExporter:
+def _otlp_insecure(endpoint: str) -> bool | None:
+    # The standard rule: an http:// endpoint is plaintext; otherwise the OTEL_EXPORTER_OTLP_INSECURE
+    # variable (read by the exporter when this is None) decides.
+    return True if endpoint.startswith("http://") else None
+
+
+def _otlp_span_exporter(endpoint: str) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
 
-    return OTLPSpanExporter()
+    return OTLPSpanExporter(endpoint=endpoint, insecure=_otlp_insecure(endpoint))
 
 
-def _otlp_metric_exporter() -> Any:
+def _otlp_metric_exporter(endpoint: str) -> Any:
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter  # noqa: PLC0415
 
-    return OTLPMetricExporter()
+    return OTLPMetricExporter(endpoint=endpoint, insecure=_otlp_insecure(endpoint))
 
 
 def current_trace_context() -> types_pb2.TraceContext:

@@ -281,8 +281,8 @@ class Agent:
                 self._on_failure(error)
 
     def _apply(self, table: RoutingTable, delta: TableDelta) -> None:
-        traced = self._telemetry.applying(delta, time.time_ns) if self._telemetry else nullcontext()
-        with traced:
+        telemetry = self._telemetry
+        with telemetry.applying(delta, table.change_revision, time.time_ns) if telemetry else nullcontext():
             if self.datapath is not None and (delta or delta.reset):
                 self.datapath.apply(table, delta)
             if self._on_apply is not None:

@@ -90,8 +90,12 @@ class AgentTelemetry:
         )
 
     @contextmanager
-    def applying(self, delta: TableDelta, now_ns: Callable[[], int]) -> Iterator[None]:
+    def applying(self, delta: TableDelta, change_revision: int, now_ns: Callable[[], int]) -> Iterator[None]:
         """Wrap the application of one table change: its span, then its lag sample.
+
+        ``change_revision`` is the etcd revision of the newest change applied (the write's revision);
+        the delta's own revision is the table's applied revision, which may trail it while another
+        watch stream catches up.
 
         Progress-only revisions (no change) get no span: they would make one trace-less root span per
         progress notification.
@@ -102,7 +106,8 @@ class AgentTelemetry:
         causes = [c.after.trace for c in delta.changes if c.after is not None]
         attributes = {
             "overland.host": self._host,
-            "overland.revision": delta.revision,
+            "overland.revision": change_revision,
+            "overland.applied_revision": delta.revision,
             "overland.events": len(delta),
             "overland.reset": delta.reset,
         }

@@ -75,9 +75,9 @@ def test_apply_span_joins_the_write_and_lag_is_recorded(tmp_path: Path):
     with telemetry.tracer.start_as_current_span("write") as write:
         context = current_trace_context()
     delta = TableDelta(9, (_change(1, 1_000_000_000, context), _change(2, 2_000_000_000, context)))
-    with agent.applying(delta, lambda: 3_500_000_000):
+    with agent.applying(delta, 11, lambda: 3_500_000_000):
         pass
-    with agent.applying(TableDelta(10), lambda: 4_000_000_000):
+    with agent.applying(TableDelta(10), 11, lambda: 4_000_000_000):
         pass
     metrics = {
         m.name: m
@@ -92,7 +92,8 @@ def test_apply_span_joins_the_write_and_lag_is_recorded(tmp_path: Path):
     assert applies[0]["trace_id"] == f"{write.get_span_context().trace_id:032x}"
     assert applies[0]["attributes"] == {
         "overland.host": "h1",
-        "overland.revision": 9,
+        "overland.revision": 11,
+        "overland.applied_revision": 9,
         "overland.events": 2,
         "overland.reset": False,
     }
