@@ -11,6 +11,9 @@ TABLE_PREFIX = ROOT + b"table/"
 HOSTS_PREFIX = ROOT + b"hosts/"
 VSID_INDEX_PREFIX = ROOT + b"index/vsid/"
 MAC_INDEX_PREFIX = ROOT + b"index/mac/"
+# Rewritten by every transaction that changes the table: its mod revision is the newest table change,
+# which agents' applied revisions are measured against (host status writes also move the store revision).
+TABLE_REVISION_KEY = ROOT + b"meta/table-revision"
 
 
 def vsid_segment(vsid: int) -> str:

@@ -36,6 +36,7 @@ from services.common.kv import (
     Op,
     Put,
     RangeResult,
+    TxnResult,
     WatchEvent,
     prefix_end,
 )
@@ -203,7 +204,7 @@ class PolicyStore:
             _check_expected(found, expected_revision, what)
             updated = merge(resource_from(found, kind))
             value = self.encode(updated)  # type: ignore[arg-type]
-            result = self.kv.txn([Compare.mod_revision_is(key, found.mod_revision)], [Put(key, value)])
+            result = self._write([Compare.mod_revision_is(key, found.mod_revision)], [Put(key, value)])
             if result.succeeded:
                 updated.revision = result.revision  # type: ignore[attr-defined]
                 return updated
@@ -223,13 +224,13 @@ class PolicyStore:
                 raise ResourceNotFound(f"{what} does not exist")
             _check_expected(found, expected_revision, what)
             dependents(found, self.kv.current_revision())
-            result = self.kv.txn([Compare.mod_revision_is(key, found.mod_revision)], [Delete(key)])
+            result = self._write([Compare.mod_revision_is(key, found.mod_revision)], [Delete(key)])
             if result.succeeded:
                 return result.revision
         raise AssertionError("unreachable")
 
     def _create(self, key: bytes, resource: Resource, exists: ResourceExists) -> int:
-        result = self.kv.txn([Compare.absent(key)], [Put(key, self.encode(resource))])
+        result = self._write([Compare.absent(key)], [Put(key, self.encode(resource))])
         if not result.succeeded:
             raise exists
         return result.revision
@@ -328,7 +329,7 @@ class PolicyStore:
             Put(domain.key, domain.value),
             *extra_ops,
         ]
-        result = self.kv.txn(compares, ops)
+        result = self._write(compares, ops)
         return result.revision if result.succeeded else None
 
     def create_virtual_subnet(self, subnet: types_pb2.VirtualSubnet) -> types_pb2.VirtualSubnet:
@@ -417,7 +418,7 @@ class PolicyStore:
                     )
             # The sweeps remove what a concurrent writer may have added after the count above, so
             # no record, MAC index entry or route outlives its subnet.
-            result = self.kv.txn(
+            result = self._write(
                 [
                     Compare.mod_revision_is(domain.key, domain.mod_revision),
                     Compare.mod_revision_is(stored.key, stored.mod_revision),
@@ -625,7 +626,7 @@ class PolicyStore:
                 if position >= prefetched_to:
                     prefetched_to = self._prefetch(changes, position, state)
                 try:
-                    plan = plan_transaction(changes, position, state, self.kv.max_txn_ops, self.encode)
+                    plan = plan_transaction(changes, position, state, self.kv.max_txn_ops - 1, self.encode)
                 except PolicyError:
                     # Decide on fresh reads before failing: the state may be from an earlier read
                     # (unless it was just read back after a lost race).
@@ -645,7 +646,7 @@ class PolicyStore:
                     # Uncontended, the failure branch is left empty (it would double the request);
                     # after a lost race it reads back every compared key.
                     reads = plan.failure_reads() if failures else []
-                    result = self.kv.txn(plan.compares, plan.success, reads)
+                    result = self._write(plan.compares, plan.success, reads)
                     if not result.succeeded:
                         failures += 1
                         if failures >= self._max_attempts:
@@ -703,7 +704,7 @@ class PolicyStore:
                     f"routing domain {created.rdid} has no virtual subnet {created.vsid}",
                     [FieldViolation("customer_route.vsid", f"VSID {created.vsid} is not in {created.rdid}")],
                 )
-            result = self.kv.txn(
+            result = self._write(
                 [Compare.value_is(index_key, index.value), Compare.absent(key)],
                 [Put(key, self.encode(created))],
                 [Get(key)],
@@ -880,16 +881,27 @@ class PolicyStore:
         finally:
             stream.cancel()
 
+    def _write(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
+        """A transaction that changes the table; it also moves the table revision marker."""
+        return self.kv.txn(compares, [*success, Put(keys.TABLE_REVISION_KEY, b"")], failure)
+
     def table_status(self) -> tuple[int, list[types_pb2.HostStatus]]:
-        found = self.kv.range(keys.HOSTS_PREFIX)
+        """The store revision and each live agent's status. Lag is measured against the newest table
+        change, not the store revision: agents' own status writes move that without changing the table."""
+        (marker, found), revision = self._snapshot(
+            [Get(keys.TABLE_REVISION_KEY), Get(keys.HOSTS_PREFIX, prefix=True)]
+        )
+        table_revision = marker[0].mod_revision if marker else 0
         hosts = []
-        for kv in found.kvs:
+        for kv in found:
             status = resource_from(kv, types_pb2.HostStatus)
             # The key lives only as long as the agent's lease: present means alive.
             status.alive = True
-            status.lag_revisions = max(found.revision - status.applied_revision, 0)
+            status.lag_revisions = max(table_revision - status.applied_revision, 0)
             hosts.append(status)
-        return found.revision, hosts
+        return revision, hosts
 
     def rdid_of_vsid(self, vsid: int) -> str | None:
         index = self.kv.get(keys.vsid_index_key(vsid))

@@ -362,13 +362,18 @@ def test_select_next_hop_uses_the_shared_decision(stub: Stub) -> None:
 
 def test_table_status_reports_host_lag(stub: Stub, memory_kv: MemoryKV) -> None:
     seed(stub)
+    table_revision = memory_kv.current_revision()
     lease = memory_kv.grant_lease(30)
-    status = types_pb2.HostStatus(host_name="host0", pa_ip=PA_1, applied_revision=2)
-    result = memory_kv.txn([], [_put_host(status, lease.id)])
+    behind = types_pb2.HostStatus(host_name="host0", pa_ip=PA_1, applied_revision=2)
+    caught_up = types_pb2.HostStatus(host_name="host1", pa_ip=PA_2, applied_revision=table_revision)
+    memory_kv.txn([], [_put_host(behind, lease.id)])
+    result = memory_kv.txn([], [_put_host(caught_up, lease.id)])
     answer = stub.GetTableStatus(policy_pb2.GetTableStatusRequest())
     assert answer.revision == result.revision
+    # Lag counts table changes only: the hosts' own status writes moved the store revision.
     assert [(h.host_name, h.alive, h.lag_revisions) for h in answer.hosts] == [
-        ("host0", True, result.revision - 2)
+        ("host0", True, table_revision - 2),
+        ("host1", True, 0),
     ]
     memory_kv.revoke_lease(lease.id)
     assert not stub.GetTableStatus(policy_pb2.GetTableStatusRequest()).hosts
