@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,6 +75,35 @@ def wait_until(what: str, predicate: Callable[[], T | None], timeout: float) -> 
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error!r})")
 
 
+def start_container(
+    image: str,
+    network: TestNetwork,
+    prefix: str,
+    name: str,
+    command: Sequence[str],
+    published: Mapping[int, int],
+    shared_dirs: Sequence[Path] = (),
+) -> Container:
+    """Start a container of this run named by ``name`` on ``network`` (also its alias and host name).
+
+    Ports are published on loopback only, each on the host port given, fixed for the container's life
+    so clients keep their address across restarts; ``shared_dirs`` are mounted at the same path."""
+    container = (
+        DockerContainer(image)
+        .with_name(f"{prefix}-{name}")
+        .with_network(network)
+        .with_network_aliases(name)
+        .with_kwargs(labels={LABEL: prefix}, hostname=name)
+        .with_command(list(command))
+    )
+    for directory in shared_dirs:
+        container.with_volume_mapping(str(directory), str(directory), "rw")
+    for container_port, host_port in published.items():
+        container.ports[f"{container_port}/tcp"] = ("127.0.0.1", host_port)
+    container.start()
+    return container.get_wrapped_container()
+
+
 @dataclass
 class Member:
     """One etcd member: its container, alias on the cluster network and published client port."""
@@ -120,38 +149,28 @@ class EtcdCluster:
         names = [f"etcd-{i}" for i in range(self.size)]
         initial = ",".join(f"{n}=http://{n}:{ETCD_PEER_PORT}" for n in names)
         for name, host_port in zip(names, free_ports(self.size), strict=True):
-            container = (
-                DockerContainer(self.image)
-                .with_name(f"{self.prefix}-{name}")
-                .with_network(self.network)
-                # The alias is how peers and in-network clients name the member.
-                .with_network_aliases(name)
-                .with_kwargs(labels={LABEL: self.prefix})
-                .with_command(
-                    [
-                        f"--name={name}",
-                        "--data-dir=/var/lib/etcd",
-                        f"--listen-client-urls=http://0.0.0.0:{ETCD_CLIENT_PORT}",
-                        f"--advertise-client-urls=http://{name}:{ETCD_CLIENT_PORT}",
-                        f"--listen-peer-urls=http://0.0.0.0:{ETCD_PEER_PORT}",
-                        f"--initial-advertise-peer-urls=http://{name}:{ETCD_PEER_PORT}",
-                        f"--initial-cluster={initial}",
-                        f"--initial-cluster-token={token}",
-                        "--initial-cluster-state=new",
-                        f"--heartbeat-interval={HEARTBEAT_MS}",
-                        f"--election-timeout={ELECTION_TIMEOUT_MS}",
-                        # Durability against power loss is not what these tests are about; fsync on a
-                        # shared 2-core box only makes elections flaky.
-                        "--unsafe-no-fsync",
-                        "--experimental-watch-progress-notify-interval=200ms",
-                        "--log-level=warn",
-                    ]
-                )
+            command = [
+                f"--name={name}",
+                "--data-dir=/var/lib/etcd",
+                f"--listen-client-urls=http://0.0.0.0:{ETCD_CLIENT_PORT}",
+                f"--advertise-client-urls=http://{name}:{ETCD_CLIENT_PORT}",
+                f"--listen-peer-urls=http://0.0.0.0:{ETCD_PEER_PORT}",
+                f"--initial-advertise-peer-urls=http://{name}:{ETCD_PEER_PORT}",
+                f"--initial-cluster={initial}",
+                f"--initial-cluster-token={token}",
+                "--initial-cluster-state=new",
+                f"--heartbeat-interval={HEARTBEAT_MS}",
+                f"--election-timeout={ELECTION_TIMEOUT_MS}",
+                # Durability against power loss is not what these tests are about; fsync on a shared
+                # 2-core box only makes elections flaky.
+                "--unsafe-no-fsync",
+                "--experimental-watch-progress-notify-interval=200ms",
+                "--log-level=warn",
+            ]
+            container = start_container(
+                self.image, self.network, self.prefix, name, command, {ETCD_CLIENT_PORT: host_port}
             )
-            # Published on loopback only, on a port fixed for the member's life so it survives restarts.
-            container.ports[f"{ETCD_CLIENT_PORT}/tcp"] = ("127.0.0.1", host_port)
-            container.start()
-            self.members.append(Member(name, host_port, container.get_wrapped_container()))
+            self.members.append(Member(name, host_port, container))
         self.wait_healthy()
         return self
 

@@ -24,7 +24,6 @@ import grpc
 from docker.models.containers import Container
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network as TestNetwork
 
 from overland.v1 import policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
@@ -32,7 +31,12 @@ from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import free_ports
 from services.common.table import RoutingTable, decode_snapshot
 from services.vswitch.watcher import watch_prefixes
-from tests.integration.containers.harness import LABEL, READY_TIMEOUT_SECONDS, EtcdCluster, wait_until
+from tests.integration.containers.harness import (
+    READY_TIMEOUT_SECONDS,
+    EtcdCluster,
+    start_container,
+    wait_until,
+)
 from tests.unit.policy.support import PA_1, PA_2, check_invariants
 
 POLICY_PORT = 50051
@@ -103,25 +107,12 @@ def start_service(
     extra_ports: Sequence[int] = (),
     shared_dirs: Sequence[Path] = (),
 ) -> ServiceContainer:
-    """Start ``overland-service <command>`` named ``name`` on ``network`` and wait until it serves.
-
-    ``port`` (gRPC) and ``extra_ports`` are published on fixed loopback ports; ``shared_dirs`` are
-    mounted at the same path, so host and container name the same files alike."""
+    """Start ``overland-service <command>`` (see ``start_container``) and wait until it serves gRPC on
+    ``port``; ``extra_ports`` are published too."""
     host_ports = free_ports(1 + len(extra_ports))
-    container = (
-        DockerContainer(image)
-        .with_name(f"{prefix}-{name}")
-        .with_network(network)
-        .with_network_aliases(name)
-        .with_kwargs(labels={LABEL: prefix}, hostname=name)
-        .with_command(list(command))
-    )
-    for directory in shared_dirs:
-        container.with_volume_mapping(str(directory), str(directory), "rw")
-    for container_port, host_port in zip((port, *extra_ports), host_ports, strict=True):
-        container.ports[f"{container_port}/tcp"] = ("127.0.0.1", host_port)
-    container.start()
-    service = ServiceContainer(name, host_ports[0], container.get_wrapped_container())
+    published = dict(zip((port, *extra_ports), host_ports, strict=True))
+    container = start_container(image, network, prefix, name, command, published, shared_dirs)
+    service = ServiceContainer(name, host_ports[0], container)
     service.published = dict(zip(extra_ports, host_ports[1:], strict=True))
     service.wait_serving()
     return service
