@@ -27,7 +27,7 @@ from services.common.errors import (
 )
 from services.replica.delta import DEFAULT_CHUNK_BYTES, ChunkCodec, TokenBucket, block_digests, split_extent
 from services.replica.errors import CycleAborted, ReplicaStorageFull, ReplicaUnreachable
-from services.replica.tracking import Snapshot, TrackedDevice
+from services.replica.tracking import Snapshot, TrackedDevice, WriteGate
 from services.replica.vhd.device import merge_ranges
 
 log = logging.getLogger(__name__)
@@ -84,15 +84,19 @@ class Progress:
             return min(1.0, self.sent_bytes / self.total_bytes) if self.total_bytes else 0.0
 
 
-def cut(disks: dict[str, TrackedDevice], full: bool) -> dict[str, Snapshot]:
-    """Phase 1: a snapshot of each disk at its cut (``full`` covers every block)."""
+def cut(disks: dict[str, TrackedDevice], gate: WriteGate, full: bool) -> dict[str, Snapshot]:
+    """Phase 1: a snapshot of every disk of the VM at ONE instant (``full`` covers every block): the
+    VM's gate keeps writes to all of its disks out while the disks are cut one after the other."""
     snapshots: dict[str, Snapshot] = {}
+    gate.lock()
     try:
         for name, device in disks.items():
             snapshots[name] = device.snapshot(full=full)
     except Exception:
         release(snapshots, shipped=False)
         raise
+    finally:
+        gate.unlock()
     return snapshots
 
 

@@ -39,10 +39,12 @@ from services.replica.errors import (
 from services.replica.nbd import NbdServer
 from services.replica.primary import cycle
 from services.replica.primary.cycle import CycleKind, Progress, Sender
+from services.replica.primary.gate import GatedDevice
 from services.replica.receiver.store import write_atomic
 from services.replica.settings import InitialMethod, ReplicationPolicy, validate_enable
 from services.replica.states import Event, Record, ReplicationState
-from services.replica.tracking import DEFAULT_TRACK_BLOCK, ChangeLog, TrackedDevice
+from services.replica.telemetry import ReplicaTelemetry
+from services.replica.tracking import DEFAULT_TRACK_BLOCK, ChangeLog, TrackedDevice, WriteGate
 from services.replica.vhd.image import open_disk
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ class VmReplication:
     progress: Progress = field(default_factory=Progress)
     cycle_started: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    # Every write to any disk of the VM passes it; a cut holds it, so all disks are cut at one instant.
+    gate: WriteGate = field(default_factory=WriteGate)
     # Serializes changes of ``record`` and their persistence between RPC threads and the cycle thread.
     state_lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -83,9 +87,11 @@ class ReplicationManager:
         config: ReplicaConfig,
         channel_factory: ChannelFactory | None = None,
         exporter: NbdServer | None = None,
+        telemetry: ReplicaTelemetry | None = None,
     ):
         self.config = config
         self._exporter = exporter
+        self._telemetry = telemetry or ReplicaTelemetry(None)
         self.root = config.state_dir / "primary"
         self.root.mkdir(parents=True, exist_ok=True)
         self._channel_factory = channel_factory or self._channel
@@ -140,7 +146,8 @@ class ReplicationManager:
         with self._lock:
             channel = self._channels.get(endpoint)
             if channel is None:
-                channel = self._channels[endpoint] = self._channel_factory(endpoint)
+                channel = self._channel_factory(endpoint)
+                channel = self._channels[endpoint] = self._telemetry.channel(channel)
         metadata = () if self.config.client_tls else ((PRIMARY_HEADER, self.config.primary_name),)
         return Sender(replica_pb2_grpc.ReplicaReceiverServiceStub(channel), metadata, abort=self._stop)
 
@@ -242,8 +249,8 @@ class ReplicationManager:
     def _export(self, vm: VmReplication) -> None:
         """Serve each disk over NBD as ``<vm>/<disk>``; the served device is tracked, so every write is."""
         if self._exporter is not None:
-            for disk, device in vm.disks.items():
-                self._exporter.add_export(export_name(vm.name, disk), device)
+            for disk, tracked in vm.disks.items():
+                self._exporter.add_export(export_name(vm.name, disk), GatedDevice(tracked, vm.gate))
 
     def _unexport(self, vm: VmReplication) -> None:
         if self._exporter is not None:
@@ -261,12 +268,13 @@ class ReplicationManager:
         with self._lock:
             return sorted(self._vms.values(), key=lambda vm: vm.name)
 
-    def device(self, vm_name: str, disk: str) -> TrackedDevice:
-        """The tracked device every write to the disk must go through (the NBD export serves it)."""
+    def device(self, vm_name: str, disk: str) -> GatedDevice:
+        """The device every write to the disk must go through (the NBD export serves it): tracked, and
+        behind the VM's gate so a cut sees all of the VM's disks at one instant."""
         vm = self.get(vm_name)
         if disk not in vm.disks:
             raise ReplicationNotFound(f"VM {vm_name!r} has no disk {disk!r}")
-        return vm.disks[disk]
+        return GatedDevice(vm.disks[disk], vm.gate)
 
     def _event(self, vm: VmReplication, event: Event, reason: str = "") -> None:
         with vm.state_lock:
@@ -367,7 +375,10 @@ class ReplicationManager:
         try:
             if not vm.record.schedulable:
                 raise InvalidTransition(f"VM {name!r} is {vm.record.state.name.lower()}: no cycle runs")
-            self._cycle(vm)
+            with self._telemetry.cycle(
+                vm.name, vm.policy.frequency_seconds, lambda: vm.progress.total_bytes, time.monotonic
+            ):
+                self._cycle(vm)
         finally:
             vm.running.release()
 
@@ -413,10 +424,12 @@ class ReplicationManager:
                     f"the DR site has no replica of VM {vm.name!r} any more; "
                     "the next cycle starts a new initial replication"
                 )
-            snapshots = cycle.cut(vm.disks, full=kind != CycleKind.DELTA)
+            with self._telemetry.phase("cut", {"overland.kind": kind}):
+                snapshots = cycle.cut(vm.disks, vm.gate, full=kind != CycleKind.DELTA)
             vm.phase_seconds["cut"] = time.monotonic() - start_mono
             header = self._header(vm, kind, committed + 1, start_ns)
-            extents = self._plan(vm, kind, snapshots, sender)
+            with self._telemetry.phase("plan"):
+                extents = self._plan(vm, kind, snapshots, sender)
             total = sum(e.length for e in extents)
             vm.progress = Progress(total_bytes=total)
             codec = ChunkCodec(compress=vm.policy.compression)
@@ -444,10 +457,13 @@ class ReplicationManager:
                 self._event(vm, Event.EXPORT_DONE)
                 return
             streamed = time.monotonic()
-            ack = sender.send(header, stream, total)
+            sent = {"overland.sequence": header.sequence, "overland.bytes": total}
+            with self._telemetry.phase("stream", sent):
+                ack = sender.send(header, stream, total)
             vm.phase_seconds["stream_and_commit"] = time.monotonic() - streamed
             shipped = True
-            self._commit(vm, kind, ack, start_mono=start_mono, start_ns=start_ns, total=total)
+            with self._telemetry.phase("commit"):
+                self._commit(vm, kind, ack, start_mono=start_mono, start_ns=start_ns, total=total)
         except CycleAborted:
             # Shutting down is not a failure of the replication: state and health stay as they were.
             raise

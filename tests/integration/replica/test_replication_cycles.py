@@ -128,3 +128,45 @@ def test_writes_through_the_nbd_export_replicate(sites: Sites) -> None:
     for name, path in disks.items():
         result = qemu_compare(path, replica_disk(sites, "vm2", name))
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_all_disks_of_a_vm_are_cut_at_one_instant(sites: Sites) -> None:
+    """Stamp ``i`` goes to d0, then to d1. One instant means: d1 holds the stamp of d0 or the one before."""
+    disks = {
+        "d0": make_disk(sites.base / "m-d0.vhd", 8 * MiB),
+        "d1": make_disk(sites.base / "m-d1.vhd", 8 * MiB),
+    }
+    primary = sites.primary()
+    assert primary.manager is not None
+    stub = primary_stub(primary.port)
+    stub.EnableReplication(enable_request("vm3", disks, sites.dr.endpoint))
+    get = lambda: stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm3"))  # noqa: E731
+    wait_for(get, lambda r: state_name(r) == "REPLICATING")
+    devices = {name: primary.manager.device("vm3", name) for name in disks}
+    stop = threading.Event()
+    stamps: list[int] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set() and i < MAX_WRITES:
+            i += 1
+            stamps.append(i)
+            for name in ("d0", "d1"):
+                devices[name].write(0, struct.pack(">Q", i) * 512)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        seen = []
+        for _ in range(4):
+            stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm3"), timeout=120)
+            d0, d1 = (
+                struct.unpack_from(">Q", read_image(replica_disk(sites, "vm3", name)))[0]
+                for name in ("d0", "d1")
+            )
+            assert d0 - d1 in (0, 1), f"d0 at stamp {d0}, d1 at stamp {d1}: not one instant"
+            seen.append(d0)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert seen[-1] > 0
