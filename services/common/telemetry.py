@@ -22,6 +22,7 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import client_interceptor, filters, server_interceptor
+from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
@@ -170,7 +171,9 @@ class Telemetry:
         interceptor = client_interceptor(
             tracer_provider=self.tracer_provider, filter_=filters.negate(filters.health_check())
         )
-        return grpc.intercept_channel(channel, interceptor)
+        # The OpenTelemetry interceptor is of its own kind: grpc.intercept_channel refuses it.
+        intercepted: grpc.Channel = intercept_channel(channel, interceptor)
+        return intercepted
 
     @classmethod
     def start(cls, config: TelemetryConfig) -> Telemetry | None:

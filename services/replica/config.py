@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.common.errors import FieldViolation
 from services.common.server import ServerConfig, TlsConfig
+from services.common.telemetry import TelemetryConfig
 from services.replica.errors import InvalidReplicationSettings
 from services.replica.settings import validate_name
 
@@ -43,6 +44,8 @@ class ReplicaConfig:
     allowed_primaries: dict[str, Path] = field(default_factory=dict)
     # A fault-injection hook for crash tests: a pause after each record applied at commit.
     fault_apply_delay_seconds: float = 0.0
+    # Where spans and metrics go; None runs the service untraced.
+    telemetry: TelemetryConfig | None = None
 
     def validate(self) -> None:
         violations: list[FieldViolation] = []
@@ -74,6 +77,13 @@ class ReplicaConfig:
                 violations,
             )
         self.server.validate()
+        if self.telemetry is not None:
+            self.telemetry.validate()
+
+
+def service_name(role: str) -> str:
+    """The OpenTelemetry service name of a role: the two sites of one trace are told apart by it."""
+    return f"overland-replica-{role}"
 
 
 def parse_args(argv: list[str] | None = None) -> ReplicaConfig:
@@ -130,6 +140,10 @@ def parse_args(argv: list[str] | None = None) -> ReplicaConfig:
         nbd_bind=args.nbd_bind,
         allowed_primaries=allowed,
         fault_apply_delay_seconds=args.fault_apply_delay,
+        telemetry=TelemetryConfig(
+            service_name(args.role),
+            service_instance=args.primary_name if args.role == "primary" else "",
+        ),
     )
     config.validate()
     return config

@@ -12,11 +12,13 @@ from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.common.errors import OverlandError
 from services.common.logs import configure_logging
 from services.common.server import GrpcServer, build_server, wait_for_signal
+from services.common.telemetry import Telemetry, install_log_correlation, server_interceptors
 from services.replica.config import ReplicaConfig, parse_args
 from services.replica.nbd import NbdServer
 from services.replica.primary.manager import ReplicationManager
 from services.replica.primary.servicer import ReplicaServicer
 from services.replica.receiver.servicer import ReceiverServicer
+from services.replica.telemetry import ReplicaTelemetry
 from services.replica.tuning import tune_allocator
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class ReplicaServer:
     manager: ReplicationManager | None
     receiver: ReceiverServicer | None
     nbd: NbdServer | None = None
+    telemetry: Telemetry | None = None
 
     @property
     def port(self) -> int:
@@ -46,6 +49,9 @@ class ReplicaServer:
             self.nbd.stop()
         if self.manager is not None:
             self.manager.close()
+        if self.telemetry is not None:
+            # Exports what the batch processor still holds.
+            self.telemetry.shutdown()
 
 
 def create_server(config: ReplicaConfig) -> tuple[ReplicaServer, int]:
@@ -55,10 +61,13 @@ def create_server(config: ReplicaConfig) -> tuple[ReplicaServer, int]:
     manager: ReplicationManager | None = None
     receiver: ReceiverServicer | None = None
     nbd: NbdServer | None = None
+    telemetry = Telemetry.start(config.telemetry) if config.telemetry is not None else None
+    traced = ReplicaTelemetry(telemetry)
     if config.role == "primary":
         host, _sep, nbd_port = config.nbd_bind.rpartition(":")
         nbd = NbdServer(host, int(nbd_port))
-        manager = ReplicationManager(config, exporter=nbd)
+        manager = ReplicationManager(config, exporter=nbd, telemetry=traced)
+        traced.observe(lambda: [manager.to_proto(vm) for vm in manager.replications()])
         servicer = ReplicaServicer(manager)
 
         def register(server: grpc.Server) -> None:
@@ -66,19 +75,21 @@ def create_server(config: ReplicaConfig) -> tuple[ReplicaServer, int]:
 
         names: tuple[str, ...] = (PRIMARY_SERVICE,)
     else:
-        receiver = ReceiverServicer(config)
+        receiver = ReceiverServicer(config, traced)
 
         def register(server: grpc.Server) -> None:
             replica_pb2_grpc.add_ReplicaReceiverServiceServicer_to_server(receiver, server)
 
         names = (RECEIVER_SERVICE,)
     try:
-        built = build_server(config.server, names, register)
+        built = build_server(config.server, names, register, server_interceptors(telemetry))
         if nbd is not None:
             nbd.start()
     except Exception:
         if manager is not None:
             manager.close()
+        if telemetry is not None:
+            telemetry.shutdown()
         raise
     if manager is not None:
         manager.start()
@@ -86,7 +97,7 @@ def create_server(config: ReplicaConfig) -> tuple[ReplicaServer, int]:
         "replica service listening",
         extra={"role": config.role, "port": built.port, "nbd_port": nbd.port if nbd else None},
     )
-    return ReplicaServer(built, manager, receiver, nbd), built.port
+    return ReplicaServer(built, manager, receiver, nbd, telemetry), built.port
 
 
 def serve(config: ReplicaConfig) -> None:
@@ -103,6 +114,7 @@ def serve(config: ReplicaConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
+    install_log_correlation()
     try:
         config = parse_args(argv)
     except OverlandError as error:

@@ -30,6 +30,7 @@ from services.replica.errors import (
 from services.replica.media import read_export
 from services.replica.receiver.store import Staging, VmStore
 from services.replica.settings import validate_name
+from services.replica.telemetry import APPLY_SPAN, COMMIT_SPAN, ReplicaTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ MAX_HASH_BLOCK = 16 * 1024 * 1024
 class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
     """One DR site: a ``VmStore`` per (primary, VM), created on first use."""
 
-    def __init__(self, config: ReplicaConfig):
+    def __init__(self, config: ReplicaConfig, telemetry: ReplicaTelemetry | None = None):
+        self._telemetry = telemetry or ReplicaTelemetry(None)
         self._allowed = dict(config.allowed_primaries)
         self._tls = config.server.tls is not None
         self._fault_apply_delay = config.fault_apply_delay_seconds
@@ -96,7 +98,9 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
         if not store.lock.acquire(timeout=STREAM_LOCK_SECONDS):
             raise SequenceError(f"another delta for VM {header.vm_name!r} is still being received")
         try:
-            return self._receive_locked(store, header, stream)
+            received = {"overland.vm": header.vm_name, "overland.sequence": header.sequence}
+            with self._telemetry.phase(APPLY_SPAN, received):
+                return self._receive_locked(store, header, stream)
         finally:
             store.lock.release()
 
@@ -114,7 +118,8 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
                     data = decode_chunk(chunk, sizes, staging.chunks)
                     staging.add(chunk.index, chunk.disk, chunk.offset, data, chunk.zero)
                 elif kind == "end_of_delta":
-                    ack = staging.finish(message.end_of_delta)
+                    with self._telemetry.phase(COMMIT_SPAN, {"overland.chunks": message.end_of_delta}):
+                        ack = staging.finish(message.end_of_delta)
                     finished = True
                     log.info(
                         "delta committed",
