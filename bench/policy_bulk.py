@@ -7,13 +7,18 @@ straight to a fresh etcd of the same settings with ``EtcdKV.txn``, in transactio
 number of records the API used, from the same number of threads, with every value encoded before
 the clock starts. Then both page through everything: ListLookupRecords against raw ranges.
 
-Run: ``.venv/bin/python -m bench.policy_bulk [--records N] [--clients N]``.
+With ``--tracing`` each round also loads through a policy service with tracing on (spans to a
+JSON-lines file through the batch processor, every stored entry carrying its writer's trace
+context), beside the same service with tracing off, to show what tracing costs.
+
+Run: ``.venv/bin/python -m bench.policy_bulk [--records N] [--clients N] [--tracing]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -180,7 +185,20 @@ class ApiRun:
     listed: int
 
 
-def api_run(data: Path, total: int, clients: int, chunk: int, page_size: int) -> ApiRun:
+def service_env(span_file: Path | None) -> dict[str, str]:
+    """The policy service's environment: traced into ``span_file``, or untraced whatever the caller's
+    environment says."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OVERLAND_SPAN_FILE", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    }
+    if span_file is not None:
+        env["OVERLAND_SPAN_FILE"] = str(span_file)
+    return env
+
+
+def api_run(
+    data: Path, total: int, clients: int, chunk: int, page_size: int, *, span_file: Path | None = None
+) -> ApiRun:
     (port,) = free_ports(1)
     with EtcdProcess(data / "api-etcd") as etcd, (data / "policy.log").open("wb") as log_file:
         service = subprocess.Popen(
@@ -199,6 +217,7 @@ def api_run(data: Path, total: int, clients: int, chunk: int, page_size: int) ->
             ],
             stdout=subprocess.DEVNULL,
             stderr=log_file,
+            env=service_env(span_file),
         )
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -289,9 +308,11 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1000, help="records per stream message")
     parser.add_argument("--page-size", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--tracing", action="store_true", help="also load with tracing on, beside off")
     args = parser.parse_args()
     api_runs: list[ApiRun] = []
     raw_runs: list[RawRun] = []
+    traced_runs: list[tuple[ApiRun, int]] = []
     per_txn = 0
     # Alternate the two sides (fresh etcd each time) so that load from other jobs on the machine
     # hits both alike; the best round of each side is reported.
@@ -302,6 +323,12 @@ def main() -> None:
                 raise SystemExit(f"API run incomplete: applied {api.applied}, listed {api.listed}")
             per_txn = per_txn or round(api.applied / api.transactions)
             raw = raw_run(Path(tmp), args.records, args.clients, per_txn, args.page_size)
+            if args.tracing:
+                spans = Path(tmp) / "spans.jsonl"
+                traced = api_run(
+                    Path(tmp), args.records, args.clients, args.chunk, args.page_size, span_file=spans
+                )
+                traced_runs.append((traced, len(spans.read_text().splitlines())))
         print(
             f"  round {round_no + 1}: API {api.applied / api.load_seconds:.0f} records/s, "
             f"raw {args.records / raw.load_seconds:.0f} records/s",
@@ -340,6 +367,30 @@ def main() -> None:
     _row("baseline: raw etcd range pages", f"{raw_list:.0f}", f"{raw_listing.list_seconds:.2f}", "")
     _row("ListLookupRecords (policy service)", f"{api_list:.0f}", f"{api_listing.list_seconds:.2f}", "")
     print(f"  API / raw: {api_list / raw_list:.0%}")
+    if traced_runs:
+        print_tracing(api, api_listing, traced_runs, args.records)
+
+
+def print_tracing(
+    api: ApiRun, api_listing: ApiRun, traced_runs: list[tuple[ApiRun, int]], records: int
+) -> None:
+    """Tracing on beside off (the untraced API runs of the same rounds are the baseline)."""
+    load, spans = min(traced_runs, key=lambda run: run[0].load_seconds)
+    listing = min((run for run, _spans in traced_runs), key=lambda run: run.list_seconds)
+    print(f"tracing overhead (batch span processor, JSON-lines span file; {spans} spans in the best run)")
+    _row(
+        "baseline: tracing off, bulk load",
+        f"{api.applied / api.load_seconds:.0f}",
+        f"{api.load_seconds:.2f}",
+        "",
+    )
+    _row("tracing on, bulk load", f"{load.applied / load.load_seconds:.0f}", f"{load.load_seconds:.2f}", "")
+    print(f"  load: on / off {api.load_seconds / load.load_seconds:.0%} of the rate")
+    off_list = records / api_listing.list_seconds
+    on_list = records / listing.list_seconds
+    _row("baseline: tracing off, paged list", f"{off_list:.0f}", f"{api_listing.list_seconds:.2f}", "")
+    _row("tracing on, paged list", f"{on_list:.0f}", f"{listing.list_seconds:.2f}", "")
+    print(f"  list: on / off {on_list / off_list:.0%} of the rate")
 
 
 def _row(label: str, rate: str, seconds: str, txns: object) -> None:

@@ -10,13 +10,17 @@ datapath process per host (``python -m services.vswitch.datapath`` on a static t
 - small packets: iperf3 UDP with 64-byte payloads at full speed, packets per second that arrive,
   overlay beside bare path.
 
-Run as root: ``.venv/bin/python -m bench.throughput [--seconds 5] [--quick]``.
+With ``--tracing`` every overlay mode is measured again with the datapaths' telemetry on (span file,
+batch processor, counters exported as metrics every second) beside the same mode with it off.
+
+Run as root: ``.venv/bin/python -m bench.throughput [--seconds 5] [--quick] [--tracing]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -79,8 +83,20 @@ def measure(lab: Lab, server_ns: str, client_ns: str, address: str, *, seconds: 
 
 
 @contextmanager
-def datapaths(lab: Lab, vms: dict[str, Vm], mode: str, workdir: Path) -> Iterator[None]:
-    """One datapath process per host, each on the same static table, with its VM's TAP."""
+def datapaths(
+    lab: Lab, vms: dict[str, Vm], mode: str, workdir: Path, *, traced: bool = False
+) -> Iterator[None]:
+    """One datapath process per host, each on the same static table, with its VM's TAP; ``traced``
+    turns their telemetry on (files in ``workdir``), else it is off whatever the environment says."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OVERLAND_SPAN", "OVERLAND_METRIC"))
+    }
+    if traced:
+        env |= {
+            "OVERLAND_SPAN_FILE": str(workdir / "spans.jsonl"),
+            "OVERLAND_METRIC_FILE": str(workdir / "metrics.jsonl"),
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        }
     specs = demo_vms([PA1, PA2])
     table = workdir / "table.bin"
     table.write_bytes(dump_of(demo_entries([PA1, PA2], list(specs.values()))).SerializeToString())
@@ -104,7 +120,9 @@ def datapaths(lab: Lab, vms: dict[str, Vm], mode: str, workdir: Path) -> Iterato
                 str(ready),
             ]
             argv += MODES[mode]
-            processes.append(subprocess.Popen(exec_argv(vm.host.netns, argv), stderr=subprocess.DEVNULL))
+            processes.append(
+                subprocess.Popen(exec_argv(vm.host.netns, argv), stderr=subprocess.DEVNULL, env=env)
+            )
             deadline = time.monotonic() + 30
             while not ready.exists():
                 if time.monotonic() > deadline or processes[-1].poll() is not None:
@@ -119,22 +137,26 @@ def datapaths(lab: Lab, vms: dict[str, Vm], mode: str, workdir: Path) -> Iterato
             process.wait(timeout=15)
 
 
-def run_configuration(pa_mtu: int, modes: Sequence[str], seconds: int) -> list[Result]:
-    """The bare path, then the overlay in each datapath mode, on one lab with this PA MTU."""
+def run_configuration(pa_mtu: int, modes: Sequence[str], seconds: int, tracing: bool = False) -> list[Result]:
+    """The bare path, then the overlay in each datapath mode (and with ``tracing`` each mode again with
+    telemetry on), on one lab with this PA MTU."""
     with Lab(pa_mtu=pa_mtu) as lab, tempfile.TemporaryDirectory() as workdir:
         h1, h2 = lab.add_host("h1", PA1), lab.add_host("h2", PA2)
         vms = {"blue1": lab.add_vm("blue1", h1), "blue2": lab.add_vm("blue2", h2)}
         results = [measure(lab, h2.netns, h1.netns, PA2, seconds=seconds, label=f"bare veth, MTU {pa_mtu}")]
         for mode in modes:
-            with datapaths(lab, vms, mode, Path(workdir)):
-                if not lab.ping(vms["blue1"], "192.0.2.12", count=3):
-                    raise RuntimeError("the overlay does not forward")
-                label = f"overlay, PA MTU {pa_mtu}, {mode}"
-                server, client = vms["blue2"].netns, vms["blue1"].netns
-                results.append(measure(lab, server, client, "192.0.2.12", seconds=seconds, label=label))
-            for name, vm in vms.items():
-                # The next mode opens its TAPs with other flags: start from fresh devices.
-                lab.run(vm.netns, ["ip", "link", "del", f"tap-{name}"])
+            for traced in (False, True) if tracing else (False,):
+                with datapaths(lab, vms, mode, Path(workdir), traced=traced):
+                    if not lab.ping(vms["blue1"], "192.0.2.12", count=3):
+                        raise RuntimeError("the overlay does not forward")
+                    label = f"overlay, PA MTU {pa_mtu}, {mode}{', tracing on' if traced else ''}"
+                    server, client = vms["blue2"].netns, vms["blue1"].netns
+                    results.append(measure(lab, server, client, "192.0.2.12", seconds=seconds, label=label))
+                for name, vm in vms.items():
+                    # The next run opens its TAPs afresh (other flags, or the same): start from new devices.
+                    lab.run(vm.netns, ["ip", "link", "del", f"tap-{name}"])
+            if tracing and not (Path(workdir) / "metrics.jsonl").stat().st_size:
+                raise RuntimeError("tracing on exported no metrics: the comparison would be meaningless")
         return results
 
 
@@ -142,12 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="only PA MTU 1500, TSO with complete checksums")
+    parser.add_argument("--tracing", action="store_true", help="each overlay mode also with telemetry on")
     args = parser.parse_args(argv)
     plan = {1500: ["TSO"]} if args.quick else {1500: list(MODES), 9000: list(MODES)}
     print("| path | TCP 1 stream Gbit/s | vs bare | UDP 64 B pps | vs bare |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for pa_mtu, modes in plan.items():
-        bare, *overlays = run_configuration(pa_mtu, modes, args.seconds)
+        bare, *overlays = run_configuration(pa_mtu, modes, args.seconds, args.tracing)
         for result in (bare, *overlays):
             print(
                 f"| {result.label} | {result.tcp_gbps:.2f} | {result.tcp_gbps / bare.tcp_gbps:.1%} "

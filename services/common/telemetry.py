@@ -25,7 +25,11 @@ from opentelemetry.instrumentation.grpc import client_interceptor, filters, serv
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 _PROPAGATOR = TraceContextTextMapPropagator()
 OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 SPAN_FILE_ENV = "OVERLAND_SPAN_FILE"
+METRIC_FILE_ENV = "OVERLAND_METRIC_FILE"
+METRIC_INTERVAL_ENV = "OTEL_METRIC_EXPORT_INTERVAL"
 # Links kept on one span (the SDK's default limit is 128); the cause count is an attribute.
 MAX_LINKS = 64
 
@@ -110,12 +116,17 @@ class TelemetryConfig:
     otlp_endpoint: str = field(default_factory=lambda: os.environ.get(OTLP_ENDPOINT_ENV, ""))
     # Export spans as they end instead of in batches (tests that read the span file at once).
     synchronous: bool = False
-    metric_interval_seconds: float = 10.0
+    # The standard OTEL_METRIC_EXPORT_INTERVAL is in milliseconds.
+    metric_interval_seconds: float = field(
+        default_factory=lambda: float(os.environ.get(METRIC_INTERVAL_ENV, "10000")) / 1000
+    )
+    # JSON-lines metrics, exported every interval, when no OTLP endpoint is set; empty disables it.
+    metric_file: str = field(default_factory=lambda: os.environ.get(METRIC_FILE_ENV, ""))
 
     @property
     def enabled(self) -> bool:
         """Whether spans go anywhere: without an endpoint or a span file a service runs untraced."""
-        return bool(self.otlp_endpoint or self.span_file)
+        return bool(self.otlp_endpoint or self.span_file or self.metric_file)
 
     def validate(self) -> None:
         if not self.service_name:
@@ -149,8 +160,16 @@ class Telemetry:
                     export_interval_millis=config.metric_interval_seconds * 1000,
                 )
             )
-        elif config.span_file:
-            exporters.append(JsonLinesSpanExporter(Path(config.span_file)))
+        else:
+            if config.span_file:
+                exporters.append(JsonLinesSpanExporter(Path(config.span_file)))
+            if config.metric_file:
+                readers.append(
+                    PeriodicExportingMetricReader(
+                        _file_metric_exporter(Path(config.metric_file)),
+                        export_interval_millis=config.metric_interval_seconds * 1000,
+                    )
+                )
         for exporter in exporters:
             processor: SpanProcessor = (
                 SimpleSpanProcessor(exporter) if config.synchronous else BatchSpanProcessor(exporter)
@@ -198,6 +217,13 @@ def tracer_of(telemetry: Telemetry | None) -> Tracer:
 def server_interceptors(telemetry: Telemetry | None) -> list[grpc.ServerInterceptor]:
     """What a service passes to ``build_server(interceptors=...)``."""
     return [telemetry.server_interceptor()] if telemetry is not None else []
+
+
+def _file_metric_exporter(path: Path) -> ConsoleMetricExporter:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Line-buffered, so several processes appending to one file interleave whole lines.
+    out = path.open("a", encoding="utf-8", buffering=1)
+    return ConsoleMetricExporter(out=out, formatter=lambda data: data.to_json(indent=None) + "\n")
 
 
 def _otlp_insecure(endpoint: str) -> bool | None:

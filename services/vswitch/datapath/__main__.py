@@ -3,6 +3,8 @@
 The table is a serialized ``overland.v1.DumpTableResponse`` (what an agent's ``DumpTable`` returns), so
 a host can forward on a frozen copy of another agent's table without etcd. Ports are given as
 ``NAME,MAC,VSID[,NETNS]``. Runs until SIGINT/SIGTERM; ``--ready-file`` is written once forwarding runs.
+With telemetry configured by the environment (services/common/telemetry.py) the table load is a span and
+the datapath counters are exported as metrics; nothing is traced per packet.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from overland.v1 import vswitch_pb2
@@ -18,9 +22,11 @@ from services.common.errors import OverlandError
 from services.common.logs import configure_logging
 from services.common.server import wait_for_signal
 from services.common.table import RoutingTable, StoreEntry, key_of, wrap
+from services.common.telemetry import Telemetry, TelemetryConfig
 from services.vswitch.datapath.config import DatapathConfig
 from services.vswitch.datapath.datapath import Datapath
 from services.vswitch.datapath.errors import DatapathConfigError
+from services.vswitch.telemetry import AgentProbes, AgentTelemetry
 
 log = logging.getLogger("services.vswitch.datapath")
 
@@ -59,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ready-file", type=Path)
     args = parser.parse_args(argv)
     configure_logging()
+    telemetry = Telemetry.start(TelemetryConfig("overland-vswitch-datapath", service_instance=args.pa_ip))
     try:
         config = DatapathConfig(
             pa_ip=args.pa_ip,
@@ -69,7 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         datapath = Datapath(config)
         table = RoutingTable()
         dump = vswitch_pb2.DumpTableResponse.FromString(args.table.read_bytes())
-        datapath.apply(table, table.reset(entries_of_dump(dump), dump.applied_revision))
+        traced = AgentTelemetry(telemetry.tracer, telemetry.meter, args.pa_ip) if telemetry else None
+        if traced is not None:
+            traced.observe(AgentProbes(lambda: (table.revision, table.revision), datapath.counters))
+        delta = table.reset(entries_of_dump(dump), dump.applied_revision)
+        with traced.applying(delta, table.change_revision, time.time_ns) if traced else nullcontext():
+            datapath.apply(table, delta)
         datapath.start()
         for text in args.port:
             datapath.attach_port(parse_port(text))
@@ -82,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_for_signal()
     finally:
         datapath.stop()
+        if telemetry is not None:
+            telemetry.shutdown()
     return 0
 
 

@@ -57,3 +57,16 @@ def test_trace_show_reports_missing_traces_and_files(tmp_path: Path):
     assert missing.exit_code == 4
     no_file = runner.invoke(app, ["trace", "list", "--file", str(tmp_path / "nope.jsonl")])
     assert no_file.exit_code == 4
+
+
+def test_metrics_go_to_the_metric_file_without_an_endpoint(tmp_path: Path):
+    metric_file = tmp_path / "metrics.jsonl"
+    telemetry = Telemetry(TelemetryConfig("vswitch", metric_file=str(metric_file), otlp_endpoint=""))
+    assert telemetry.config.enabled
+    telemetry.meter.create_counter("overland.test.things").add(3, {"overland.host": "h1"})
+    telemetry.shutdown()
+    (line,) = metric_file.read_text().splitlines()
+    exported = json.loads(line)
+    (metric,) = exported["resource_metrics"][0]["scope_metrics"][0]["metrics"]
+    assert metric["name"] == "overland.test.things"
+    assert metric["data"]["data_points"][0]["value"] == 3
