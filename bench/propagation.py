@@ -121,14 +121,16 @@ def _watch_process(phase: Phase, conn: Connection) -> None:
     with applied:
         applied.wait_for(lambda: state["revision"] > 0, timeout=READY_SECONDS)
     conn.send("ready")
+    cpu_before = time.process_time()
     last = int(conn.recv())
     with applied:
         caught_up = applied.wait_for(lambda: state["revision"] >= last, timeout=DRAIN_SECONDS)
+    cpu_seconds = time.process_time() - cpu_before
     stop.set()
     if agent is not None:
         agent.stop()
     kv.close()
-    conn.send((caught_up, latencies))
+    conn.send((caught_up, latencies, cpu_seconds))
 
 
 def _seed(policy: policy_pb2_grpc.PolicyServiceStub, records: int) -> list[types_pb2.LookupRecord]:
@@ -247,11 +249,13 @@ def _run_phase(
     per_pair: list[float] = []
     slowest: dict[int, float] = {}
     lagging = 0
+    cpu_total = 0.0
     for pipe in pipes:
         if not pipe.poll(DRAIN_SECONDS + 30):
             raise RuntimeError(f"a {kind} watcher did not report")
-        caught_up, latencies = pipe.recv()
+        caught_up, latencies, cpu_seconds = pipe.recv()
         lagging += not caught_up
+        cpu_total += cpu_seconds
         for written, latency_ns in latencies:
             latency_ms = latency_ns / 1e6
             per_pair.append(latency_ms)
@@ -271,6 +275,8 @@ def _run_phase(
         "all_p99": _percentile(every, 0.99),
         "all_max": max(every),
         "lagging": lagging,
+        # CPU each watcher process spent per write it applied, while the load ran and drained.
+        "cpu_us_per_write": 1e6 * cpu_total / max(len(per_pair), 1),
     }
 
 
@@ -344,6 +350,7 @@ def main() -> None:
             f"  {label:<25} achieved {figures['rate']:5.0f} writes/s  "
             f"each p50 {figures['p50']:6.1f} p99 {figures['p99']:7.1f}   "
             f"every p50 {figures['all_p50']:6.1f} p99 {figures['all_p99']:7.1f} max {figures['all_max']:7.1f}"
+            f"   CPU/write/watcher {figures['cpu_us_per_write']:5.0f} us"
             f"   ({figures['pairs']} samples, {figures['lagging']:.0f} not caught up)"
         )
     print("  target: every-agent p99 < 100 ms")

@@ -698,6 +698,9 @@ class EtcdKV:
 
 
 _END = object()
+_NOTHING = object()
+# The most already-arrived responses one batch merges (bounds a batch's size).
+_MAX_MERGED_RESPONSES = 256
 
 
 class EtcdWatch:
@@ -722,6 +725,8 @@ class EtcdWatch:
         self._requests: queue.Queue[Any] = queue.Queue()
         self._responses: queue.Queue[Any] = queue.Queue()
         self._cancelled = threading.Event()
+        # A response that ends the stream, taken while merging and kept for the next take.
+        self._held: Any = _NOTHING
         self._created = False
         # The resume point: everything below the start revision counts as delivered.
         self._delivered = max(create.start_revision - 1, 0)
@@ -755,11 +760,13 @@ class EtcdWatch:
 
     def _take(self, timeout: float | None) -> Any:
         """The next response, or raise what ended the stream. None once cancelled."""
-        try:
-            item = self._responses.get(timeout=timeout)
-        except queue.Empty:
-            self.cancel()
-            raise KVUnavailableError(f"etcd watch: no response within {timeout:.3g}s") from None
+        item, self._held = self._held, _NOTHING
+        if item is _NOTHING:
+            try:
+                item = self._responses.get(timeout=timeout)
+            except queue.Empty:
+                self.cancel()
+                raise KVUnavailableError(f"etcd watch: no response within {timeout:.3g}s") from None
         if self._cancelled.is_set():
             return None
         if isinstance(item, grpc.RpcError):
@@ -793,11 +800,45 @@ class EtcdWatch:
                 if response.events:  # pragma: no cover - etcd never sends events with "created"
                     self._responses.put(response)
 
-    def next_batch(self, timeout: float | None) -> WatchBatch | None:
-        """The next batch, waiting at most ``timeout`` (None: the idle timeout, or forever)."""
+    def next_batch(self, timeout: float | None, *, merge: bool = False) -> WatchBatch | None:
+        """The next batch, waiting at most ``timeout`` (None: the idle timeout, or forever): one
+        response, or with ``merge`` every response that has already arrived (iteration merges).
+
+        Merging lets a consumer that fell behind pay its per-batch cost once for all that queued up
+        meanwhile instead of once per response (an agent's table update, datapath apply and span).
+        """
         response = self._take(timeout)
         if response is None:
             return None
+        batch = self._resume_point(response)
+        if not merge or not self._responses.qsize():
+            return batch
+        events = list(batch.events)
+        progress = batch.progress
+        for _ in range(_MAX_MERGED_RESPONSES):
+            following = self._ready()
+            if following is None:
+                break
+            batch = self._resume_point(following)
+            events.extend(batch.events)
+            progress = progress and batch.progress
+        return WatchBatch(events=tuple(events), revision=batch.revision, progress=progress)
+
+    def _ready(self) -> Any:
+        """A response that has already arrived and brings events or progress, else None. Anything that
+        ends the stream is held back for the next ``_take``, after what came before it is delivered."""
+        if self._held is not _NOTHING:
+            return None
+        try:
+            item = self._responses.get_nowait()
+        except queue.Empty:
+            return None
+        if item is _END or isinstance(item, grpc.RpcError) or item.compact_revision or item.canceled:
+            self._held = item
+            return None
+        return item
+
+    def _resume_point(self, response: Any) -> WatchBatch:
         batch = watch_batch(response)
         untrusted = response.watch_id == REQUESTED_PROGRESS_ID and not self._trust_requested_progress
         if batch.progress and (untrusted or batch.revision < self._delivered):
@@ -813,7 +854,7 @@ class EtcdWatch:
         return self
 
     def __next__(self) -> WatchBatch:
-        batch = self.next_batch(self._idle_timeout)
+        batch = self.next_batch(self._idle_timeout, merge=True)
         if batch is None:
             raise StopIteration
         return batch

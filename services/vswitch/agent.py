@@ -11,6 +11,12 @@ datapath it feeds.
 
 With no datapath (``table_only``) the agent keeps only the table: tests and benches run many of them.
 Losing etcd changes nothing that is applied: forwarding goes on with the last table.
+
+With ``table_snapshot`` the agent also keeps its last applied table in a local file (snapshot.py), saved
+at most every ``snapshot_interval`` while the table changes and on stop. ``resume`` (the first thing
+``start`` does) loads it and starts the datapath on it before etcd is reached, so a restarted agent
+forwards again as soon as the process runs; the cold sync that follows hands the datapath only the
+difference.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Protocol
 
 from overland.v1 import types_pb2, vswitch_pb2
@@ -29,6 +36,7 @@ from services.common.errors import Unavailable
 from services.common.kv import KV, KVLeaseNotFoundError, Put
 from services.common.table import RoutingTable, TableDelta
 from services.vswitch.config import AgentConfig
+from services.vswitch.snapshot import TableSnapshots
 from services.vswitch.telemetry import AgentProbes, AgentTelemetry
 from services.vswitch.watcher import ApplyCallback, TableWatcher, watch_prefixes
 
@@ -237,9 +245,14 @@ class Agent:
             progress_every=config.progress_every,
         )
         self.registration = HostRegistration(kv, config, self._applied)
+        self.snapshots = TableSnapshots(Path(config.table_snapshot)) if config.table_snapshot else None
+        self._snapshot_due = threading.Event()
+        self._snapshot_change = -1
+        self._resumed = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
+        self.snapshot_failures = 0
         if telemetry is not None:
             telemetry.observe(
                 AgentProbes(
@@ -248,27 +261,85 @@ class Agent:
                 )
             )
 
-    def start(self) -> None:
+    def resume(self) -> None:
+        """Start the datapath on the saved table, if there is one, without waiting for etcd (a restart
+        then forwards at once). Called by ``start``; a service calls it earlier, before it builds the
+        rest. Idempotent."""
+        if self._resumed:
+            return
+        self._resumed = True
+        loaded = self.snapshots.load() if self.snapshots is not None else None
         if self.datapath is not None:
             self.datapath.start()
+        if loaded is None:
+            return
+        revision, entries = loaded
+        with self.lock:
+            self._apply(self.table, self.table.reset(entries, revision))
+            self._snapshot_change = self.table.change_revision
+        log.info("forwarding on the saved table until etcd is synced", extra={"revision": revision})
+
+    def start(self) -> None:
+        self.resume()
         self._threads = [
             threading.Thread(target=self._run_watcher, name="vswitch-watch", daemon=True),
             threading.Thread(
                 target=self.registration.run, args=(self._stop,), name="vswitch-registration", daemon=True
             ),
         ]
+        if self.snapshots is not None:
+            self._threads.append(
+                threading.Thread(target=self._keep_snapshot, name="vswitch-snapshot", daemon=True)
+            )
         for thread in self._threads:
             thread.start()
 
     def stop(self) -> None:
-        """Stop watching and unregister; the datapath stops last, so forwarding runs until the end."""
+        """Stop watching, save the table and unregister; the datapath stops last, so forwarding runs
+        until the end."""
         self._stop.set()
+        self._snapshot_due.set()
         self.registration.notify()
         for thread in self._threads:
             thread.join(_JOIN_SECONDS)
+        self.save_snapshot()
         self.registration.unregister()
         if self.datapath is not None:
             self.datapath.stop()
+
+    def _keep_snapshot(self) -> None:
+        """Save the table after changes, at most every ``snapshot_interval`` (stop saves the last one)."""
+        while not self._stop.is_set():
+            self._snapshot_due.wait()
+            # Changes that arrive meanwhile go into the same save.
+            if self._stop.wait(self.config.snapshot_interval):
+                return
+            self._snapshot_due.clear()
+            self.save_snapshot()
+
+    def save_snapshot(self) -> bool:
+        """Write the applied table to the snapshot file now; whether it was written. A table that was
+        never synced nor loaded is not saved (it would replace a good snapshot with nothing)."""
+        if self.snapshots is None:
+            return False
+        with self.lock:
+            revision, changed = self.table.revision, self.table.change_revision
+            # Progress alone moves the revision: the saved entries are still right, at their revision.
+            if revision == 0 or changed <= self._snapshot_change:
+                return False
+            entries = dict(self.table.entries())
+        try:
+            self.snapshots.save(revision, entries)
+            self._snapshot_change = changed
+        except OSError as error:
+            # Not fatal: forwarding and the table are unaffected; only a restart would be slower.
+            self.snapshot_failures += 1
+            log.warning(
+                "cannot save the table snapshot",
+                extra={"path": str(self.snapshots.path), "error": str(error)},
+            )
+            return False
+        return True
 
     def _run_watcher(self) -> None:
         try:
@@ -291,6 +362,8 @@ class Agent:
             self._applied_ns = time.time_ns()
             self._applied_cond.notify_all()
         self.registration.notify()
+        if self.snapshots is not None:
+            self._snapshot_due.set()
 
     def _applied(self) -> tuple[int, int, int]:
         """The applied revision, when it was applied, and the revision of the newest table change."""

@@ -19,6 +19,9 @@ SERVICE_NAME = "overland-vswitch"
 
 # The NVGRE overhead a VM must leave room for: outer IPv4 20 + GRE with key 8 + inner Ethernet 14.
 NVGRE_OVERHEAD = 42
+# Where agents keep their saved tables by default (tmpfs, beside the saved port lists: gone after a
+# reboot, as the persistent TAPs are).
+SNAPSHOT_DIR = "/run/overland/vswitch"
 
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -87,6 +90,11 @@ class AgentConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     # Where spans and metrics go (service instance = host name); None runs the agent untraced.
     telemetry: TelemetryConfig | None = None
+    # The local copy of the last applied table ("" = none): a restarted agent forwards on it before it
+    # reaches etcd (services/vswitch/snapshot.py). Saved at most every ``snapshot_interval`` seconds
+    # while the table changes, and on stop.
+    table_snapshot: str = ""
+    snapshot_interval: float = 2.0
 
     @property
     def inner_mtu(self) -> int:
@@ -121,6 +129,8 @@ class AgentConfig:
             violations.append(FieldViolation("progress_every", "must be positive"))
         if self.watch_idle_timeout <= 2 * self.progress_every:
             violations.append(FieldViolation("watch_idle_timeout", "must exceed twice progress_every"))
+        if self.snapshot_interval <= 0:
+            violations.append(FieldViolation("snapshot_interval", "must be positive"))
         if not NVGRE_OVERHEAD + 68 <= self.pa_mtu <= 65535:
             violations.append(FieldViolation("pa_mtu", f"{NVGRE_OVERHEAD + 68}..65535"))
         violations.extend(self.backoff.violations())
@@ -155,7 +165,15 @@ def config_from_args(
     parser.add_argument("--pa-mtu", type=int, default=int(default("PA_MTU", "1500")))
     parser.add_argument("--table-only", action="store_true", default=default("TABLE_ONLY", "") == "1")
     parser.add_argument("--bind", default=default("BIND", "127.0.0.1:50062"), help="gRPC listen host:port")
+    parser.add_argument(
+        "--table-snapshot",
+        default=default("TABLE_SNAPSHOT", ""),
+        help=f"the saved table a restart forwards on first (with a datapath: {SNAPSHOT_DIR}/HOST-PA.table)",
+    )
     args = parser.parse_args(argv)
+    snapshot = args.table_snapshot
+    if not snapshot and not args.table_only:
+        snapshot = f"{SNAPSHOT_DIR}/{args.host_name}-{args.pa_ip}.table"
     rdids = args.rdid if args.rdid is not None else [r for r in default("RDIDS", "").split(",") if r]
     config = AgentConfig(
         host_name=args.host_name,
@@ -169,6 +187,7 @@ def config_from_args(
         table_only=args.table_only,
         server=ServerConfig(bind=args.bind),
         telemetry=telemetry_config(args.host_name, env),
+        table_snapshot=snapshot,
     )
     config.validate()
     return config

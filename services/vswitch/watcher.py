@@ -3,8 +3,11 @@ etcd restarts and compaction, without ever flushing what is already applied.
 
 It cold-syncs with paged range reads pinned to one revision, then watches each prefix (provider
 addresses, and the table or the routing domains this host serves) from that revision + 1, one thread
-per stream. A single applier thread (the one calling ``run``) applies the batches to the table and
-calls ``apply`` with each delta, so the datapath sees changes from one thread.
+per stream. Each stream's thread applies its own batches to the table and calls ``apply`` with the
+delta, under ``lock``, so the datapath sees one change at a time. Handing batches to a separate
+applier thread cost a thread wake-up per batch, which was most of the agent's CPU per event. The
+thread calling ``run`` syncs, handles the streams' errors (re-listing after compaction) and asks idle
+streams for progress.
 
 Resume rules:
 - A broken stream (etcd restart, lost connection) is reopened by its own thread from the last
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 
 from services.common import keys
 from services.common.errors import Unavailable
-from services.common.kv import KV, KVCompactedError, KVUnavailableError, WatchBatch, WatchEvent, WatchStream
+from services.common.kv import KV, KVCompactedError, KVUnavailableError, WatchBatch, WatchStream
 from services.common.table import RoutingTable, StoreEntry, TableDelta, decode_snapshot
 from services.vswitch.config import BackoffPolicy
 
@@ -46,9 +49,8 @@ ApplyCallback = Callable[[RoutingTable, TableDelta], None]
 
 # Attempts to finish a paged read before a compaction overtakes it, before backing off.
 _LIST_ATTEMPTS = 5
-# The most queued batches applied as one change.
-_MAX_COALESCED = 256
-# How long the applier waits for a batch before it checks whether it was told to stop.
+# How long the run loop waits for a stream error before it checks whether it was told to stop, and how
+# long the streams must have been quiet before it asks them for progress.
 _POLL_SECONDS = 0.2
 # How long stopping waits for each stream thread.
 _JOIN_SECONDS = 2.0
@@ -101,11 +103,10 @@ class WatchCursors:
 
 
 @dataclass(frozen=True)
-class _Item:
+class _StreamError:
     generation: int
     index: int
-    batch: WatchBatch | None = None
-    error: BaseException | None = None
+    error: BaseException
 
 
 @dataclass
@@ -148,7 +149,8 @@ class TableWatcher:
         self._progress_every = progress_every
         self._backoff = backoff or BackoffPolicy()
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not secrets
-        self._queue: queue.Queue[_Item] = queue.Queue()
+        self._errors: queue.Queue[_StreamError] = queue.Queue()
+        self._last_delivery = 0.0
         self._state_lock = threading.Lock()
         self._generation = 0
         self._streams: dict[int, WatchStream] = {}
@@ -269,37 +271,19 @@ class TableWatcher:
                     attempt = 0
                     self._start_streams()
                 try:
-                    items = [self._queue.get(timeout=_POLL_SECONDS)]
+                    failed = self._errors.get(timeout=_POLL_SECONDS)
                 except queue.Empty:
                     # Writes outside the watched prefixes (host status, indexes) move the store revision
                     # without events; etcd's own progress notifications may be minutes apart.
-                    self._ask_for_progress(range(len(self._prefixes)), self._progress_every)
+                    if time.monotonic() - self._last_delivery >= _POLL_SECONDS:
+                        self._ask_for_progress(range(len(self._prefixes)), self._progress_every)
                     continue
-                # Under load, what queued up meanwhile goes to the table and the datapath as one change.
-                while len(items) < _MAX_COALESCED:
-                    try:
-                        items.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                self._handle(items)
+                if self._current(failed.generation):
+                    self._handle_error(failed.index, failed.error)
         finally:
             self._stop_streams()
 
-    def _handle(self, items: Sequence[_Item]) -> None:
-        """Apply consecutive batches together; an error is handled after the batches before it."""
-        batches: list[tuple[int, WatchBatch]] = []
-        for item in items:
-            if not self._current(item.generation):
-                continue
-            if item.batch is not None:
-                batches.append((item.index, item.batch))
-                continue
-            self._apply_batches(batches)
-            batches = []
-            self._handle_error(item.index, item.error)
-        self._apply_batches(batches)
-
-    def _handle_error(self, index: int, error: BaseException | None) -> None:
+    def _handle_error(self, index: int, error: BaseException) -> None:
         if isinstance(error, KVCompactedError):
             log.warning(
                 "watch start revision was compacted: re-listing",
@@ -318,36 +302,33 @@ class TableWatcher:
                     "watch stream broken, resuming; forwarding goes on with the applied table",
                     extra={"prefix": self._prefixes[index].decode(), "error": error.message},
                 )
-        elif error is not None:
+        else:
             raise error
 
-    def _apply_batches(self, batches: Sequence[tuple[int, WatchBatch]]) -> None:
-        if not batches:
-            return
-        events: list[WatchEvent] = []
-        applied = self._cursors.applied
-        with self._state_lock:
-            for index, batch in batches:
+    def _deliver(self, generation: int, index: int, batch: WatchBatch) -> None:
+        """Apply one stream's batch (called from that stream's thread); a stale generation's is dropped."""
+        with self.lock:
+            if not self._current(generation):
+                return
+            with self._state_lock:
                 if index not in self.stats.connected_streams:
                     log.info("watch stream up", extra={"prefix": self._prefixes[index].decode()})
                     self.stats.connected_streams.add(index)
-                events.extend(batch.events)
                 applied = self._cursors.advance(index, batch.revision)
-        self.stats.batches += len(batches)
-        with self.lock:
+            self.stats.batches += 1
+            self._last_delivery = time.monotonic()
             before = self.table.revision
-            delta = self.table.update(events, revision=applied)
+            delta = self.table.update(batch.events, revision=applied)
             if delta or delta.rejected or self.table.revision != before:
                 self._apply(self.table, delta)
-        if delta.rejected:
-            self.stats.rejected_keys += len(delta.rejected)
-            log.warning("rejected undecodable or inconsistent values", extra={"keys": len(delta.rejected)})
-        self._ask_lagging_for_progress()
-
-    def _ask_lagging_for_progress(self) -> None:
-        # Not after every batch: each answer wakes the stream's threads and the applier again, which
-        # costs more than a slightly late applied revision (the changes themselves are applied now).
-        self._ask_for_progress(self._cursors.lagging(), self._progress_every)
+            if delta.rejected:
+                self.stats.rejected_keys += len(delta.rejected)
+                log.warning(
+                    "rejected undecodable or inconsistent values", extra={"keys": len(delta.rejected)}
+                )
+            # Not after every batch: each answer wakes the stream's threads again, which costs more
+            # than a slightly late applied revision (the changes themselves are applied now).
+            self._ask_for_progress(self._cursors.lagging(), self._progress_every)
 
     def _ask_for_progress(self, indexes: Sequence[int], interval: float) -> None:
         now = time.monotonic()
@@ -417,20 +398,20 @@ class TableWatcher:
                     # An early progress batch says "connected" without waiting for the periodic one.
                     stream.request_progress()
                     for batch in stream:
-                        self._queue.put(_Item(generation, index, batch=batch))
+                        self._deliver(generation, index, batch)
                         next_revision = batch.revision + 1
                         attempt = 0
                     if stopped.is_set() or not self._current(generation):
                         return
                     raise KVUnavailableError("watch stream ended")
                 except KVCompactedError as error:
-                    self._queue.put(_Item(generation, index, error=error))
+                    self._errors.put(_StreamError(generation, index, error))
                     return
                 except KVUnavailableError as error:
-                    self._queue.put(_Item(generation, index, error=error))
+                    self._errors.put(_StreamError(generation, index, error))
                     stopped.wait(self._backoff.delay(attempt, self._rng.random()))
                     attempt += 1
-        except Exception as error:
-            # A bug must not leave a stream dead in silence: the applier re-raises it.
-            self._queue.put(_Item(generation, index, error=error))
-            raise
+        except Exception as error:  # noqa: BLE001 - handed to the run loop, which re-raises it
+            # A bug (in the stream or in applying) must not leave a stream dead in silence: the run loop
+            # re-raises it.
+            self._errors.put(_StreamError(generation, index, error))

@@ -14,7 +14,11 @@ from services.common.kv import Delete, KVUnavailableError, Put
 from services.common.memory_kv import MemoryKV, MemoryWatch
 from services.common.table import RoutingTable, StoreEntry, TableDelta, key_of
 from services.vswitch.agent import Agent
+from services.vswitch.config import BackoffPolicy
 from tests.unit.vswitch.table_factory import domain, provider, subnet
+
+# Reconnects in milliseconds, so outage tests do not wait for production backoff.
+FAST_BACKOFF = BackoffPolicy(initial_seconds=0.01, cap_seconds=0.05)
 
 
 def put(kv: Any, *entries: StoreEntry) -> int:

@@ -20,6 +20,7 @@ from services.vswitch.agent import Agent, HostRegistration, status_due
 from services.vswitch.config import AgentConfig, BackoffPolicy, VswitchConfigError
 from services.vswitch.watcher import TableWatcher, WatchCursors, watch_prefixes
 from tests.unit.vswitch.agent_helpers import (
+    FAST_BACKOFF,
     GatedKV,
     RecordingDatapath,
     delete,
@@ -29,8 +30,6 @@ from tests.unit.vswitch.agent_helpers import (
     wait_until,
 )
 from tests.unit.vswitch.table_factory import domain, provider, record, subnet
-
-FAST_BACKOFF = BackoffPolicy(initial_seconds=0.01, cap_seconds=0.05)
 
 
 def _config(**overrides: object) -> AgentConfig:
