@@ -1,5 +1,8 @@
 """Code shared by the Overland services: errors, gRPC server plumbing, logging and the etcd interface."""
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from services.common.errors import (
     Aborted,
     AlreadyExists,
@@ -15,15 +18,6 @@ from services.common.errors import (
     Unavailable,
     to_rpc_status,
 )
-from services.common.etcd_kv import (
-    EtcdConfig,
-    EtcdKV,
-    EtcdTlsConfig,
-    EtcdWatch,
-    KVServerError,
-    KVSpaceExceededError,
-)
-from services.common.etcd_process import EtcdProcess, EtcdProcessError, free_ports
 from services.common.kv import (
     KV,
     Compare,
@@ -50,16 +44,7 @@ from services.common.kv import (
     prefix_end,
 )
 from services.common.logs import configure_logging
-from services.common.memory_kv import ManualClock, MemoryKV, MemoryWatch
 from services.common.routing import NextHop, RoutingError, select_next_hop
-from services.common.server import (
-    ErrorMappingInterceptor,
-    GrpcServer,
-    ServerConfig,
-    TlsConfig,
-    build_server,
-    wait_for_signal,
-)
 from services.common.table import (
     EntryChange,
     RoutingTable,
@@ -71,6 +56,67 @@ from services.common.table import (
     key_of,
     wrap,
 )
+
+if TYPE_CHECKING:
+    from services.common.etcd_kv import (
+        EtcdConfig,
+        EtcdKV,
+        EtcdTlsConfig,
+        EtcdWatch,
+        KVServerError,
+        KVSpaceExceededError,
+    )
+    from services.common.etcd_process import (
+        EtcdProcess,
+        EtcdProcessError,
+        free_ports,
+    )
+    from services.common.memory_kv import (
+        ManualClock,
+        MemoryKV,
+        MemoryWatch,
+    )
+    from services.common.server import (
+        ErrorMappingInterceptor,
+        GrpcServer,
+        ServerConfig,
+        TlsConfig,
+        build_server,
+        wait_for_signal,
+    )
+
+# Imported on first use: these pull in the etcd and gRPC server stacks, which a process that needs only
+# the table or the errors (a restarting vswitch datapath) should not pay for at start.
+_LAZY = {
+    "EtcdConfig": "services.common.etcd_kv",
+    "EtcdKV": "services.common.etcd_kv",
+    "EtcdTlsConfig": "services.common.etcd_kv",
+    "EtcdWatch": "services.common.etcd_kv",
+    "KVServerError": "services.common.etcd_kv",
+    "KVSpaceExceededError": "services.common.etcd_kv",
+    "EtcdProcess": "services.common.etcd_process",
+    "EtcdProcessError": "services.common.etcd_process",
+    "free_ports": "services.common.etcd_process",
+    "ManualClock": "services.common.memory_kv",
+    "MemoryKV": "services.common.memory_kv",
+    "MemoryWatch": "services.common.memory_kv",
+    "ErrorMappingInterceptor": "services.common.server",
+    "GrpcServer": "services.common.server",
+    "ServerConfig": "services.common.server",
+    "TlsConfig": "services.common.server",
+    "build_server": "services.common.server",
+    "wait_for_signal": "services.common.server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'services.common' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "KV",
