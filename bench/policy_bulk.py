@@ -324,9 +324,12 @@ def main() -> None:
             per_txn = per_txn or round(api.applied / api.transactions)
             raw = raw_run(Path(tmp), args.records, args.clients, per_txn, args.page_size)
             if args.tracing:
-                spans = Path(tmp) / "spans.jsonl"
+                # Its own etcd data directory: the untraced run's etcd still holds the records.
+                traced_dir = Path(tmp) / "traced"
+                traced_dir.mkdir()
+                spans = traced_dir / "spans.jsonl"
                 traced = api_run(
-                    Path(tmp), args.records, args.clients, args.chunk, args.page_size, span_file=spans
+                    traced_dir, args.records, args.clients, args.chunk, args.page_size, span_file=spans
                 )
                 traced_runs.append((traced, len(spans.read_text().splitlines())))
         print(

@@ -3,8 +3,6 @@ table-only vswitch agents, all exporting over OTLP/gRPC to the in-process receiv
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 
@@ -26,15 +24,6 @@ from tests.unit.policy.support import PA_2, seed
 pytestmark = pytest.mark.etcd
 
 HOSTS = ("host-a", "host-b")
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    started = OtlpReceiver().start()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def _agent_config(host: str, pa: str, etcd: str, endpoint: str) -> AgentConfig:

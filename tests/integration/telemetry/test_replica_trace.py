@@ -3,7 +3,6 @@ sockets, disks made by qemu-img) export over OTLP/gRPC to the in-process receive
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,15 +35,6 @@ pytestmark = pytest.mark.qemu
 
 PRIMARY = service_name("primary")
 DR = service_name("dr")
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    started = OtlpReceiver().start()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def _site(tmp_path: Path, role: str, endpoint: str, **options: object) -> ReplicaServer:
