@@ -49,6 +49,15 @@ def encode_record(index: int, disk: str, offset: int, length: int, data: bytes |
     return body + (data or b"") + check.digest(TRAILER_SIZE)
 
 
+def locate(record: bytes, position: int) -> RecordInfo:
+    """The ``RecordInfo`` of one record from ``encode_record`` written at ``position`` of a log."""
+    _magic, index, offset, length, flags, name_length = _HEADER.unpack_from(record)
+    data_position = position + _HEADER.size + name_length
+    name = record[_HEADER.size : _HEADER.size + name_length].decode()
+    zero = bool(flags & FLAG_ZERO)
+    return RecordInfo(index, name, offset, length, zero, data_position, position + len(record))
+
+
 def scan(log: BinaryIO, limit: int | None = None) -> Iterator[RecordInfo]:
     """The whole records from the current position, stopping silently at a torn or corrupt tail."""
     position = log.tell()

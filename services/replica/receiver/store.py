@@ -44,7 +44,7 @@ from services.replica.errors import (
 )
 from services.replica.recovery import PointInfo, overlay, retained
 from services.replica.settings import validate_name
-from services.replica.vhd.device import BlockDevice
+from services.replica.vhd.device import BlockDevice, write_all
 from services.replica.vhd.footer import MAX_DISK_SIZE
 from services.replica.vhd.image import create_fixed, open_disk
 
@@ -178,6 +178,9 @@ class Staging:
         self._background_error: OSError | None = None
         self._devices: dict[str, BlockDevice] = {}
         self._log_fd = -1
+        # Where each staged record sits in chunks.log, so the commit applies them without re-reading
+        # and re-hashing the log; None after a resume (the records staged earlier are not known here).
+        self.records: list[records.RecordInfo] | None = [] if chunks == 0 else None
         path = store.staging
         if header.full:
             for disk, size in header.disk_sizes.items():
@@ -204,10 +207,11 @@ class Staging:
                     )
                     self._background.start()
             else:
-                os.write(
-                    self._log_fd,
-                    records.encode_record(index, disk, offset, len(data), None if zero else data),
-                )
+                record = records.encode_record(index, disk, offset, len(data), None if zero else data)
+                position = os.lseek(self._log_fd, 0, os.SEEK_END)
+                write_all(self._log_fd, position, record)
+                if self.records is not None:
+                    self.records.append(records.locate(record, position))
         self.chunks = index + 1
 
     def _checkpointing(self) -> bool:
@@ -263,7 +267,7 @@ class Staging:
             )
         self.checkpoint(count)
         self.close()
-        return self.store.commit(self.header, count)
+        return self.store.commit(self.header, count, self.records)
 
 
 class VmStore:
@@ -415,15 +419,20 @@ class VmStore:
         if self.staging.exists():
             shutil.rmtree(self.staging)
 
-    def commit(self, header: replica_pb2.DeltaHeader, count: int) -> replica_pb2.DeltaAck:
-        """Capture undo data, then rename staging to journal (the commit point), then apply."""
+    def commit(
+        self, header: replica_pb2.DeltaHeader, count: int, staged: list[records.RecordInfo] | None = None
+    ) -> replica_pb2.DeltaAck:
+        """Capture undo data, then rename staging to journal (the commit point), then apply.
+
+        ``staged`` is where the records of chunks.log are, when the caller knows; else the log is scanned.
+        """
         if not header.full and header.additional_recovery_points > 0 and self.known:
             with storage_errors(f"saving undo data for delta {header.sequence}"):
-                self._capture_undo()
+                self._capture_undo(staged)
         with storage_errors(f"committing delta {header.sequence}"):
             self.staging.replace(self.journal)
             fsync_dir(self.root)
-        self._apply_journal(header)
+        self._apply_journal(header, staged)
         shutil.rmtree(self.journal)
         return replica_pb2.DeltaAck(
             sequence=header.sequence,
@@ -431,13 +440,13 @@ class VmStore:
             chunks_applied=count,
         )
 
-    def _capture_undo(self) -> None:
+    def _capture_undo(self, staged: list[records.RecordInfo] | None) -> None:
         """Write the bytes the staged delta will overwrite to ``staging/undo.log`` (before the commit)."""
         devices: dict[str, BlockDevice] = {}
         log_fd = os.open(self.staging / "undo.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             with (self.staging / "chunks.log").open("rb") as file:
-                for info in records.scan(file):
+                for info in records.scan(file) if staged is None else staged:
                     device = devices.get(info.disk) or devices.setdefault(
                         info.disk, self._open_replica(info.disk)
                     )
@@ -454,19 +463,21 @@ class VmStore:
     def _open_replica(self, disk: str) -> BlockDevice:
         return open_disk(self.disks / f"{disk}.vhd", writable=True)
 
-    def _apply_journal(self, header: replica_pb2.DeltaHeader) -> None:
+    def _apply_journal(
+        self, header: replica_pb2.DeltaHeader, staged: list[records.RecordInfo] | None = None
+    ) -> None:
         """Redo: idempotent, so a restart simply runs it again."""
         self.disks.mkdir(parents=True, exist_ok=True)
         if header.full:
             for disk in header.disk_sizes:
-                staged = self.journal / f"{disk}.vhd"
-                if staged.exists():
-                    staged.replace(self.disks / f"{disk}.vhd")
+                image = self.journal / f"{disk}.vhd"
+                if image.exists():
+                    image.replace(self.disks / f"{disk}.vhd")
             fsync_dir(self.disks)
             # Older points were undo layers over disks that a full transfer replaced wholesale.
             self.state.points = []
         else:
-            self._redo(self.journal / "chunks.log")
+            self._redo(self.journal / "chunks.log", staged)
         undo = ""
         undo_path = self.journal / "undo.log"
         if undo_path.exists():
@@ -485,12 +496,12 @@ class VmStore:
         self._save()
         self._remove_unreferenced()
 
-    def _redo(self, log_path: Path) -> None:
+    def _redo(self, log_path: Path, staged: list[records.RecordInfo] | None) -> None:
         devices: dict[str, BlockDevice] = {}
         fd = os.open(log_path, os.O_RDONLY)
         try:
             with log_path.open("rb") as file:
-                for info in records.scan(file):
+                for info in records.scan(file) if staged is None else staged:
                     device = devices.get(info.disk) or devices.setdefault(
                         info.disk, self._open_replica(info.disk)
                     )
