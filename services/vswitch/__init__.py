@@ -1,23 +1,65 @@
 """The Overland vswitch service: the agent that keeps a host's routing table in sync with etcd
-(watcher, host registration, gRPC API) and the NVGRE datapath it feeds."""
+(watcher, host registration, gRPC API) and the NVGRE datapath it feeds.
 
-from services.vswitch.agent import Agent, Datapath, HostRegistration, status_due
-from services.vswitch.config import (
-    NVGRE_OVERHEAD,
-    AgentConfig,
-    BackoffPolicy,
-    VswitchConfigError,
-    config_from_args,
-)
-from services.vswitch.server import (
-    TableOnlyError,
-    VswitchServer,
-    VswitchServicer,
-    create_server,
-    main,
-    serve,
-)
-from services.vswitch.watcher import TableWatcher, WatchCursors, WatcherStats, watch_prefixes
+Names are imported on first use (PEP 562): ``python -m services.vswitch`` and the datapath load this
+package first, and a restarting agent must get its datapath forwarding before it pays for the gRPC,
+etcd and telemetry stacks (see ``services.vswitch.start``).
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.vswitch.agent import Agent, Datapath, HostRegistration, status_due
+    from services.vswitch.config import (
+        NVGRE_OVERHEAD,
+        AgentConfig,
+        BackoffPolicy,
+        VswitchConfigError,
+        config_from_args,
+    )
+    from services.vswitch.server import (
+        TableOnlyError,
+        VswitchServer,
+        VswitchServicer,
+        create_server,
+        main,
+        serve,
+    )
+    from services.vswitch.snapshot import SnapshotError, TableSnapshots, resume_forwarding
+    from services.vswitch.watcher import TableWatcher, WatchCursors, WatcherStats, watch_prefixes
+
+_MODULES = {
+    "services.vswitch.agent": ("Agent", "Datapath", "HostRegistration", "status_due"),
+    "services.vswitch.config": (
+        "NVGRE_OVERHEAD",
+        "AgentConfig",
+        "BackoffPolicy",
+        "VswitchConfigError",
+        "config_from_args",
+    ),
+    "services.vswitch.server": (
+        "TableOnlyError",
+        "VswitchServer",
+        "VswitchServicer",
+        "create_server",
+        "main",
+        "serve",
+    ),
+    "services.vswitch.snapshot": ("SnapshotError", "TableSnapshots", "resume_forwarding"),
+    "services.vswitch.watcher": ("TableWatcher", "WatchCursors", "WatcherStats", "watch_prefixes"),
+}
+_LAZY = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'services.vswitch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "NVGRE_OVERHEAD",
@@ -26,7 +68,9 @@ __all__ = [
     "BackoffPolicy",
     "Datapath",
     "HostRegistration",
+    "SnapshotError",
     "TableOnlyError",
+    "TableSnapshots",
     "TableWatcher",
     "VswitchConfigError",
     "VswitchServer",
@@ -36,6 +80,7 @@ __all__ = [
     "config_from_args",
     "create_server",
     "main",
+    "resume_forwarding",
     "serve",
     "status_due",
     "watch_prefixes",

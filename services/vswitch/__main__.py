@@ -2,6 +2,6 @@
 
 import sys
 
-from services.vswitch.server import main
+from services.vswitch.start import main
 
 sys.exit(main())

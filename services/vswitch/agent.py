@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from overland.v1 import types_pb2, vswitch_pb2
 from services.common import keys
@@ -36,9 +36,12 @@ from services.common.errors import Unavailable
 from services.common.kv import KV, KVLeaseNotFoundError, Put
 from services.common.table import RoutingTable, TableDelta
 from services.vswitch.config import AgentConfig
-from services.vswitch.snapshot import TableSnapshots
-from services.vswitch.telemetry import AgentProbes, AgentTelemetry
+from services.vswitch.snapshot import TableSnapshots, resume_forwarding
 from services.vswitch.watcher import ApplyCallback, TableWatcher, watch_prefixes
+
+if TYPE_CHECKING:
+    # OpenTelemetry is imported only by an agent that has telemetry (a restart must not wait for it).
+    from services.vswitch.telemetry import AgentTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +222,14 @@ class Agent:
         on_apply: ApplyCallback | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
         telemetry: AgentTelemetry | None = None,
+        resumed: RoutingTable | None = None,
     ):
+        """``resumed``: the table the caller already started ``datapath`` on (``resume_forwarding``)."""
         config.validate()
         self.config = config
         self.kv = kv
         self.datapath = datapath
-        self.table = RoutingTable()
+        self.table = resumed if resumed is not None else RoutingTable()
         # A datapath that reads the table under its own ``table_lock`` gets updates under the same lock,
         # so a packet decision never sees half of a change.
         shared = getattr(datapath, "table_lock", None)
@@ -247,13 +252,15 @@ class Agent:
         self.registration = HostRegistration(kv, config, self._applied)
         self.snapshots = TableSnapshots(Path(config.table_snapshot)) if config.table_snapshot else None
         self._snapshot_due = threading.Event()
-        self._snapshot_change = -1
-        self._resumed = False
+        self._snapshot_change = self.table.change_revision if resumed is not None else -1
+        self._resumed = resumed is not None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
         self.snapshot_failures = 0
         if telemetry is not None:
+            from services.vswitch.telemetry import AgentProbes  # noqa: PLC0415 - see the import above
+
             telemetry.observe(
                 AgentProbes(
                     revisions=lambda: (self.watcher.seen_revision, self.table.revision),
@@ -263,21 +270,14 @@ class Agent:
 
     def resume(self) -> None:
         """Start the datapath on the saved table, if there is one, without waiting for etcd (a restart
-        then forwards at once). Called by ``start``; a service calls it earlier, before it builds the
-        rest. Idempotent."""
-        if self._resumed:
+        then forwards at once). Called by ``start``; skipped when the service already did it
+        (``resumed``). Idempotent."""
+        if self._resumed or self.datapath is None:
             return
         self._resumed = True
-        loaded = self.snapshots.load() if self.snapshots is not None else None
-        if self.datapath is not None:
-            self.datapath.start()
-        if loaded is None:
-            return
-        revision, entries = loaded
         with self.lock:
-            self._apply(self.table, self.table.reset(entries, revision))
+            resume_forwarding(self.datapath, self.table, self.snapshots)
             self._snapshot_change = self.table.change_revision
-        log.info("forwarding on the saved table until etcd is synced", extra={"revision": revision})
 
     def start(self) -> None:
         self.resume()
@@ -294,9 +294,10 @@ class Agent:
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
+    def stop(self, *, datapath: bool = True) -> None:
         """Stop watching, save the table and unregister; the datapath stops last, so forwarding runs
-        until the end."""
+        until the end. ``datapath=False`` leaves it running: the caller stops it (``stop_datapath``)
+        after its own shutdown work, which then does not add to a restart's outage."""
         self._stop.set()
         self._snapshot_due.set()
         self.registration.notify()
@@ -304,6 +305,10 @@ class Agent:
             thread.join(_JOIN_SECONDS)
         self.save_snapshot()
         self.registration.unregister()
+        if datapath:
+            self.stop_datapath()
+
+    def stop_datapath(self) -> None:
         if self.datapath is not None:
             self.datapath.stop()
 

@@ -10,10 +10,15 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.server import ServerConfig
-from services.common.telemetry import TelemetryConfig
+
+if TYPE_CHECKING:
+    # OpenTelemetry is imported only once telemetry is configured (``telemetry_config``): a restarting
+    # agent parses its configuration before its datapath forwards, and must not wait for it.
+    from services.common.telemetry import TelemetryConfig
 
 SERVICE_NAME = "overland-vswitch"
 
@@ -142,9 +147,10 @@ class AgentConfig:
 
 
 def config_from_args(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None, *, telemetry: bool = True
 ) -> AgentConfig:
-    """The configuration from flags, each defaulting to an ``OVERLAND_VSWITCH_*`` environment variable."""
+    """The configuration from flags, each defaulting to an ``OVERLAND_VSWITCH_*`` environment variable.
+    ``telemetry=False`` leaves ``telemetry`` unset (``telemetry_config`` fills it in later)."""
     env = os.environ if environ is None else environ
 
     def default(name: str, fallback: str) -> str:
@@ -186,7 +192,7 @@ def config_from_args(
         pa_mtu=args.pa_mtu,
         table_only=args.table_only,
         server=ServerConfig(bind=args.bind),
-        telemetry=telemetry_config(args.host_name, env),
+        telemetry=telemetry_config(args.host_name, env) if telemetry else None,
         table_snapshot=snapshot,
     )
     config.validate()
@@ -195,6 +201,8 @@ def config_from_args(
 
 def telemetry_config(host_name: str, env: Mapping[str, str]) -> TelemetryConfig:
     """The agent's telemetry from the standard OTLP variable and OVERLAND_SPAN_FILE."""
+    from services.common.telemetry import TelemetryConfig  # noqa: PLC0415 - see the import at the top
+
     return TelemetryConfig(
         SERVICE_NAME,
         service_instance=host_name,

@@ -1,5 +1,6 @@
 """The vswitch agent as a gRPC service: ``VswitchService`` over an ``Agent``, and ``create_server`` /
-``serve`` / ``main`` (``python -m services.vswitch``)."""
+``serve`` (``main``, for ``python -m services.vswitch``, is in start.py: it resumes the datapath before
+this module's imports are paid for)."""
 
 # gRPC servicer methods carry the RPC names of vswitch.proto.
 # ruff: noqa: N802
@@ -16,11 +17,12 @@ from overland.v1 import vswitch_pb2, vswitch_pb2_grpc
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.common.etcd_kv import EtcdKV
 from services.common.kv import KV
-from services.common.logs import configure_logging
 from services.common.server import GrpcServer, build_server, wait_for_signal
-from services.common.telemetry import Telemetry, install_log_correlation, server_interceptors
+from services.common.table import RoutingTable
+from services.common.telemetry import Telemetry, server_interceptors
 from services.vswitch.agent import Agent, Datapath
-from services.vswitch.config import AgentConfig, config_from_args
+from services.vswitch.config import AgentConfig
+from services.vswitch.start import main
 from services.vswitch.telemetry import AgentTelemetry
 
 log = logging.getLogger(__name__)
@@ -116,13 +118,15 @@ class VswitchServer:
         return self.grpc_server.port
 
     def stop(self) -> None:
+        """Forwarding stops last: everything before it (etcd, telemetry export) is not an outage."""
         self.grpc_server.stop()
-        self.agent.stop()
+        self.agent.stop(datapath=False)
         if self.owns_kv:
             self.kv.close()
         if self.telemetry is not None:
             # Exports what the batch processor still holds.
             self.telemetry.shutdown()
+        self.agent.stop_datapath()
 
 
 DatapathFactory = Callable[[AgentConfig], Datapath]
@@ -143,9 +147,11 @@ def create_server(
     datapath_factory: DatapathFactory | None = None,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
     on_failure: Callable[[BaseException], None] | None = None,
+    resumed: RoutingTable | None = None,
 ) -> tuple[VswitchServer, int]:
     """Start the agent and its gRPC server. ``kv`` defaults to an ``EtcdKV`` on the configured endpoints
-    (closed by ``stop``); the datapath is built unless ``config.table_only``."""
+    (closed by ``stop``); the datapath is built unless ``config.table_only``. ``resumed``: the table the
+    factory's datapath was already started on (``start.main`` does that before importing this module)."""
     config.validate()
     owns_kv = kv is None
     store: KV = (
@@ -163,6 +169,7 @@ def create_server(
         datapath,
         on_failure=on_failure,
         telemetry=AgentTelemetry(telemetry.tracer, telemetry.meter, config.host_name) if telemetry else None,
+        resumed=resumed,
     )
 
     def register(server: grpc.Server) -> None:
@@ -190,8 +197,11 @@ def create_server(
     return VswitchServer(built, agent, store, owns_kv, telemetry), built.port
 
 
-def serve(config: AgentConfig) -> int:
-    """Run until SIGINT/SIGTERM or a failed watch loop; the exit status."""
+def serve(
+    config: AgentConfig, *, datapath: Datapath | None = None, resumed: RoutingTable | None = None
+) -> int:
+    """Run until SIGINT/SIGTERM or a failed watch loop; the exit status. ``datapath`` and ``resumed``:
+    a datapath already forwarding on ``resumed`` (see ``start.main``)."""
     stop = threading.Event()
     failed: list[BaseException] = []
 
@@ -199,7 +209,8 @@ def serve(config: AgentConfig) -> int:
         failed.append(error)
         stop.set()
 
-    server, _port = create_server(config, on_failure=on_failure)
+    factory = None if datapath is None else lambda _config: datapath
+    server, _port = create_server(config, on_failure=on_failure, datapath_factory=factory, resumed=resumed)
     try:
         wait_for_signal(stop)
     finally:
@@ -207,7 +218,14 @@ def serve(config: AgentConfig) -> int:
     return 1 if failed else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
-    install_log_correlation()
-    return serve(config_from_args(argv))
+__all__ = [
+    "SERVICE_NAME",
+    "DatapathFactory",
+    "TableOnlyError",
+    "VswitchServer",
+    "VswitchServicer",
+    "create_server",
+    "default_datapath",
+    "main",
+    "serve",
+]

@@ -51,6 +51,7 @@ from services.vswitch.packets import (
     DecodeError,
     DropReason,
     EncodeError,
+    enable_vector_sums,
     flow_id,
     gre_header,
     mac_to_bytes,
@@ -153,6 +154,9 @@ class Datapath:
             thread.start()
         self._restore_ports()
         log.info("datapath started", extra={"pa": self.config.pa_ip, "pa_mtu": self.pa_mtu})
+        # Checksums of long frames speed up once numpy is loaded; loading it after forwarding started
+        # keeps it off a restart's outage (a frame meanwhile takes the slower exact path).
+        threading.Thread(target=enable_vector_sums, name="vswitch-numpy", daemon=True).start()
 
     def stop(self) -> None:
         """Stop forwarding and close the fds. TAPs stay (persistent) for the next start to re-open."""
@@ -178,6 +182,7 @@ class Datapath:
                 os.close(end)
         self._wake_ports = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wake_wire = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        log.info("datapath stopped", extra={"pa": self.config.pa_ip})
 
     @property
     def running(self) -> bool:

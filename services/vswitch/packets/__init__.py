@@ -10,7 +10,13 @@ from services.vswitch.packets.addresses import (
     mac_to_str,
 )
 from services.vswitch.packets.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, arp_reply, decode_arp, encode_arp
-from services.vswitch.packets.checksum import checksum_update, internet_checksum, ones_complement_sum
+from services.vswitch.packets.checksum import (
+    checksum_update,
+    enable_vector_sums,
+    internet_checksum,
+    ones_complement_sum,
+    scalar_ones_complement_sum,
+)
 from services.vswitch.packets.errors import DecodeError, DropReason, EncodeError, PacketError
 from services.vswitch.packets.ethernet import (
     ETHERNET_HEADER_LEN,
@@ -121,6 +127,7 @@ __all__ = [
     "decode_ipv4",
     "echo_fields",
     "echo_request",
+    "enable_vector_sums",
     "encapsulate",
     "encode_arp",
     "encode_ethernet",
@@ -144,4 +151,5 @@ __all__ = [
     "parse_pcap",
     "pcap_file_header",
     "pcap_record",
+    "scalar_ones_complement_sum",
 ]
