@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 # A full transfer fsyncs its disks and records progress this often, bounding what a crash resends.
 PROGRESS_EVERY_BYTES = 64 * 1024 * 1024
 HASH_READ_BYTES = 4 * 1024 * 1024
+# A committed journal is renamed to this prefix and deleted in the background.
+TRASH_PREFIX = "journal-done-"
 
 
 def fsync_dir(path: Path) -> None:
@@ -319,6 +321,8 @@ class VmStore:
             shutil.rmtree(self.journal)
         elif self.journal.exists():
             shutil.rmtree(self.journal)
+        for trash in self.root.glob(f"{TRASH_PREFIX}*"):
+            _remove_quietly(trash)
         if self.points_dir.exists():
             referenced = {p.undo for p in self.state.points}
             for path in self.points_dir.iterdir():
@@ -433,7 +437,11 @@ class VmStore:
             self.staging.replace(self.journal)
             fsync_dir(self.root)
         self._apply_journal(header, staged)
-        shutil.rmtree(self.journal)
+        # Deleting the journal's log costs tens of ms (the filesystem discards its blocks); the delta is
+        # committed and applied already, so the ack need not wait. A leftover is removed at the next start.
+        trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}"
+        self.journal.replace(trash)
+        threading.Thread(target=_remove_quietly, args=(trash,), name="journal-cleanup", daemon=True).start()
         return replica_pb2.DeltaAck(
             sequence=header.sequence,
             recovery_point_id=point_id(self.vm_name, header.sequence),
@@ -639,6 +647,14 @@ class VmStore:
             os.close(fd)
             for device in devices.values():
                 device.close()
+
+
+def _remove_quietly(path: Path) -> None:
+    """Best effort: a leftover only takes space until the next start removes it."""
+    try:
+        shutil.rmtree(path)
+    except OSError as error:
+        log.warning("could not remove a finished journal", extra={"path": str(path), "error": str(error)})
 
 
 def _index(path: Path) -> list[records.RecordInfo]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 
 import pytest
 
 from overland.v1 import replica_pb2
 from services.replica.errors import DuplicateDelta, MalformedDelta, SequenceError, UnknownVm
-from services.replica.receiver.store import VmStore
+from services.replica.receiver.store import TRASH_PREFIX, VmStore
 from services.replica.states import HOUR_NANOS
 from services.replica.vhd import open_disk
 
@@ -112,6 +113,24 @@ def test_crash_before_and_after_the_commit_rename(tmp_path: Path) -> None:
     assert after.receiver_state().committed_sequence == 2
     assert read_disk(after.disks / "d0.vhd")[:4096] == b"2" * 4096
     assert not after.journal.exists()
+
+
+def test_a_finished_journal_is_removed_after_the_ack_or_at_the_next_start(tmp_path: Path) -> None:
+    store = VmStore(tmp_path, "vm1")
+    send(store, header(1, full=True), [(0, b"1" * 4096)])
+    send(store, header(2), [(4096, b"2" * 4096)])
+    for thread in threading.enumerate():
+        if thread.name == "journal-cleanup":
+            thread.join(timeout=30)
+    assert sorted(p.name for p in store.root.iterdir()) == ["disks", "state.json"]
+    # A process killed before its cleanup ran leaves one behind; the next start removes it.
+    leftover = store.root / f"{TRASH_PREFIX}0123"
+    leftover.mkdir()
+    (leftover / "chunks.log").write_bytes(b"x")
+    reopened = VmStore(tmp_path, "vm1")
+    assert not leftover.exists()
+    assert reopened.receiver_state().committed_sequence == 2
+    assert read_disk(reopened.disks / "d0.vhd")[:8192] == b"1" * 4096 + b"2" * 4096
 
 
 def test_recovery_points_are_exact_after_pruning(tmp_path: Path) -> None:
