@@ -20,6 +20,7 @@ import grpc
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
 from services.common.errors import DeadlineExceeded, FailedPrecondition
+from services.vswitch.config import SNAPSHOT_DIR
 from services.vswitch.datapath.datapath import STATE_DIR
 from services.vswitch.lab import BLUE, DEMO_SUBNETS, RED, Host, Lab, TcpRelay, VmSpec, demo_vms
 from services.vswitch.netns import exec_argv
@@ -93,8 +94,10 @@ class AgentProcess:
                 self.process.kill()
                 self.process.wait(timeout=5)
 
-    def forget_ports(self) -> None:
+    def forget_state(self) -> None:
+        """Remove the saved port list and table snapshot (the host is gone for good)."""
         Path(STATE_DIR, f"{self.host.netns}-{self.host.pa_ip}.ports").unlink(missing_ok=True)
+        Path(SNAPSHOT_DIR, f"{self.host.netns}-{self.host.pa_ip}.table").unlink(missing_ok=True)
 
 
 def _ignore_existing(call: grpc.UnaryUnaryMultiCallable, request: object) -> None:
@@ -209,7 +212,7 @@ class OverlayDemo:
     def close(self) -> None:
         for agent in self.agents.values():
             agent.stop()
-            agent.forget_ports()
+            agent.forget_state()
         for relay in self.relays:
             relay.close()
         self.relays.clear()
