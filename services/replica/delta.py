@@ -5,7 +5,7 @@ No I/O here: the sender and the receiver read and write disks around these funct
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import blake3
@@ -90,11 +90,15 @@ class ChunkCodec:
     def encode(self, disk: str, offset: int, data: bytes, index: int) -> replica_pb2.DeltaMessage:
         """The chunk as a ready ``DeltaMessage`` (built in place: wrapping a built chunk would copy it)."""
         message = replica_pb2.DeltaMessage()
-        chunk = message.chunk
+        self.fill(message.chunk, disk, offset, data, index)
+        return message
+
+    def fill(self, chunk: replica_pb2.DeltaChunk, disk: str, offset: int, data: bytes, index: int) -> None:
+        """Fill ``chunk`` (a field of the message that will carry it) in place."""
         chunk.disk, chunk.offset, chunk.length, chunk.index = disk, offset, len(data), index
         if is_zero(data):
             chunk.zero = True
-            return message
+            return
         payload = data
         if self._compressor is not None:
             packed = self._compressor.compress(data)
@@ -102,7 +106,26 @@ class ChunkCodec:
                 payload, chunk.compressed = packed, True
         chunk.data = payload
         chunk.blake3 = digest(data)
-        return message
+
+
+def batches(lengths: Sequence[int], start: int, max_bytes: int) -> Iterator[range]:
+    """Group chunk indices from ``start`` on into consecutive runs to send one message each. Pure.
+
+    A chunk of ``max_bytes`` or more travels alone; smaller ones are packed together until the
+    message holds ``max_bytes``, so a message never holds more than twice that.
+    """
+    first = start
+    held = 0
+    for index in range(start, len(lengths)):
+        if lengths[index] >= max_bytes and index > first:
+            yield range(first, index)
+            first, held = index, 0
+        held += lengths[index]
+        if held >= max_bytes:
+            yield range(first, index + 1)
+            first, held = index + 1, 0
+    if first < len(lengths):
+        yield range(first, len(lengths))
 
 
 def decode_chunk(chunk: replica_pb2.DeltaChunk, disk_sizes: dict[str, int], expected_index: int) -> bytes:

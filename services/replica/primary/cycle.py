@@ -25,7 +25,14 @@ from services.common.errors import (
     OverlandError,
     PermissionDenied,
 )
-from services.replica.delta import DEFAULT_CHUNK_BYTES, ChunkCodec, TokenBucket, block_digests, split_extent
+from services.replica.delta import (
+    DEFAULT_CHUNK_BYTES,
+    ChunkCodec,
+    TokenBucket,
+    batches,
+    block_digests,
+    split_extent,
+)
 from services.replica.errors import CycleAborted, ReplicaStorageFull, ReplicaUnreachable
 from services.replica.tracking import Snapshot, TrackedDevice, WriteGate
 from services.replica.vhd.device import merge_ranges
@@ -165,17 +172,21 @@ def messages(
     """The delta stream from chunk ``header.resume_from`` on; it ends early (incomplete, so the DR site
     keeps it staged and commits nothing) when ``abort`` is set."""
     yield replica_pb2.DeltaMessage(header=header)
-    for index in range(header.resume_from, len(extents)):
-        if abort is not None and abort.is_set():
-            return
-        extent = extents[index]
-        data = snapshots[extent.disk].read(extent.offset, extent.length)
-        message = codec.encode(extent.disk, extent.offset, data, index)
-        if bucket is not None:
-            wait = bucket.take(len(message.chunk.data) or 64, time.monotonic())
-            if wait:
-                time.sleep(wait)
-        progress.add(extent.length)
+    lengths = [extent.length for extent in extents]
+    for group in batches(lengths, header.resume_from, DEFAULT_CHUNK_BYTES):
+        message = replica_pb2.DeltaMessage()
+        for index in group:
+            if abort is not None and abort.is_set():
+                return
+            extent = extents[index]
+            data = snapshots[extent.disk].read(extent.offset, extent.length)
+            chunk = message.chunk if len(group) == 1 else message.chunks.chunks.add()
+            codec.fill(chunk, extent.disk, extent.offset, data, index)
+            if bucket is not None:
+                wait = bucket.take(len(chunk.data) or 64, time.monotonic())
+                if wait:
+                    time.sleep(wait)
+            progress.add(extent.length)
         yield message
     yield replica_pb2.DeltaMessage(end_of_delta=len(extents))
 

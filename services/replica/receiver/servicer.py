@@ -113,10 +113,10 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
         try:
             for message in stream:
                 kind = message.WhichOneof("body")
-                if kind == "chunk":
-                    chunk = message.chunk
-                    data = decode_chunk(chunk, sizes, staging.chunks)
-                    staging.add(chunk.index, chunk.disk, chunk.offset, data, chunk.zero)
+                if kind in ("chunk", "chunks"):
+                    for chunk in [message.chunk] if kind == "chunk" else message.chunks.chunks:
+                        data = decode_chunk(chunk, sizes, staging.chunks)
+                        staging.add(chunk.index, chunk.disk, chunk.offset, data, chunk.zero)
                 elif kind == "end_of_delta":
                     with self._telemetry.phase(COMMIT_SPAN, {"overland.chunks": message.end_of_delta}):
                         ack = staging.finish(message.end_of_delta)

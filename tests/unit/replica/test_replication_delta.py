@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.replica.delta import ChunkCodec, TokenBucket, decode_chunk, digest, is_zero, runs, split_extent
+from services.replica.delta import (
+    ChunkCodec,
+    TokenBucket,
+    batches,
+    decode_chunk,
+    digest,
+    is_zero,
+    runs,
+    split_extent,
+)
 from services.replica.errors import ChunkCorrupted, MalformedDelta
 
 
@@ -95,3 +104,20 @@ def test_token_bucket_long_run_rate(rate: float, sizes: list[int]) -> None:
     # Everything beyond the first burst took at least size/rate seconds.
     assert now >= (sum(sizes) - burst) / rate - 1e-6
     assert now <= sum(sizes) / rate + 1e-6
+
+
+@given(
+    st.lists(st.integers(min_value=1, max_value=3 * 1024), max_size=60),
+    st.integers(min_value=0, max_value=70),
+    st.integers(min_value=1, max_value=2048),
+)
+def test_batches_cover_chunks_in_order_and_stay_bounded(lengths: list[int], start: int, limit: int) -> None:
+    groups = list(batches(lengths, start, limit))
+    assert [i for group in groups for i in group] == list(range(start, len(lengths)))
+    for group in groups:
+        total = sum(lengths[i] for i in group)
+        assert len(group) > 0
+        assert len(group) == 1 or (total < 2 * limit and all(lengths[i] < limit for i in group))
+    # Every group but the last is full: fewer messages than chunks whenever chunks are small.
+    for group in groups[:-1]:
+        assert sum(lengths[i] for i in group) >= limit or lengths[group.stop] >= limit

@@ -286,14 +286,22 @@ class DeltaHeader(_message.Message):
     def __init__(self, vm_name: _Optional[str] = ..., sequence: _Optional[int] = ..., resume_from: _Optional[int] = ..., disk_sizes: _Optional[_Mapping[str, int]] = ..., vm: _Optional[_Union[VirtualMachine, _Mapping]] = ..., full: _Optional[bool] = ..., cut_time_unix_nanos: _Optional[int] = ..., additional_recovery_points: _Optional[int] = ..., existing_copy: _Optional[bool] = ...) -> None: ...
 
 class DeltaMessage(_message.Message):
-    __slots__ = ("header", "chunk", "end_of_delta")
+    __slots__ = ("header", "chunk", "end_of_delta", "chunks")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     END_OF_DELTA_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
     header: DeltaHeader
     chunk: DeltaChunk
     end_of_delta: int
-    def __init__(self, header: _Optional[_Union[DeltaHeader, _Mapping]] = ..., chunk: _Optional[_Union[DeltaChunk, _Mapping]] = ..., end_of_delta: _Optional[int] = ...) -> None: ...
+    chunks: DeltaChunks
+    def __init__(self, header: _Optional[_Union[DeltaHeader, _Mapping]] = ..., chunk: _Optional[_Union[DeltaChunk, _Mapping]] = ..., end_of_delta: _Optional[int] = ..., chunks: _Optional[_Union[DeltaChunks, _Mapping]] = ...) -> None: ...
+
+class DeltaChunks(_message.Message):
+    __slots__ = ("chunks",)
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[DeltaChunk]
+    def __init__(self, chunks: _Optional[_Iterable[_Union[DeltaChunk, _Mapping]]] = ...) -> None: ...
 
 class DeltaAck(_message.Message):
     __slots__ = ("sequence", "recovery_point_id", "chunks_applied")
