@@ -287,7 +287,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--records", type=int, default=400)
     parser.add_argument(
-        "--status-interval", type=float, default=0.2, help="the agents' host-status rate limit"
+        "--status-interval", type=float, default=1.0, help="the agents' host-status rate limit"
     )
     args = parser.parse_args()
     with (

@@ -80,8 +80,9 @@ class AgentConfig:
     page_size: int = 2000
     # The routing domains this host serves; empty means all of them.
     rdids: tuple[str, ...] = ()
-    # At most one host-status write per this many seconds (the applied revision changes often).
-    status_interval: float = 0.2
+    # At most one host-status write per this many seconds: the applied revision changes often, and each
+    # status write is an etcd transaction per host (at 0.2 s, agents spent ~25% more CPU per write).
+    status_interval: float = 1.0
     # While no change arrives, ask etcd this often how far the watches have caught up.
     progress_every: float = 1.0
     # A watch stream silent this long is treated as broken (a hung or partitioned etcd sends no error).
