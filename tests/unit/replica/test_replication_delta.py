@@ -123,7 +123,7 @@ def test_batches_cover_chunks_in_order_and_stay_bounded(lengths: list[int], star
         assert sum(lengths[i] for i in group) >= limit or lengths[group.stop] >= limit
 
 
-@given(st.integers(min_value=0, max_value=4096), st.integers(min_value=0, max_value=4096), st.integers(1, 255))
+@given(st.integers(0, 4096), st.integers(0, 4096), st.integers(1, 255))
 def test_is_zero_finds_one_nonzero_byte_anywhere(size: int, where: int, value: int) -> None:
     data = bytearray(size)
     assert is_zero(bytes(data))
