@@ -162,6 +162,8 @@ def run() -> int:
         log.info("etcd is up", extra={"endpoint": etcd.endpoint, "data": str(etcd.data_dir)})
         span_file = str((STATE_DIR / "spans.jsonl").resolve())
         common_env = {"OVERLAND_SPAN_FILE": span_file, "PYTHONUNBUFFERED": "1"}
+        # Demos that spawn their own processes (the vswitch agents) inherit it from here.
+        os.environ.update(common_env)
         policy = Child(
             "policy",
             [sys.executable, "-m", "services.policy", "--bind", POLICY_ADDRESS, "--etcd", etcd.endpoint],
