@@ -455,8 +455,13 @@ class EtcdKV:
         for attempt in itertools.count():
             stubs = self.stubs()
             remaining = deadline - time.monotonic()
+            budget = remaining
+            if idempotent and attempt < len(self.endpoints) - 1:
+                # A hung member (paused, partitioned mid-call) must not eat the whole deadline of a
+                # read that another endpoint could serve: each untried endpoint gets a fair share.
+                budget = remaining / (len(self.endpoints) - attempt)
             try:
-                return invoke(stubs, max(remaining, 0.001))
+                return invoke(stubs, max(budget, 0.001))
             except grpc.RpcError as error:
                 mapped = map_grpc_error(error, what)
                 if not isinstance(mapped, KVUnavailableError):
