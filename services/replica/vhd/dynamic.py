@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass, field
 
 from services.replica.vhd.errors import VhdCorrupt, VhdInvalid
-from services.replica.vhd.footer import SECTOR, ones_complement_checksum
+from services.replica.vhd.footer import SECTOR, check_structure, ones_complement_checksum
 
 HEADER_SIZE = 1024
 HEADER_COOKIE = b"cxsparse"
@@ -105,11 +105,9 @@ def decode_header(data: bytes) -> DynamicHeader:
         name,
         locator_bytes,
     ) = _HEADER.unpack(data)
-    if cookie != HEADER_COOKIE:
-        raise VhdCorrupt(f"dynamic header cookie is {cookie!r}, not {HEADER_COOKIE!r}")
-    expected = ones_complement_checksum(data, (_CHECKSUM_OFFSET, _CHECKSUM_OFFSET + 4))
-    if checksum != expected:
-        raise VhdCorrupt(f"dynamic header checksum is {checksum:#010x}, expected {expected:#010x}")
+    check_structure(
+        "dynamic header", data, cookie, HEADER_COOKIE, checksum=checksum, checksum_offset=_CHECKSUM_OFFSET
+    )
     if version >> 16 != 1:
         raise VhdCorrupt(f"unsupported dynamic header version {version:#010x}")
     if not MIN_BLOCK <= block_size <= MAX_BLOCK or block_size & (block_size - 1):

@@ -108,6 +108,17 @@ def ones_complement_checksum(data: bytes, skip: tuple[int, int] | None = None) -
     return ~total & 0xFFFFFFFF
 
 
+def check_structure(
+    what: str, data: bytes, cookie: bytes, wanted_cookie: bytes, *, checksum: int, checksum_offset: int
+) -> None:
+    """The cookie and one's-complement checksum every VHD structure (footer, dynamic header) carries."""
+    if cookie != wanted_cookie:
+        raise VhdCorrupt(f"{what} cookie is {cookie!r}, not {wanted_cookie!r}")
+    expected = ones_complement_checksum(data, (checksum_offset, checksum_offset + 4))
+    if checksum != expected:
+        raise VhdCorrupt(f"{what} checksum is {checksum:#010x}, expected {expected:#010x}")
+
+
 def decode_footer(data: bytes) -> Footer:
     """Decode and validate a footer; any malformed field raises ``VhdCorrupt``."""
     if len(data) != FOOTER_SIZE:
@@ -131,11 +142,9 @@ def decode_footer(data: bytes) -> Footer:
         unique_id,
         saved_state,
     ) = _FOOTER.unpack(data)
-    if cookie != FOOTER_COOKIE:
-        raise VhdCorrupt(f"footer cookie is {cookie!r}, not {FOOTER_COOKIE!r}")
-    expected = ones_complement_checksum(data, (_CHECKSUM_OFFSET, _CHECKSUM_OFFSET + 4))
-    if checksum != expected:
-        raise VhdCorrupt(f"footer checksum is {checksum:#010x}, expected {expected:#010x}")
+    check_structure(
+        "footer", data, cookie, FOOTER_COOKIE, checksum=checksum, checksum_offset=_CHECKSUM_OFFSET
+    )
     if version >> 16 != 1:
         raise VhdCorrupt(f"unsupported VHD format version {version:#010x}")
     if disk_type not in {t.value for t in DiskType}:
