@@ -94,6 +94,19 @@ _NOT_SENT = (
     "etcdserver: no leader",
 )
 
+# What etcd says, under UNKNOWN or INTERNAL codes, when the cluster cannot serve right now: a lost
+# or changing leader, or a proposal whose server-side context ran out while the leader was killed.
+# Like a client-side deadline, such a write may or may not have been applied.
+_TRANSIENT = (
+    "no leader",
+    "leader changed",
+    "timed out",
+    "context deadline exceeded",
+    "context canceled",
+    "proposal dropped",
+    "too many requests",
+)
+
 _COMPARE_RESULTS = {
     CompareOp.EQUAL: etcdrpc.Compare.EQUAL,
     CompareOp.NOT_EQUAL: etcdrpc.Compare.NOT_EQUAL,
@@ -316,8 +329,7 @@ def map_grpc_error(error: grpc.RpcError, what: str) -> OverlandError:
         return KVSpaceExceededError(message)
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
         return KVRequestError(message)
-    if "no leader" in details or "leader changed" in details or "timed out" in details:
-        # etcd reports a cluster that cannot serve right now with UNKNOWN or INTERNAL codes.
+    if any(reason in details for reason in _TRANSIENT):
         return KVUnavailableError(message)
     return KVServerError(message)
 

@@ -177,6 +177,10 @@ def test_watch_batches_resume_after_their_last_event_or_at_the_progress_revision
             KVSpaceExceededError,
         ),
         (grpc.StatusCode.UNKNOWN, "etcdserver: no leader", KVUnavailableError),
+        (grpc.StatusCode.UNKNOWN, "context deadline exceeded", KVUnavailableError),
+        (grpc.StatusCode.INTERNAL, "context deadline exceeded", KVUnavailableError),
+        (grpc.StatusCode.UNKNOWN, "etcdserver: request timed out", KVUnavailableError),
+        (grpc.StatusCode.UNKNOWN, "etcdserver: leader changed", KVUnavailableError),
         (grpc.StatusCode.INTERNAL, "something else", KVServerError),
     ],
 )
