@@ -27,8 +27,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from testcontainers.core.network import Network as TestNetwork
 
 from overland.v1 import policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
+from services.common import keys
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import free_ports
+from services.common.kv import KeyValue
 from services.common.table import RoutingTable, decode_snapshot
 from services.vswitch.watcher import watch_prefixes
 from tests.integration.containers.harness import (
@@ -232,11 +234,26 @@ def canonical(messages: Iterable[tuple[str, Message]]) -> Counter[tuple[str, byt
     return Counter((kind, message.SerializeToString(deterministic=True)) for kind, message in messages)
 
 
-def store_view(kv: EtcdKV, revision: int) -> Counter[tuple[str, bytes]]:
-    """What an agent's table must hold at ``revision``: the watched prefixes read at that revision."""
-    snapshot: dict[bytes, types_pb2.StoreEntry] = {}
+def read_watched(kv: EtcdKV, revision: int) -> tuple[list[KeyValue], int]:
+    """The watched prefixes read at one revision (0: the newest), and that revision."""
+    pairs: list[KeyValue] = []
     for prefix in watch_prefixes():
-        snapshot.update(decode_snapshot(kv.range(prefix, revision=revision).kvs))
+        result = kv.range(prefix, revision=revision)
+        pairs += result.kvs
+        revision = result.revision
+    return pairs, revision
+
+
+def store_view(kv: EtcdKV, applied: int) -> Counter[tuple[str, bytes]]:
+    """What an agent's table must hold at revision ``applied``. Compaction may already have removed
+    that revision (host status writes move the store past it); when no table write happened since
+    (every policy write, deletes included, moves the table-revision marker), the newest state is the
+    same table, so it is read instead."""
+    marker = kv.get(keys.TABLE_REVISION_KEY)
+    pairs, revision = read_watched(kv, 0)
+    if (marker is not None and marker.mod_revision > applied) or any(p.mod_revision > applied for p in pairs):
+        pairs, revision = read_watched(kv, applied)
+    snapshot: dict[bytes, types_pb2.StoreEntry] = decode_snapshot(pairs)
     table = RoutingTable()
     table.reset(snapshot, revision)
     entries = table.entries().values()
