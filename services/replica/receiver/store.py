@@ -42,9 +42,10 @@ from services.replica.errors import (
     SequenceError,
     UnknownVm,
 )
+from services.replica.receiver.direct import DirectWriter
 from services.replica.recovery import PointInfo, overlay, retained
 from services.replica.settings import validate_name
-from services.replica.vhd.device import BlockDevice, write_all
+from services.replica.vhd.device import BlockDevice, check_range, write_all
 from services.replica.vhd.footer import MAX_DISK_SIZE
 from services.replica.vhd.image import create_fixed, open_disk
 
@@ -179,6 +180,8 @@ class Staging:
         self._background: threading.Thread | None = None
         self._background_error: OSError | None = None
         self._devices: dict[str, BlockDevice] = {}
+        # The new disks of a full transfer take their aligned chunks through O_DIRECT (see ``direct``).
+        self._direct: dict[str, DirectWriter] = {}
         self._log_fd = -1
         # Where each staged record sits in chunks.log, so the commit applies them without re-reading
         # and re-hashing the log; None after a resume (the records staged earlier are not known here).
@@ -191,6 +194,10 @@ class Staging:
                     with storage_errors(f"creating disk {disk!r}"):
                         create_fixed(image, size)
                 self._devices[disk] = open_disk(image, writable=True)
+                with storage_errors(f"opening disk {disk!r}"):
+                    writer = DirectWriter.open(image)
+                if writer is not None:
+                    self._direct[disk] = writer
         else:
             self._log_fd = os.open(path / "chunks.log", os.O_WRONLY | os.O_APPEND)
 
@@ -200,7 +207,7 @@ class Staging:
             if self.header.full:
                 # A fresh disk already reads as zeros: a zero chunk of a full transfer writes nothing.
                 if not zero:
-                    self._devices[disk].write(offset, data)
+                    self._write_full(disk, offset, data)
                 self._since_progress += len(data)
                 if self._since_progress >= PROGRESS_EVERY_BYTES and not self._checkpointing():
                     self._since_progress = 0
@@ -215,6 +222,17 @@ class Staging:
                 if self.records is not None:
                     self.records.append(records.locate(record, position))
         self.chunks = index + 1
+
+    def _write_full(self, disk: str, offset: int, data: bytes) -> None:
+        device = self._devices[disk]
+        check_range(offset, len(data), device.virtual_size)
+        direct = self._direct.get(disk)
+        if direct is not None:
+            if direct.write(offset, data):
+                return
+            # An unaligned piece goes through the page cache, after the direct writes before it.
+            direct.drain()
+        device.write(offset, data)
 
     def _checkpointing(self) -> bool:
         return self._background is not None and self._background.is_alive()
@@ -246,6 +264,8 @@ class Staging:
         self._since_progress = 0
 
     def _sync_progress(self, chunks: int) -> None:
+        for writer in self._direct.values():
+            writer.drain()
         for device in self._devices.values():
             device.flush()
         if self.header.full:
@@ -255,6 +275,9 @@ class Staging:
 
     def close(self) -> None:
         self._join_background()
+        for writer in self._direct.values():
+            writer.close()
+        self._direct.clear()
         for device in self._devices.values():
             device.close()
         self._devices.clear()
