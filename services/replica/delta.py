@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import blake3
 import zstandard
 
-from overland.v1 import replica_pb2
 from services.replica.errors import ChunkCorrupted, MalformedDelta
+from services.replica.vhd.device import Buffer
+from services.replica.wire import encode_chunk
 
 DIGEST_SIZE = 32
 # A run of blocks is cut into chunks of at most this much: big enough to amortize per-message cost,
@@ -22,7 +24,7 @@ DEFAULT_CHUNK_BYTES = 1024 * 1024
 ZSTD_LEVEL = 1
 
 
-def digest(data: bytes | memoryview) -> bytes:
+def digest(data: Buffer) -> bytes:
     """The 32-byte blake3 digest of ``data``.
 
     One thread: the primary and the DR site hash at the same time, and on a small shared machine
@@ -31,7 +33,7 @@ def digest(data: bytes | memoryview) -> bytes:
     return blake3.blake3(data).digest()
 
 
-def block_digests(data: bytes | memoryview, block_size: int) -> bytes:
+def block_digests(data: Buffer, block_size: int) -> bytes:
     """The concatenated blake3 digests of each ``block_size`` block of ``data`` (the last may be short)."""
     view = memoryview(data)
     return b"".join(digest(view[i : i + block_size]) for i in range(0, len(view), block_size))
@@ -90,25 +92,34 @@ class ChunkCodec:
     def __post_init__(self) -> None:
         self._compressor = zstandard.ZstdCompressor(level=self.level) if self.compress else None
 
-    def encode(self, disk: str, offset: int, data: bytes, index: int) -> replica_pb2.DeltaMessage:
-        """The chunk as a ready ``DeltaMessage`` (built in place: wrapping a built chunk would copy it)."""
-        message = replica_pb2.DeltaMessage()
-        self.fill(message.chunk, disk, offset, data, index)
-        return message
-
-    def fill(self, chunk: replica_pb2.DeltaChunk, disk: str, offset: int, data: bytes, index: int) -> None:
-        """Fill ``chunk`` (a field of the message that will carry it) in place."""
-        chunk.disk, chunk.offset, chunk.length, chunk.index = disk, offset, len(data), index
+    def encode(self, disk: str, offset: int, data: bytes, index: int) -> list[Buffer]:
+        """The serialized ``DeltaChunk`` as parts for ``wire.encode_message`` (the data is not copied)."""
         if is_zero(data):
-            chunk.zero = True
-            return
-        payload = data
+            return encode_chunk(
+                disk=disk,
+                offset=offset,
+                length=len(data),
+                data=b"",
+                compressed=False,
+                zero=True,
+                blake3=b"",
+                index=index,
+            )
+        payload, compressed = data, False
         if self._compressor is not None:
             packed = self._compressor.compress(data)
             if len(packed) < len(data):
-                payload, chunk.compressed = packed, True
-        chunk.data = payload
-        chunk.blake3 = digest(data)
+                payload, compressed = packed, True
+        return encode_chunk(
+            disk=disk,
+            offset=offset,
+            length=len(data),
+            data=payload,
+            compressed=compressed,
+            zero=False,
+            blake3=digest(data),
+            index=index,
+        )
 
 
 def batches(lengths: Sequence[int], start: int, max_bytes: int) -> Iterator[range]:
@@ -131,7 +142,28 @@ def batches(lengths: Sequence[int], start: int, max_bytes: int) -> Iterator[rang
         yield range(first, len(lengths))
 
 
-def decode_chunk(chunk: replica_pb2.DeltaChunk, disk_sizes: dict[str, int], expected_index: int) -> bytes:
+class ChunkFields(Protocol):
+    """A received chunk: a ``DeltaChunk``, or a ``wire.ChunkView`` whose data is a view."""
+
+    @property
+    def disk(self) -> str: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def data(self) -> Buffer: ...
+    @property
+    def compressed(self) -> bool: ...
+    @property
+    def zero(self) -> bool: ...
+    @property
+    def blake3(self) -> bytes: ...
+    @property
+    def index(self) -> int: ...
+
+
+def decode_chunk(chunk: ChunkFields, disk_sizes: dict[str, int], expected_index: int) -> Buffer:
     """The chunk's uncompressed data (zeros for a zero chunk), verified against its blake3.
 
     A protocol error (unknown disk, range outside the disk, wrong index) is ``MalformedDelta``;
@@ -151,7 +183,7 @@ def decode_chunk(chunk: replica_pb2.DeltaChunk, disk_sizes: dict[str, int], expe
         if chunk.data:
             raise MalformedDelta(f"chunk {chunk.index} is marked zero but carries data")
         return bytes(chunk.length)
-    data = chunk.data
+    data: Buffer = chunk.data
     if chunk.compressed:
         try:
             data = zstandard.ZstdDecompressor().decompress(data, max_output_size=chunk.length)

@@ -16,19 +16,20 @@ from google.protobuf.message import DecodeError
 
 from overland.v1 import replica_pb2
 from services.replica.errors import MalformedDelta
+from services.replica.wire import Received, parse_message, serialize
 
 MAGIC = b"OVERLAND-REPLICA-EXPORT 1\n"
 _LENGTH = struct.Struct(">I")
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
-def write_export(path: Path, messages: Iterable[replica_pb2.DeltaMessage]) -> int:
+def write_export(path: Path, messages: Iterable[replica_pb2.DeltaMessage | bytes]) -> int:
     """Write the stream to ``path`` (atomically: a temporary name renamed at the end); return its size."""
     tmp = path.with_name(f".{path.name}.partial")
     with tmp.open("wb") as file:
         file.write(MAGIC)
         for message in messages:
-            data = message.SerializeToString()
+            data = serialize(message)
             file.write(_LENGTH.pack(len(data)))
             file.write(data)
         file.flush()
@@ -38,7 +39,7 @@ def write_export(path: Path, messages: Iterable[replica_pb2.DeltaMessage]) -> in
     return size
 
 
-def read_export(path: Path) -> Iterator[replica_pb2.DeltaMessage]:
+def read_export(path: Path) -> Iterator[Received]:
     """The messages of an export file; a truncated or foreign file raises ``MalformedDelta``."""
     with path.open("rb") as file:
         if file.read(len(MAGIC)) != MAGIC:
@@ -56,6 +57,6 @@ def read_export(path: Path) -> Iterator[replica_pb2.DeltaMessage]:
             if len(data) < length:
                 raise MalformedDelta(f"{path} is truncated")
             try:
-                yield replica_pb2.DeltaMessage.FromString(data)
+                yield parse_message(data)
             except DecodeError:
                 raise MalformedDelta(f"{path} holds an undecodable message") from None

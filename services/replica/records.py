@@ -15,6 +15,8 @@ from typing import BinaryIO
 
 import blake3
 
+from services.replica.vhd.device import Buffer
+
 MAGIC = b"OVRR"
 _HEADER = struct.Struct(">4sQQIBH")
 TRAILER_SIZE = 16
@@ -35,7 +37,7 @@ class RecordInfo:
     end_position: int
 
 
-def encode_record(index: int, disk: str, offset: int, length: int, data: bytes | None) -> bytes:
+def encode_record(index: int, disk: str, offset: int, length: int, data: Buffer | None) -> bytes:
     """One record; ``data`` None means the range reads as zeros, and the record carries no data."""
     name = disk.encode()
     if len(name) > MAX_DISK_NAME:

@@ -17,7 +17,7 @@ from services.replica.config import ReplicaConfig, parse_args
 from services.replica.nbd import NbdServer
 from services.replica.primary.manager import ReplicationManager
 from services.replica.primary.servicer import ReplicaServicer
-from services.replica.receiver.servicer import ReceiverServicer
+from services.replica.receiver.servicer import ReceiverServicer, add_receiver_to_server
 from services.replica.telemetry import ReplicaTelemetry
 from services.replica.tuning import tune_allocator
 
@@ -78,7 +78,7 @@ def create_server(config: ReplicaConfig) -> tuple[ReplicaServer, int]:
         receiver = ReceiverServicer(config, traced)
 
         def register(server: grpc.Server) -> None:
-            replica_pb2_grpc.add_ReplicaReceiverServiceServicer_to_server(receiver, server)
+            add_receiver_to_server(receiver, server)
 
         names = (RECEIVER_SERVICE,)
     try:

@@ -36,6 +36,7 @@ from services.replica.delta import (
 from services.replica.errors import CycleAborted, ReplicaStorageFull, ReplicaUnreachable
 from services.replica.tracking import Snapshot, TrackedDevice, WriteGate
 from services.replica.vhd.device import merge_ranges
+from services.replica.wire import encode_message, serialize
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ RETRY_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 4.0)
 RPC_SECONDS = 30.0
 # The stream deadline grows with the delta: generous enough for a slow link, still bounded.
 STREAM_SECONDS_PER_MIB = 2.0
+SEND_DELTA_METHOD = "/overland.v1.ReplicaReceiverService/SendDelta"
 _RETRYABLE = frozenset(
     {
         grpc.StatusCode.DATA_LOSS,
@@ -168,26 +170,27 @@ def messages(
     progress: Progress,
     bucket: TokenBucket | None,
     abort: threading.Event | None = None,
-) -> Iterator[replica_pb2.DeltaMessage]:
+) -> Iterator[replica_pb2.DeltaMessage | bytes]:
     """The delta stream from chunk ``header.resume_from`` on; it ends early (incomplete, so the DR site
-    keeps it staged and commits nothing) when ``abort`` is set."""
+    keeps it staged and commits nothing) when ``abort`` is set. Chunk messages come serialized
+    (``wire.encode_message``: the data is copied once, not four times)."""
     yield replica_pb2.DeltaMessage(header=header)
     lengths = [extent.length for extent in extents]
     for group in batches(lengths, header.resume_from, DEFAULT_CHUNK_BYTES):
-        message = replica_pb2.DeltaMessage()
+        chunks = []
         for index in group:
             if abort is not None and abort.is_set():
                 return
             extent = extents[index]
             data = snapshots[extent.disk].read(extent.offset, extent.length)
-            chunk = message.chunk if len(group) == 1 else message.chunks.chunks.add()
-            codec.fill(chunk, extent.disk, extent.offset, data, index)
+            chunk = codec.encode(extent.disk, extent.offset, data, index)
+            chunks.append(chunk)
             if bucket is not None:
-                wait = bucket.take(len(chunk.data) or 64, time.monotonic())
+                wait = bucket.take(sum(len(part) for part in chunk), time.monotonic())
                 if wait:
                     time.sleep(wait)
             progress.add(extent.length)
-        yield message
+        yield encode_message(chunks)
     yield replica_pb2.DeltaMessage(end_of_delta=len(extents))
 
 
@@ -197,7 +200,20 @@ class Sender:
 
     stub: replica_pb2_grpc.ReplicaReceiverServiceStub
     metadata: tuple[tuple[str, str], ...]
-    abort: threading.Event = field(default_factory=threading.Event)
+    abort: threading.Event
+    # SendDelta with a serializer that passes the messages ``messages`` serialized already.
+    send_delta: grpc.StreamUnaryMultiCallable
+
+    @classmethod
+    def on(
+        cls, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...], abort: threading.Event
+    ) -> Sender:
+        send_delta = channel.stream_unary(
+            SEND_DELTA_METHOD,
+            request_serializer=serialize,
+            response_deserializer=replica_pb2.DeltaAck.FromString,
+        )
+        return cls(replica_pb2_grpc.ReplicaReceiverServiceStub(channel), metadata, abort, send_delta)
 
     def receiver_state(self, vm_name: str) -> replica_pb2.ReceiverState:
         try:
@@ -222,7 +238,7 @@ class Sender:
     def send(
         self,
         header: replica_pb2.DeltaHeader,
-        stream: Callable[[replica_pb2.DeltaHeader], Iterator[replica_pb2.DeltaMessage]],
+        stream: Callable[[replica_pb2.DeltaHeader], Iterator[replica_pb2.DeltaMessage | bytes]],
         total_bytes: int,
     ) -> replica_pb2.DeltaAck:
         """Send until acked. After a failure, ask the DR site how many chunks it holds and resume there."""
@@ -232,7 +248,7 @@ class Sender:
         last: grpc.RpcError | None = None
         for attempt in range(MAX_ATTEMPTS):
             try:
-                return self.stub.SendDelta(stream(attempt_header), timeout=deadline, metadata=self.metadata)
+                return self.send_delta(stream(attempt_header), timeout=deadline, metadata=self.metadata)
             except grpc.RpcError as error:
                 if self.abort.is_set():
                     raise CycleAborted(

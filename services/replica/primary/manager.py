@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from overland.v1 import replica_pb2, replica_pb2_grpc
+from overland.v1 import replica_pb2
 from services.common.errors import OverlandError
 from services.common.server import MAX_MESSAGE_BYTES
 from services.replica import media, states
@@ -149,7 +149,7 @@ class ReplicationManager:
                 channel = self._channel_factory(endpoint)
                 channel = self._channels[endpoint] = self._telemetry.channel(channel)
         metadata = () if self.config.client_tls else ((PRIMARY_HEADER, self.config.primary_name),)
-        return Sender(replica_pb2_grpc.ReplicaReceiverServiceStub(channel), metadata, abort=self._stop)
+        return Sender.on(channel, metadata, self._stop)
 
     # ---- persistence -----------------------------------------------------------------------------
 

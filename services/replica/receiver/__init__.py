@@ -1,6 +1,14 @@
 """The DR site: receives deltas, commits them atomically, keeps recovery points."""
 
-from services.replica.receiver.servicer import ReceiverServicer
+from services.replica.receiver.direct import DirectWriter
+from services.replica.receiver.servicer import ReceiverServicer, add_receiver_to_server
 from services.replica.receiver.store import VmStore, check_sequence, point_id
 
-__all__ = ["ReceiverServicer", "VmStore", "check_sequence", "point_id"]
+__all__ = [
+    "DirectWriter",
+    "ReceiverServicer",
+    "VmStore",
+    "add_receiver_to_server",
+    "check_sequence",
+    "point_id",
+]

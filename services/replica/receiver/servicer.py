@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
+from google.protobuf import message_factory
 
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.common.errors import FieldViolation, InvalidArgument
@@ -31,6 +32,7 @@ from services.replica.media import read_export
 from services.replica.receiver.store import Staging, VmStore
 from services.replica.settings import validate_name
 from services.replica.telemetry import APPLY_SPAN, COMMIT_SPAN, ReplicaTelemetry
+from services.replica.wire import Received, chunks_of, parse_message
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +85,15 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
             return self._stores[key]
 
     def SendDelta(  # noqa: N802 (gRPC method name)
-        self, request_iterator: Iterator[replica_pb2.DeltaMessage], context: grpc.ServicerContext
+        self, request_iterator: Iterator[Received], context: grpc.ServicerContext
     ) -> replica_pb2.DeltaAck:
         return self.receive(self.identity(context), request_iterator)
 
-    def receive(self, primary: str, messages: Iterable[replica_pb2.DeltaMessage]) -> replica_pb2.DeltaAck:
+    def receive(self, primary: str, messages: Iterable[Received]) -> replica_pb2.DeltaAck:
         """Stage a delta stream and commit it; shared by the network and the external-media import."""
         stream = iter(messages)
         first = next(stream, None)
-        if first is None or first.WhichOneof("body") != "header":
+        if not isinstance(first, replica_pb2.DeltaMessage) or first.WhichOneof("body") != "header":
             raise MalformedDelta("a delta stream must start with its header")
         header = first.header
         store = self.store(primary, header.vm_name)
@@ -105,19 +107,19 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
             store.lock.release()
 
     def _receive_locked(
-        self, store: VmStore, header: replica_pb2.DeltaHeader, stream: Iterator[replica_pb2.DeltaMessage]
+        self, store: VmStore, header: replica_pb2.DeltaHeader, stream: Iterator[Received]
     ) -> replica_pb2.DeltaAck:
         staging = store.begin(header)
         sizes = dict(header.disk_sizes)
         finished = False
         try:
             for message in stream:
-                kind = message.WhichOneof("body")
-                if kind in ("chunk", "chunks"):
-                    for chunk in [message.chunk] if kind == "chunk" else message.chunks.chunks:
+                chunks = chunks_of(message)
+                if chunks is not None:
+                    for chunk in chunks:
                         data = decode_chunk(chunk, sizes, staging.chunks)
                         staging.add(chunk.index, chunk.disk, chunk.offset, data, chunk.zero)
-                elif kind == "end_of_delta":
+                elif isinstance(message, replica_pb2.DeltaMessage) and message.HasField("end_of_delta"):
                     with self._telemetry.phase(COMMIT_SPAN, {"overland.chunks": message.end_of_delta}):
                         ack = staging.finish(message.end_of_delta)
                     finished = True
@@ -190,3 +192,28 @@ def _checkpoint_quietly(staging: Staging) -> None:
         log.warning("could not checkpoint staging", extra={"error": str(error)})
     except ReplicaStorageFull as error:
         log.warning("could not checkpoint staging", extra={"error": error.message})
+
+
+_HANDLERS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def add_receiver_to_server(servicer: ReceiverServicer, server: grpc.Server) -> None:
+    """Register the service as the generated helper would, except that ``SendDelta`` reads its
+    requests with ``wire.parse_message`` (chunk data as views of the received bytes, not copies)."""
+    service = replica_pb2.DESCRIPTOR.services_by_name["ReplicaReceiverService"]
+    handlers = {}
+    for method in service.methods:
+        request = message_factory.GetMessageClass(method.input_type)
+        response = message_factory.GetMessageClass(method.output_type)
+        make = _HANDLERS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=parse_message if method.name == "SendDelta" else request.FromString,
+            response_serializer=response.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

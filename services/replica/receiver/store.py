@@ -45,7 +45,7 @@ from services.replica.errors import (
 from services.replica.receiver.direct import DirectWriter
 from services.replica.recovery import PointInfo, overlay, retained
 from services.replica.settings import validate_name
-from services.replica.vhd.device import BlockDevice, check_range, write_all
+from services.replica.vhd.device import BlockDevice, Buffer, check_range, write_all
 from services.replica.vhd.footer import MAX_DISK_SIZE
 from services.replica.vhd.image import create_fixed, open_disk
 
@@ -201,7 +201,7 @@ class Staging:
         else:
             self._log_fd = os.open(path / "chunks.log", os.O_WRONLY | os.O_APPEND)
 
-    def add(self, index: int, disk: str, offset: int, data: bytes, zero: bool) -> None:
+    def add(self, index: int, disk: str, offset: int, data: Buffer, zero: bool) -> None:
         self._raise_background_error()
         with storage_errors(f"staging chunk {index} of delta {self.header.sequence}"):
             if self.header.full:
@@ -223,7 +223,7 @@ class Staging:
                     self.records.append(records.locate(record, position))
         self.chunks = index + 1
 
-    def _write_full(self, disk: str, offset: int, data: bytes) -> None:
+    def _write_full(self, disk: str, offset: int, data: Buffer) -> None:
         device = self._devices[disk]
         check_range(offset, len(data), device.virtual_size)
         direct = self._direct.get(disk)

@@ -49,7 +49,9 @@ class StreamTap(grpc.StreamUnaryClientInterceptor):
         attempt = len(self.headers)
 
         def tapped() -> Iterator[Any]:
-            for message in request_iterator:
+            for sent in request_iterator:
+                # Chunk messages come serialized already (``wire.encode_message``).
+                message = replica_pb2.DeltaMessage.FromString(sent) if isinstance(sent, bytes) else sent
                 if message.WhichOneof("body") == "header":
                     self.headers.append(message.header)
                 elif self.alter is not None:

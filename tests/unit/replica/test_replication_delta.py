@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from overland.v1 import replica_pb2
 from services.replica.delta import (
     ChunkCodec,
     TokenBucket,
@@ -17,6 +18,7 @@ from services.replica.delta import (
     split_extent,
 )
 from services.replica.errors import ChunkCorrupted, MalformedDelta
+from services.replica.wire import ChunkBatch, encode_message, parse_message
 
 
 @given(st.sets(st.integers(0, 300)), st.integers(1, 8), st.integers(1, 6))
@@ -58,14 +60,26 @@ payloads = st.one_of(
 )
 
 
+def encoded(codec: ChunkCodec, disk: str, offset: int, data: bytes, index: int) -> replica_pb2.DeltaChunk:
+    """The chunk as protobuf reads the bytes the codec writes."""
+    return replica_pb2.DeltaMessage.FromString(
+        encode_message([codec.encode(disk, offset, data, index)])
+    ).chunk
+
+
 @given(payloads, st.booleans(), st.integers(0, 100))
 @settings(deadline=None)
 def test_encode_decode_roundtrip(data: bytes, compress: bool, index: int) -> None:
-    chunk = ChunkCodec(compress=compress).encode("d0", 4096, data, index).chunk
+    codec = ChunkCodec(compress=compress)
+    chunk = encoded(codec, "d0", 4096, data, index)
     assert chunk.zero == is_zero(data)
     if chunk.compressed:
         assert len(chunk.data) < len(data)
     assert decode_chunk(chunk, {"d0": 4096 + len(data)}, index) == data
+    # The receiver's own reader (data as a view of the message) decodes the same.
+    batch = parse_message(encode_message([codec.encode("d0", 4096, data, index)]))
+    assert isinstance(batch, ChunkBatch)
+    assert bytes(decode_chunk(batch.chunks[0], {"d0": 4096 + len(data)}, index)) == data
 
 
 @given(st.binary(min_size=16, max_size=4000), st.booleans(), st.data())
@@ -73,7 +87,7 @@ def test_encode_decode_roundtrip(data: bytes, compress: bool, index: int) -> Non
 def test_any_flipped_byte_is_detected(data: bytes, compress: bool, pick: st.DataObject) -> None:
     if is_zero(data):
         data = b"\x01" + data[1:]
-    chunk = ChunkCodec(compress=compress).encode("d0", 0, data, 0).chunk
+    chunk = encoded(ChunkCodec(compress=compress), "d0", 0, data, 0)
     position = pick.draw(st.integers(0, len(chunk.data) - 1))
     corrupted = bytearray(chunk.data)
     corrupted[position] ^= 1 + pick.draw(st.integers(0, 254))
@@ -84,7 +98,7 @@ def test_any_flipped_byte_is_detected(data: bytes, compress: bool, pick: st.Data
 
 
 def test_protocol_errors_are_malformed_not_corrupt() -> None:
-    chunk = ChunkCodec().encode("d0", 0, b"x" * 10, 3).chunk
+    chunk = encoded(ChunkCodec(), "d0", 0, b"x" * 10, 3)
     with pytest.raises(MalformedDelta, match="index 3"):
         decode_chunk(chunk, {"d0": 10}, 2)
     with pytest.raises(MalformedDelta, match="not in the delta header"):
