@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -314,6 +314,7 @@ class VmStore:
         self.journal = self.root / "journal"
         self.disks = self.root / "disks"
         self.points_dir = self.root / "points"
+        self._retiring: threading.Thread | None = None
         self.state = self._load()
         self._recover()
 
@@ -335,12 +336,16 @@ class VmStore:
         header_path = self.journal / "header.bin"
         if header_path.exists():
             header = replica_pb2.DeltaHeader.FromString(header_path.read_bytes())
-            if header.sequence > self.state.committed:
+            if header.sequence >= self.state.committed:
                 log.info(
                     "re-applying committed delta after restart",
                     extra={"vm": self.vm_name, "seq": header.sequence},
                 )
-                self._apply_journal(header)
+                if header.sequence > self.state.committed:
+                    self._apply_journal(header)
+                elif not header.full:
+                    # Its state was saved, but its writes to the replica may not have reached the disk.
+                    _close_all(self._redo(self.journal / "chunks.log", None))
             shutil.rmtree(self.journal)
         elif self.journal.exists():
             shutil.rmtree(self.journal)
@@ -453,23 +458,68 @@ class VmStore:
 
         ``staged`` is where the records of chunks.log are, when the caller knows; else the log is scanned.
         """
+        self._retire_previous()
         if not header.full and header.additional_recovery_points > 0 and self.known:
             with storage_errors(f"saving undo data for delta {header.sequence}"):
                 self._capture_undo(staged)
         with storage_errors(f"committing delta {header.sequence}"):
             self.staging.replace(self.journal)
             fsync_dir(self.root)
-        self._apply_journal(header, staged)
-        # Deleting the journal's log costs tens of ms (the filesystem discards its blocks); the delta is
-        # committed and applied already, so the ack need not wait. A leftover is removed at the next start.
-        trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}"
-        self.journal.replace(trash)
-        threading.Thread(target=_remove_quietly, args=(trash,), name="journal-cleanup", daemon=True).start()
+        written = self._apply_journal(header, staged, sync=False)
+        # The journal is durable and the state saved, so the delta is committed: the ack need not wait
+        # for the replica's writeback (tens of ms) nor for deleting the journal (the filesystem discards
+        # its blocks). A background thread does both; until it has, a restart redoes the journal.
+        self._retiring = threading.Thread(
+            target=self._retire_quietly, args=(header, written), name="journal-retire", daemon=True
+        )
+        self._retiring.start()
         return replica_pb2.DeltaAck(
             sequence=header.sequence,
             recovery_point_id=point_id(self.vm_name, header.sequence),
             chunks_applied=count,
         )
+
+    def _retire_journal(self, header: replica_pb2.DeltaHeader, written: list[BlockDevice] | None) -> None:
+        """Make the applied journal's disks durable (``written``: still open from the apply), then
+        delete the journal."""
+        if written is None:
+            self._flush_disks(header)
+        else:
+            _close_all(written)
+        trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}"
+        self.journal.replace(trash)
+        _remove_quietly(trash)
+
+    def _retire_quietly(self, header: replica_pb2.DeltaHeader, written: list[BlockDevice]) -> None:
+        """The background half of a commit. A failure leaves the journal, which the next commit (or the
+        next start) retires before anything else, raising the error there if it persists."""
+        try:
+            self._retire_journal(header, written)
+        except OSError as error:
+            log.warning(
+                "could not retire the journal; the next commit retries",
+                extra={"vm": self.vm_name, "seq": header.sequence, "error": str(error)},
+            )
+
+    def _retire_previous(self) -> None:
+        """Wait for the previous commit's background half, and finish it here if it failed."""
+        if self._retiring is not None:
+            self._retiring.join()
+            self._retiring = None
+        header_path = self.journal / "header.bin"
+        if header_path.exists():
+            with storage_errors("making the previous delta durable"):
+                self._retire_journal(replica_pb2.DeltaHeader.FromString(header_path.read_bytes()), None)
+
+    def _flush_disks(self, header: replica_pb2.DeltaHeader) -> None:
+        for disk in header.disk_sizes:
+            path = self.disks / f"{disk}.vhd"
+            if path.exists():
+                device = open_disk(path, writable=True)
+                try:
+                    device.flush()
+                finally:
+                    device.close()
 
     def _capture_undo(self, staged: list[records.RecordInfo] | None) -> None:
         """Write the bytes the staged delta will overwrite to ``staging/undo.log`` (before the commit)."""
@@ -495,9 +545,15 @@ class VmStore:
         return open_disk(self.disks / f"{disk}.vhd", writable=True)
 
     def _apply_journal(
-        self, header: replica_pb2.DeltaHeader, staged: list[records.RecordInfo] | None = None
-    ) -> None:
-        """Redo: idempotent, so a restart simply runs it again."""
+        self,
+        header: replica_pb2.DeltaHeader,
+        staged: list[records.RecordInfo] | None = None,
+        sync: bool = True,
+    ) -> list[BlockDevice]:
+        """Redo: idempotent, so a restart simply runs it again. With ``sync`` False the replica disks
+        it wrote come back open and unflushed: the caller closes (flushes) them before the journal
+        goes."""
+        pending: list[BlockDevice] = []
         self.disks.mkdir(parents=True, exist_ok=True)
         if header.full:
             for disk in header.disk_sizes:
@@ -508,7 +564,10 @@ class VmStore:
             # Older points were undo layers over disks that a full transfer replaced wholesale.
             self.state.points = []
         else:
-            self._redo(self.journal / "chunks.log", staged)
+            pending = self._redo(self.journal / "chunks.log", staged)
+            if sync:
+                _close_all(pending)
+                pending = []
         undo = ""
         undo_path = self.journal / "undo.log"
         if undo_path.exists():
@@ -523,11 +582,18 @@ class VmStore:
         self.state.additional_points = header.additional_recovery_points
         if header.HasField("vm"):
             self.state.vm = header.vm.SerializeToString()
-        self._prune(self.clock())
-        self._save()
-        self._remove_unreferenced()
+        try:
+            self._prune(self.clock())
+            self._save()
+            self._remove_unreferenced()
+        except BaseException:
+            _close_all(pending)
+            raise
+        return pending
 
-    def _redo(self, log_path: Path, staged: list[records.RecordInfo] | None) -> None:
+    def _redo(self, log_path: Path, staged: list[records.RecordInfo] | None) -> list[BlockDevice]:
+        """Apply the log's records to the replica disks; they are returned open, writes not yet flushed
+        (closing a device flushes it)."""
         devices: dict[str, BlockDevice] = {}
         fd = os.open(log_path, os.O_RDONLY)
         try:
@@ -542,12 +608,12 @@ class VmStore:
                         device.write(info.offset, records.read_data(fd, info))
                     if self.fault_apply_delay:
                         time.sleep(self.fault_apply_delay)
-            for device in devices.values():
-                device.flush()
+        except BaseException:
+            _close_all(devices.values())
+            raise
         finally:
             os.close(fd)
-            for device in devices.values():
-                device.close()
+        return list(devices.values())
 
     def _prune(self, now_nanos: int) -> None:
         """Drop points retention no longer keeps, merging each dropped undo layer into the next newer one."""
@@ -695,3 +761,15 @@ def _same_cut(staged: replica_pb2.DeltaHeader, header: replica_pb2.DeltaHeader) 
 
 def point_id(vm_name: str, sequence: int) -> str:
     return f"{vm_name}@{sequence}"
+
+
+def _close_all(devices: Iterable[BlockDevice]) -> None:
+    """Close (and so flush) every device, raising the first error after trying them all."""
+    errors: list[OSError] = []
+    for device in devices:
+        try:
+            device.close()
+        except OSError as error:
+            errors.append(error)
+    if errors:
+        raise errors[0]

@@ -120,7 +120,7 @@ def test_a_finished_journal_is_removed_after_the_ack_or_at_the_next_start(tmp_pa
     send(store, header(1, full=True), [(0, b"1" * 4096)])
     send(store, header(2), [(4096, b"2" * 4096)])
     for thread in threading.enumerate():
-        if thread.name == "journal-cleanup":
+        if thread.name == "journal-retire":
             thread.join(timeout=30)
     assert sorted(p.name for p in store.root.iterdir()) == ["disks", "state.json"]
     # A process killed before its cleanup ran leaves one behind; the next start removes it.
@@ -131,6 +131,43 @@ def test_a_finished_journal_is_removed_after_the_ack_or_at_the_next_start(tmp_pa
     assert not leftover.exists()
     assert reopened.receiver_state().committed_sequence == 2
     assert read_disk(reopened.disks / "d0.vhd")[:8192] == b"1" * 4096 + b"2" * 4096
+
+
+def test_a_journal_acked_before_its_writeback_is_redone_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = VmStore(tmp_path, "vm1")
+    send(store, header(1, full=True), [(0, b"1" * 4096)])
+    # Killed right after the ack: the background half (flush the replica, delete the journal) never ran,
+    # and the replica's page cache was lost with the machine.
+    monkeypatch.setattr(VmStore, "_retire_quietly", lambda *_args: None)
+    assert send(store, header(2), [(4096, b"2" * 4096)]).sequence == 2
+    assert (store.root / "journal" / "header.bin").exists()
+    disk = open_disk(store.disks / "d0.vhd", writable=True)
+    disk.write(4096, b"\0" * 4096)
+    disk.close()
+    reopened = VmStore(tmp_path, "vm1")
+    assert not reopened.journal.exists()
+    assert reopened.receiver_state().committed_sequence == 2
+    assert [p.sequence for p in reopened.recovery_points()] == [2]
+    assert read_disk(reopened.disks / "d0.vhd")[:8192] == b"1" * 4096 + b"2" * 4096
+
+
+def test_a_journal_the_background_could_not_retire_is_retired_by_the_next_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = VmStore(tmp_path, "vm1")
+    send(store, header(1, full=True), [(0, b"1" * 4096)])
+    monkeypatch.setattr(VmStore, "_retire_quietly", lambda *_args: None)
+    send(store, header(2), [(4096, b"2" * 4096)])
+    assert store.journal.exists()
+    monkeypatch.undo()
+    send(store, header(3), [(8192, b"3" * 4096)])
+    for thread in threading.enumerate():
+        if thread.name == "journal-retire":
+            thread.join(timeout=30)
+    assert not store.journal.exists()
+    assert read_disk(store.disks / "d0.vhd")[:12288] == b"1" * 4096 + b"2" * 4096 + b"3" * 4096
 
 
 def test_recovery_points_are_exact_after_pruning(tmp_path: Path) -> None:
