@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # A full transfer fsyncs its disks and records progress this often, bounding what a crash resends.
 PROGRESS_EVERY_BYTES = 64 * 1024 * 1024
+# A delta's log is fsynced in the background this often while it is received.
+LOG_SYNC_EVERY_BYTES = 8 * 1024 * 1024
 HASH_READ_BYTES = 4 * 1024 * 1024
 # A committed journal is renamed to this prefix and deleted in the background.
 TRASH_PREFIX = "journal-done-"
@@ -208,20 +210,26 @@ class Staging:
                 # A fresh disk already reads as zeros: a zero chunk of a full transfer writes nothing.
                 if not zero:
                     self._write_full(disk, offset, data)
-                self._since_progress += len(data)
-                if self._since_progress >= PROGRESS_EVERY_BYTES and not self._checkpointing():
-                    self._since_progress = 0
-                    self._background = threading.Thread(
-                        target=self._checkpoint_in_background, args=(index + 1,), daemon=True
-                    )
-                    self._background.start()
+                self._progress(len(data), index + 1, PROGRESS_EVERY_BYTES)
             else:
                 record = records.encode_record(index, disk, offset, len(data), None if zero else data)
                 position = os.lseek(self._log_fd, 0, os.SEEK_END)
                 write_all(self._log_fd, position, record)
                 if self.records is not None:
                     self.records.append(records.locate(record, position))
+                # Writing the log back while it grows leaves the commit's fsync only the tail.
+                self._progress(len(record), index + 1, LOG_SYNC_EVERY_BYTES)
         self.chunks = index + 1
+
+    def _progress(self, written: int, chunks: int, every: int) -> None:
+        """Start a background checkpoint after every ``every`` bytes (one at a time)."""
+        self._since_progress += written
+        if self._since_progress >= every and not self._checkpointing():
+            self._since_progress = 0
+            self._background = threading.Thread(
+                target=self._checkpoint_in_background, args=(chunks,), daemon=True
+            )
+            self._background.start()
 
     def _write_full(self, disk: str, offset: int, data: Buffer) -> None:
         device = self._devices[disk]
