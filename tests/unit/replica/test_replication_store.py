@@ -133,16 +133,22 @@ def test_a_finished_journal_is_removed_after_the_ack_or_at_the_next_start(tmp_pa
     assert read_disk(reopened.disks / "d0.vhd")[:8192] == b"1" * 4096 + b"2" * 4096
 
 
+def acked_but_not_retired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> VmStore:
+    """A store whose delta 2 was acked while the background half of its commit never ran."""
+    store = VmStore(tmp_path, "vm1")
+    send(store, header(1, full=True), [(0, b"1" * 4096)])
+    monkeypatch.setattr(VmStore, "_retire_quietly", lambda *_args: None)
+    assert send(store, header(2), [(4096, b"2" * 4096)]).sequence == 2
+    assert (store.journal / "header.bin").exists()
+    return store
+
+
 def test_a_journal_acked_before_its_writeback_is_redone_at_the_next_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = VmStore(tmp_path, "vm1")
-    send(store, header(1, full=True), [(0, b"1" * 4096)])
     # Killed right after the ack: the background half (flush the replica, delete the journal) never ran,
     # and the replica's page cache was lost with the machine.
-    monkeypatch.setattr(VmStore, "_retire_quietly", lambda *_args: None)
-    assert send(store, header(2), [(4096, b"2" * 4096)]).sequence == 2
-    assert (store.root / "journal" / "header.bin").exists()
+    store = acked_but_not_retired(tmp_path, monkeypatch)
     disk = open_disk(store.disks / "d0.vhd", writable=True)
     disk.write(4096, b"\0" * 4096)
     disk.close()
@@ -156,11 +162,7 @@ def test_a_journal_acked_before_its_writeback_is_redone_at_the_next_start(
 def test_a_journal_the_background_could_not_retire_is_retired_by_the_next_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = VmStore(tmp_path, "vm1")
-    send(store, header(1, full=True), [(0, b"1" * 4096)])
-    monkeypatch.setattr(VmStore, "_retire_quietly", lambda *_args: None)
-    send(store, header(2), [(4096, b"2" * 4096)])
-    assert store.journal.exists()
+    store = acked_but_not_retired(tmp_path, monkeypatch)
     monkeypatch.undo()
     send(store, header(3), [(8192, b"3" * 4096)])
     for thread in threading.enumerate():
