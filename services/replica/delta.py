@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import blake3
 import zstandard
 
+from overland.v1 import replica_pb2
 from services.replica.errors import ChunkCorrupted, MalformedDelta
 from services.replica.vhd.device import Buffer
-from services.replica.wire import encode_chunk
+from services.replica.wire import ChunkView, encode_chunk
 
 DIGEST_SIZE = 32
 # A run of blocks is cut into chunks of at most this much: big enough to amortize per-message cost,
@@ -142,29 +142,11 @@ def batches(lengths: Sequence[int], start: int, max_bytes: int) -> Iterator[rang
         yield range(first, len(lengths))
 
 
-class ChunkFields(Protocol):
-    """A received chunk: a ``DeltaChunk``, or a ``wire.ChunkView`` whose data is a view."""
-
-    @property
-    def disk(self) -> str: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def length(self) -> int: ...
-    @property
-    def data(self) -> Buffer: ...
-    @property
-    def compressed(self) -> bool: ...
-    @property
-    def zero(self) -> bool: ...
-    @property
-    def blake3(self) -> bytes: ...
-    @property
-    def index(self) -> int: ...
-
-
-def decode_chunk(chunk: ChunkFields, disk_sizes: dict[str, int], expected_index: int) -> Buffer:
-    """The chunk's uncompressed data (zeros for a zero chunk), verified against its blake3.
+def decode_chunk(
+    chunk: ChunkView | replica_pb2.DeltaChunk, disk_sizes: dict[str, int], expected_index: int
+) -> Buffer:
+    """The chunk's uncompressed data (zeros for a zero chunk), verified against its blake3. The chunk
+    is protobuf's, or a ``wire.ChunkView`` whose data is a view of the received message.
 
     A protocol error (unknown disk, range outside the disk, wrong index) is ``MalformedDelta``;
     a checksum or decompression failure is ``ChunkCorrupted`` so the sender resends the chunk.
