@@ -14,6 +14,7 @@ MAC_INDEX_PREFIX = ROOT + b"index/mac/"
 # Rewritten by every transaction that changes the table: its mod revision is the newest table change,
 # which agents' applied revisions are measured against (host status writes also move the store revision).
 TABLE_REVISION_KEY = ROOT + b"meta/table-revision"
+PA_REFS_PREFIX = ROOT + b"meta/pa-refs/"
 
 
 def vsid_segment(vsid: int) -> str:
@@ -33,6 +34,12 @@ def parse_prefix_segment(segment: str) -> str:
 
 def pa_key(pa_ip: str) -> bytes:
     return PA_PREFIX + pa_ip.encode()
+
+
+def pa_ref_key(pa_ip: str) -> bytes:
+    """Touched by every write of a lookup record that uses the PA: deleting the PA compares it, so a
+    record written after the delete's scan for users makes the delete scan again."""
+    return PA_REFS_PREFIX + pa_ip.encode()
 
 
 def domain_prefix(rdid: str) -> bytes:

@@ -47,6 +47,7 @@ _FRESH_MODES = (Mode.UPSERT, Mode.CREATE)
 # Bulk loads build these keys for every record, but there are few VSIDs and PAs: memoize.
 _vsid_key = lru_cache(maxsize=4096)(keys.vsid_index_key)
 _pa_key = lru_cache(maxsize=4096)(keys.pa_key)
+_pa_ref_key = lru_cache(maxsize=4096)(keys.pa_ref_key)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class RecordChange:
     # Keys that do not depend on the store, computed once: a change may be planned several times.
     vsid_key: bytes = field(init=False, repr=False, compare=False)
     pa_key: bytes | None = field(init=False, repr=False, compare=False)
+    pa_ref_key: bytes = field(init=False, repr=False, compare=False)
     mac_key: bytes = field(init=False, repr=False, compare=False)
     ca_bytes: bytes = field(init=False, repr=False, compare=False)
 
@@ -70,6 +72,7 @@ class RecordChange:
         deleting = self.mode in _DELETES
         object.__setattr__(self, "vsid_key", _vsid_key(record.vsid))
         object.__setattr__(self, "pa_key", None if deleting else _pa_key(record.pa))
+        object.__setattr__(self, "pa_ref_key", b"" if deleting else _pa_ref_key(record.pa))
         object.__setattr__(self, "mac_key", b"" if deleting else keys.mac_index_key(record.vsid, record.mac))
         object.__setattr__(self, "ca_bytes", record.ca.encode())
 
@@ -175,15 +178,18 @@ class _Builder:
         for op in step.ops:
             if op.key in writes:
                 return False
+        # Touches are shared: changes that use the same PA touch its reference key once.
+        touches = [key for key in step.touches if key not in writes]
         # etcd counts compares, success ops and failure ops separately against --max-txn-ops; the
         # failure branch, when sent, reads each compared key once.
-        if max(len(compared) + new_compares, len(self.plan.success) + len(step.ops)) > self.max_ops:
+        ops = len(self.plan.success) + len(step.ops) + len(touches)
+        if max(len(compared) + new_compares, ops) > self.max_ops:
             return False
         for compare in step.compares:
             if compare.key not in compared:
                 compared[compare.key] = compare
                 self.plan.compares.append(compare)
-        for op in step.ops:
+        for op in [*step.ops, *(Put(key, b"") for key in touches)]:
             self.plan.success.append(op)
             writes[op.key] = op.value if isinstance(op, Put) else None
         self.plan.assumes = self.plan.assumes or step.assumes
@@ -216,7 +222,8 @@ class _Builder:
                 shared.append(guard)
             elif known != guard:
                 return False
-        if max(len(compared) + len(shared) + 2, len(plan.success) + 2) > self.max_ops:
+        touch = change.pa_ref_key not in plan.writes
+        if max(len(compared) + len(shared) + 2, len(plan.success) + 2 + touch) > self.max_ops:
             return False
         record = _stored_record(change, subnet.value.decode())
         value = encode(record)
@@ -227,6 +234,9 @@ class _Builder:
         plan.success += [Put(record_key, value), Put(mac_key, change.ca_bytes)]
         plan.writes[record_key] = value
         plan.writes[mac_key] = change.ca_bytes
+        if touch:
+            plan.success.append(Put(change.pa_ref_key, b""))
+            plan.writes[change.pa_ref_key] = b""
         plan.assumes = True
         plan.results.append(record)
         return True
@@ -236,6 +246,8 @@ class _Builder:
 class _Step:
     compares: list[Compare] = field(default_factory=list)
     ops: list[Put | Delete] = field(default_factory=list)
+    # Keys to touch (an empty put) once per transaction, however many changes ask.
+    touches: list[bytes] = field(default_factory=list)
     assumes: bool = False
     result: types_pb2.LookupRecord | None = None
 
@@ -400,6 +412,7 @@ def _plan_upsert(
         )
     step.compares.append(state.guard(pa_key, None))
     step.ops.append(Put(record_key, encode(record)))
+    step.touches.append(change.pa_ref_key)
     if existing is None or existing.mac != record.mac:
         mac_key = change.mac_key
         holder = state.values.get(mac_key)

@@ -131,6 +131,10 @@ def bulk_failure(cause: OverlandError, applied: int, transactions: int) -> Overl
     return error
 
 
+# What a delete's dependents check adds to the delete: compares and ops.
+Guard = tuple[list[Compare], list[Op]]
+
+
 class PolicyStore:
     """Reads and writes the routing table over a ``KV``. Thread-safe: it keeps no mutable state
     of its own between calls (each call builds its own view of the table)."""
@@ -215,16 +219,20 @@ class PolicyStore:
         key: bytes,
         what: str,
         expected_revision: int,
-        dependents: Callable[[KeyValue, int], None] = lambda _kv, _rev: None,
+        dependents: Callable[[KeyValue, int], Guard] = lambda _kv, _rev: ([], []),
     ) -> int:
-        """Delete one resource key once ``dependents`` (which raises) finds nothing depending on it."""
+        """Delete one resource key once ``dependents`` (which raises) finds nothing depending on it at a
+        revision; the compares and ops it returns join the delete (to fail it if a dependent appeared
+        since, and to clean up)."""
         for _ in self._attempts(f"delete {what}"):
             found = self.kv.get(key)
             if found is None:
                 raise ResourceNotFound(f"{what} does not exist")
             _check_expected(found, expected_revision, what)
-            dependents(found, self.kv.current_revision())
-            result = self._write([Compare.mod_revision_is(key, found.mod_revision)], [Delete(key)])
+            compares, ops = dependents(found, self.kv.current_revision())
+            result = self._write(
+                [Compare.mod_revision_is(key, found.mod_revision), *compares], [Delete(key), *ops]
+            )
             if result.succeeded:
                 return result.revision
         raise AssertionError("unreachable")
@@ -276,13 +284,15 @@ class PolicyStore:
     def delete_routing_domain(self, rdid: str, expected_revision: int = 0) -> int:
         rdid = _valid_rdid(rdid, "rdid")
 
-        def dependents(_found: KeyValue, revision: int) -> None:
+        def dependents(_found: KeyValue, revision: int) -> Guard:
+            # A subnet created after this count rewrites the domain key, so the delete's compare fails.
             subnets = self.kv.range(keys.subnets_prefix(rdid), revision=revision, count_only=True)
             if subnets.count:
                 raise PolicyConflict(
                     f"routing domain {rdid} still has {subnets.count} virtual subnets; delete them first",
                     [FieldViolation("rdid", f"{subnets.count} virtual subnets depend on it")],
                 )
+            return [], []
 
         return self._delete(keys.domain_key(rdid), f"routing domain {rdid}", expected_revision, dependents)
 
@@ -486,7 +496,7 @@ class PolicyStore:
     def delete_provider_address(self, pa_ip: str, expected_revision: int = 0) -> int:
         pa_ip = _valid_ip(pa_ip, "pa_ip")
 
-        def dependents(_found: KeyValue, revision: int) -> None:
+        def dependents(_found: KeyValue, revision: int) -> Guard:
             users = self._records_using_pa(pa_ip, revision)
             if users:
                 raise PolicyConflict(
@@ -494,6 +504,13 @@ class PolicyStore:
                     "move or delete them first",
                     [FieldViolation("pa_ip", f"{users} lookup records use it")],
                 )
+            # Records scattered over the table cannot be guarded by one compare, but every write of
+            # one that uses this PA touches its reference key: a record written since the scan fails
+            # the delete, and the next attempt scans again.
+            ref_key = keys.pa_ref_key(pa_ip)
+            ref = self.kv.range(ref_key, revision=revision).kvs
+            guard = Compare.mod_revision_is(ref_key, ref[0].mod_revision) if ref else Compare.absent(ref_key)
+            return [guard], [Delete(ref_key)]
 
         return self._delete(keys.pa_key(pa_ip), f"provider address {pa_ip}", expected_revision, dependents)
 

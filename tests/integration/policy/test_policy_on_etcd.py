@@ -11,9 +11,10 @@ import grpc
 import pytest
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
+from services.common import keys
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess
-from services.policy import PolicyServer
+from services.policy import PolicyConflict, PolicyServer, PolicyStore
 from tests.unit.policy.support import (
     PA_1,
     PA_2,
@@ -253,3 +254,34 @@ def test_watch_resumes_from_a_revision(etcd_stub: Stub, etcd_kv: EtcdKV) -> None
     ]
     assert events[1].entry.lookup_record.mac == mac_of(1)
     assert all(e.revision > resume_at for e in events)
+
+
+def test_a_record_written_while_its_pa_is_deleted_keeps_the_pa(
+    etcd_stub: Stub, etcd_kv: EtcdKV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(etcd_stub)
+    store = PolicyStore(etcd_kv)
+    scan = PolicyStore._records_using_pa
+    raced: list[int] = []
+
+    def scan_then_race(self: PolicyStore, pa_ip: str, revision: int) -> int:
+        users = scan(self, pa_ip, revision)
+        if not raced:
+            # Another writer puts a record on this PA after the delete's scan, before its commit.
+            created = etcd_stub.CreateLookupRecord(
+                policy_pb2.CreateLookupRecordRequest(lookup_record=record(ca_of(1), mac_of(1), pa=PA_1))
+            )
+            raced.append(created.revision)
+        return users
+
+    monkeypatch.setattr(PolicyStore, "_records_using_pa", scan_then_race)
+    with pytest.raises(PolicyConflict, match="still used by 1 lookup records"):
+        store.delete_provider_address(PA_1)
+    assert raced
+    assert etcd_kv.get(keys.pa_key(PA_1)) is not None
+    assert check_invariants(etcd_kv) == 1
+    # Without users, the delete goes through and takes the reference key with it.
+    etcd_stub.DeleteLookupRecord(policy_pb2.DeleteLookupRecordRequest(vsid=VSID, ca=ca_of(1)))
+    store.delete_provider_address(PA_1)
+    assert etcd_kv.get(keys.pa_key(PA_1)) is None
+    assert etcd_kv.get(keys.pa_ref_key(PA_1)) is None

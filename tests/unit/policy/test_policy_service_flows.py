@@ -192,6 +192,23 @@ def test_bulk_upserts_are_idempotent_and_span_transactions(stub: Stub, memory_kv
     assert check_invariants(memory_kv) == 400
 
 
+def test_record_writes_touch_their_pa_reference_once_per_transaction(stub: Stub, memory_kv: MemoryKV) -> None:
+    seed(stub)
+    ref = keys.pa_ref_key(PA_1)
+    first = bulk(stub, [record(ca_of(i), mac_of(i)) for i in range(3)])
+    assert (first.applied, first.transactions) == (3, 1)
+    touched = memory_kv.get(ref)
+    assert touched is not None
+    assert touched.version == 1
+    stub.CreateLookupRecord(policy_pb2.CreateLookupRecordRequest(lookup_record=record(ca_of(9), mac_of(9))))
+    stub.DeleteLookupRecord(policy_pb2.DeleteLookupRecordRequest(vsid=VSID, ca=ca_of(0)))
+    again = memory_kv.get(ref)
+    assert again is not None
+    # The create touched it; the delete did not (fewer users cannot break a PA's delete).
+    assert again.version == 2
+    assert memory_kv.get(keys.pa_ref_key(PA_2)) is None
+
+
 def test_paging_reads_one_snapshot(stub: Stub) -> None:
     seeded = seed(stub)
     bulk(stub, [record(ca_of(i), mac_of(i)) for i in range(250)])
