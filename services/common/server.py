@@ -52,6 +52,9 @@ class ServerConfig:
     max_workers: int = 32
     grace_seconds: float = 5.0
     tls: TlsConfig | None = None
+    # SO_REUSEPORT: several processes serve one port (the kernel spreads connections); off, a second
+    # server on a taken port fails to start instead.
+    reuse_port: bool = False
 
     def validate(self) -> None:
         host, sep, port = self.bind.rpartition(":")
@@ -180,7 +183,7 @@ def build_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(config.reuse_port)),
             # Long-lived streams (watch, delta transfer) send keepalive pings every few seconds to
             # notice a dead peer; the default policy would answer them with GOAWAY "too_many_pings".
             ("grpc.keepalive_permit_without_calls", 1),

@@ -22,6 +22,7 @@ DEFAULT_ETCD = "127.0.0.1:2379"
 DEFAULT_ETCD_TIMEOUT = 5.0
 SERVICE_NAME = "overland-policy"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_WORKERS = 32
 
 
 class InvalidPolicyConfig(InvalidArgument):
@@ -38,6 +39,9 @@ class PolicyConfig:
     )
     log_level: str = "INFO"
     log_json: bool = False
+    # Server processes sharing the port (SO_REUSEPORT): a Python process runs one core at a time,
+    # and bulk loads are CPU bound in it.
+    workers: int = 1
     # Where spans and metrics go; exporting nowhere (the default) runs the service untraced.
     telemetry: TelemetryConfig = field(
         default_factory=lambda: TelemetryConfig(SERVICE_NAME, span_file="", otlp_endpoint="")
@@ -52,6 +56,12 @@ class PolicyConfig:
                 violations.append(FieldViolation(name, error.message))
         if self.etcd.timeout > 300:
             violations.append(FieldViolation("etcd", "the etcd deadline is at most 300 seconds"))
+        if not 1 <= self.workers <= MAX_WORKERS:
+            violations.append(FieldViolation("workers", f"1 to {MAX_WORKERS} server processes"))
+        if self.workers > 1 and (self.server.bind.endswith(":0") or not self.server.reuse_port):
+            violations.append(
+                FieldViolation("workers", "several workers need a fixed port and reuse_port on")
+            )
         if self.log_level.upper() not in _LOG_LEVELS:
             violations.append(FieldViolation("log_level", ", ".join(_LOG_LEVELS)))
         if violations:
@@ -73,6 +83,11 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", default=env.get("OVERLAND_POLICY_TLS_CERT", ""))
     parser.add_argument("--tls-key", default=env.get("OVERLAND_POLICY_TLS_KEY", ""))
     parser.add_argument("--tls-client-ca", default=env.get("OVERLAND_POLICY_TLS_CLIENT_CA", ""))
+    parser.add_argument(
+        "--workers",
+        default=env.get("OVERLAND_POLICY_WORKERS", "1"),
+        help="server processes sharing the port (SO_REUSEPORT)",
+    )
     parser.add_argument("--log-level", default=env.get("OVERLAND_LOG_LEVEL", "INFO"))
     parser.add_argument("--log-json", action="store_true", default=env.get("OVERLAND_LOG_JSON", "") == "1")
     return parser
@@ -93,6 +108,12 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             f"invalid policy service configuration: etcd timeout {args.etcd_timeout!r} is not a number",
             [FieldViolation("etcd_timeout", "seconds")],
         ) from error
+    if not str(args.workers).isdigit():
+        raise InvalidPolicyConfig(
+            f"invalid policy service configuration: workers {args.workers!r} is not a whole number",
+            [FieldViolation("workers", "a whole number of server processes")],
+        )
+    workers = int(args.workers)
     tls = None
     if args.tls_cert or args.tls_key:
         tls = TlsConfig(cert=Path(args.tls_cert), key=Path(args.tls_key), client_ca=_path(args.tls_client_ca))
@@ -100,7 +121,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     if args.etcd_ca or args.etcd_cert:
         etcd_tls = EtcdTlsConfig(ca=_path(args.etcd_ca), cert=_path(args.etcd_cert), key=_path(args.etcd_key))
     config = PolicyConfig(
-        server=ServerConfig(bind=args.bind, tls=tls),
+        server=ServerConfig(bind=args.bind, tls=tls, reuse_port=workers > 1),
         etcd=EtcdConfig(
             endpoints=tuple(e.strip() for e in args.etcd.split(",") if e.strip()),
             timeout=timeout,
@@ -108,6 +129,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         ),
         log_level=args.log_level,
         log_json=args.log_json,
+        workers=workers,
         telemetry=TelemetryConfig(
             SERVICE_NAME,
             span_file=env_of.get("OVERLAND_SPAN_FILE", ""),

@@ -1,12 +1,15 @@
 """The policy service process: ``create_server`` wires etcd, the store and the gRPC server;
-``serve``/``main`` run it until SIGINT/SIGTERM and stop it gracefully."""
+``serve``/``main`` run it until SIGINT/SIGTERM and stop it gracefully, in one process or as several
+workers sharing the port."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.process
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from overland.v1 import policy_pb2_grpc
 from services.common.etcd_kv import EtcdKV
@@ -83,13 +86,64 @@ def create_server(config: PolicyConfig, kv: KV | None = None) -> tuple[PolicySer
 
 
 def serve(config: PolicyConfig, stop: threading.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM (or ``stop``), then shut down gracefully."""
+    """Run until SIGINT/SIGTERM (or ``stop``), then shut down gracefully. With several workers this
+    process supervises them instead (``serve_workers``)."""
+    if config.workers > 1:
+        serve_workers(config, stop)
+        return
     server, _port = create_server(config)
     try:
         wait_for_signal(stop)
     finally:
         log.info("policy service stopping")
         server.stop()
+
+
+def _worker(config: PolicyConfig) -> None:
+    """One worker process: the service on the shared port (the store is stateless between calls)."""
+    configure_logging(config.log_level, config.log_json)
+    install_log_correlation()
+    serve(replace(config, workers=1))
+
+
+def serve_workers(config: PolicyConfig, stop: threading.Event | None = None) -> None:
+    """Start ``config.workers`` server processes on one port and stay until a signal (or ``stop``),
+    then stop them gracefully. A worker that dies takes the others down with it, and this process
+    exits non-zero, so the supervisor above (systemd, Kubernetes) restarts the service whole."""
+    # Spawned, not forked: a forked child would inherit this process's gRPC and etcd state.
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker, args=(config,), name=f"policy-worker-{n}")
+        for n in range(config.workers)
+    ]
+    event = stop or threading.Event()
+    died: list[str] = []
+
+    def watch(worker: multiprocessing.process.BaseProcess) -> None:
+        worker.join()
+        # A worker that stopped cleanly got the signal too (a terminal's Ctrl-C reaches the group).
+        if not event.is_set() and worker.exitcode != 0:
+            died.append(f"{worker.name} exited with {worker.exitcode}")
+        event.set()
+
+    for worker in workers:
+        worker.start()
+        threading.Thread(target=watch, args=(worker,), daemon=True).start()
+    log.info("policy service workers started", extra={"workers": config.workers, "bind": config.server.bind})
+    try:
+        wait_for_signal(event)
+    finally:
+        event.set()
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+        for worker in workers:
+            worker.join(config.server.grace_seconds + 5)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+    if died:
+        raise SystemExit(f"policy service: {died[0]}; stopped the other workers")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

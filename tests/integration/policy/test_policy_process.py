@@ -3,6 +3,8 @@ SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,11 +21,9 @@ from services.common.etcd_process import EtcdProcess, free_ports
 pytestmark = pytest.mark.etcd
 
 
-def test_policy_process_serves_and_stops_on_sigterm(etcd_server: EtcdProcess, tmp_path: Path) -> None:
-    (port,) = free_ports(1)
-    log_path = tmp_path / "policy.log"
+def start_policy(etcd: EtcdProcess, port: int, log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -31,37 +31,108 @@ def test_policy_process_serves_and_stops_on_sigterm(etcd_server: EtcdProcess, tm
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--etcd",
-                etcd_server.endpoint,
+                etcd.endpoint,
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=log_file,
         )
+
+
+def wait_serving(target: str, log_path: Path) -> None:
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        status = None
+        for _ in range(150):
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+                break
+            except grpc.RpcError:
+                time.sleep(0.2)
+        assert status == health_pb2.HealthCheckResponse.SERVING, log_path.read_text()
+
+
+def wait_logged(log_path: Path, line: str, times: int = 1) -> None:
+    """Serving starts a moment before the signal handlers are in place: wait for the log line that
+    follows them, so SIGTERM meets the graceful path."""
+    for _ in range(200):
+        if log_path.read_text().count(line) >= times:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{line!r} not logged {times} times: {log_path.read_text()}")
+
+
+def test_policy_process_serves_and_stops_on_sigterm(etcd_server: EtcdProcess, tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    log_path = tmp_path / "policy.log"
+    process = start_policy(etcd_server, port, log_path)
     try:
+        wait_serving(f"127.0.0.1:{port}", log_path)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            status = None
-            for _ in range(150):
-                try:
-                    status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
-                    break
-                except grpc.RpcError:
-                    time.sleep(0.2)
-            assert status == health_pb2.HealthCheckResponse.SERVING, log_path.read_text()
             answer = policy_pb2_grpc.PolicyServiceStub(channel).GetTableStatus(
                 policy_pb2.GetTableStatusRequest(), timeout=10
             )
             assert answer.revision >= 1
-        # Serving starts a moment before the signal handlers are in place: wait for the log line
-        # that follows them, so SIGTERM meets the graceful path.
-        for _ in range(100):
-            if "policy service listening" in log_path.read_text():
-                break
-            time.sleep(0.1)
+        wait_logged(log_path, "policy service listening")
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0, log_path.read_text()
         log = log_path.read_text()
         assert "policy service listening" in log
         assert "policy service stopping" in log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def listeners(port: int) -> set[int]:
+    """The pids with a listening TCP socket on ``port``."""
+    out = subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
+
+
+def test_workers_share_the_port_and_stop_together(etcd_server: EtcdProcess, tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    log_path = tmp_path / "policy.log"
+    process = start_policy(etcd_server, port, log_path, "--workers", "2")
+    try:
+        wait_serving(f"127.0.0.1:{port}", log_path)
+        wait_logged(log_path, "policy service listening", times=2)
+        workers = listeners(port)
+        assert len(workers) == 2, workers
+        assert process.pid not in workers
+        # Separate connections (no shared subchannel), spread by the kernel: every one is served.
+        for n in range(12):
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+                stub = policy_pb2_grpc.PolicyServiceStub(channel)
+                assert stub.GetTableStatus(policy_pb2.GetTableStatusRequest(), timeout=10).revision >= 1, n
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log_path.read_text()
+        assert log_path.read_text().count("policy service stopping") == 2
+        assert listeners(port) == set()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_a_dead_worker_stops_the_service_with_an_error(etcd_server: EtcdProcess, tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    log_path = tmp_path / "policy.log"
+    process = start_policy(etcd_server, port, log_path, "--workers", "2")
+    try:
+        wait_serving(f"127.0.0.1:{port}", log_path)
+        wait_logged(log_path, "policy service listening", times=2)
+        first, second = sorted(listeners(port))
+        os.kill(first, signal.SIGKILL)
+        assert process.wait(60) != 0
+        assert "exited with -9" in log_path.read_text()
+        assert listeners(port) == set()
+        with pytest.raises(ProcessLookupError):
+            os.kill(second, 0)
     finally:
         if process.poll() is None:
             process.kill()

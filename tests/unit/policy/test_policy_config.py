@@ -21,6 +21,12 @@ def test_defaults_are_valid() -> None:
     config = load_config([], env={})
     assert config.etcd.timeout > 0
     assert config.server.tls is None
+    assert (config.workers, config.server.reuse_port) == (1, False)
+
+
+def test_several_workers_share_the_port() -> None:
+    config = load_config(["--bind", "127.0.0.1:7000"], env={"OVERLAND_POLICY_WORKERS": "3"})
+    assert (config.workers, config.server.reuse_port) == (3, True)
 
 
 @pytest.mark.parametrize(
@@ -32,6 +38,10 @@ def test_defaults_are_valid() -> None:
         (["--etcd", "no-port"], "etcd"),
         (["--log-level", "LOUD"], "log_level"),
         (["--etcd-ca", "/nonexistent/ca.pem"], "etcd"),
+        (["--workers", "0"], "workers"),
+        (["--workers", "33"], "workers"),
+        (["--workers", "two"], "workers"),
+        (["--workers", "2", "--bind", "127.0.0.1:0"], "workers"),
     ],
 )
 def test_bad_settings_are_refused_at_start(argv: list[str], field: str) -> None:
