@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -93,50 +95,55 @@ def listeners(port: int) -> set[int]:
     return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
 
 
-def test_workers_share_the_port_and_stop_together(etcd_server: EtcdProcess, tmp_path: Path) -> None:
+@dataclass
+class Workers:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    pids: set[int]
+
+
+@pytest.fixture
+def two_workers(etcd_server: EtcdProcess, tmp_path: Path) -> Iterator[Workers]:
+    """``python -m services.policy --workers 2``, serving, with both workers listening."""
     (port,) = free_ports(1)
     log_path = tmp_path / "policy.log"
     process = start_policy(etcd_server, port, log_path, "--workers", "2")
     try:
         wait_serving(f"127.0.0.1:{port}", log_path)
         wait_logged(log_path, "policy service listening", times=2)
-        workers = listeners(port)
-        assert len(workers) == 2, workers
-        assert process.pid not in workers
-        # Separate connections (no shared subchannel), spread by the kernel: every one is served.
-        for n in range(12):
-            options = [("grpc.use_local_subchannel_pool", 1)]
-            with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
-                stub = policy_pb2_grpc.PolicyServiceStub(channel)
-                assert stub.GetTableStatus(policy_pb2.GetTableStatusRequest(), timeout=10).revision >= 1, n
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0, log_path.read_text()
-        assert log_path.read_text().count("policy service stopping") == 2
-        assert listeners(port) == set()
+        pids = listeners(port)
+        assert len(pids) == 2, pids
+        assert process.pid not in pids
+        yield Workers(process, port, log_path, pids)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(10)
 
 
-def test_a_dead_worker_stops_the_service_with_an_error(etcd_server: EtcdProcess, tmp_path: Path) -> None:
-    (port,) = free_ports(1)
-    log_path = tmp_path / "policy.log"
-    process = start_policy(etcd_server, port, log_path, "--workers", "2")
-    try:
-        wait_serving(f"127.0.0.1:{port}", log_path)
-        wait_logged(log_path, "policy service listening", times=2)
-        first, second = sorted(listeners(port))
-        os.kill(first, signal.SIGKILL)
-        assert process.wait(60) != 0
-        assert "exited with -9" in log_path.read_text()
-        assert listeners(port) == set()
-        with pytest.raises(ProcessLookupError):
-            os.kill(second, 0)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+def test_workers_share_the_port_and_stop_together(two_workers: Workers) -> None:
+    process, port, log_path = two_workers.process, two_workers.port, two_workers.log_path
+    # Separate connections (no shared subchannel), spread by the kernel: every one is served.
+    for n in range(12):
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            stub = policy_pb2_grpc.PolicyServiceStub(channel)
+            assert stub.GetTableStatus(policy_pb2.GetTableStatusRequest(), timeout=10).revision >= 1, n
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0, log_path.read_text()
+    assert log_path.read_text().count("policy service stopping") == 2
+    assert listeners(port) == set()
+
+
+def test_a_dead_worker_stops_the_service_with_an_error(two_workers: Workers) -> None:
+    first, second = sorted(two_workers.pids)
+    os.kill(first, signal.SIGKILL)
+    assert two_workers.process.wait(60) != 0
+    assert "exited with -9" in two_workers.log_path.read_text()
+    assert listeners(two_workers.port) == set()
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)
 
 
 def test_bad_configuration_exits_before_serving() -> None:
