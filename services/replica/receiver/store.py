@@ -350,7 +350,7 @@ class VmStore:
                     extra={"vm": self.vm_name, "seq": header.sequence},
                 )
                 if header.sequence > self.state.committed:
-                    self._apply_journal(header)
+                    _close_all(self._apply_journal(header))
                 elif not header.full:
                     # Its state was saved, but its writes to the replica may not have reached the disk.
                     _close_all(self._redo(self.journal / "chunks.log", None))
@@ -443,7 +443,7 @@ class VmStore:
 
     def _check_existing_copy(self, header: replica_pb2.DeltaHeader) -> None:
         for disk, size in header.disk_sizes.items():
-            path = self.disks / f"{disk}.vhd"
+            path = self._replica(disk)
             if not path.exists():
                 raise UnknownVm(f"no existing copy of disk {disk!r} of VM {self.vm_name!r} at {path}")
             device = open_disk(path)
@@ -473,7 +473,7 @@ class VmStore:
         with storage_errors(f"committing delta {header.sequence}"):
             self.staging.replace(self.journal)
             fsync_dir(self.root)
-        written = self._apply_journal(header, staged, sync=False)
+        written = self._apply_journal(header, staged)
         # The journal is durable and the state saved, so the delta is committed: the ack need not wait
         # for the replica's writeback (tens of ms) nor for deleting the journal (the filesystem discards
         # its blocks). A background thread does both; until it has, a restart redoes the journal.
@@ -487,13 +487,9 @@ class VmStore:
             chunks_applied=count,
         )
 
-    def _retire_journal(self, header: replica_pb2.DeltaHeader, written: list[BlockDevice] | None) -> None:
-        """Make the applied journal's disks durable (``written``: still open from the apply), then
-        delete the journal."""
-        if written is None:
-            self._flush_disks(header)
-        else:
-            _close_all(written)
+    def _retire_journal(self, written: list[BlockDevice]) -> None:
+        """Make the applied journal's disks durable (closing flushes them), then delete the journal."""
+        _close_all(written)
         trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}"
         self.journal.replace(trash)
         _remove_quietly(trash)
@@ -502,7 +498,7 @@ class VmStore:
         """The background half of a commit. A failure leaves the journal, which the next commit (or the
         next start) retires before anything else, raising the error there if it persists."""
         try:
-            self._retire_journal(header, written)
+            self._retire_journal(written)
         except OSError as error:
             log.warning(
                 "could not retire the journal; the next commit retries",
@@ -516,18 +512,11 @@ class VmStore:
             self._retiring = None
         header_path = self.journal / "header.bin"
         if header_path.exists():
+            header = replica_pb2.DeltaHeader.FromString(header_path.read_bytes())
             with storage_errors("making the previous delta durable"):
-                self._retire_journal(replica_pb2.DeltaHeader.FromString(header_path.read_bytes()), None)
-
-    def _flush_disks(self, header: replica_pb2.DeltaHeader) -> None:
-        for disk in header.disk_sizes:
-            path = self.disks / f"{disk}.vhd"
-            if path.exists():
-                device = open_disk(path, writable=True)
-                try:
-                    device.flush()
-                finally:
-                    device.close()
+                self._retire_journal(
+                    [self._open_replica(disk) for disk in header.disk_sizes if self._replica(disk).exists()]
+                )
 
     def _capture_undo(self, staged: list[records.RecordInfo] | None) -> None:
         """Write the bytes the staged delta will overwrite to ``staging/undo.log`` (before the commit)."""
@@ -549,33 +538,31 @@ class VmStore:
             for device in devices.values():
                 device.close()
 
+    def _replica(self, disk: str) -> Path:
+        return self.disks / f"{disk}.vhd"
+
     def _open_replica(self, disk: str) -> BlockDevice:
-        return open_disk(self.disks / f"{disk}.vhd", writable=True)
+        return open_disk(self._replica(disk), writable=True)
 
     def _apply_journal(
         self,
         header: replica_pb2.DeltaHeader,
         staged: list[records.RecordInfo] | None = None,
-        sync: bool = True,
     ) -> list[BlockDevice]:
-        """Redo: idempotent, so a restart simply runs it again. With ``sync`` False the replica disks
-        it wrote come back open and unflushed: the caller closes (flushes) them before the journal
-        goes."""
+        """Redo: idempotent, so a restart simply runs it again. The replica disks it wrote come back
+        open and unflushed: the caller closes (flushes) them before the journal goes."""
         pending: list[BlockDevice] = []
         self.disks.mkdir(parents=True, exist_ok=True)
         if header.full:
             for disk in header.disk_sizes:
                 image = self.journal / f"{disk}.vhd"
                 if image.exists():
-                    image.replace(self.disks / f"{disk}.vhd")
+                    image.replace(self._replica(disk))
             fsync_dir(self.disks)
             # Older points were undo layers over disks that a full transfer replaced wholesale.
             self.state.points = []
         else:
             pending = self._redo(self.journal / "chunks.log", staged)
-            if sync:
-                _close_all(pending)
-                pending = []
         undo = ""
         undo_path = self.journal / "undo.log"
         if undo_path.exists():
@@ -695,7 +682,7 @@ class VmStore:
         ]
 
     def block_hashes(self, disk: str, block_size: int) -> Iterator[replica_pb2.BlockHashes]:
-        path = self.disks / f"{disk}.vhd"
+        path = self._replica(disk)
         if not path.exists():
             raise UnknownVm(f"no replica disk {disk!r} of VM {self.vm_name!r} at this site")
         device = open_disk(path)
@@ -719,7 +706,7 @@ class VmStore:
         for disk in self.state.disk_sizes:
             target = out_dir / f"{disk}.vhd"
             subprocess.run(
-                ["cp", "--sparse=always", str(self.disks / f"{disk}.vhd"), str(target)],
+                ["cp", "--sparse=always", str(self._replica(disk)), str(target)],
                 check=True,
                 timeout=600,
             )
