@@ -221,15 +221,20 @@ def key_value(kv: Any) -> KeyValue:
 
 def fill_compare(message: Any, compare: Compare) -> None:
     """Fill an ``etcdrpc.Compare`` in place (building nested messages and copying them in costs ~2.6x
-    more on large transactions, which bulk loads are)."""
-    target, attribute = _COMPARE_TARGETS[compare.target]
-    wants_bytes = compare.target is CompareTarget.VALUE
-    if isinstance(compare.operand, bytes) != wants_bytes:
-        raise KVRequestError(f"compare on {compare.target.value} needs a {'bytes' if wants_bytes else 'int'}")
+    more on large transactions, which bulk loads are). Fields at their default (VERSION, EQUAL) are
+    not set: a bulk load's transactions hold over a hundred "absent" compares."""
+    target, operand = compare.target, compare.operand
+    if isinstance(operand, bytes) != (target is CompareTarget.VALUE):
+        wanted = "bytes" if target is CompareTarget.VALUE else "int"
+        raise KVRequestError(f"compare on {target.value} needs a {wanted}")
     message.key = compare.key
-    message.target = target
-    message.result = _COMPARE_RESULTS[compare.op]
-    setattr(message, attribute, compare.operand)
+    code, attribute = _COMPARE_TARGETS[target]
+    if code:
+        message.target = code
+    if compare.op is not CompareOp.EQUAL:
+        message.result = _COMPARE_RESULTS[compare.op]
+    # The operand is a oneof member: set even when zero, so etcd sees which target it holds.
+    setattr(message, attribute, operand)
 
 
 def fill_op(message: Any, op: Op) -> None:
@@ -265,21 +270,29 @@ def op_message(op: Op) -> Any:
 
 def txn_request(compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> Any:
     request = etcdrpc.TxnRequest()
+    add = request.compare.add
     for compare in compares:
-        fill_compare(request.compare.add(), compare)
+        fill_compare(add(), compare)
     for branch, ops in ((request.success, success), (request.failure, failure)):
+        add = branch.add
         for op in ops:
-            fill_op(branch.add(), op)
+            fill_op(add(), op)
     return request
 
 
-def txn_result(response: Any) -> TxnResult:
-    responses = tuple(
-        tuple(key_value(kv) for kv in item.response_range.kvs)
-        if item.WhichOneof("response") == "response_range"
-        else ()
-        for item in response.responses
-    )
+def txn_result(response: Any, ran: Sequence[Op] | None = None) -> TxnResult:
+    """The result of a transaction. Given the ops of the branch that ran, responses are only
+    looked into when some of them read (a bulk load's puts answer with over a hundred empty ones)."""
+    responses: tuple[tuple[KeyValue, ...], ...]
+    if ran is not None and not any(isinstance(op, Get) for op in ran):
+        responses = ((),) * len(response.responses)
+    else:
+        responses = tuple(
+            tuple(key_value(kv) for kv in item.response_range.kvs)
+            if item.WhichOneof("response") == "response_range"
+            else ()
+            for item in response.responses
+        )
     return TxnResult(succeeded=response.succeeded, revision=response.header.revision, responses=responses)
 
 
@@ -559,7 +572,7 @@ class EtcdKV:
             )
         except KVCompactedError as error:  # pragma: no cover - txn reads only at the latest revision
             raise KVCompactedError(error.message, self._probe_compact_revision()) from error
-        return txn_result(response)
+        return txn_result(response, success if response.succeeded else failure)
 
     def compact(self, revision: int) -> None:
         request = etcdrpc.CompactionRequest(revision=revision, physical=False)

@@ -81,8 +81,12 @@ def vsid_index_key(vsid: int) -> bytes:
     return VSID_INDEX_PREFIX + vsid_segment(vsid).encode()
 
 
+def mac_index_prefix(vsid: int) -> bytes:
+    return MAC_INDEX_PREFIX + vsid_segment(vsid).encode() + b"/"
+
+
 def mac_index_key(vsid: int, mac: str) -> bytes:
-    return MAC_INDEX_PREFIX + f"{vsid_segment(vsid)}/{mac.lower()}".encode()
+    return mac_index_prefix(vsid) + mac.lower().encode()
 
 
 def host_key(host_name: str) -> bytes:

@@ -69,7 +69,7 @@ class CompareOp(enum.Enum):
     GREATER = ">"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Compare:
     """One transaction guard. ``Compare.absent(key)`` is the usual "create only" guard (version == 0)."""
 
@@ -95,14 +95,14 @@ class Compare:
         return cls(key, CompareTarget.VALUE, CompareOp.EQUAL, value)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Put:
     key: bytes
     value: bytes
     lease: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Delete:
     """Deletes ``key``; with ``prefix`` set, every key that starts with it."""
 
@@ -110,7 +110,7 @@ class Delete:
     prefix: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Get:
     """A read inside a transaction (etcd RequestRange)."""
 

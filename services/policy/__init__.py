@@ -12,8 +12,8 @@ from services.policy.errors import (
 )
 from services.policy.records import Mode, RecordChange, TableState, TxnPlan, plan_transaction
 from services.policy.server import PolicyServer, create_server, main, serve
-from services.policy.service import SERVICE_NAME, PolicyServicer, collect_bulk_changes
-from services.policy.store import ApplyResult, ListPage, PolicyStore
+from services.policy.service import SERVICE_NAME, PolicyServicer, bulk_changes
+from services.policy.store import ApplyResult, ListPage, PolicyStore, RecordApply
 
 __all__ = [
     "SERVICE_NAME",
@@ -29,13 +29,14 @@ __all__ = [
     "PolicyServer",
     "PolicyServicer",
     "PolicyStore",
+    "RecordApply",
     "RecordChange",
     "ResourceExists",
     "ResourceNotFound",
     "StaleRevision",
     "TableState",
     "TxnPlan",
-    "collect_bulk_changes",
+    "bulk_changes",
     "create_server",
     "load_config",
     "main",

@@ -48,11 +48,15 @@ _FRESH_MODES = (Mode.UPSERT, Mode.CREATE)
 _vsid_key = lru_cache(maxsize=4096)(keys.vsid_index_key)
 _pa_key = lru_cache(maxsize=4096)(keys.pa_key)
 _pa_ref_key = lru_cache(maxsize=4096)(keys.pa_ref_key)
+_mac_prefix = lru_cache(maxsize=4096)(keys.mac_index_prefix)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RecordChange:
-    """One validated write. For deletes only ``record.vsid`` and ``record.ca`` matter."""
+    """One validated write. For deletes only ``record.vsid`` and ``record.ca`` matter.
+
+    Bulk loads make one per record, so it is a plain slotted class (a frozen dataclass costs three
+    times as much to build); nothing changes it after it is made."""
 
     mode: Mode
     record: types_pb2.LookupRecord
@@ -69,12 +73,14 @@ class RecordChange:
 
     def __post_init__(self) -> None:
         record = self.record
-        deleting = self.mode in _DELETES
-        object.__setattr__(self, "vsid_key", _vsid_key(record.vsid))
-        object.__setattr__(self, "pa_key", None if deleting else _pa_key(record.pa))
-        object.__setattr__(self, "pa_ref_key", b"" if deleting else _pa_ref_key(record.pa))
-        object.__setattr__(self, "mac_key", b"" if deleting else keys.mac_index_key(record.vsid, record.mac))
-        object.__setattr__(self, "ca_bytes", record.ca.encode())
+        self.vsid_key = _vsid_key(record.vsid)
+        self.ca_bytes = record.ca.encode()
+        if self.mode in _DELETES:
+            self.pa_key, self.pa_ref_key, self.mac_key = None, b"", b""
+        else:
+            self.pa_key = _pa_key(record.pa)
+            self.pa_ref_key = _pa_ref_key(record.pa)
+            self.mac_key = _mac_prefix(record.vsid) + record.mac.lower().encode()
 
 
 class TableState:
@@ -195,51 +201,73 @@ class _Builder:
         self.plan.assumes = self.plan.assumes or step.assumes
         return True
 
-    def try_add_fresh(
-        self, change: RecordChange, state: TableState, encode: Callable[[types_pb2.LookupRecord], bytes]
-    ) -> bool | None:
-        """The fast path of bulk loads: an upsert or create of a record whose record and MAC keys
-        were never read, so both are assumed absent (the compares verify it). Whether it was
-        added; None when the change is not of that kind (the general path then plans it)."""
-        if change.mode not in _FRESH_MODES or change.expected_revision or change.pa_key is None:
-            return None
-        values = state.values
-        subnet = values.get(change.vsid_key)
-        if subnet is None or values.get(change.pa_key) is None:
-            return None
-        record_key = state.record_key(subnet.value, change.record.vsid, change.ca_bytes)
-        mac_key = change.mac_key
-        compared = self.compared
-        if record_key in values or mac_key in values or record_key in compared or mac_key in compared:
-            return None
+    def add_fresh(
+        self,
+        changes: Sequence[RecordChange],
+        start: int,
+        state: TableState,
+        encode: Callable[[types_pb2.LookupRecord], bytes],
+    ) -> tuple[int, bool]:
+        """The fast path of bulk loads: adds, from ``changes[start]`` on, upserts and creates of
+        records whose record and MAC keys were never read, so both are assumed absent (the
+        compares verify it). Returns the index of the first change not added, and whether that
+        is because the transaction cannot take it (else it is of another kind, or the end).
+
+        One loop over the run, with everything it touches in locals: this is where a bulk load
+        spends its time."""
         plan = self.plan
-        if record_key in plan.writes or mac_key in plan.writes:
-            return False
-        shared = []
-        for guard in (state.guard(change.vsid_key, subnet.value), state.guard(change.pa_key, None)):
-            known = compared.get(guard.key)
-            if known is None:
-                shared.append(guard)
-            elif known != guard:
-                return False
-        touch = change.pa_ref_key not in plan.writes
-        if max(len(compared) + len(shared) + 2, len(plan.success) + 2 + touch) > self.max_ops:
-            return False
-        record = _stored_record(change, subnet.value.decode())
-        value = encode(record)
-        new_compares = [*shared, Compare.absent(record_key), Compare.absent(mac_key)]
-        for compare in new_compares:
-            compared[compare.key] = compare
-        plan.compares += new_compares
-        plan.success += [Put(record_key, value), Put(mac_key, change.ca_bytes)]
-        plan.writes[record_key] = value
-        plan.writes[mac_key] = change.ca_bytes
-        if touch:
-            plan.success.append(Put(change.pa_ref_key, b""))
-            plan.writes[change.pa_ref_key] = b""
-        plan.assumes = True
-        plan.results.append(record)
-        return True
+        values, compared = state.values, self.compared
+        compares, success, writes, results = plan.compares, plan.success, plan.writes, plan.results
+        max_ops = self.max_ops
+        absent = Compare.absent
+        for index in range(start, len(changes)):
+            change = changes[index]
+            pa_key = change.pa_key
+            if change.mode not in _FRESH_MODES or change.expected_revision or pa_key is None:
+                return index, False
+            vsid_key = change.vsid_key
+            subnet = values.get(vsid_key)
+            if subnet is None or values.get(pa_key) is None:
+                return index, False
+            record_key = state.record_key(subnet.value, change.record.vsid, change.ca_bytes)
+            mac_key = change.mac_key
+            if record_key in values or mac_key in values or record_key in compared or mac_key in compared:
+                return index, False
+            if record_key in writes or mac_key in writes:
+                return index, True
+            # TableState.guard interns its compares, so a known guard is usually the same object.
+            vsid_guard = state.guard(vsid_key, subnet.value)
+            known_vsid = compared.get(vsid_key)
+            if known_vsid is not None and known_vsid is not vsid_guard and known_vsid != vsid_guard:
+                return index, True
+            pa_guard = state.guard(pa_key, None)
+            known_pa = compared.get(pa_key)
+            if known_pa is not None and known_pa is not pa_guard and known_pa != pa_guard:
+                return index, True
+            touch = change.pa_ref_key not in writes
+            new_compares = (known_vsid is None) + (known_pa is None) + 2
+            if len(compared) + new_compares > max_ops or len(success) + 2 + touch > max_ops:
+                return index, True
+            if known_vsid is None:
+                compared[vsid_key] = vsid_guard
+                compares.append(vsid_guard)
+            if known_pa is None:
+                compared[pa_key] = pa_guard
+                compares.append(pa_guard)
+            record = _stored_record(change, subnet.value.decode())
+            value = encode(record)
+            compared[record_key] = record_absent = absent(record_key)
+            compared[mac_key] = mac_absent = absent(mac_key)
+            compares += (record_absent, mac_absent)
+            success += (Put(record_key, value), Put(mac_key, change.ca_bytes))
+            writes[record_key] = value
+            writes[mac_key] = change.ca_bytes
+            if touch:
+                success.append(Put(change.pa_ref_key, b""))
+                writes[change.pa_ref_key] = b""
+            plan.assumes = True
+            results.append(record)
+        return len(changes), False
 
 
 @dataclass
@@ -277,12 +305,11 @@ def plan_transaction(
     """
     plan = TxnPlan(start=start, end=start)
     builder = _Builder(plan, max_ops)
-    for index in range(start, len(changes)):
-        added = builder.try_add_fresh(changes[index], state, encode)
-        if added:
-            plan.end = index + 1
-            continue
-        if added is False and index > start:
+    index = start
+    while index < len(changes):
+        index, full = builder.add_fresh(changes, index, state, encode)
+        plan.end = index
+        if index == len(changes) or (full and index > start):
             break
         try:
             step = _plan_change(changes[index], state, encode)
@@ -300,7 +327,8 @@ def plan_transaction(
                 )
             break
         plan.results.append(step.result)
-        plan.end = index + 1
+        index += 1
+        plan.end = index
     return plan
 
 

@@ -9,7 +9,7 @@ ErrorMappingInterceptor turns them into status codes with field violations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import grpc
 
@@ -25,47 +25,38 @@ from services.policy.store import PolicyStore
 SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
 
-# The whole stream is validated before anything is written, so the server holds all of it.
-MAX_BULK_RECORDS = 1_000_000
-
-
-def collect_bulk_changes(requests: Iterable[policy_pb2.BulkApplyLookupRecordsRequest]) -> list[RecordChange]:
-    """Validate every record of a bulk stream before any is applied (a bad one anywhere is
-    INVALID_ARGUMENT with nothing written). Within a message, upserts go before deletes."""
+def bulk_changes(request: policy_pb2.BulkApplyLookupRecordsRequest, number: int) -> list[RecordChange]:
+    """The validated changes of request message ``number`` of a bulk stream, upserts before
+    deletes. A bad record anywhere in the message is INVALID_ARGUMENT naming every bad field (the
+    first 50), and none of the message applies."""
     changes: list[RecordChange] = []
     violations = validation.Violations()
     bad = 0
-    for number, request in enumerate(requests):
-        if len(changes) + len(request.upserts) + len(request.deletes) > MAX_BULK_RECORDS:
-            raise InvalidPolicy(
-                f"a bulk apply takes at most {MAX_BULK_RECORDS} records; split the load (none applied)",
-                [FieldViolation(f"requests[{number}]", f"past {MAX_BULK_RECORDS} records")],
-            )
-        for index, record in enumerate(request.upserts):
-            field = f"requests[{number}].upserts[{index}]"
-            try:
-                changes.append(
-                    RecordChange(Mode.UPSERT, validation.validate_lookup_record(record, field), field=field)
-                )
-            except InvalidPolicy as error:
-                bad += 1
-                violations.items.extend(error.violations)
-        for index, record in enumerate(request.deletes):
-            field = f"requests[{number}].deletes[{index}]"
-            try:
-                vsid, ca = validation.validate_record_id(record.vsid, record.ca, field)
-            except InvalidPolicy as error:
-                bad += 1
-                violations.items.extend(error.violations)
-                continue
+    for index, record in enumerate(request.upserts):
+        field = f"requests[{number}].upserts[{index}]"
+        try:
             changes.append(
-                RecordChange(Mode.DELETE_IF_PRESENT, types_pb2.LookupRecord(vsid=vsid, ca=ca), field=field)
+                RecordChange(Mode.UPSERT, validation.validate_lookup_record(record, field), field=field)
             )
+        except InvalidPolicy as error:
+            bad += 1
+            violations.items.extend(error.violations)
+    for index, record in enumerate(request.deletes):
+        field = f"requests[{number}].deletes[{index}]"
+        try:
+            vsid, ca = validation.validate_record_id(record.vsid, record.ca, field)
+        except InvalidPolicy as error:
+            bad += 1
+            violations.items.extend(error.violations)
+            continue
+        changes.append(
+            RecordChange(Mode.DELETE_IF_PRESENT, types_pb2.LookupRecord(vsid=vsid, ca=ca), field=field)
+        )
     if bad:
         shown = violations.shown()
         raise InvalidPolicy(
-            f"bulk apply: {bad} invalid records, {len(violations.items)} bad fields "
-            f"(the first {len(shown)} are listed); nothing was applied",
+            f"bulk apply: request message {number} has {bad} invalid records, {len(violations.items)} bad "
+            f"fields (the first {len(shown)} are listed); none of it or later messages was applied",
             shown,
         )
     return changes
@@ -210,7 +201,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         request_iterator: Iterator[policy_pb2.BulkApplyLookupRecordsRequest],
         context: grpc.ServicerContext,
     ) -> policy_pb2.BulkApplyLookupRecordsResponse:
-        result = self.store.apply_lookup_records(collect_bulk_changes(request_iterator))
+        run = self.store.bulk_apply()
+        for number, request in enumerate(request_iterator):
+            try:
+                changes = bulk_changes(request, number)
+            except InvalidPolicy as error:
+                raise run.stopped_by(error) from error
+            run.feed(changes)
+        result = run.finish()
         return policy_pb2.BulkApplyLookupRecordsResponse(
             applied=result.applied, transactions=result.transactions, revision=result.revision
         )

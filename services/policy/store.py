@@ -156,7 +156,13 @@ class PolicyStore:
 
     def encode(self, resource: Resource) -> bytes:
         """The stored value of a resource; the trace context of the current call goes in here."""
-        return encode_entry(resource, self._clock(), self._trace_context())
+        return self.encoder()(resource)
+
+    def encoder(self) -> Callable[[Resource], bytes]:
+        """``encode`` with the clock and the trace context read once, for the many records of one
+        transaction."""
+        write_time, trace = self._clock(), self._trace_context()
+        return lambda resource: encode_entry(resource, write_time, trace)
 
     def _snapshot(self, gets: Sequence[Get]) -> tuple[list[tuple[KeyValue, ...]], int]:
         """Several reads at one revision, in one round trip."""
@@ -439,7 +445,7 @@ class PolicyStore:
                     Delete(index.key),
                     Put(domain.key, domain.value),
                     Delete(keys.records_prefix(rdid, vsid), prefix=True),
-                    Delete(mac_index_prefix(vsid), prefix=True),
+                    Delete(keys.mac_index_prefix(vsid), prefix=True),
                     Delete(keys.routes_prefix(rdid, vsid), prefix=True),
                 ],
             )
@@ -539,7 +545,9 @@ class PolicyStore:
         def keep(plan: TxnPlan, revision: int) -> None:
             outcome.extend((result, revision) for result in plan.results)
 
-        self._apply_changes([change], on_commit=keep)
+        run = RecordApply(self, on_commit=keep)
+        run.feed([change])
+        run.finish()
         return outcome[0]
 
     def create_lookup_record(self, record: types_pb2.LookupRecord) -> types_pb2.LookupRecord:
@@ -605,90 +613,17 @@ class PolicyStore:
             page, keys.records_prefix, types_pb2.LookupRecord, only_rdid=rdid or None, wanted=wanted
         )
 
-    def apply_lookup_records(
-        self, changes: Sequence[RecordChange], on_commit: Callable[[TxnPlan, int], None] | None = None
-    ) -> ApplyResult:
+    def apply_lookup_records(self, changes: Sequence[RecordChange]) -> ApplyResult:
         """Bulk upserts and deletes, in order, grouped into as few transactions as fit the ops limit.
 
         On failure raises the cause with the count committed before it in its message."""
-        started = time.monotonic()
-        result = self._apply_changes(changes, on_commit=on_commit, bulk=True)
-        log.info(
-            "bulk apply",
-            extra={
-                "records": result.applied,
-                "transactions": result.transactions,
-                "revision": result.revision,
-                "seconds": round(time.monotonic() - started, 3),
-            },
-        )
-        return result
+        run = self.bulk_apply()
+        run.feed(changes)
+        return run.finish()
 
-    def _apply_changes(
-        self,
-        changes: Sequence[RecordChange],
-        on_commit: Callable[[TxnPlan, int], None] | None = None,
-        *,
-        bulk: bool = False,
-    ) -> ApplyResult:
-        state = TableState()
-        applied = transactions = 0
-        revision = 0
-        position = 0
-        prefetched_to = 0
-        failures = 0
-        refreshed: set[int] = set()
-        try:
-            while position < len(changes):
-                if position >= prefetched_to:
-                    prefetched_to = self._prefetch(changes, position, state)
-                try:
-                    plan = plan_transaction(changes, position, state, self.kv.max_txn_ops - 1, self.encode)
-                except PolicyError:
-                    # Decide on fresh reads before failing: the state may be from an earlier read
-                    # (unless it was just read back after a lost race).
-                    if position in refreshed or failures:
-                        raise
-                    refreshed.add(position)
-                    for key in keys_of(changes[position], state):
-                        state.forget(key)
-                    self._learn(state, prerequisite_keys(changes[position]))
-                    continue
-                if plan.end == position:
-                    if not plan.needs:
-                        raise AssertionError("a record plan made no progress and needs nothing")
-                    self._learn(state, plan.needs)
-                    continue
-                if plan.must_commit:
-                    # Uncontended, the failure branch is left empty (it would double the request);
-                    # after a lost race it reads back every compared key.
-                    reads = plan.failure_reads() if failures else []
-                    result = self._write(plan.compares, plan.success, reads)
-                    if not result.succeeded:
-                        failures += 1
-                        if failures >= self._max_attempts:
-                            raise StaleRevision(
-                                f"lost {failures} races with concurrent writers of the same records; retry"
-                            )
-                        if reads:
-                            for get, found in zip(reads, result.responses, strict=True):
-                                state.learn(get.key, found[0] if found else None)
-                        else:
-                            self._learn(state, [get.key for get in plan.failure_reads()])
-                        continue
-                    state.committed(plan.writes)
-                    revision = result.revision
-                    transactions += 1
-                if on_commit is not None:
-                    on_commit(plan, revision)
-                applied += plan.end - position
-                position = plan.end
-                failures = 0
-        except OverlandError as error:
-            if not bulk:
-                raise
-            raise bulk_failure(error, applied, transactions) from error
-        return ApplyResult(applied, transactions, revision or self.kv.current_revision())
+    def bulk_apply(self) -> RecordApply:
+        """A bulk apply to feed as its stream arrives (see ``RecordApply``)."""
+        return RecordApply(self, bulk=True)
 
     def _prefetch(self, changes: Sequence[RecordChange], position: int, state: TableState) -> int:
         """Read the VSID index and PA keys of the next window of changes in one round trip."""
@@ -932,6 +867,133 @@ class PolicyStore:
         return [kv for found in responses for kv in found], revision
 
 
+class RecordApply:
+    """Applies lookup record changes in order, in as few transactions as fit the ops limit.
+
+    A single-record write feeds its one change and finishes. A bulk stream feeds each request
+    message's changes as it arrives: every transaction that is full by then commits, and only the
+    changes not yet committed are held, so a stream of any length takes bounded memory and etcd
+    starts writing while the stream still arrives. ``finish`` commits the rest."""
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        on_commit: Callable[[TxnPlan, int], None] | None = None,
+        *,
+        bulk: bool = False,
+    ) -> None:
+        self._store = store
+        self._on_commit = on_commit
+        self._bulk = bulk
+        self._state = TableState()
+        # Changes fed and not yet committed start at _pending[_position].
+        self._pending: list[RecordChange] = []
+        self._position = 0
+        self._prefetched_to = 0
+        self._failures = 0
+        # Values of ``applied`` at which the planned change was already read afresh.
+        self._refreshed: set[int] = set()
+        self._started = time.monotonic()
+        self.applied = 0
+        self.transactions = 0
+        self.revision = 0
+
+    def feed(self, changes: Sequence[RecordChange]) -> None:
+        """Take more changes; commit every transaction they fill."""
+        self._pending += changes
+        self._advance(final=False)
+
+    def finish(self) -> ApplyResult:
+        """Commit what is left."""
+        self._advance(final=True)
+        result = ApplyResult(
+            self.applied, self.transactions, self.revision or self._store.kv.current_revision()
+        )
+        if self._bulk:
+            log.info(
+                "bulk apply",
+                extra={
+                    "records": result.applied,
+                    "transactions": result.transactions,
+                    "revision": result.revision,
+                    "seconds": round(time.monotonic() - self._started, 3),
+                },
+            )
+        return result
+
+    def stopped_by(self, error: OverlandError) -> OverlandError:
+        """``error``, which stops the stream before the changes not yet fed, after committing the
+        ones that were, with that count in its message."""
+        self._advance(final=True)
+        return bulk_failure(error, self.applied, self.transactions)
+
+    def _advance(self, *, final: bool) -> None:
+        try:
+            self._commit_ready(final=final)
+        except OverlandError as error:
+            if not self._bulk:
+                raise
+            raise bulk_failure(error, self.applied, self.transactions) from error
+        # What is committed is no longer needed.
+        del self._pending[: self._position]
+        self._prefetched_to -= self._position
+        self._position = 0
+
+    def _commit_ready(self, *, final: bool) -> None:
+        store, state, changes = self._store, self._state, self._pending
+        max_ops = store.kv.max_txn_ops
+        while self._position < len(changes):
+            position = self._position
+            # A change takes at least one of a transaction's ops or compares, so this many more
+            # fill a transaction: before the stream ends, fewer wait for the next message.
+            if not final and len(changes) - position < max_ops:
+                return
+            if position >= self._prefetched_to:
+                self._prefetched_to = store._prefetch(changes, position, state)
+            try:
+                plan = plan_transaction(changes, position, state, max_ops - 1, store.encoder())
+            except PolicyError:
+                # Decide on fresh reads before failing: the state may be from an earlier read
+                # (unless it was just read back after a lost race).
+                if self.applied in self._refreshed or self._failures:
+                    raise
+                self._refreshed.add(self.applied)
+                for key in keys_of(changes[position], state):
+                    state.forget(key)
+                store._learn(state, prerequisite_keys(changes[position]))
+                continue
+            if plan.end == position:
+                if not plan.needs:
+                    raise AssertionError("a record plan made no progress and needs nothing")
+                store._learn(state, plan.needs)
+                continue
+            if plan.must_commit:
+                # Uncontended, the failure branch is left empty (it would double the request);
+                # after a lost race it reads back every compared key.
+                reads = plan.failure_reads() if self._failures else []
+                result = store._write(plan.compares, plan.success, reads)
+                if not result.succeeded:
+                    self._failures += 1
+                    if self._failures >= store._max_attempts:
+                        raise StaleRevision(
+                            f"lost {self._failures} races with concurrent writers of the same records; retry"
+                        )
+                    if reads:
+                        for get, found in zip(reads, result.responses, strict=True):
+                            state.learn(get.key, found[0] if found else None)
+                    else:
+                        store._learn(state, [get.key for get in plan.failure_reads()])
+                    continue
+                state.committed(plan.writes)
+                self.revision = result.revision
+                self.transactions += 1
+            if self._on_commit is not None:
+                self._on_commit(plan, self.revision)
+            self.applied += plan.end - position
+            self._position = plan.end
+            self._failures = 0
+
+
 def _all(_kv: KeyValue) -> bool:
     return True
 
@@ -957,10 +1019,6 @@ def _table_event(event: WatchEvent) -> types_pb2.TableEvent:
     if event.prev_kv is not None and event.prev_kv.value:
         deleted.entry.CopyFrom(decode_entry(event.prev_kv.value, event.prev_kv.key))
     return deleted
-
-
-def mac_index_prefix(vsid: int) -> bytes:
-    return keys.MAC_INDEX_PREFIX + keys.vsid_segment(vsid).encode() + b"/"
 
 
 def _route_key(route: types_pb2.CustomerRoute) -> bytes:

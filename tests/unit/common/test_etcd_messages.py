@@ -113,7 +113,7 @@ def test_op_messages() -> None:
     assert (len(request.compare), len(request.success), len(request.failure)) == (1, 1, 1)
 
 
-def test_txn_result_reads_range_responses() -> None:
+def test_txn_result_reads_range_responses_when_the_branch_that_ran_reads() -> None:
     kv = kv_pb2.KeyValue(key=b"/k", value=b"v", create_revision=2, mod_revision=3, version=2, lease=0)
     response = etcdrpc.TxnResponse(
         header=etcdrpc.ResponseHeader(revision=5),
@@ -123,10 +123,14 @@ def test_txn_result_reads_range_responses() -> None:
             etcdrpc.ResponseOp(response_range=etcdrpc.RangeResponse(kvs=[kv])),
         ],
     )
-    result = txn_result(response)
-    assert (result.succeeded, result.revision) == (False, 5)
-    assert result.responses[0] == ()
-    assert [(item.key, item.mod_revision, item.version) for item in result.responses[1]] == [(b"/k", 3, 2)]
+    for ran in (None, [Put(b"/a", b"1"), Get(b"/k")]):
+        result = txn_result(response, ran)
+        assert (result.succeeded, result.revision) == (False, 5)
+        assert result.responses[0] == ()
+        read = [(item.key, item.mod_revision, item.version) for item in result.responses[1]]
+        assert read == [(b"/k", 3, 2)]
+    # Writes only: one empty response per op, without looking into them.
+    assert txn_result(response, [Put(b"/a", b"1"), Delete(b"/b")]).responses == ((), ())
 
 
 def test_watch_batches_resume_after_their_last_event_or_at_the_progress_revision() -> None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from overland.v1 import types_pb2
 from services.common import keys
-from services.common.kv import Compare, Put
+from services.common.kv import Compare, Delete, Put
 from services.common.memory_kv import MemoryKV
 from services.policy import InvalidPolicy, PolicyConflict, PolicyError, PolicyStore, ResourceExists
 from services.policy.paging import encode_page_token, parse_page
@@ -184,16 +184,26 @@ change_strategy = st.builds(
 )
 
 
+def _apply_in_pieces(store: PolicyStore, changes: list[RecordChange], piece: int) -> int:
+    """A bulk apply fed ``piece`` changes at a time, as a stream's messages feed it."""
+    run = store.bulk_apply()
+    for start in range(0, len(changes), piece):
+        run.feed(changes[start : start + piece])
+    return run.finish().applied
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(st.lists(change_strategy, max_size=25), min_size=1, max_size=4), st.sampled_from([8, 12, 128])
+    st.lists(st.lists(change_strategy, max_size=25), min_size=1, max_size=4),
+    st.sampled_from([8, 12, 128]),
+    st.integers(1, 30),
 )
 def test_bulk_apply_matches_a_sequential_model(
-    batches: list[list[tuple[bool, int, int, int, str]]], max_txn_ops: int
+    batches: list[list[tuple[bool, int, int, int, str]]], max_txn_ops: int, piece: int
 ) -> None:
-    """Apply random upsert/delete batches (small ops limits force many transactions and cuts) and
-    compare with applying them one by one to a dict; a batch that fails must have applied exactly
-    the changes before the failing one."""
+    """Apply random upsert/delete batches, fed in pieces of random size (small ops limits force
+    many transactions and cuts) and compare with applying them one by one to a dict; a batch that
+    fails must have applied exactly the changes before the failing one."""
     store = _seeded_store(max_txn_ops)
     model: dict[tuple[int, str], tuple[str, str]] = {}
     for batch in batches:
@@ -221,10 +231,10 @@ def test_bulk_apply_matches_a_sequential_model(
                 break
             expected[key] = (change.record.mac, change.record.pa)
         if failed_at is None:
-            assert store.apply_lookup_records(changes).applied == len(changes)
+            assert _apply_in_pieces(store, changes, piece) == len(changes)
         else:
             with pytest.raises(ResourceExists, match=f"{failed_at} records applied"):
-                store.apply_lookup_records(changes)
+                _apply_in_pieces(store, changes, piece)
         model = expected
         stored = {}
         for kv in store.kv.range(keys.TABLE_PREFIX).kvs:
@@ -234,6 +244,37 @@ def test_bulk_apply_matches_a_sequential_model(
                 stored[(rec.vsid, rec.ca)] = (rec.mac, rec.pa)
         assert stored == model
         assert check_invariants(store.kv) == len(model)
+
+
+def test_a_stream_fed_in_small_messages_commits_full_transactions_and_holds_little() -> None:
+    store = _seeded_store(128)
+    kv = store.kv
+    changes = [
+        RecordChange(
+            Mode.UPSERT,
+            validate_lookup_record(
+                types_pb2.LookupRecord(
+                    ca=f"198.51.100.{n % 250}" if n < 250 else f"203.0.113.{n % 250}",
+                    vsid=VSIDS[0],
+                    mac=f"02:00:00:00:{n >> 8:02x}:{n & 0xFF:02x}",
+                    pa=PAS[0],
+                )
+            ),
+        )
+        for n in range(500)
+    ]
+    whole = store.bulk_apply()
+    whole.feed(changes)
+    expected_transactions = whole.finish().transactions
+    kv.txn([], [Delete(keys.records_prefix(RDID), prefix=True), Delete(keys.MAC_INDEX_PREFIX, prefix=True)])
+    run = store.bulk_apply()
+    for start in range(0, len(changes), 7):
+        run.feed(changes[start : start + 7])
+        # What is not committed yet is less than a transaction's worth plus the message just fed.
+        assert start + 7 - run.applied < kv.max_txn_ops + 7
+    result = run.finish()
+    assert (result.applied, result.transactions) == (500, expected_transactions)
+    assert check_invariants(kv) == 500
 
 
 def test_planner_cuts_before_a_key_written_twice_and_within_the_ops_limit() -> None:

@@ -322,18 +322,33 @@ def test_bad_page_token_and_size_are_invalid_argument(stub: Stub) -> None:
     )
 
 
-def test_bulk_apply_validates_everything_before_writing(stub: Stub, memory_kv: MemoryKV) -> None:
+def test_bulk_apply_validates_each_message_before_writing_any_of_it(stub: Stub, memory_kv: MemoryKV) -> None:
     seed(stub)
     before = memory_kv.current_revision()
     good = [record(f"192.0.2.{i}", f"02:00:00:00:00:{i:02x}") for i in range(10, 20)]
+    mixed = [record("192.0.2.40", "02:00:00:00:00:40"), record("192.0.2.30", "bad-mac")]
+    error, _violations = expect_error(
+        lambda: stub.BulkApplyLookupRecords(iter([policy_pb2.BulkApplyLookupRecordsRequest(upserts=mixed)])),
+        INVALID,
+        "requests[0].upserts[1].mac",
+    )
+    assert "0 records applied" in error.details()  # type: ignore[attr-defined]
+    assert memory_kv.current_revision() == before
+    later = [record("192.0.2.50", "02:00:00:00:00:50")]
     requests = [
         policy_pb2.BulkApplyLookupRecordsRequest(upserts=good),
-        policy_pb2.BulkApplyLookupRecordsRequest(upserts=[record("192.0.2.30", "bad-mac")]),
+        policy_pb2.BulkApplyLookupRecordsRequest(upserts=[*later, record("192.0.2.30", "bad-mac")]),
+        policy_pb2.BulkApplyLookupRecordsRequest(upserts=later),
     ]
-    _error, _violations = expect_error(
-        lambda: stub.BulkApplyLookupRecords(iter(requests)), INVALID, "requests[1].upserts[0].mac"
+    error, _violations = expect_error(
+        lambda: stub.BulkApplyLookupRecords(iter(requests)), INVALID, "requests[1].upserts[1].mac"
     )
-    assert memory_kv.current_revision() == before
+    # The messages before the bad one are applied, and the error says so; nothing after it is.
+    assert "10 records applied" in error.details()  # type: ignore[attr-defined]
+    listed = stub.ListLookupRecords(
+        policy_pb2.ListLookupRecordsRequest(page=types_pb2.PageRequest(page_size=1000))
+    )
+    assert sorted(r.ca for r in listed.lookup_records) == sorted(r.ca for r in good)
 
 
 def test_bulk_apply_failure_says_how_many_were_applied(stub: Stub) -> None:

@@ -340,8 +340,9 @@ class PolicyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BulkApplyLookupRecords(self, request_iterator, context):
-        """Upserts many lookup records. Each request message of the stream is a chunk;
-        the server groups records into etcd transactions within etcd's ops limit.
+        """Upserts many lookup records. Each request message of the stream is a chunk,
+        validated whole before any of it applies; the server applies the stream as it
+        arrives, grouping records into etcd transactions within etcd's ops limit.
         Each transaction is atomic; a failure reports how many records were applied
         before it, so a retry of the same stream completes the load (upserts are idempotent).
         """
