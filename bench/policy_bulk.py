@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -320,7 +321,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--chunk", type=int, default=1000, help="records per stream message")
     parser.add_argument("--page-size", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--workers", type=int, default=2, help="policy server processes sharing the port (--workers)"
     )
@@ -330,17 +331,27 @@ def main() -> None:
     raw_runs: list[RawRun] = []
     traced_runs: list[tuple[ApiRun, int]] = []
     per_txn = 0
-    # Alternate the two sides (fresh etcd each time) so that load from other jobs on the machine
-    # hits both alike; the best round of each side is reported.
+    # Each round runs both sides back to back (fresh etcd each time), in alternating order, and the
+    # ratio is taken within the round: the speed of this shared machine drifts by half from one
+    # minute to the next, so rates from different rounds do not compare.
     for round_no in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="overland-bench-") as tmp:
-            api = api_run(
-                Path(tmp), args.records, args.clients, args.chunk, args.page_size, workers=args.workers
-            )
-            if api.applied != args.records or api.listed != args.records:
-                raise SystemExit(f"API run incomplete: applied {api.applied}, listed {api.listed}")
-            per_txn = per_txn or round(api.applied / api.transactions)
-            raw = raw_run(Path(tmp), args.records, args.clients, per_txn, args.page_size)
+
+            def api_side(tmp: str = tmp) -> ApiRun:
+                run = api_run(
+                    Path(tmp), args.records, args.clients, args.chunk, args.page_size, workers=args.workers
+                )
+                if run.applied != args.records or run.listed != args.records:
+                    raise SystemExit(f"API run incomplete: applied {run.applied}, listed {run.listed}")
+                return run
+
+            if round_no % 2 == 0 or not per_txn:
+                api = api_side()
+                per_txn = per_txn or round(api.applied / api.transactions)
+                raw = raw_run(Path(tmp), args.records, args.clients, per_txn, args.page_size)
+            else:
+                raw = raw_run(Path(tmp), args.records, args.clients, per_txn, args.page_size)
+                api = api_side()
             if args.tracing:
                 # Its own etcd data directory: the untraced run's etcd still holds the records.
                 traced_dir = Path(tmp) / "traced"
@@ -356,69 +367,69 @@ def main() -> None:
                     span_file=spans,
                 )
                 traced_runs.append((traced, len(spans.read_text().splitlines())))
+        api_rate, raw_rate = api.applied / api.load_seconds, args.records / raw.load_seconds
         print(
-            f"  round {round_no + 1}: API {api.applied / api.load_seconds:.0f} records/s, "
-            f"raw {args.records / raw.load_seconds:.0f} records/s",
+            f"  round {round_no + 1}: API {api_rate:.0f} records/s, raw {raw_rate:.0f} records/s: "
+            f"{api_rate / raw_rate:.0%}",
             flush=True,
         )
         api_runs.append(api)
         raw_runs.append(raw)
-    api = min(api_runs, key=lambda run: run.load_seconds)
-    raw = min(raw_runs, key=lambda run: run.load_seconds)
-    api_listing = min(api_runs, key=lambda run: run.list_seconds)
-    raw_listing = min(raw_runs, key=lambda run: run.list_seconds)
-    api_rate = api.applied / api.load_seconds
-    raw_rate = args.records / raw.load_seconds
+    load_ratios = [raw.load_seconds / api.load_seconds for api, raw in zip(api_runs, raw_runs, strict=True)]
+    list_ratios = [raw.list_seconds / api.list_seconds for api, raw in zip(api_runs, raw_runs, strict=True)]
+    api_load = statistics.median(run.load_seconds for run in api_runs)
+    raw_load = statistics.median(run.load_seconds for run in raw_runs)
     print(
         f"policy bulk load: {args.records} lookup records, {args.clients} client threads, "
         f"{per_txn} records per transaction, {args.workers} policy worker process(es), "
-        f"fresh etcd each time, best of {args.rounds} rounds"
+        f"fresh etcd each time, medians of {args.rounds} rounds"
     )
     _row("", "records/s", "seconds", "txns")
     _row(
         "baseline: raw etcd txns (record + MAC index)",
-        f"{raw_rate:.0f}",
-        f"{raw.load_seconds:.2f}",
-        raw.transactions,
+        f"{args.records / raw_load:.0f}",
+        f"{raw_load:.2f}",
+        raw_runs[0].transactions,
     )
     _row(
         "BulkApplyLookupRecords (policy service)",
-        f"{api_rate:.0f}",
-        f"{api.load_seconds:.2f}",
-        api.transactions,
+        f"{args.records / api_load:.0f}",
+        f"{api_load:.2f}",
+        api_runs[0].transactions,
     )
-    ratio = api_rate / raw_rate
-    print(f"  API / raw: {ratio:.0%} (target >= {TARGET:.0%}: {'met' if ratio >= TARGET else 'MISSED'})")
+    ratio = statistics.median(load_ratios)
+    print(
+        f"  API / raw: {ratio:.0%} (median of the rounds' ratios, {_span(load_ratios)}; "
+        f"target >= {TARGET:.0%}: {'met' if ratio >= TARGET else 'MISSED'})"
+    )
     print(f"paged list of all {args.records}, {args.page_size} per page")
-    raw_list = raw_listing.listed / raw_listing.list_seconds
-    api_list = api_listing.listed / api_listing.list_seconds
-    _row("baseline: raw etcd range pages", f"{raw_list:.0f}", f"{raw_listing.list_seconds:.2f}", "")
-    _row("ListLookupRecords (policy service)", f"{api_list:.0f}", f"{api_listing.list_seconds:.2f}", "")
-    print(f"  API / raw: {api_list / raw_list:.0%}")
+    raw_list = statistics.median(run.list_seconds for run in raw_runs)
+    api_list = statistics.median(run.list_seconds for run in api_runs)
+    _row("baseline: raw etcd range pages", f"{args.records / raw_list:.0f}", f"{raw_list:.2f}", "")
+    _row("ListLookupRecords (policy service)", f"{args.records / api_list:.0f}", f"{api_list:.2f}", "")
+    print(f"  API / raw: {statistics.median(list_ratios):.0%} (median, {_span(list_ratios)})")
     if traced_runs:
-        print_tracing(api, api_listing, traced_runs, args.records)
+        print_tracing(api_runs, traced_runs, args.records)
 
 
-def print_tracing(
-    api: ApiRun, api_listing: ApiRun, traced_runs: list[tuple[ApiRun, int]], records: int
-) -> None:
+def _span(ratios: list[float]) -> str:
+    return f"rounds {min(ratios):.0%}-{max(ratios):.0%}"
+
+
+def print_tracing(api_runs: list[ApiRun], traced_runs: list[tuple[ApiRun, int]], records: int) -> None:
     """Tracing on beside off (the untraced API runs of the same rounds are the baseline)."""
-    load, spans = min(traced_runs, key=lambda run: run[0].load_seconds)
-    listing = min((run for run, _spans in traced_runs), key=lambda run: run.list_seconds)
-    print(f"tracing overhead (batch span processor, JSON-lines span file; {spans} spans in the best run)")
-    _row(
-        "baseline: tracing off, bulk load",
-        f"{api.applied / api.load_seconds:.0f}",
-        f"{api.load_seconds:.2f}",
-        "",
-    )
-    _row("tracing on, bulk load", f"{load.applied / load.load_seconds:.0f}", f"{load.load_seconds:.2f}", "")
-    print(f"  load: on / off {api.load_seconds / load.load_seconds:.0%} of the rate")
-    off_list = records / api_listing.list_seconds
-    on_list = records / listing.list_seconds
-    _row("baseline: tracing off, paged list", f"{off_list:.0f}", f"{api_listing.list_seconds:.2f}", "")
-    _row("tracing on, paged list", f"{on_list:.0f}", f"{listing.list_seconds:.2f}", "")
-    print(f"  list: on / off {on_list / off_list:.0%} of the rate")
+    spans = statistics.median(count for _run, count in traced_runs)
+    print(f"tracing overhead (batch span processor, JSON-lines span file; median {spans:.0f} spans per run)")
+    off_load = statistics.median(run.load_seconds for run in api_runs)
+    on_load = statistics.median(run.load_seconds for run, _spans in traced_runs)
+    _row("baseline: tracing off, bulk load", f"{records / off_load:.0f}", f"{off_load:.2f}", "")
+    _row("tracing on, bulk load", f"{records / on_load:.0f}", f"{on_load:.2f}", "")
+    print(f"  load: on / off {off_load / on_load:.0%} of the rate")
+    off_list = statistics.median(run.list_seconds for run in api_runs)
+    on_list = statistics.median(run.list_seconds for run, _spans in traced_runs)
+    _row("baseline: tracing off, paged list", f"{records / off_list:.0f}", f"{off_list:.2f}", "")
+    _row("tracing on, paged list", f"{records / on_list:.0f}", f"{on_list:.2f}", "")
+    print(f"  list: on / off {off_list / on_list:.0%} of the rate")
 
 
 def _row(label: str, rate: str, seconds: str, txns: object) -> None:

@@ -56,7 +56,8 @@ class RecordChange:
     """One validated write. For deletes only ``record.vsid`` and ``record.ca`` matter.
 
     Bulk loads make one per record, so it is a plain slotted class (a frozen dataclass costs three
-    times as much to build); nothing changes it after it is made."""
+    times as much to build). ``record`` is the change's own (validation made it): planning sets its
+    routing domain, and a committed write its revision."""
 
     mode: Mode
     record: types_pb2.LookupRecord
@@ -470,9 +471,9 @@ def _plan_upsert(
 
 def _stored_record(change: RecordChange, rdid: str) -> types_pb2.LookupRecord:
     """The record as it is stored: the validated one (which carries no revision, so it compares
-    equal to an unchanged stored record) with its routing domain."""
-    record = types_pb2.LookupRecord()
-    record.CopyFrom(change.record)
+    equal to an unchanged stored record) with its routing domain. That is the change's own record,
+    which validation made for it: setting the domain in place saves a copy per record."""
+    record = change.record
     record.rdid = rdid
     return record
 
