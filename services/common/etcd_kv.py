@@ -113,6 +113,8 @@ _COMPARE_RESULTS = {
     CompareOp.LESS: etcdrpc.Compare.LESS,
     CompareOp.GREATER: etcdrpc.Compare.GREATER,
 }
+# Read per compare: enum members are slow to look up in Python 3.11.
+_VALUE, _EQUAL = CompareTarget.VALUE, CompareOp.EQUAL
 _COMPARE_TARGETS = {
     CompareTarget.VALUE: (etcdrpc.Compare.VALUE, "value"),
     CompareTarget.VERSION: (etcdrpc.Compare.VERSION, "version"),
@@ -224,14 +226,13 @@ def fill_compare(message: Any, compare: Compare) -> None:
     more on large transactions, which bulk loads are). Fields at their default (VERSION, EQUAL) are
     not set: a bulk load's transactions hold over a hundred "absent" compares."""
     target, operand = compare.target, compare.operand
-    if isinstance(operand, bytes) != (target is CompareTarget.VALUE):
-        wanted = "bytes" if target is CompareTarget.VALUE else "int"
-        raise KVRequestError(f"compare on {target.value} needs a {wanted}")
+    if isinstance(operand, bytes) != (target is _VALUE):
+        raise KVRequestError(f"compare on {target.value} needs a {'bytes' if target is _VALUE else 'int'}")
     message.key = compare.key
     code, attribute = _COMPARE_TARGETS[target]
     if code:
         message.target = code
-    if compare.op is not CompareOp.EQUAL:
+    if compare.op is not _EQUAL:
         message.result = _COMPARE_RESULTS[compare.op]
     # The operand is a oneof member: set even when zero, so etcd sees which target it holds.
     setattr(message, attribute, operand)
