@@ -36,7 +36,7 @@ def bulk_changes(request: policy_pb2.BulkApplyLookupRecordsRequest, number: int)
     for index, record in enumerate(request.upserts):
         field = f"requests[{number}].upserts[{index}]"
         try:
-            valid = validation.validate_lookup_record(record, field)
+            valid = validation.validate_lookup_record(record, field, in_place=True)
             changes.append(RecordChange(upsert, valid, field=field))
         except InvalidPolicy as error:
             bad += 1

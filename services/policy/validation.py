@@ -304,10 +304,13 @@ def _plain_unicast(address: str) -> bool:
     return first_octet not in (0, 127) and first_octet < 224
 
 
-def canonical_record(record: types_pb2.LookupRecord) -> types_pb2.LookupRecord | None:
+def canonical_record(
+    record: types_pb2.LookupRecord, *, in_place: bool = False
+) -> types_pb2.LookupRecord | None:
     """The normalized record when every field is already canonical and plainly valid (what bulk
     loads send), without building any violation; None sends it through the full check, which
-    accepts at least everything this accepts and normalizes it the same way."""
+    accepts at least everything this accepts and normalizes it the same way. ``in_place``
+    normalizes ``record`` itself instead of a copy (a bulk stream's records are the server's own)."""
     ca, pa, vm_name = record.ca, record.pa, record.vm_name
     mac = record.mac.lower()
     if not (_CANONICAL_IPV4.fullmatch(ca) and _CANONICAL_MAC.fullmatch(mac) and _plain_unicast(pa)):
@@ -322,16 +325,26 @@ def canonical_record(record: types_pb2.LookupRecord) -> types_pb2.LookupRecord |
     kind = record.type or types_pb2.LOOKUP_TYPE_STATIC
     if rule not in _RULES or kind not in _TYPES:
         return None
-    return types_pb2.LookupRecord(
-        ca=ca, vsid=record.vsid, mac=mac, pa=pa, vm_name=vm_name, rule=rule, type=kind, rdid=record.rdid
-    )
+    if not in_place:
+        return types_pb2.LookupRecord(
+            ca=ca, vsid=record.vsid, mac=mac, pa=pa, vm_name=vm_name, rule=rule, type=kind, rdid=record.rdid
+        )
+    # What the copy would leave out: the output-only revision and fields this server does not know.
+    record.DiscardUnknownFields()
+    if record.revision:
+        record.revision = 0
+    if record.mac != mac:
+        record.mac = mac
+    record.rule, record.type = rule, kind
+    return record
 
 
 def validate_lookup_record(
-    record: types_pb2.LookupRecord, field: str = "lookup_record"
+    record: types_pb2.LookupRecord, field: str = "lookup_record", *, in_place: bool = False
 ) -> types_pb2.LookupRecord:
-    """The record with CA, MAC and PA canonical and rule/type defaulted (ENCAP, STATIC)."""
-    canonical = canonical_record(record)
+    """The record with CA, MAC and PA canonical and rule/type defaulted (ENCAP, STATIC); see
+    ``canonical_record`` for ``in_place``."""
+    canonical = canonical_record(record, in_place=in_place)
     return canonical if canonical is not None else checked_record(record, field)
 
 

@@ -134,18 +134,53 @@ mac_text = st.one_of(
     st.text(max_size=8),
     st.integers(0, 3),
     st.integers(0, 4),
+    st.integers(0, 9),
+    st.sampled_from([b"", b"\xf8\x07\x01", b"\xfa\x07\x03abc"]),
 )
 def test_fast_record_check_agrees_with_the_full_one(
-    ca: str, pa: str, mac: str, vsid: int, vm_name: str, rule: int, kind: int
+    ca: str, pa: str, mac: str, vsid: int, vm_name: str, rule: int, kind: int, revision: int, unknown: bytes
 ) -> None:
-    record = types_pb2.LookupRecord(ca=ca, pa=pa, mac=mac, vsid=vsid, vm_name=vm_name, rule=rule, type=kind)
-    fast = canonical_record(record)
+    record = types_pb2.LookupRecord(
+        ca=ca, pa=pa, mac=mac, vsid=vsid, vm_name=vm_name, rule=rule, type=kind, revision=revision
+    )
+    # A client may send fields this server does not know (field 127 here): they are not stored.
+    received = types_pb2.LookupRecord.FromString(record.SerializeToString() + unknown)
+    fast = canonical_record(received)
+    own = types_pb2.LookupRecord.FromString(received.SerializeToString())
+    in_place = canonical_record(own, in_place=True)
+    assert (fast is None) == (in_place is None)
+    if fast is not None and in_place is not None:
+        assert in_place.SerializeToString() == fast.SerializeToString()
     try:
-        full = checked_record(record)
+        full = checked_record(received)
     except InvalidPolicy:
         assert fast is None
     else:
-        assert fast is None or fast == full
+        assert fast is None or fast.SerializeToString() == full.SerializeToString()
+
+
+@settings(deadline=None)
+@given(
+    st.builds("{}.{}".format, st.sampled_from(["192.0.2", "198.51.100", "203.0.113"]), st.integers(0, 255)),
+    macs.filter(lambda raw: not raw[0] & 1 and raw != bytes(6)).map(lambda raw: raw.hex(":")),
+    st.booleans(),
+    st.integers(0, 9),
+    st.sampled_from([b"", b"\xf8\x07\x01", b"\xfa\x07\x03abc"]),
+)
+def test_in_place_normalization_matches_the_copy(
+    ca: str, mac: str, upper: bool, revision: int, unknown: bytes
+) -> None:
+    record = types_pb2.LookupRecord(
+        ca=ca, vsid=5000, mac=mac.upper() if upper else mac, pa="198.18.0.1", vm_name="vm", revision=revision
+    )
+    received = types_pb2.LookupRecord.FromString(record.SerializeToString() + unknown)
+    copy = canonical_record(received)
+    assert copy is not None
+    in_place = canonical_record(received, in_place=True)
+    assert in_place is received
+    # Same bytes: no revision, no unknown fields, the MAC in lower case, rule and type filled in.
+    assert in_place.SerializeToString() == copy.SerializeToString()
+    assert (in_place.revision, in_place.mac, in_place.rule) == (0, mac, types_pb2.LOOKUP_RULE_ENCAP)
 
 
 def test_record_validation_fills_defaults() -> None:
