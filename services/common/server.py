@@ -85,6 +85,12 @@ def _is_abort(error: Exception, context: grpc.ServicerContext) -> bool:
     return type(error) is Exception and code not in (None, grpc.StatusCode.OK)
 
 
+def _client_gone(error: Exception, context: grpc.ServicerContext) -> bool:
+    # Reading a stream whose client cancelled (or whose deadline passed) raises grpc.RpcError;
+    # grpc ends such a call itself, and it is not the service's error.
+    return isinstance(error, grpc.RpcError) and not context.is_active()
+
+
 def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
@@ -92,7 +98,7 @@ def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]
         except OverlandError as error:
             _abort(context, error)
         except Exception as error:
-            if _is_abort(error, context):
+            if _is_abort(error, context) or _client_gone(error, context):
                 raise
             _internal(context, method)
         raise AssertionError("unreachable: abort raises")
@@ -107,7 +113,7 @@ def _wrap_stream(behavior: Callable[..., Iterable[Any]], method: str) -> Callabl
         except OverlandError as error:
             _abort(context, error)
         except Exception as error:
-            if _is_abort(error, context):
+            if _is_abort(error, context) or _client_gone(error, context):
                 raise
             _internal(context, method)
 

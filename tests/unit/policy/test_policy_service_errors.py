@@ -3,13 +3,19 @@ code and the BadRequest field violations."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
 import grpc
 import pytest
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
 from services.common.memory_kv import MemoryKV
+from services.policy import PolicyServer
 
-from .support import PA_1, VSID, expect_error, record, seed
+from .support import PA_1, VSID, check_invariants, expect_error, record, seed
 
 Stub = policy_pb2_grpc.PolicyServiceStub
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -390,3 +396,34 @@ def test_a_flood_of_bad_records_reports_the_first_violations(stub: Stub) -> None
     )
     assert len(violations) == 50
     assert "5000 invalid records" in error.details()  # type: ignore[attr-defined]
+
+
+def test_a_bulk_stream_cancelled_by_its_client_keeps_whole_transactions_and_logs_no_error(
+    stub: Stub, memory_kv: MemoryKV, policy_server: PolicyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed(stub)
+    records = [record(f"192.0.2.{i}", f"02:00:00:00:01:{i:02x}") for i in range(200)]
+    sent = threading.Event()
+    release = threading.Event()
+
+    def requests() -> Iterator[policy_pb2.BulkApplyLookupRecordsRequest]:
+        yield policy_pb2.BulkApplyLookupRecordsRequest(upserts=records)
+        sent.set()
+        release.wait(10)
+
+    call = stub.BulkApplyLookupRecords.future(requests())
+    assert sent.wait(10)
+    # The first message fills full transactions; wait until they are in before cancelling.
+    deadline = time.monotonic() + 10
+    while check_invariants(memory_kv) < 120 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    call.cancel()
+    release.set()
+    with pytest.raises(grpc.FutureCancelledError):
+        call.result()
+    stored = check_invariants(memory_kv)
+    # Whole transactions of the stream's first records, and not the records still waiting for more.
+    assert 120 <= stored < len(records)
+    # A graceful stop waits for the handler to end, so whatever it logs is in by then.
+    policy_server.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
