@@ -613,16 +613,10 @@ class PolicyStore:
             page, keys.records_prefix, types_pb2.LookupRecord, only_rdid=rdid or None, wanted=wanted
         )
 
-    def apply_lookup_records(self, changes: Sequence[RecordChange]) -> ApplyResult:
-        """Bulk upserts and deletes, in order, grouped into as few transactions as fit the ops limit.
-
-        On failure raises the cause with the count committed before it in its message."""
-        run = self.bulk_apply()
-        run.feed(changes)
-        return run.finish()
-
     def bulk_apply(self) -> RecordApply:
-        """A bulk apply to feed as its stream arrives (see ``RecordApply``)."""
+        """Bulk upserts and deletes, fed as their stream arrives, applied in order in as few
+        transactions as fit the ops limit (see ``RecordApply``). On failure it raises the cause
+        with the count committed before it in its message."""
         return RecordApply(self, bulk=True)
 
     def _prefetch(self, changes: Sequence[RecordChange], position: int, state: TableState) -> int:
