@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError, Message
 
 from overland.v1 import types_pb2
 from services.common.kv import KeyValue
+from services.common.protowire import LEN, VARINT, field_key, varint
 from services.policy.errors import CorruptEntry
 
 Resource = (
@@ -68,32 +69,19 @@ def encode_entry(
         # first copying the record into one (2.5x faster; tests/unit/policy/test_entries.py
         # checks the bytes).
         body = resource.SerializeToString()
-        return _LOOKUP_RECORD_TAG + _varint(len(body)) + body + _write_time_field(write_time_unix_nanos)
+        return _LOOKUP_RECORD_TAG + varint(len(body)) + body + _write_time_field(write_time_unix_nanos)
     return build_entry(resource, write_time_unix_nanos, trace).SerializeToString()
 
 
-# StoreEntry.lookup_record (field 4, length-delimited) and write_time_unix_nanos (21, varint).
-_LOOKUP_RECORD_TAG = b"\x22"
-_WRITE_TIME_TAG = b"\xa8\x01"
-_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
+# StoreEntry.lookup_record and write_time_unix_nanos.
+_LOOKUP_RECORD_TAG = field_key(4, LEN)
+_WRITE_TIME_TAG = field_key(21, VARINT)
 
 
 @lru_cache(maxsize=64)
 def _write_time_field(write_time_unix_nanos: int) -> bytes:
     """Field 21 of an entry; a transaction's records share one write time, so it is built once."""
-    return _WRITE_TIME_TAG + _varint(write_time_unix_nanos)
-
-
-def _varint(value: int) -> bytes:
-    """Protobuf's base-128 varint of a non-negative int."""
-    if value < 0x80:
-        return _ONE_BYTE[value]
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return _WRITE_TIME_TAG + varint(write_time_unix_nanos)
 
 
 def decode_entry(value: bytes, key: bytes = b"") -> types_pb2.StoreEntry:

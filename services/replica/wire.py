@@ -18,10 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from overland.v1 import replica_pb2
+from services.common.protowire import LEN, VARINT, field_key, varint
 from services.replica.vhd.device import Buffer
 
-_VARINT = 0
-_LEN = 2
 # DeltaMessage fields.
 _MESSAGE_CHUNK = 2
 _MESSAGE_CHUNKS = 4
@@ -29,14 +28,14 @@ _MESSAGE_CHUNKS = 4
 _CHUNKS_CHUNK = 1
 # DeltaChunk fields: number -> (name, wire type).
 _CHUNK_FIELDS = {
-    1: ("disk", _LEN),
-    2: ("offset", _VARINT),
-    3: ("length", _VARINT),
-    4: ("data", _LEN),
-    5: ("compressed", _VARINT),
-    6: ("zero", _VARINT),
-    7: ("blake3", _LEN),
-    8: ("index", _VARINT),
+    1: ("disk", LEN),
+    2: ("offset", VARINT),
+    3: ("length", VARINT),
+    4: ("data", LEN),
+    5: ("compressed", VARINT),
+    6: ("zero", VARINT),
+    7: ("blake3", LEN),
+    8: ("index", VARINT),
 }
 _UINT64 = (1 << 64) - 1
 _UINT32 = (1 << 32) - 1
@@ -81,19 +80,6 @@ def chunks_of(message: Received) -> Sequence[ChunkView | replica_pb2.DeltaChunk]
 # -- encoding ------------------------------------------------------------------------------------
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _key(number: int, wire_type: int) -> bytes:
-    return _varint(number << 3 | wire_type)
-
-
 def encode_chunk(
     *,
     disk: str,
@@ -109,29 +95,29 @@ def encode_chunk(
     head = bytearray()
     if disk:
         name = disk.encode()
-        head += _key(1, _LEN) + _varint(len(name)) + name
+        head += field_key(1, LEN) + varint(len(name)) + name
     if offset:
-        head += _key(2, _VARINT) + _varint(offset)
+        head += field_key(2, VARINT) + varint(offset)
     if length:
-        head += _key(3, _VARINT) + _varint(length)
+        head += field_key(3, VARINT) + varint(length)
     parts: list[Buffer] = [bytes(head)]
     if len(data):
-        parts += [_key(4, _LEN) + _varint(len(data)), data]
+        parts += [field_key(4, LEN) + varint(len(data)), data]
     tail = bytearray()
     if compressed:
-        tail += _key(5, _VARINT) + b"\x01"
+        tail += field_key(5, VARINT) + b"\x01"
     if zero:
-        tail += _key(6, _VARINT) + b"\x01"
+        tail += field_key(6, VARINT) + b"\x01"
     if blake3:
-        tail += _key(7, _LEN) + _varint(len(blake3)) + blake3
+        tail += field_key(7, LEN) + varint(len(blake3)) + blake3
     if index:
-        tail += _key(8, _VARINT) + _varint(index)
+        tail += field_key(8, VARINT) + varint(index)
     parts.append(bytes(tail))
     return parts
 
 
 def _sized(number: int, parts: Sequence[Buffer]) -> list[Buffer]:
-    return [_key(number, _LEN) + _varint(sum(len(p) for p in parts)), *parts]
+    return [field_key(number, LEN) + varint(sum(len(p) for p in parts)), *parts]
 
 
 def encode_message(chunks: Sequence[list[Buffer]]) -> bytes:
@@ -173,10 +159,10 @@ def _fields(view: memoryview, start: int, end: int) -> list[tuple[int, int, int 
     while position < end:
         key, position = _read_varint(view, position, end)
         number, wire_type = key >> 3, key & 7
-        if wire_type == _VARINT:
+        if wire_type == VARINT:
             value, position = _read_varint(view, position, end)
             fields.append((number, wire_type, value))
-        elif wire_type == _LEN:
+        elif wire_type == LEN:
             size, position = _read_varint(view, position, end)
             if size > end - position:
                 raise _Irregular
@@ -209,7 +195,7 @@ def _chunk(view: memoryview) -> ChunkView:
 
 def _fast(view: memoryview) -> ChunkBatch:
     outer = _fields(view, 0, len(view))
-    if len(outer) != 1 or outer[0][1] != _LEN:
+    if len(outer) != 1 or outer[0][1] != LEN:
         raise _Irregular
     number, _wire_type, body = outer[0]
     assert isinstance(body, memoryview)
@@ -219,7 +205,7 @@ def _fast(view: memoryview) -> ChunkBatch:
         raise _Irregular
     chunks = []
     for inner_number, inner_type, inner in _fields(body, 0, len(body)):
-        if inner_number != _CHUNKS_CHUNK or inner_type != _LEN:
+        if inner_number != _CHUNKS_CHUNK or inner_type != LEN:
             raise _Irregular
         assert isinstance(inner, memoryview)
         chunks.append(_chunk(inner))
