@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 ROOT = b"/overland/v1/"
 PA_PREFIX = ROOT + b"pa/"
@@ -81,7 +82,9 @@ def vsid_index_key(vsid: int) -> bytes:
     return VSID_INDEX_PREFIX + vsid_segment(vsid).encode()
 
 
+@lru_cache(maxsize=4096)
 def mac_index_prefix(vsid: int) -> bytes:
+    # Memoized: a bulk load builds a MAC index key per record, over few VSIDs.
     return MAC_INDEX_PREFIX + vsid_segment(vsid).encode() + b"/"
 
 

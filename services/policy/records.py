@@ -48,7 +48,6 @@ _FRESH_MODES = (Mode.UPSERT, Mode.CREATE)
 _vsid_key = lru_cache(maxsize=4096)(keys.vsid_index_key)
 _pa_key = lru_cache(maxsize=4096)(keys.pa_key)
 _pa_ref_key = lru_cache(maxsize=4096)(keys.pa_ref_key)
-_mac_prefix = lru_cache(maxsize=4096)(keys.mac_index_prefix)
 
 
 @dataclass(slots=True)
@@ -81,7 +80,7 @@ class RecordChange:
         else:
             self.pa_key = _pa_key(record.pa)
             self.pa_ref_key = _pa_ref_key(record.pa)
-            self.mac_key = _mac_prefix(record.vsid) + record.mac.lower().encode()
+            self.mac_key = keys.mac_index_key(record.vsid, record.mac)
 
 
 class TableState:
