@@ -62,15 +62,14 @@ if TYPE_CHECKING:
         EtcdConfig,
         EtcdKV,
         EtcdTlsConfig,
-        EtcdWatch,
-        KVServerError,
-        KVSpaceExceededError,
     )
+    from services.common.etcd_messages import KVServerError, KVSpaceExceededError
     from services.common.etcd_process import (
         EtcdProcess,
         EtcdProcessError,
         free_ports,
     )
+    from services.common.etcd_watch import EtcdWatch
     from services.common.memory_kv import (
         ManualClock,
         MemoryKV,
@@ -91,9 +90,9 @@ _LAZY = {
     "EtcdConfig": "services.common.etcd_kv",
     "EtcdKV": "services.common.etcd_kv",
     "EtcdTlsConfig": "services.common.etcd_kv",
-    "EtcdWatch": "services.common.etcd_kv",
-    "KVServerError": "services.common.etcd_kv",
-    "KVSpaceExceededError": "services.common.etcd_kv",
+    "EtcdWatch": "services.common.etcd_watch",
+    "KVServerError": "services.common.etcd_messages",
+    "KVSpaceExceededError": "services.common.etcd_messages",
     "EtcdProcess": "services.common.etcd_process",
     "EtcdProcessError": "services.common.etcd_process",
     "free_ports": "services.common.etcd_process",

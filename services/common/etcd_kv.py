@@ -1,55 +1,54 @@
 """``EtcdKV``: the ``KV`` interface over a real etcd v3 cluster, with a deadline on every call.
 
 It talks to etcd's gRPC API through the generated stubs of python3-etcd3 (``etcd3.etcdrpc``) and
-builds the protobuf requests itself: that is faster than the library's helpers and exact about
-compares and ranges. Watches run on the raw bidirectional ``Watch`` stream, so a broken stream
-raises ``KVUnavailableError`` instead of ending silently, and compaction raises
+builds the protobuf requests itself (etcd_messages.py): that is faster than the library's helpers and
+exact about compares and ranges. Watches run on the raw bidirectional ``Watch`` stream (etcd_watch.py),
+so a broken stream raises ``KVUnavailableError`` instead of ending silently, and compaction raises
 ``KVCompactedError`` with etcd's compact revision.
 
-gRPC failures become the errors of ``services.common.kv``: no connection, UNAVAILABLE or a missed
-deadline -> ``KVUnavailableError``; a compacted revision -> ``KVCompactedError``; "too many
-operations in txn request" -> ``KVTooManyOpsError``; and so on. With several endpoints, a call that
-cannot reach one tries the next; reads, which are safe to repeat, are retried until their deadline.
+This module is the client: endpoints, channels, deadlines, retries and failover. gRPC failures become
+the errors of ``services.common.kv`` (``etcd_messages.map_grpc_error``). With several endpoints, a call
+that cannot reach one tries the next; reads, which are safe to repeat, are retried until their deadline.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from etcd3 import etcdrpc
-from etcd3.etcdrpc import kv_pb2
 
-from services.common.errors import InvalidArgument, OverlandError, ResourceExhausted
+from services.common.errors import InvalidArgument
+from services.common.etcd_messages import (
+    REQUIRE_LEADER,
+    EtcdStubs,
+    KVServerError,
+    key_value,
+    map_grpc_error,
+    never_sent,
+    span,
+    txn_request,
+    txn_result,
+)
+from services.common.etcd_watch import EtcdWatch, requested_progress_is_ordered
 from services.common.kv import (
     Compare,
-    CompareOp,
-    CompareTarget,
-    Delete,
-    EventType,
     Get,
     KeyValue,
     KVCompactedError,
-    KVLeaseNotFoundError,
     KVRequestError,
-    KVTooManyOpsError,
     KVUnavailableError,
     Lease,
     Op,
-    Put,
     RangeResult,
     TxnResult,
-    WatchBatch,
-    WatchEvent,
-    prefix_end,
 )
 
 log = logging.getLogger(__name__)
@@ -74,62 +73,6 @@ _RETRY_PAUSE_SECONDS = 0.05
 _RETRY_PAUSE_MAX_SECONDS = 0.5
 # How long the compact-revision probe waits for etcd's answer after the watch was created.
 _PROBE_SECONDS = 1.0
-
-_UNAVAILABLE_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
-)
-
-# etcd's "require leader" metadata: a member that has lost its leader (cut off from the majority)
-# refuses calls at once with "no leader" and cancels open watches, instead of serving stale reads
-# and watches that silently stop.
-REQUIRE_LEADER = (("hasleader", "true"),)
-# The watch id etcd puts on its answer to a progress request (it answers for the whole stream).
-REQUESTED_PROGRESS_ID = -1
-# What a call that surely never took effect fails with: no connection to send it on, or refused
-# by a member without a leader before anything was done.
-_NOT_SENT = (
-    "failed to connect to all addresses",
-    "Connection refused",
-    "DNS resolution failed",
-    "etcdserver: no leader",
-)
-
-# What etcd says, under UNKNOWN or INTERNAL codes, when the cluster cannot serve right now: a lost
-# or changing leader, or a proposal whose server-side context ran out while the leader was killed.
-# Like a client-side deadline, such a write may or may not have been applied.
-_TRANSIENT = (
-    "no leader",
-    "leader changed",
-    "timed out",
-    "context deadline exceeded",
-    "context canceled",
-    "proposal dropped",
-    "too many requests",
-)
-
-_COMPARE_RESULTS = {
-    CompareOp.EQUAL: etcdrpc.Compare.EQUAL,
-    CompareOp.NOT_EQUAL: etcdrpc.Compare.NOT_EQUAL,
-    CompareOp.LESS: etcdrpc.Compare.LESS,
-    CompareOp.GREATER: etcdrpc.Compare.GREATER,
-}
-# Read per compare: enum members are slow to look up in Python 3.11.
-_VALUE, _EQUAL = CompareTarget.VALUE, CompareOp.EQUAL
-_COMPARE_TARGETS = {
-    CompareTarget.VALUE: (etcdrpc.Compare.VALUE, "value"),
-    CompareTarget.VERSION: (etcdrpc.Compare.VERSION, "version"),
-    CompareTarget.CREATE: (etcdrpc.Compare.CREATE, "create_revision"),
-    CompareTarget.MOD: (etcdrpc.Compare.MOD, "mod_revision"),
-}
-
-
-class KVSpaceExceededError(ResourceExhausted):
-    """etcd's backend is over its quota (--quota-backend-bytes): it accepts no writes until
-    compacted, defragmented and its alarm disarmed."""
-
-
-class KVServerError(OverlandError):
-    """etcd failed a request for a reason none of the other KV errors names."""
 
 
 @dataclass(frozen=True)
@@ -194,203 +137,6 @@ def parse_endpoint(endpoint: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidArgument(f"etcd endpoint must be host:port, got {endpoint!r}")
     return target
-
-
-# -- protobuf conversion (pure) ----------------------------------------------------------------
-
-
-def span(key: bytes, prefix: bool, start: bytes | None = None) -> tuple[bytes, bytes]:
-    """etcd's (key, range_end) for one key, or for every key starting with ``key`` (from ``start``).
-
-    etcd has no empty key: the whole keyspace is key ``\\0`` to range_end ``\\0``.
-    """
-    if not prefix:
-        return key, b""
-    low = max(key, start) if start is not None else key
-    return low or b"\0", prefix_end(key)
-
-
-def key_value(kv: Any) -> KeyValue:
-    return KeyValue(
-        key=kv.key,
-        value=kv.value,
-        create_revision=kv.create_revision,
-        mod_revision=kv.mod_revision,
-        version=kv.version,
-        lease=kv.lease,
-    )
-
-
-def fill_compare(message: Any, compare: Compare) -> None:
-    """Fill an ``etcdrpc.Compare`` in place (building nested messages and copying them in costs ~2.6x
-    more on large transactions, which bulk loads are). Fields at their default (VERSION, EQUAL) are
-    not set: a bulk load's transactions hold over a hundred "absent" compares."""
-    target, operand = compare.target, compare.operand
-    if isinstance(operand, bytes) != (target is _VALUE):
-        raise KVRequestError(f"compare on {target.value} needs a {'bytes' if target is _VALUE else 'int'}")
-    message.key = compare.key
-    code, attribute = _COMPARE_TARGETS[target]
-    if code:
-        message.target = code
-    if compare.op is not _EQUAL:
-        message.result = _COMPARE_RESULTS[compare.op]
-    # The operand is a oneof member: set even when zero, so etcd sees which target it holds.
-    setattr(message, attribute, operand)
-
-
-def fill_op(message: Any, op: Op) -> None:
-    """Fill an ``etcdrpc.RequestOp`` in place."""
-    if isinstance(op, Put):
-        put = message.request_put
-        put.key = op.key
-        put.value = op.value
-        if op.lease:
-            put.lease = op.lease
-        return
-    key, range_end = span(op.key, op.prefix)
-    request = message.request_delete_range if isinstance(op, Delete) else message.request_range
-    request.key = key
-    if range_end:
-        request.range_end = range_end
-    else:
-        # A oneof member with only default fields must still be selected.
-        request.SetInParent()
-
-
-def compare_message(compare: Compare) -> Any:
-    message = etcdrpc.Compare()
-    fill_compare(message, compare)
-    return message
-
-
-def op_message(op: Op) -> Any:
-    message = etcdrpc.RequestOp()
-    fill_op(message, op)
-    return message
-
-
-def txn_request(compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> Any:
-    request = etcdrpc.TxnRequest()
-    add = request.compare.add
-    for compare in compares:
-        fill_compare(add(), compare)
-    for branch, ops in ((request.success, success), (request.failure, failure)):
-        add = branch.add
-        for op in ops:
-            fill_op(add(), op)
-    return request
-
-
-def txn_result(response: Any, ran: Sequence[Op] | None = None) -> TxnResult:
-    """The result of a transaction. Given the ops of the branch that ran, responses are only
-    looked into when some of them read (a bulk load's puts answer with over a hundred empty ones)."""
-    responses: tuple[tuple[KeyValue, ...], ...]
-    if ran is not None and not any(isinstance(op, Get) for op in ran):
-        responses = ((),) * len(response.responses)
-    else:
-        responses = tuple(
-            tuple(key_value(kv) for kv in item.response_range.kvs)
-            if item.WhichOneof("response") == "response_range"
-            else ()
-            for item in response.responses
-        )
-    return TxnResult(succeeded=response.succeeded, revision=response.header.revision, responses=responses)
-
-
-def watch_event(event: Any) -> WatchEvent:
-    prev = key_value(event.prev_kv) if event.HasField("prev_kv") else None
-    kind = EventType.DELETE if event.type == kv_pb2.Event.DELETE else EventType.PUT
-    return WatchEvent(type=kind, kv=key_value(event.kv), prev_kv=prev)
-
-
-def watch_batch(response: Any) -> WatchBatch:
-    """The batch one WatchResponse brings. Event responses are complete per revision, so the last
-    event's revision is the resume point; a response without events is a progress notification,
-    which vouches for everything up to its header revision."""
-    if response.events:
-        events = tuple(watch_event(event) for event in response.events)
-        return WatchBatch(events=events, revision=events[-1].kv.mod_revision)
-    return WatchBatch(events=(), revision=response.header.revision, progress=True)
-
-
-# -- error mapping -----------------------------------------------------------------------------
-
-
-def status_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
-    """The status code and details of a failed call (grpc's errors are also ``grpc.Call``s)."""
-    code = getattr(error, "code", None)
-    details = getattr(error, "details", None)
-    return (
-        code() if callable(code) else grpc.StatusCode.UNKNOWN,
-        (details() if callable(details) else str(error)) or "",
-    )
-
-
-def map_grpc_error(error: grpc.RpcError, what: str) -> OverlandError:
-    """The KV error for a failed etcd call. Compaction errors get compact revision 0 here; the
-    caller fills it in when it can learn it."""
-    code, details = status_of(error)
-    message = f"etcd {what}: {details or code.name}"
-    if code in _UNAVAILABLE_CODES:
-        return KVUnavailableError(message)
-    if "required revision has been compacted" in details:
-        return KVCompactedError(message, 0)
-    if "too many operations in txn request" in details:
-        return KVTooManyOpsError(message)
-    if "requested lease not found" in details:
-        return KVLeaseNotFoundError(message)
-    if "database space exceeded" in details:
-        return KVSpaceExceededError(message)
-    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
-        return KVRequestError(message)
-    if any(reason in details for reason in _TRANSIENT):
-        return KVUnavailableError(message)
-    return KVServerError(message)
-
-
-@dataclass(frozen=True)
-class EtcdStubs:
-    """The stubs of one channel, made once: making a stub builds a callable per method."""
-
-    channel: grpc.Channel
-    kv: Any
-    lease: Any
-    watch: Any
-    maintenance: Any = None
-
-    @classmethod
-    def on(cls, channel: grpc.Channel) -> EtcdStubs:
-        return cls(
-            channel,
-            etcdrpc.KVStub(channel),
-            etcdrpc.LeaseStub(channel),
-            etcdrpc.WatchStub(channel),
-            etcdrpc.MaintenanceStub(channel),
-        )
-
-
-def requested_progress_is_ordered(version: str) -> bool:
-    """Whether etcd ``version`` answers a progress *request* in order with the watch's events.
-
-    Before 3.4.24 and 3.5.8 it answers at once with its current revision, possibly ahead of events
-    it has still to send (etcd-io/etcd#15220): such an answer must not count as a resume point.
-    """
-    try:
-        major, minor, patch = (int(part) for part in version.split("-", maxsplit=1)[0].split(".")[:3])
-    except ValueError:
-        return False
-    if (major, minor) == (3, 5):
-        return patch >= 8
-    if (major, minor) == (3, 4):
-        return patch >= 24
-    return (major, minor) > (3, 5)
-
-
-def never_sent(error: grpc.RpcError) -> bool:
-    """Whether a failed call surely never took effect (no connection, or refused by a member
-    without a leader), so even a write may be sent again."""
-    _, details = status_of(error)
-    return any(sign in details for sign in _NOT_SENT)
 
 
 class EtcdKV:
@@ -726,185 +472,3 @@ class EtcdKV:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-_END = object()
-_NOTHING = object()
-# The most already-arrived responses one batch merges (bounds a batch's size).
-_MAX_MERGED_RESPONSES = 256
-
-
-class EtcdWatch:
-    """One etcd watch on its own bidirectional stream; see ``WatchStream``.
-
-    A reader thread moves responses into a queue, so that waiting for the next one can have a
-    deadline (creation) or an idle limit, and ``cancel()`` from any thread ends the iteration.
-    """
-
-    def __init__(
-        self,
-        owner: EtcdKV,
-        stubs: EtcdStubs,
-        create: Any,
-        idle_timeout: float | None,
-        *,
-        trust_requested_progress: bool = True,
-    ) -> None:
-        self._owner = owner
-        self._idle_timeout = idle_timeout
-        self._trust_requested_progress = trust_requested_progress
-        self._requests: queue.Queue[Any] = queue.Queue()
-        self._responses: queue.Queue[Any] = queue.Queue()
-        self._cancelled = threading.Event()
-        # A response that ends the stream, taken while merging and kept for the next take.
-        self._held: Any = _NOTHING
-        self._created = False
-        # The resume point: everything below the start revision counts as delivered.
-        self._delivered = max(create.start_revision - 1, 0)
-        self._from_now = create.start_revision <= 0
-        self._requests.put(etcdrpc.WatchRequest(create_request=create))
-        try:
-            # No gRPC deadline: the stream lives as long as the watch; creation and idleness are
-            # bounded by wait_created() and the idle timeout instead.
-            self._call = stubs.watch.Watch(
-                self._request_stream(), wait_for_ready=owner.wait_for_ready, metadata=REQUIRE_LEADER
-            )
-        except ValueError as error:
-            raise KVUnavailableError(f"etcd watch: {error}") from error
-        self._reader = threading.Thread(target=self._read, name="etcd-watch-reader", daemon=True)
-        self._reader.start()
-
-    def _request_stream(self) -> Iterator[Any]:
-        while True:
-            request = self._requests.get()
-            if request is _END:
-                return
-            yield request
-
-    def _read(self) -> None:
-        try:
-            for response in self._call:
-                self._responses.put(response)
-        except grpc.RpcError as error:
-            self._responses.put(error)
-        self._responses.put(_END)
-
-    def _take(self, timeout: float | None) -> Any:
-        """The next response, or raise what ended the stream. None once cancelled."""
-        item, self._held = self._held, _NOTHING
-        if item is _NOTHING:
-            try:
-                item = self._responses.get(timeout=timeout)
-            except queue.Empty:
-                self.cancel()
-                raise KVUnavailableError(f"etcd watch: no response within {timeout:.3g}s") from None
-        if self._cancelled.is_set():
-            return None
-        if isinstance(item, grpc.RpcError):
-            self.cancel()
-            raise map_grpc_error(item, "watch") from item
-        if item is _END:
-            self.cancel()
-            raise KVUnavailableError("etcd watch: the stream ended")
-        if item.compact_revision:
-            self.cancel()
-            raise KVCompactedError(
-                f"etcd watch: revision compacted (at {item.compact_revision})", item.compact_revision
-            )
-        if item.canceled:
-            self.cancel()
-            raise KVUnavailableError(f"etcd watch: cancelled by etcd: {item.cancel_reason or 'no reason'}")
-        return item
-
-    def wait_created(self, timeout: float) -> None:
-        """Wait for etcd to confirm the watch; KVUnavailableError if it does not within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while not self._created:
-            response = self._take(max(deadline - time.monotonic(), 0.001))
-            if response is None:
-                raise KVUnavailableError("etcd watch: cancelled before it was created")
-            if response.created:
-                self._created = True
-                if self._from_now:
-                    # A watch "from now" sees every event after the revision it was created at.
-                    self._delivered = response.header.revision
-                if response.events:  # pragma: no cover - etcd never sends events with "created"
-                    self._responses.put(response)
-
-    def next_batch(self, timeout: float | None, *, merge: bool = False) -> WatchBatch | None:
-        """The next batch, waiting at most ``timeout`` (None: the idle timeout, or forever): one
-        response, or with ``merge`` every response that has already arrived (iteration merges).
-
-        Merging lets a consumer that fell behind pay its per-batch cost once for all that queued up
-        meanwhile instead of once per response (an agent's table update, datapath apply and span).
-        """
-        response = self._take(timeout)
-        if response is None:
-            return None
-        batch = self._resume_point(response)
-        if not merge or not self._responses.qsize():
-            return batch
-        events = list(batch.events)
-        progress = batch.progress
-        for _ in range(_MAX_MERGED_RESPONSES):
-            following = self._ready()
-            if following is None:
-                break
-            batch = self._resume_point(following)
-            events.extend(batch.events)
-            progress = progress and batch.progress
-        return WatchBatch(events=tuple(events), revision=batch.revision, progress=progress)
-
-    def _ready(self) -> Any:
-        """A response that has already arrived and brings events or progress, else None. Anything that
-        ends the stream is held back for the next ``_take``, after what came before it is delivered."""
-        if self._held is not _NOTHING:
-            return None
-        try:
-            item = self._responses.get_nowait()
-        except queue.Empty:
-            return None
-        if item is _END or isinstance(item, grpc.RpcError) or item.compact_revision or item.canceled:
-            self._held = item
-            return None
-        return item
-
-    def _resume_point(self, response: Any) -> WatchBatch:
-        batch = watch_batch(response)
-        untrusted = response.watch_id == REQUESTED_PROGRESS_ID and not self._trust_requested_progress
-        if batch.progress and (untrusted or batch.revision < self._delivered):
-            # A resume point never moves back, and never past events an old etcd may still send
-            # after answering a progress request (etcd-io/etcd#15220).
-            batch = replace(batch, revision=self._delivered)
-        self._delivered = batch.revision
-        return batch
-
-    def __iter__(self) -> EtcdWatch:
-        # The stream is its own iterator, so consecutive loops over it continue where the last
-        # one stopped instead of starting (and, when dropped, cancelling) a new generator.
-        return self
-
-    def __next__(self) -> WatchBatch:
-        batch = self.next_batch(self._idle_timeout, merge=True)
-        if batch is None:
-            raise StopIteration
-        return batch
-
-    def request_progress(self) -> None:
-        if not self._cancelled.is_set():
-            self._requests.put(etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest()))
-
-    def cancel(self) -> None:
-        if self._cancelled.is_set():
-            return
-        self._cancelled.set()
-        self._requests.put(_END)
-        self._call.cancel()
-        # Wake an iteration blocked on the queue; it sees the flag and ends.
-        self._responses.put(_END)
-        self._owner._forget(self)
-
-    def break_stream(self) -> None:
-        """Break the gRPC stream under the watch without cancelling it (for tests): the iteration
-        raises KVUnavailableError, as it does when the connection is lost."""
-        self._call.cancel()

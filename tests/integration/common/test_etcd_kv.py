@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.common.etcd_kv import EtcdKV, EtcdTlsConfig, KVSpaceExceededError
+from services.common.etcd_kv import EtcdKV, EtcdTlsConfig
+from services.common.etcd_messages import KVSpaceExceededError
 from services.common.etcd_process import EtcdProcess, free_ports
 from services.common.kv import KVUnavailableError, Put, WatchEvent
 from services.common.server import TlsConfig

@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from services.common.etcd_kv import EtcdWatch
+from services.common.etcd_watch import EtcdWatch
 from tests.integration.containers.harness import (
     CLIENT_DEADLINE_SECONDS,
     DEADLINE_SLACK_SECONDS,

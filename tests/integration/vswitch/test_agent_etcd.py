@@ -12,8 +12,9 @@ import pytest
 
 from overland.v1 import types_pb2
 from services.common import keys
-from services.common.etcd_kv import EtcdKV, EtcdWatch
+from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess
+from services.common.etcd_watch import EtcdWatch
 from services.common.kv import KVUnavailableError
 from services.common.table import key_of
 from services.vswitch.agent import Agent

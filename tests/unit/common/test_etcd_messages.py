@@ -11,14 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.errors import InvalidArgument
-from services.common.etcd_kv import (
+from services.common.etcd_kv import parse_endpoint
+from services.common.etcd_messages import (
     KVServerError,
     KVSpaceExceededError,
     compare_message,
     map_grpc_error,
     never_sent,
     op_message,
-    parse_endpoint,
     span,
     txn_request,
     txn_result,

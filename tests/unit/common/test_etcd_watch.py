@@ -12,13 +12,9 @@ import pytest
 from etcd3 import etcdrpc
 from etcd3.etcdrpc import kv_pb2
 
-from services.common.etcd_kv import (
-    REQUIRE_LEADER,
-    EtcdKV,
-    EtcdStubs,
-    EtcdWatch,
-    requested_progress_is_ordered,
-)
+from services.common.etcd_kv import EtcdKV
+from services.common.etcd_messages import REQUIRE_LEADER, EtcdStubs
+from services.common.etcd_watch import EtcdWatch, requested_progress_is_ordered
 from services.common.kv import KVCompactedError, KVUnavailableError
 
 
