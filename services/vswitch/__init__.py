@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from services.vswitch.agent import Agent, Datapath, HostRegistration, status_due
+    from services.vswitch.agent import Agent, HostRegistration, status_due
     from services.vswitch.config import (
         NVGRE_OVERHEAD,
         AgentConfig,
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         VswitchConfigError,
         config_from_args,
     )
+    from services.vswitch.datapath_interface import Datapath
     from services.vswitch.server import (
         TableOnlyError,
         VswitchServer,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from services.vswitch.watcher import TableWatcher, WatchCursors, WatcherStats, watch_prefixes
 
 _MODULES = {
-    "services.vswitch.agent": ("Agent", "Datapath", "HostRegistration", "status_due"),
+    "services.vswitch.agent": ("Agent", "HostRegistration", "status_due"),
     "services.vswitch.config": (
         "NVGRE_OVERHEAD",
         "AgentConfig",
@@ -38,6 +39,7 @@ _MODULES = {
         "VswitchConfigError",
         "config_from_args",
     ),
+    "services.vswitch.datapath_interface": ("Datapath",),
     "services.vswitch.server": (
         "TableOnlyError",
         "VswitchServer",

@@ -25,10 +25,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from overland.v1 import types_pb2, vswitch_pb2
 from services.common import keys
@@ -36,6 +36,7 @@ from services.common.errors import Unavailable
 from services.common.kv import KV, KVLeaseNotFoundError, Put
 from services.common.table import RoutingTable, TableDelta
 from services.vswitch.config import AgentConfig
+from services.vswitch.datapath_interface import Datapath
 from services.vswitch.snapshot import TableSnapshots, resume_forwarding
 from services.vswitch.watcher import ApplyCallback, TableWatcher, watch_prefixes
 
@@ -47,31 +48,6 @@ log = logging.getLogger(__name__)
 
 # How long stopping waits for the agent's threads.
 _JOIN_SECONDS = 5.0
-
-
-class Datapath(Protocol):
-    """What the agent needs of the datapath (services/vswitch/datapath/). A ``table_lock`` attribute,
-    when the datapath has one (a reentrant lock), is held around every table update and ``apply``."""
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def apply(self, table: RoutingTable, delta: TableDelta) -> None:
-        """Adjust ports and caches to a table change; called from one thread, never with a flush."""
-        ...
-
-    def attach_port(self, port: vswitch_pb2.Port) -> vswitch_pb2.Port: ...
-
-    def detach_port(self, name: str) -> None: ...
-
-    def ports(self) -> Sequence[vswitch_pb2.Port]: ...
-
-    def counters(self) -> vswitch_pb2.Counters: ...
-
-    def extensions(self) -> Sequence[vswitch_pb2.Extension]: ...
-
-    def configure_extension(self, extension: vswitch_pb2.Extension) -> vswitch_pb2.Extension: ...
 
 
 def status_due(
@@ -230,10 +206,9 @@ class Agent:
         self.kv = kv
         self.datapath = datapath
         self.table = resumed if resumed is not None else RoutingTable()
-        # A datapath that reads the table under its own ``table_lock`` gets updates under the same lock,
-        # so a packet decision never sees half of a change.
-        shared = getattr(datapath, "table_lock", None)
-        self.lock: threading.RLock = shared if shared is not None else threading.RLock()
+        # The datapath reads the table under its ``table_lock``: updates take the same lock, so a packet
+        # decision never sees half of a change.
+        self.lock: threading.RLock = datapath.table_lock if datapath is not None else threading.RLock()
         self._on_apply = on_apply
         self._on_failure = on_failure
         self._telemetry = telemetry

@@ -21,7 +21,7 @@ import grpc
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
 from services.common.errors import DeadlineExceeded, FailedPrecondition
 from services.vswitch.config import SNAPSHOT_DIR
-from services.vswitch.datapath.datapath import STATE_DIR
+from services.vswitch.datapath.switch import STATE_DIR
 from services.vswitch.lab import BLUE, DEMO_SUBNETS, RED, Host, Lab, TcpRelay, VmSpec, demo_vms
 from services.vswitch.netns import exec_argv
 

@@ -20,8 +20,9 @@ from services.common.kv import KV
 from services.common.server import GrpcServer, build_server, wait_for_signal
 from services.common.table import RoutingTable
 from services.common.telemetry import Telemetry, server_interceptors
-from services.vswitch.agent import Agent, Datapath
+from services.vswitch.agent import Agent
 from services.vswitch.config import AgentConfig
+from services.vswitch.datapath_interface import Datapath
 from services.vswitch.start import main
 from services.vswitch.telemetry import AgentTelemetry
 
@@ -136,7 +137,7 @@ def default_datapath(config: AgentConfig) -> Datapath:
     """The NVGRE datapath of services/vswitch/datapath for this host."""
     from services.vswitch import datapath  # noqa: PLC0415 - table-only agents never load it
 
-    factory: DatapathFactory = datapath.Datapath.from_agent_config
+    factory: DatapathFactory = datapath.NvgreSwitch.from_agent_config
     return factory(config)
 
 

@@ -17,14 +17,13 @@ import logging
 import os
 import struct
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
 from services.common.errors import DataLoss
-from services.common.table import RoutingTable, StoreEntry, TableDelta
+from services.common.table import RoutingTable, StoreEntry
+from services.vswitch.datapath_interface import Datapath
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +119,7 @@ class TableSnapshots:
             return None
 
 
-class ForwardingDatapath(Protocol):
-    """What resuming needs of a datapath (the agent's ``Datapath`` has it)."""
-
-    def start(self) -> None: ...
-
-    def apply(self, table: RoutingTable, delta: TableDelta) -> None: ...
-
-
-def resume_forwarding(
-    datapath: ForwardingDatapath, table: RoutingTable, snapshots: TableSnapshots | None
-) -> bool:
+def resume_forwarding(datapath: Datapath, table: RoutingTable, snapshots: TableSnapshots | None) -> bool:
     """Start ``datapath`` and, when a saved table exists, load it into ``table`` (empty) and apply it:
     forwarding resumes before etcd is reached. Whether a saved table was loaded."""
     loaded = snapshots.load() if snapshots is not None else None
@@ -138,8 +127,7 @@ def resume_forwarding(
     if loaded is None:
         return False
     revision, entries = loaded
-    lock: AbstractContextManager[object] = getattr(datapath, "table_lock", None) or nullcontext()
-    with lock:
+    with datapath.table_lock:
         datapath.apply(table, table.reset(entries, revision))
     log.info(
         "forwarding on the saved table until etcd is synced",

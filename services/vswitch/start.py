@@ -31,9 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     resumed = None
     if not config.table_only:
         # Deferred imports below: see the module docstring.
-        from services.vswitch.datapath.datapath import Datapath  # noqa: PLC0415
+        from services.vswitch.datapath.switch import NvgreSwitch  # noqa: PLC0415
 
-        datapath = Datapath.from_agent_config(config)
+        datapath = NvgreSwitch.from_agent_config(config)
         resumed = RoutingTable()
         snapshots = TableSnapshots(Path(config.table_snapshot)) if config.table_snapshot else None
         resume_forwarding(datapath, resumed, snapshots)

@@ -2,7 +2,6 @@
 
 from services.vswitch.datapath.config import DatapathConfig
 from services.vswitch.datapath.counters import Stats
-from services.vswitch.datapath.datapath import Datapath, policy_port_name
 from services.vswitch.datapath.errors import (
     DatapathConfigError,
     DatapathError,
@@ -35,13 +34,13 @@ from services.vswitch.datapath.forwarding import (
     inner_mtu_of,
     port_info,
 )
+from services.vswitch.datapath.switch import NvgreSwitch, policy_port_name
 
 __all__ = [
     "Action",
     "ActionKind",
     "CaptureExtension",
     "Context",
-    "Datapath",
     "DatapathConfig",
     "DatapathConfigError",
     "DatapathError",
@@ -52,6 +51,7 @@ __all__ = [
     "FrameMatch",
     "Hook",
     "HookResult",
+    "NvgreSwitch",
     "PortError",
     "PortInfo",
     "PortNotFound",

@@ -24,8 +24,8 @@ from services.common.server import wait_for_signal
 from services.common.table import RoutingTable, StoreEntry, key_of, wrap
 from services.common.telemetry import Telemetry, TelemetryConfig
 from services.vswitch.datapath.config import DatapathConfig
-from services.vswitch.datapath.datapath import Datapath
 from services.vswitch.datapath.errors import DatapathConfigError
+from services.vswitch.datapath.switch import NvgreSwitch
 from services.vswitch.telemetry import AgentProbes, AgentTelemetry
 
 log = logging.getLogger("services.vswitch.datapath")
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             offload=not args.no_offload,
             complete_checksums=not args.partial_checksums,
         )
-        datapath = Datapath(config)
+        datapath = NvgreSwitch(config)
         table = RoutingTable()
         dump = vswitch_pb2.DumpTableResponse.FromString(args.table.read_bytes())
         traced = AgentTelemetry(telemetry.tracer, telemetry.meter, args.pa_ip) if telemetry else None

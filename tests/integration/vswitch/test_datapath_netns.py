@@ -24,7 +24,7 @@ from overland.v1 import vswitch_pb2
 from services.common.table import RoutingTable, TableChange, key_of
 from services.vswitch import lab as lab_module
 from services.vswitch import netns
-from services.vswitch.datapath import Datapath, DatapathConfig, policy_port_name
+from services.vswitch.datapath import DatapathConfig, NvgreSwitch, policy_port_name
 from services.vswitch.lab import BLUE_A, RED_A, Lab, demo_entries, demo_vms, snapshot
 from services.vswitch.packets import (
     ETHERTYPE_IPV4,
@@ -54,7 +54,7 @@ VMS = demo_vms([PA1, PA2])
 @dataclass
 class Overlay:
     lab: Lab
-    datapaths: dict[str, Datapath]
+    datapaths: dict[str, NvgreSwitch]
     table: RoutingTable
 
     def vm(self, name: str) -> lab_module.Vm:
@@ -67,13 +67,13 @@ class Overlay:
 @pytest.fixture(scope="module")
 def overlay() -> Iterator[Overlay]:
     lab = Lab()
-    datapaths: dict[str, Datapath] = {}
+    datapaths: dict[str, NvgreSwitch] = {}
     try:
         hosts = {PA1: lab.add_host("h1", PA1), PA2: lab.add_host("h2", PA2)}
         table = RoutingTable()
         delta = table.reset(snapshot(demo_entries([PA1, PA2], list(VMS.values()))), revision=1)
         for pa, host in hosts.items():
-            datapath = Datapath(DatapathConfig(pa_ip=pa, netns=host.netns))
+            datapath = NvgreSwitch(DatapathConfig(pa_ip=pa, netns=host.netns))
             datapath.apply(table, delta)
             datapath.start()
             datapaths[pa] = datapath
@@ -343,7 +343,7 @@ def test_policy_ports_follow_the_table(tmp_path: Path) -> None:
         config = DatapathConfig(
             pa_ip=PA1, netns=host.netns, policy_ports=True, port_netns_template="{vm_name}"
         )
-        datapath = Datapath(config)
+        datapath = NvgreSwitch(config)
         datapath.start()
         try:
             datapath.apply(table, table.reset(snapshot(entries), revision=1))

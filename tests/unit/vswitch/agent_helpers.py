@@ -79,6 +79,7 @@ class RecordingDatapath:
     """A datapath that records what the agent gives it, and can fail on purpose."""
 
     def __init__(self) -> None:
+        self.table_lock = threading.RLock()
         self.deltas: list[TableDelta] = []
         self.started = False
         self.stopped = False

@@ -418,7 +418,6 @@ def test_idle_agent_catches_up_with_writes_it_does_not_watch() -> None:
 
 def test_updates_hold_the_datapath_table_lock(kv: GatedKV) -> None:
     datapath = RecordingDatapath()
-    datapath.table_lock = threading.RLock()  # type: ignore[attr-defined]
     held: list[bool] = []
     original_apply = datapath.apply
 
@@ -429,7 +428,7 @@ def test_updates_hold_the_datapath_table_lock(kv: GatedKV) -> None:
 
     datapath.apply = apply  # type: ignore[method-assign]
     running = Agent(_config(), kv, datapath)
-    assert running.lock is datapath.table_lock  # type: ignore[attr-defined]
+    assert running.lock is datapath.table_lock
     running.start()
     try:
         assert running.wait_for_revision(put(kv, *_records(1)), 10)

@@ -1,4 +1,5 @@
-"""The datapath shell: TAP ports, the raw GRE socket, two forwarding threads, flow caches and counters.
+"""``NvgreSwitch``, the datapath shell: TAP ports, the raw GRE socket, two forwarding threads, flow
+caches and counters.
 
 Decisions come from the pure ``forwarding`` module; this file only moves bytes. The packet path is a
 flow cache hit: a dict lookup on the frame's MAC header and IP addresses (and the outer PA and VSID
@@ -101,8 +102,8 @@ def policy_port_name(vsid: int, mac: str) -> str:
     return f"nv{vsid:06x}{mac.replace(':', '')[-6:]}"
 
 
-class Datapath:
-    """The NVGRE switch of one host; see the module docstring."""
+class NvgreSwitch:
+    """The NVGRE switch of one host (the agent's ``Datapath``); see the module docstring."""
 
     def __init__(self, config: DatapathConfig):
         config.validate()
@@ -129,7 +130,7 @@ class Datapath:
         self._context = Context(self._table, config.pa_ip, self.pa_mtu or 1500, self._by_mac)
 
     @classmethod
-    def from_agent_config(cls, config: AgentConfig) -> Datapath:
+    def from_agent_config(cls, config: AgentConfig) -> NvgreSwitch:
         """The datapath of an agent process running inside its host's namespace."""
         state = Path(STATE_DIR) / f"{config.host_name}-{config.pa_ip}.ports"
         return cls(DatapathConfig(pa_ip=config.pa_ip, pa_mtu=config.pa_mtu, state_path=state))
