@@ -8,6 +8,7 @@ from services.vswitch.datapath.errors import (
     ExtensionError,
     PortError,
     PortNotFound,
+    TableChangingError,
 )
 from services.vswitch.datapath.extensions import (
     CaptureExtension,
@@ -58,6 +59,7 @@ __all__ = [
     "ReplyKind",
     "Stats",
     "SwitchExtension",
+    "TableChangingError",
     "Verdict",
     "apply_rewrite",
     "build_extension",

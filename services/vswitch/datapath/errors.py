@@ -13,6 +13,11 @@ class PortError(DatapathError):
     """A VM port cannot be opened, moved or found."""
 
 
+class TableChangingError(DatapathError):
+    """A decision read a routing table that another thread was changing (an update made without
+    ``table_lock``); the frame is dropped as ``table_changing``, never acted on."""
+
+
 class PortNotFound(NotFound):
     """No port of that name is attached."""
 

@@ -10,6 +10,9 @@ NVGRE overhead get ICMP "fragmentation needed" back when DF is set.
 
 From the wire: the inner frame must be untagged, for a local port of that VSID, and its source must
 live on the PA it came from (a reverse-path check through the same ``select_next_hop``).
+
+A decision made while another thread changes the table (an update without the datapath's table lock)
+can meet a dict that changed size under an iteration: it raises ``TableChangingError`` instead.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from overland.v1 import types_pb2
 from services.common.routing import select_next_hop
 from services.common.table import RoutingTable
+from services.vswitch.datapath.errors import TableChangingError
 from services.vswitch.packets import (
     ARP_REPLY,
     ARP_REQUEST,
@@ -158,6 +162,8 @@ def decide_from_port(
             return _ipv4_from_port(context, port, frame, segment_length)
     except DecodeError as error:
         return drop(error.reason)
+    except RuntimeError as error:
+        raise TableChangingError(f"the table changed under a decision: {error}") from error
     return drop(DropReason.UNSUPPORTED_ETHERTYPE)
 
 
@@ -325,10 +331,12 @@ def decide_from_wire(context: Context, source_pa: bytes, vsid: int, frame: bytes
         if ethertype != ETHERTYPE_IPV4:
             return drop(DropReason.UNSUPPORTED_ETHERTYPE)
         packet = decode_ipv4(frame[ETHERNET_HEADER_LEN:])
+        if not _source_lives_on(table, vsid, packet, pa):
+            return drop(DropReason.UNKNOWN_SOURCE_PA)
     except DecodeError as error:
         return drop(error.reason)
-    if not _source_lives_on(table, vsid, packet, pa):
-        return drop(DropReason.UNKNOWN_SOURCE_PA)
+    except RuntimeError as error:
+        raise TableChangingError(f"the table changed under a decision: {error}") from error
     return Action(ActionKind.DELIVER, frame=frame, port=port.name, cacheable=True)
 
 

@@ -33,7 +33,7 @@ from services.vswitch import netns
 from services.vswitch.datapath import tap
 from services.vswitch.datapath.config import DatapathConfig
 from services.vswitch.datapath.counters import Stats, total
-from services.vswitch.datapath.errors import DatapathError, PortError, PortNotFound
+from services.vswitch.datapath.errors import DatapathError, PortError, PortNotFound, TableChangingError
 from services.vswitch.datapath.extensions import ExtensionChain, Hook, HookResult, Verdict, run_hooks
 from services.vswitch.datapath.forwarding import (
     Action,
@@ -485,8 +485,8 @@ class NvgreSwitch:
         with self.table_lock:
             try:
                 action = decide_from_port(self._context, port.info, frame, segment)
-            except RuntimeError:
-                # The table changed under the decision (an agent that does not hold table_lock).
+            except TableChangingError:
+                # An update made without table_lock (the agent's updates hold it).
                 stats.drop(DropReason.TABLE_CHANGING)
                 return
             entry = self._cache_entry(action)
@@ -623,7 +623,7 @@ class NvgreSwitch:
             data = frame.tobytes()
             try:
                 action = decide_from_wire(self._context, source, key >> 8, data)
-            except RuntimeError:
+            except TableChangingError:
                 stats.drop(DropReason.TABLE_CHANGING)
                 return
             if action.cacheable and cache_key:

@@ -19,6 +19,7 @@ from services.vswitch.datapath import (
     Hook,
     PortInfo,
     ReplyKind,
+    TableChangingError,
     Verdict,
     apply_rewrite,
     decide_from_port,
@@ -337,6 +338,21 @@ def test_received_spoofed_wrong_vsid_and_tagged_frames_are_dropped() -> None:
     assert decide_from_wire(context, ip_to_bytes(PA2), 0xABCDE, frame).reason is DropReason.UNKNOWN_VSID
     nobody = mac_to_bytes("02:00:00:00:ee:ee") + frame[6:]
     assert decide_from_wire(context, ip_to_bytes(PA2), BLUE_A, nobody).reason is DropReason.NO_PORT
+
+
+def test_a_table_changed_under_a_decision_raises_the_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a dict iteration meets when another thread updates the table without the datapath's lock.
+    def changing(*_args: object) -> None:
+        raise RuntimeError("dictionary changed size during iteration")
+
+    blue1, blue2, blue3 = VMS["blue1"], VMS["blue2"], VMS["blue3"]
+    routing = table()
+    monkeypatch.setattr(routing, "record", changing)
+    context = context_on(PA1, routing)
+    with pytest.raises(TableChangingError):
+        decide_from_port(context, port_of(blue1), ip_frame(blue1, blue3.ca, GATEWAY_MAC[BLUE_A]))
+    with pytest.raises(TableChangingError):
+        decide_from_wire(context, ip_to_bytes(PA2), BLUE_A, wire_frame(blue2, blue1))
 
 
 @settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
