@@ -48,6 +48,14 @@ from services.vswitch.datapath.forwarding import (
 )
 from services.vswitch.packets import (
     ETHERNET_HEADER_LEN,
+    FLOW_ADDRESSES_AT,
+    FLOW_ADDRESSES_END,
+    FLOW_ETHERTYPE_AT,
+    FLOW_MAC_END,
+    FLOW_PORTS_END,
+    FLOW_TTL_AT,
+    FLOW_VSID_AT,
+    FLOW_VSID_END,
     NVGRE_OVERHEAD,
     DecodeError,
     DropReason,
@@ -463,15 +471,18 @@ class NvgreSwitch:
             if verdict.verdict is not Verdict.CONTINUE:
                 self._extension_verdict(verdict, frame, stats)
                 return
-        if buffer[offset + 12 : offset + 14] == _IPV4 and size >= 34:
-            key = view[offset : offset + 14].tobytes() + view[offset + 26 : offset + 38].tobytes()
+        if buffer[offset + FLOW_ETHERTYPE_AT : offset + FLOW_MAC_END] == _IPV4 and size >= FLOW_ADDRESSES_END:
+            key = (
+                view[offset : offset + FLOW_MAC_END].tobytes()
+                + view[offset + FLOW_ADDRESSES_AT : offset + FLOW_PORTS_END].tobytes()
+            )
             entry = port.cache.get(key)
             ip_size = segment or size - ETHERNET_HEADER_LEN
             if (
                 entry is not None
                 and ip_size <= self._context.inner_mtu
                 and size <= MAX_INNER_FRAME
-                and (not entry[3] or buffer[offset + 22] > 1)
+                and (not entry[3] or buffer[offset + FLOW_TTL_AT] > 1)
             ):
                 self._send(entry, frame, stats)
                 return
@@ -609,10 +620,15 @@ class NvgreSwitch:
             return
         end = view[2] << 8 | view[3]
         frame = view[inner:end]
-        if view[inner + 12 : inner + 14] == _IPV4 and end - inner >= 34:
+        if (
+            view[inner + FLOW_ETHERTYPE_AT : inner + FLOW_MAC_END] == _IPV4
+            and end - inner >= FLOW_ADDRESSES_END
+        ):
             cache_key = (
-                source + view[inner - 4 : inner - 1].tobytes() + view[inner : inner + 14].tobytes()
-            ) + view[inner + 26 : inner + 34].tobytes()
+                source
+                + view[inner + FLOW_VSID_AT : inner + FLOW_VSID_END].tobytes()
+                + view[inner : inner + FLOW_MAC_END].tobytes()
+            ) + view[inner + FLOW_ADDRESSES_AT : inner + FLOW_ADDRESSES_END].tobytes()
             target = self._wire_cache.get(cache_key)
             if target is not None:
                 self._deliver(target[1], frame, stats)

@@ -31,6 +31,22 @@ NVGRE_OVERHEAD = IPV4_HEADER_LEN + GRE_HEADER_LEN + ETHERNET_HEADER_LEN
 MIN_VSID = 0x1000
 MAX_VSID = 0xFFFFFE
 
+# The datapath's flow cache keys, cut from an untagged inner IPv4 frame without decoding it (offsets
+# from the frame's first byte; an IPv4 header without options): the MAC header, whose ethertype at
+# FLOW_ETHERTYPE_AT says IPv4, up to FLOW_MAC_END; the IPv4 source and destination, FLOW_ADDRESSES_AT
+# to FLOW_ADDRESSES_END (also the shortest frame that is keyed); and for frames from a VM the 4 bytes up
+# to FLOW_PORTS_END, the TCP/UDP ports that ``flow_id`` hashes into the GRE header the cache keeps. A
+# cached routed flow reads the TTL at FLOW_TTL_AT. A received packet's key also holds its VSID, the GRE
+# key's first 3 bytes: FLOW_VSID_AT to FLOW_VSID_END, before the inner frame.
+FLOW_ETHERTYPE_AT = 12
+FLOW_MAC_END = ETHERNET_HEADER_LEN
+FLOW_TTL_AT = ETHERNET_HEADER_LEN + 8
+FLOW_ADDRESSES_AT = ETHERNET_HEADER_LEN + 12
+FLOW_ADDRESSES_END = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN
+FLOW_PORTS_END = FLOW_ADDRESSES_END + 4
+FLOW_VSID_AT = -4
+FLOW_VSID_END = -1
+
 _GRE = struct.Struct("!HHI")
 _OUTER = struct.Struct("!B8xB2x4s4s")
 

@@ -15,6 +15,14 @@ from services.vswitch.packets import (
     CODE_FRAGMENTATION_NEEDED,
     ETHERTYPE_ARP,
     ETHERTYPE_IPV4,
+    FLOW_ADDRESSES_AT,
+    FLOW_ADDRESSES_END,
+    FLOW_ETHERTYPE_AT,
+    FLOW_MAC_END,
+    FLOW_PORTS_END,
+    FLOW_TTL_AT,
+    FLOW_VSID_AT,
+    FLOW_VSID_END,
     GRE_FLAGS_KEY,
     ICMP_DEST_UNREACHABLE,
     LINKTYPE_ETHERNET,
@@ -23,6 +31,7 @@ from services.vswitch.packets import (
     NVGRE_OVERHEAD,
     PROTO_GRE,
     PROTO_TRANSPARENT_ETHERNET,
+    PROTO_UDP,
     ArpPacket,
     DecodeError,
     DropReason,
@@ -55,6 +64,7 @@ from services.vswitch.packets import (
     mac_to_str,
     next_hop_mtu,
     ones_complement_sum,
+    parse_nvgre,
     parse_pcap,
     pcap_file_header,
     pcap_record,
@@ -247,6 +257,51 @@ def test_flow_id_is_stable_per_flow_and_ignores_the_payload(
 
     assert flow_id(frame(data)) == flow_id(frame(b"other payload"))
     assert 0 <= flow_id(frame(data)) <= 0xFF
+
+
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
+@given(
+    macs,
+    macs,
+    ipv4s,
+    ipv4s,
+    st.integers(0, 255),
+    st.sampled_from((6, PROTO_UDP)),
+    st.binary(min_size=4),
+    st.binary(),
+    vsids,
+)
+def test_flow_key_offsets_locate_the_fields_the_codecs_write_and_flow_id_reads(
+    dst_mac: bytes,
+    src_mac: bytes,
+    source: bytes,
+    destination: bytes,
+    ttl: int,
+    protocol: int,
+    ports_and_payload: bytes,
+    other_payload: bytes,
+    vsid: int,
+) -> None:
+    def frame(payload: bytes, identification: int) -> bytes:
+        ip = Ipv4Packet(source, destination, protocol, payload, ttl=ttl, identification=identification)
+        return encode_ethernet(EthernetFrame(dst_mac, src_mac, ETHERTYPE_IPV4, encode_ipv4(ip)))
+
+    inner = frame(ports_and_payload, 1)
+    assert inner[:FLOW_MAC_END] == dst_mac + src_mac + inner[FLOW_ETHERTYPE_AT:FLOW_MAC_END]
+    assert int.from_bytes(inner[FLOW_ETHERTYPE_AT:FLOW_MAC_END], "big") == ETHERTYPE_IPV4
+    assert inner[FLOW_ADDRESSES_AT:FLOW_ADDRESSES_END] == source + destination
+    assert inner[FLOW_ADDRESSES_END:FLOW_PORTS_END] == ports_and_payload[:4]
+    assert inner[FLOW_TTL_AT] == ttl
+    # What the port-side key holds is all flow_id reads (within one IP protocol): a frame of the same
+    # flow with another payload and header checksum gets the cached GRE header's FlowID.
+    same_flow = frame(ports_and_payload[:4] + other_payload, 2)
+    assert same_flow[:FLOW_MAC_END] + same_flow[FLOW_ADDRESSES_AT:FLOW_PORTS_END] == (
+        inner[:FLOW_MAC_END] + inner[FLOW_ADDRESSES_AT:FLOW_PORTS_END]
+    )
+    assert flow_id(same_flow) == flow_id(inner)
+    outer = encapsulate(b"\xc6\x12\x00\x01", b"\xc6\x12\x00\x02", vsid, inner)
+    _source, _key, at = parse_nvgre(outer)
+    assert outer[at + FLOW_VSID_AT : at + FLOW_VSID_END] == vsid.to_bytes(3, "big")
 
 
 def test_flow_id_spreads_flows_over_many_values() -> None:
