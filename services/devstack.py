@@ -29,7 +29,7 @@ from overland.errors import AlreadyExistsError, OverlandError
 from overland.v1.policy_pb2_grpc import PolicyServiceStub
 from services.common.etcd_process import EtcdProcess
 from services.common.logs import configure_logging
-from services.replica.demo import devstack_starter as replica_devstack_starter
+from services.replica.demo import start_demo as start_replica_demo
 from services.vswitch.demo import DEMO_RDIDS, PAS, OverlayDemo
 from services.vswitch.lab import BLUE, DEMO_SUBNETS, RED, demo_vms
 
@@ -234,7 +234,19 @@ def overlay_demo_starter(etcd_endpoint: str, children: list[Child], env: dict[st
     return [*demo.banner(), f"  agent logs: {log_dir}/"]
 
 
+def replica_demo_starter(etcd_endpoint: str, children: list[Child], env: dict[str, str]) -> list[str]:
+    """The replica demo's two roles as children (stopped with the rest). It needs no etcd; the
+    endpoint is part of the starter contract."""
+
+    def spawn(name: str, argv: Sequence[str]) -> None:
+        child = Child(name, argv, env=dict(env))
+        children.append(child)
+        child.start()
+
+    return start_replica_demo(STATE_DIR / "replica", spawn).lines()
+
+
 def demo_starters() -> list[DemoStarter]:
     """The optional demos: each takes (etcd endpoint, children, env), starts what it needs (adding
     children to stop later) and returns lines for the banner."""
-    return [overlay_demo_starter, replica_devstack_starter]
+    return [overlay_demo_starter, replica_demo_starter]

@@ -1,8 +1,8 @@
 """The replica demo for ``make run``: a primary and a DR replica service replicating a small demo disk.
 
 ``start_demo(workdir)`` launches both roles as child processes, creates the demo VHD (once), enables
-replication every 30 s (idempotently) and returns the endpoints to print. ``devstack_starter`` fits
-the same into ``services.devstack``'s demo-starter contract.
+replication every 30 s (idempotently) and returns the endpoints to print. ``services.devstack`` runs
+it for ``make run``, spawning the roles as its children through ``spawn``.
 """
 
 from __future__ import annotations
@@ -15,15 +15,11 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.replica.vhd import create_dynamic, open_disk
-
-if TYPE_CHECKING:
-    from services.devstack import Child
 
 log = logging.getLogger(__name__)
 
@@ -153,17 +149,3 @@ def _enable(disk: Path) -> None:
             timeout=30,
         )
     log.info("replica demo enabled", extra={"vm": VM_NAME, "primary": PRIMARY_ADDRESS, "dr": DR_ADDRESS})
-
-
-def devstack_starter(etcd_endpoint: str, children: list[Child], env: dict[str, str]) -> list[str]:
-    """``services.devstack`` demo starter: the two roles become devstack children (stopped by it).
-    The replica demo needs no etcd; the endpoint is part of the starter contract."""
-    # Imported here: devstack imports this module to register the starter, so a top-level import would cycle.
-    from services.devstack import STATE_DIR, Child  # noqa: PLC0415
-
-    def spawn(name: str, argv: Sequence[str]) -> None:
-        child = Child(name, argv, env=dict(env))
-        children.append(child)
-        child.start()
-
-    return start_demo(STATE_DIR / "replica", spawn).lines()
