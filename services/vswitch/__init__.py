@@ -24,10 +24,10 @@ if TYPE_CHECKING:
         VswitchServer,
         VswitchServicer,
         create_server,
-        main,
         serve,
     )
     from services.vswitch.snapshot import SnapshotError, TableSnapshots, resume_forwarding
+    from services.vswitch.start import main
     from services.vswitch.watcher import TableWatcher, WatchCursors, WatcherStats, watch_prefixes
 
 _MODULES = {
@@ -45,10 +45,10 @@ _MODULES = {
         "VswitchServer",
         "VswitchServicer",
         "create_server",
-        "main",
         "serve",
     ),
     "services.vswitch.snapshot": ("SnapshotError", "TableSnapshots", "resume_forwarding"),
+    "services.vswitch.start": ("main",),
     "services.vswitch.watcher": ("TableWatcher", "WatchCursors", "WatcherStats", "watch_prefixes"),
 }
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}

@@ -23,7 +23,6 @@ from services.common.telemetry import Telemetry, server_interceptors
 from services.vswitch.agent import Agent
 from services.vswitch.config import AgentConfig
 from services.vswitch.datapath_interface import Datapath
-from services.vswitch.start import main
 from services.vswitch.telemetry import AgentTelemetry
 
 log = logging.getLogger(__name__)
@@ -227,6 +226,5 @@ __all__ = [
     "VswitchServicer",
     "create_server",
     "default_datapath",
-    "main",
     "serve",
 ]
