@@ -19,7 +19,6 @@ from services.replica.vhd.errors import (
     VhdParentError,
 )
 from services.replica.vhd.footer import DiskType, Footer, Geometry, chs_geometry
-from services.replica.vhd.hashing import DIGEST_SIZE, block_digest, block_digests
 from services.replica.vhd.image import (
     create_differencing,
     create_dynamic,
@@ -32,7 +31,6 @@ from services.replica.vhd.vhdx import VhdxDisk
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_VHD_BLOCK",
-    "DIGEST_SIZE",
     "BlockDevice",
     "Buffer",
     "DeviceReadOnly",
@@ -49,8 +47,6 @@ __all__ = [
     "VhdInvalid",
     "VhdParentError",
     "VhdxDisk",
-    "block_digest",
-    "block_digests",
     "check_range",
     "chs_geometry",
     "create_differencing",

@@ -16,8 +16,6 @@ from services.replica.vhd import (
     FileDevice,
     VhdInvalid,
     VhdParentError,
-    block_digest,
-    block_digests,
     create_differencing,
     create_dynamic,
     create_fixed,
@@ -200,18 +198,6 @@ def test_create_rejects_bad_sizes(tmp_path: Path) -> None:
         create_dynamic(tmp_path / "b.vhd", 0)
     with pytest.raises(VhdInvalid):
         create_dynamic(tmp_path / "c.vhd", 4096, block_size=3000)
-
-
-def test_block_digests_are_blake3_of_each_block(tmp_path: Path) -> None:
-    disk = open_disk(create_dynamic(tmp_path / "d.vhd", SIZE, block_size=BLOCK), writable=True)
-    disk.write(BLOCK, b"q" * 10)
-    digests = dict(block_digests(disk, BLOCK))
-    assert len(digests) == 4
-    assert digests[0] == block_digest(bytes(BLOCK))
-    assert digests[1] != digests[0]
-    assert digests[3] == block_digest(bytes(4096))
-    assert dict(block_digests(disk, BLOCK, first_block=1, count=1)) == {1: digests[1]}
-    disk.close()
 
 
 def test_raw_write_zeroes_punches_a_hole(tmp_path: Path) -> None:
