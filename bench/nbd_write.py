@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.replica.nbd import NbdServer
-from services.replica.tracking import ChangeLog
-from services.replica.vhd import create_dynamic, open_disk
+from services.replica.tracking import ChangeLog, TrackedDevice
+from services.replica.vhd import BlockDevice, create_dynamic, open_disk
 
 MIB = 1024 * 1024
 
@@ -85,9 +85,13 @@ def run_qemu_nbd(source: Path, target: Path, fmt: str) -> float:
 
 def run_overland(source: Path, target: Path, tracked: bool) -> float:
     device = open_disk(target, writable=True)
-    log = ChangeLog.open(target.with_suffix(".hrl"), device.virtual_size) if tracked else None
+    served: BlockDevice = (
+        TrackedDevice(device, ChangeLog.open(target.with_suffix(".hrl"), device.virtual_size))
+        if tracked
+        else device
+    )
     server = NbdServer()
-    served = server.add_export("disk0", device, log)
+    server.add_export("disk0", served)
     port = server.start()
     try:
         return convert(source, port)

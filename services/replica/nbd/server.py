@@ -40,7 +40,6 @@ from services.replica.nbd.protocol import (
     request_payload,
     simple_reply,
 )
-from services.replica.tracking import ChangeLog, TrackedDevice
 from services.replica.vhd import BlockDevice, Buffer, DeviceReadOnly
 
 log = logging.getLogger(__name__)
@@ -127,20 +126,16 @@ class NbdServer:
         self._clients: set[socket.socket] = set()
         self._pool: ThreadPoolExecutor | None = None
 
-    def add_export(
-        self, name: str, device: BlockDevice, tracker: ChangeLog | None = None, read_only: bool = False
-    ) -> BlockDevice:
-        """Serve ``device`` as ``name``. With a tracker every change is logged before it is acknowledged;
-        the returned device is then a ``TrackedDevice`` (take snapshots from it).
+    def add_export(self, name: str, device: BlockDevice, read_only: bool = False) -> None:
+        """Serve ``device`` as ``name``. To have every change logged before it is acknowledged, serve a
+        ``TrackedDevice`` (the primary's tracking wraps the disk; the server knows only ``BlockDevice``).
         """
         if not name or len(name.encode()) > 4096:
             raise InvalidArgument("export name must be 1 to 4096 bytes of UTF-8")
-        served: BlockDevice = TrackedDevice(device, tracker) if tracker is not None else device
         with self._lock:
             if name in self._exports:
                 raise InvalidArgument(f"export {name!r} already exists")
-            self._exports[name] = Export(served, read_only)
-        return served
+            self._exports[name] = Export(device, read_only)
 
     def remove_export(self, name: str) -> BlockDevice:
         """Stop offering an export to new clients; the caller closes the returned device."""

@@ -23,12 +23,12 @@ KILL_AFTER = 150
 SERVER = """
 import sys, threading
 from services.replica.nbd import NbdServer
-from services.replica.tracking import ChangeLog
+from services.replica.tracking import ChangeLog, TrackedDevice
 from services.replica.vhd import open_disk
 
 server = NbdServer()
 log = ChangeLog.open(sys.argv[2], {disk}, {track})
-server.add_export("disk0", open_disk(sys.argv[1], writable=True), log)
+server.add_export("disk0", TrackedDevice(open_disk(sys.argv[1], writable=True), log))
 print(server.start(), flush=True)
 threading.Event().wait()
 """

@@ -29,10 +29,10 @@ def qemu(*args: str) -> str:
 def served(tmp_path: Path) -> Iterator[tuple[NbdServer, TrackedDevice, Path]]:
     image = create_dynamic(tmp_path / "disk.vhd", SIZE)
     server = NbdServer(unix_path=tmp_path / "nbd.sock")
-    device = server.add_export(
-        "disk0", open_disk(image, writable=True), ChangeLog.open(tmp_path / "disk.hrl", SIZE, TRACK)
+    device = TrackedDevice(
+        open_disk(image, writable=True), ChangeLog.open(tmp_path / "disk.hrl", SIZE, TRACK)
     )
-    assert isinstance(device, TrackedDevice)
+    server.add_export("disk0", device)
     server.start()
     try:
         yield server, device, image
