@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.replica.nbd import NbdServer
-from services.replica.tracking import ChangeLog, TrackedDevice
+from services.replica.primary.tracking import ChangeLog, TrackedDevice
 from services.replica.vhd import BlockDevice, create_dynamic, open_disk
 
 MIB = 1024 * 1024

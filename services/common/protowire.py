@@ -1,6 +1,6 @@
 """Protobuf's wire encoding, for the few hot paths that frame bytes they already have (pure).
 
-The replica's delta stream (services/replica/wire.py) and the policy store's lookup-record entries
+The replica's delta stream (services/replica/codec/wire.py) and the policy store's lookup-record entries
 (services/policy/entries.py) write what protobuf's serializer would, without copying their payload
 into a message first; their tests check the bytes against protobuf.
 """

@@ -1,8 +1,16 @@
 """The Overland replica service: VHD change tracking at the primary, delta streaming to a DR site,
 atomic commits and recovery points there (after Hyper-V Replica).
 
-Storage (disks, NBD export, tracking log) lives in the ``vhd``, ``nbd`` and ``tracking`` subpackages;
-replication (states, deltas, the DR receiver, the primary's cycles, the server) is exported here.
+Grouped by the site a module serves:
+
+* ``primary/`` — the primary: management (``ReplicaService``), change tracking (``primary/tracking``),
+  the cycle scheduler and the cycles, and the client side of the delta stream.
+* ``dr/`` — the DR site: ``ReplicaReceiverService``, staging, the atomic commit, recovery points.
+* shared — the delta stream's byte formats (``codec/``), durable file updates (``files``), disks
+  (``vhd/``) and their NBD export (``nbd/``), and at the top the states, settings, errors, telemetry
+  and the process (config, server).
+
+The replication API (states, settings, errors, the server) is exported here.
 """
 
 from services.replica.config import ClientTls, ReplicaConfig, parse_args

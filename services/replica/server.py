@@ -14,10 +14,10 @@ from services.common.logs import configure_logging
 from services.common.server import GrpcServer, build_server, wait_for_signal
 from services.common.telemetry import Telemetry, install_log_correlation, server_interceptors
 from services.replica.config import ReplicaConfig, parse_args
+from services.replica.dr.servicer import ReceiverServicer, add_receiver_to_server
 from services.replica.nbd import NbdServer
 from services.replica.primary.manager import ReplicationManager
 from services.replica.primary.servicer import ReplicaServicer
-from services.replica.receiver.servicer import ReceiverServicer, add_receiver_to_server
 from services.replica.telemetry import ReplicaTelemetry
 from services.replica.tuning import tune_allocator
 

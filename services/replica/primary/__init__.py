@@ -1,4 +1,5 @@
-"""The primary site: tracked disks, the cycle scheduler, and ReplicaService (management)."""
+"""The primary site: ReplicaService (management), the cycle scheduler and the cycles, the client side of
+the delta stream; its change tracking is the ``tracking`` subpackage."""
 
 from services.replica.primary.gate import GatedDevice
 from services.replica.primary.manager import ReplicationManager, VmReplication, export_name

@@ -25,7 +25,7 @@ from services.common.errors import (
     OverlandError,
     PermissionDenied,
 )
-from services.replica.delta import (
+from services.replica.codec.chunks import (
     DEFAULT_CHUNK_BYTES,
     ChunkCodec,
     TokenBucket,
@@ -33,10 +33,10 @@ from services.replica.delta import (
     block_digests,
     split_extent,
 )
+from services.replica.codec.wire import encode_message, serialize
 from services.replica.errors import CycleAborted, ReplicaStorageFull, ReplicaUnreachable
-from services.replica.tracking import Snapshot, TrackedDevice, WriteGate
+from services.replica.primary.tracking import Snapshot, TrackedDevice, WriteGate
 from services.replica.vhd.device import merge_ranges
-from services.replica.wire import encode_message, serialize
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ snapshots every disk.
 
 from __future__ import annotations
 
-from services.replica.tracking import TrackedDevice, WriteGate
+from services.replica.primary.tracking import TrackedDevice, WriteGate
 from services.replica.vhd.device import Buffer
 
 

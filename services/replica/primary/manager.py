@@ -24,9 +24,11 @@ import grpc
 from overland.v1 import replica_pb2
 from services.common.errors import OverlandError
 from services.common.server import MAX_MESSAGE_BYTES
-from services.replica import media, states
+from services.replica import states
+from services.replica.codec import media
+from services.replica.codec.chunks import ChunkCodec, TokenBucket
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
-from services.replica.delta import ChunkCodec, TokenBucket
+from services.replica.dr.store import write_atomic
 from services.replica.errors import (
     CycleAborted,
     InvalidTransition,
@@ -40,11 +42,10 @@ from services.replica.nbd import NbdServer
 from services.replica.primary import cycle
 from services.replica.primary.cycle import CycleKind, Progress, Sender
 from services.replica.primary.gate import GatedDevice
-from services.replica.receiver.store import write_atomic
+from services.replica.primary.tracking import DEFAULT_TRACK_BLOCK, ChangeLog, TrackedDevice, WriteGate
 from services.replica.settings import InitialMethod, ReplicationPolicy, validate_enable
 from services.replica.states import Event, Record, ReplicationState
 from services.replica.telemetry import ReplicaTelemetry
-from services.replica.tracking import DEFAULT_TRACK_BLOCK, ChangeLog, TrackedDevice, WriteGate
 from services.replica.vhd.image import open_disk
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.replica.tracking import ChangeLog
+from services.replica.primary.tracking import ChangeLog
 
 pytestmark = pytest.mark.qemu
 
@@ -23,7 +23,7 @@ KILL_AFTER = 150
 SERVER = """
 import sys, threading
 from services.replica.nbd import NbdServer
-from services.replica.tracking import ChangeLog, TrackedDevice
+from services.replica.primary.tracking import ChangeLog, TrackedDevice
 from services.replica.vhd import open_disk
 
 server = NbdServer()

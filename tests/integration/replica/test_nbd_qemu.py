@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.replica.nbd import NbdServer
-from services.replica.tracking import ChangeLog, TrackedDevice
+from services.replica.primary.tracking import ChangeLog, TrackedDevice
 from services.replica.vhd import create_dynamic, create_fixed, open_disk
 
 pytestmark = pytest.mark.qemu

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.replica.receiver.direct import ALIGN, DirectWriter, direct_span
+from services.replica.dr.direct import ALIGN, DirectWriter, direct_span
 
 PAGES = 16
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overland.v1 import replica_pb2
-from services.replica.delta import (
+from services.replica.codec.chunks import (
     ChunkCodec,
     TokenBucket,
     batches,
@@ -17,8 +17,8 @@ from services.replica.delta import (
     runs,
     split_extent,
 )
+from services.replica.codec.wire import ChunkBatch, encode_message, parse_message
 from services.replica.errors import ChunkCorrupted, MalformedDelta
-from services.replica.wire import ChunkBatch, encode_message, parse_message
 
 
 @given(st.sets(st.integers(0, 300)), st.integers(1, 8), st.integers(1, 6))

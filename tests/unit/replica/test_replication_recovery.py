@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.replica.recovery import PointInfo, overlay, retained
+from services.replica.dr.recovery import PointInfo, overlay, retained
 from services.replica.states import HOUR_NANOS
 
 SIZE = 200

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from overland.v1 import replica_pb2
+from services.replica.dr.store import TRASH_PREFIX, VmStore
 from services.replica.errors import DuplicateDelta, MalformedDelta, SequenceError, UnknownVm
-from services.replica.receiver.store import TRASH_PREFIX, VmStore
 from services.replica.states import HOUR_NANOS
 from services.replica.vhd import open_disk
 

@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.replica.tracking import ChangeLog
+from services.replica.primary.tracking import ChangeLog
 
 DISK = 4 * 1024 * 1024
 BLOCK = 4096
 
 WRITER = """
 import sys
-from services.replica.tracking import ChangeLog, TrackedDevice
+from services.replica.primary.tracking import ChangeLog, TrackedDevice
 from services.replica.vhd import open_disk
 
 device = TrackedDevice(open_disk(sys.argv[1], writable=True), ChangeLog.open(sys.argv[2], {disk}, {block}))

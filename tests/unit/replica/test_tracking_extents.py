@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.replica.tracking import BlockSet, LogHeader, TrackingInvalid, block_span
-from services.replica.tracking.extents import (
+from services.replica.primary.tracking import BlockSet, LogHeader, TrackingInvalid, block_span
+from services.replica.primary.tracking.extents import (
     RECORDS_START,
     decode_header,
     encode_record,

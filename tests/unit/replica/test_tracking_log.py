@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.replica.tracking import (
+from services.replica.primary.tracking import (
     ChangeLog,
     CutPending,
     TrackedDevice,

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overland.v1 import replica_pb2
-from services.replica.wire import ChunkBatch, encode_chunk, encode_message, parse_message, serialize
+from services.replica.codec.wire import ChunkBatch, encode_chunk, encode_message, parse_message, serialize
 
 FIELDS = ("disk", "offset", "length", "data", "compressed", "zero", "blake3", "index")
 

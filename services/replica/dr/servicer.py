@@ -18,8 +18,11 @@ from google.protobuf import message_factory
 
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.common.errors import FieldViolation, InvalidArgument
+from services.replica.codec.chunks import decode_chunk
+from services.replica.codec.media import read_export
+from services.replica.codec.wire import Received, chunks_of, parse_message
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
-from services.replica.delta import decode_chunk
+from services.replica.dr.store import Staging, VmStore
 from services.replica.errors import (
     ChunkCorrupted,
     InvalidReplicationSettings,
@@ -28,11 +31,8 @@ from services.replica.errors import (
     SequenceError,
     UnauthorizedPrimary,
 )
-from services.replica.media import read_export
-from services.replica.receiver.store import Staging, VmStore
 from services.replica.settings import validate_name
 from services.replica.telemetry import APPLY_SPAN, COMMIT_SPAN, ReplicaTelemetry
-from services.replica.wire import Received, chunks_of, parse_message
 
 log = logging.getLogger(__name__)
 

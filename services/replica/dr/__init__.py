@@ -1,8 +1,8 @@
 """The DR site: receives deltas, commits them atomically, keeps recovery points."""
 
-from services.replica.receiver.direct import DirectWriter
-from services.replica.receiver.servicer import ReceiverServicer, add_receiver_to_server
-from services.replica.receiver.store import VmStore, check_sequence, point_id
+from services.replica.dr.direct import DirectWriter
+from services.replica.dr.servicer import ReceiverServicer, add_receiver_to_server
+from services.replica.dr.store import VmStore, check_sequence, point_id
 
 __all__ = [
     "DirectWriter",

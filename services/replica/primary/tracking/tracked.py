@@ -14,9 +14,9 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from services.replica.tracking.errors import TrackingInvalid
-from services.replica.tracking.extents import BlockSet, block_span
-from services.replica.tracking.log import ChangeLog, Cut
+from services.replica.primary.tracking.errors import TrackingInvalid
+from services.replica.primary.tracking.extents import BlockSet, block_span
+from services.replica.primary.tracking.log import ChangeLog, Cut
 from services.replica.vhd.device import BlockDevice, Buffer, check_range, read_exact, write_all
 
 

@@ -12,9 +12,9 @@ import blake3
 import zstandard
 
 from overland.v1 import replica_pb2
+from services.replica.codec.wire import ChunkView, encode_chunk
 from services.replica.errors import ChunkCorrupted, MalformedDelta
 from services.replica.vhd.device import Buffer
-from services.replica.wire import ChunkView, encode_chunk
 
 DIGEST_SIZE = 32
 # A run of blocks is cut into chunks of at most this much: big enough to amortize per-message cost,

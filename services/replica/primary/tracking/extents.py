@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from services.replica.tracking.errors import TrackingInvalid
+from services.replica.primary.tracking.errors import TrackingInvalid
 
 HEADER_MAGIC = b"OVLHRL\x00\x01"
 HEADER_SLOT = 512

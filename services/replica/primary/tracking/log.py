@@ -13,8 +13,8 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from services.replica.tracking.errors import CutPending, TrackingInvalid
-from services.replica.tracking.extents import (
+from services.replica.primary.tracking.errors import CutPending, TrackingInvalid
+from services.replica.primary.tracking.extents import (
     HEADER_SLOT,
     RECORDS_START,
     BlockSet,

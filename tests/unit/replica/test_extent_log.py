@@ -7,7 +7,7 @@ import io
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.replica import records
+from services.replica.dr import extent_log
 
 record_args = st.tuples(
     st.text(alphabet="abcdefgh0123456789-_", min_size=1, max_size=12),
@@ -23,10 +23,10 @@ def test_locate_agrees_with_scan(args: list[tuple[str, int, bytes | None, int]])
     located = []
     for index, (disk, offset, data, zero_length) in enumerate(args):
         length = zero_length if data is None else len(data)
-        record = records.encode_record(index, disk, offset, length, data)
-        located.append(records.locate(record, len(log)))
+        record = extent_log.encode_record(index, disk, offset, length, data)
+        located.append(extent_log.locate(record, len(log)))
         log += record
-    assert list(records.scan(io.BytesIO(bytes(log)))) == located
+    assert list(extent_log.scan(io.BytesIO(bytes(log)))) == located
     for info, (_disk, _offset, data, _zero) in zip(located, args, strict=True):
         if data is not None:
             assert bytes(log[info.data_position : info.data_position + info.length]) == data

@@ -15,8 +15,8 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from overland.v1 import replica_pb2
+from services.replica.codec.wire import Received, parse_message, serialize
 from services.replica.errors import MalformedDelta
-from services.replica.wire import Received, parse_message, serialize
 
 MAGIC = b"OVERLAND-REPLICA-EXPORT 1\n"
 _LENGTH = struct.Struct(">I")

@@ -6,7 +6,7 @@ Layout under ``<storage location>/<vm>/``:
   the recovery points with their undo files. Replaced atomically (write, fsync, rename, fsync dir).
 * ``disks/<disk>.vhd`` — the replica disks (fixed VHDs), always at the latest committed point.
 * ``staging/`` — the delta being received: ``header.bin`` and ``chunks.log`` (self-checking records,
-  see ``records``), or for a full transfer the new disks themselves plus a ``progress`` counter.
+  see ``extent_log``), or for a full transfer the new disks themselves plus a ``progress`` counter.
 * ``journal/`` — ``staging/`` renamed once the whole delta is durable. The rename is the commit:
   after it the delta is applied (redo), and a restart after a ``kill -9`` re-applies it; before it the
   replica disks were never touched, so the last committed point is intact.
@@ -32,8 +32,10 @@ from pathlib import Path
 
 from overland.v1 import replica_pb2
 from services.common.errors import FieldViolation
-from services.replica import records
-from services.replica.delta import block_digests
+from services.replica.codec.chunks import block_digests
+from services.replica.dr import extent_log
+from services.replica.dr.direct import DirectWriter
+from services.replica.dr.recovery import PointInfo, overlay, retained
 from services.replica.errors import (
     DuplicateDelta,
     MalformedDelta,
@@ -42,8 +44,6 @@ from services.replica.errors import (
     SequenceError,
     UnknownVm,
 )
-from services.replica.receiver.direct import DirectWriter
-from services.replica.recovery import PointInfo, overlay, retained
 from services.replica.settings import validate_name
 from services.replica.vhd.device import BlockDevice, Buffer, check_range, write_all
 from services.replica.vhd.footer import MAX_DISK_SIZE
@@ -187,7 +187,7 @@ class Staging:
         self._log_fd = -1
         # Where each staged record sits in chunks.log, so the commit applies them without re-reading
         # and re-hashing the log; None after a resume (the records staged earlier are not known here).
-        self.records: list[records.RecordInfo] | None = [] if chunks == 0 else None
+        self.records: list[extent_log.RecordInfo] | None = [] if chunks == 0 else None
         path = store.staging
         if header.full:
             for disk, size in header.disk_sizes.items():
@@ -212,11 +212,11 @@ class Staging:
                     self._write_full(disk, offset, data)
                 self._progress(len(data), index + 1, PROGRESS_EVERY_BYTES)
             else:
-                record = records.encode_record(index, disk, offset, len(data), None if zero else data)
+                record = extent_log.encode_record(index, disk, offset, len(data), None if zero else data)
                 position = os.lseek(self._log_fd, 0, os.SEEK_END)
                 write_all(self._log_fd, position, record)
                 if self.records is not None:
-                    self.records.append(records.locate(record, position))
+                    self.records.append(extent_log.locate(record, position))
                 # Writing the log back while it grows leaves the commit's fsync only the tail.
                 self._progress(len(record), index + 1, LOG_SYNC_EVERY_BYTES)
         self.chunks = index + 1
@@ -390,7 +390,7 @@ class VmStore:
             return 0
         count, end = 0, 0
         with log_path.open("rb") as file:
-            for info in records.scan(file):
+            for info in extent_log.scan(file):
                 if info.index != count:
                     break
                 count, end = count + 1, info.end_position
@@ -431,7 +431,7 @@ class VmStore:
             return
         log_path = self.staging / "chunks.log"
         with log_path.open("rb") as file:
-            ends = [info.end_position for info in records.scan(file)]
+            ends = [info.end_position for info in extent_log.scan(file)]
         os.truncate(log_path, ends[chunks - 1] if chunks else 0)
 
     def _check_disks(self, header: replica_pb2.DeltaHeader) -> None:
@@ -460,7 +460,7 @@ class VmStore:
             shutil.rmtree(self.staging)
 
     def commit(
-        self, header: replica_pb2.DeltaHeader, count: int, staged: list[records.RecordInfo] | None = None
+        self, header: replica_pb2.DeltaHeader, count: int, staged: list[extent_log.RecordInfo] | None = None
     ) -> replica_pb2.DeltaAck:
         """Capture undo data, then rename staging to journal (the commit point), then apply.
 
@@ -518,19 +518,19 @@ class VmStore:
                     [self._open_replica(disk) for disk in header.disk_sizes if self._replica(disk).exists()]
                 )
 
-    def _capture_undo(self, staged: list[records.RecordInfo] | None) -> None:
+    def _capture_undo(self, staged: list[extent_log.RecordInfo] | None) -> None:
         """Write the bytes the staged delta will overwrite to ``staging/undo.log`` (before the commit)."""
         devices: dict[str, BlockDevice] = {}
         log_fd = os.open(self.staging / "undo.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             with (self.staging / "chunks.log").open("rb") as file:
-                for info in records.scan(file) if staged is None else staged:
+                for info in extent_log.scan(file) if staged is None else staged:
                     device = devices.get(info.disk) or devices.setdefault(
                         info.disk, self._open_replica(info.disk)
                     )
                     old = device.read(info.offset, info.length)
                     os.write(
-                        log_fd, records.encode_record(info.index, info.disk, info.offset, info.length, old)
+                        log_fd, extent_log.encode_record(info.index, info.disk, info.offset, info.length, old)
                     )
             os.fsync(log_fd)
         finally:
@@ -547,7 +547,7 @@ class VmStore:
     def _apply_journal(
         self,
         header: replica_pb2.DeltaHeader,
-        staged: list[records.RecordInfo] | None = None,
+        staged: list[extent_log.RecordInfo] | None = None,
     ) -> list[BlockDevice]:
         """Redo: idempotent, so a restart simply runs it again. The replica disks it wrote come back
         open and unflushed: the caller closes (flushes) them before the journal goes."""
@@ -586,21 +586,21 @@ class VmStore:
             raise
         return pending
 
-    def _redo(self, log_path: Path, staged: list[records.RecordInfo] | None) -> list[BlockDevice]:
+    def _redo(self, log_path: Path, staged: list[extent_log.RecordInfo] | None) -> list[BlockDevice]:
         """Apply the log's records to the replica disks; they are returned open, writes not yet flushed
         (closing a device flushes it)."""
         devices: dict[str, BlockDevice] = {}
         fd = os.open(log_path, os.O_RDONLY)
         try:
             with log_path.open("rb") as file:
-                for info in records.scan(file) if staged is None else staged:
+                for info in extent_log.scan(file) if staged is None else staged:
                     device = devices.get(info.disk) or devices.setdefault(
                         info.disk, self._open_replica(info.disk)
                     )
                     if info.zero:
                         device.write_zeroes(info.offset, info.length)
                     else:
-                        device.write(info.offset, records.read_data(fd, info))
+                        device.write(info.offset, extent_log.read_data(fd, info))
                     if self.fault_apply_delay:
                         time.sleep(self.fault_apply_delay)
         except BaseException:
@@ -653,7 +653,7 @@ class VmStore:
                                 info.data_position + piece.offset - info.offset,
                             )
                         )
-                        os.write(out, records.encode_record(n, disk, piece.offset, piece.length, data))
+                        os.write(out, extent_log.encode_record(n, disk, piece.offset, piece.length, data))
                 os.fsync(out)
         finally:
             os.close(out)
@@ -722,11 +722,11 @@ class VmStore:
         fd = os.open(path, os.O_RDONLY)
         try:
             with path.open("rb") as file:
-                for info in records.scan(file):
+                for info in extent_log.scan(file):
                     if info.zero:
                         devices[info.disk].write_zeroes(info.offset, info.length)
                     else:
-                        devices[info.disk].write(info.offset, records.read_data(fd, info))
+                        devices[info.disk].write(info.offset, extent_log.read_data(fd, info))
         finally:
             os.close(fd)
             for device in devices.values():
@@ -741,9 +741,9 @@ def _remove_quietly(path: Path) -> None:
         log.warning("could not remove a finished journal", extra={"path": str(path), "error": str(error)})
 
 
-def _index(path: Path) -> list[records.RecordInfo]:
+def _index(path: Path) -> list[extent_log.RecordInfo]:
     with path.open("rb") as file:
-        return list(records.scan(file))
+        return list(extent_log.scan(file))
 
 
 def _same_cut(staged: replica_pb2.DeltaHeader, header: replica_pb2.DeltaHeader) -> bool:
