@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.replica_common import GIB, MIB, enable, same, sites, wait_replicating
 from overland.v1 import replica_pb2
-from services.replica.codec.chunks import TokenBucket
+from services.replica.primary.chunking import TokenBucket
 from services.replica.vhd import create_dynamic
 
 BLOCK = 64 * 1024

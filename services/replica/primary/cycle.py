@@ -25,16 +25,10 @@ from services.common.errors import (
     OverlandError,
     PermissionDenied,
 )
-from services.replica.codec.chunks import (
-    DEFAULT_CHUNK_BYTES,
-    ChunkCodec,
-    TokenBucket,
-    batches,
-    block_digests,
-    split_extent,
-)
+from services.replica.codec.chunks import ChunkCodec, block_digests
 from services.replica.codec.wire import encode_message, serialize
 from services.replica.errors import CycleAborted, ReplicaStorageFull, ReplicaUnreachable
+from services.replica.primary.chunking import DEFAULT_CHUNK_BYTES, TokenBucket, batches, split_extent
 from services.replica.primary.tracking import Snapshot, TrackedDevice, WriteGate
 from services.replica.vhd.device import merge_ranges
 

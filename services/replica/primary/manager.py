@@ -26,7 +26,7 @@ from services.common.errors import OverlandError
 from services.common.server import MAX_MESSAGE_BYTES
 from services.replica import states
 from services.replica.codec import media
-from services.replica.codec.chunks import ChunkCodec, TokenBucket
+from services.replica.codec.chunks import ChunkCodec
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
 from services.replica.dr.store import write_atomic
 from services.replica.errors import (
@@ -40,6 +40,7 @@ from services.replica.errors import (
 )
 from services.replica.nbd import NbdServer
 from services.replica.primary import cycle
+from services.replica.primary.chunking import TokenBucket
 from services.replica.primary.cycle import CycleKind, Progress, Sender
 from services.replica.primary.gate import GatedDevice
 from services.replica.primary.tracking import DEFAULT_TRACK_BLOCK, ChangeLog, TrackedDevice, WriteGate

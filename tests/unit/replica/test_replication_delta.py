@@ -1,4 +1,5 @@
-"""The delta wire format's pure core: runs, chunk encode/verify, the token bucket."""
+"""The delta's pure core: chunk encode/verify (codec.chunks), and the primary's runs, batches and token
+bucket (primary.chunking)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overland.v1 import replica_pb2
-from services.replica.codec.chunks import (
-    ChunkCodec,
-    TokenBucket,
-    batches,
-    decode_chunk,
-    digest,
-    is_zero,
-    runs,
-    split_extent,
-)
+from services.replica.codec.chunks import ChunkCodec, decode_chunk, digest, is_zero
 from services.replica.codec.wire import ChunkBatch, encode_message, parse_message
 from services.replica.errors import ChunkCorrupted, MalformedDelta
+from services.replica.primary.chunking import TokenBucket, batches, runs, split_extent
 
 
 @given(st.sets(st.integers(0, 300)), st.integers(1, 8), st.integers(1, 6))
