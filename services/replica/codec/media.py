@@ -7,7 +7,6 @@ commit, so checksums, atomicity and resume behave as over the network.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from google.protobuf.message import DecodeError
 from overland.v1 import replica_pb2
 from services.replica.codec.wire import Received, parse_message, serialize
 from services.replica.errors import MalformedDelta
+from services.replica.files import replacing
 
 MAGIC = b"OVERLAND-REPLICA-EXPORT 1\n"
 _LENGTH = struct.Struct(">I")
@@ -24,19 +24,15 @@ MAX_MESSAGE = 64 * 1024 * 1024
 
 
 def write_export(path: Path, messages: Iterable[replica_pb2.DeltaMessage | bytes]) -> int:
-    """Write the stream to ``path`` (atomically: a temporary name renamed at the end); return its size."""
-    tmp = path.with_name(f".{path.name}.partial")
-    with tmp.open("wb") as file:
+    """Write the stream to ``path`` (atomically: a crash or an error leaves no partial file under the
+    name); return its size."""
+    with replacing(path) as file:
         file.write(MAGIC)
         for message in messages:
             data = serialize(message)
             file.write(_LENGTH.pack(len(data)))
             file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-        size = file.tell()
-    tmp.replace(path)
-    return size
+        return file.tell()
 
 
 def read_export(path: Path) -> Iterator[Received]:

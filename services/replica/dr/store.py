@@ -44,6 +44,7 @@ from services.replica.errors import (
     SequenceError,
     UnknownVm,
 )
+from services.replica.files import fsync_dir, move, write_atomic
 from services.replica.settings import validate_name
 from services.replica.vhd.device import BlockDevice, Buffer, check_range, write_all
 from services.replica.vhd.footer import MAX_DISK_SIZE
@@ -58,26 +59,6 @@ LOG_SYNC_EVERY_BYTES = 8 * 1024 * 1024
 HASH_READ_BYTES = 4 * 1024 * 1024
 # A committed journal is renamed to this prefix and deleted in the background.
 TRASH_PREFIX = "journal-done-"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves either the old or the new content."""
-    # A unique name, so concurrent writers of the same file cannot rename each other's temporary away.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    with tmp.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    tmp.replace(path)
-    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -471,8 +452,7 @@ class VmStore:
             with storage_errors(f"saving undo data for delta {header.sequence}"):
                 self._capture_undo(staged)
         with storage_errors(f"committing delta {header.sequence}"):
-            self.staging.replace(self.journal)
-            fsync_dir(self.root)
+            move(self.staging, self.journal)
         written = self._apply_journal(header, staged)
         # The journal is durable and the state saved, so the delta is committed: the ack need not wait
         # for the replica's writeback (tens of ms) nor for deleting the journal (the filesystem discards
@@ -568,8 +548,7 @@ class VmStore:
         if undo_path.exists():
             self.points_dir.mkdir(parents=True, exist_ok=True)
             undo = f"{header.sequence}-{uuid.uuid4().hex[:8]}.undo"
-            undo_path.replace(self.points_dir / undo)
-            fsync_dir(self.points_dir)
+            move(undo_path, self.points_dir / undo)
         point_time = header.cut_time_unix_nanos or self.clock()
         self.state.points.append(Point(header.sequence, point_time, undo))
         self.state.committed = header.sequence

@@ -28,7 +28,6 @@ from services.replica import states
 from services.replica.codec import media
 from services.replica.codec.chunks import ChunkCodec
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
-from services.replica.dr.store import write_atomic
 from services.replica.errors import (
     CycleAborted,
     InvalidTransition,
@@ -38,6 +37,7 @@ from services.replica.errors import (
     ReplicationExists,
     ReplicationNotFound,
 )
+from services.replica.files import write_atomic
 from services.replica.nbd import NbdServer
 from services.replica.primary import cycle
 from services.replica.primary.chunking import TokenBucket

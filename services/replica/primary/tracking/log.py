@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from services.replica.files import replacing
 from services.replica.primary.tracking.errors import CutPending, TrackingInvalid
 from services.replica.primary.tracking.extents import (
     HEADER_SLOT,
@@ -263,20 +264,8 @@ def _next(header: LogHeader, **changes: bool) -> LogHeader:
 
 
 def _create_log(path: Path, header: LogHeader) -> int:
-    """Write a new log with ``header`` atomically (temp file, fsync, rename) and open it for appending."""
-    temp = path.with_name(path.name + ".new")
-    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        write_all(fd, 0, header.encode())
-        os.ftruncate(fd, RECORDS_START)
-        os.fsync(fd)
-        os.rename(temp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    """Write a new log with ``header`` atomically and open it for appending."""
+    with replacing(path, mode=0o600) as file:
+        file.write(header.encode())
+        file.truncate(RECORDS_START)
+    return os.open(path, os.O_RDWR)
