@@ -22,7 +22,8 @@ from services.replica.codec.chunks import decode_chunk
 from services.replica.codec.media import read_export
 from services.replica.codec.wire import Received, chunks_of, parse_message
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
-from services.replica.dr.store import Staging, VmStore
+from services.replica.dr.staging import Staging
+from services.replica.dr.store import VmStore
 from services.replica.errors import (
     ChunkCorrupted,
     InvalidReplicationSettings,

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from overland.v1 import replica_pb2
-from services.replica.dr.store import TRASH_PREFIX, VmStore
+from services.replica.dr.journal import Journal
+from services.replica.dr.layout import TRASH_PREFIX
+from services.replica.dr.store import VmStore
 from services.replica.errors import DuplicateDelta, MalformedDelta, SequenceError, UnknownVm
 from services.replica.states import HOUR_NANOS
 from services.replica.vhd import open_disk
@@ -57,7 +59,7 @@ def test_sequence_rules(tmp_path: Path) -> None:
     with pytest.raises(SequenceError, match="next expected sequence is 2"):
         store.begin(header(3))
     assert store.receiver_state().committed_sequence == 1
-    assert read_disk(store.disks / "d0.vhd")[:4097] == b"a" * 4096 + b"\0"
+    assert read_disk(store.layout.disks / "d0.vhd")[:4097] == b"a" * 4096 + b"\0"
 
 
 def test_interrupted_delta_resumes_and_torn_tail_is_cut(tmp_path: Path) -> None:
@@ -68,7 +70,7 @@ def test_interrupted_delta_resumes_and_torn_tail_is_cut(tmp_path: Path) -> None:
     for index in range(4):
         staging.add(index, "d0", *writes[index], False)
     staging.close()
-    with (store.staging / "chunks.log").open("ab") as log:
+    with (store.layout.staging / "chunks.log").open("ab") as log:
         log.write(b"OVRR-torn-record")
     reopened = VmStore(tmp_path, "vm1")
     state = reopened.receiver_state()
@@ -80,7 +82,7 @@ def test_interrupted_delta_resumes_and_torn_tail_is_cut(tmp_path: Path) -> None:
         staging.add(index, "d0", *writes[index], False)
     assert staging.finish(6).sequence == 2
     expected = b"".join(data for _o, data in writes) + bytes(SIZE - 6 * 8192)
-    assert read_disk(reopened.disks / "d0.vhd") == expected
+    assert read_disk(reopened.layout.disks / "d0.vhd") == expected
 
 
 def test_a_new_cut_restarts_the_staging(tmp_path: Path) -> None:
@@ -93,7 +95,7 @@ def test_a_new_cut_restarts_the_staging(tmp_path: Path) -> None:
     staging = store.begin(header(2, cut=T0 + 200, resume=0))
     assert staging.chunks == 0
     staging.finish(0)
-    assert read_disk(store.disks / "d0.vhd")[:4096] == bytes(4096)
+    assert read_disk(store.layout.disks / "d0.vhd")[:4096] == bytes(4096)
 
 
 def test_crash_before_and_after_the_commit_rename(tmp_path: Path) -> None:
@@ -106,13 +108,13 @@ def test_crash_before_and_after_the_commit_rename(tmp_path: Path) -> None:
     # Crash before the rename: the replica is still at point 1.
     before = VmStore(tmp_path, "vm1")
     assert before.receiver_state().committed_sequence == 1
-    assert read_disk(before.disks / "d0.vhd")[:4096] == b"1" * 4096
+    assert read_disk(before.layout.disks / "d0.vhd")[:4096] == b"1" * 4096
     # Crash right after the rename (the commit point): a restart applies the journal.
-    before.staging.replace(before.journal)
+    before.layout.staging.replace(before.layout.journal)
     after = VmStore(tmp_path, "vm1")
     assert after.receiver_state().committed_sequence == 2
-    assert read_disk(after.disks / "d0.vhd")[:4096] == b"2" * 4096
-    assert not after.journal.exists()
+    assert read_disk(after.layout.disks / "d0.vhd")[:4096] == b"2" * 4096
+    assert not after.layout.journal.exists()
 
 
 def test_a_finished_journal_is_removed_after_the_ack_or_at_the_next_start(tmp_path: Path) -> None:
@@ -122,24 +124,24 @@ def test_a_finished_journal_is_removed_after_the_ack_or_at_the_next_start(tmp_pa
     for thread in threading.enumerate():
         if thread.name == "journal-retire":
             thread.join(timeout=30)
-    assert sorted(p.name for p in store.root.iterdir()) == ["disks", "state.json"]
+    assert sorted(p.name for p in store.layout.root.iterdir()) == ["disks", "state.json"]
     # A process killed before its cleanup ran leaves one behind; the next start removes it.
-    leftover = store.root / f"{TRASH_PREFIX}0123"
+    leftover = store.layout.root / f"{TRASH_PREFIX}0123"
     leftover.mkdir()
     (leftover / "chunks.log").write_bytes(b"x")
     reopened = VmStore(tmp_path, "vm1")
     assert not leftover.exists()
     assert reopened.receiver_state().committed_sequence == 2
-    assert read_disk(reopened.disks / "d0.vhd")[:8192] == b"1" * 4096 + b"2" * 4096
+    assert read_disk(reopened.layout.disks / "d0.vhd")[:8192] == b"1" * 4096 + b"2" * 4096
 
 
 def acked_but_not_retired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> VmStore:
     """A store whose delta 2 was acked while the background half of its commit never ran."""
     store = VmStore(tmp_path, "vm1")
     send(store, header(1, full=True), [(0, b"1" * 4096)])
-    monkeypatch.setattr(VmStore, "_retire_quietly", lambda *_args: None)
+    monkeypatch.setattr(Journal, "_retire_quietly", lambda *_args: None)
     assert send(store, header(2), [(4096, b"2" * 4096)]).sequence == 2
-    assert (store.journal / "header.bin").exists()
+    assert (store.layout.journal / "header.bin").exists()
     return store
 
 
@@ -149,14 +151,14 @@ def test_a_journal_acked_before_its_writeback_is_redone_at_the_next_start(
     # Killed right after the ack: the background half (flush the replica, delete the journal) never ran,
     # and the replica's page cache was lost with the machine.
     store = acked_but_not_retired(tmp_path, monkeypatch)
-    disk = open_disk(store.disks / "d0.vhd", writable=True)
+    disk = open_disk(store.layout.disks / "d0.vhd", writable=True)
     disk.write(4096, b"\0" * 4096)
     disk.close()
     reopened = VmStore(tmp_path, "vm1")
-    assert not reopened.journal.exists()
+    assert not reopened.layout.journal.exists()
     assert reopened.receiver_state().committed_sequence == 2
     assert [p.sequence for p in reopened.recovery_points()] == [2]
-    assert read_disk(reopened.disks / "d0.vhd")[:8192] == b"1" * 4096 + b"2" * 4096
+    assert read_disk(reopened.layout.disks / "d0.vhd")[:8192] == b"1" * 4096 + b"2" * 4096
 
 
 def test_a_journal_the_background_could_not_retire_is_retired_by_the_next_commit(
@@ -168,8 +170,8 @@ def test_a_journal_the_background_could_not_retire_is_retired_by_the_next_commit
     for thread in threading.enumerate():
         if thread.name == "journal-retire":
             thread.join(timeout=30)
-    assert not store.journal.exists()
-    assert read_disk(store.disks / "d0.vhd")[:12288] == b"1" * 4096 + b"2" * 4096 + b"3" * 4096
+    assert not store.layout.journal.exists()
+    assert read_disk(store.layout.disks / "d0.vhd")[:12288] == b"1" * 4096 + b"2" * 4096 + b"3" * 4096
 
 
 def test_recovery_points_are_exact_after_pruning(tmp_path: Path) -> None:
@@ -198,7 +200,7 @@ def test_recovery_points_are_exact_after_pruning(tmp_path: Path) -> None:
     kept = [p.sequence for p in store.recovery_points()]
     assert kept[0] == 13
     assert 1 < len(kept) <= 4
-    assert len(list(store.points_dir.iterdir())) == len(kept) - 1
+    assert len(list(store.layout.points.iterdir())) == len(kept) - 1
     for seq in kept:
         disks = store.materialize(seq, tmp_path / f"point-{seq}")
         assert read_disk(disks["d0"]) == history[seq], f"recovery point {seq} differs"
