@@ -1,9 +1,12 @@
-"""One replication cycle at the primary, a function per phase: cut, plan, stream (with resume), commit.
+"""One replication cycle at the primary: ``run`` decides its kind and goes through the phases, a function
+each: cut, plan, stream (with resume), commit.
 
 ``cut`` takes a crash-consistent snapshot of every disk of the VM; ``plan`` turns it into the
 deterministic list of chunk extents (so a resume skips exactly the chunks the DR site has);
-``stream`` sends it over ``SendDelta`` and retries with ``resume_from`` after a corrupted chunk or a
-cut connection; the caller commits (releases the snapshots as shipped) once the DR site acked.
+``messages`` is the stream, which the ``Sender`` sends over ``SendDelta``, retrying with
+``resume_from`` after a corrupted chunk or a cut connection; ``commit`` records the sequence, the
+statistics and the state once the DR site acked, and the snapshots are released as shipped.
+The manager decides when a VM's cycle runs; this module is what it runs.
 """
 
 from __future__ import annotations
@@ -11,47 +14,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import grpc
 
-from overland.v1 import replica_pb2, replica_pb2_grpc
-from services.common.errors import (
-    DataLoss,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    OverlandError,
-    PermissionDenied,
-)
+from overland.v1 import replica_pb2
+from services.common.errors import OverlandError
+from services.replica import states
+from services.replica.codec import media
 from services.replica.codec.chunks import ChunkCodec, block_digests
-from services.replica.codec.wire import encode_message, serialize
-from services.replica.errors import CycleAborted, ReplicaStorageFull, ReplicaUnreachable
+from services.replica.codec.wire import encode_message
+from services.replica.errors import CycleAborted, ReplicaLost, ReplicaStorageFull
 from services.replica.primary.chunking import DEFAULT_CHUNK_BYTES, TokenBucket, batches, split_extent
-from services.replica.primary.tracking import Snapshot, TrackedDevice, WriteGate
+from services.replica.primary.replication import Progress, VmReplication
+from services.replica.primary.sender import Sender
+from services.replica.primary.tracking import DEFAULT_TRACK_BLOCK, Snapshot, TrackedDevice, WriteGate
+from services.replica.settings import InitialMethod
+from services.replica.states import Event, ReplicationState
+from services.replica.telemetry import ReplicaTelemetry
 from services.replica.vhd.device import merge_ranges
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 6
-RETRY_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 4.0)
-RPC_SECONDS = 30.0
-# The stream deadline grows with the delta: generous enough for a slow link, still bounded.
-STREAM_SECONDS_PER_MIB = 2.0
-SEND_DELTA_METHOD = "/overland.v1.ReplicaReceiverService/SendDelta"
-_RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.DATA_LOSS,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-    }
-)
 
 
 class CycleKind:
@@ -67,24 +53,6 @@ class Extent:
     disk: str
     offset: int
     length: int
-
-
-@dataclass
-class Progress:
-    """What a running transfer has done, read by GetReplication for ``status --watch``."""
-
-    total_bytes: int = 0
-    sent_bytes: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, n: int) -> None:
-        with self.lock:
-            self.sent_bytes += n
-
-    @property
-    def fraction(self) -> float:
-        with self.lock:
-            return min(1.0, self.sent_bytes / self.total_bytes) if self.total_bytes else 0.0
 
 
 def cut(disks: dict[str, TrackedDevice], gate: WriteGate, full: bool) -> dict[str, Snapshot]:
@@ -188,108 +156,198 @@ def messages(
     yield replica_pb2.DeltaMessage(end_of_delta=len(extents))
 
 
-@dataclass
-class Sender:
-    """Streams one delta to the DR site, resuming after failures."""
+def kind_of(vm: VmReplication) -> str:
+    """What the VM's next cycle does, from its record and policy."""
+    if vm.record.state == ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION:
+        return "await_import"
+    if not vm.record.initial_done:
+        method = vm.policy.initial_method
+        if method == InitialMethod.EXTERNAL_MEDIA:
+            return CycleKind.EXPORT
+        return CycleKind.EXISTING_COPY if method == InitialMethod.EXISTING_COPY else CycleKind.INITIAL
+    if (
+        vm.force_resync
+        or vm.record.resync_required
+        or any(d.tracker.resync_required for d in vm.disks.values())
+    ):
+        return CycleKind.RESYNC
+    return CycleKind.DELTA
 
-    stub: replica_pb2_grpc.ReplicaReceiverServiceStub
-    metadata: tuple[tuple[str, str], ...]
-    abort: threading.Event
-    # SendDelta with a serializer that passes the messages ``messages`` serialized already.
-    send_delta: grpc.StreamUnaryMultiCallable
 
-    @classmethod
-    def on(
-        cls, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...], abort: threading.Event
-    ) -> Sender:
-        send_delta = channel.stream_unary(
-            SEND_DELTA_METHOD,
-            request_serializer=serialize,
-            response_deserializer=replica_pb2.DeltaAck.FromString,
+def run(vm: VmReplication, sender: Sender, telemetry: ReplicaTelemetry, abort: threading.Event) -> None:
+    """One cycle of ``vm``, start to commit (the caller holds ``vm.running``). A failure is recorded in
+    the VM's state and raised; ``abort`` (shutdown) stops it without counting as a failure."""
+    kind = kind_of(vm)
+    if kind == "await_import":
+        _check_import(vm, sender)
+        return
+    start_mono, start_ns = time.monotonic(), time.time_ns()
+    vm.cycle_started = start_mono
+    if kind in (CycleKind.INITIAL, CycleKind.EXISTING_COPY, CycleKind.EXPORT):
+        vm.event(Event.START_INITIAL)
+    elif kind == CycleKind.RESYNC:
+        vm.event(Event.START_RESYNC)
+    else:
+        vm.event(Event.CYCLE_STARTED)
+    snapshots: dict[str, Any] = {}
+    shipped = False
+    try:
+        committed = 0 if kind == CycleKind.EXPORT else sender.receiver_state(vm.name).committed_sequence
+        if committed == 0 and kind in (CycleKind.DELTA, CycleKind.RESYNC):
+            # The DR site lost (or an operator removed) the replica: deltas have nothing to apply to.
+            with vm.state_lock:
+                vm.record = replace(vm.record, initial_done=False)
+            raise ReplicaLost(
+                f"the DR site has no replica of VM {vm.name!r} any more; "
+                "the next cycle starts a new initial replication"
+            )
+        with telemetry.phase("cut", {"overland.kind": kind}):
+            snapshots = cut(vm.disks, vm.gate, full=kind != CycleKind.DELTA)
+        vm.phase_seconds["cut"] = time.monotonic() - start_mono
+        header = _header(vm, kind, committed + 1, start_ns)
+        with telemetry.phase("plan"):
+            extents = _plan(vm, kind, snapshots, sender)
+        total = sum(e.length for e in extents)
+        vm.progress = Progress(total_bytes=total)
+        codec = ChunkCodec(compress=vm.policy.compression)
+        bucket = (
+            TokenBucket(vm.policy.bandwidth_limit, max(vm.policy.bandwidth_limit, 1024 * 1024))
+            if vm.policy.bandwidth_limit
+            else None
         )
-        return cls(replica_pb2_grpc.ReplicaReceiverServiceStub(channel), metadata, abort, send_delta)
 
-    def receiver_state(self, vm_name: str) -> replica_pb2.ReceiverState:
-        try:
-            return self.stub.GetReceiverState(
-                replica_pb2.GetReceiverStateRequest(vm_name=vm_name),
-                timeout=RPC_SECONDS,
-                metadata=self.metadata,
+        def stream(attempt: replica_pb2.DeltaHeader) -> Any:
+            return messages(
+                attempt,
+                extents,
+                snapshots,
+                codec=codec,
+                progress=vm.progress,
+                bucket=bucket,
+                abort=abort,
             )
-        except grpc.RpcError as error:
-            raise _as_error(error, "asking the DR site for its state") from None
 
-    def block_hashes(self, vm_name: str, disk: str, block_size: int) -> Iterator[replica_pb2.BlockHashes]:
-        try:
-            yield from self.stub.GetBlockHashes(
-                replica_pb2.BlockHashesRequest(vm_name=vm_name, disk=disk, block_size=block_size),
-                timeout=600,
-                metadata=self.metadata,
+        if kind == CycleKind.EXPORT:
+            media.write_export(Path(vm.policy.export_path), stream(header))
+            shipped = True
+            vm.last_sequence = header.sequence
+            vm.event(Event.EXPORT_DONE)
+            return
+        streamed = time.monotonic()
+        sent = {"overland.sequence": header.sequence, "overland.bytes": total}
+        with telemetry.phase("stream", sent):
+            ack = sender.send(header, stream, total)
+        vm.phase_seconds["stream_and_commit"] = time.monotonic() - streamed
+        shipped = True
+        with telemetry.phase("commit"):
+            commit(vm, kind, ack, start_mono=start_mono, start_ns=start_ns, total=total)
+    except CycleAborted:
+        # Shutting down is not a failure of the replication: state and health stay as they were.
+        raise
+    except ReplicaStorageFull as error:
+        _fail(vm, start_mono, start_ns, Event.STORAGE_FULL, f"DR site storage full: {error.message}")
+        raise
+    except OverlandError as error:
+        _fail(vm, start_mono, start_ns, Event.CYCLE_FAILED, error.message)
+        raise
+    except (OSError, grpc.RpcError) as error:
+        _fail(vm, start_mono, start_ns, Event.CYCLE_FAILED, f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        release(snapshots, shipped)
+
+
+def _header(vm: VmReplication, kind: str, sequence: int, cut_ns: int) -> replica_pb2.DeltaHeader:
+    return replica_pb2.DeltaHeader(
+        vm_name=vm.name,
+        sequence=sequence,
+        disk_sizes={name: d.virtual_size for name, d in vm.disks.items()},
+        vm=vm.request.vm,
+        full=kind in (CycleKind.INITIAL, CycleKind.EXPORT),
+        existing_copy=kind == CycleKind.EXISTING_COPY,
+        cut_time_unix_nanos=cut_ns,
+        additional_recovery_points=vm.policy.additional_recovery_points,
+    )
+
+
+def _plan(vm: VmReplication, kind: str, snapshots: dict[str, Any], sender: Sender) -> list[Extent]:
+    differing = None
+    if kind in (CycleKind.RESYNC, CycleKind.EXISTING_COPY):
+        differing = {
+            name: differing_ranges(
+                snapshot, sender.block_hashes(vm.name, name, DEFAULT_TRACK_BLOCK), DEFAULT_TRACK_BLOCK
             )
-        except grpc.RpcError as error:
-            raise _as_error(error, "reading block hashes at the DR site") from None
-
-    def send(
-        self,
-        header: replica_pb2.DeltaHeader,
-        stream: Callable[[replica_pb2.DeltaHeader], Iterator[replica_pb2.DeltaMessage | bytes]],
-        total_bytes: int,
-    ) -> replica_pb2.DeltaAck:
-        """Send until acked. After a failure, ask the DR site how many chunks it holds and resume there."""
-        attempt_header = replica_pb2.DeltaHeader()
-        attempt_header.CopyFrom(header)
-        deadline = RPC_SECONDS + STREAM_SECONDS_PER_MIB * total_bytes / (1024 * 1024)
-        last: grpc.RpcError | None = None
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                return self.send_delta(stream(attempt_header), timeout=deadline, metadata=self.metadata)
-            except grpc.RpcError as error:
-                if self.abort.is_set():
-                    raise CycleAborted(
-                        f"delta {header.sequence} stopped: the primary is shutting down"
-                    ) from None
-                code = error.code()
-                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    raise ReplicaStorageFull(f"the DR site is out of space: {error.details()}") from None
-                if code == grpc.StatusCode.ALREADY_EXISTS:
-                    state = self.receiver_state(header.vm_name)
-                    if state.committed_sequence >= header.sequence:
-                        # The commit happened; only the ack was lost.
-                        return replica_pb2.DeltaAck(sequence=header.sequence)
-                if code not in _RETRYABLE:
-                    raise _as_error(error, f"sending delta {header.sequence}") from None
-                last = error
-                log.warning(
-                    "delta transfer failed, resuming",
-                    extra={
-                        "vm": header.vm_name,
-                        "seq": header.sequence,
-                        "code": code.name,
-                        "why": error.details(),
-                    },
-                )
-            if self.abort.wait(RETRY_BACKOFF_SECONDS[min(attempt, len(RETRY_BACKOFF_SECONDS) - 1)]):
-                raise CycleAborted(f"delta {header.sequence} stopped: the primary is shutting down")
-            attempt_header.resume_from = self._resume_point(header)
-        assert last is not None
-        raise _as_error(last, f"sending delta {header.sequence} after {MAX_ATTEMPTS} attempts")
-
-    def _resume_point(self, header: replica_pb2.DeltaHeader) -> int:
-        try:
-            state = self.receiver_state(header.vm_name)
-        except ReplicaUnreachable:
-            return 0
-        return state.staged_chunks if state.staged_sequence == header.sequence else 0
+            for name, snapshot in snapshots.items()
+        }
+    return plan(snapshots, vm.disks, kind, differing)
 
 
-def _as_error(error: grpc.RpcError, what: str) -> Exception:
-    by_code: dict[grpc.StatusCode, type[OverlandError]] = {
-        grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-        grpc.StatusCode.NOT_FOUND: NotFound,
-        grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-        grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-        grpc.StatusCode.DATA_LOSS: DataLoss,
-        grpc.StatusCode.RESOURCE_EXHAUSTED: ReplicaStorageFull,
-    }
-    category = by_code.get(error.code(), ReplicaUnreachable)
-    return category(f"DR site error while {what}: {error.code().name}: {error.details()}")
+def commit(
+    vm: VmReplication,
+    kind: str,
+    ack: replica_pb2.DeltaAck,
+    *,
+    start_mono: float,
+    start_ns: int,
+    total: int,
+) -> None:
+    """Phase 4: the DR site committed; record the sequence, the statistics and the state."""
+    vm.last_sequence = ack.sequence
+    latency = time.monotonic() - start_mono
+    outcome = states.CycleOutcome(
+        start_ns,
+        ok=True,
+        latency_seconds=latency,
+        delta_bytes=total,
+        overran=latency > vm.policy.frequency_seconds,
+    )
+    if kind in (CycleKind.INITIAL, CycleKind.EXISTING_COPY):
+        event = Event.INITIAL_DONE
+    elif kind == CycleKind.RESYNC:
+        event = Event.RESYNC_DONE
+    else:
+        event = Event.CYCLE_OK
+    with vm.state_lock:
+        vm.record = vm.record.with_cycle(outcome)
+        vm.force_resync = False
+        if event in vm.record.allowed():
+            vm.event(event)
+        else:
+            # Paused (or disabled) while the cycle ran: the data is committed, the pause stands.
+            vm.record = replace(
+                vm.record,
+                last_sync_nanos=time.time_ns(),
+                initial_done=vm.record.initial_done or event == Event.INITIAL_DONE,
+                resync_required=vm.record.resync_required and event != Event.RESYNC_DONE,
+            )
+            vm.save()
+    log.info(
+        "cycle committed",
+        extra={
+            "vm": vm.name,
+            "kind": kind,
+            "seq": ack.sequence,
+            "bytes": total,
+            "seconds": round(latency, 3),
+            **{f"{phase}_s": round(seconds, 3) for phase, seconds in vm.phase_seconds.items()},
+        },
+    )
+
+
+def _fail(vm: VmReplication, start_mono: float, start_ns: int, event: Event, reason: str) -> None:
+    latency = time.monotonic() - start_mono
+    with vm.state_lock:
+        vm.record = vm.record.with_cycle(
+            states.CycleOutcome(start_ns, ok=False, latency_seconds=latency, delta_bytes=0)
+        )
+        if event in vm.record.allowed():
+            vm.event(event, reason)
+        else:
+            vm.save()
+
+
+def _check_import(vm: VmReplication, sender: Sender) -> None:
+    """External media: the initial replica is complete once the DR site imported the export."""
+    state = sender.receiver_state(vm.name)
+    if state.committed_sequence >= vm.last_sequence > 0:
+        vm.event(Event.INITIAL_DONE)
