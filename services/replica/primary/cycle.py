@@ -11,6 +11,7 @@ The manager decides when a VM's cycle runs; this module is what it runs.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -40,12 +41,31 @@ from services.replica.vhd.device import merge_ranges
 log = logging.getLogger(__name__)
 
 
-class CycleKind:
-    INITIAL = "initial"
-    DELTA = "delta"
-    RESYNC = "resync"
-    EXISTING_COPY = "existing_copy"
-    EXPORT = "export"
+class CycleKind(enum.Enum):
+    """What a cycle does, decided from the VM's record when it starts (``kind_of``); the value is the
+    name traces and logs show."""
+
+    INITIAL = "initial"  # the whole disk (its allocated ranges) over the network
+    EXPORT = "export"  # the whole disk into an export file (initial replication by external media)
+    EXISTING_COPY = "existing_copy"  # the blocks that differ from a copy placed at the DR site
+    DELTA = "delta"  # the blocks written since the last cut
+    RESYNC = "resync"  # the blocks that differ from the DR site's replica
+    AWAIT_IMPORT = "await_import"  # no transfer: has the DR site imported the export yet?
+
+    @property
+    def full(self) -> bool:
+        """The delta carries the whole disk (a full transfer at the DR site)."""
+        return self in (CycleKind.INITIAL, CycleKind.EXPORT)
+
+    @property
+    def initial(self) -> bool:
+        """The cycle is an initial replication."""
+        return self in (CycleKind.INITIAL, CycleKind.EXPORT, CycleKind.EXISTING_COPY)
+
+    @property
+    def compares_hashes(self) -> bool:
+        """The cycle ships the blocks whose hashes differ from the DR site's."""
+        return self in (CycleKind.RESYNC, CycleKind.EXISTING_COPY)
 
 
 @dataclass(frozen=True)
@@ -80,12 +100,12 @@ def release(snapshots: dict[str, Snapshot], shipped: bool) -> None:
 def plan(
     snapshots: dict[str, Snapshot],
     disks: dict[str, TrackedDevice],
-    kind: str,
+    kind: CycleKind,
     differing: dict[str, list[tuple[int, int]]] | None = None,
 ) -> list[Extent]:
     """Phase 2: the chunk extents, in order. Initial transfers skip unallocated ranges (sparse-aware);
     resync and existing-copy transfers send only the ranges whose hashes differ."""
-    full = kind in (CycleKind.INITIAL, CycleKind.EXPORT)
+    full = kind.full
     extents: list[Extent] = []
     for name in sorted(snapshots):
         snapshot = snapshots[name]
@@ -156,10 +176,10 @@ def messages(
     yield replica_pb2.DeltaMessage(end_of_delta=len(extents))
 
 
-def kind_of(vm: VmReplication) -> str:
+def kind_of(vm: VmReplication) -> CycleKind:
     """What the VM's next cycle does, from its record and policy."""
     if vm.record.state == ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION:
-        return "await_import"
+        return CycleKind.AWAIT_IMPORT
     if not vm.record.initial_done:
         method = vm.policy.initial_method
         if method == InitialMethod.EXTERNAL_MEDIA:
@@ -178,12 +198,12 @@ def run(vm: VmReplication, sender: Sender, telemetry: ReplicaTelemetry, abort: t
     """One cycle of ``vm``, start to commit (the caller holds ``vm.running``). A failure is recorded in
     the VM's state and raised; ``abort`` (shutdown) stops it without counting as a failure."""
     kind = kind_of(vm)
-    if kind == "await_import":
+    if kind == CycleKind.AWAIT_IMPORT:
         _check_import(vm, sender)
         return
     start_mono, start_ns = time.monotonic(), time.time_ns()
     vm.cycle_started = start_mono
-    if kind in (CycleKind.INITIAL, CycleKind.EXISTING_COPY, CycleKind.EXPORT):
+    if kind.initial:
         vm.event(Event.START_INITIAL)
     elif kind == CycleKind.RESYNC:
         vm.event(Event.START_RESYNC)
@@ -201,7 +221,7 @@ def run(vm: VmReplication, sender: Sender, telemetry: ReplicaTelemetry, abort: t
                 f"the DR site has no replica of VM {vm.name!r} any more; "
                 "the next cycle starts a new initial replication"
             )
-        with telemetry.phase("cut", {"overland.kind": kind}):
+        with telemetry.phase("cut", {"overland.kind": kind.value}):
             snapshots = cut(vm.disks, vm.gate, full=kind != CycleKind.DELTA)
         vm.phase_seconds["cut"] = time.monotonic() - start_mono
         header = _header(vm, kind, committed + 1, start_ns)
@@ -257,22 +277,22 @@ def run(vm: VmReplication, sender: Sender, telemetry: ReplicaTelemetry, abort: t
         release(snapshots, shipped)
 
 
-def _header(vm: VmReplication, kind: str, sequence: int, cut_ns: int) -> replica_pb2.DeltaHeader:
+def _header(vm: VmReplication, kind: CycleKind, sequence: int, cut_ns: int) -> replica_pb2.DeltaHeader:
     return replica_pb2.DeltaHeader(
         vm_name=vm.name,
         sequence=sequence,
         disk_sizes={name: d.virtual_size for name, d in vm.disks.items()},
         vm=vm.request.vm,
-        full=kind in (CycleKind.INITIAL, CycleKind.EXPORT),
+        full=kind.full,
         existing_copy=kind == CycleKind.EXISTING_COPY,
         cut_time_unix_nanos=cut_ns,
         additional_recovery_points=vm.policy.additional_recovery_points,
     )
 
 
-def _plan(vm: VmReplication, kind: str, snapshots: dict[str, Any], sender: Sender) -> list[Extent]:
+def _plan(vm: VmReplication, kind: CycleKind, snapshots: dict[str, Any], sender: Sender) -> list[Extent]:
     differing = None
-    if kind in (CycleKind.RESYNC, CycleKind.EXISTING_COPY):
+    if kind.compares_hashes:
         differing = {
             name: differing_ranges(
                 snapshot, sender.block_hashes(vm.name, name, DEFAULT_TRACK_BLOCK), DEFAULT_TRACK_BLOCK
@@ -284,7 +304,7 @@ def _plan(vm: VmReplication, kind: str, snapshots: dict[str, Any], sender: Sende
 
 def commit(
     vm: VmReplication,
-    kind: str,
+    kind: CycleKind,
     ack: replica_pb2.DeltaAck,
     *,
     start_mono: float,
@@ -325,7 +345,7 @@ def commit(
         "cycle committed",
         extra={
             "vm": vm.name,
-            "kind": kind,
+            "kind": kind.value,
             "seq": ack.sequence,
             "bytes": total,
             "seconds": round(latency, 3),
