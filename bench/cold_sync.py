@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from overland.v1 import types_pb2
-from services.common import keys
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess
 from services.common.kv import KeyValue, Put
-from services.common.table import RoutingTable, key_of, wrap
+from services.common.schema import key_of, keys, wrap
+from services.common.table import RoutingTable
 from services.vswitch.watcher import TableWatcher, watch_prefixes
 
 PAGE_SIZE = 2000

@@ -36,11 +36,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
-from services.common import keys
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess, free_ports
 from services.common.kv import Put
-from services.policy.entries import encode_entry
+from services.common.schema import encode_entry, keys
 
 CAS_PER_TENANT = 768  # 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24: every tenant reuses them
 HOSTS = 16

@@ -36,10 +36,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
-from services.common import keys
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess
-from services.common.table import RoutingTable, StoreEntry, TableDelta
+from services.common.schema import StoreEntry, keys
+from services.common.table import RoutingTable, TableDelta
 from services.vswitch.agent import Agent
 from services.vswitch.config import AgentConfig
 

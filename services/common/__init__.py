@@ -1,4 +1,5 @@
-"""Code shared by the Overland services: errors, gRPC server plumbing, logging and the etcd interface."""
+"""Code shared by the Overland services: errors, gRPC server plumbing, logging, the etcd interface, the
+routing table's data model (``services.common.schema``) and the routing table core."""
 
 import importlib
 from typing import TYPE_CHECKING, Any
@@ -45,17 +46,15 @@ from services.common.kv import (
 )
 from services.common.logs import configure_logging
 from services.common.routing import NextHop, RoutingError, select_next_hop
-from services.common.table import (
-    EntryChange,
-    RoutingTable,
-    TableChange,
-    TableDelta,
-    TableError,
+from services.common.schema import (
+    CorruptEntry,
     decode_entry,
     decode_snapshot,
     key_of,
+    read_entry,
     wrap,
 )
+from services.common.table import EntryChange, RoutingTable, TableChange, TableDelta
 
 if TYPE_CHECKING:
     from services.common.etcd_kv import (
@@ -124,6 +123,7 @@ __all__ = [
     "Compare",
     "CompareOp",
     "CompareTarget",
+    "CorruptEntry",
     "DataLoss",
     "DeadlineExceeded",
     "Delete",
@@ -167,7 +167,6 @@ __all__ = [
     "ServerConfig",
     "TableChange",
     "TableDelta",
-    "TableError",
     "TlsConfig",
     "TxnResult",
     "Unavailable",
@@ -181,6 +180,7 @@ __all__ = [
     "free_ports",
     "key_of",
     "prefix_end",
+    "read_entry",
     "select_next_hop",
     "to_rpc_status",
     "wait_for_signal",

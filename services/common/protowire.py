@@ -1,8 +1,8 @@
 """Protobuf's wire encoding, for the few hot paths that frame bytes they already have (pure).
 
-The replica's delta stream (services/replica/codec/wire.py) and the policy store's lookup-record entries
-(services/policy/entries.py) write what protobuf's serializer would, without copying their payload
-into a message first; their tests check the bytes against protobuf.
+The replica's delta stream (services/replica/codec/wire.py) and the routing table's lookup-record
+entries (services/common/schema/entries.py) write what protobuf's serializer would, without copying
+their payload into a message first; their tests check the bytes against protobuf.
 """
 
 from __future__ import annotations

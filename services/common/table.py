@@ -1,9 +1,10 @@
 """The routing table as every agent (and the policy service's next-hop diagnostic) holds it: pure, no I/O.
 
-``RoutingTable`` keeps the decoded ``StoreEntry`` values of the table keys (docs/key-schema.md) and the
-indexes the datapath and ``select_next_hop`` query. It changes only through ``reset`` (a snapshot read
-at one revision) and ``update`` (watch events); both return a ``TableDelta`` saying, per key, the entry
-before and after, so the datapath can adjust ports and caches without rescanning.
+``RoutingTable`` keeps the decoded ``StoreEntry`` values of the table keys (docs/key-schema.md, whose
+keys and entries ``services.common.schema`` parses and decodes) and the indexes the datapath and
+``select_next_hop`` query. It changes only through ``reset`` (a snapshot read at one revision) and
+``update`` (watch events); both return a ``TableDelta`` saying, per key, the entry before and after,
+so the datapath can adjust ports and caches without rescanning.
 
 Events: ``update`` takes ``services.common.kv.WatchEvent`` values straight from a watch (the value is
 decoded here, and the resource's ``revision`` is set to the key's mod revision) or ``TableChange``
@@ -25,39 +26,26 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from google.protobuf.message import DecodeError
-
 from overland.v1 import types_pb2
-from services.common import keys
-from services.common.errors import DataLoss
-from services.common.kv import EventType, KeyValue, WatchEvent
+from services.common.kv import EventType, WatchEvent
+from services.common.schema import keys
+from services.common.schema.entries import FIELD_OF_KIND, CorruptEntry, StoreEntry, read_entry
+from services.common.schema.keys import (
+    KIND_DOMAIN,
+    KIND_PA,
+    KIND_RECORD,
+    KIND_SUBNET,
+    TABLE_KINDS,
+    KeyKind,
+    TableKey,
+    parse_key,
+)
 
-StoreEntry = types_pb2.StoreEntry
 V = TypeVar("V")
-
-KIND_PA = "pa"
-KIND_DOMAIN = "domain"
-KIND_SUBNET = "subnet"
-KIND_RECORD = "record"
-KIND_ROUTE = "route"
-KINDS = (KIND_PA, KIND_DOMAIN, KIND_SUBNET, KIND_RECORD, KIND_ROUTE)
-
-# Which StoreEntry oneof field each key kind must carry.
-_RESOURCE_OF_KIND = {
-    KIND_PA: "provider_address",
-    KIND_DOMAIN: "routing_domain",
-    KIND_SUBNET: "virtual_subnet",
-    KIND_RECORD: "lookup_record",
-    KIND_ROUTE: "customer_route",
-}
-
 
 # Values under other prefixes (hosts, indexes) are not StoreEntry resources of the table.
 _TABLE_KEY_PREFIXES = (keys.PA_PREFIX, keys.TABLE_PREFIX)
-
-
-class TableError(DataLoss):
-    """A stored value could not be decoded or does not match its key."""
+_IN_TABLE = frozenset(TABLE_KINDS)
 
 
 @dataclass(frozen=True)
@@ -73,7 +61,7 @@ class EntryChange(NamedTuple):
     """The net change of one key: its entry before and after (``None`` when absent)."""
 
     key: bytes
-    kind: str
+    kind: KeyKind
     before: StoreEntry | None
     after: StoreEntry | None
 
@@ -145,81 +133,14 @@ def mask_of(length: int) -> int:
     return (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
 
 
-def decode_entry(kv: KeyValue) -> StoreEntry:
-    """Decode a stored value; the resource's ``revision`` becomes the key's mod revision."""
-    entry = StoreEntry()
-    try:
-        entry.ParseFromString(kv.value)
-    except DecodeError as error:
-        raise TableError(f"undecodable value under {kv.key!r}: {error}") from error
-    resource = entry.WhichOneof("resource")
-    if resource is not None:
-        getattr(entry, resource).revision = kv.mod_revision
-    return entry
-
-
-def decode_snapshot(kvs: Iterable[KeyValue]) -> dict[bytes, StoreEntry]:
-    """Decode a range read for ``reset``; undecodable values are left out (``reset`` drops their keys)."""
-    snapshot: dict[bytes, StoreEntry] = {}
-    for kv in kvs:
-        try:
-            snapshot[kv.key] = decode_entry(kv)
-        except TableError:
-            continue
-    return snapshot
-
-
-class _Key(NamedTuple):
-    """A parsed table key: ``ident`` is the PA of a pa key, the CA of a record, the prefix of a route."""
-
-    kind: str
-    rdid: str = ""
-    vsid: int = 0
-    ident: str = ""
-    next_hop: str = ""
-
-
-_TABLE_PREFIX_LEN = len(keys.TABLE_PREFIX)
-_PA_PREFIX_LEN = len(keys.PA_PREFIX)
-
-
-def parse_table_key(key: bytes) -> _Key | None:
-    """The table keys of ``keys.parse_key`` (pa, domain, subnet, record, route), parsed the fast way:
-    a cold sync parses every key of the table."""
-    try:
-        if key.startswith(keys.PA_PREFIX):
-            pa_ip = key[_PA_PREFIX_LEN:]
-            return _Key(KIND_PA, ident=pa_ip.decode(errors="replace")) if b"/" not in pa_ip else None
-        if not key.startswith(keys.TABLE_PREFIX):
-            return None
-        parts = key[_TABLE_PREFIX_LEN:].decode(errors="replace").split("/")
-        count = len(parts)
-        if count < 2:
-            return None
-        kind = parts[1]
-        if kind == "record" and count == 4:
-            return _Key(KIND_RECORD, parts[0], int(parts[2], 16), parts[3])
-        if kind == "domain" and count == 2:
-            return _Key(KIND_DOMAIN, parts[0])
-        if kind == "subnet" and count == 3:
-            return _Key(KIND_SUBNET, parts[0], int(parts[2], 16))
-        if kind == "route" and count == 5:
-            return _Key(
-                KIND_ROUTE, parts[0], int(parts[2], 16), keys.parse_prefix_segment(parts[3]), parts[4]
-            )
-    except ValueError:
-        return None
-    return None
-
-
-def _normalized(table_key: _Key, entry: StoreEntry) -> StoreEntry | None:
+def _normalized(table_key: TableKey, entry: StoreEntry) -> StoreEntry | None:
     """The entry with its identity fields filled from the key, ``None`` when they contradict the key.
 
     The key is the identity the store enforces uniqueness on, so the indexes trust it; fields the
     writer may leave empty (a record's output-only rdid) are filled in from it.
     """
     kind = table_key.kind
-    if entry.WhichOneof("resource") != _RESOURCE_OF_KIND[kind]:
+    if entry.WhichOneof("resource") != FIELD_OF_KIND[kind]:
         return None
     wanted: tuple[tuple[str, object], ...]
     if kind == KIND_RECORD:
@@ -237,7 +158,7 @@ def _normalized(table_key: _Key, entry: StoreEntry) -> StoreEntry | None:
         if ipv4_network(entry.customer_route.destination_prefix) != ipv4_network(table_key.ident):
             return None
         wanted = (("rdid", table_key.rdid), ("vsid", table_key.vsid), ("next_hop", table_key.next_hop))
-    resource = getattr(entry, _RESOURCE_OF_KIND[kind])
+    resource = getattr(entry, FIELD_OF_KIND[kind])
     to_fill = []
     for name, value in wanted:
         current = getattr(resource, name)
@@ -250,7 +171,7 @@ def _normalized(table_key: _Key, entry: StoreEntry) -> StoreEntry | None:
         return entry
     filled = StoreEntry()
     filled.CopyFrom(entry)
-    filled_resource = getattr(filled, _RESOURCE_OF_KIND[kind])
+    filled_resource = getattr(filled, FIELD_OF_KIND[kind])
     for name, value in to_fill:
         setattr(filled_resource, name, value)
     return filled
@@ -342,7 +263,7 @@ class RoutingTable:
         # not make every host write again.
         self.change_revision = 0
         self._entries: dict[bytes, StoreEntry] = {}
-        self._counts: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self._counts: dict[str, int] = dict.fromkeys(TABLE_KINDS, 0)
         # Indexes (see _index_add): pa_ip, rdid, vsid, rdid, (vsid, ca), (vsid, mac), pa, vsid, vsid, rdid.
         self._providers: _Index = {}
         self._domains: _Index = {}
@@ -388,8 +309,8 @@ class RoutingTable:
                 entry = None
                 if event.type is EventType.PUT and key.startswith(_TABLE_KEY_PREFIXES):
                     try:
-                        entry = decode_entry(event.kv)
-                    except TableError:
+                        entry = read_entry(event.kv)
+                    except CorruptEntry:
                         rejected.append(key)
             if event_revision and event_revision <= self.revision:
                 continue
@@ -414,8 +335,8 @@ class RoutingTable:
         applied: list[EntryChange] = []
         entries = self._entries
         for key in sorted(changes):
-            table_key = parse_table_key(key)
-            if table_key is None:
+            table_key = parse_key(key)
+            if table_key is None or table_key.kind not in _IN_TABLE:
                 continue
             after = changes[key]
             if after is not None:
@@ -437,7 +358,7 @@ class RoutingTable:
             applied.append(EntryChange(key, table_key.kind, before, after))
         return TableDelta(revision, tuple(applied), tuple(sorted(set(rejected))), reset)
 
-    def _index(self, key: bytes, table_key: _Key, entry: StoreEntry, *, add: bool) -> None:
+    def _index(self, key: bytes, table_key: TableKey, entry: StoreEntry, *, add: bool) -> None:
         """Add an entry to (or remove it from) every index it belongs to; one list of slots for both."""
         kind = table_key.kind
         slots: tuple[tuple[_Index, object, object], ...]
@@ -582,42 +503,3 @@ class RoutingTable:
         for _length, routes_here in index.matches(address):
             found.extend(routes_here)
         return found
-
-
-def wrap(
-    resource: types_pb2.RoutingDomain
-    | types_pb2.VirtualSubnet
-    | types_pb2.ProviderAddress
-    | types_pb2.LookupRecord
-    | types_pb2.CustomerRoute,
-    write_time_unix_nanos: int = 0,
-) -> StoreEntry:
-    """A resource as the StoreEntry stored under its key."""
-    entry = StoreEntry(write_time_unix_nanos=write_time_unix_nanos)
-    field_name = {
-        types_pb2.RoutingDomain: "routing_domain",
-        types_pb2.VirtualSubnet: "virtual_subnet",
-        types_pb2.ProviderAddress: "provider_address",
-        types_pb2.LookupRecord: "lookup_record",
-        types_pb2.CustomerRoute: "customer_route",
-    }[type(resource)]
-    getattr(entry, field_name).CopyFrom(resource)
-    return entry
-
-
-def key_of(entry: StoreEntry) -> bytes:
-    """The table key an entry is stored under (docs/key-schema.md)."""
-    resource = entry.WhichOneof("resource")
-    if resource == "provider_address":
-        return keys.pa_key(entry.provider_address.pa_ip)
-    if resource == "routing_domain":
-        return keys.domain_key(entry.routing_domain.rdid)
-    if resource == "virtual_subnet":
-        return keys.subnet_key(entry.virtual_subnet.rdid, entry.virtual_subnet.vsid)
-    if resource == "lookup_record":
-        record = entry.lookup_record
-        return keys.record_key(record.rdid, record.vsid, record.ca)
-    if resource == "customer_route":
-        route = entry.customer_route
-        return keys.route_key(route.rdid, route.vsid, route.destination_prefix, route.next_hop)
-    raise TableError(f"no table key for a StoreEntry holding {resource!r}")

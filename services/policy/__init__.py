@@ -1,8 +1,8 @@
 """The Overland policy service: owner of the network virtualization routing table in etcd."""
 
+from services.common.schema import CorruptEntry
 from services.policy.config import InvalidPolicyConfig, PolicyConfig, load_config
 from services.policy.errors import (
-    CorruptEntry,
     InvalidPolicy,
     PolicyConflict,
     PolicyError,

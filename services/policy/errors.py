@@ -1,12 +1,11 @@
 """The policy service's errors: each subclasses a category of services.common.errors (which picks
-the gRPC code)."""
+the gRPC code). A stored value that is not what its key says is ``services.common.schema.CorruptEntry``."""
 
 from __future__ import annotations
 
 from services.common.errors import (
     Aborted,
     AlreadyExists,
-    DataLoss,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -37,7 +36,3 @@ class PolicyConflict(PolicyError, FailedPrecondition):
 
 class StaleRevision(PolicyError, Aborted):
     """``expected_revision`` does not match, or the write lost too many races to retry."""
-
-
-class CorruptEntry(PolicyError, DataLoss):
-    """A stored value is not a StoreEntry of the kind its key says."""

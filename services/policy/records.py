@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from overland.v1 import types_pb2
-from services.common import keys
 from services.common.errors import FieldViolation
 from services.common.kv import Compare, Delete, Get, KeyValue, Op, Put
-from services.policy.entries import resource_from
+from services.common.schema import CorruptEntry, keys, resource_from
 from services.policy.errors import (
     PolicyConflict,
     PolicyError,
@@ -300,8 +299,9 @@ def plan_transaction(
 ) -> TxnPlan:
     """Plan one transaction for as many changes from ``changes[start]`` on as fit.
 
-    Raises a ``PolicyError`` only for ``changes[start]``; an error at a later change ends the
-    transaction before it, so the changes before it commit and the caller reports an exact count.
+    Raises a ``PolicyError`` (or ``CorruptEntry``, for a stored record that does not decode) only for
+    ``changes[start]``; an error at a later change ends the transaction before it, so the changes
+    before it commit and the caller reports an exact count.
     """
     plan = TxnPlan(start=start, end=start)
     builder = _Builder(plan, max_ops)
@@ -316,7 +316,7 @@ def plan_transaction(
         except _NeedKeys as need:
             plan.needs = need.needed
             break
-        except PolicyError:
+        except (PolicyError, CorruptEntry):
             if index == start:
                 raise
             break

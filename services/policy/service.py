@@ -16,7 +16,8 @@ import grpc
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
 from services.common.errors import FieldViolation
 from services.common.routing import select_next_hop
-from services.common.table import RoutingTable, decode_snapshot
+from services.common.schema import decode_snapshot
+from services.common.table import RoutingTable
 from services.policy import validation
 from services.policy.errors import InvalidPolicy, ResourceNotFound
 from services.policy.records import Mode, RecordChange

@@ -23,7 +23,6 @@ from typing import Any, Generic, TypeVar
 from google.protobuf.message import Message
 
 from overland.v1 import policy_pb2, types_pb2
-from services.common import keys
 from services.common.errors import FieldViolation, OverlandError
 from services.common.kv import (
     KV,
@@ -40,8 +39,8 @@ from services.common.kv import (
     WatchEvent,
     prefix_end,
 )
+from services.common.schema import Resource, decode_entry, encode_entry, keys, resource_from
 from services.policy import validation
-from services.policy.entries import Resource, decode_entry, encode_entry, resource_from
 from services.policy.errors import (
     PolicyConflict,
     PolicyError,
@@ -527,7 +526,7 @@ class PolicyStore:
             chunk = self.kv.range(keys.TABLE_PREFIX, start=start, limit=_SCAN_CHUNK, revision=revision)
             for kv in chunk.kvs:
                 parsed = keys.parse_key(kv.key)
-                if parsed is not None and parsed.kind == "record":
+                if parsed is not None and parsed.kind == keys.KIND_RECORD:
                     users += resource_from(kv, types_pb2.LookupRecord).pa == pa_ip
             if not chunk.more or not chunk.kvs:
                 return users
@@ -767,7 +766,7 @@ class PolicyStore:
         parsed = parse_page(page, scope)
         listing = _Listing(kind, parsed.size, wanted or _all, parsed.cursor.revision if parsed.cursor else 0)
         start = parsed.cursor.start if parsed.cursor else None
-        rdid = _rdid_in(start) if start else None
+        rdid = keys.domain_of(start) if start else None
         if rdid is None:
             rdid = self._next_domain(listing, scope, None)
             start = None
@@ -787,7 +786,7 @@ class PolicyStore:
         start = keys.TABLE_PREFIX if after is None else prefix_end(keys.domain_prefix(after))
         found = self._range(scope, start, 1, listing.revision)
         listing.revision = listing.revision or found.revision
-        return _rdid_in(found.kvs[0].key) if found.kvs else None
+        return keys.domain_of(found.kvs[0].key) if found.kvs else None
 
     # -- watch and status ----------------------------------------------------------------------
 
@@ -990,13 +989,6 @@ class RecordApply:
 
 def _all(_kv: KeyValue) -> bool:
     return True
-
-
-def _rdid_in(key: bytes) -> str | None:
-    if not key.startswith(keys.TABLE_PREFIX):
-        return None
-    rdid, sep, _rest = key[len(keys.TABLE_PREFIX) :].partition(b"/")
-    return rdid.decode() if sep else None
 
 
 def _table_event(event: WatchEvent) -> types_pb2.TableEvent:

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from overland.v1 import types_pb2, vswitch_pb2
-from services.common import keys
 from services.common.errors import Unavailable
 from services.common.kv import KV, KVLeaseNotFoundError, Put
+from services.common.schema import encode_entry, keys
 from services.common.table import RoutingTable, TableDelta
 from services.vswitch.config import AgentConfig
 from services.vswitch.datapath_interface import Datapath
@@ -167,10 +167,8 @@ class HostRegistration:
             applied_revision=revision,
             applied_time_unix_nanos=applied_ns,
         )
-        entry = types_pb2.StoreEntry(host_status=status, write_time_unix_nanos=self._wall_clock_ns())
-        self._kv.txn(
-            [], [Put(keys.host_key(self._config.host_name), entry.SerializeToString(), lease=self._lease_id)]
-        )
+        value = encode_entry(status, self._wall_clock_ns())
+        self._kv.txn([], [Put(keys.host_key(self._config.host_name), value, lease=self._lease_id)])
         self.writes += 1
         self._published_revision = revision
         self._published_time = self._clock()

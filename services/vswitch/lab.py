@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from overland.v1 import types_pb2, vswitch_pb2
-from services.common.table import StoreEntry, key_of, wrap
+from services.common.schema import StoreEntry, key_of, wrap
 from services.vswitch import netns
 
 PA_PREFIX_LENGTH = 24

@@ -22,7 +22,8 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from services.common.errors import DataLoss
-from services.common.table import RoutingTable, StoreEntry
+from services.common.schema import StoreEntry
+from services.common.table import RoutingTable
 from services.vswitch.datapath_interface import Datapath
 
 log = logging.getLogger(__name__)

@@ -37,10 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from services.common import keys
 from services.common.errors import Unavailable
 from services.common.kv import KV, KVCompactedError, KVUnavailableError, WatchBatch, WatchStream
-from services.common.table import RoutingTable, StoreEntry, TableDelta, decode_snapshot
+from services.common.schema import StoreEntry, decode_snapshot, keys
+from services.common.table import RoutingTable, TableDelta
 from services.vswitch.config import BackoffPolicy
 
 log = logging.getLogger(__name__)

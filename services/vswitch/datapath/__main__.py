@@ -20,8 +20,9 @@ from pathlib import Path
 from overland.v1 import vswitch_pb2
 from services.common.errors import OverlandError
 from services.common.logs import configure_logging
+from services.common.schema import StoreEntry, key_of, wrap
 from services.common.server import wait_for_signal
-from services.common.table import RoutingTable, StoreEntry, key_of, wrap
+from services.common.table import RoutingTable
 from services.common.telemetry import Telemetry, TelemetryConfig
 from services.vswitch.datapath.config import DatapathConfig
 from services.vswitch.datapath.errors import DatapathConfigError

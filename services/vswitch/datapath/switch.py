@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 from google.protobuf.message import DecodeError as DecodeMessageError
 
 from overland.v1 import vswitch_pb2
-from services.common.table import KIND_PA, KIND_RECORD, KIND_SUBNET, RoutingTable, TableDelta
+from services.common.schema import KIND_PA, KIND_RECORD, KIND_SUBNET
+from services.common.table import RoutingTable, TableDelta
 from services.vswitch import netns
 from services.vswitch.datapath import tap
 from services.vswitch.datapath.config import DatapathConfig

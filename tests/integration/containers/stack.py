@@ -27,11 +27,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from testcontainers.core.network import Network as TestNetwork
 
 from overland.v1 import policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
-from services.common import keys
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import free_ports
 from services.common.kv import KeyValue
-from services.common.table import RoutingTable, decode_snapshot
+from services.common.schema import decode_snapshot, keys
+from services.common.table import RoutingTable
 from services.vswitch.watcher import watch_prefixes
 from tests.integration.containers.harness import (
     READY_TIMEOUT_SECONDS,

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from overland.v1 import policy_pb2, types_pb2
-from services.common import keys
+from services.common.schema import keys
 from tests.integration.containers.harness import (
     DEADLINE_SLACK_SECONDS,
     ELECTION_TIMEOUT_MS,

@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
-from services.common import keys
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess
+from services.common.schema import keys
 from services.policy import PolicyConflict, PolicyServer, PolicyStore
 from tests.unit.policy.support import (
     PA_1,

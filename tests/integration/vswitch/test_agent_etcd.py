@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 
 from overland.v1 import types_pb2
-from services.common import keys
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess
 from services.common.etcd_watch import EtcdWatch
 from services.common.kv import KVUnavailableError
-from services.common.table import key_of
+from services.common.schema import key_of, keys
 from services.vswitch.agent import Agent
 from services.vswitch.config import AgentConfig, BackoffPolicy
 from tests.conftest import ETCD_TEST_DEADLINE_SECONDS

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from overland.v1 import vswitch_pb2
-from services.common.table import RoutingTable, TableChange, key_of
+from services.common.schema import key_of
+from services.common.table import RoutingTable, TableChange
 from services.vswitch import lab as lab_module
 from services.vswitch import netns
 from services.vswitch.datapath import DatapathConfig, NvgreSwitch, policy_port_name

@@ -11,9 +11,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
-from services.common import keys
 from services.common.kv import KV
-from services.policy.entries import resource_from
+from services.common.schema import keys, resource_from
 
 PA_1 = "198.18.0.1"
 PA_2 = "198.18.0.2"

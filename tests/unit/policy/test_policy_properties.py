@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from overland.v1 import types_pb2
-from services.common import keys
 from services.common.kv import Compare, Delete, Put
 from services.common.memory_kv import MemoryKV
+from services.common.schema import keys
 from services.policy import InvalidPolicy, PolicyConflict, PolicyError, PolicyStore, ResourceExists
 from services.policy.paging import encode_page_token, parse_page
 from services.policy.records import Mode, RecordChange, TableState, plan_transaction

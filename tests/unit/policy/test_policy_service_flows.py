@@ -9,10 +9,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
-from services.common import keys
 from services.common.memory_kv import MemoryKV, MemoryWatch
+from services.common.schema import encode_entry, keys
 from services.policy import PolicyServer
-from services.policy.entries import encode_entry
 
 from .support import (
     PA_1,

@@ -12,7 +12,8 @@ from typing import Any
 from overland.v1 import vswitch_pb2
 from services.common.kv import Delete, KVUnavailableError, Put
 from services.common.memory_kv import MemoryKV, MemoryWatch
-from services.common.table import RoutingTable, StoreEntry, TableDelta, key_of
+from services.common.schema import StoreEntry, key_of
+from services.common.table import RoutingTable, TableDelta
 from services.vswitch.agent import Agent
 from services.vswitch.config import BackoffPolicy
 from tests.unit.vswitch.table_factory import domain, provider, subnet

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from overland.v1 import types_pb2
-from services.common.table import StoreEntry, key_of, wrap
+from services.common.schema import StoreEntry, key_of, wrap
 
 RDIDS = ("rd-blue", "rd-red")
 # Both domains reuse the same CA space on purpose: isolation must not depend on distinct addresses.

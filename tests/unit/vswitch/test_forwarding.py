@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overland.v1 import types_pb2, vswitch_pb2
-from services.common.table import TableChange, key_of
+from services.common.schema import key_of
+from services.common.table import TableChange
 from services.vswitch.datapath import (
     ActionKind,
     Context,

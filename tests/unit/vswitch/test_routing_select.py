@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from overland.v1 import types_pb2
 from services.common.routing import RoutingError, select_next_hop
-from services.common.table import RoutingTable, TableChange, key_of
+from services.common.schema import key_of
+from services.common.table import RoutingTable, TableChange
 from tests.unit.vswitch.table_factory import (
     SUBNET_DOMAIN,
     SUBNET_PREFIXES,

@@ -6,26 +6,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overland.v1 import types_pb2
-from services.common import keys
 from services.common.kv import EventType, KeyValue, WatchEvent
-from services.common.table import (
+from services.common.schema import (
     KIND_PA,
     KIND_RECORD,
     KIND_SUBNET,
-    RoutingTable,
     StoreEntry,
-    TableChange,
     decode_snapshot,
     key_of,
-    parse_table_key,
+    keys,
 )
+from services.common.table import RoutingTable, TableChange
 from tests.unit.vswitch.table_factory import (
     PAS,
     RDIDS,
     SUBNET_PREFIXES,
     as_map,
     domain,
-    entries,
     operations,
     provider,
     record,
@@ -298,36 +295,3 @@ def test_prefix_queries_pick_the_most_specific_and_lowest_metric():
     table.update([TableChange(key_of(extra), extra, 2)])
     assert table.routes_matching("rd-blue", "203.0.113.5")[0].next_hop == "192.0.2.4"
     assert table.routes_matching("rd-blue", "not-an-ip") == []
-
-
-KEY_TEXT = st.text(alphabet="0123456789abcdef./_:-xz", max_size=12)
-KIND_WORDS = ["record", "route", "subnet", "domain"]
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    st.one_of(
-        st.builds(key_of, entries()),
-        st.builds(lambda a, b: keys.TABLE_PREFIX + f"{a}/{b}".encode(), KEY_TEXT, KEY_TEXT),
-        st.builds(
-            lambda parts: keys.TABLE_PREFIX + "/".join(parts).encode(),
-            st.lists(
-                st.one_of(KEY_TEXT, st.sampled_from(["record", "route", "subnet", "domain"])), max_size=6
-            ),
-        ),
-        st.builds(lambda a: keys.PA_PREFIX + a.encode(), KEY_TEXT),
-        st.binary(max_size=40).map(lambda b: keys.ROOT + b),
-    )
-)
-def test_fast_key_parser_agrees_with_the_key_schema(key):
-    fast = parse_table_key(key)
-    slow = keys.parse_key(key)
-    if slow is None or slow.kind == "host":
-        assert fast is None
-        return
-    assert fast is not None
-    assert (fast.kind, fast.rdid, fast.vsid) == (slow.kind, slow.rdid, slow.vsid)
-    assert fast.ident == {"pa": slow.pa_ip, "record": slow.ca, "route": slow.destination_prefix}.get(
-        slow.kind, ""
-    )
-    assert fast.next_hop == slow.next_hop

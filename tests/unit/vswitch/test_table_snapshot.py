@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.kv import EventType, KeyValue, WatchEvent
-from services.common.table import RoutingTable, StoreEntry, key_of
+from services.common.schema import StoreEntry, key_of
+from services.common.table import RoutingTable
 from services.vswitch.agent import Agent
 from services.vswitch.config import AgentConfig
 from services.vswitch.snapshot import SnapshotError, TableSnapshots, decode_table, encode_table

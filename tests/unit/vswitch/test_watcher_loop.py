@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overland.v1 import types_pb2
-from services.common import keys
 from services.common.kv import KVUnavailableError, Put, RangeResult
 from services.common.memory_kv import ManualClock, MemoryKV
-from services.common.table import RoutingTable, TableDelta, key_of
+from services.common.schema import key_of, keys
+from services.common.table import RoutingTable, TableDelta
 from services.vswitch.agent import Agent, HostRegistration, status_due
 from services.vswitch.config import AgentConfig, BackoffPolicy, VswitchConfigError
 from services.vswitch.watcher import TableWatcher, WatchCursors, watch_prefixes
