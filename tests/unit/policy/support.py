@@ -120,7 +120,7 @@ def check_invariants(kv: KV) -> int:
     macs_seen: set[tuple[int, str]] = set()
     for key, value in by_key.items():
         parsed = keys.parse_key(key)
-        if parsed is None or parsed.kind != "record":
+        if parsed is None or parsed.kind != keys.KIND_RECORD:
             continue
         records += 1
         stored = resource_from(value, types_pb2.LookupRecord)
@@ -136,9 +136,9 @@ def check_invariants(kv: KV) -> int:
         assert (stored.vsid, stored.mac) not in macs_seen, f"MAC {stored.mac} twice in VSID {stored.vsid}"
         macs_seen.add((stored.vsid, stored.mac))
     for key, value in by_key.items():
-        if key.startswith(keys.MAC_INDEX_PREFIX):
-            vsid_hex, _, mac = key[len(keys.MAC_INDEX_PREFIX) :].decode().partition("/")
-            vsid = int(vsid_hex, 16)
+        parsed = keys.parse_key(key)
+        if parsed is not None and parsed.kind == keys.KIND_MAC_INDEX:
+            vsid, mac = parsed.vsid, parsed.mac
             index = by_key.get(keys.vsid_index_key(vsid))
             assert index is not None, f"{key!r}: MAC index of a missing subnet"
             holder = by_key.get(keys.record_key(index.value.decode(), vsid, value.value.decode()))

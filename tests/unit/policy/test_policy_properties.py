@@ -274,7 +274,7 @@ def test_bulk_apply_matches_a_sequential_model(
         stored = {}
         for kv in store.kv.range(keys.TABLE_PREFIX).kvs:
             parsed = keys.parse_key(kv.key)
-            if parsed is not None and parsed.kind == "record":
+            if parsed is not None and parsed.kind == keys.KIND_RECORD:
                 rec = types_pb2.StoreEntry.FromString(kv.value).lookup_record
                 stored[(rec.vsid, rec.ca)] = (rec.mac, rec.pa)
         assert stored == model
