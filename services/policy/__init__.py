@@ -10,7 +10,7 @@ from services.policy.errors import (
     ResourceNotFound,
     StaleRevision,
 )
-from services.policy.records import Mode, RecordChange, TableState, TxnPlan, plan_transaction
+from services.policy.record_planner import Mode, RecordChange, TableState, TxnPlan, plan_transaction
 from services.policy.server import PolicyServer, create_server, main, serve
 from services.policy.service import SERVICE_NAME, PolicyServicer, bulk_changes
 from services.policy.store import ApplyResult, ListPage, PolicyStore, RecordApply

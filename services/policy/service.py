@@ -20,7 +20,7 @@ from services.common.schema import decode_snapshot
 from services.common.table import RoutingTable
 from services.policy import validation
 from services.policy.errors import InvalidPolicy, ResourceNotFound
-from services.policy.records import Mode, RecordChange
+from services.policy.record_planner import Mode, RecordChange
 from services.policy.store import PolicyStore
 
 SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name

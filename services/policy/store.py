@@ -49,7 +49,7 @@ from services.policy.errors import (
     StaleRevision,
 )
 from services.policy.paging import PageCursor, encode_page_token, parse_page
-from services.policy.records import (
+from services.policy.record_planner import (
     Mode,
     RecordChange,
     TableState,

@@ -14,7 +14,7 @@ from services.common.memory_kv import MemoryKV
 from services.common.schema import keys
 from services.policy import InvalidPolicy, PolicyConflict, PolicyError, PolicyStore, ResourceExists
 from services.policy.paging import encode_page_token, parse_page
-from services.policy.records import Mode, RecordChange, TableState, plan_transaction
+from services.policy.record_planner import Mode, RecordChange, TableState, plan_transaction
 from services.policy.validation import (
     VSID_MAX,
     VSID_MIN,
