@@ -10,10 +10,13 @@ from services.policy.errors import (
     ResourceNotFound,
     StaleRevision,
 )
+from services.policy.listing import ListPage, TableListing
+from services.policy.record_apply import ApplyResult, RecordApply, RecordTxns
 from services.policy.record_planner import Mode, RecordChange, TableState, TxnPlan, plan_transaction
 from services.policy.server import PolicyServer, create_server, main, serve
 from services.policy.service import SERVICE_NAME, PolicyServicer, bulk_changes
-from services.policy.store import ApplyResult, ListPage, PolicyStore, RecordApply
+from services.policy.store import PolicyStore
+from services.policy.txns import TableTxns
 
 __all__ = [
     "SERVICE_NAME",
@@ -31,10 +34,13 @@ __all__ = [
     "PolicyStore",
     "RecordApply",
     "RecordChange",
+    "RecordTxns",
     "ResourceExists",
     "ResourceNotFound",
     "StaleRevision",
+    "TableListing",
     "TableState",
+    "TableTxns",
     "TxnPlan",
     "bulk_changes",
     "create_server",
