@@ -5,10 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := qemu-utils tshark iperf3 rsync iputils-ping debootstrap docker.io iproute2
+# Real VMs: qemu, and what the guest image is built from (the kernel installs into this machine's
+# /boot and /lib/modules, which is where the build reads it).
+GUEST_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs kmod
 PROTO_OUT := sdk/src
 PROTOS := $(wildcard protos/overland/v1/*.proto)
 
-.PHONY: all run test lint unit integration proto proto-check bench deps-apt venv clean docker-up images
+.PHONY: all run test lint unit integration proto proto-check bench deps-apt deps-guest venv clean docker-up images
 
 all: test
 
@@ -18,6 +21,9 @@ deps-apt:
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+deps-guest:
+	@$(MAKE) --no-print-directory deps-apt APT_PACKAGES="$(GUEST_PACKAGES)"
 
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,13 +47,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: deps-guest $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 integration: $(STAMP) deps-apt images
 	$(BIN)/pytest -q tests/integration
 
-test: deps-apt $(STAMP)
+test: deps-apt deps-guest $(STAMP)
 	$(MAKE) lint
 	$(MAKE) proto-check
 	$(MAKE) unit
