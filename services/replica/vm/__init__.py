@@ -1,9 +1,11 @@
-"""The VM runtime of a site (the "Hyper-V host" role) on qemu: so far the guest's kernel command line
-for its network settings, the guest image's scripts and initramfs, and reading its console.
+"""The VM runtime of a site (the "Hyper-V host" role) on qemu: VM hardware and its qemu command line,
+the guest's kernel command line for its network settings, the guest image's scripts and initramfs,
+VM disks, accelerator detection, and the process shell that starts and stops a VM.
 
 The guest image itself is built by ``tools/build_guest.py`` (``make guest``); see docs/vm.md.
 """
 
+from services.replica.vm.accel import ProbeKey, detect_accel, kvm_boots, kvm_opens
 from services.replica.vm.console import (
     INITRAMFS_READY,
     NETWORK_UP,
@@ -13,6 +15,14 @@ from services.replica.vm.console import (
     lost_records,
     parse_workload_log,
     synced_records,
+)
+from services.replica.vm.disk import (
+    FsckResult,
+    check_filesystem,
+    make_vm_disk,
+    raw_copy,
+    read_guest_file,
+    replay_journal,
 )
 from services.replica.vm.errors import (
     GuestImageError,
@@ -33,6 +43,19 @@ from services.replica.vm.network import (
     encode_network,
     kernel_command_line,
 )
+from services.replica.vm.process import VmProcess, VmState, VmStatus
+from services.replica.vm.qemu import (
+    Accel,
+    DgramBackend,
+    Disk,
+    Nic,
+    NicBackend,
+    StreamBackend,
+    TapBackend,
+    VmSpec,
+    qemu_command,
+)
+from services.replica.vm.qmp import QmpClient
 from services.replica.vm.scripts import (
     ECHO_PORT,
     WORKLOAD_LOG,
@@ -48,21 +71,37 @@ __all__ = [
     "NETWORK_UP",
     "ROOT_READ_ONLY",
     "WORKLOAD_LOG",
+    "Accel",
+    "DgramBackend",
+    "Disk",
+    "FsckResult",
     "GuestImageError",
     "GuestNetwork",
     "ImageFile",
     "InvalidVmSpec",
     "Kind",
+    "Nic",
+    "NicBackend",
     "NicSettings",
+    "ProbeKey",
     "QemuFailed",
+    "QmpClient",
     "QmpCommandFailed",
+    "StreamBackend",
+    "TapBackend",
     "VmAlreadyRunning",
     "VmError",
     "VmNotRunning",
+    "VmProcess",
+    "VmSpec",
+    "VmState",
+    "VmStatus",
     "VmTimeout",
     "WorkloadRecord",
     "applied_addresses",
+    "check_filesystem",
     "decode_network",
+    "detect_accel",
     "elf_notes",
     "encode_network",
     "extract_vmlinux",
@@ -70,11 +109,18 @@ __all__ = [
     "has_pvh_entry",
     "initramfs_files",
     "kernel_command_line",
+    "kvm_boots",
+    "kvm_opens",
     "lost_records",
+    "make_vm_disk",
     "module_file_name",
     "module_order",
     "newc_archive",
     "parse_workload_log",
+    "qemu_command",
+    "raw_copy",
+    "read_guest_file",
+    "replay_journal",
     "rootfs_files",
     "synced_records",
 ]
