@@ -11,7 +11,7 @@ GUEST_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs kmo
 PROTO_OUT := sdk/src
 PROTOS := $(wildcard protos/overland/v1/*.proto)
 
-.PHONY: all run test lint unit integration proto proto-check bench deps-apt deps-guest venv clean docker-up images
+.PHONY: all run test lint unit integration proto proto-check bench deps-apt deps-guest guest venv clean docker-up images
 
 all: test
 
@@ -50,7 +50,7 @@ lint: $(STAMP)
 unit: deps-guest $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP) deps-apt images
+integration: $(STAMP) deps-apt images guest
 	$(BIN)/pytest -q tests/integration
 
 test: deps-apt deps-guest $(STAMP)
@@ -69,7 +69,11 @@ docker-up: deps-apt
 images: docker-up $(STAMP)
 	$(BIN)/python tools/build_images.py
 
-bench: deps-apt $(STAMP)
+# The guest image for real VMs, under .overland/guest/ (from Debian packages only; cached by its inputs).
+guest: deps-guest $(STAMP)
+	$(BIN)/python tools/build_guest.py
+
+bench: deps-apt $(STAMP) guest
 	$(BIN)/python -m bench
 
 clean:
