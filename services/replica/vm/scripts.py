@@ -3,7 +3,7 @@
 The initramfs (``INITRAMFS_INIT``) loads the kernel modules listed in ``/modules/order``, mounts
 ``/dev/vda`` (ext4) and switches root. The root's ``/sbin/init`` (``ROOT_INIT``) applies the network
 settings of the kernel command line (``NETCONF_SH``, the grammar of ``services.replica.vm.network``) and
-hands PID 1 to busybox init, which runs the workload, a TCP echo server and acpid (``INITTAB``); on
+hands PID 1 to busybox init, which runs the workload and a TCP echo server (``INITTAB``); on
 ACPI powerdown it stops them and remounts the root read-only (``SHUTDOWN_SH``). Every step is logged to
 the serial console with the prefixes of ``services.replica.vm.console``, which tests and the runtime
 read. Nothing here touches a disk or a process: the build tool writes these files.
@@ -161,8 +161,8 @@ overland_apply() {
 """
 
 ROOT_INIT = """#!/bin/sh
-# Overland guest /sbin/init: apply the network settings of the kernel command line, then hand PID 1
-# to busybox init, which runs the workload, the TCP echo server and acpid (/etc/inittab).
+# Overland guest /sbin/init: start acpid, apply the network settings of the kernel command line,
+# then hand PID 1 to busybox init, which runs the workload and the TCP echo server (/etc/inittab).
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 . /etc/overland/netconf.sh
 [ -e /dev/console ] || mount -t devtmpfs devtmpfs /dev
@@ -172,6 +172,8 @@ mount -t sysfs sysfs /sys
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs tmpfs /tmp
 overland_say "root init started"
+# acpid first, so a powerdown pressed once the network is up is not lost (it daemonizes).
+acpid -c /etc/acpi -l /dev/null
 ip link set dev lo up
 overland_parse "$(cat /proc/cmdline)" > /run/overland-network
 if overland_apply < /run/overland-network; then
@@ -247,7 +249,6 @@ fi
 INITTAB = """# busybox init: the guest's services; the shutdown action runs before init kills what is left.
 ::once:/etc/overland/workload.sh
 ::respawn:/etc/overland/echo.sh
-::respawn:/bin/busybox acpid -f -c /etc/acpi -l /dev/null
 ::shutdown:/etc/overland/shutdown.sh
 ::ctrlaltdel:/bin/busybox reboot
 """

@@ -3,8 +3,8 @@
 Two boots of one VM (boots are slow under TCG, so the tests share them, in file order): the first
 checks the addresses of the kernel command line, ping and TCP echo from the host side, then ends in
 a hard kill; the disk, its journal replayed on a copy, holds every write the guest acknowledged.
-The second boot replays the journal itself and is stopped through ACPI as soon as its network is up
-(before its ACPI daemon may listen): the disk then checks clean as it is, with both boots'
+The second boot replays the journal itself and is stopped through ACPI as soon as its network is up:
+the disk then checks clean as it is, with both boots'
 acknowledged writes, and every block the guest changed is in the export's change log.
 """
 
@@ -119,8 +119,8 @@ def test_reboot_after_the_kill_then_a_graceful_stop_leaves_a_clean_disk(vm_site:
     vm_site.device.snapshot().release(shipped=True)
     before = vm_site.disk_copy("before-reboot.raw")
     vm_site.boot()
-    # Stopped as soon as the network is up, before the guest's ACPI daemon may run: the runtime
-    # presses the button again until the guest powers off.
+    # Stopped as soon as the network is up: the guest's acpid runs by then, and a press that came
+    # too early would be repeated by the runtime until the guest powers off.
     assert vm_site.vm.stop(STOP_TIMEOUT) == 0
     assert ROOT_READ_ONLY in vm_site.vm.console_since_start()
     assert vm_site.vm.status().state is VmState.STOPPED
