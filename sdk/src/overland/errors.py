@@ -12,7 +12,8 @@ from typing import Any, Protocol, cast
 
 import grpc
 import grpc.aio
-from google.rpc import error_details_pb2, status_pb2
+
+from overland._rich_status import MalformedMessage, bad_request_violations
 
 # The trailing metadata key that carries a serialized google.rpc.Status (the gRPC rich error model).
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -151,19 +152,19 @@ ERROR_CLASSES: dict[grpc.StatusCode, type[OverlandError]] = {
 def field_violations_from_metadata(
     metadata: Iterable[tuple[str, str | bytes]] | None,
 ) -> tuple[FieldViolation, ...]:
-    """The BadRequest field violations inside a call's trailing metadata, if the server sent any."""
+    """The BadRequest field violations inside a call's trailing metadata, if the server sent any.
+
+    Details that cannot be decoded are dropped: the call's status code and message still say what
+    went wrong."""
     for key, value in metadata or ():
         if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
             continue
-        status = status_pb2.Status.FromString(value)
-        violations: list[FieldViolation] = []
-        for detail in status.details:
-            bad_request = error_details_pb2.BadRequest()
-            if detail.Unpack(bad_request):
-                violations.extend(
-                    FieldViolation(v.field, v.description) for v in bad_request.field_violations
-                )
-        return tuple(violations)
+        try:
+            return tuple(
+                FieldViolation(field, description) for field, description in bad_request_violations(value)
+            )
+        except MalformedMessage:
+            return ()
     return ()
 
 
