@@ -1,0 +1,60 @@
+"""``import overland`` is cheap: its public names load on first use, and the names type checkers see
+(the ``TYPE_CHECKING`` imports) are exactly the ones that load."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import overland
+
+HEAVY = ("grpc", "google.protobuf", "typer", "click", "rich")
+
+
+def loaded_after(statement: str) -> list[str]:
+    """Which of the heavy modules a fresh interpreter has loaded after ``statement``."""
+    probe = f"import sys\n{statement}\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_import_overland_loads_no_grpc_protobuf_or_cli_framework() -> None:
+    assert loaded_after("import overland") == []
+
+
+def test_a_client_loads_grpc_but_no_cli_framework() -> None:
+    assert loaded_after("from overland import PolicyClient") == ["grpc", "google.protobuf"]
+
+
+def _type_checking_imports(module: ModuleType) -> dict[str, str]:
+    """name -> module of every ``from M import N as N`` under ``if TYPE_CHECKING:``."""
+    tree = ast.parse(Path(str(module.__file__)).read_text())
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom)
+                for alias in statement.names:
+                    assert alias.asname == alias.name, "re-export with 'import N as N'"
+                    found[alias.name] = str(statement.module)
+    return found
+
+
+@pytest.mark.parametrize("package", [overland], ids=["overland"])
+def test_the_lazy_names_are_the_type_checked_ones_and_all_load(package: ModuleType) -> None:
+    lazy = {name: home for home, names in package.PUBLIC_NAMES.items() for name in names}
+    assert lazy == _type_checking_imports(package)
+    assert set(lazy) <= set(package.__all__)
+    for name, home in lazy.items():
+        assert getattr(package, name) is getattr(importlib.import_module(home), name)
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchClient'"):
+        _ = overland.NoSuchClient  # type: ignore[attr-defined]
