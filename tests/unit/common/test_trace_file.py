@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from overland.cli import app
 from services.common.telemetry import Telemetry, TelemetryConfig, child_or_linked_span, current_trace_context

@@ -1,4 +1,4 @@
-"""The ``overland`` CLI (typer's CliRunner) against the in-memory policy service on a real gRPC server:
+"""The ``overland`` CLI (click's CliRunner) against the in-memory policy service on a real gRPC server:
 tables, --json, exit codes, one-line errors with field violations, bulk-load, watch, select-next-hop."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from overland.cli import app
-from overland.cli.common import json_flag_first
+from overland.cli.root import json_flag_first
 from tests.unit.sdk.cli_runner import invoke, invoke_json, seed_tenant
 from tests.unit.sdk.conftest import Running
 

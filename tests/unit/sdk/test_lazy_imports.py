@@ -13,6 +13,7 @@ from types import ModuleType
 import pytest
 
 import overland
+import overland.cli
 
 HEAVY = ("grpc", "google.protobuf", "typer", "click", "rich")
 
@@ -25,7 +26,7 @@ def loaded_after(statement: str) -> list[str]:
 
 
 def test_import_overland_loads_no_grpc_protobuf_or_cli_framework() -> None:
-    assert loaded_after("import overland") == []
+    assert loaded_after("import overland, overland.cli") == []
 
 
 def test_a_client_loads_grpc_but_no_cli_framework() -> None:
@@ -46,7 +47,7 @@ def _type_checking_imports(module: ModuleType) -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize("package", [overland], ids=["overland"])
+@pytest.mark.parametrize("package", [overland, overland.cli], ids=["overland", "overland.cli"])
 def test_the_lazy_names_are_the_type_checked_ones_and_all_load(package: ModuleType) -> None:
     lazy = {name: home for home, names in package.PUBLIC_NAMES.items() for name in names}
     assert lazy == _type_checking_imports(package)

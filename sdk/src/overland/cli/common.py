@@ -1,38 +1,38 @@
 """What every ``overland`` command shares: settings, clients, output (tables or JSON) and exit codes.
 
-Errors are reported in one place, ``OverlandGroup.invoke``: one line on stderr and an exit code that
-says what went wrong, never a traceback.
+Errors are reported in one place, ``overland.cli.root.OverlandGroup.invoke``, with ``report_error``
+and ``exit_code_for``: one line on stderr and an exit code that says what went wrong. rich is imported
+when a table is printed, not before: ``--json`` output and errors never load it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import click
 import grpc
-import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from rich.console import Console
-from rich.table import Table
-from typer.core import TyperGroup
 
 from overland._transport import SyncTransport
+from overland.cli.exits import EXIT_ERROR, EXIT_USAGE
+from overland.cli.groups import GROUPS
 from overland.config import ClientConfig, Endpoint, Service
 from overland.errors import ConfigurationError, OverlandError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 ClientT = TypeVar("ClientT", bound=SyncTransport)
 
 # Tables written to a pipe or file are not cut to 80 columns: nobody reads them in a narrow terminal.
 WIDE_OUTPUT = 200
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 # Exit codes by status, so that scripts can tell "not there" from "try again later".
 EXIT_CODES: dict[grpc.StatusCode, int] = {
@@ -62,14 +62,20 @@ class Settings:
     config: ClientConfig
     json_output: bool = False
     endpoints: dict[Service, str] = field(default_factory=dict)
-    out: Console = field(default_factory=lambda: Console(width=None if sys.stdout.isatty() else WIDE_OUTPUT))
+
+    @functools.cached_property
+    def out(self) -> Console:
+        """Where tables go."""
+        from rich.console import Console  # noqa: PLC0415 - rich loads with the first table
+
+        return Console(width=None if sys.stdout.isatty() else WIDE_OUTPUT)
 
     def client(self, client_class: type[ClientT]) -> ClientT:
         endpoint: Endpoint | str | None = self.endpoints.get(client_class.service)
         return client_class(endpoint, config=self.config)
 
 
-def settings(ctx: typer.Context) -> Settings:
+def settings(ctx: click.Context) -> Settings:
     found = ctx.find_object(Settings)
     if found is None:
         raise ConfigurationError("the root command did not run")
@@ -84,33 +90,7 @@ def report_error(error: OverlandError, json_output: bool) -> None:
         line = json.dumps({"error": body})
     else:
         line = f"overland: {error.code.name}: {error}"
-    typer.echo(line.replace("\n", " "), err=True)
-
-
-def json_flag_first(args: list[str]) -> list[str]:
-    """``--json`` anywhere before ``--`` moves to the front, where the root command reads it, so that
-    ``overland policy lookup-record list --json`` works as well as ``overland --json policy ...``."""
-    end = args.index("--") if "--" in args else len(args)
-    if "--json" not in args[:end]:
-        return args
-    return ["--json", *(arg for arg in args[:end] if arg != "--json"), *args[end:]]
-
-
-class OverlandGroup(TyperGroup):
-    """The root command: maps every ``OverlandError`` to one stderr line and its exit code."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, json_flag_first(args))
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except OverlandError as error:
-            found = ctx.find_object(Settings)
-            report_error(error, json_output=bool(found and found.json_output))
-            raise typer.Exit(exit_code_for(error)) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+    click.echo(line.replace("\n", " "), err=True)
 
 
 def as_dict(message: Message) -> dict[str, Any]:
@@ -146,22 +126,29 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def show(ctx: typer.Context, message: Message, title: str | None = None) -> None:
+def new_table(*columns: str, **options: Any) -> Table:
+    """A rich table (rich loads here, with the first table a command prints)."""
+    from rich.table import Table  # noqa: PLC0415 - see the module docstring
+
+    return Table(*columns, **options)
+
+
+def show(ctx: click.Context, message: Message, title: str | None = None) -> None:
     """One resource: a JSON object, or a two-column table of its fields."""
     show_mapping(ctx, as_dict(message) if settings(ctx).json_output else _table_row(message), title)
 
 
-def show_list(ctx: typer.Context, messages: Iterable[Message], title: str | None = None) -> int:
+def show_list(ctx: click.Context, messages: Iterable[Message], title: str | None = None) -> int:
     """Many resources of one kind: a JSON array, or a table with a column per field. Returns the count."""
     current = settings(ctx)
     rows = [as_dict(m) if current.json_output else _table_row(m) for m in messages]
     if current.json_output:
-        typer.echo(json.dumps(rows))
+        click.echo(json.dumps(rows))
         return len(rows)
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
-    table = Table(*columns, title=title)
+    table = new_table(*columns, title=title)
     for column in table.columns:
         column.overflow = "fold"
     for row in rows:
@@ -170,19 +157,19 @@ def show_list(ctx: typer.Context, messages: Iterable[Message], title: str | None
     return len(rows)
 
 
-def show_mapping(ctx: typer.Context, data: Mapping[str, Any], title: str | None = None) -> None:
+def show_mapping(ctx: click.Context, data: Mapping[str, Any], title: str | None = None) -> None:
     """A mapping (a resource's fields, a summary), as a JSON object or a two-column table."""
     current = settings(ctx)
     if current.json_output:
-        typer.echo(json.dumps(dict(data)))
+        click.echo(json.dumps(dict(data)))
         return
-    table = Table("field", "value", title=title, show_header=False)
+    table = new_table("field", "value", title=title, show_header=False)
     for key, value in data.items():
         table.add_row(key, _cell(value))
     current.out.print(table)
 
 
-def show_sections(ctx: typer.Context, message: Message, header: str, sections: Iterable[str]) -> None:
+def show_sections(ctx: click.Context, message: Message, header: str, sections: Iterable[str]) -> None:
     """A message with lists: as one JSON object, or a header line and a table per list field."""
     current = settings(ctx)
     if current.json_output:
@@ -195,25 +182,21 @@ def show_sections(ctx: typer.Context, message: Message, header: str, sections: I
 
 def show_json_line(message: Message) -> None:
     """One message per line, for streams (``--json`` output of ``watch``)."""
-    typer.echo(json.dumps(as_dict(message)))
+    click.echo(json.dumps(as_dict(message)))
 
 
-def service_group(client_class: type[SyncTransport], help_text: str) -> typer.Typer:
-    """A command group for one service, with its ``--endpoint`` option."""
+def service_group(client_class: type[SyncTransport], name: str) -> click.Group:
+    """The command group ``name`` for one service, with its ``--endpoint`` option; its help is the
+    one the root lists (``overland.cli.groups.GROUPS``)."""
     service = client_class.service
-    group = typer.Typer(no_args_is_help=True, help=help_text)
 
-    @group.callback()
-    def _endpoint(
-        ctx: typer.Context,
-        endpoint: str | None = typer.Option(
-            None, "--endpoint", "-e", help=f"host:port of the service [env {service.env_var}]"
-        ),
-    ) -> None:
+    @click.pass_context
+    def use_endpoint(ctx: click.Context, endpoint: str | None) -> None:
         if endpoint:
             settings(ctx).endpoints[service] = endpoint
 
-    return group
+    endpoint = click.Option(["--endpoint", "-e"], help=f"host:port of the service [env {service.env_var}]")
+    return click.Group(name, help=GROUPS[name].help, params=[endpoint], callback=use_endpoint)
 
 
 def apply_changes(message: Message, changes: Mapping[str, Any]) -> None:

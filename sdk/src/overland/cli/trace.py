@@ -5,21 +5,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
 
-import typer
-from rich.table import Table
+import click
 
-from overland.cli.common import settings
+from overland.cli.common import new_table, settings
+from overland.cli.groups import GROUPS
 from overland.errors import NotFoundError
 from overland.traces import load_spans, render_tree, trace_roots
 
-app = typer.Typer(no_args_is_help=True, help="Traces from the JSON-lines span file (OVERLAND_SPAN_FILE).")
+app = click.Group("trace", help=GROUPS["trace"].help)
 
-SpanFile = Annotated[
-    Path | None,
-    typer.Option("--file", help="Span file (default: $OVERLAND_SPAN_FILE or .overland/spans.jsonl)."),
-]
+span_file_option = click.option(
+    "--file",
+    type=click.Path(path_type=Path),
+    help="Span file (default: $OVERLAND_SPAN_FILE or .overland/spans.jsonl).",
+)
 
 
 def _span_file(path: Path | None) -> Path:
@@ -30,11 +30,10 @@ def _span_file(path: Path | None) -> Path:
 
 
 @app.command("list")
-def list_traces(
-    ctx: typer.Context,
-    file: SpanFile = None,
-    limit: Annotated[int, typer.Option(help="Newest traces to show.")] = 20,
-) -> None:
+@span_file_option
+@click.option("--limit", type=int, default=20, help="Newest traces to show.")
+@click.pass_context
+def list_traces(ctx: click.Context, file: Path | None, limit: int) -> None:
     """The newest traces: id, root span, services, span count and duration."""
     spans = load_spans([_span_file(file)])
     traces: dict[str, list[dict[str, object]]] = {}
@@ -58,23 +57,26 @@ def list_traces(
     rows = sorted(rows, key=lambda r: int(str(r["start"])))[-limit:]
     current = settings(ctx)
     if current.json_output:
-        typer.echo(json.dumps(rows))
+        click.echo(json.dumps(rows))
         return
-    table = Table("trace_id", "root", "services", "spans", "duration_ms")
+    table = new_table("trace_id", "root", "services", "spans", "duration_ms")
     for row in rows:
         table.add_row(*(str(row[c]) for c in ("trace_id", "root", "services", "spans", "duration_ms")))
     current.out.print(table)
 
 
 @app.command("show")
-def show_trace(ctx: typer.Context, trace_id: str, file: SpanFile = None) -> None:
+@click.argument("trace_id")
+@span_file_option
+@click.pass_context
+def show_trace(ctx: click.Context, trace_id: str, file: Path | None) -> None:
     """One trace as a tree: offset from its start, duration, service and span name."""
     roots = trace_roots(load_spans([_span_file(file)]), trace_id)
     if not roots:
         raise NotFoundError(f"no spans of trace {trace_id}")
     lines = render_tree(roots)
     if settings(ctx).json_output:
-        typer.echo(json.dumps(lines))
+        click.echo(json.dumps(lines))
         return
     for line in lines:
-        typer.echo(line)
+        click.echo(line)
