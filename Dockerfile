@@ -16,10 +16,12 @@ COPY build/wheelhouse/deps/ /tmp/wheelhouse/deps/
 RUN python3 -m venv /opt/overland \
  && /opt/overland/bin/pip install --no-cache-dir --no-index --no-deps /tmp/wheelhouse/deps/*.whl
 COPY build/wheelhouse/project/ /tmp/wheelhouse/project/
+# The SDK with its cli extra: the overland command, for an operator in a pod.
 RUN /opt/overland/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheelhouse/deps \
-      /tmp/wheelhouse/project/*.whl \
+      --find-links /tmp/wheelhouse/project overland-services 'overland-sdk[cli]' \
  && /opt/overland/bin/pip check \
- && /opt/overland/bin/python -c "import services, overland.v1"
+ && /opt/overland/bin/python -c "import services, overland.v1" \
+ && /opt/overland/bin/overland --help >/dev/null
 
 # A second stage on the same base, so the wheelhouse never becomes a layer of the final image.
 FROM ${BASE}

@@ -28,7 +28,7 @@ deps-guest:
 $(STAMP): pyproject.toml sdk/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e ./sdk -e '.[dev]'
+	$(BIN)/pip install -q -e './sdk[cli]' -e '.[dev]'
 	touch $@
 
 venv: $(STAMP)

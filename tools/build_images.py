@@ -64,6 +64,9 @@ BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # The projects whose wheels are built from this repository rather than fetched.
 LOCAL_PROJECTS = {"overland-services": REPO, "overland-sdk": REPO / "sdk"}
+# The extras of the local projects that the image installs (the Dockerfile names them too): the
+# overland command line, for an operator in a pod.
+PROJECT_EXTRAS = {"overland-sdk": ("cli",)}
 # Bumped when the way an image is assembled changes in a way its hashed inputs do not show.
 RECIPE_VERSIONS = {"etcd": "2", "base": "1", "overland": "1"}
 COMMAND_TIMEOUT = 900.0
@@ -283,9 +286,12 @@ def build_base(report: BuildReport, force: bool, mirror: str | None) -> None:
 
 def project_requirements(name: str) -> list[Requirement]:
     """The runtime requirements a local project declares in its pyproject.toml now (the installed
-    metadata may be older than the file)."""
+    metadata may be older than the file), with those of the extras the image installs."""
     with (LOCAL_PROJECTS[name] / "pyproject.toml").open("rb") as stream:
-        declared = tomllib.load(stream)["project"].get("dependencies", [])
+        project = tomllib.load(stream)["project"]
+    declared = list(project.get("dependencies", []))
+    for extra in PROJECT_EXTRAS.get(name, ()):
+        declared.extend(project["optional-dependencies"][extra])
     return [Requirement(text) for text in declared]
 
 
