@@ -33,10 +33,13 @@ $(STAMP): pyproject.toml sdk/pyproject.toml
 
 venv: $(STAMP)
 
-# Regenerate the committed protobuf code; never edit it by hand.
+# Regenerate the committed protobuf code; never edit it by hand. The _pb2_grpc.pyi stubs (typed stubs,
+# servicers and their contexts) come from mypy-protobuf's plugin, so that mypy checks every call and
+# servicer method against the API.
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I protos \
-	  --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) $(PROTOS)
+	  --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=$(PROTO_OUT) $(PROTOS)
 
 proto-check: proto
 	@git diff --exit-code -- $(PROTO_OUT)/overland/v1 || { echo "generated code is stale: run 'make proto' and commit"; exit 1; }
