@@ -4,7 +4,7 @@
 # debootstrap, and the project and all its dependencies come as wheels built on the host into
 # build/wheelhouse/{deps,project} (`make images` does both). Where a registry is reachable, any
 # Debian-based Python 3.11 image works as the base:
-#   pip wheel --wheel-dir build/wheelhouse/deps . ./sdk
+#   pip wheel --wheel-dir build/wheelhouse/deps . './sdk[cli]'
 #   mkdir -p build/wheelhouse/project && mv build/wheelhouse/deps/overland_* build/wheelhouse/project/
 #   docker build --build-arg BASE=python:3.11-slim -t overland/overland:0.1.0 .
 ARG BASE=overland/base:bookworm
