@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from overland import _rich_status as rich
 from overland.errors import STATUS_DETAILS_KEY, field_violations_from_metadata
+from services.common.protowire import field_key, varint
 
 FieldViolation = error_details_pb2.BadRequest.FieldViolation
 
@@ -96,17 +97,8 @@ statuses = _statuses(details)
 hostile_statuses = _statuses(st.one_of(details, hostile_details))
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _field(number: int, wire_type: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | wire_type) + payload
+    return field_key(number, wire_type) + payload
 
 
 # Hand-built wire bytes: small field numbers (0 included) over every wire type, right and wrong, with
@@ -114,11 +106,11 @@ def _field(number: int, wire_type: int, payload: bytes) -> bytes:
 def _soup(children: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
     numbers = st.integers(0, 5)
     fields = st.one_of(
-        st.builds(_field, numbers, st.just(0), st.integers(0, 2**70).map(_varint)),
+        st.builds(_field, numbers, st.just(0), st.integers(0, 2**70).map(varint)),
         st.builds(_field, numbers, st.just(1), st.binary(min_size=7, max_size=9)),
         st.builds(_field, numbers, st.just(5), st.binary(min_size=3, max_size=5)),
-        st.builds(lambda n, body: _field(n, 2, _varint(len(body)) + body), numbers, children),
-        st.builds(lambda n, body: _field(n, 2, _varint(len(body)) + body), numbers, st.binary(max_size=8)),
+        st.builds(lambda n, body: _field(n, 2, varint(len(body)) + body), numbers, children),
+        st.builds(lambda n, body: _field(n, 2, varint(len(body)) + body), numbers, st.binary(max_size=8)),
         st.builds(lambda n, body: _field(n, 3, body) + _field(n, 4, b""), numbers, children),
         st.builds(_field, numbers, st.sampled_from([3, 4, 6, 7]), st.binary(max_size=3)),
     )
