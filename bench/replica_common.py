@@ -47,8 +47,9 @@ def timed(argv: list[str]) -> float:
 def sites(workdir: Path, primary_name: str = "bench") -> Iterator[tuple[ReplicaServer, str]]:
     """A DR site as a child process and a primary in this process; yields (primary, DR endpoint)."""
     store = workdir / "dr-store"
+    argv = [sys.executable, "-m", "services.replica", "--role", "dr", "--allow", f"{primary_name}={store}"]
     dr = subprocess.Popen(
-        [sys.executable, "-m", "services.replica", "--role", "dr", "--allow", f"{primary_name}={store}"],
+        [*argv, "--bind", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from overland import PolicyClient
+from overland import PolicyClient, defaults
 from overland.errors import AlreadyExistsError, OverlandError
 from overland.v1.policy_pb2_grpc import PolicyServiceStub
 from services.common.etcd_process import EtcdProcess
@@ -35,9 +35,11 @@ from services.vswitch.lab import BLUE, DEMO_SUBNETS, RED, demo_vms
 
 log = logging.getLogger("devstack")
 
-STATE_DIR = Path(os.environ.get("OVERLAND_STATE_DIR", ".overland"))
-POLICY_ADDRESS = "127.0.0.1:50051"
-ETCD_CLIENT_PORT, ETCD_PEER_PORT, ETCD_METRICS_PORT = 2379, 2380, 2381
+STATE_DIR = Path(os.environ.get(defaults.STATE_DIR_ENV, ".overland"))
+# The services' and the CLI's defaults, so that ``overland ...`` reaches them with no flags.
+POLICY_ADDRESS = defaults.POLICY.address
+ETCD_CLIENT_PORT = int(defaults.ETCD_ENDPOINT.rpartition(":")[2])
+ETCD_PEER_PORT, ETCD_METRICS_PORT = ETCD_CLIENT_PORT + 1, ETCD_CLIENT_PORT + 2
 
 DEMO_HOST_NAMES = ("host1", "host2", "host3")
 
@@ -161,7 +163,7 @@ def run() -> int:
         etcd.start()
         log.info("etcd is up", extra={"endpoint": etcd.endpoint, "data": str(etcd.data_dir)})
         span_file = str((STATE_DIR / "spans.jsonl").resolve())
-        common_env = {"OVERLAND_SPAN_FILE": span_file, "PYTHONUNBUFFERED": "1"}
+        common_env = {defaults.SPAN_FILE_ENV: span_file, "PYTHONUNBUFFERED": "1"}
         # Demos that spawn their own processes (the vswitch agents) inherit it from here.
         os.environ.update(common_env)
         policy = Child(
@@ -180,7 +182,6 @@ def run() -> int:
         _banner(
             [
                 "Overland is running. Try, in another shell (source .venv/bin/activate first):",
-                f"  export OVERLAND_POLICY_ENDPOINT={POLICY_ADDRESS}",
                 "  overland policy routing-domain list",
                 "  overland policy lookup-record list",
                 "  overland policy select-next-hop --vsid 5001 --source 192.0.2.11 \\",

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import grpc
 from etcd3 import etcdrpc
 
+from overland.defaults import ETCD_ENDPOINT, ETCD_TIMEOUT_SECONDS
 from services.common.errors import InvalidArgument
 from services.common.etcd_messages import (
     REQUIRE_LEADER,
@@ -106,8 +107,8 @@ class EtcdConfig:
     ``watch_idle_timeout``, when set, declares a watch broken after that long without any response
     (set it above etcd's progress-notify interval)."""
 
-    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
-    timeout: float = 2.0
+    endpoints: tuple[str, ...] = (ETCD_ENDPOINT,)
+    timeout: float = ETCD_TIMEOUT_SECONDS
     max_txn_ops: int = 128
     tls: EtcdTlsConfig | None = None
     watch_idle_timeout: float | None = None
@@ -146,7 +147,7 @@ class EtcdKV:
         self,
         endpoints: Sequence[str] | str,
         *,
-        timeout: float = 2.0,
+        timeout: float = ETCD_TIMEOUT_SECONDS,
         max_txn_ops: int = 128,
         tls: EtcdTlsConfig | None = None,
         watch_idle_timeout: float | None = None,

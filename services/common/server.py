@@ -16,12 +16,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from overland.defaults import MAX_MESSAGE_BYTES
 from services.common.errors import InvalidArgument, OverlandError, to_rpc_status
 
 log = logging.getLogger(__name__)
-
-# Streams (watch, delta transfer) carry large messages; the default 4 MiB is too small for a chunk batch.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)

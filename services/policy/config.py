@@ -12,15 +12,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from overland import defaults
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.etcd_kv import EtcdConfig, EtcdTlsConfig
 from services.common.server import ServerConfig, TlsConfig
 from services.common.telemetry import TelemetryConfig
 
-DEFAULT_BIND = "127.0.0.1:50051"
-DEFAULT_ETCD = "127.0.0.1:2379"
-DEFAULT_ETCD_TIMEOUT = 5.0
-SERVICE_NAME = "overland-policy"
+DEFAULT_BIND = defaults.POLICY.address
+DEFAULT_ETCD = defaults.ETCD_ENDPOINT
+DEFAULT_ETCD_TIMEOUT = defaults.ETCD_TIMEOUT_SECONDS
+SERVICE_NAME = defaults.POLICY.otel_name
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_WORKERS = 32
 

@@ -14,12 +14,11 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
+from overland.defaults import MAX_VSID, MIN_VSID
 from overland.v1 import types_pb2
 from services.common.errors import FieldViolation
 from services.policy.errors import InvalidPolicy, PolicyConflict
 
-VSID_MIN = 0x1000
-VSID_MAX = 0xFFFFFE
 MAX_NAME_LENGTH = 256
 MAX_DESCRIPTION_LENGTH = 1024
 MAX_CA_PREFIXES = 64
@@ -53,12 +52,12 @@ class Violations:
 
 
 def check_vsid(value: int, field: str, violations: Violations) -> int:
-    if not VSID_MIN <= value <= VSID_MAX:
-        if value < VSID_MIN or value == 0xFFFFFF:
+    if not MIN_VSID <= value <= MAX_VSID:
+        if value < MIN_VSID or value == 0xFFFFFF:
             reason = "is reserved (0x000000-0x000FFF and 0xFFFFFF, RFC 7637)"
         else:
             reason = "does not fit the 24-bit GRE key"
-        violations.add(field, f"VSID {value} {reason}; valid VSIDs are {VSID_MIN}..{VSID_MAX}")
+        violations.add(field, f"VSID {value} {reason}; valid VSIDs are {MIN_VSID}..{MAX_VSID}")
     return value
 
 
@@ -317,7 +316,7 @@ def canonical_record(
         return None
     if int(mac[1], 16) & 1 or mac == "00:00:00:00:00:00":
         return None
-    if not VSID_MIN <= record.vsid <= VSID_MAX:
+    if not MIN_VSID <= record.vsid <= MAX_VSID:
         return None
     if vm_name and (len(vm_name) > MAX_NAME_LENGTH or vm_name != vm_name.strip() or _CONTROL.search(vm_name)):
         return None

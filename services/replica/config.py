@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from overland import defaults
 from services.common.errors import FieldViolation
 from services.common.server import ServerConfig, TlsConfig
 from services.common.telemetry import TelemetryConfig
@@ -83,14 +84,14 @@ class ReplicaConfig:
 
 def service_name(role: str) -> str:
     """The OpenTelemetry service name of a role: the two sites of one trace are told apart by it."""
-    return f"overland-replica-{role}"
+    return f"{defaults.REPLICA.otel_name}-{role}"
 
 
 def parse_args(argv: list[str] | None = None) -> ReplicaConfig:
     """``python -m services.replica --role primary|dr ...`` into a validated config."""
     parser = argparse.ArgumentParser(prog="python -m services.replica", description=__doc__)
     parser.add_argument("--role", required=True, choices=ROLES)
-    parser.add_argument("--bind", default="127.0.0.1:0", help="host:port to listen on (port 0: any)")
+    parser.add_argument("--bind", default=defaults.REPLICA.address, help="host:port (port 0: any)")
     parser.add_argument("--state-dir", default=".overland/replica", type=Path)
     parser.add_argument(
         "--primary-name", default=DEFAULT_PRIMARY_NAME, help="primary: the name DR sites allow"

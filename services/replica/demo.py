@@ -18,13 +18,15 @@ from pathlib import Path
 
 import grpc
 
+from overland import defaults
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.replica.vhd import create_dynamic, open_disk
 
 log = logging.getLogger(__name__)
 
-PRIMARY_ADDRESS = "127.0.0.1:50053"
-DR_ADDRESS = "127.0.0.1:50063"
+# The primary on the replica service's default address, where the CLI looks; the DR site beside it.
+PRIMARY_ADDRESS = defaults.REPLICA.address
+DR_ADDRESS = f"{defaults.LOCALHOST}:{defaults.REPLICA.port + 10}"
 NBD_ADDRESS = "127.0.0.1:10809"
 PRIMARY_NAME = "demo-primary"
 VM_NAME = "demo-vm"
@@ -46,8 +48,7 @@ class DemoHandles:
 
     def lines(self) -> list[str]:
         return [
-            "Replica demo: a primary and a DR site replicating demo-vm every 30 s:",
-            f"  export OVERLAND_REPLICA_ENDPOINT={self.primary}",
+            f"Replica demo: a primary ({self.primary}) and a DR site replicating demo-vm every 30 s:",
             "  overland replica status --watch",
             f"  overland replica recovery-points {VM_NAME}",
             f"  qemu-io -f raw -c 'write -P 0x42 0 1M' {self.nbd_url}   # a tracked write",

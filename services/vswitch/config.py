@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from overland import defaults
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.server import ServerConfig
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     # agent parses its configuration before its datapath forwards, and must not wait for it.
     from services.common.telemetry import TelemetryConfig
 
-SERVICE_NAME = "overland-vswitch"
+SERVICE_NAME = defaults.VSWITCH.otel_name
 
 # The NVGRE overhead a VM must leave room for: outer IPv4 20 + GRE with key 8 + inner Ethernet 14.
 NVGRE_OVERHEAD = 42
@@ -71,9 +72,9 @@ class AgentConfig:
 
     host_name: str
     pa_ip: str
-    etcd_endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    etcd_endpoints: tuple[str, ...] = (defaults.ETCD_ENDPOINT,)
     # Deadline of every etcd call, seconds.
-    etcd_timeout: float = 5.0
+    etcd_timeout: float = defaults.ETCD_TIMEOUT_SECONDS
     # The host key's lease TTL; the lease is kept alive every TTL/3.
     lease_ttl: int = 10
     # Keys per page of the cold-sync range reads.
@@ -162,16 +163,16 @@ def config_from_args(
     )
     parser.add_argument("--host-name", default=default("HOST_NAME", socket.gethostname()))
     parser.add_argument("--pa-ip", default=default("PA_IP", ""), help="this host's provider address")
-    parser.add_argument(
-        "--etcd", default=default("ETCD", env.get("OVERLAND_ETCD", "127.0.0.1:2379")), help="host:port[,...]"
-    )
-    parser.add_argument("--etcd-timeout", type=float, default=float(default("ETCD_TIMEOUT", "5")))
+    etcd = default("ETCD", env.get("OVERLAND_ETCD", defaults.ETCD_ENDPOINT))
+    parser.add_argument("--etcd", default=etcd, help="host:port[,...]")
+    etcd_timeout = float(default("ETCD_TIMEOUT", str(defaults.ETCD_TIMEOUT_SECONDS)))
+    parser.add_argument("--etcd-timeout", type=float, default=etcd_timeout)
     parser.add_argument("--lease-ttl", type=int, default=int(default("LEASE_TTL", "10")))
     parser.add_argument("--page-size", type=int, default=int(default("PAGE_SIZE", "2000")))
     parser.add_argument("--rdid", action="append", default=None, help="serve only this routing domain")
     parser.add_argument("--pa-mtu", type=int, default=int(default("PA_MTU", "1500")))
     parser.add_argument("--table-only", action="store_true", default=default("TABLE_ONLY", "") == "1")
-    parser.add_argument("--bind", default=default("BIND", "127.0.0.1:50062"), help="gRPC listen host:port")
+    parser.add_argument("--bind", default=default("BIND", defaults.VSWITCH.address), help="gRPC host:port")
     parser.add_argument(
         "--table-snapshot",
         default=default("TABLE_SNAPSHOT", ""),

@@ -3,8 +3,9 @@ tenants behind the agents' TAP ports, all driven through the policy service.
 
 The end-to-end test and ``make run`` (``services/devstack.py``) build it. The policy service and etcd
 run in the caller's namespace; each host namespace reaches etcd through a ``TcpRelay`` on its own
-127.0.0.1:2379, and the caller reaches each agent's gRPC API through a relay to the agent's
-127.0.0.1:50062. Writes are idempotent (ALREADY_EXISTS is fine), so a rerun on the same etcd works.
+default etcd endpoint (127.0.0.1:2379), and the caller reaches each agent's gRPC API through a relay
+to the agent's default address (127.0.0.1:50052). Writes are idempotent (ALREADY_EXISTS is fine), so a
+rerun on the same etcd works.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import grpc
 
+from overland import defaults
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
 from services.common.errors import DeadlineExceeded, FailedPrecondition
 from services.vswitch.config import SNAPSHOT_DIR
@@ -26,8 +28,8 @@ from services.vswitch.lab import BLUE, DEMO_SUBNETS, RED, Host, Lab, TcpRelay, V
 from services.vswitch.netns import exec_argv
 
 PAS = ("198.18.0.1", "198.18.0.2", "198.18.0.3")
-AGENT_PORT = 50062
-ETCD_PORT_IN_HOST = 2379
+AGENT_PORT = defaults.VSWITCH.port
+ETCD_PORT_IN_HOST = int(defaults.ETCD_ENDPOINT.rpartition(":")[2])
 # Fixed routing domain ids, so that reruns find what the first run created.
 DEMO_RDIDS = {BLUE: "8f7e0a50-0000-4000-8000-00000000c0a1", RED: "8f7e0a50-0000-4000-8000-00000000fab1"}
 

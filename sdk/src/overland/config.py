@@ -17,29 +17,30 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from overland import defaults
+from overland.defaults import MAX_MESSAGE_BYTES
 from overland.errors import ConfigurationError
 from overland.retry import RetryPolicy
 
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = defaults.CLIENT_TIMEOUT_SECONDS
 DEFAULT_PAGE_SIZE = 500
-# Watch and delta streams carry large messages; match the servers' limit (services/common/server.py).
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class Service(enum.Enum):
-    """The three APIs, with the environment variable and default address of each."""
+    """The three APIs, with the environment variable and default address of each (overland.defaults:
+    where the services listen when told nothing)."""
 
-    POLICY = ("OVERLAND_POLICY_ENDPOINT", "127.0.0.1:50051")
-    VSWITCH = ("OVERLAND_VSWITCH_ENDPOINT", "127.0.0.1:50052")
-    REPLICA = ("OVERLAND_REPLICA_ENDPOINT", "127.0.0.1:50053")
+    POLICY = defaults.POLICY
+    VSWITCH = defaults.VSWITCH
+    REPLICA = defaults.REPLICA
 
     @property
     def env_var(self) -> str:
-        return self.value[0]
+        return self.value.endpoint_env
 
     @property
     def default_address(self) -> str:
-        return self.value[1]
+        return self.value.address
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ class ClientConfig:
         if tls is None:
             tls = _tls_from_env(env)
         if timeout is None:
-            timeout = _float_from_env(env, "OVERLAND_TIMEOUT", DEFAULT_TIMEOUT)
+            timeout = _float_from_env(env, defaults.TIMEOUT_ENV, DEFAULT_TIMEOUT)
         endpoints = {
             service: Endpoint(env.get(service.env_var) or service.default_address, tls) for service in Service
         }
@@ -174,12 +175,13 @@ class ClientConfig:
 
 
 def _tls_from_env(env: Mapping[str, str]) -> TlsFiles | None:
-    paths = {name: env.get(f"OVERLAND_TLS_{name.upper()}") for name in ("ca", "cert", "key")}
+    names = {"ca": defaults.TLS_CA_ENV, "cert": defaults.TLS_CERT_ENV, "key": defaults.TLS_KEY_ENV}
+    paths = {name: env.get(variable) for name, variable in names.items()}
     if not any(paths.values()):
         return None
     return TlsFiles(
         **{name: Path(value) if value else None for name, value in paths.items()},
-        server_name=env.get("OVERLAND_TLS_SERVER_NAME") or None,
+        server_name=env.get(defaults.TLS_SERVER_NAME_ENV) or None,
     )
 
 

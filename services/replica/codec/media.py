@@ -13,6 +13,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
+from overland.defaults import MAX_MESSAGE_BYTES
 from overland.v1 import replica_pb2
 from services.replica.codec.wire import Received, parse_message, serialize
 from services.replica.errors import MalformedDelta
@@ -20,7 +21,6 @@ from services.replica.files import replacing
 
 MAGIC = b"OVERLAND-REPLICA-EXPORT 1\n"
 _LENGTH = struct.Struct(">I")
-MAX_MESSAGE = 64 * 1024 * 1024
 
 
 def write_export(path: Path, messages: Iterable[replica_pb2.DeltaMessage | bytes]) -> int:
@@ -47,8 +47,8 @@ def read_export(path: Path) -> Iterator[Received]:
             if len(head) < _LENGTH.size:
                 raise MalformedDelta(f"{path} is truncated")
             (length,) = _LENGTH.unpack(head)
-            if length > MAX_MESSAGE:
-                raise MalformedDelta(f"{path} holds a message of {length} bytes, over {MAX_MESSAGE}")
+            if length > MAX_MESSAGE_BYTES:
+                raise MalformedDelta(f"{path} holds a message of {length} bytes, over {MAX_MESSAGE_BYTES}")
             data = file.read(length)
             if len(data) < length:
                 raise MalformedDelta(f"{path} is truncated")

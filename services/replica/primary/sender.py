@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from overland.defaults import MAX_MESSAGE_BYTES
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.common.errors import (
     DataLoss,
@@ -23,7 +24,6 @@ from services.common.errors import (
     OverlandError,
     PermissionDenied,
 )
-from services.common.server import MAX_MESSAGE_BYTES
 from services.replica.codec.wire import serialize
 from services.replica.config import ClientTls
 from services.replica.errors import CycleAborted, ReplicaStorageFull, ReplicaUnreachable

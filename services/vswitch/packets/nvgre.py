@@ -10,6 +10,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from overland.defaults import MAX_VSID, MIN_VSID
 from services.vswitch.packets.errors import DecodeError, DropReason, EncodeError
 from services.vswitch.packets.ethernet import ETHERNET_HEADER_LEN, ETHERTYPE_IPV4
 from services.vswitch.packets.ipv4 import (
@@ -28,8 +29,6 @@ PROTO_TRANSPARENT_ETHERNET = 0x6558
 GRE_HEADER_LEN = 8
 # Outer IPv4 + GRE with key + inner Ethernet: what NVGRE adds to an inner IP packet.
 NVGRE_OVERHEAD = IPV4_HEADER_LEN + GRE_HEADER_LEN + ETHERNET_HEADER_LEN
-MIN_VSID = 0x1000
-MAX_VSID = 0xFFFFFE
 
 # The datapath's flow cache keys, cut from an untagged inner IPv4 frame without decoding it (offsets
 # from the frame's first byte; an IPv4 header without options): the MAC header, whose ethertype at

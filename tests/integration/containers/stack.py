@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from testcontainers.core.network import Network as TestNetwork
 
+from overland import defaults
 from overland.v1 import policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import free_ports
@@ -41,8 +42,8 @@ from tests.integration.containers.harness import (
 )
 from tests.unit.policy.support import PA_1, PA_2, check_invariants
 
-POLICY_PORT = 50051
-AGENT_PORT = 50062
+POLICY_PORT = defaults.POLICY.port
+AGENT_PORT = defaults.VSWITCH.port
 # The services' etcd deadline: short, so failover is quick, and every etcd call is bounded by it.
 SERVICE_ETCD_TIMEOUT_SECONDS = 2.0
 # gRPC deadline of the suite's calls to the services: far above what a bounded service may take, so a

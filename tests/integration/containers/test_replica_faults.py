@@ -18,6 +18,7 @@ import grpc
 import pytest
 from testcontainers.core.network import Network
 
+from overland import defaults
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from tests.integration.containers.harness import Timings, wait_until
 from tests.integration.containers.stack import ServiceContainer, start_service
@@ -33,8 +34,8 @@ from tests.integration.replica.conftest import (
 
 pytestmark = pytest.mark.qemu
 
-PRIMARY_PORT = 50070
-DR_PORT = 50071
+# Each site in its own container, both on the replica service's default port.
+PRIMARY_PORT = DR_PORT = defaults.REPLICA.port
 NBD_PORT = 10809
 CYCLE_TIMEOUT_SECONDS = 180.0
 

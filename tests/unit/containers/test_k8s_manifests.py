@@ -179,7 +179,7 @@ def test_each_command_line_is_accepted_by_its_service(objects: list[dict[str, An
                 assert not agent.table_only
             else:
                 parsed.append(parse_args(argv).server.bind)
-    assert sorted(parsed) == ["0.0.0.0:50051", "0.0.0.0:50062", "0.0.0.0:50070", "0.0.0.0:50071"]
+    assert sorted(parsed) == ["0.0.0.0:50051", "0.0.0.0:50052", "0.0.0.0:50053", "0.0.0.0:50053"]
 
 
 def test_the_agent_gets_what_its_datapath_needs(objects: list[dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from overland.defaults import MAX_VSID, MIN_VSID
 from overland.v1 import types_pb2
 from services.common.kv import Compare, Delete, Put
 from services.common.memory_kv import MemoryKV
@@ -16,8 +17,6 @@ from services.policy import InvalidPolicy, PolicyConflict, PolicyError, PolicySt
 from services.policy.paging import encode_page_token, parse_page
 from services.policy.record_planner import Mode, RecordChange, TableState, plan_transaction
 from services.policy.validation import (
-    VSID_MAX,
-    VSID_MIN,
     Violations,
     canonical_record,
     check_mac,
@@ -62,7 +61,7 @@ def test_mac_never_accepts_garbage(text: str) -> None:
 def test_vsid_range(vsid: int) -> None:
     violations = Violations()
     check_vsid(vsid, "vsid", violations)
-    assert (not violations.items) == (VSID_MIN <= vsid <= VSID_MAX)
+    assert (not violations.items) == (MIN_VSID <= vsid <= MAX_VSID)
 
 
 @settings(deadline=None)  # the machine is shared: wall time per example is noise

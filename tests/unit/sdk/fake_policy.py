@@ -20,6 +20,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from overland.defaults import MAX_VSID, MIN_VSID
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
 
 MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
@@ -147,8 +148,8 @@ class FakePolicy(policy_pb2_grpc.PolicyServiceServicer):
         _check_ip(violations, f"{field}.pa", record.pa)
         if not MAC.match(record.mac):
             violations[f"{field}.mac"] = f"{record.mac!r} is not a MAC address"
-        if not 4096 <= record.vsid <= 16777214:
-            violations[f"{field}.vsid"] = "must be within 4096..16777214"
+        if not MIN_VSID <= record.vsid <= MAX_VSID:
+            violations[f"{field}.vsid"] = f"must be within {MIN_VSID}..{MAX_VSID}"
         if violations:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "invalid lookup record", violations)
         if (record.vsid,) not in self.subnets.rows:

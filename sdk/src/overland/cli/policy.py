@@ -24,6 +24,7 @@ from overland.cli.common import (
 )
 from overland.cli.resources import Opt, Resource
 from overland.client import PolicyClient
+from overland.defaults import MAX_VSID, MIN_VSID
 from overland.records import RecordFormat, enum_value, guess_format, parse_records, short_enum_name
 from overland.v1 import types_pb2
 from overland.v1.types_pb2 import LookupRule, LookupType
@@ -51,7 +52,7 @@ def _nonempty(values: list[str]) -> list[str] | None:
     return values or None
 
 
-_VSID = Opt("vsid", "Virtual subnet ID, 4096..16777214.", int)
+_VSID = Opt("vsid", f"Virtual subnet ID, {MIN_VSID}..{MAX_VSID}.", int)
 _RDID = Opt("rdid", "Routing domain ID.")
 _ONLY_RDID = Opt("rdid", "Only this routing domain.", str, "")
 _ONLY_VSID = Opt("vsid", "Only this virtual subnet.", int, 0)

@@ -94,9 +94,10 @@ def app(
 ) -> None:
     from overland.cli.common import Settings  # noqa: PLC0415 - see OverlandGroup.invoke
     from overland.config import ClientConfig  # noqa: PLC0415
+    from overland.defaults import TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV  # noqa: PLC0415
 
     environ = dict(os.environ)
-    for name, value in (("CA", tls_ca), ("CERT", tls_cert), ("KEY", tls_key)):
+    for name, value in ((TLS_CA_ENV, tls_ca), (TLS_CERT_ENV, tls_cert), (TLS_KEY_ENV, tls_key)):
         if value is not None:
-            environ[f"OVERLAND_TLS_{name}"] = str(value)
+            environ[name] = str(value)
     ctx.obj = Settings(ClientConfig.from_env(environ, timeout=timeout), json_output=json_output)

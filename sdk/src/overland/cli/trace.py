@@ -10,6 +10,7 @@ import click
 
 from overland.cli.common import new_table, settings
 from overland.cli.groups import GROUPS
+from overland.defaults import SPAN_FILE_ENV
 from overland.errors import NotFoundError
 from overland.traces import load_spans, render_tree, trace_roots
 
@@ -23,7 +24,7 @@ span_file_option = click.option(
 
 
 def _span_file(path: Path | None) -> Path:
-    chosen = path or Path(os.environ.get("OVERLAND_SPAN_FILE") or ".overland/spans.jsonl")
+    chosen = path or Path(os.environ.get(SPAN_FILE_ENV) or ".overland/spans.jsonl")
     if not chosen.is_file():
         raise NotFoundError(f"no span file at {chosen}")
     return chosen

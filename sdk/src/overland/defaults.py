@@ -1,0 +1,130 @@
+"""What the services and their clients must agree on: ports, environment variable names and defaults.
+
+The one home of these values. The services depend on the SDK (never the reverse), so both read them
+from here, and a client on its defaults reaches a service on its defaults by construction. Constants
+only: this module imports nothing, so that any process may read it before anything heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LOCALHOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServiceDefaults:
+    """One service's defaults: the port it listens on, its names, and its environment variables.
+
+    ``address`` is both where the service binds when told nothing and where a client looks for it.
+    """
+
+    # The service's command-line name: ``python -m services.<name>``, ``overland <name> ...``.
+    name: str
+    port: int
+    # OpenTelemetry's ``service.name`` of its spans and metrics.
+    otel_name: str
+    # Clients: host:port of the service.
+    endpoint_env: str
+    # The service: host:port to listen on, and its server TLS.
+    bind_env: str
+    tls_cert_env: str
+    tls_key_env: str
+    tls_client_ca_env: str
+
+    @property
+    def address(self) -> str:
+        return f"{LOCALHOST}:{self.port}"
+
+
+POLICY = ServiceDefaults(
+    name="policy",
+    port=50051,
+    otel_name="overland-policy",
+    endpoint_env="OVERLAND_POLICY_ENDPOINT",
+    bind_env="OVERLAND_POLICY_BIND",
+    tls_cert_env="OVERLAND_POLICY_TLS_CERT",
+    tls_key_env="OVERLAND_POLICY_TLS_KEY",
+    tls_client_ca_env="OVERLAND_POLICY_TLS_CLIENT_CA",
+)
+VSWITCH = ServiceDefaults(
+    name="vswitch",
+    port=50052,
+    otel_name="overland-vswitch",
+    endpoint_env="OVERLAND_VSWITCH_ENDPOINT",
+    bind_env="OVERLAND_VSWITCH_BIND",
+    tls_cert_env="OVERLAND_VSWITCH_TLS_CERT",
+    tls_key_env="OVERLAND_VSWITCH_TLS_KEY",
+    tls_client_ca_env="OVERLAND_VSWITCH_TLS_CLIENT_CA",
+)
+# The two roles of the replica service tell their spans apart by suffixing the name with the role
+# (``overland-replica-primary``, ``overland-replica-dr``): one trace crosses both sites.
+REPLICA = ServiceDefaults(
+    name="replica",
+    port=50053,
+    otel_name="overland-replica",
+    endpoint_env="OVERLAND_REPLICA_ENDPOINT",
+    bind_env="OVERLAND_REPLICA_BIND",
+    tls_cert_env="OVERLAND_REPLICA_TLS_CERT",
+    tls_key_env="OVERLAND_REPLICA_TLS_KEY",
+    tls_client_ca_env="OVERLAND_REPLICA_TLS_CLIENT_CA",
+)
+SERVICES = (POLICY, VSWITCH, REPLICA)
+
+# -- limits ----------------------------------------------------------------------------------------
+
+# gRPC messages in both directions, clients and servers alike: watch and delta streams carry large
+# messages (a chunk batch), and gRPC's default of 4 MiB is too small for them.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Virtual subnet ids: 24 bits, without the reserved 0x000000-0x000FFF and 0xFFFFFF (RFC 7637).
+MIN_VSID = 0x1000
+MAX_VSID = 0xFFFFFE
+
+# -- deadlines ---------------------------------------------------------------------------------------
+
+# A client call's deadline, seconds.
+CLIENT_TIMEOUT_SECONDS = 10.0
+# Every etcd call's deadline, seconds. Long enough to ride out an etcd leader election (an election
+# timeout of 1 s plus a campaign, slower on a loaded machine), which a 2 s deadline turned into
+# failed writes; and well under the client's 10 s, so that a client whose call waits on a lost etcd
+# gets the service's UNAVAILABLE naming etcd, not a bare DEADLINE_EXCEEDED of its own.
+ETCD_TIMEOUT_SECONDS = 5.0
+ETCD_ENDPOINT = f"{LOCALHOST}:2379"
+
+# -- environment: clients (the SDK and the ``overland`` CLI) ------------------------------------------
+
+TIMEOUT_ENV = "OVERLAND_TIMEOUT"
+TLS_CA_ENV = "OVERLAND_TLS_CA"
+TLS_CERT_ENV = "OVERLAND_TLS_CERT"
+TLS_KEY_ENV = "OVERLAND_TLS_KEY"
+TLS_SERVER_NAME_ENV = "OVERLAND_TLS_SERVER_NAME"
+
+# -- environment: every service ---------------------------------------------------------------------
+
+ETCD_ENDPOINTS_ENV = "OVERLAND_ETCD_ENDPOINTS"
+ETCD_TIMEOUT_ENV = "OVERLAND_ETCD_TIMEOUT"
+ETCD_CA_ENV = "OVERLAND_ETCD_CA"
+ETCD_CERT_ENV = "OVERLAND_ETCD_CERT"
+ETCD_KEY_ENV = "OVERLAND_ETCD_KEY"
+LOG_LEVEL_ENV = "OVERLAND_LOG_LEVEL"
+LOG_JSON_ENV = "OVERLAND_LOG_JSON"
+# Telemetry: OTLP when the standard endpoint variable is set, else JSON-lines files (also read by
+# ``overland trace``).
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+METRIC_INTERVAL_ENV = "OTEL_METRIC_EXPORT_INTERVAL"
+SPAN_FILE_ENV = "OVERLAND_SPAN_FILE"
+METRIC_FILE_ENV = "OVERLAND_METRIC_FILE"
+
+# -- environment: one service's own settings ------------------------------------------------------------
+
+POLICY_WORKERS_ENV = "OVERLAND_POLICY_WORKERS"
+VSWITCH_HOST_NAME_ENV = "OVERLAND_VSWITCH_HOST_NAME"
+VSWITCH_PA_IP_ENV = "OVERLAND_VSWITCH_PA_IP"
+VSWITCH_PA_MTU_ENV = "OVERLAND_VSWITCH_PA_MTU"
+VSWITCH_LEASE_TTL_ENV = "OVERLAND_VSWITCH_LEASE_TTL"
+VSWITCH_PAGE_SIZE_ENV = "OVERLAND_VSWITCH_PAGE_SIZE"
+VSWITCH_RDIDS_ENV = "OVERLAND_VSWITCH_RDIDS"
+VSWITCH_TABLE_ONLY_ENV = "OVERLAND_VSWITCH_TABLE_ONLY"
+VSWITCH_TABLE_SNAPSHOT_ENV = "OVERLAND_VSWITCH_TABLE_SNAPSHOT"
+# ``make run``: where the development stack keeps etcd's data, logs and spans.
+STATE_DIR_ENV = "OVERLAND_STATE_DIR"
