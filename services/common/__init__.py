@@ -60,7 +60,6 @@ if TYPE_CHECKING:
     from services.common.etcd_kv import (
         EtcdConfig,
         EtcdKV,
-        EtcdTlsConfig,
     )
     from services.common.etcd_messages import KVServerError, KVSpaceExceededError
     from services.common.etcd_process import (
@@ -78,7 +77,6 @@ if TYPE_CHECKING:
         ErrorMappingInterceptor,
         GrpcServer,
         ServerConfig,
-        TlsConfig,
         build_server,
         wait_for_signal,
     )
@@ -88,7 +86,6 @@ if TYPE_CHECKING:
 _LAZY = {
     "EtcdConfig": "services.common.etcd_kv",
     "EtcdKV": "services.common.etcd_kv",
-    "EtcdTlsConfig": "services.common.etcd_kv",
     "EtcdWatch": "services.common.etcd_watch",
     "KVServerError": "services.common.etcd_messages",
     "KVSpaceExceededError": "services.common.etcd_messages",
@@ -101,7 +98,6 @@ _LAZY = {
     "ErrorMappingInterceptor": "services.common.server",
     "GrpcServer": "services.common.server",
     "ServerConfig": "services.common.server",
-    "TlsConfig": "services.common.server",
     "build_server": "services.common.server",
     "wait_for_signal": "services.common.server",
 }
@@ -133,7 +129,6 @@ __all__ = [
     "EtcdKV",
     "EtcdProcess",
     "EtcdProcessError",
-    "EtcdTlsConfig",
     "EtcdWatch",
     "EventType",
     "FailedPrecondition",
@@ -167,7 +162,6 @@ __all__ = [
     "ServerConfig",
     "TableChange",
     "TableDelta",
-    "TlsConfig",
     "TxnResult",
     "Unavailable",
     "WatchBatch",

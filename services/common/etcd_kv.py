@@ -19,13 +19,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from etcd3 import etcdrpc
 
+from overland.config import TlsFiles
 from overland.defaults import ETCD_ENDPOINT, ETCD_TIMEOUT_SECONDS
+from overland.errors import ConfigurationError
 from services.common.errors import InvalidArgument
 from services.common.etcd_messages import (
     REQUIRE_LEADER,
@@ -77,31 +78,6 @@ _PROBE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
-class EtcdTlsConfig:
-    """Client TLS to etcd: ``ca`` verifies the server; ``cert``/``key`` authenticate this client."""
-
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    # When the certificate's name differs from the endpoint host (e.g. connecting by IP).
-    server_name: str | None = None
-
-    def validate(self) -> None:
-        if (self.cert is None) != (self.key is None):
-            raise InvalidArgument("etcd TLS cert and key go together")
-        for path in (self.ca, self.cert, self.key):
-            if path is not None and not path.is_file():
-                raise InvalidArgument(f"etcd TLS file not found: {path}")
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(
-            root_certificates=self.ca.read_bytes() if self.ca else None,
-            private_key=self.key.read_bytes() if self.key else None,
-            certificate_chain=self.cert.read_bytes() if self.cert else None,
-        )
-
-
-@dataclass(frozen=True)
 class EtcdConfig:
     """How a service reaches etcd. ``timeout`` is the deadline of every call, in seconds;
     ``watch_idle_timeout``, when set, declares a watch broken after that long without any response
@@ -110,7 +86,8 @@ class EtcdConfig:
     endpoints: tuple[str, ...] = (ETCD_ENDPOINT,)
     timeout: float = ETCD_TIMEOUT_SECONDS
     max_txn_ops: int = 128
-    tls: EtcdTlsConfig | None = None
+    # Client TLS to etcd: ``ca`` verifies the server; ``cert``/``key`` authenticate this client.
+    tls: TlsFiles | None = None
     watch_idle_timeout: float | None = None
 
     def validate(self) -> None:
@@ -125,7 +102,10 @@ class EtcdConfig:
         if self.watch_idle_timeout is not None and self.watch_idle_timeout <= 0:
             raise InvalidArgument("watch_idle_timeout must be positive")
         if self.tls is not None:
-            self.tls.validate()
+            try:
+                self.tls.validate()
+            except ConfigurationError as error:
+                raise InvalidArgument(f"etcd {error.message}") from None
 
 
 def parse_endpoint(endpoint: str) -> str:
@@ -149,7 +129,7 @@ class EtcdKV:
         *,
         timeout: float = ETCD_TIMEOUT_SECONDS,
         max_txn_ops: int = 128,
-        tls: EtcdTlsConfig | None = None,
+        tls: TlsFiles | None = None,
         watch_idle_timeout: float | None = None,
     ):
         config = EtcdConfig(

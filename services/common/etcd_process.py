@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from overland.config import TlsFiles
 from services.common.errors import InvalidArgument, Unavailable
-from services.common.server import TlsConfig
 
 # How long a SIGTERM gets before the process is killed.
 _STOP_GRACE_SECONDS = 10.0
@@ -90,7 +90,7 @@ class EtcdProcess:
         unsafe_no_fsync: bool = False,
         start_timeout: float = 20.0,
         log_path: Path | str | None = None,
-        tls: TlsConfig | None = None,
+        tls: TlsFiles | None = None,
         extra_args: Sequence[str] = (),
     ):
         if max_txn_ops < 1:
@@ -106,7 +106,9 @@ class EtcdProcess:
         if start_timeout <= 0:
             raise InvalidArgument("start_timeout must be positive")
         if tls is not None:
-            for path in (tls.cert, tls.key, *([tls.client_ca] if tls.client_ca else [])):
+            if tls.cert is None or tls.key is None:
+                raise InvalidArgument("etcd server TLS needs a certificate and its key")
+            for path in (tls.cert, tls.key, *([tls.ca] if tls.ca else [])):
                 if not path.is_file():
                     raise InvalidArgument(f"etcd TLS file not found: {path}")
         self.data_dir = Path(data_dir)
@@ -212,8 +214,8 @@ class EtcdProcess:
             args.append("--unsafe-no-fsync")
         if self.tls is not None:
             args += ["--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key)]
-            if self.tls.client_ca is not None:
-                args += ["--trusted-ca-file", str(self.tls.client_ca), "--client-cert-auth"]
+            if self.tls.ca is not None:
+                args += ["--trusted-ca-file", str(self.tls.ca), "--client-cert-auth"]
         return args + list(self.extra_args)
 
     def start(self) -> EtcdProcess:

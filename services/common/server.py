@@ -8,7 +8,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,30 +15,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from overland.config import TlsFiles
 from overland.defaults import MAX_MESSAGE_BYTES
+from overland.errors import ConfigurationError
 from services.common.errors import InvalidArgument, OverlandError, to_rpc_status
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """Server TLS. With ``client_ca`` set, clients must present a certificate it signed (mutual TLS)."""
-
-    cert: Path
-    key: Path
-    client_ca: Path | None = None
-
-    def credentials(self) -> grpc.ServerCredentials:
-        for path in (self.cert, self.key, *([self.client_ca] if self.client_ca else [])):
-            if not path.is_file():
-                raise InvalidArgument(f"TLS file not found: {path}")
-        root = self.client_ca.read_bytes() if self.client_ca else None
-        return grpc.ssl_server_credentials(
-            [(self.key.read_bytes(), self.cert.read_bytes())],
-            root_certificates=root,
-            require_client_auth=root is not None,
-        )
 
 
 @dataclass(frozen=True)
@@ -49,7 +30,8 @@ class ServerConfig:
     bind: str = "127.0.0.1:0"
     max_workers: int = 32
     grace_seconds: float = 5.0
-    tls: TlsConfig | None = None
+    # ``cert``/``key``: the server's; with ``ca`` set, clients must present a certificate it signed.
+    tls: TlsFiles | None = None
     # SO_REUSEPORT: several processes serve one port (the kernel spreads connections); off, a second
     # server on a taken port fails to start instead.
     reuse_port: bool = False
@@ -62,6 +44,26 @@ class ServerConfig:
             raise InvalidArgument("max_workers must be at least 1")
         if self.grace_seconds < 0:
             raise InvalidArgument("grace_seconds must not be negative")
+        if self.tls is not None:
+            if self.tls.cert is None or self.tls.key is None:
+                raise InvalidArgument("server TLS needs a certificate and its key")
+            try:
+                self.tls.validate()
+            except ConfigurationError as error:
+                raise InvalidArgument(error.message) from None
+
+
+def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    """The server side of ``tls``: its certificate and key, and with ``ca`` mutual TLS (clients must
+    present a certificate that CA signed)."""
+    if tls.cert is None or tls.key is None:
+        raise InvalidArgument("server TLS needs a certificate and its key")
+    root = tls.ca.read_bytes() if tls.ca else None
+    return grpc.ssl_server_credentials(
+        [(tls.key.read_bytes(), tls.cert.read_bytes())],
+        root_certificates=root,
+        require_client_auth=root is not None,
+    )
 
 
 def _abort(context: grpc.ServicerContext, error: OverlandError) -> None:
@@ -203,7 +205,7 @@ def build_server(
         server,
     )
     if config.tls is not None:
-        port = server.add_secure_port(config.bind, config.tls.credentials())
+        port = server.add_secure_port(config.bind, server_credentials(config.tls))
     else:
         port = server.add_insecure_port(config.bind)
     if port == 0:

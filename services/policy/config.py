@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from overland import defaults
+from overland.config import TlsFiles
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.etcd_kv import EtcdConfig, EtcdTlsConfig
-from services.common.server import ServerConfig, TlsConfig
+from services.common.etcd_kv import EtcdConfig
+from services.common.server import ServerConfig
 from services.common.telemetry import TelemetryConfig
 
 DEFAULT_BIND = defaults.POLICY.address
@@ -117,10 +118,10 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     workers = int(args.workers)
     tls = None
     if args.tls_cert or args.tls_key:
-        tls = TlsConfig(cert=Path(args.tls_cert), key=Path(args.tls_key), client_ca=_path(args.tls_client_ca))
+        tls = TlsFiles(cert=Path(args.tls_cert), key=Path(args.tls_key), ca=_path(args.tls_client_ca))
     etcd_tls = None
     if args.etcd_ca or args.etcd_cert:
-        etcd_tls = EtcdTlsConfig(ca=_path(args.etcd_ca), cert=_path(args.etcd_cert), key=_path(args.etcd_key))
+        etcd_tls = TlsFiles(ca=_path(args.etcd_ca), cert=_path(args.etcd_cert), key=_path(args.etcd_key))
     config = PolicyConfig(
         server=ServerConfig(bind=args.bind, tls=tls, reuse_port=workers > 1),
         etcd=EtcdConfig(

@@ -13,7 +13,7 @@ Grouped by the site a module serves:
 The replication API (states, settings, errors, the server) is exported here.
 """
 
-from services.replica.config import ClientTls, ReplicaConfig, parse_args
+from services.replica.config import ReplicaConfig, parse_args
 from services.replica.errors import (
     ChunkCorrupted,
     CycleAborted,
@@ -48,7 +48,6 @@ from services.replica.states import (
 
 __all__ = [
     "ChunkCorrupted",
-    "ClientTls",
     "CycleAborted",
     "CycleOutcome",
     "DuplicateDelta",

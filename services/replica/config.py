@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from overland import defaults
+from overland.config import TlsFiles
 from services.common.errors import FieldViolation
-from services.common.server import ServerConfig, TlsConfig
+from services.common.server import ServerConfig
 from services.common.telemetry import TelemetryConfig
 from services.replica.errors import InvalidReplicationSettings
 from services.replica.settings import validate_name
@@ -20,15 +21,6 @@ DEFAULT_PRIMARY_NAME = "primary"
 
 
 @dataclass(frozen=True)
-class ClientTls:
-    """How the primary authenticates to DR sites: its certificate (CN = its name) and the DR site's CA."""
-
-    ca: Path
-    cert: Path
-    key: Path
-
-
-@dataclass(frozen=True)
 class ReplicaConfig:
     """One replica service process: a primary (management, tracking, cycles) or a DR site (receiver)."""
 
@@ -37,7 +29,8 @@ class ReplicaConfig:
     state_dir: Path = Path(".overland/replica")
     # Primary: its name as DR sites know it, and how it reaches them.
     primary_name: str = DEFAULT_PRIMARY_NAME
-    client_tls: ClientTls | None = None
+    # How it authenticates to DR sites: its certificate (CN = its name) and the DR sites' CA.
+    client_tls: TlsFiles | None = None
     scheduler_tick_seconds: float = 1.0
     # Primary: where the NBD export of the VM disks listens (exports are named "<vm>/<disk>").
     nbd_bind: str = "127.0.0.1:0"
@@ -69,7 +62,8 @@ class ReplicaConfig:
             violations.append(FieldViolation("fault_apply_delay_seconds", "must not be negative"))
         if self.client_tls is not None:
             for name in ("ca", "cert", "key"):
-                if not getattr(self.client_tls, name).is_file():
+                path = getattr(self.client_tls, name)
+                if path is None or not path.is_file():
                     violations.append(FieldViolation(f"client_tls.{name}", "file not found"))
         if violations:
             raise InvalidReplicationSettings(
@@ -124,10 +118,12 @@ def parse_args(argv: list[str] | None = None) -> ReplicaConfig:
             parser.error(f"--allow takes NAME=DIR, got {item!r}")
         allowed[name] = Path(directory)
     tls = (
-        TlsConfig(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert and args.tls_key else None
+        TlsFiles(cert=args.tls_cert, key=args.tls_key, ca=args.tls_client_ca)
+        if args.tls_cert and args.tls_key
+        else None
     )
     client_tls = (
-        ClientTls(args.client_ca, args.client_cert, args.client_key)
+        TlsFiles(ca=args.client_ca, cert=args.client_cert, key=args.client_key)
         if args.client_ca and args.client_cert and args.client_key
         else None
     )

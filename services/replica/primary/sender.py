@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from overland.config import TlsFiles
 from overland.defaults import MAX_MESSAGE_BYTES
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.common.errors import (
@@ -25,7 +26,6 @@ from services.common.errors import (
     PermissionDenied,
 )
 from services.replica.codec.wire import serialize
-from services.replica.config import ClientTls
 from services.replica.errors import CycleAborted, ReplicaStorageFull, ReplicaUnreachable
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ _RETRYABLE = frozenset(
 )
 
 
-def channel_to(endpoint: str, tls: ClientTls | None) -> grpc.Channel:
+def channel_to(endpoint: str, tls: TlsFiles | None) -> grpc.Channel:
     """A channel to a DR site: mutual TLS when ``tls`` is set, else insecure (development only)."""
-    options = [
+    options: list[tuple[str, int | str]] = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         # Notice a dead peer (a cut network) within seconds instead of at the stream deadline.
@@ -62,10 +62,9 @@ def channel_to(endpoint: str, tls: ClientTls | None) -> grpc.Channel:
     ]
     if tls is None:
         return grpc.insecure_channel(endpoint, options=options)
-    credentials = grpc.ssl_channel_credentials(
-        tls.ca.read_bytes(), tls.key.read_bytes(), tls.cert.read_bytes()
-    )
-    return grpc.secure_channel(endpoint, credentials, options=options)
+    if tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.secure_channel(endpoint, tls.credentials(), options=options)
 
 
 @dataclass

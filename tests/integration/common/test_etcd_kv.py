@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from overland.config import TlsFiles
 from services.common.errors import InvalidArgument
-from services.common.etcd_kv import EtcdKV, EtcdTlsConfig
+from services.common.etcd_kv import EtcdKV
 from services.common.etcd_messages import KVSpaceExceededError
 from services.common.etcd_process import EtcdProcess, free_ports
 from services.common.kv import KVUnavailableError, Put, WatchEvent
-from services.common.server import TlsConfig
 from tests.conftest import start_test_etcd
 from tests.unit.sdk.certs import make_pki
 
@@ -159,16 +159,16 @@ def test_bad_endpoints_are_rejected() -> None:
 def test_mutual_tls(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
     server = start_test_etcd(
-        tmp_path / "etcd", tls=TlsConfig(cert=pki.server_cert, key=pki.server_key, client_ca=pki.ca)
+        tmp_path / "etcd", tls=TlsFiles(cert=pki.server_cert, key=pki.server_key, ca=pki.ca)
     )
     try:
-        tls = EtcdTlsConfig(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+        tls = TlsFiles(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
         kv = EtcdKV(f"https://{server.endpoint}", timeout=2.0, tls=tls)
         kv.txn([], [Put(b"/tls", b"yes")])
         assert kv.get(b"/tls").value == b"yes"  # type: ignore[union-attr]
         kv.close()
         # Without a client certificate the server refuses the connection.
-        anonymous = EtcdKV(server.endpoint, timeout=SHORT_DEADLINE, tls=EtcdTlsConfig(ca=pki.ca))
+        anonymous = EtcdKV(server.endpoint, timeout=SHORT_DEADLINE, tls=TlsFiles(ca=pki.ca))
         with pytest.raises(KVUnavailableError):
             anonymous.get(b"/tls")
         anonymous.close()

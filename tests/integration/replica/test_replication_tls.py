@@ -9,8 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from overland.config import TlsFiles
 from overland.v1 import replica_pb2, replica_pb2_grpc
-from services.replica.config import PRIMARY_HEADER, ClientTls, ReplicaConfig
+from services.replica.config import PRIMARY_HEADER, ReplicaConfig
 from services.replica.server import create_server
 from tests.integration.replica.conftest import (
     MiB,
@@ -123,7 +124,7 @@ def test_identity_comes_from_the_client_certificate(tmp_path: Path) -> None:
                     scheduler_tick_seconds=0.2,
                     # The configured name plays no part with TLS: only the certificate counts.
                     primary_name="primary",
-                    client_tls=ClientTls(pki / "ca.crt", pki / f"{name}.crt", pki / f"{name}.key"),
+                    client_tls=TlsFiles(pki / "ca.crt", pki / f"{name}.crt", pki / f"{name}.key"),
                 )
             )
             servers.append(server)

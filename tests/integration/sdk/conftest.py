@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from overland.config import TlsFiles
 from services.common.etcd_kv import EtcdConfig
 from services.common.etcd_process import EtcdProcess
-from services.common.server import ServerConfig, TlsConfig
+from services.common.server import ServerConfig
 from services.policy.config import PolicyConfig
 from services.policy.server import PolicyServer, create_server
 
@@ -25,7 +26,7 @@ class RealPolicy:
     etcd: EtcdProcess
 
 
-def start_policy(etcd: EtcdProcess, tls: TlsConfig | None = None) -> RealPolicy:
+def start_policy(etcd: EtcdProcess, tls: TlsFiles | None = None) -> RealPolicy:
     config = PolicyConfig(
         server=ServerConfig(bind="127.0.0.1:0", tls=tls, grace_seconds=1.0),
         etcd=EtcdConfig(endpoints=(etcd.endpoint,), timeout=POLICY_ETCD_DEADLINE),

@@ -15,8 +15,8 @@ import pytest
 
 import overland.aio
 from overland import ClientConfig, Endpoint, RetryPolicy, Service
+from overland.config import TlsFiles
 from services.common.etcd_process import EtcdProcess
-from services.common.server import TlsConfig
 from tests.integration.sdk.conftest import RealPolicy, start_policy
 from tests.unit.sdk.certs import make_pki
 from tests.unit.sdk.cli_runner import invoke, invoke_json, seed_tenant
@@ -232,7 +232,7 @@ def test_lost_etcd_is_exit_7_not_a_hang(real_policy: RealPolicy) -> None:
 
 def test_mutual_tls_against_the_real_service(etcd_server: EtcdProcess, tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
-    policy = start_policy(etcd_server, TlsConfig(cert=pki.server_cert, key=pki.server_key, client_ca=pki.ca))
+    policy = start_policy(etcd_server, TlsFiles(cert=pki.server_cert, key=pki.server_key, ca=pki.ca))
     try:
         env = {"OVERLAND_POLICY_ENDPOINT": policy.address, "OVERLAND_TIMEOUT": "5"}
         tls = ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]
