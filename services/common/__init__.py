@@ -4,6 +4,13 @@ routing table's data model (``services.common.schema``) and the routing table co
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from services.common.config import (
+    ConfigError,
+    EtcdConfig,
+    LogConfig,
+    ServerConfig,
+    TelemetryConfig,
+)
 from services.common.errors import (
     Aborted,
     AlreadyExists,
@@ -58,7 +65,6 @@ from services.common.table import EntryChange, RoutingTable, TableChange, TableD
 
 if TYPE_CHECKING:
     from services.common.etcd_kv import (
-        EtcdConfig,
         EtcdKV,
     )
     from services.common.etcd_messages import KVServerError, KVSpaceExceededError
@@ -76,7 +82,6 @@ if TYPE_CHECKING:
     from services.common.server import (
         ErrorMappingInterceptor,
         GrpcServer,
-        ServerConfig,
         build_server,
         wait_for_signal,
     )
@@ -84,7 +89,6 @@ if TYPE_CHECKING:
 # Imported on first use: these pull in the etcd and gRPC server stacks, which a process that needs only
 # the table or the errors (a restarting vswitch datapath) should not pay for at start.
 _LAZY = {
-    "EtcdConfig": "services.common.etcd_kv",
     "EtcdKV": "services.common.etcd_kv",
     "EtcdWatch": "services.common.etcd_watch",
     "KVServerError": "services.common.etcd_messages",
@@ -97,7 +101,6 @@ _LAZY = {
     "MemoryWatch": "services.common.memory_kv",
     "ErrorMappingInterceptor": "services.common.server",
     "GrpcServer": "services.common.server",
-    "ServerConfig": "services.common.server",
     "build_server": "services.common.server",
     "wait_for_signal": "services.common.server",
 }
@@ -119,6 +122,7 @@ __all__ = [
     "Compare",
     "CompareOp",
     "CompareTarget",
+    "ConfigError",
     "CorruptEntry",
     "DataLoss",
     "DeadlineExceeded",
@@ -146,6 +150,7 @@ __all__ = [
     "KVUnavailableError",
     "KeyValue",
     "Lease",
+    "LogConfig",
     "ManualClock",
     "MemoryKV",
     "MemoryWatch",
@@ -162,6 +167,7 @@ __all__ = [
     "ServerConfig",
     "TableChange",
     "TableDelta",
+    "TelemetryConfig",
     "TxnResult",
     "Unavailable",
     "WatchBatch",

@@ -18,16 +18,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 from etcd3 import etcdrpc
 
 from overland.config import TlsFiles
-from overland.defaults import ETCD_ENDPOINT, ETCD_TIMEOUT_SECONDS
-from overland.errors import ConfigurationError
-from services.common.errors import InvalidArgument
+from overland.defaults import ETCD_TIMEOUT_SECONDS
+from services.common.config import EtcdConfig, parse_endpoint
 from services.common.etcd_messages import (
     REQUIRE_LEADER,
     EtcdStubs,
@@ -75,49 +73,6 @@ _RETRY_PAUSE_SECONDS = 0.05
 _RETRY_PAUSE_MAX_SECONDS = 0.5
 # How long the compact-revision probe waits for etcd's answer after the watch was created.
 _PROBE_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class EtcdConfig:
-    """How a service reaches etcd. ``timeout`` is the deadline of every call, in seconds;
-    ``watch_idle_timeout``, when set, declares a watch broken after that long without any response
-    (set it above etcd's progress-notify interval)."""
-
-    endpoints: tuple[str, ...] = (ETCD_ENDPOINT,)
-    timeout: float = ETCD_TIMEOUT_SECONDS
-    max_txn_ops: int = 128
-    # Client TLS to etcd: ``ca`` verifies the server; ``cert``/``key`` authenticate this client.
-    tls: TlsFiles | None = None
-    watch_idle_timeout: float | None = None
-
-    def validate(self) -> None:
-        if not self.endpoints:
-            raise InvalidArgument("at least one etcd endpoint is needed")
-        for endpoint in self.endpoints:
-            parse_endpoint(endpoint)
-        if self.timeout <= 0:
-            raise InvalidArgument("etcd timeout must be positive")
-        if self.max_txn_ops < 1:
-            raise InvalidArgument("max_txn_ops must be at least 1")
-        if self.watch_idle_timeout is not None and self.watch_idle_timeout <= 0:
-            raise InvalidArgument("watch_idle_timeout must be positive")
-        if self.tls is not None:
-            try:
-                self.tls.validate()
-            except ConfigurationError as error:
-                raise InvalidArgument(f"etcd {error.message}") from None
-
-
-def parse_endpoint(endpoint: str) -> str:
-    """``host:port`` from ``host:port``, ``http://host:port`` or ``https://host:port``."""
-    target = endpoint.strip()
-    for scheme in ("http://", "https://"):
-        target = target.removeprefix(scheme)
-    target = target.rstrip("/")
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InvalidArgument(f"etcd endpoint must be host:port, got {endpoint!r}")
-    return target
 
 
 class EtcdKV:

@@ -17,40 +17,10 @@ from grpc_status import rpc_status
 
 from overland.config import TlsFiles
 from overland.defaults import MAX_MESSAGE_BYTES
-from overland.errors import ConfigurationError
+from services.common.config import ServerConfig
 from services.common.errors import InvalidArgument, OverlandError, to_rpc_status
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Where and how a service listens. ``bind`` port 0 picks a free port (tests use it)."""
-
-    bind: str = "127.0.0.1:0"
-    max_workers: int = 32
-    grace_seconds: float = 5.0
-    # ``cert``/``key``: the server's; with ``ca`` set, clients must present a certificate it signed.
-    tls: TlsFiles | None = None
-    # SO_REUSEPORT: several processes serve one port (the kernel spreads connections); off, a second
-    # server on a taken port fails to start instead.
-    reuse_port: bool = False
-
-    def validate(self) -> None:
-        host, sep, port = self.bind.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise InvalidArgument(f"bind must be host:port, got {self.bind!r}")
-        if self.max_workers < 1:
-            raise InvalidArgument("max_workers must be at least 1")
-        if self.grace_seconds < 0:
-            raise InvalidArgument("grace_seconds must not be negative")
-        if self.tls is not None:
-            if self.tls.cert is None or self.tls.key is None:
-                raise InvalidArgument("server TLS needs a certificate and its key")
-            try:
-                self.tls.validate()
-            except ConfigurationError as error:
-                raise InvalidArgument(error.message) from None
 
 
 def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +40,11 @@ from opentelemetry.trace import Link, Span, SpanContext, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from overland.v1 import types_pb2
-from services.common.errors import InvalidArgument
+from services.common.config import TelemetryConfig
 
 log = logging.getLogger(__name__)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
-SPAN_FILE_ENV = "OVERLAND_SPAN_FILE"
-METRIC_FILE_ENV = "OVERLAND_METRIC_FILE"
-METRIC_INTERVAL_ENV = "OTEL_METRIC_EXPORT_INTERVAL"
 # Links kept on one span (the SDK's default limit is 128); the cause count is an attribute.
 MAX_LINKS = 64
 
@@ -103,36 +97,6 @@ def _jsonable(value: object) -> object:
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
     return str(value)
-
-
-@dataclass(frozen=True)
-class TelemetryConfig:
-    """What a service needs to set up telemetry. Unset fields come from the standard environment."""
-
-    service_name: str
-    service_instance: str = ""
-    # JSON-lines span file used when no OTLP endpoint is set; empty disables it.
-    span_file: str = field(default_factory=lambda: os.environ.get(SPAN_FILE_ENV, ""))
-    otlp_endpoint: str = field(default_factory=lambda: os.environ.get(OTLP_ENDPOINT_ENV, ""))
-    # Export spans as they end instead of in batches (tests that read the span file at once).
-    synchronous: bool = False
-    # The standard OTEL_METRIC_EXPORT_INTERVAL is in milliseconds.
-    metric_interval_seconds: float = field(
-        default_factory=lambda: float(os.environ.get(METRIC_INTERVAL_ENV, "10000")) / 1000
-    )
-    # JSON-lines metrics, exported every interval, when no OTLP endpoint is set; empty disables it.
-    metric_file: str = field(default_factory=lambda: os.environ.get(METRIC_FILE_ENV, ""))
-
-    @property
-    def enabled(self) -> bool:
-        """Whether spans go anywhere: without an endpoint or a span file a service runs untraced."""
-        return bool(self.otlp_endpoint or self.span_file or self.metric_file)
-
-    def validate(self) -> None:
-        if not self.service_name:
-            raise InvalidArgument("telemetry needs a service name")
-        if self.metric_interval_seconds <= 0:
-            raise InvalidArgument("the metric export interval must be positive")
 
 
 class Telemetry:

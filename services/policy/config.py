@@ -14,10 +14,8 @@ from pathlib import Path
 
 from overland import defaults
 from overland.config import TlsFiles
+from services.common.config import EtcdConfig, ServerConfig, TelemetryConfig, telemetry_from_env
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.etcd_kv import EtcdConfig
-from services.common.server import ServerConfig
-from services.common.telemetry import TelemetryConfig
 
 DEFAULT_BIND = defaults.POLICY.address
 DEFAULT_ETCD = defaults.ETCD_ENDPOINT
@@ -132,10 +130,6 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         log_level=args.log_level,
         log_json=args.log_json,
         workers=workers,
-        telemetry=TelemetryConfig(
-            SERVICE_NAME,
-            span_file=env_of.get("OVERLAND_SPAN_FILE", ""),
-            otlp_endpoint=env_of.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
-        ),
+        telemetry=telemetry_from_env(env_of, SERVICE_NAME),
     )
     return config.validate()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from overland import defaults
 from overland.config import TlsFiles
+from services.common.config import ServerConfig, TelemetryConfig, telemetry_from_env
 from services.common.errors import FieldViolation
-from services.common.server import ServerConfig
-from services.common.telemetry import TelemetryConfig
 from services.replica.errors import InvalidReplicationSettings
 from services.replica.settings import validate_name
 
@@ -137,7 +137,8 @@ def parse_args(argv: list[str] | None = None) -> ReplicaConfig:
         nbd_bind=args.nbd_bind,
         allowed_primaries=allowed,
         fault_apply_delay_seconds=args.fault_apply_delay,
-        telemetry=TelemetryConfig(
+        telemetry=telemetry_from_env(
+            os.environ,
             service_name(args.role),
             service_instance=args.primary_name if args.role == "primary" else "",
         ),

@@ -10,16 +10,10 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from overland import defaults
+from services.common.config import ServerConfig, TelemetryConfig, telemetry_from_env
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.server import ServerConfig
-
-if TYPE_CHECKING:
-    # OpenTelemetry is imported only once telemetry is configured (``telemetry_config``): a restarting
-    # agent parses its configuration before its datapath forwards, and must not wait for it.
-    from services.common.telemetry import TelemetryConfig
 
 SERVICE_NAME = defaults.VSWITCH.otel_name
 
@@ -203,11 +197,4 @@ def config_from_args(
 
 def telemetry_config(host_name: str, env: Mapping[str, str]) -> TelemetryConfig:
     """The agent's telemetry from the standard OTLP variable and OVERLAND_SPAN_FILE."""
-    from services.common.telemetry import TelemetryConfig  # noqa: PLC0415 - see the import at the top
-
-    return TelemetryConfig(
-        SERVICE_NAME,
-        service_instance=host_name,
-        span_file=env.get("OVERLAND_SPAN_FILE", ""),
-        otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
-    )
+    return telemetry_from_env(env, SERVICE_NAME, host_name)

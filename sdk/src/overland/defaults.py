@@ -70,6 +70,8 @@ REPLICA = ServiceDefaults(
     tls_client_ca_env="OVERLAND_REPLICA_TLS_CLIENT_CA",
 )
 SERVICES = (POLICY, VSWITCH, REPLICA)
+# ``python -m services.vswitch.datapath``: the datapath alone on a static table (benches, demos).
+DATAPATH_OTEL_NAME = "overland-vswitch-datapath"
 
 # -- limits ----------------------------------------------------------------------------------------
 

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
+from overland.defaults import DATAPATH_OTEL_NAME
 from overland.v1 import vswitch_pb2
+from services.common.config import telemetry_from_env
 from services.common.errors import OverlandError
 from services.common.logs import configure_logging
 from services.common.schema import StoreEntry, key_of, wrap
 from services.common.server import wait_for_signal
 from services.common.table import RoutingTable
-from services.common.telemetry import Telemetry, TelemetryConfig
+from services.common.telemetry import Telemetry
 from services.vswitch.datapath.config import DatapathConfig
 from services.vswitch.datapath.errors import DatapathConfigError
 from services.vswitch.datapath.switch import NvgreSwitch
@@ -66,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ready-file", type=Path)
     args = parser.parse_args(argv)
     configure_logging()
-    telemetry = Telemetry.start(TelemetryConfig("overland-vswitch-datapath", service_instance=args.pa_ip))
+    telemetry = Telemetry.start(telemetry_from_env(os.environ, DATAPATH_OTEL_NAME, args.pa_ip))
     try:
         config = DatapathConfig(
             pa_ip=args.pa_ip,

@@ -8,9 +8,8 @@ import grpc
 import pytest
 
 from overland.v1 import policy_pb2_grpc
-from services.common.etcd_kv import EtcdConfig
+from services.common.config import EtcdConfig, ServerConfig
 from services.common.etcd_process import EtcdProcess
-from services.common.server import ServerConfig
 from services.policy import PolicyConfig, PolicyServer, create_server
 from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
 

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from overland.config import TlsFiles
-from services.common.etcd_kv import EtcdConfig
+from services.common.config import EtcdConfig, ServerConfig
 from services.common.etcd_process import EtcdProcess
-from services.common.server import ServerConfig
 from services.policy.config import PolicyConfig
 from services.policy.server import PolicyServer, create_server
 

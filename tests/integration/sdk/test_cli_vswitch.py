@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from services.common.config import ServerConfig
 from services.common.etcd_process import EtcdProcess
-from services.common.server import ServerConfig
 from services.vswitch.config import AgentConfig
 from services.vswitch.server import create_server
 from tests.conftest import ETCD_TEST_DEADLINE_SECONDS

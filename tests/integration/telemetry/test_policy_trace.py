@@ -7,10 +7,8 @@ import grpc
 import pytest
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
-from services.common.etcd_kv import EtcdConfig
+from services.common.config import EtcdConfig, ServerConfig, TelemetryConfig
 from services.common.etcd_process import EtcdProcess
-from services.common.server import ServerConfig
-from services.common.telemetry import TelemetryConfig
 from services.policy import PolicyConfig, create_server
 from services.policy.config import SERVICE_NAME as POLICY_SERVICE
 from services.vswitch.config import SERVICE_NAME as VSWITCH_SERVICE

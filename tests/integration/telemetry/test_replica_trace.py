@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from overland.v1 import replica_pb2
-from services.common.telemetry import TelemetryConfig
+from services.common.config import TelemetryConfig
 from services.replica.config import ReplicaConfig, service_name
 from services.replica.server import ReplicaServer, create_server
 from services.replica.telemetry import (

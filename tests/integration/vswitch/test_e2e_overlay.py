@@ -19,9 +19,8 @@ import grpc
 import pytest
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, vswitch_pb2
-from services.common.etcd_kv import EtcdConfig
+from services.common.config import EtcdConfig, ServerConfig
 from services.common.etcd_process import EtcdProcess
-from services.common.server import ServerConfig
 from services.policy import PolicyConfig, create_server
 from services.vswitch.demo import PAS, OverlayDemo, record_of
 from services.vswitch.lab import Lab, VmSpec

@@ -14,7 +14,8 @@ from grpc_status import rpc_status
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
 from services.common import FieldViolation, InvalidArgument, NotFound, ServerConfig, build_server
-from services.common.telemetry import Telemetry, TelemetryConfig, child_or_linked_span, current_trace_context
+from services.common.config import TelemetryConfig
+from services.common.telemetry import Telemetry, child_or_linked_span, current_trace_context
 
 
 class _Servicer(policy_pb2_grpc.PolicyServiceServicer):

@@ -8,7 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from overland.cli import app
-from services.common.telemetry import Telemetry, TelemetryConfig, child_or_linked_span, current_trace_context
+from services.common.config import TelemetryConfig
+from services.common.telemetry import Telemetry, child_or_linked_span, current_trace_context
 
 
 def _write_trace(span_file: Path) -> str:

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from overland.v1 import policy_pb2_grpc
+from services.common.config import ServerConfig
 from services.common.memory_kv import MemoryKV
-from services.common.server import ServerConfig
 from services.policy import PolicyConfig, PolicyServer, create_server
 
 

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from overland.v1 import types_pb2, vswitch_pb2
+from services.common.config import TelemetryConfig
 from services.common.table import EntryChange, TableDelta
-from services.common.telemetry import Telemetry, TelemetryConfig, current_trace_context
+from services.common.telemetry import Telemetry, current_trace_context
 from services.vswitch.telemetry import (
     DROPS,
     LAG_REVISIONS,

@@ -11,8 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from overland.v1 import vswitch_pb2, vswitch_pb2_grpc
+from services.common.config import ServerConfig
 from services.common.memory_kv import MemoryKV
-from services.common.server import ServerConfig
 from services.vswitch.config import AgentConfig, config_from_args
 from services.vswitch.server import VswitchServer, create_server
 from tests.unit.vswitch.agent_helpers import RecordingDatapath, put, wait_until
