@@ -4,6 +4,7 @@ routing table's data model (``services.common.schema``) and the routing table co
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from services.common.clock import SYSTEM_CLOCK, Clock
 from services.common.config import (
     ConfigError,
     EtcdConfig,
@@ -64,6 +65,7 @@ from services.common.schema import (
 from services.common.table import EntryChange, RoutingTable, TableChange, TableDelta
 
 if TYPE_CHECKING:
+    from services.common.clock import ManualClock
     from services.common.etcd_kv import (
         EtcdKV,
     )
@@ -75,7 +77,6 @@ if TYPE_CHECKING:
     )
     from services.common.etcd_watch import EtcdWatch
     from services.common.memory_kv import (
-        ManualClock,
         MemoryKV,
         MemoryWatch,
     )
@@ -96,7 +97,7 @@ _LAZY = {
     "EtcdProcess": "services.common.etcd_process",
     "EtcdProcessError": "services.common.etcd_process",
     "free_ports": "services.common.etcd_process",
-    "ManualClock": "services.common.memory_kv",
+    "ManualClock": "services.common.clock",
     "MemoryKV": "services.common.memory_kv",
     "MemoryWatch": "services.common.memory_kv",
     "ErrorMappingInterceptor": "services.common.server",
@@ -117,8 +118,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "KV",
+    "SYSTEM_CLOCK",
     "Aborted",
     "AlreadyExists",
+    "Clock",
     "Compare",
     "CompareOp",
     "CompareTarget",

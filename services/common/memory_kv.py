@@ -49,22 +49,6 @@ _MAX_BATCH_REVISIONS = 1000
 _FIRST_LEASE_ID = 0x7E570000
 
 
-class ManualClock:
-    """A clock that moves only when told to, for lease expiry tests."""
-
-    def __init__(self, start: float = 1000.0):
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
-
-
 @dataclass
 class _LeaseState:
     ttl: int

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from overland.v1 import types_pb2, vswitch_pb2
+from services.common.clock import SYSTEM_CLOCK, Clock
 from services.common.errors import Unavailable
 from services.common.kv import KV, KVLeaseNotFoundError, Put
 from services.common.schema import encode_entry, keys
@@ -79,14 +80,12 @@ class HostRegistration:
         config: AgentConfig,
         applied: Callable[[], tuple[int, int, int]],
         *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock_ns: Callable[[], int] = time.time_ns,
+        clock: Clock = SYSTEM_CLOCK,
     ):
         self._kv = kv
         self._config = config
         self._applied = applied
         self._clock = clock
-        self._wall_clock_ns = wall_clock_ns
         self._wake = threading.Event()
         self._lease_id = 0
         self._lease_refreshed = 0.0
@@ -123,10 +122,10 @@ class HostRegistration:
 
     def _step(self, keepalive: float) -> tuple[float, bool]:
         """One round of keepalive and publishing; how long to wait, and whether for the rate limit."""
-        now = self._clock()
+        now = self._clock.monotonic()
         if not self.registered:
             self._register()
-            now = self._clock()
+            now = self._clock.monotonic()
         elif now - self._lease_refreshed >= keepalive:
             if self._kv.refresh_lease(self._lease_id) <= 0:
                 log.warning("host lease expired, registering again", extra={"lease": self._lease_id})
@@ -146,7 +145,7 @@ class HostRegistration:
                 self._publish()
             except KVLeaseNotFoundError:
                 self._register()
-        until_keepalive = max(self._lease_refreshed + keepalive - self._clock(), 0.0)
+        until_keepalive = max(self._lease_refreshed + keepalive - self._clock.monotonic(), 0.0)
         if rate_wait and rate_wait < until_keepalive:
             return rate_wait, True
         return until_keepalive, False
@@ -154,7 +153,7 @@ class HostRegistration:
     def _register(self) -> None:
         lease = self._kv.grant_lease(self._config.lease_ttl)
         self._lease_id = lease.id
-        self._lease_refreshed = self._clock()
+        self._lease_refreshed = self._clock.monotonic()
         self._publish()
         self.registered = True
         log.info("host registered", extra={"host": self._config.host_name, "lease": lease.id})
@@ -167,11 +166,11 @@ class HostRegistration:
             applied_revision=revision,
             applied_time_unix_nanos=applied_ns,
         )
-        value = encode_entry(status, self._wall_clock_ns())
+        value = encode_entry(status, self._clock.time_ns())
         self._kv.txn([], [Put(keys.host_key(self._config.host_name), value, lease=self._lease_id)])
         self.writes += 1
         self._published_revision = revision
-        self._published_time = self._clock()
+        self._published_time = self._clock.monotonic()
 
     def unregister(self) -> None:
         """Revoke the lease so the host key goes now rather than at TTL (best effort on the way out)."""
@@ -197,6 +196,7 @@ class Agent:
         on_failure: Callable[[BaseException], None] | None = None,
         telemetry: AgentTelemetry | None = None,
         resumed: RoutingTable | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ):
         """``resumed``: the table the caller already started ``datapath`` on (``resume_forwarding``)."""
         config.validate()
@@ -210,6 +210,7 @@ class Agent:
         self._on_apply = on_apply
         self._on_failure = on_failure
         self._telemetry = telemetry
+        self._clock = clock
         self._applied_ns = 0
         self._applied_cond = threading.Condition()
         self.watcher = TableWatcher(
@@ -222,7 +223,7 @@ class Agent:
             backoff=config.backoff,
             progress_every=config.progress_every,
         )
-        self.registration = HostRegistration(kv, config, self._applied)
+        self.registration = HostRegistration(kv, config, self._applied, clock=clock)
         self.snapshots = TableSnapshots(Path(config.table_snapshot)) if config.table_snapshot else None
         self._snapshot_due = threading.Event()
         self._snapshot_change = self.table.change_revision if resumed is not None else -1
@@ -331,13 +332,14 @@ class Agent:
 
     def _apply(self, table: RoutingTable, delta: TableDelta) -> None:
         telemetry = self._telemetry
-        with telemetry.applying(delta, table.change_revision, time.time_ns) if telemetry else nullcontext():
+        clock = self._clock
+        with telemetry.applying(delta, table.change_revision, clock.time_ns) if telemetry else nullcontext():
             if self.datapath is not None and (delta or delta.reset):
                 self.datapath.apply(table, delta)
             if self._on_apply is not None:
                 self._on_apply(table, delta)
         with self._applied_cond:
-            self._applied_ns = time.time_ns()
+            self._applied_ns = clock.time_ns()
             self._applied_cond.notify_all()
         self.registration.notify()
         if self.snapshots is not None:

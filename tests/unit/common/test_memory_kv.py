@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.common.clock import ManualClock
 from services.common.kv import (
     Compare,
     Delete,
@@ -22,7 +23,7 @@ from services.common.kv import (
     Put,
     WatchBatch,
 )
-from services.common.memory_kv import ManualClock, MemoryKV, MemoryWatch
+from services.common.memory_kv import MemoryKV, MemoryWatch
 
 KEYS = [b"/a", b"/a/x", b"/a/y", b"/b", b"/c"]
 

@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overland.v1 import types_pb2
+from services.common.clock import ManualClock
 from services.common.kv import KVUnavailableError, Put, RangeResult
-from services.common.memory_kv import ManualClock, MemoryKV
+from services.common.memory_kv import MemoryKV
 from services.common.schema import key_of, keys
 from services.common.table import RoutingTable, TableDelta
 from services.vswitch.agent import Agent, HostRegistration, status_due
