@@ -19,7 +19,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, Self, TypeVar
 
@@ -240,19 +240,16 @@ class _Switch:
     field: str
 
 
-@dataclass
 class CommandLine:
     """One service's command line: options that default to environment variables, and the conversion
-    of their text into values, each bad one a violation naming ``field``. ``finish`` validates the
+    of their text into values, each bad one a violation naming its field. ``finish`` validates the
     config built from them and raises one ``ConfigError`` listing everything wrong."""
 
-    service: ServiceDefaults
-    description: str
-    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
-    violations: list[FieldViolation] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.parser = _Parser(prog=f"python -m services.{self.service.name}", description=self.description)
+    def __init__(self, service: ServiceDefaults, description: str, env: Mapping[str, str] | None = None):
+        self.service = service
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        self.violations: list[FieldViolation] = []
+        self.parser = _Parser(prog=f"python -m services.{service.name}", description=description)
         self._switches: dict[str, _Switch] = {}
 
     # -- options ---------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The Overland policy service: owner of the network virtualization routing table in etcd."""
 
 from services.common.schema import CorruptEntry
-from services.policy.config import InvalidPolicyConfig, PolicyConfig, load_config
+from services.policy.config import PolicyConfig, load_config
 from services.policy.errors import (
     InvalidPolicy,
     PolicyConflict,
@@ -11,19 +11,19 @@ from services.policy.errors import (
     StaleRevision,
 )
 from services.policy.listing import ListPage, TableListing
+from services.policy.main import main, serve
 from services.policy.record_apply import ApplyResult, RecordApply, RecordTxns
 from services.policy.record_planner import Mode, RecordChange, TableState, TxnPlan, plan_transaction
-from services.policy.server import PolicyServer, create_server, main, serve
-from services.policy.service import SERVICE_NAME, PolicyServicer, bulk_changes
+from services.policy.server import PolicyServer, create_server
+from services.policy.service import GRPC_SERVICE, PolicyServicer, bulk_changes
 from services.policy.store import PolicyStore
 from services.policy.txns import TableTxns
 
 __all__ = [
-    "SERVICE_NAME",
+    "GRPC_SERVICE",
     "ApplyResult",
     "CorruptEntry",
     "InvalidPolicy",
-    "InvalidPolicyConfig",
     "ListPage",
     "Mode",
     "PolicyConfig",

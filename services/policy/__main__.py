@@ -1,5 +1,7 @@
-"""``python -m services.policy``: run the policy service."""
+"""``python -m services.policy``: run the policy service (see ``--help``)."""
 
-from services.policy.server import main
+import sys
 
-main()
+from services.policy.main import main
+
+sys.exit(main())

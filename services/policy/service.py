@@ -23,7 +23,8 @@ from services.policy.errors import InvalidPolicy, ResourceNotFound
 from services.policy.record_planner import Mode, RecordChange
 from services.policy.store import PolicyStore
 
-SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
+# The gRPC service's full name (health, reflection); its OpenTelemetry name is overland.defaults.POLICY's.
+GRPC_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
 
 def bulk_changes(request: policy_pb2.BulkApplyLookupRecordsRequest, number: int) -> list[RecordChange]:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from overland.defaults import POLICY, VSWITCH
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
 from services.common.config import EtcdConfig, ServerConfig, TelemetryConfig
 from services.common.etcd_process import EtcdProcess
 from services.policy import PolicyConfig, create_server
-from services.policy.config import SERVICE_NAME as POLICY_SERVICE
-from services.vswitch.config import SERVICE_NAME as VSWITCH_SERVICE
 from services.vswitch.config import AgentConfig, BackoffPolicy
 from services.vswitch.server import create_server as create_agent
 from services.vswitch.telemetry import APPLIED_REVISION, APPLY_SPAN, LAG_REVISIONS, LAG_SECONDS
@@ -33,7 +32,7 @@ def _agent_config(host: str, pa: str, etcd: str, endpoint: str) -> AgentConfig:
         table_only=True,
         lease_ttl=4,
         backoff=BackoffPolicy(initial_seconds=0.05, cap_seconds=0.5),
-        telemetry=TelemetryConfig(VSWITCH_SERVICE, service_instance=host, otlp_endpoint=endpoint),
+        telemetry=TelemetryConfig(VSWITCH.otel_name, service_instance=host, otlp_endpoint=endpoint),
     )
 
 
@@ -42,7 +41,7 @@ def test_a_policy_write_and_both_appliers_share_one_trace(etcd_server: EtcdProce
         PolicyConfig(
             server=ServerConfig(bind="127.0.0.1:0"),
             etcd=EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=ETCD_TEST_DEADLINE_SECONDS),
-            telemetry=TelemetryConfig(POLICY_SERVICE, otlp_endpoint=receiver.endpoint),
+            telemetry=TelemetryConfig(POLICY.otel_name, otlp_endpoint=receiver.endpoint),
         )
     )
     agents = [
@@ -81,10 +80,10 @@ def test_a_policy_write_and_both_appliers_share_one_trace(etcd_server: EtcdProce
 
     spans = receiver.wait_for(complete)
     (write,) = [s for s in spans if s.name.endswith("/CreateLookupRecord")]
-    assert write.service == POLICY_SERVICE
+    assert write.service == POLICY.otel_name
     assert write.parent_span_id == ""
     applies = [s for s in spans if s.name == APPLY_SPAN and s.trace_id == write.trace_id]
-    assert {s.service for s in applies} == {VSWITCH_SERVICE}
+    assert {s.service for s in applies} == {VSWITCH.otel_name}
     assert sorted(s.attributes["overland.host"] for s in applies) == sorted(HOSTS)
     for apply in applies:
         # One record, one write: the apply is a child of the policy server's span.
@@ -101,4 +100,4 @@ def test_a_policy_write_and_both_appliers_share_one_trace(etcd_server: EtcdProce
         assert {trace_id for trace_id, _span in apply.links} <= seeding
         assert apply.attributes["overland.causes"] == len(apply.links)
     # The agents' metrics went to the same collector (exported at the latest when they stopped).
-    assert {LAG_SECONDS, LAG_REVISIONS, APPLIED_REVISION} <= receiver.metrics.names(VSWITCH_SERVICE)
+    assert {LAG_SECONDS, LAG_REVISIONS, APPLIED_REVISION} <= receiver.metrics.names(VSWITCH.otel_name)

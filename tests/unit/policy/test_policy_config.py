@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.policy import InvalidPolicyConfig, load_config
+from services.common.config import ConfigError
+from services.policy import PolicyConfig, load_config
 
 
 def test_arguments_override_the_environment() -> None:
@@ -19,6 +20,7 @@ def test_arguments_override_the_environment() -> None:
 
 def test_defaults_are_valid() -> None:
     config = load_config([], env={})
+    assert config == PolicyConfig()
     assert config.etcd.timeout > 0
     assert config.server.tls is None
     assert (config.workers, config.server.reuse_port) == (1, False)
@@ -32,12 +34,12 @@ def test_several_workers_share_the_port() -> None:
 @pytest.mark.parametrize(
     ("argv", "field"),
     [
-        (["--bind", "nowhere"], "server"),
-        (["--etcd-timeout", "0"], "etcd"),
-        (["--etcd-timeout", "soon"], "etcd_timeout"),
-        (["--etcd", "no-port"], "etcd"),
-        (["--log-level", "LOUD"], "log_level"),
-        (["--etcd-ca", "/nonexistent/ca.pem"], "etcd"),
+        (["--bind", "nowhere"], "server.bind"),
+        (["--etcd-timeout", "0"], "etcd.timeout"),
+        (["--etcd-timeout", "soon"], "etcd.timeout"),
+        (["--etcd", "no-port"], "etcd.endpoints"),
+        (["--log-level", "LOUD"], "log.level"),
+        (["--etcd-ca", "/nonexistent/ca.pem"], "etcd.tls"),
         (["--workers", "0"], "workers"),
         (["--workers", "33"], "workers"),
         (["--workers", "two"], "workers"),
@@ -45,6 +47,6 @@ def test_several_workers_share_the_port() -> None:
     ],
 )
 def test_bad_settings_are_refused_at_start(argv: list[str], field: str) -> None:
-    with pytest.raises(InvalidPolicyConfig) as caught:
+    with pytest.raises(ConfigError) as caught:
         load_config(argv, env={})
     assert field in {v.field for v in caught.value.violations}
