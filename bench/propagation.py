@@ -36,6 +36,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
+from services.common.config import EtcdConfig
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess
 from services.common.schema import StoreEntry, keys
@@ -96,7 +97,7 @@ def _watch_process(phase: Phase, conn: Connection) -> None:
             host_name=f"bench-host-{phase.index}",
             pa_ip=f"198.18.1.{phase.index + 1}",
             table_only=True,
-            etcd_endpoints=(phase.etcd,),
+            etcd=EtcdConfig(endpoints=(phase.etcd,)),
             status_interval=phase.status_interval,
         )
         agent = Agent(config, kv, on_apply=on_apply)

@@ -328,7 +328,8 @@ class CommandLine:
         return Path(text) if text else None
 
     @staticmethod
-    def endpoints(text: str) -> tuple[str, ...]:
+    def comma_list(text: str) -> tuple[str, ...]:
+        """``a, b,c`` as ``("a", "b", "c")``; empty items are dropped."""
         return tuple(part.strip() for part in text.split(",") if part.strip())
 
     def tls(self, ca: str, cert: str, key: str) -> TlsFiles | None:
@@ -345,7 +346,7 @@ class CommandLine:
 
     def etcd(self, args: argparse.Namespace, **fields: Any) -> EtcdConfig:
         return EtcdConfig(
-            endpoints=self.endpoints(args.etcd),
+            endpoints=self.comma_list(args.etcd),
             timeout=self.seconds(args.etcd_timeout, "etcd.timeout"),
             tls=self.tls(args.etcd_ca, args.etcd_cert, args.etcd_key),
             **fields,

@@ -3,7 +3,7 @@
 
 Names are imported on first use (PEP 562): ``python -m services.vswitch`` and the datapath load this
 package first, and a restarting agent must get its datapath forwarding before it pays for the gRPC,
-etcd and telemetry stacks (see ``services.vswitch.start``).
+etcd and telemetry stacks (see ``services.vswitch.main``).
 """
 
 import importlib
@@ -11,44 +11,33 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from services.vswitch.agent import Agent, HostRegistration, status_due
-    from services.vswitch.config import (
-        NVGRE_OVERHEAD,
-        AgentConfig,
-        BackoffPolicy,
-        VswitchConfigError,
-        config_from_args,
-    )
+    from services.vswitch.config import NVGRE_OVERHEAD, AgentConfig, BackoffPolicy, load_config
     from services.vswitch.datapath_interface import Datapath
+    from services.vswitch.main import main, serve
     from services.vswitch.server import (
+        GRPC_SERVICE,
         TableOnlyError,
         VswitchServer,
         VswitchServicer,
         create_server,
-        serve,
     )
     from services.vswitch.snapshot import SnapshotError, TableSnapshots, resume_forwarding
-    from services.vswitch.start import main
     from services.vswitch.watcher import TableWatcher, WatchCursors, WatcherStats, watch_prefixes
 
 _MODULES = {
     "services.vswitch.agent": ("Agent", "HostRegistration", "status_due"),
-    "services.vswitch.config": (
-        "NVGRE_OVERHEAD",
-        "AgentConfig",
-        "BackoffPolicy",
-        "VswitchConfigError",
-        "config_from_args",
-    ),
+    "services.vswitch.config": ("NVGRE_OVERHEAD", "AgentConfig", "BackoffPolicy", "load_config"),
     "services.vswitch.datapath_interface": ("Datapath",),
+    "services.vswitch.main": ("main", "serve"),
     "services.vswitch.server": (
+        "GRPC_SERVICE",
         "TableOnlyError",
         "VswitchServer",
         "VswitchServicer",
         "create_server",
-        "serve",
+        "load_config",
     ),
     "services.vswitch.snapshot": ("SnapshotError", "TableSnapshots", "resume_forwarding"),
-    "services.vswitch.start": ("main",),
     "services.vswitch.watcher": ("TableWatcher", "WatchCursors", "WatcherStats", "watch_prefixes"),
 }
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}
@@ -64,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "GRPC_SERVICE",
     "NVGRE_OVERHEAD",
     "Agent",
     "AgentConfig",
@@ -74,13 +64,12 @@ __all__ = [
     "TableOnlyError",
     "TableSnapshots",
     "TableWatcher",
-    "VswitchConfigError",
     "VswitchServer",
     "VswitchServicer",
     "WatchCursors",
     "WatcherStats",
-    "config_from_args",
     "create_server",
+    "load_config",
     "main",
     "resume_forwarding",
     "serve",

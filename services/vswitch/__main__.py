@@ -2,6 +2,6 @@
 
 import sys
 
-from services.vswitch.start import main
+from services.vswitch.main import main
 
 sys.exit(main())

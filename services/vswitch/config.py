@@ -1,22 +1,31 @@
-"""The vswitch agent's configuration: one frozen value, validated once at start, read from the environment
-or command-line flags by ``python -m services.vswitch``."""
+"""The vswitch agent's configuration: one frozen value, validated once at start.
+
+``load_config`` builds it from the command line and the environment (flags win; names and defaults in
+``overland.defaults``, the flags every service shares in ``services.common.config``). It imports nothing
+heavy: a restarting agent reads it before its datapath forwards (see main.py).
+"""
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
-import os
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Self
 
 from overland import defaults
-from services.common.config import ServerConfig, TelemetryConfig, telemetry_from_env
-from services.common.errors import FieldViolation, InvalidArgument
+from services.common.config import (
+    CommandLine,
+    EtcdConfig,
+    LogConfig,
+    ServerConfig,
+    TelemetryConfig,
+    check,
+)
+from services.common.errors import FieldViolation
 
-SERVICE_NAME = defaults.VSWITCH.otel_name
-
+WHAT = "vswitch agent"
 # The NVGRE overhead a VM must leave room for: outer IPv4 20 + GRE with key 8 + inner Ethernet 14.
 NVGRE_OVERHEAD = 42
 # Where agents keep their saved tables by default (tmpfs, beside the saved port lists: gone after a
@@ -24,10 +33,6 @@ NVGRE_OVERHEAD = 42
 SNAPSHOT_DIR = "/run/overland/vswitch"
 
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-
-class VswitchConfigError(InvalidArgument):
-    """The agent's configuration is invalid; the agent does not start."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,8 @@ class AgentConfig:
 
     host_name: str
     pa_ip: str
-    etcd_endpoints: tuple[str, ...] = (defaults.ETCD_ENDPOINT,)
-    # Deadline of every etcd call, seconds.
-    etcd_timeout: float = defaults.ETCD_TIMEOUT_SECONDS
+    # Where etcd is; ``etcd.timeout`` is the deadline of every etcd call.
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
     # The host key's lease TTL; the lease is kept alive every TTL/3.
     lease_ttl: int = 10
     # Keys per page of the cold-sync range reads.
@@ -88,9 +92,10 @@ class AgentConfig:
     # Run without a datapath: only the table (tests, benches, a policy-only host).
     table_only: bool = False
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    server: ServerConfig = field(default_factory=ServerConfig)
-    # Where spans and metrics go (service instance = host name); None runs the agent untraced.
-    telemetry: TelemetryConfig | None = None
+    server: ServerConfig = field(default_factory=lambda: ServerConfig(bind=defaults.VSWITCH.address))
+    log: LogConfig = field(default_factory=LogConfig)
+    # Where spans and metrics go (service instance = host name); exporting nowhere runs it untraced.
+    telemetry: TelemetryConfig = field(default_factory=lambda: TelemetryConfig(defaults.VSWITCH.otel_name))
     # The local copy of the last applied table ("" = none): a restarted agent forwards on it before it
     # reaches etcd (services/vswitch/snapshot.py). Saved at most every ``snapshot_interval`` seconds
     # while the table changes, and on stop.
@@ -101,100 +106,91 @@ class AgentConfig:
     def inner_mtu(self) -> int:
         return self.pa_mtu - NVGRE_OVERHEAD
 
-    def validate(self) -> None:
-        """Raise ``VswitchConfigError`` listing every bad field."""
-        violations: list[FieldViolation] = []
+    @property
+    def etcd_settings(self) -> EtcdConfig:
+        """``etcd`` with the agent's watch idle timeout, for its etcd client."""
+        return replace(self.etcd, watch_idle_timeout=self.watch_idle_timeout)
+
+    def violations(self) -> list[FieldViolation]:
+        found: list[FieldViolation] = []
         if not _HOST_NAME.match(self.host_name):
-            violations.append(FieldViolation("host_name", "1-63 letters, digits, '.', '_' or '-'"))
+            found.append(FieldViolation("host_name", "1-63 letters, digits, '.', '_' or '-'"))
         try:
             ipaddress.IPv4Address(self.pa_ip)
         except ValueError:
-            violations.append(FieldViolation("pa_ip", f"not an IPv4 address: {self.pa_ip!r}"))
-        if not self.etcd_endpoints:
-            violations.append(FieldViolation("etcd_endpoints", "at least one endpoint"))
-        for endpoint in self.etcd_endpoints:
-            host, sep, port = endpoint.rpartition(":")
-            if not sep or not host or not port.isdigit():
-                violations.append(FieldViolation("etcd_endpoints", f"not host:port: {endpoint!r}"))
-        if self.etcd_timeout <= 0:
-            violations.append(FieldViolation("etcd_timeout", "must be positive"))
+            found.append(FieldViolation("pa_ip", f"not an IPv4 address: {self.pa_ip!r}"))
+        found += self.etcd.violations()
         if self.lease_ttl < 2:
-            violations.append(FieldViolation("lease_ttl", "at least 2 seconds"))
+            found.append(FieldViolation("lease_ttl", "at least 2 seconds"))
         if not 1 <= self.page_size <= 100_000:
-            violations.append(FieldViolation("page_size", "1..100000"))
+            found.append(FieldViolation("page_size", "1..100000"))
         if any(not rdid or "/" in rdid for rdid in self.rdids):
-            violations.append(FieldViolation("rdids", "routing domain ids are non-empty and have no '/'"))
-        if self.status_interval < 0:
-            violations.append(FieldViolation("status_interval", "must not be negative"))
-        if self.progress_every <= 0:
-            violations.append(FieldViolation("progress_every", "must be positive"))
-        if self.watch_idle_timeout <= 2 * self.progress_every:
-            violations.append(FieldViolation("watch_idle_timeout", "must exceed twice progress_every"))
-        if self.snapshot_interval <= 0:
-            violations.append(FieldViolation("snapshot_interval", "must be positive"))
+            found.append(FieldViolation("rdids", "routing domain ids are non-empty and have no '/'"))
+        if not self.status_interval >= 0:
+            found.append(FieldViolation("status_interval", "must not be negative"))
+        if not self.progress_every > 0:
+            found.append(FieldViolation("progress_every", "must be positive"))
+        if not self.watch_idle_timeout > 2 * self.progress_every:
+            found.append(FieldViolation("watch_idle_timeout", "must exceed twice progress_every"))
+        if not self.snapshot_interval > 0:
+            found.append(FieldViolation("snapshot_interval", "must be positive"))
         if not NVGRE_OVERHEAD + 68 <= self.pa_mtu <= 65535:
-            violations.append(FieldViolation("pa_mtu", f"{NVGRE_OVERHEAD + 68}..65535"))
-        violations.extend(self.backoff.violations())
-        if violations:
-            raise VswitchConfigError("invalid vswitch agent configuration", violations)
-        self.server.validate()
-        if self.telemetry is not None:
-            self.telemetry.validate()
+            found.append(FieldViolation("pa_mtu", f"{NVGRE_OVERHEAD + 68}..65535"))
+        found += self.backoff.violations()
+        found += [*self.server.violations(), *self.log.violations(), *self.telemetry.violations()]
+        return found
+
+    def validate(self) -> Self:
+        """Raise ``ConfigError`` listing every bad field."""
+        check(self.violations(), WHAT)
+        return self
 
 
-def config_from_args(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None, *, telemetry: bool = True
-) -> AgentConfig:
-    """The configuration from flags, each defaulting to an ``OVERLAND_VSWITCH_*`` environment variable.
-    ``telemetry=False`` leaves ``telemetry`` unset (``telemetry_config`` fills it in later)."""
-    env = os.environ if environ is None else environ
-
-    def default(name: str, fallback: str) -> str:
-        return env.get(f"OVERLAND_VSWITCH_{name}", fallback)
-
-    parser = argparse.ArgumentParser(
-        prog="python -m services.vswitch", description="The Overland vswitch agent."
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AgentConfig:
+    """The validated configuration from ``argv`` (default: sys.argv) and ``env`` (default: os.environ);
+    ``ConfigError`` names every bad field."""
+    cli = CommandLine(defaults.VSWITCH, "The Overland vswitch agent.", env)
+    cli.option("--host-name", defaults.VSWITCH_HOST_NAME_ENV, socket.gethostname(), "this host's name")
+    cli.option("--pa-ip", defaults.VSWITCH_PA_IP_ENV, "", "this host's provider address")
+    cli.add_etcd_options()
+    cli.option("--lease-ttl", defaults.VSWITCH_LEASE_TTL_ENV, "10", "the host key's lease TTL, s")
+    cli.option("--page-size", defaults.VSWITCH_PAGE_SIZE_ENV, "2000", "keys per cold-sync page")
+    cli.parser.add_argument(
+        "--rdid",
+        action="append",
+        default=None,
+        help=f"serve only this routing domain (repeatable) [env {defaults.VSWITCH_RDIDS_ENV}=ID,ID...]",
     )
-    parser.add_argument("--host-name", default=default("HOST_NAME", socket.gethostname()))
-    parser.add_argument("--pa-ip", default=default("PA_IP", ""), help="this host's provider address")
-    etcd = default("ETCD", env.get("OVERLAND_ETCD", defaults.ETCD_ENDPOINT))
-    parser.add_argument("--etcd", default=etcd, help="host:port[,...]")
-    etcd_timeout = float(default("ETCD_TIMEOUT", str(defaults.ETCD_TIMEOUT_SECONDS)))
-    parser.add_argument("--etcd-timeout", type=float, default=etcd_timeout)
-    parser.add_argument("--lease-ttl", type=int, default=int(default("LEASE_TTL", "10")))
-    parser.add_argument("--page-size", type=int, default=int(default("PAGE_SIZE", "2000")))
-    parser.add_argument("--rdid", action="append", default=None, help="serve only this routing domain")
-    parser.add_argument("--pa-mtu", type=int, default=int(default("PA_MTU", "1500")))
-    parser.add_argument("--table-only", action="store_true", default=default("TABLE_ONLY", "") == "1")
-    parser.add_argument("--bind", default=default("BIND", defaults.VSWITCH.address), help="gRPC host:port")
-    parser.add_argument(
+    cli.option("--pa-mtu", defaults.VSWITCH_PA_MTU_ENV, "1500", "MTU of the provider network")
+    cli.switch("--table-only", defaults.VSWITCH_TABLE_ONLY_ENV, "table_only", "keep the table, no datapath")
+    cli.add_server_options()
+    cli.option(
         "--table-snapshot",
-        default=default("TABLE_SNAPSHOT", ""),
-        help=f"the saved table a restart forwards on first (with a datapath: {SNAPSHOT_DIR}/HOST-PA.table)",
+        defaults.VSWITCH_TABLE_SNAPSHOT_ENV,
+        "",
+        f"the saved table a restart forwards on first (with a datapath: {SNAPSHOT_DIR}/HOST-PA.table)",
     )
-    args = parser.parse_args(argv)
+    cli.add_log_options()
+    args = cli.parse(argv)
+    host_name, pa_ip = args.host_name.strip(), args.pa_ip.strip()
     snapshot = args.table_snapshot
     if not snapshot and not args.table_only:
-        snapshot = f"{SNAPSHOT_DIR}/{args.host_name}-{args.pa_ip}.table"
-    rdids = args.rdid if args.rdid is not None else [r for r in default("RDIDS", "").split(",") if r]
+        snapshot = f"{SNAPSHOT_DIR}/{host_name}-{pa_ip}.table"
+    rdids = (
+        args.rdid if args.rdid is not None else cli.comma_list(cli.env.get(defaults.VSWITCH_RDIDS_ENV, ""))
+    )
     config = AgentConfig(
-        host_name=args.host_name,
-        pa_ip=args.pa_ip,
-        etcd_endpoints=tuple(e.strip() for e in args.etcd.split(",") if e.strip()),
-        etcd_timeout=args.etcd_timeout,
-        lease_ttl=args.lease_ttl,
-        page_size=args.page_size,
+        host_name=host_name,
+        pa_ip=pa_ip,
+        etcd=cli.etcd(args),
+        lease_ttl=cli.integer(args.lease_ttl, "lease_ttl"),
+        page_size=cli.integer(args.page_size, "page_size"),
         rdids=tuple(rdids),
-        pa_mtu=args.pa_mtu,
+        pa_mtu=cli.integer(args.pa_mtu, "pa_mtu"),
         table_only=args.table_only,
-        server=ServerConfig(bind=args.bind),
-        telemetry=telemetry_config(args.host_name, env) if telemetry else None,
+        server=cli.server(args),
+        log=cli.log(args),
+        telemetry=cli.telemetry(defaults.VSWITCH.otel_name, host_name),
         table_snapshot=snapshot,
     )
-    config.validate()
-    return config
-
-
-def telemetry_config(host_name: str, env: Mapping[str, str]) -> TelemetryConfig:
-    """The agent's telemetry from the standard OTLP variable and OVERLAND_SPAN_FILE."""
-    return telemetry_from_env(env, SERVICE_NAME, host_name)
+    return cli.finish(config, WHAT)

@@ -1,23 +1,23 @@
-"""The vswitch agent as a gRPC service: ``VswitchService`` over an ``Agent``, and ``create_server`` /
-``serve`` (``main``, for ``python -m services.vswitch``, is in start.py: it resumes the datapath before
-this module's imports are paid for)."""
+"""The vswitch agent as a gRPC service: ``VswitchServicer`` over an ``Agent``, and ``create_server``,
+which wires the agent, its etcd client, its datapath and the gRPC server (``main.py`` runs it as a
+process, after resuming the datapath without this module's imports)."""
 
 # gRPC servicer methods carry the RPC names of vswitch.proto.
 # ruff: noqa: N802
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
 
 from overland.v1 import vswitch_pb2, vswitch_pb2_grpc
+from services.common.clock import SYSTEM_CLOCK, Clock
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.common.etcd_kv import EtcdKV
 from services.common.kv import KV
-from services.common.server import GrpcServer, build_server, wait_for_signal
+from services.common.server import GrpcServer, build_server
 from services.common.table import RoutingTable
 from services.common.telemetry import Telemetry, server_interceptors
 from services.vswitch.agent import Agent
@@ -27,7 +27,8 @@ from services.vswitch.telemetry import AgentTelemetry
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = vswitch_pb2.DESCRIPTOR.services_by_name["VswitchService"].full_name
+# The gRPC service's full name (health, reflection); its OpenTelemetry name is overland.defaults.VSWITCH's.
+GRPC_SERVICE = vswitch_pb2.DESCRIPTOR.services_by_name["VswitchService"].full_name
 
 
 class TableOnlyError(FailedPrecondition):
@@ -144,25 +145,21 @@ def create_server(
     config: AgentConfig,
     *,
     kv: KV | None = None,
+    clock: Clock = SYSTEM_CLOCK,
     datapath_factory: DatapathFactory | None = None,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
     on_failure: Callable[[BaseException], None] | None = None,
     resumed: RoutingTable | None = None,
 ) -> tuple[VswitchServer, int]:
-    """Start the agent and its gRPC server. ``kv`` defaults to an ``EtcdKV`` on the configured endpoints
-    (closed by ``stop``); the datapath is built unless ``config.table_only``. ``resumed``: the table the
-    factory's datapath was already started on (``start.main`` does that before importing this module)."""
+    """Start the agent and its gRPC server. ``kv`` defaults to an ``EtcdKV`` on ``config.etcd`` (closed
+    by ``stop``); the datapath is built unless ``config.table_only``. ``clock``: the agent's (lease
+    keepalive, status rate limit, applied times). ``resumed``: the table the factory's datapath was
+    already started on (``main.serve`` does that before importing this module)."""
     config.validate()
     owns_kv = kv is None
-    store: KV = (
-        kv
-        if kv is not None
-        else EtcdKV(
-            config.etcd_endpoints, timeout=config.etcd_timeout, watch_idle_timeout=config.watch_idle_timeout
-        )
-    )
+    store: KV = kv if kv is not None else EtcdKV.from_config(config.etcd_settings)
     datapath = None if config.table_only else (datapath_factory or default_datapath)(config)
-    telemetry = Telemetry.start(config.telemetry) if config.telemetry is not None else None
+    telemetry = Telemetry.start(config.telemetry)
     agent = Agent(
         config,
         store,
@@ -170,6 +167,7 @@ def create_server(
         on_failure=on_failure,
         telemetry=AgentTelemetry(telemetry.tracer, telemetry.meter, config.host_name) if telemetry else None,
         resumed=resumed,
+        clock=clock,
     )
 
     def register(server: grpc.Server) -> None:
@@ -178,7 +176,7 @@ def create_server(
     agent.start()
     try:
         built = build_server(
-            config.server, [SERVICE_NAME], register, [*server_interceptors(telemetry), *interceptors]
+            config.server, [GRPC_SERVICE], register, [*server_interceptors(telemetry), *interceptors]
         )
     except BaseException:
         agent.stop()
@@ -197,34 +195,12 @@ def create_server(
     return VswitchServer(built, agent, store, owns_kv, telemetry), built.port
 
 
-def serve(
-    config: AgentConfig, *, datapath: Datapath | None = None, resumed: RoutingTable | None = None
-) -> int:
-    """Run until SIGINT/SIGTERM or a failed watch loop; the exit status. ``datapath`` and ``resumed``:
-    a datapath already forwarding on ``resumed`` (see ``start.main``)."""
-    stop = threading.Event()
-    failed: list[BaseException] = []
-
-    def on_failure(error: BaseException) -> None:
-        failed.append(error)
-        stop.set()
-
-    factory = None if datapath is None else lambda _config: datapath
-    server, _port = create_server(config, on_failure=on_failure, datapath_factory=factory, resumed=resumed)
-    try:
-        wait_for_signal(stop)
-    finally:
-        server.stop()
-    return 1 if failed else 0
-
-
 __all__ = [
-    "SERVICE_NAME",
+    "GRPC_SERVICE",
     "DatapathFactory",
     "TableOnlyError",
     "VswitchServer",
     "VswitchServicer",
     "create_server",
     "default_datapath",
-    "serve",
 ]

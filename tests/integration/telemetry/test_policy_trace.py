@@ -27,8 +27,8 @@ def _agent_config(host: str, pa: str, etcd: str, endpoint: str) -> AgentConfig:
     return AgentConfig(
         host_name=host,
         pa_ip=pa,
-        etcd_endpoints=(etcd,),
-        etcd_timeout=ETCD_TEST_DEADLINE_SECONDS,
+        etcd=EtcdConfig(endpoints=(etcd,), timeout=ETCD_TEST_DEADLINE_SECONDS),
+        server=ServerConfig(bind="127.0.0.1:0"),
         table_only=True,
         lease_ttl=4,
         backoff=BackoffPolicy(initial_seconds=0.05, cap_seconds=0.5),

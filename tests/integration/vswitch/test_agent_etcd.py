@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from overland.v1 import types_pb2
+from services.common.config import EtcdConfig
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess
 from services.common.etcd_watch import EtcdWatch
@@ -46,7 +47,7 @@ def _config(host: str = "host-1") -> AgentConfig:
         page_size=50,
         lease_ttl=4,
         status_interval=0.05,
-        etcd_timeout=ETCD_TEST_DEADLINE_SECONDS,
+        etcd=EtcdConfig(timeout=ETCD_TEST_DEADLINE_SECONDS),
         backoff=BackoffPolicy(initial_seconds=0.05, cap_seconds=0.5),
     )
 

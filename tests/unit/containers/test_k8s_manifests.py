@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from services.__main__ import SERVICES
-from services.policy.config import load_config
+from services.policy.config import load_config as load_policy_config
 from services.replica.config import parse_args
-from services.vswitch.config import config_from_args
+from services.vswitch.config import load_config as load_agent_config
 from tools import build_images
 
 REPO = Path(__file__).resolve().parents[3]
@@ -131,7 +131,6 @@ def test_etcd_cluster_names_exactly_its_members(objects: list[dict[str, Any]]) -
     config = named(objects, "ConfigMap", "overland-config")["data"]
     clients = [f"{name}.etcd.{NAMESPACE}.svc:2379" for name in sorted(members)]
     assert config["OVERLAND_ETCD_ENDPOINTS"].split(",") == clients
-    assert config["OVERLAND_VSWITCH_ETCD"].split(",") == clients
 
 
 def test_images_are_the_ones_make_images_builds(objects: list[dict[str, Any]]) -> None:
@@ -168,14 +167,14 @@ def test_each_command_line_is_accepted_by_its_service(objects: list[dict[str, An
                 continue
             env = container_env(objects, container)
             if service == "policy":
-                policy = load_config(argv, env)
+                policy = load_policy_config(argv, env)
                 parsed.append(policy.server.bind)
                 assert len(policy.etcd.endpoints) == 3
             elif service == "vswitch":
-                agent = config_from_args(argv, env)
+                agent = load_agent_config(argv, env)
                 parsed.append(agent.server.bind)
                 assert (agent.host_name, agent.pa_ip) == ("node-1", "198.18.0.10")
-                assert len(agent.etcd_endpoints) == 3
+                assert len(agent.etcd.endpoints) == 3
                 assert not agent.table_only
             else:
                 parsed.append(parse_args(argv).server.bind)

@@ -13,12 +13,13 @@ from hypothesis import strategies as st
 
 from overland.v1 import types_pb2
 from services.common.clock import ManualClock
+from services.common.config import ConfigError, EtcdConfig
 from services.common.kv import KVUnavailableError, Put, RangeResult
 from services.common.memory_kv import MemoryKV
 from services.common.schema import key_of, keys
 from services.common.table import RoutingTable, TableDelta
 from services.vswitch.agent import Agent, HostRegistration, status_due
-from services.vswitch.config import AgentConfig, BackoffPolicy, VswitchConfigError
+from services.vswitch.config import AgentConfig, BackoffPolicy
 from services.vswitch.watcher import TableWatcher, WatchCursors, watch_prefixes
 from tests.unit.vswitch.agent_helpers import (
     FAST_BACKOFF,
@@ -382,12 +383,13 @@ def test_cursors_report_the_lowest_stream() -> None:
         ({"page_size": 0}, "page_size"),
         ({"pa_mtu": 50}, "pa_mtu"),
         ({"rdids": ("a/b",)}, "rdids"),
-        ({"etcd_endpoints": ("nohost",)}, "etcd_endpoints"),
+        ({"etcd": EtcdConfig(endpoints=("nohost",))}, "etcd.endpoints"),
+        ({"etcd": EtcdConfig(timeout=0)}, "etcd.timeout"),
         ({"backoff": BackoffPolicy(initial_seconds=0)}, "backoff.initial_seconds"),
     ],
 )
 def test_bad_config_is_refused_with_the_field(overrides: dict[str, object], field: str) -> None:
-    with pytest.raises(VswitchConfigError) as raised:
+    with pytest.raises(ConfigError) as raised:
         _config(**overrides).validate()
     assert field in {v.field for v in raised.value.violations}
 

@@ -13,7 +13,7 @@ from grpc_status import rpc_status
 from overland.v1 import vswitch_pb2, vswitch_pb2_grpc
 from services.common.config import ServerConfig
 from services.common.memory_kv import MemoryKV
-from services.vswitch.config import AgentConfig, config_from_args
+from services.vswitch.config import AgentConfig, load_config
 from services.vswitch.server import VswitchServer, create_server
 from tests.unit.vswitch.agent_helpers import RecordingDatapath, put, wait_until
 from tests.unit.vswitch.table_factory import domain, provider, record, route, subnet
@@ -133,9 +133,9 @@ def test_stop_stops_the_datapath_last() -> None:
 
 
 def test_config_from_flags_and_environment() -> None:
-    config = config_from_args(
+    config = load_config(
         ["--pa-ip", "198.18.0.7", "--rdid", "rd-a", "--table-only"],
-        {"OVERLAND_VSWITCH_HOST_NAME": "h7", "OVERLAND_ETCD": "127.0.0.1:2379,127.0.0.2:2379"},
+        {"OVERLAND_VSWITCH_HOST_NAME": "h7", "OVERLAND_ETCD_ENDPOINTS": "127.0.0.1:2379,127.0.0.2:2379"},
     )
     assert (config.host_name, config.pa_ip, config.rdids, config.table_only) == (
         "h7",
@@ -143,4 +143,4 @@ def test_config_from_flags_and_environment() -> None:
         ("rd-a",),
         True,
     )
-    assert config.etcd_endpoints == ("127.0.0.1:2379", "127.0.0.2:2379")
+    assert config.etcd.endpoints == ("127.0.0.1:2379", "127.0.0.2:2379")
