@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 
 from overland.v1 import replica_pb2, replica_pb2_grpc
+from services.common.config import ServerConfig
 from services.replica.config import ReplicaConfig
 from services.replica.server import ReplicaServer, create_server
 from services.replica.vhd import create_fixed
@@ -59,7 +60,12 @@ def sites(workdir: Path, primary_name: str = "bench") -> Iterator[tuple[ReplicaS
         line = dr.stdout.readline().split()
         endpoint = f"127.0.0.1:{int(line[2])}"
         primary, _port = create_server(
-            ReplicaConfig(role="primary", state_dir=workdir / "primary-state", primary_name=primary_name)
+            ReplicaConfig(
+                role="primary",
+                server=ServerConfig(bind="127.0.0.1:0"),
+                state_dir=workdir / "primary-state",
+                primary_name=primary_name,
+            )
         )
         yield primary, endpoint
     finally:

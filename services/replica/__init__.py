@@ -13,7 +13,7 @@ Grouped by the site a module serves:
 The replication API (states, settings, errors, the server) is exported here.
 """
 
-from services.replica.config import ReplicaConfig, parse_args
+from services.replica.config import ReplicaConfig, load_config
 from services.replica.errors import (
     ChunkCorrupted,
     CycleAborted,
@@ -32,7 +32,8 @@ from services.replica.errors import (
     UnauthorizedPrimary,
     UnknownVm,
 )
-from services.replica.server import ReplicaServer, create_server, main, serve
+from services.replica.main import main, serve
+from services.replica.server import ReplicaServer, create_server
 from services.replica.settings import InitialMethod, ReplicationPolicy, validate_enable
 from services.replica.states import (
     CycleOutcome,
@@ -75,8 +76,8 @@ __all__ = [
     "UnknownVm",
     "create_server",
     "health",
+    "load_config",
     "main",
-    "parse_args",
     "serve",
     "statistics",
     "transition",

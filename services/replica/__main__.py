@@ -1,7 +1,7 @@
-"""``python -m services.replica --role primary|dr ...``: run one replica service process."""
+"""``python -m services.replica --role primary|dr ...``: run one replica service process (see ``--help``)."""
 
 import sys
 
-from services.replica.server import main
+from services.replica.main import main
 
 sys.exit(main())

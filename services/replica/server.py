@@ -1,19 +1,18 @@
-"""The replica service process: ``create_server(config)`` for either role, ``serve()`` and ``main()``."""
+"""The replica service's wiring: ``create_server`` starts either role's servicers (with health and
+reflection) on one gRPC server (``main.py`` runs it as a process)."""
 
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 
 import grpc
 
 from overland.v1 import replica_pb2, replica_pb2_grpc
-from services.common.errors import OverlandError
-from services.common.logs import configure_logging
-from services.common.server import GrpcServer, build_server, wait_for_signal
-from services.common.telemetry import Telemetry, install_log_correlation, server_interceptors
-from services.replica.config import ReplicaConfig, parse_args
+from services.common.clock import SYSTEM_CLOCK, Clock
+from services.common.server import GrpcServer, build_server
+from services.common.telemetry import Telemetry, server_interceptors
+from services.replica.config import ReplicaConfig
 from services.replica.dr.servicer import ReceiverServicer, add_receiver_to_server
 from services.replica.nbd import NbdServer
 from services.replica.primary.manager import ReplicationManager
@@ -23,9 +22,10 @@ from services.replica.tuning import tune_allocator
 
 log = logging.getLogger(__name__)
 
+# The gRPC services' full names (health, reflection); their OpenTelemetry names are config.otel_name's.
 _SERVICES = replica_pb2.DESCRIPTOR.services_by_name
-PRIMARY_SERVICE = _SERVICES["ReplicaService"].full_name
-RECEIVER_SERVICE = _SERVICES["ReplicaReceiverService"].full_name
+PRIMARY_GRPC_SERVICE = _SERVICES["ReplicaService"].full_name
+RECEIVER_GRPC_SERVICE = _SERVICES["ReplicaReceiverService"].full_name
 
 
 @dataclass
@@ -54,14 +54,15 @@ class ReplicaServer:
             self.telemetry.shutdown()
 
 
-def create_server(config: ReplicaConfig) -> tuple[ReplicaServer, int]:
-    """Validate ``config`` and start the role's services (with health and reflection)."""
+def create_server(config: ReplicaConfig, *, clock: Clock = SYSTEM_CLOCK) -> tuple[ReplicaServer, int]:
+    """Validate ``config`` and start the role's services. ``clock``: the DR site's (recovery point
+    times and their pruning)."""
     config.validate()
     tune_allocator()
     manager: ReplicationManager | None = None
     receiver: ReceiverServicer | None = None
     nbd: NbdServer | None = None
-    telemetry = Telemetry.start(config.telemetry) if config.telemetry is not None else None
+    telemetry = Telemetry.start(config.telemetry)
     traced = ReplicaTelemetry(telemetry)
     if config.role == "primary":
         host, _sep, nbd_port = config.nbd_bind.rpartition(":")
@@ -73,14 +74,14 @@ def create_server(config: ReplicaConfig) -> tuple[ReplicaServer, int]:
         def register(server: grpc.Server) -> None:
             replica_pb2_grpc.add_ReplicaServiceServicer_to_server(servicer, server)
 
-        names: tuple[str, ...] = (PRIMARY_SERVICE,)
+        names: tuple[str, ...] = (PRIMARY_GRPC_SERVICE,)
     else:
-        receiver = ReceiverServicer(config, traced)
+        receiver = ReceiverServicer(config, traced, clock=clock)
 
         def register(server: grpc.Server) -> None:
             add_receiver_to_server(receiver, server)
 
-        names = (RECEIVER_SERVICE,)
+        names = (RECEIVER_GRPC_SERVICE,)
     try:
         built = build_server(config.server, names, register, server_interceptors(telemetry))
         if nbd is not None:
@@ -98,31 +99,3 @@ def create_server(config: ReplicaConfig) -> tuple[ReplicaServer, int]:
         extra={"role": config.role, "port": built.port, "nbd_port": nbd.port if nbd else None},
     )
     return ReplicaServer(built, manager, receiver, nbd, telemetry), built.port
-
-
-def serve(config: ReplicaConfig) -> None:
-    """Run until SIGINT/SIGTERM, then stop gracefully."""
-    server, port = create_server(config)
-    # The port line lets a parent process (tests, the demo) find a port-0 bind.
-    nbd = f" nbd {server.nbd.port}" if server.nbd is not None else ""
-    print(f"LISTENING {config.role} {port}{nbd}", flush=True)  # noqa: T201
-    try:
-        wait_for_signal()
-    finally:
-        server.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    configure_logging()
-    install_log_correlation()
-    try:
-        config = parse_args(argv)
-    except OverlandError as error:
-        log.error("bad configuration: %s", error.message)
-        return 2
-    serve(config)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

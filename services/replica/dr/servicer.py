@@ -17,6 +17,7 @@ import grpc
 from google.protobuf import message_factory
 
 from overland.v1 import replica_pb2, replica_pb2_grpc
+from services.common.clock import SYSTEM_CLOCK, Clock
 from services.common.errors import FieldViolation, InvalidArgument
 from services.replica.codec.chunks import decode_chunk
 from services.replica.codec.media import read_export
@@ -46,8 +47,11 @@ MAX_HASH_BLOCK = 16 * 1024 * 1024
 class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
     """One DR site: a ``VmStore`` per (primary, VM), created on first use."""
 
-    def __init__(self, config: ReplicaConfig, telemetry: ReplicaTelemetry | None = None):
+    def __init__(
+        self, config: ReplicaConfig, telemetry: ReplicaTelemetry | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ):
         self._telemetry = telemetry or ReplicaTelemetry(None)
+        self._clock = clock
         self._allowed = dict(config.allowed_primaries)
         self._tls = config.server.tls is not None
         self._fault_apply_delay = config.fault_apply_delay_seconds
@@ -82,7 +86,7 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
             if key not in self._stores:
                 root = self._allowed[primary]
                 root.mkdir(parents=True, exist_ok=True)
-                self._stores[key] = VmStore(root, vm_name, self._fault_apply_delay)
+                self._stores[key] = VmStore(root, vm_name, self._fault_apply_delay, self._clock.time_ns)
             return self._stores[key]
 
     def SendDelta(  # noqa: N802 (gRPC method name)

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from overland.v1 import replica_pb2, replica_pb2_grpc
+from services.common.config import ServerConfig
 from services.replica.config import ReplicaConfig
 from services.replica.server import ReplicaServer, create_server
 
@@ -99,6 +100,7 @@ class Sites:
     def primary(self, **overrides: object) -> ReplicaServer:
         options: dict[str, object] = {
             "role": "primary",
+            "server": ServerConfig(bind="127.0.0.1:0"),
             "state_dir": self.base / "primary-state",
             "scheduler_tick_seconds": 0.2,
         }

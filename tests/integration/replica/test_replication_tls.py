@@ -11,6 +11,7 @@ import pytest
 
 from overland.config import TlsFiles
 from overland.v1 import replica_pb2, replica_pb2_grpc
+from services.common.config import ServerConfig
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
 from services.replica.server import create_server
 from tests.integration.replica.conftest import (
@@ -120,6 +121,7 @@ def test_identity_comes_from_the_client_certificate(tmp_path: Path) -> None:
             server, _ = create_server(
                 ReplicaConfig(
                     role="primary",
+                    server=ServerConfig(bind="127.0.0.1:0"),
                     state_dir=tmp_path / f"state-{name}",
                     scheduler_tick_seconds=0.2,
                     # The configured name plays no part with TLS: only the certificate counts.

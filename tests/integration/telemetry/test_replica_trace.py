@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from overland.v1 import replica_pb2
-from services.common.config import TelemetryConfig
-from services.replica.config import ReplicaConfig, service_name
+from services.common.config import ServerConfig, TelemetryConfig
+from services.replica.config import ReplicaConfig, otel_name
 from services.replica.server import ReplicaServer, create_server
 from services.replica.telemetry import (
     APPLY_SPAN,
@@ -33,15 +33,16 @@ from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.qemu
 
-PRIMARY = service_name("primary")
-DR = service_name("dr")
+PRIMARY = otel_name("primary")
+DR = otel_name("dr")
 
 
 def _site(tmp_path: Path, role: str, endpoint: str, **options: object) -> ReplicaServer:
     config = ReplicaConfig(
         role=role,
         state_dir=tmp_path / f"{role}-state",
-        telemetry=TelemetryConfig(service_name(role), otlp_endpoint=endpoint),
+        server=ServerConfig(bind="127.0.0.1:0"),
+        telemetry=TelemetryConfig(otel_name(role), otlp_endpoint=endpoint),
         **options,  # type: ignore[arg-type]
     )
     return create_server(config)[0]

@@ -14,7 +14,7 @@ import yaml
 
 from services.__main__ import SERVICES
 from services.policy.config import load_config as load_policy_config
-from services.replica.config import parse_args
+from services.replica.config import load_config as load_replica_config
 from services.vswitch.config import load_config as load_agent_config
 from tools import build_images
 
@@ -177,7 +177,7 @@ def test_each_command_line_is_accepted_by_its_service(objects: list[dict[str, An
                 assert len(agent.etcd.endpoints) == 3
                 assert not agent.table_only
             else:
-                parsed.append(parse_args(argv).server.bind)
+                parsed.append(load_replica_config(argv, env).server.bind)
     assert sorted(parsed) == ["0.0.0.0:50051", "0.0.0.0:50052", "0.0.0.0:50053", "0.0.0.0:50053"]
 
 
