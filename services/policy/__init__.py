@@ -11,7 +11,7 @@ from services.policy.errors import (
     StaleRevision,
 )
 from services.policy.listing import ListPage, TableListing
-from services.policy.main import main, serve
+from services.policy.process import main, serve
 from services.policy.record_apply import ApplyResult, RecordApply, RecordTxns
 from services.policy.record_planner import Mode, RecordChange, TableState, TxnPlan, plan_transaction
 from services.policy.server import PolicyServer, create_server

@@ -2,6 +2,6 @@
 
 import sys
 
-from services.policy.main import main
+from services.policy.process import main
 
 sys.exit(main())

@@ -1,5 +1,5 @@
 """The policy service's wiring: ``create_server`` connects etcd, the store and the gRPC server
-(``main.py`` runs it as a process)."""
+(``process.py`` runs it as a process)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from services.replica.errors import (
     UnauthorizedPrimary,
     UnknownVm,
 )
-from services.replica.main import main, serve
+from services.replica.process import main, serve
 from services.replica.server import ReplicaServer, create_server
 from services.replica.settings import InitialMethod, ReplicationPolicy, validate_enable
 from services.replica.states import (

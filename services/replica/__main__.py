@@ -2,6 +2,6 @@
 
 import sys
 
-from services.replica.main import main
+from services.replica.process import main
 
 sys.exit(main())

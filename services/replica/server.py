@@ -1,5 +1,5 @@
 """The replica service's wiring: ``create_server`` starts either role's servicers (with health and
-reflection) on one gRPC server (``main.py`` runs it as a process)."""
+reflection) on one gRPC server (``process.py`` runs it as a process)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 
 Names are imported on first use (PEP 562): ``python -m services.vswitch`` and the datapath load this
 package first, and a restarting agent must get its datapath forwarding before it pays for the gRPC,
-etcd and telemetry stacks (see ``services.vswitch.main``).
+etcd and telemetry stacks (see ``services.vswitch.process``).
 """
 
 import importlib
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from services.vswitch.agent import Agent, HostRegistration, status_due
     from services.vswitch.config import NVGRE_OVERHEAD, AgentConfig, BackoffPolicy, load_config
     from services.vswitch.datapath_interface import Datapath
-    from services.vswitch.main import main, serve
+    from services.vswitch.process import main, serve
     from services.vswitch.server import (
         GRPC_SERVICE,
         TableOnlyError,
@@ -28,7 +28,7 @@ _MODULES = {
     "services.vswitch.agent": ("Agent", "HostRegistration", "status_due"),
     "services.vswitch.config": ("NVGRE_OVERHEAD", "AgentConfig", "BackoffPolicy", "load_config"),
     "services.vswitch.datapath_interface": ("Datapath",),
-    "services.vswitch.main": ("main", "serve"),
+    "services.vswitch.process": ("main", "serve"),
     "services.vswitch.server": (
         "GRPC_SERVICE",
         "TableOnlyError",

@@ -2,6 +2,6 @@
 
 import sys
 
-from services.vswitch.main import main
+from services.vswitch.process import main
 
 sys.exit(main())

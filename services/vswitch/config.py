@@ -2,7 +2,7 @@
 
 ``load_config`` builds it from the command line and the environment (flags win; names and defaults in
 ``overland.defaults``, the flags every service shares in ``services.common.config``). It imports nothing
-heavy: a restarting agent reads it before its datapath forwards (see main.py).
+heavy: a restarting agent reads it before its datapath forwards (see process.py).
 """
 
 from __future__ import annotations

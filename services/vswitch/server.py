@@ -1,5 +1,5 @@
 """The vswitch agent as a gRPC service: ``VswitchServicer`` over an ``Agent``, and ``create_server``,
-which wires the agent, its etcd client, its datapath and the gRPC server (``main.py`` runs it as a
+which wires the agent, its etcd client, its datapath and the gRPC server (``process.py`` runs it as a
 process, after resuming the datapath without this module's imports)."""
 
 # gRPC servicer methods carry the RPC names of vswitch.proto.
@@ -154,7 +154,7 @@ def create_server(
     """Start the agent and its gRPC server. ``kv`` defaults to an ``EtcdKV`` on ``config.etcd`` (closed
     by ``stop``); the datapath is built unless ``config.table_only``. ``clock``: the agent's (lease
     keepalive, status rate limit, applied times). ``resumed``: the table the factory's datapath was
-    already started on (``main.serve`` does that before importing this module)."""
+    already started on (``process.serve`` does that before importing this module)."""
     config.validate()
     owns_kv = kv is None
     store: KV = kv if kv is not None else EtcdKV.from_config(config.etcd_settings)
