@@ -27,9 +27,11 @@ from services.common.schema import (
     wrap,
 )
 
-text = st.text(max_size=80)
+# Protobuf string fields hold UTF-8: protobuf 7 refuses lone surrogates when a message is built.
+unicode = st.characters(blacklist_categories=("Cs",))
+text = st.text(unicode, max_size=80)
 # Identity fields end up in keys: no "/" (which separates segments) in them.
-names = st.text(st.characters(blacklist_characters="/"), max_size=40)
+names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/"), max_size=40)
 revisions = st.one_of(st.just(0), st.integers(1, 2**63 - 1))
 vsids = st.integers(0, 2**32 - 1)
 ipv4s = st.ip_addresses(v=4).map(str)
@@ -39,7 +41,7 @@ records = st.builds(
     vsid=vsids,
     mac=text,
     pa=text,
-    vm_name=st.text(max_size=300),
+    vm_name=st.text(unicode, max_size=300),
     rule=st.sampled_from(types_pb2.LookupRule.values()),
     type=st.sampled_from(types_pb2.LookupType.values()),
     rdid=text,
