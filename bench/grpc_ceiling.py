@@ -54,7 +54,7 @@ def measure(total_bytes: int) -> float:
         port = ports.get(timeout=60)
         with grpc.insecure_channel(f"127.0.0.1:{port}", options=_OPTIONS) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
-            call = channel.stream_unary(_METHOD)
+            call = channel.stream_unary(_METHOD, None, None)  # raw bytes both ways
             payload = os.urandom(MESSAGE_BYTES)
             count = total_bytes // MESSAGE_BYTES
             start = time.perf_counter()

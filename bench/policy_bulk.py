@@ -67,7 +67,7 @@ def mac_of(tenant: int, index: int) -> str:
 
 
 def make_records(tenants: list[Tenant], total: int) -> list[types_pb2.LookupRecord]:
-    records = []
+    records: list[types_pb2.LookupRecord] = []
     for number, tenant in enumerate(tenants):
         for index in range(min(CAS_PER_TENANT, total - len(records))):
             records.append(
