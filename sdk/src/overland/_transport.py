@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, ParamSpec, Self, TypeVar, overload
 
@@ -99,9 +99,9 @@ class Streaming(Generic[P, T]):
     @overload
     def __get__(self, obj: None, owner: type) -> Self: ...
     @overload
-    def __get__(self, obj: AioTransport, owner: type) -> Callable[P, AsyncIterator[T]]: ...
+    def __get__(self, obj: AioTransport, owner: type) -> Callable[P, AsyncGenerator[T, None]]: ...
     @overload
-    def __get__(self, obj: SyncTransport, owner: type) -> Callable[P, Iterator[T]]: ...
+    def __get__(self, obj: SyncTransport, owner: type) -> Callable[P, Generator[T, None, None]]: ...
     def __get__(self, obj: Any, owner: type) -> Any:
         if obj is None:
             return self
@@ -200,13 +200,13 @@ class SyncTransport(_Transport[grpc.Channel]):
             except grpc.RpcError as rpc_error:
                 time.sleep(_delay_or_raise(plan, rpc_error))
 
-    def pages(self, spec: RpcSpec, request: Message | None) -> Iterator[Any]:
+    def pages(self, spec: RpcSpec, request: Message | None) -> Generator[Any, None, None]:
         while request is not None:
             response = self.unary(spec, request)
             yield from spec.items_of(response)
             request = spec.next_page(request, response)
 
-    def stream(self, spec: RpcSpec, request: Any) -> Iterator[Any]:
+    def stream(self, spec: RpcSpec, request: Any) -> Generator[Any, None, None]:
         plan = self._plan(spec)
         while True:
             call = self._method(spec)(request, timeout=plan.remaining())
@@ -253,14 +253,14 @@ class AioTransport(_Transport[grpc.aio.Channel]):
             except grpc.RpcError as rpc_error:
                 await asyncio.sleep(_delay_or_raise(plan, rpc_error))
 
-    async def pages(self, spec: RpcSpec, request: Message | None) -> AsyncIterator[Any]:
+    async def pages(self, spec: RpcSpec, request: Message | None) -> AsyncGenerator[Any, None]:
         while request is not None:
             response = await self.unary(spec, request)
             for item in spec.items_of(response):
                 yield item
             request = spec.next_page(request, response)
 
-    async def stream(self, spec: RpcSpec, request: Any) -> AsyncIterator[Any]:
+    async def stream(self, spec: RpcSpec, request: Any) -> AsyncGenerator[Any, None]:
         plan = self._plan(spec)
         while True:
             call = self._method(spec)(request, timeout=plan.remaining())
