@@ -53,8 +53,7 @@ def main() -> None:
     args = parser.parse_args()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    # The stubs mark every RPC abstract; at run time the ones _Servicer leaves out answer UNIMPLEMENTED.
-    servicer = _Servicer(args.items)  # type: ignore[abstract]
+    servicer = _Servicer(args.items)  # type: ignore[abstract]  # the RPCs it leaves out answer UNIMPLEMENTED
     policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()

@@ -36,7 +36,9 @@ def _agent_config(host: str, pa: str, etcd: str, endpoint: str) -> AgentConfig:
     )
 
 
-def test_a_policy_write_and_both_appliers_share_one_trace(etcd_server: EtcdProcess, receiver: OtlpReceiver):
+def test_a_policy_write_and_both_appliers_share_one_trace(
+    etcd_server: EtcdProcess, receiver: OtlpReceiver
+) -> None:
     policy, port = create_server(
         PolicyConfig(
             server=ServerConfig(bind="127.0.0.1:0"),

@@ -53,7 +53,7 @@ def _one_trace(spans: list[ReceivedSpan], root: ReceivedSpan) -> dict[str, Recei
     return {s.name: s for s in spans if s.trace_id == root.trace_id}
 
 
-def test_a_replication_cycle_is_one_trace_across_both_sites(tmp_path: Path, receiver: OtlpReceiver):
+def test_a_replication_cycle_is_one_trace_across_both_sites(tmp_path: Path, receiver: OtlpReceiver) -> None:
     dr = _site(tmp_path, "dr", receiver.endpoint, allowed_primaries={"primary": tmp_path / "dr-store"})
     primary = _site(tmp_path, "primary", receiver.endpoint, scheduler_tick_seconds=0.2)
     try:

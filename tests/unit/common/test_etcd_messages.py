@@ -36,6 +36,7 @@ from services.common.kv import (
     KVRequestError,
     KVTooManyOpsError,
     KVUnavailableError,
+    Op,
     Put,
     prefix_end,
 )
@@ -123,7 +124,8 @@ def test_txn_result_reads_range_responses_when_the_branch_that_ran_reads() -> No
             etcdrpc.ResponseOp(response_range=etcdrpc.RangeResponse(kvs=[kv])),
         ],
     )
-    for ran in (None, [Put(b"/a", b"1"), Get(b"/k")]):
+    ran_ops: list[Op] = [Put(b"/a", b"1"), Get(b"/k")]
+    for ran in (None, ran_ops):
         result = txn_result(response, ran)
         assert (result.succeeded, result.revision) == (False, 5)
         assert result.responses[0] == ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -16,6 +16,9 @@ from services.common.etcd_kv import EtcdKV
 from services.common.etcd_messages import REQUIRE_LEADER, EtcdStubs
 from services.common.etcd_watch import EtcdWatch, requested_progress_is_ordered
 from services.common.kv import KVCompactedError, KVUnavailableError
+
+# A watch reads only its stub, never the channel the stubs were made on.
+NO_CHANNEL = cast(grpc.Channel, None)
 
 
 class BrokenStream(grpc.RpcError):
@@ -71,7 +74,7 @@ def open_watch(
     stub = ScriptedWatchStub(responses, error)
     owner = EtcdKV("127.0.0.1:2379")
     create = etcdrpc.WatchCreateRequest(key=b"/w/", range_end=b"/w0", start_revision=start)
-    stubs = EtcdStubs(channel=None, kv=None, lease=None, watch=stub)
+    stubs = EtcdStubs(channel=NO_CHANNEL, kv=None, lease=None, watch=stub)
     watch = EtcdWatch(owner, stubs, create, 5.0, trust_requested_progress=trusted)
     watch.wait_created(5.0)
     return watch, stub
@@ -182,7 +185,7 @@ def test_no_created_response_within_the_deadline_is_unavailable() -> None:
     stub = ScriptedWatchStub([])
     stub.Watch = lambda requests, **options: call  # type: ignore[method-assign]
     create = etcdrpc.WatchCreateRequest(key=b"/w/")
-    watch = EtcdWatch(EtcdKV("127.0.0.1:2379"), EtcdStubs(None, None, None, stub), create, None)
+    watch = EtcdWatch(EtcdKV("127.0.0.1:2379"), EtcdStubs(NO_CHANNEL, None, None, stub), create, None)
     with pytest.raises(KVUnavailableError):
         watch.wait_created(0.2)
     assert call.cancelled.is_set()

@@ -3,6 +3,7 @@ resource round-trips through its key and value, and no value crashes the decoder
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 
 import pytest
@@ -28,10 +29,10 @@ from services.common.schema import (
 )
 
 # Protobuf string fields hold UTF-8: protobuf 7 refuses lone surrogates when a message is built.
-unicode = st.characters(blacklist_categories=("Cs",))
+unicode = st.characters(blacklist_categories=["Cs"])
 text = st.text(unicode, max_size=80)
 # Identity fields end up in keys: no "/" (which separates segments) in them.
-names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/"), max_size=40)
+names = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="/"), max_size=40)
 revisions = st.one_of(st.just(0), st.integers(1, 2**63 - 1))
 vsids = st.integers(0, 2**32 - 1)
 ipv4s = st.ip_addresses(v=4).map(str)
@@ -110,8 +111,7 @@ def test_every_resource_round_trips_through_its_key_and_value(
     key = key_of(wrap(resource))
     kv = KeyValue(key, encode_entry(resource, write_time, trace), 1, mod_revision, 1)
     back = resource_from(kv, type(resource))
-    expected = type(resource)()
-    expected.CopyFrom(resource)
+    expected = copy.deepcopy(resource)
     if not isinstance(expected, types_pb2.HostStatus):
         # The stored revision is cleared; the one read back is the key's mod revision.
         expected.revision = mod_revision

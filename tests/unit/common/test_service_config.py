@@ -18,6 +18,7 @@ from overland import ClientConfig, defaults
 from overland import Service as ClientService
 from overland.defaults import ServiceDefaults
 from services.common.config import ConfigError
+from services.common.errors import FieldViolation
 from services.policy import config as policy_config
 from services.policy import process as policy_main
 from services.replica import config as replica_config
@@ -315,7 +316,7 @@ FLAGS = [
 
 def assert_config_or_error(load_it: Callable[[], Any]) -> None:
     """A valid config, or a ConfigError that names at least one field: nothing else escapes."""
-    violations: list[Any] = []
+    violations: Sequence[FieldViolation] = ()
     try:
         config = load_it()
     except ConfigError as error:

@@ -27,7 +27,7 @@ def _write_trace(span_file: Path) -> str:
     return f"{root.get_span_context().trace_id:032x}"
 
 
-def test_trace_show_prints_the_tree_across_services(tmp_path: Path):
+def test_trace_show_prints_the_tree_across_services(tmp_path: Path) -> None:
     span_file = tmp_path / "spans.jsonl"
     trace_id = _write_trace(span_file)
     runner = CliRunner()
@@ -50,7 +50,7 @@ def test_trace_show_prints_the_tree_across_services(tmp_path: Path):
     assert row["spans"] == 3
 
 
-def test_trace_show_reports_missing_traces_and_files(tmp_path: Path):
+def test_trace_show_reports_missing_traces_and_files(tmp_path: Path) -> None:
     span_file = tmp_path / "spans.jsonl"
     _write_trace(span_file)
     runner = CliRunner()
@@ -60,7 +60,7 @@ def test_trace_show_reports_missing_traces_and_files(tmp_path: Path):
     assert no_file.exit_code == 4
 
 
-def test_metrics_go_to_the_metric_file_without_an_endpoint(tmp_path: Path):
+def test_metrics_go_to_the_metric_file_without_an_endpoint(tmp_path: Path) -> None:
     metric_file = tmp_path / "metrics.jsonl"
     telemetry = Telemetry(TelemetryConfig("vswitch", metric_file=str(metric_file), otlp_endpoint=""))
     assert telemetry.config.enabled

@@ -27,7 +27,7 @@ NODE_FIELDS = {"spec.nodeName": "node-1", "status.hostIP": "198.18.0.10", "metad
 
 
 def load_objects() -> list[dict[str, Any]]:
-    objects = []
+    objects: list[dict[str, Any]] = []
     for path in sorted(MANIFESTS.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue

@@ -45,7 +45,7 @@ def expect_error(
     with pytest.raises(grpc.RpcError) as caught:
         call()
     error = caught.value
-    assert error.code() == code, f"{error.code()}: {error.details()}"  # type: ignore[attr-defined]
+    assert error.code() == code, f"{error.code()}: {error.details()}"
     violations = violations_of(error) if fields else {}
     for field in fields:
         assert field in violations, f"no violation for {field}: {violations}"
@@ -138,10 +138,12 @@ def check_invariants(kv: KV) -> int:
     for key, value in by_key.items():
         parsed = keys.parse_key(key)
         if parsed is not None and parsed.kind == keys.KIND_MAC_INDEX:
-            vsid, mac = parsed.vsid, parsed.mac
+            vsid, indexed_mac = parsed.vsid, parsed.mac
             index = by_key.get(keys.vsid_index_key(vsid))
             assert index is not None, f"{key!r}: MAC index of a missing subnet"
             holder = by_key.get(keys.record_key(index.value.decode(), vsid, value.value.decode()))
             assert holder is not None, f"{key!r}: MAC index names a missing record"
-            assert resource_from(holder, types_pb2.LookupRecord).mac == mac, f"{key!r}: stale MAC index"
+            assert resource_from(holder, types_pb2.LookupRecord).mac == indexed_mac, (
+                f"{key!r}: stale MAC index"
+            )
     return records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from overland.defaults import MAX_VSID, MIN_VSID
 from overland.v1 import types_pb2
-from services.common.kv import Compare, Delete, Put
+from services.common.kv import Compare, Delete, KeyValue, Put
 from services.common.memory_kv import MemoryKV
 from services.common.schema import keys
 from services.policy import InvalidPolicy, PolicyConflict, PolicyError, PolicyStore, ResourceExists
@@ -139,8 +140,16 @@ mac_text = st.one_of(
 def test_fast_record_check_agrees_with_the_full_one(
     ca: str, pa: str, mac: str, vsid: int, vm_name: str, rule: int, kind: int, revision: int, unknown: bytes
 ) -> None:
+    # Values outside the enums too: proto3 enums are open, and a client may send a newer one.
     record = types_pb2.LookupRecord(
-        ca=ca, pa=pa, mac=mac, vsid=vsid, vm_name=vm_name, rule=rule, type=kind, revision=revision
+        ca=ca,
+        pa=pa,
+        mac=mac,
+        vsid=vsid,
+        vm_name=vm_name,
+        rule=cast(types_pb2.LookupRule, rule),
+        type=cast(types_pb2.LookupType, kind),
+        revision=revision,
     )
     # A client may send fields this server does not know (field 127 here): they are not stored.
     received = types_pb2.LookupRecord.FromString(record.SerializeToString() + unknown)
@@ -350,7 +359,5 @@ def test_planner_errors_only_for_the_first_change() -> None:
         plan_transaction([change], 0, state, 128, lambda r: b"")
 
 
-def _kv(key: bytes, value: bytes) -> object:
-    from services.common.kv import KeyValue  # noqa: PLC0415
-
+def _kv(key: bytes, value: bytes) -> KeyValue:
     return KeyValue(key=key, value=value, create_revision=2, mod_revision=2, version=1)

@@ -4,11 +4,13 @@ next-hop selection, table status, health and reflection."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
+from services.common.kv import Put
 from services.common.memory_kv import MemoryKV, MemoryWatch
 from services.common.schema import encode_entry, keys
 from services.policy import PolicyServer
@@ -33,9 +35,9 @@ Stub = policy_pb2_grpc.PolicyServiceStub
 def bulk(
     stub: Stub,
     upserts: list[types_pb2.LookupRecord],
-    deletes: list[types_pb2.LookupRecord] = (),
+    deletes: Sequence[types_pb2.LookupRecord] = (),
     chunk: int = 100,
-) -> policy_pb2.BulkApplyLookupRecordsResponse:  # type: ignore[assignment]
+) -> policy_pb2.BulkApplyLookupRecordsResponse:
     requests = [
         policy_pb2.BulkApplyLookupRecordsRequest(upserts=upserts[i : i + chunk])
         for i in range(0, len(upserts), chunk)
@@ -46,14 +48,21 @@ def bulk(
 
 
 def list_all(
-    stub: Stub, page_size: int, **filters: object
+    stub: Stub,
+    page_size: int,
+    *,
+    vsid: int | None = None,
+    rdid: str | None = None,
+    pa: str | None = None,
 ) -> tuple[list[types_pb2.LookupRecord], int, set[int]]:
-    token, found, pages, revisions = "", [], 0, set()
+    token, pages = "", 0
+    found: list[types_pb2.LookupRecord] = []
+    revisions: set[int] = set()
     while True:
         response = stub.ListLookupRecords(
             policy_pb2.ListLookupRecordsRequest(
-                page=types_pb2.PageRequest(page_size=page_size, page_token=token), **filters
-            )  # type: ignore[arg-type]
+                page=types_pb2.PageRequest(page_size=page_size, page_token=token), vsid=vsid, rdid=rdid, pa=pa
+            )
         )
         found.extend(response.lookup_records)
         revisions.add(response.revision)
@@ -395,9 +404,7 @@ def test_table_status_reports_host_lag(stub: Stub, memory_kv: MemoryKV) -> None:
     assert not stub.GetTableStatus(policy_pb2.GetTableStatusRequest()).hosts
 
 
-def _put_host(status: types_pb2.HostStatus, lease: int) -> object:
-    from services.common.kv import Put  # noqa: PLC0415
-
+def _put_host(status: types_pb2.HostStatus, lease: int) -> Put:
     return Put(keys.host_key(status.host_name), encode_entry(status, 0), lease=lease)
 
 

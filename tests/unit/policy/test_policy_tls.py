@@ -47,6 +47,6 @@ def test_mutual_tls(tmp_path: Path, memory_kv: MemoryKV) -> None:
                 policy_pb2_grpc.PolicyServiceStub(channel).GetTableStatus(
                     policy_pb2.GetTableStatusRequest(), timeout=10
                 )
-            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         server.stop()

@@ -21,12 +21,12 @@ SECOND = 1_000_000_000
 
 
 @given(st.booleans(), st.floats(0, 10_000), st.sampled_from([30, 300, 900]))
-def test_a_cycle_misses_the_rpo_when_it_fails_or_overruns(ok: bool, seconds: float, frequency: int):
+def test_a_cycle_misses_the_rpo_when_it_fails_or_overruns(ok: bool, seconds: float, frequency: int) -> None:
     assert missed_rpo(ok, seconds, frequency) == (not ok or seconds > frequency)
 
 
 @given(st.integers(0, 2**62), st.integers(0, 2**62), st.sampled_from([30, 300, 900]))
-def test_no_age_before_the_first_sync_and_never_negative(last: int, now: int, frequency: int):
+def test_no_age_before_the_first_sync_and_never_negative(last: int, now: int, frequency: int) -> None:
     age = last_sync_age(last, now)
     violated = rpo_violated(last, now, frequency)
     if last == 0:
@@ -38,7 +38,7 @@ def test_no_age_before_the_first_sync_and_never_negative(last: int, now: int, fr
         assert violated == (age > 2 * frequency)
 
 
-def test_rows_per_vm_use_the_default_frequency_when_unset():
+def test_rows_per_vm_use_the_default_frequency_when_unset() -> None:
     synced = replica_pb2.Replication(
         vm=replica_pb2.VirtualMachine(name="vm1"),
         statistics=replica_pb2.ReplicationStatistics(last_sync_unix_nanos=10 * SECOND, pending_bytes=4096),

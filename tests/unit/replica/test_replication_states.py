@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -115,36 +117,44 @@ def _cycles(flags: list[bool], latency: float = 1.0) -> tuple[CycleOutcome, ...]
     )
 
 
-def _replicating(**changes: object) -> Record:
-    base = {"state": ReplicationState.REPLICATING, "initial_done": True, "last_sync_nanos": NOW - 10**9}
-    base.update(changes)
-    return Record(**base)  # type: ignore[arg-type]
+REPLICATING = Record(state=ReplicationState.REPLICATING, initial_done=True, last_sync_nanos=NOW - 10**9)
 
 
 def test_health_normal_at_20_percent_missed_warning_above() -> None:
-    assert health(_replicating(cycles=_cycles([True] * 8 + [False] * 2)), NOW)[0] == ReplicationHealth.NORMAL
-    level, reasons = health(_replicating(cycles=_cycles([True] * 7 + [False] * 3)), NOW)
+    assert (
+        health(replace(REPLICATING, cycles=_cycles([True] * 8 + [False] * 2)), NOW)[0]
+        == ReplicationHealth.NORMAL
+    )
+    level, reasons = health(replace(REPLICATING, cycles=_cycles([True] * 7 + [False] * 3)), NOW)
     assert level == ReplicationHealth.WARNING
     assert "3 of 10 cycles missed" in reasons[0]
 
 
 def test_health_by_last_sync_age() -> None:
-    assert health(_replicating(last_sync_nanos=NOW - HOUR_NANOS + 1), NOW)[0] == ReplicationHealth.NORMAL
-    assert health(_replicating(last_sync_nanos=NOW - 2 * HOUR_NANOS), NOW)[0] == ReplicationHealth.WARNING
-    assert health(_replicating(last_sync_nanos=NOW - 7 * HOUR_NANOS), NOW)[0] == ReplicationHealth.CRITICAL
+    assert (
+        health(replace(REPLICATING, last_sync_nanos=NOW - HOUR_NANOS + 1), NOW)[0] == ReplicationHealth.NORMAL
+    )
+    assert (
+        health(replace(REPLICATING, last_sync_nanos=NOW - 2 * HOUR_NANOS), NOW)[0]
+        == ReplicationHealth.WARNING
+    )
+    assert (
+        health(replace(REPLICATING, last_sync_nanos=NOW - 7 * HOUR_NANOS), NOW)[0]
+        == ReplicationHealth.CRITICAL
+    )
 
 
 def test_health_latency_resync_pause_error() -> None:
-    slow = _replicating(cycles=_cycles([True] * 3, latency=400.0))
+    slow = replace(REPLICATING, cycles=_cycles([True] * 3, latency=400.0))
     assert health(slow, NOW)[0] == ReplicationHealth.WARNING
-    assert health(_replicating(resync_required=True), NOW) == (
+    assert health(replace(REPLICATING, resync_required=True), NOW) == (
         ReplicationHealth.WARNING,
         ("resynchronization required",),
     )
-    paused = _replicating(state=ReplicationState.SUSPENDED, paused_since_nanos=NOW - 7 * HOUR_NANOS)
+    paused = replace(REPLICATING, state=ReplicationState.SUSPENDED, paused_since_nanos=NOW - 7 * HOUR_NANOS)
     assert health(paused, NOW)[0] == ReplicationHealth.CRITICAL
     assert (
-        health(_replicating(state=ReplicationState.CRITICAL, error="boom"), NOW)[0]
+        health(replace(REPLICATING, state=ReplicationState.CRITICAL, error="boom"), NOW)[0]
         == ReplicationHealth.CRITICAL
     )
 
@@ -154,7 +164,7 @@ def test_health_latency_resync_pause_error() -> None:
     st.integers(0, 20 * HOUR_NANOS),
 )
 def test_statistics_match_a_direct_count(raw: list[tuple[bool, float, int, bool]], age: int) -> None:
-    r = _replicating(last_sync_nanos=NOW - age)
+    r = replace(REPLICATING, last_sync_nanos=NOW - age)
     for i, (ok, latency, size, overran) in enumerate(raw):
         r = r.with_cycle(CycleOutcome(NOW - (len(raw) - i) * 30 * 10**9, ok, latency, size, overran))
     stats = statistics(r, NOW)
@@ -170,7 +180,7 @@ def test_statistics_match_a_direct_count(raw: list[tuple[bool, float, int, bool]
 
 
 def test_history_keeps_only_the_monitoring_window() -> None:
-    r = _replicating()
+    r = REPLICATING
     for i in range(2000):
         r = r.with_cycle(CycleOutcome(NOW + i * 30 * 10**9, True, 1.0, 1))
     assert len(r.cycles) <= states.MAX_CYCLE_HISTORY

@@ -110,7 +110,7 @@ headers = st.builds(
     parent_unique_id=st.binary(min_size=16, max_size=16),
     parent_timestamp=st.integers(min_value=0, max_value=2**32 - 1),
     parent_name=st.text(
-        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=100
+        alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\0"), max_size=100
     ),
     locators=st.lists(
         st.builds(
@@ -172,7 +172,7 @@ def test_bitmap_bit_order_is_msb_first() -> None:
 
 @given(
     st.sampled_from([PLATFORM_RELATIVE, PLATFORM_ABSOLUTE, PLATFORM_MACX]),
-    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0\\"), min_size=1),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\0\\"), min_size=1),
 )
 def test_locator_paths_round_trip(platform: bytes, path: str) -> None:
     decoded = decode_locator_path(platform, encode_locator_path(platform, path))

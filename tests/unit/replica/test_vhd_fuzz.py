@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 
 from services.common.errors import DataLoss
 from services.replica.vhd import VhdCorrupt, VhdError, create_differencing, create_dynamic, open_disk
-from services.replica.vhd.dynamic import decode_header
-from services.replica.vhd.footer import decode_footer
+from services.replica.vhd.dynamic import DynamicHeader, decode_header
+from services.replica.vhd.footer import DiskType, Footer, decode_footer
 
 SIZE = 256 * 1024
 BLOCK = 64 * 1024
@@ -28,17 +29,17 @@ def valid_image(folder: Path) -> Path:
     return path
 
 
-def rewrite_footer(path: Path, **changes: int) -> None:
+def rewrite_footer(path: Path, edit: Callable[[Footer], Footer]) -> None:
     data = bytearray(path.read_bytes())
-    footer = replace(decode_footer(bytes(data[-512:])), **changes).encode()
+    footer = edit(decode_footer(bytes(data[-512:]))).encode()
     data[:512] = footer
     data[-512:] = footer
     path.write_bytes(bytes(data))
 
 
-def rewrite_header(path: Path, **changes: int) -> None:
+def rewrite_header(path: Path, edit: Callable[[DynamicHeader], DynamicHeader]) -> None:
     data = bytearray(path.read_bytes())
-    data[512:1536] = replace(decode_header(bytes(data[512:1536])), **changes).encode()
+    data[512:1536] = edit(decode_header(bytes(data[512:1536]))).encode()
     path.write_bytes(bytes(data))
 
 
@@ -128,37 +129,42 @@ def test_block_over_the_bat(tmp_path: Path) -> None:
 
 def test_absurd_disk_size(tmp_path: Path) -> None:
     path = valid_image(tmp_path)
-    rewrite_footer(path, current_size=2**60)
+    rewrite_footer(path, lambda footer: replace(footer, current_size=2**60))
     assert_refused(path, "2040 GiB")
 
 
 def test_size_larger_than_the_bat(tmp_path: Path) -> None:
     path = valid_image(tmp_path)
-    rewrite_footer(path, current_size=SIZE * 4)
+    rewrite_footer(path, lambda footer: replace(footer, current_size=SIZE * 4))
     assert_refused(path, "BAT has")
 
 
 def test_absurd_table_entries(tmp_path: Path) -> None:
     path = valid_image(tmp_path)
-    rewrite_header(path, max_table_entries=2**32 - 1)
+    rewrite_header(path, lambda header: replace(header, max_table_entries=2**32 - 1))
     assert_refused(path, "BAT of")
 
 
 def test_absurd_block_size(tmp_path: Path) -> None:
     path = valid_image(tmp_path)
-    rewrite_header(path, block_size=3 * 1024 * 1024)
+    rewrite_header(path, lambda header: replace(header, block_size=3 * 1024 * 1024))
     assert_refused(path, "block size")
 
 
 def test_header_offset_past_the_end(tmp_path: Path) -> None:
     path = valid_image(tmp_path)
-    rewrite_footer(path, data_offset=2**40)
+    rewrite_footer(path, lambda footer: replace(footer, data_offset=2**40))
     assert_refused(path, "past the end")
 
 
 def test_fixed_disk_truncated(tmp_path: Path) -> None:
     path = valid_image(tmp_path)
-    rewrite_footer(path, disk_type=2, data_offset=0xFFFFFFFFFFFFFFFF, current_size=SIZE * 8)
+    rewrite_footer(
+        path,
+        lambda footer: replace(
+            footer, disk_type=DiskType.FIXED, data_offset=0xFFFFFFFFFFFFFFFF, current_size=SIZE * 8
+        ),
+    )
     data = path.read_bytes()
     path.write_bytes(bytes(512) + data[512:])
     assert_refused(path, "truncated")

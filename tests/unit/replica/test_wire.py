@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from overland.v1 import replica_pb2
 from services.replica.codec.wire import ChunkBatch, encode_chunk, encode_message, parse_message, serialize
+from services.replica.vhd.device import Buffer
 
 FIELDS = ("disk", "offset", "length", "data", "compressed", "zero", "blake3", "index")
 
@@ -35,8 +36,17 @@ def as_message(chunk_list: list[replica_pb2.DeltaChunk]) -> replica_pb2.DeltaMes
     return replica_pb2.DeltaMessage(chunks=replica_pb2.DeltaChunks(chunks=chunk_list))
 
 
-def encoded(chunk: replica_pb2.DeltaChunk) -> list[bytes | memoryview]:
-    return encode_chunk(**{f: getattr(chunk, f) for f in FIELDS})  # type: ignore[arg-type]
+def encoded(chunk: replica_pb2.DeltaChunk) -> list[Buffer]:
+    return encode_chunk(
+        disk=chunk.disk,
+        offset=chunk.offset,
+        length=chunk.length,
+        data=chunk.data,
+        compressed=chunk.compressed,
+        zero=chunk.zero,
+        blake3=chunk.blake3,
+        index=chunk.index,
+    )
 
 
 @given(st.lists(chunks, min_size=1, max_size=4))

@@ -30,7 +30,7 @@ class Running:
 
 
 def start_fake(credentials: grpc.ServerCredentials | None = None) -> Running:
-    fake = FakePolicy()
+    fake = FakePolicy()  # type: ignore[abstract]  # the RPCs it leaves out answer UNIMPLEMENTED
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     policy_pb2_grpc.add_PolicyServiceServicer_to_server(fake, server)
     address = "127.0.0.1:0"

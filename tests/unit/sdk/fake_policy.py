@@ -103,7 +103,7 @@ class FakePolicy(policy_pb2_grpc.PolicyServiceServicer):
     # --- plumbing -------------------------------------------------------------------------------
     def _enter(self, method: str, context: grpc.ServicerContext) -> None:
         self.calls[method] += 1
-        self.metadata[method] = {m.key: m.value for m in context.invocation_metadata()}
+        self.metadata[method] = dict(context.invocation_metadata())
         if self.faults[method]:
             code = self.faults[method].pop(0)
             context.abort_with_status(Abort(code, f"injected {code.name}").status())

@@ -63,7 +63,7 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
 
 @pytest.fixture
 def env() -> Iterator[tuple[FakeReplica, dict[str, str]]]:
-    fake = FakeReplica()
+    fake = FakeReplica()  # type: ignore[abstract]  # the RPCs it leaves out answer UNIMPLEMENTED
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     replica_pb2_grpc.add_ReplicaServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")

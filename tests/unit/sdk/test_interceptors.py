@@ -79,6 +79,6 @@ def test_aio_interceptors_cannot_be_added_to_a_given_channel(policy_server: Runn
                     config=policy_server.config(), channel=channel, interceptors=[AioHeader()]
                 )
         finally:
-            await channel.close()
+            await channel.close(None)
 
     asyncio.run(scenario())

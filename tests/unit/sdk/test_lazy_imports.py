@@ -58,4 +58,4 @@ def test_the_lazy_names_are_the_type_checked_ones_and_all_load(package: ModuleTy
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'NoSuchClient'"):
-        _ = overland.NoSuchClient  # type: ignore[attr-defined]
+        _ = overland.NoSuchClient

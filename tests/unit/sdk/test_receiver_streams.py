@@ -42,7 +42,7 @@ class FakeReceiver(replica_pb2_grpc.ReplicaReceiverServiceServicer):
 
 @pytest.fixture
 def receiver() -> Iterator[tuple[FakeReceiver, ReplicaReceiverClient]]:
-    fake = FakeReceiver()
+    fake = FakeReceiver()  # type: ignore[abstract]  # the RPCs it leaves out answer UNIMPLEMENTED
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     replica_pb2_grpc.add_ReplicaReceiverServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -80,7 +80,7 @@ def test_module_order_of_the_real_modprobe() -> None:
 
 def read_newc(archive: bytes) -> list[tuple[str, int, bytes, tuple[int, int]]]:
     """An independent reader: (name, mode, data, rdev) of each entry up to the trailer."""
-    entries = []
+    entries: list[tuple[str, int, bytes, tuple[int, int]]] = []
     offset = 0
     while True:
         header = archive[offset : offset + 110]

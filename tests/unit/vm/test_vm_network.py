@@ -61,7 +61,7 @@ def nics(draw: st.DrawFn) -> NicSettings:
     mac = draw(macs.filter(lambda m: m != "00:00:00:00:00:00"))
     addresses = draw(st.lists(interfaces, max_size=4, unique_by=lambda a: a.ip))
     gateway = None
-    if addresses and draw(st.booleans()):
+    if len(addresses) > 0 and draw(st.booleans()):
         gateway = draw(st.sampled_from(addresses)).network.network_address + draw(st.integers(1, 254))
     dns = draw(st.lists(tenant_ips, max_size=3))
     nic = NicSettings(mac, tuple(addresses), gateway, tuple(dns))

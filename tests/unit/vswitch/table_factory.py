@@ -38,8 +38,8 @@ def record(
     pa: str,
     mac: str = "",
     *,
-    rule: int = types_pb2.LOOKUP_RULE_ENCAP,
-    kind: int = types_pb2.LOOKUP_TYPE_STATIC,
+    rule: types_pb2.LookupRule = types_pb2.LOOKUP_RULE_ENCAP,
+    kind: types_pb2.LookupType = types_pb2.LOOKUP_TYPE_STATIC,
 ) -> StoreEntry:
     mac = mac or "02:00:" + ":".join(f"{b:02x}" for b in bytes(int(p) for p in ca.split(".")))
     return wrap(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
 
 from overland.v1 import types_pb2, vswitch_pb2
 from services.common.config import TelemetryConfig
@@ -36,7 +36,7 @@ def _change(n: int, write_ns: int, trace: types_pb2.TraceContext | None = None) 
 
 
 @given(st.lists(st.integers(min_value=0, max_value=2**62), max_size=20), st.integers(0, 2**62))
-def test_lag_is_that_of_the_oldest_stamped_write(times: list[int], now: int):
+def test_lag_is_that_of_the_oldest_stamped_write(times: list[int], now: int) -> None:
     delta = TableDelta(7, tuple(_change(i, t) for i, t in enumerate(times)))
     stamped = [t for t in times if t > 0]
     lag = lag_seconds(delta, now)
@@ -47,17 +47,17 @@ def test_lag_is_that_of_the_oldest_stamped_write(times: list[int], now: int):
         assert lag == max(0.0, (now - min(stamped)) / 1e9)
 
 
-def test_a_cold_sync_is_not_propagation():
+def test_a_cold_sync_is_not_propagation() -> None:
     delta = TableDelta(7, (_change(1, 10),), reset=True)
     assert lag_seconds(delta, 10**12) is None
 
 
 @given(st.integers(0, 2**40), st.integers(0, 2**40))
-def test_revision_lag_never_negative(seen: int, applied: int):
+def test_revision_lag_never_negative(seen: int, applied: int) -> None:
     assert lag_revisions(seen, applied) == max(0, seen - applied)
 
 
-def test_counters_become_rows_with_drops_by_reason():
+def test_counters_become_rows_with_drops_by_reason() -> None:
     counters = vswitch_pb2.Counters(rx_packets=3, tx_packets=4, rx_bytes=300, tx_bytes=400)
     counters.drops["wrong_vsid"] = 2
     rows = packet_observations(counters, "h1")
@@ -65,7 +65,7 @@ def test_counters_become_rows_with_drops_by_reason():
     assert (PACKETS, 4, {"overland.host": "h1", "direction": "tx"}) in rows
 
 
-def test_apply_span_joins_the_write_and_lag_is_recorded(tmp_path: Path):
+def test_apply_span_joins_the_write_and_lag_is_recorded(tmp_path: Path) -> None:
     reader = InMemoryMetricReader()
     telemetry = Telemetry(
         TelemetryConfig("vswitch", span_file=str(tmp_path / "s.jsonl"), synchronous=True),
@@ -80,12 +80,9 @@ def test_apply_span_joins_the_write_and_lag_is_recorded(tmp_path: Path):
         pass
     with agent.applying(TableDelta(10), 11, lambda: 4_000_000_000):
         pass
-    metrics = {
-        m.name: m
-        for rm in reader.get_metrics_data().resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-    }
+    exported = reader.get_metrics_data()
+    assert exported is not None
+    metrics = {m.name: m for rm in exported.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     telemetry.shutdown()
     spans = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     applies = [s for s in spans if s["name"] == "vswitch.apply"]
@@ -99,6 +96,9 @@ def test_apply_span_joins_the_write_and_lag_is_recorded(tmp_path: Path):
         "overland.reset": False,
     }
     histogram = metrics[LAG_SECONDS].data.data_points[0]
+    assert isinstance(histogram, HistogramDataPoint)
     assert histogram.count == 1
     assert histogram.sum == 2.5
-    assert metrics[LAG_REVISIONS].data.data_points[0].value == 3
+    revisions = metrics[LAG_REVISIONS].data.data_points[0]
+    assert isinstance(revisions, NumberDataPoint)
+    assert revisions.value == 3

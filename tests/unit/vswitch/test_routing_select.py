@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from overland.v1 import types_pb2
 from services.common.routing import RoutingError, select_next_hop
-from services.common.schema import key_of
+from services.common.schema import StoreEntry, key_of
 from services.common.table import RoutingTable, TableChange
 from tests.unit.vswitch.table_factory import (
     SUBNET_DOMAIN,
@@ -51,7 +53,7 @@ def tenants() -> RoutingTable:
     )
 
 
-def test_same_subnet_is_delivered_to_the_record_pa(tenants):
+def test_same_subnet_is_delivered_to_the_record_pa(tenants: RoutingTable) -> None:
     hop = select_next_hop(tenants, vsid=4096, source_ca="192.0.2.1", destination_ca="192.0.2.2")
     assert hop.found
     assert (hop.pa, hop.vsid, hop.source_vsid, hop.rdid) == ("198.18.0.2", 4096, 4096, BLUE)
@@ -61,26 +63,26 @@ def test_same_subnet_is_delivered_to_the_record_pa(tenants):
     assert hop.mac == hop.record.mac
 
 
-def test_same_ca_in_another_tenant_goes_to_that_tenants_pa(tenants):
+def test_same_ca_in_another_tenant_goes_to_that_tenants_pa(tenants: RoutingTable) -> None:
     hop = select_next_hop(tenants, vsid=4098, source_ca="192.0.2.1", destination_ca="192.0.2.2")
     assert (hop.pa, hop.vsid, hop.rdid) == ("198.18.0.1", 4098, RED)
 
 
-def test_rdid_scope_finds_the_source_subnet_by_prefix(tenants):
+def test_rdid_scope_finds_the_source_subnet_by_prefix(tenants: RoutingTable) -> None:
     hop = select_next_hop(tenants, rdid=BLUE, source_ca="192.0.2.130", destination_ca="192.0.2.1")
     assert hop.found
     assert (hop.source_vsid, hop.vsid, hop.pa) == (4097, 4096, "198.18.0.1")
     assert any("distributed router" in reason for reason in hop.reasons)
 
 
-def test_distributed_router_never_reaches_another_domain(tenants):
+def test_distributed_router_never_reaches_another_domain(tenants: RoutingTable) -> None:
     hop = select_next_hop(tenants, vsid=4098, source_ca="192.0.2.1", destination_ca="192.0.2.130")
     assert not hop.found
     assert hop.pa == ""
     assert hop.reasons
 
 
-def test_customer_routes_longest_prefix_then_lowest_metric():
+def test_customer_routes_longest_prefix_then_lowest_metric() -> None:
     table = _table(
         subnet(4096, BLUE, "192.0.2.0/25"),
         record(4096, BLUE, "192.0.2.10", "198.18.0.1"),
@@ -100,7 +102,7 @@ def test_customer_routes_longest_prefix_then_lowest_metric():
     assert default.route.destination_prefix == "0.0.0.0/0"
 
 
-def test_a_route_whose_next_hop_does_not_resolve_is_skipped():
+def test_a_route_whose_next_hop_does_not_resolve_is_skipped() -> None:
     table = _table(
         subnet(4096, BLUE, "192.0.2.0/25"),
         record(4096, BLUE, "192.0.2.10", "198.18.0.1"),
@@ -114,7 +116,7 @@ def test_a_route_whose_next_hop_does_not_resolve_is_skipped():
     assert any("inactive" in reason for reason in hop.reasons)
 
 
-def test_on_link_route_resolves_the_destination_itself():
+def test_on_link_route_resolves_the_destination_itself() -> None:
     table = _table(
         subnet(4096, BLUE, "192.0.2.0/25"),
         subnet(4097, BLUE, "198.51.100.0/24"),
@@ -125,7 +127,7 @@ def test_on_link_route_resolves_the_destination_itself():
     assert (hop.found, hop.pa, hop.vsid) == (True, "198.18.0.2", 4097)
 
 
-def test_gateway_wildcard_is_the_fallback():
+def test_gateway_wildcard_is_the_fallback() -> None:
     wildcard = record(4096, BLUE, "0.0.0.0", "198.18.0.3", kind=types_pb2.LOOKUP_TYPE_GATEWAY_WILDCARD)
     table = _table(subnet(4096, BLUE, "192.0.2.0/25"), wildcard)
     hop = select_next_hop(table, vsid=4096, source_ca="192.0.2.10", destination_ca="198.51.100.77")
@@ -134,7 +136,7 @@ def test_gateway_wildcard_is_the_fallback():
     assert hop.record.type == types_pb2.LOOKUP_TYPE_GATEWAY_WILDCARD
 
 
-def test_l2_only_records_are_switched_but_not_routed():
+def test_l2_only_records_are_switched_but_not_routed() -> None:
     l2 = record(4097, BLUE, "192.0.2.140", "198.18.0.2", kind=types_pb2.LOOKUP_TYPE_L2_ONLY)
     table = _table(subnet(4096, BLUE, "192.0.2.0/25"), subnet(4097, BLUE, "192.0.2.128/25"), l2)
     same = select_next_hop(table, vsid=4097, source_ca="192.0.2.141", destination_ca="192.0.2.140")
@@ -144,7 +146,7 @@ def test_l2_only_records_are_switched_but_not_routed():
     assert any("L2_ONLY" in reason for reason in routed.reasons)
 
 
-def test_rule_none_is_reported():
+def test_rule_none_is_reported() -> None:
     plain = record(4096, BLUE, "192.0.2.5", "198.18.0.2", rule=types_pb2.LOOKUP_RULE_NONE)
     table = _table(subnet(4096, BLUE, "192.0.2.0/25"), plain)
     hop = select_next_hop(table, vsid=4096, source_ca="192.0.2.1", destination_ca="192.0.2.5")
@@ -152,7 +154,7 @@ def test_rule_none_is_reported():
     assert hop.rule == types_pb2.LOOKUP_RULE_NONE
 
 
-def test_unknown_scope_is_not_found(tenants):
+def test_unknown_scope_is_not_found(tenants: RoutingTable) -> None:
     assert not select_next_hop(tenants, vsid=5000, source_ca="192.0.2.1", destination_ca="192.0.2.2").found
     unknown_domain = select_next_hop(tenants, rdid="rd-x", source_ca="192.0.2.1", destination_ca="192.0.2.2")
     assert not unknown_domain.found
@@ -166,7 +168,9 @@ def test_unknown_scope_is_not_found(tenants):
         ({"vsid": 4096}, "192.0.2.300", "nope", {"source_ca", "destination_ca"}),
     ],
 )
-def test_bad_questions_raise_with_field_violations(tenants, scope, source, destination, fields):
+def test_bad_questions_raise_with_field_violations(
+    tenants: RoutingTable, scope: dict[str, Any], source: str, destination: str, fields: set[str]
+) -> None:
     with pytest.raises(RoutingError) as raised:
         select_next_hop(tenants, source_ca=source, destination_ca=destination, **scope)
     assert {v.field for v in raised.value.violations} == fields
@@ -177,7 +181,9 @@ CAS = st.sampled_from(["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.130", "19
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(entries(), max_size=40), st.sampled_from(sorted(SUBNET_DOMAIN)), CAS, CAS)
-def test_never_crosses_routing_domains(writes, vsid, source, destination):
+def test_never_crosses_routing_domains(
+    writes: list[StoreEntry], vsid: int, source: str, destination: str
+) -> None:
     table = RoutingTable()
     base = [subnet(v, SUBNET_DOMAIN[v], SUBNET_PREFIXES[v]) for v in SUBNET_DOMAIN]
     table.update([TableChange(key_of(e), e, i + 1) for i, e in enumerate([*base, *writes])])

@@ -96,7 +96,9 @@ def _check_indexes(table: RoutingTable) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(operations, st.lists(st.integers(1, 6), max_size=10))
-def test_replaying_events_in_any_batches_equals_reset_of_the_final_state(ops, cuts):
+def test_replaying_events_in_any_batches_equals_reset_of_the_final_state(
+    ops: list[tuple[bool, StoreEntry]], cuts: list[int]
+) -> None:
     changes = _changes(ops)
     replayed = RoutingTable()
     start = 0
@@ -114,7 +116,7 @@ def test_replaying_events_in_any_batches_equals_reset_of_the_final_state(ops, cu
 
 @settings(max_examples=100, deadline=None)
 @given(operations)
-def test_watch_events_and_table_changes_apply_alike(ops):
+def test_watch_events_and_table_changes_apply_alike(ops: list[tuple[bool, StoreEntry]]) -> None:
     changes = _changes(ops)
     from_changes, from_events = RoutingTable(), RoutingTable()
     from_changes.update(changes)
@@ -128,7 +130,7 @@ def test_watch_events_and_table_changes_apply_alike(ops):
 
 @settings(max_examples=100, deadline=None)
 @given(operations)
-def test_update_is_idempotent(ops):
+def test_update_is_idempotent(ops: list[tuple[bool, StoreEntry]]) -> None:
     changes = _changes(ops)
     table = RoutingTable()
     table.update(changes)
@@ -144,7 +146,9 @@ def test_update_is_idempotent(ops):
 
 @settings(max_examples=150, deadline=None)
 @given(operations, operations)
-def test_reset_delta_turns_the_old_state_into_the_new_one(old_ops, new_ops):
+def test_reset_delta_turns_the_old_state_into_the_new_one(
+    old_ops: list[tuple[bool, StoreEntry]], new_ops: list[tuple[bool, StoreEntry]]
+) -> None:
     old, new = _final_state(old_ops), _final_state(new_ops)
     table = RoutingTable()
     table.reset(old, 10)
@@ -165,7 +169,7 @@ def test_reset_delta_turns_the_old_state_into_the_new_one(old_ops, new_ops):
     _check_indexes(table)
 
 
-def test_reset_after_compaction_synthesizes_the_missed_deletes():
+def test_reset_after_compaction_synthesizes_the_missed_deletes() -> None:
     table = RoutingTable()
     kept = record(4096, "rd-blue", "192.0.2.1", "198.18.0.1")
     vanished = record(4096, "rd-blue", "192.0.2.2", "198.18.0.2")
@@ -182,7 +186,7 @@ def test_reset_after_compaction_synthesizes_the_missed_deletes():
     assert table.revision == 42
 
 
-def test_delta_reports_old_and_new_values_of_a_moved_record():
+def test_delta_reports_old_and_new_values_of_a_moved_record() -> None:
     table = RoutingTable()
     before = record(4096, "rd-blue", "192.0.2.1", "198.18.0.1")
     table.update([TableChange(key_of(before), before, 3)])
@@ -197,7 +201,7 @@ def test_delta_reports_old_and_new_values_of_a_moved_record():
     assert [r.ca for r in table.records_on_pa("198.18.0.2")] == ["192.0.2.1"]
 
 
-def test_put_then_delete_in_one_batch_is_no_change():
+def test_put_then_delete_in_one_batch_is_no_change() -> None:
     table = RoutingTable()
     entry = subnet(4096, "rd-blue", "192.0.2.0/25")
     delta = table.update([TableChange(key_of(entry), entry, 7), TableChange(key_of(entry), None, 8)])
@@ -206,7 +210,7 @@ def test_put_then_delete_in_one_batch_is_no_change():
     assert table.subnet(4096) is None
 
 
-def test_events_at_or_below_the_applied_revision_are_skipped():
+def test_events_at_or_below_the_applied_revision_are_skipped() -> None:
     table = RoutingTable()
     old = subnet(4096, "rd-blue", "192.0.2.0/25")
     table.reset(as_map(old), 10)
@@ -216,14 +220,14 @@ def test_events_at_or_below_the_applied_revision_are_skipped():
     assert [c.kind for c in fresh.changed()] == [KIND_SUBNET]
 
 
-def test_progress_revision_advances_without_events():
+def test_progress_revision_advances_without_events() -> None:
     table = RoutingTable()
     delta = table.update([], revision=99)
     assert not delta
     assert delta.revision == table.revision == 99
 
 
-def test_foreign_keys_are_ignored_and_bad_values_rejected():
+def test_foreign_keys_are_ignored_and_bad_values_rejected() -> None:
     table = RoutingTable()
     good = record(4096, "rd-blue", "192.0.2.1", "198.18.0.1")
     table.update([TableChange(key_of(good), good, 2)])
@@ -247,7 +251,7 @@ def test_foreign_keys_are_ignored_and_bad_values_rejected():
     assert table.revision == 6
 
 
-def test_output_only_identity_fields_are_filled_from_the_key():
+def test_output_only_identity_fields_are_filled_from_the_key() -> None:
     table = RoutingTable()
     bare = record(4096, "", "192.0.2.1", "198.18.0.1")
     table.update([TableChange(keys.record_key("rd-blue", 4096, "192.0.2.1"), bare, 2)])
@@ -258,7 +262,7 @@ def test_output_only_identity_fields_are_filled_from_the_key():
     assert bare.lookup_record.rdid == ""
 
 
-def test_decode_snapshot_sets_revisions_and_drops_garbage():
+def test_decode_snapshot_sets_revisions_and_drops_garbage() -> None:
     entry = domain("rd-blue", "Blue")
     kvs = [
         KeyValue(key_of(entry), entry.SerializeToString(), 3, 17, 2),
@@ -269,7 +273,7 @@ def test_decode_snapshot_sets_revisions_and_drops_garbage():
     assert snapshot[key_of(entry)].routing_domain.revision == 17
 
 
-def test_prefix_queries_pick_the_most_specific_and_lowest_metric():
+def test_prefix_queries_pick_the_most_specific_and_lowest_metric() -> None:
     table = RoutingTable()
     table.reset(
         as_map(

@@ -61,8 +61,11 @@ def kv() -> Iterator[GatedKV]:
         store.close()
 
 
+Running = tuple[Agent, RecordingDatapath]
+
+
 @pytest.fixture
-def agent(kv: GatedKV) -> Iterator[tuple[Agent, RecordingDatapath]]:
+def agent(kv: GatedKV) -> Iterator[Running]:
     datapath = RecordingDatapath()
     with started_agent(Agent(_config(), kv, datapath)) as started:
         yield started, datapath
@@ -96,7 +99,7 @@ def test_cold_sync_reads_pages_at_one_revision(kv: GatedKV) -> None:
     assert len(deltas[-1].added("record")) == 10
 
 
-def test_agent_follows_puts_and_deletes_and_feeds_the_datapath(agent, kv: GatedKV) -> None:
+def test_agent_follows_puts_and_deletes_and_feeds_the_datapath(agent: Running, kv: GatedKV) -> None:
     running, datapath = agent
     wait_until(lambda: running.watcher.connected, what="connected")
     assert datapath.started
@@ -114,7 +117,7 @@ def test_agent_follows_puts_and_deletes_and_feeds_the_datapath(agent, kv: GatedK
     assert status.connected
 
 
-def test_applied_revision_follows_progress_of_other_prefixes(agent, kv: GatedKV) -> None:
+def test_applied_revision_follows_progress_of_other_prefixes(agent: Running, kv: GatedKV) -> None:
     running, _ = agent
     wait_until(lambda: running.watcher.connected, what="connected")
     # A write outside the watched prefixes: no event, but progress moves the applied revision.
@@ -122,7 +125,7 @@ def test_applied_revision_follows_progress_of_other_prefixes(agent, kv: GatedKV)
     assert running.wait_for_revision(revision, 10)
 
 
-def test_broken_streams_resume_without_resync(agent, kv: GatedKV) -> None:
+def test_broken_streams_resume_without_resync(agent: Running, kv: GatedKV) -> None:
     running, datapath = agent
     wait_until(lambda: running.watcher.connected, what="connected")
     syncs = running.watcher.stats.syncs
@@ -138,7 +141,7 @@ def test_broken_streams_resume_without_resync(agent, kv: GatedKV) -> None:
     assert not any(d.reset for d in datapath.deltas[1:])
 
 
-def test_lost_etcd_keeps_the_table_and_recovers(agent, kv: GatedKV) -> None:
+def test_lost_etcd_keeps_the_table_and_recovers(agent: Running, kv: GatedKV) -> None:
     running, datapath = agent
     revision = put(kv, *_records(4))
     assert running.wait_for_revision(revision, 10)
@@ -157,7 +160,7 @@ def test_lost_etcd_keeps_the_table_and_recovers(agent, kv: GatedKV) -> None:
     assert [(c.removed, c.key) for c in later] == [(True, key_of(_records(1)[0]))]
 
 
-def test_compaction_while_disconnected_relists_and_synthesizes_deletes(agent, kv: GatedKV) -> None:
+def test_compaction_while_disconnected_relists_and_synthesizes_deletes(agent: Running, kv: GatedKV) -> None:
     running, datapath = agent
     kept, gone = (
         record(4096, "rd-blue", "192.0.2.10", "198.18.0.2"),
@@ -236,7 +239,7 @@ def test_a_datapath_bug_stops_the_agent_loudly(kv: GatedKV) -> None:
         running.stop()
 
 
-def test_host_key_is_registered_on_a_lease_with_the_applied_revision(agent, kv: GatedKV) -> None:
+def test_host_key_is_registered_on_a_lease_with_the_applied_revision(agent: Running, kv: GatedKV) -> None:
     running, _ = agent
     revision = put(kv, *_records(2))
     assert running.wait_for_revision(revision, 10)
@@ -320,7 +323,7 @@ def test_idle_agents_do_not_write_status_for_each_others_writes(kv: GatedKV) -> 
             agent.stop()
 
 
-def test_agent_registration_writes_stay_bounded_under_many_applies(agent, kv: GatedKV) -> None:
+def test_agent_registration_writes_stay_bounded_under_many_applies(agent: Running, kv: GatedKV) -> None:
     running, _ = agent
     wait_until(lambda: running.registration.registered, what="registered")
     writes = running.registration.writes

@@ -33,10 +33,11 @@ def _start(table_only: bool) -> tuple[VswitchServer, MemoryKV, RecordingDatapath
     return server, kv, datapath
 
 
+Running = tuple[VswitchServer, vswitch_pb2_grpc.VswitchServiceStub]
+
+
 @pytest.fixture(params=[True, False], ids=["table-only", "datapath"])
-def running(
-    request: pytest.FixtureRequest,
-) -> Iterator[tuple[VswitchServer, vswitch_pb2_grpc.VswitchServiceStub]]:
+def running(request: pytest.FixtureRequest) -> Iterator[Running]:
     server, kv, _ = _start(request.param)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
@@ -59,7 +60,7 @@ def _violations(error: grpc.RpcError) -> set[str]:
     return found
 
 
-def test_status_and_dump_show_the_applied_table(running) -> None:
+def test_status_and_dump_show_the_applied_table(running: Running) -> None:
     server, stub = running
     status = stub.GetAgentStatus(vswitch_pb2.GetAgentStatusRequest(), timeout=5)
     assert (status.host_name, status.pa_ip) == ("host-1", "198.18.0.1")
@@ -80,7 +81,7 @@ def test_status_and_dump_show_the_applied_table(running) -> None:
     assert len(dump.routing_domains) == 1
 
 
-def test_health_is_serving(running) -> None:
+def test_health_is_serving(running: Running) -> None:
     server, _ = running
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -90,7 +91,7 @@ def test_health_is_serving(running) -> None:
     assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_datapath_calls_are_delegated_or_refused_in_table_only_mode(running) -> None:
+def test_datapath_calls_are_delegated_or_refused_in_table_only_mode(running: Running) -> None:
     server, stub = running
     port = vswitch_pb2.Port(name="tap-vm1", mac="02:00:c0:00:02:01", vsid=4096)
     if server.agent.datapath is None:
@@ -117,7 +118,7 @@ def test_datapath_calls_are_delegated_or_refused_in_table_only_mode(running) -> 
     assert datapath.started
 
 
-def test_bad_port_gets_field_violations(running) -> None:
+def test_bad_port_gets_field_violations(running: Running) -> None:
     _, stub = running
     with pytest.raises(grpc.RpcError) as raised:
         stub.AttachPort(vswitch_pb2.AttachPortRequest(port=vswitch_pb2.Port(name="x" * 16)), timeout=5)
