@@ -12,6 +12,7 @@ cut off its network (``docker network disconnect``), and the whole cluster resta
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,7 +100,8 @@ def start_container(
     for directory in shared_dirs:
         container.with_volume_mapping(str(directory), str(directory), "rw")
     for container_port, host_port in published.items():
-        container.ports[f"{container_port}/tcp"] = ("127.0.0.1", host_port)
+        # Docker binds (address, port); testcontainers' annotation knows only a bare port.
+        container.ports[f"{container_port}/tcp"] = ("127.0.0.1", host_port)  # type: ignore[assignment]
     container.start()
     return container.get_wrapped_container()
 
@@ -192,7 +194,7 @@ class EtcdCluster:
         """Every given member (default all) answers a linearizable read: it is in a quorum with a leader."""
         for member in members or self.members:
             with contextlib.closing(member.client()) as client:
-                wait_until(f"{member.name} healthy", lambda m=member, c=client: m.answers(c), timeout)
+                wait_until(f"{member.name} healthy", functools.partial(member.answers, client), timeout)
 
     def leader(self, among: Sequence[Member] | None = None) -> Member:
         """The member the reachable ones agree is leader."""

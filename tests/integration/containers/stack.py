@@ -208,11 +208,11 @@ class OverlandStack:
         """Wait until every agent has applied the newest table write."""
         target = self.table_revision()
         for agent in self.agents:
-            wait_until(
-                f"{agent.service.name} to apply revision {target} {what}".strip(),
-                lambda a=agent: a.status().applied_revision >= target,
-                timeout,
-            )
+
+            def applied(agent: Agent = agent) -> bool:
+                return agent.status().applied_revision >= target
+
+            wait_until(f"{agent.service.name} to apply revision {target} {what}".strip(), applied, timeout)
 
     def check(self) -> int:
         """Assert every invariant on the store and on each agent's copy; the number of records."""

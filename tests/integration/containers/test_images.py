@@ -14,7 +14,7 @@ from testcontainers.core.network import Network
 
 from tests.integration.containers.harness import REPO
 
-DOCKER_RANGE = ipaddress.ip_network("198.19.0.0/16")
+DOCKER_RANGE = ipaddress.IPv4Network("198.19.0.0/16")
 INPUTS_LABEL = "org.overland.inputs"
 
 
@@ -85,8 +85,8 @@ def test_unchanged_inputs_are_a_cache_hit(etcd_image: str) -> None:
 def test_docker_networks_stay_in_their_range(docker_engine: docker.DockerClient) -> None:
     bridge = docker_engine.networks.get("bridge").attrs["IPAM"]["Config"]
     assert bridge
-    assert all(ipaddress.ip_network(c["Subnet"]).subnet_of(DOCKER_RANGE) for c in bridge)
+    assert all(ipaddress.IPv4Network(c["Subnet"]).subnet_of(DOCKER_RANGE) for c in bridge)
     with Network() as net:
         config = docker_engine.networks.get(net.name).attrs["IPAM"]["Config"]
     assert config
-    assert all(ipaddress.ip_network(c["Subnet"]).subnet_of(DOCKER_RANGE) for c in config)
+    assert all(ipaddress.IPv4Network(c["Subnet"]).subnet_of(DOCKER_RANGE) for c in config)

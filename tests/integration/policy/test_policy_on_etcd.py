@@ -110,11 +110,11 @@ def test_parallel_writers_keep_the_invariants(
                         )
                     result = f"{action}:ok"
                 except grpc.RpcError as error:
-                    code = error.code()  # type: ignore[attr-defined]
+                    code = error.code()
                     result = f"{action}:{code.name}"
                     if code not in EXPECTED_CONFLICTS:
                         with lock:
-                            unexpected.append(f"{result} {error.details()}")  # type: ignore[attr-defined]
+                            unexpected.append(f"{result} {error.details()}")
                 with lock:
                     outcomes[result] += 1
 
@@ -154,7 +154,7 @@ def test_concurrent_overlapping_subnets_cannot_both_be_created(
                 )
                 codes.append(grpc.StatusCode.OK)
             except grpc.RpcError as error:
-                codes.append(error.code())  # type: ignore[attr-defined]
+                codes.append(error.code())
 
     threads = [threading.Thread(target=create, args=(VSID + 1 + n,)) for n in range(6)]
     for thread in threads:

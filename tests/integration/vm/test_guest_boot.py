@@ -54,7 +54,7 @@ def wait_for_records(site: VmSite, count: int) -> int:
 
 def changed_blocks(before: Path, after: Path, block_size: int) -> set[int]:
     """The numbers of the ``block_size`` blocks that differ between two raw images of one size."""
-    changed = set()
+    changed: set[int] = set()
     with before.open("rb") as old, after.open("rb") as new:
         for block in itertools.count():
             old_data, new_data = old.read(block_size), new.read(block_size)

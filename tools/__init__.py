@@ -1,0 +1,1 @@
+"""Build tools run from the Makefile (guest image, container images), importable by their tests."""
