@@ -43,7 +43,7 @@ with overland.PolicyClient(sys.argv[1]) as policy:
         violations = None
     except overland.InvalidArgumentError as error:
         violations = [v.field for v in error.field_violations]
-print(json.dumps({"listed": listed, "violations": violations, "cli_loaded": "click" in sys.modules}))
+print(json.dumps({"listed": listed, "violations": violations, "cli_loaded": "typer" in sys.modules}))
 """
 
 

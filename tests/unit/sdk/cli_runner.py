@@ -1,10 +1,10 @@
-"""Running the ``overland`` CLI in-process (click's CliRunner) with its endpoints in the environment."""
+"""Running the ``overland`` CLI in-process (typer's CliRunner) with its endpoints in the environment."""
 
 from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
+from typer.testing import CliRunner
 
 from overland.cli import app
 

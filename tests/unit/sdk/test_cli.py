@@ -1,4 +1,4 @@
-"""The ``overland`` CLI (click's CliRunner) against the in-memory policy service on a real gRPC server:
+"""The ``overland`` CLI (typer's CliRunner) against the in-memory policy service on a real gRPC server:
 tables, --json, exit codes, one-line errors with field violations, bulk-load, watch, select-next-hop."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from overland.cli import app
 from overland.cli.root import json_flag_first

@@ -1,6 +1,6 @@
 """The ``overland`` command line: ``overland [OPTIONS] policy|vswitch|replica|trace ...``.
 
-Installed with the SDK's ``cli`` extra (``pip install 'overland-sdk[cli]'``, which adds click and
+Installed with the SDK's ``cli`` extra (``pip install 'overland-sdk[cli]'``, which adds typer and
 rich). Root options (``--json``, ``--timeout``, ``--tls-*``) come before the group; each group takes
 ``--endpoint``. Exit codes: 0 ok, 1 other error, 2 usage or configuration (or the extra is missing),
 3 invalid argument, 4 not found, 5 already exists, 6 failed precondition or stale revision,
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from overland.cli.root import app as app
 
 # What the ``cli`` extra brings; without them the command says how to get them instead of a traceback.
-CLI_EXTRA = ("click", "rich")
+CLI_EXTRA = ("typer", "rich")
 MISSING_EXTRA = "overland: the CLI needs the cli extra: pip install 'overland-sdk[cli]'"
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     else:
         code = 0
     # The command is done and its output written: leave without the interpreter's teardown, which with
-    # grpc loaded (its threads, its C core) took 30-80 ms of a 0.3 s call on the bench machine. Click
+    # grpc loaded (its threads, its C core) took 30-80 ms of a 0.3 s call on the bench machine. typer
     # ends with SystemExit and an int; anything else (a bug's traceback) takes the usual way out above.
     try:
         sys.stdout.flush()

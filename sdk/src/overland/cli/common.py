@@ -14,14 +14,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import click
 import grpc
+import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from overland._transport import SyncTransport
 from overland.cli.exits import EXIT_ERROR, EXIT_USAGE
-from overland.cli.groups import GROUPS
+from overland.cli.groups import GROUPS, new_typer
 from overland.config import ClientConfig, Endpoint, Service
 from overland.errors import ConfigurationError, OverlandError
 
@@ -57,7 +57,7 @@ def exit_code_for(error: OverlandError) -> int:
 
 @dataclass
 class Settings:
-    """The root options, kept on the click context for every subcommand."""
+    """The root options, kept on the typer context for every subcommand."""
 
     config: ClientConfig
     json_output: bool = False
@@ -75,7 +75,7 @@ class Settings:
         return client_class(endpoint, config=self.config)
 
 
-def settings(ctx: click.Context) -> Settings:
+def settings(ctx: typer.Context) -> Settings:
     found = ctx.find_object(Settings)
     if found is None:
         raise ConfigurationError("the root command did not run")
@@ -90,7 +90,7 @@ def report_error(error: OverlandError, json_output: bool) -> None:
         line = json.dumps({"error": body})
     else:
         line = f"overland: {error.code.name}: {error}"
-    click.echo(line.replace("\n", " "), err=True)
+    typer.echo(line.replace("\n", " "), err=True)
 
 
 def as_dict(message: Message) -> dict[str, Any]:
@@ -133,17 +133,17 @@ def new_table(*columns: str, **options: Any) -> Table:
     return Table(*columns, **options)
 
 
-def show(ctx: click.Context, message: Message, title: str | None = None) -> None:
+def show(ctx: typer.Context, message: Message, title: str | None = None) -> None:
     """One resource: a JSON object, or a two-column table of its fields."""
     show_mapping(ctx, as_dict(message) if settings(ctx).json_output else _table_row(message), title)
 
 
-def show_list(ctx: click.Context, messages: Iterable[Message], title: str | None = None) -> int:
+def show_list(ctx: typer.Context, messages: Iterable[Message], title: str | None = None) -> int:
     """Many resources of one kind: a JSON array, or a table with a column per field. Returns the count."""
     current = settings(ctx)
     rows = [as_dict(m) if current.json_output else _table_row(m) for m in messages]
     if current.json_output:
-        click.echo(json.dumps(rows))
+        typer.echo(json.dumps(rows))
         return len(rows)
     columns: dict[str, None] = {}
     for row in rows:
@@ -157,11 +157,11 @@ def show_list(ctx: click.Context, messages: Iterable[Message], title: str | None
     return len(rows)
 
 
-def show_mapping(ctx: click.Context, data: Mapping[str, Any], title: str | None = None) -> None:
+def show_mapping(ctx: typer.Context, data: Mapping[str, Any], title: str | None = None) -> None:
     """A mapping (a resource's fields, a summary), as a JSON object or a two-column table."""
     current = settings(ctx)
     if current.json_output:
-        click.echo(json.dumps(dict(data)))
+        typer.echo(json.dumps(dict(data)))
         return
     table = new_table("field", "value", title=title, show_header=False)
     for key, value in data.items():
@@ -169,7 +169,7 @@ def show_mapping(ctx: click.Context, data: Mapping[str, Any], title: str | None 
     current.out.print(table)
 
 
-def show_sections(ctx: click.Context, message: Message, header: str, sections: Iterable[str]) -> None:
+def show_sections(ctx: typer.Context, message: Message, header: str, sections: Iterable[str]) -> None:
     """A message with lists: as one JSON object, or a header line and a table per list field."""
     current = settings(ctx)
     if current.json_output:
@@ -182,21 +182,28 @@ def show_sections(ctx: click.Context, message: Message, header: str, sections: I
 
 def show_json_line(message: Message) -> None:
     """One message per line, for streams (``--json`` output of ``watch``)."""
-    click.echo(json.dumps(as_dict(message)))
+    typer.echo(json.dumps(as_dict(message)))
 
 
-def service_group(client_class: type[SyncTransport], name: str) -> click.Group:
+def service_group(client_class: type[SyncTransport], name: str) -> typer.Typer:
     """The command group ``name`` for one service, with its ``--endpoint`` option; its help is the
     one the root lists (``overland.cli.groups.GROUPS``)."""
     service = client_class.service
+    group = new_typer(name, GROUPS[name].help)
 
-    @click.pass_context
-    def use_endpoint(ctx: click.Context, endpoint: str | None) -> None:
+    @group.callback()
+    def _endpoint(
+        ctx: typer.Context,
+        # A default rather than Annotated: the help names this group's variable, and a string
+        # annotation (from __future__) is evaluated in the module, which has no ``service``.
+        endpoint: str | None = typer.Option(
+            None, "--endpoint", "-e", help=f"host:port of the service [env {service.env_var}]"
+        ),
+    ) -> None:
         if endpoint:
             settings(ctx).endpoints[service] = endpoint
 
-    endpoint = click.Option(["--endpoint", "-e"], help=f"host:port of the service [env {service.env_var}]")
-    return click.Group(name, help=GROUPS[name].help, params=[endpoint], callback=use_endpoint)
+    return group
 
 
 def apply_changes(message: Message, changes: Mapping[str, Any]) -> None:

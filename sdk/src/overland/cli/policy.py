@@ -8,11 +8,12 @@ overwritten.
 
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import click
+import typer
 
 from overland.cli.common import (
     service_group,
@@ -22,6 +23,7 @@ from overland.cli.common import (
     show_mapping,
     show_sections,
 )
+from overland.cli.groups import new_typer
 from overland.cli.resources import Opt, Resource
 from overland.client import PolicyClient
 from overland.defaults import MAX_VSID, MIN_VSID
@@ -31,95 +33,116 @@ from overland.v1.types_pb2 import LookupRule, LookupType
 
 app = service_group(PolicyClient, "policy")
 
-RULES = click.Choice(["encap", "none"])
-RECORD_TYPES = click.Choice(["static", "l2-only", "gateway-wildcard"])
-FILE_FORMATS = click.Choice(["auto", "jsonl", "csv"])
+
+class Rule(enum.StrEnum):
+    encap = "encap"
+    none = "none"
 
 
-def _client(ctx: click.Context) -> PolicyClient:
+class RecordType(enum.StrEnum):
+    static = "static"
+    l2_only = "l2-only"
+    gateway_wildcard = "gateway-wildcard"
+
+
+class FileFormat(enum.StrEnum):
+    auto = "auto"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+Vsid = Annotated[int, typer.Option("--vsid", help=f"Virtual subnet ID, {MIN_VSID}..{MAX_VSID}.")]
+Ca = Annotated[str, typer.Option("--ca", help="Customer address (IPv4).")]
+Rdid = Annotated[str, typer.Option("--rdid", help="Routing domain ID.")]
+Prefix = Annotated[str, typer.Option("--prefix", help="Destination prefix, CIDR.")]
+NextHop = Annotated[str, typer.Option("--next-hop", help="Next hop IPv4; 0.0.0.0 means on-link.")]
+OnlyRdid = Annotated[str, typer.Option(help="Only this routing domain.")]
+OnlyVsid = Annotated[int, typer.Option(help="Only this virtual subnet.")]
+
+
+def _client(ctx: typer.Context) -> PolicyClient:
     return settings(ctx).client(PolicyClient)
 
 
-def _rule(rule: str) -> str:
-    return enum_value(rule, LookupRule, "LOOKUP_RULE_")
+def _rule(rule: Rule) -> str:
+    return enum_value(rule.value, LookupRule, "LOOKUP_RULE_")
 
 
-def _type(record_type: str) -> str:
-    return enum_value(record_type, LookupType, "LOOKUP_TYPE_")
+def _type(record_type: RecordType) -> str:
+    return enum_value(record_type.value, LookupType, "LOOKUP_TYPE_")
 
 
 def _nonempty(values: list[str]) -> list[str] | None:
     return values or None
 
 
-_VSID = Opt("vsid", f"Virtual subnet ID, {MIN_VSID}..{MAX_VSID}.", int)
-_RDID = Opt("rdid", "Routing domain ID.")
-_ONLY_RDID = Opt("rdid", "Only this routing domain.", str, "")
-_ONLY_VSID = Opt("vsid", "Only this virtual subnet.", int, 0)
 _ROUTE_KEYS = (
-    _RDID,
-    _VSID,
-    Opt("prefix", "Destination prefix, CIDR.", field="destination_prefix"),
-    Opt("next_hop", "Next hop IPv4; 0.0.0.0 means on-link."),
+    Opt("rdid", Rdid),
+    Opt("vsid", Vsid),
+    Opt("prefix", Prefix, field="destination_prefix"),
+    Opt("next_hop", NextHop),
 )
-_RECORD_KEYS = (_VSID, Opt("ca", "Customer address (IPv4)."))
+_RECORD_KEYS = (Opt("vsid", Vsid), Opt("ca", Ca))
 
 RESOURCES = {
     "routing-domain": Resource(
         noun="routing_domain",
         plural="routing_domains",
         cmdlet="HNV RoutingDomainID: a tenant's isolation boundary",
-        keys=[Opt("rdid", argument=True)],
+        keys=[Opt("rdid", Annotated[str, typer.Argument(help="The routing domain's ID.")])],
         add=[
-            Opt("tenant", "The tenant's name.", field="tenant_name"),
-            Opt("rdid", "UUID; generated when omitted.", str, ""),
-            Opt("description", default=""),
+            Opt("tenant", Annotated[str, typer.Option(help="The tenant's name.")], field="tenant_name"),
+            Opt("rdid", Annotated[str, typer.Option(help="UUID; generated when omitted.")], ""),
+            Opt("description", str, ""),
         ],
-        changes=[Opt("tenant", default=None, field="tenant_name"), Opt("description", default=None)],
+        changes=[Opt("tenant", str | None, None, field="tenant_name"), Opt("description", str | None, None)],
     ),
     "subnet": Resource(
         noun="virtual_subnet",
         plural="virtual_subnets",
         cmdlet="HNV VirtualSubnetID: a VSID with its CA prefixes, in one routing domain",
-        keys=[Opt("vsid", type=int, argument=True)],
+        keys=[Opt("vsid", Annotated[int, typer.Argument(help="The VSID.")])],
         add=[
-            _VSID,
-            _RDID,
-            Opt("prefix", "CA prefix, CIDR; repeat.", multiple=True, field="ca_prefixes"),
-            Opt("gateway_ip", default=""),
-            Opt("gateway_mac", default=""),
-            Opt("description", default=""),
+            Opt("vsid", Vsid),
+            Opt("rdid", Rdid),
+            Opt(
+                "prefix",
+                Annotated[list[str], typer.Option(help="CA prefix, CIDR; repeat.")],
+                field="ca_prefixes",
+            ),
+            Opt("gateway_ip", str, ""),
+            Opt("gateway_mac", str, ""),
+            Opt("description", str, ""),
         ],
         changes=[
             Opt(
                 "prefix",
-                "Replaces all CA prefixes; repeat.",
-                default=None,
-                multiple=True,
+                Annotated[list[str] | None, typer.Option(help="Replaces all CA prefixes; repeat.")],
+                None,
                 field="ca_prefixes",
                 convert=_nonempty,
             ),
-            Opt("gateway_ip", default=None),
-            Opt("gateway_mac", default=None),
-            Opt("description", default=None),
+            Opt("gateway_ip", str | None, None),
+            Opt("gateway_mac", str | None, None),
+            Opt("description", str | None, None),
         ],
-        filters=[_ONLY_RDID],
+        filters=[Opt("rdid", OnlyRdid, "")],
     ),
     "provider-address": Resource(
         noun="provider_address",
         plural="provider_addresses",
         cmdlet="New-NetVirtualizationProviderAddress",
-        keys=[Opt("pa", argument=True, field="pa_ip")],
+        keys=[Opt("pa", Annotated[str, typer.Argument(help="The provider address.")], field="pa_ip")],
         add=[
-            Opt("host", "The host's name.", field="host_name"),
-            Opt("pa", "The provider address, IPv4.", field="pa_ip"),
-            Opt("prefix_length", "1..32.", int),
-            Opt("vlan", "1..4094; 0 is untagged.", int, 0, field="vlan_id"),
+            Opt("host", Annotated[str, typer.Option(help="The host's name.")], field="host_name"),
+            Opt("pa", Annotated[str, typer.Option(help="The provider address, IPv4.")], field="pa_ip"),
+            Opt("prefix_length", Annotated[int, typer.Option(help="1..32.")]),
+            Opt("vlan", Annotated[int, typer.Option(help="1..4094; 0 is untagged.")], 0, field="vlan_id"),
         ],
         changes=[
-            Opt("host", default=None, field="host_name"),
-            Opt("prefix_length", type=int, default=None),
-            Opt("vlan", type=int, default=None, field="vlan_id"),
+            Opt("host", str | None, None, field="host_name"),
+            Opt("prefix_length", int | None, None),
+            Opt("vlan", int | None, None, field="vlan_id"),
         ],
     ),
     "lookup-record": Resource(
@@ -129,49 +152,70 @@ RESOURCES = {
         keys=_RECORD_KEYS,
         add=[
             *_RECORD_KEYS,
-            Opt("mac", "The VM NIC's MAC, aa:bb:cc:dd:ee:ff."),
-            Opt("pa", "The PA of the VM's host (a registered one)."),
-            Opt("vm", "The VM's name.", str, "", field="vm_name"),
-            Opt("rule", "encap (NVGRE) or none.", RULES, "encap", convert=_rule),
-            Opt("record_type", "The record's kind.", RECORD_TYPES, "static", "type", _type, flag="--type"),
+            Opt("mac", Annotated[str, typer.Option(help="The VM NIC's MAC, aa:bb:cc:dd:ee:ff.")]),
+            Opt("pa", Annotated[str, typer.Option(help="The PA of the VM's host (a registered one).")]),
+            Opt("vm", Annotated[str, typer.Option(help="The VM's name.")], "", field="vm_name"),
+            Opt(
+                "rule",
+                Annotated[Rule, typer.Option(help="encap (NVGRE) or none.")],
+                Rule.encap,
+                convert=_rule,
+            ),
+            Opt(
+                "record_type",
+                Annotated[RecordType, typer.Option("--type", help="The record's kind.")],
+                RecordType.static,
+                field="type",
+                convert=_type,
+            ),
         ],
         changes=[
-            Opt("mac", default=None),
-            Opt("pa", "A new host: how a VM live-migrates.", default=None),
-            Opt("vm", default=None, field="vm_name"),
-            Opt("rule", type=RULES, default=None, convert=_rule),
-            Opt("record_type", type=RECORD_TYPES, default=None, field="type", convert=_type, flag="--type"),
+            Opt("mac", str | None, None),
+            Opt("pa", Annotated[str | None, typer.Option(help="A new host: how a VM live-migrates.")], None),
+            Opt("vm", str | None, None, field="vm_name"),
+            Opt("rule", Rule | None, None, convert=_rule),
+            Opt(
+                "record_type",
+                Annotated[RecordType | None, typer.Option("--type")],
+                None,
+                field="type",
+                convert=_type,
+            ),
         ],
-        filters=[_ONLY_VSID, _ONLY_RDID, Opt("pa", "Only the records on this host.", str, "")],
+        filters=[
+            Opt("vsid", OnlyVsid, 0),
+            Opt("rdid", OnlyRdid, ""),
+            Opt("pa", Annotated[str, typer.Option(help="Only the records on this host.")], ""),
+        ],
     ),
     "route": Resource(
         noun="customer_route",
         plural="customer_routes",
         cmdlet="New-NetVirtualizationCustomerRoute",
         keys=_ROUTE_KEYS,
-        add=[*_ROUTE_KEYS, Opt("metric", "Lowest wins.", int, 0)],
-        changes=[Opt("metric", "Lowest wins.", int, None)],
-        filters=[_ONLY_RDID, _ONLY_VSID],
+        add=[*_ROUTE_KEYS, Opt("metric", Annotated[int, typer.Option(help="Lowest wins.")], 0)],
+        changes=[Opt("metric", Annotated[int | None, typer.Option(help="Lowest wins.")], None)],
+        filters=[Opt("rdid", OnlyRdid, ""), Opt("vsid", OnlyVsid, 0)],
     ),
 }
 for _name, _resource in RESOURCES.items():
-    _group = click.Group(_name, help=f"{_resource.cmdlet}.")
+    _group = new_typer(None, f"{_resource.cmdlet}.")
     _resource.register(_group)
-    app.add_command(_group)
+    app.add_typer(_group, name=_name)
 
 
 @app.command("select-next-hop")
-@click.option("--source", required=True, help="The sender's CA.")
-@click.option("--destination", required=True, help="The destination CA.")
-@click.option("--vsid", type=int, help="The sender's VSID (or give --rdid).")
-@click.option("--rdid", help="The routing domain (or give --vsid).")
-@click.pass_context
 def select_next_hop(
-    ctx: click.Context, *, source: str, destination: str, vsid: int | None, rdid: str | None
+    ctx: typer.Context,
+    *,
+    source: Annotated[str, typer.Option(help="The sender's CA.")],
+    destination: Annotated[str, typer.Option(help="The destination CA.")],
+    vsid: Annotated[int | None, typer.Option(help="The sender's VSID (or give --rdid).")] = None,
+    rdid: Annotated[str | None, typer.Option(help="The routing domain (or give --vsid).")] = None,
 ) -> None:
     """Select-NetVirtualizationNextHop: which PA and VSID a packet goes to, and why."""
     if (vsid is None) == (rdid is None):
-        raise click.BadParameter("give exactly one of --vsid and --rdid")
+        raise typer.BadParameter("give exactly one of --vsid and --rdid")
     scope: dict[str, Any] = {"vsid": vsid} if vsid is not None else {"rdid": rdid}
     with _client(ctx) as client:
         hop = client.select_next_hop(source_ca=source, destination_ca=destination, **scope)
@@ -192,19 +236,22 @@ def select_next_hop(
 
 
 @app.command("bulk-load")
-@click.argument("file")
-@click.option("--format", "file_format", type=FILE_FORMATS, default="auto", help="auto: by name or content.")
-@click.option("--chunk", type=int, default=1000, help="Records per stream message.")
-@click.option("--timeout", type=float, default=300.0, help="Deadline of the whole load, seconds.")
-@click.pass_context
-def bulk_load(ctx: click.Context, *, file: str, file_format: str, chunk: int, timeout: float) -> None:
-    """Upsert many lookup records in one stream from FILE (JSON lines or CSV; - for stdin); the file
-    is checked whole before anything is sent."""
+def bulk_load(
+    ctx: typer.Context,
+    *,
+    file: Annotated[str, typer.Argument(help="JSON lines or CSV of lookup records; - for stdin.")],
+    file_format: Annotated[
+        FileFormat, typer.Option("--format", help="auto: by name or content.")
+    ] = FileFormat.auto,
+    chunk: Annotated[int, typer.Option(help="Records per stream message.")] = 1000,
+    timeout: Annotated[float, typer.Option(help="Deadline of the whole load, seconds.")] = 300.0,
+) -> None:
+    """Upsert many lookup records in one stream; the file is checked whole before anything is sent."""
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     except OSError as error:
-        raise click.BadParameter(f"cannot read {file}: {error.strerror}") from None
-    fmt = guess_format(file, text) if file_format == "auto" else RecordFormat(file_format)
+        raise typer.BadParameter(f"cannot read {file}: {error.strerror}") from None
+    fmt = guess_format(file, text) if file_format is FileFormat.auto else RecordFormat(file_format.value)
     records = parse_records(text, fmt)
     with _client(ctx) as client:
         result = client.with_options(timeout=timeout).bulk_apply(records, chunk=chunk)
@@ -218,31 +265,32 @@ def _event_line(event: types_pb2.TableEvent) -> str:
 
 
 @app.command("watch")
-@click.option(
-    "--from", "from_revision", type=int, default=0, help="Changes after this revision; 0: from now."
-)
-@click.option("--rdid", multiple=True, help="Only these routing domains; repeat.")
-@click.option("--count", type=int, default=0, help="Stop after this many changes; 0: run until Ctrl-C.")
-@click.pass_context
-def watch(ctx: click.Context, *, from_revision: int, rdid: tuple[str, ...], count: int) -> None:
+def watch(
+    ctx: typer.Context,
+    *,
+    from_revision: Annotated[
+        int, typer.Option("--from", help="Changes after this revision; 0: from now.")
+    ] = 0,
+    rdid: Annotated[list[str] | None, typer.Option(help="Only these routing domains; repeat.")] = None,
+    count: Annotated[int, typer.Option(help="Stop after this many changes; 0: run until Ctrl-C.")] = 0,
+) -> None:
     """Stream table changes: revision, PUT/DELETE, kind and key (JSON: one event per line)."""
     seen = 0
     json_output = settings(ctx).json_output
     with _client(ctx) as client:
-        for response in client.watch_table(start_revision=from_revision, rdids=list(rdid)):
+        for response in client.watch_table(start_revision=from_revision, rdids=rdid or []):
             for event in response.events:
                 if json_output:
                     show_json_line(event)
                 else:
-                    click.echo(_event_line(event))
+                    typer.echo(_event_line(event))
                 seen += 1
                 if count and seen >= count:
                     return
 
 
 @app.command("status")
-@click.pass_context
-def status(ctx: click.Context) -> None:
+def status(ctx: typer.Context) -> None:
     """The store revision and, per host, the revision its agent has applied and its lag."""
     with _client(ctx) as client:
         table_status = client.get_table_status()

@@ -5,10 +5,11 @@ The replica engineer extends this module (issue 4); each command is a thin call 
 
 from __future__ import annotations
 
+import enum
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-import click
+import typer
 
 from overland._transport import RpcSpec, Unary
 from overland.cli.common import service_group, settings, show, show_list
@@ -21,43 +22,39 @@ if TYPE_CHECKING:
 
 app = service_group(ReplicaClient, "replica")
 
-INITIAL_METHODS = click.Choice(["network", "external-media", "existing-copy"])
+
+class InitialMethod(enum.StrEnum):
+    network = "network"
+    external_media = "external-media"
+    existing_copy = "existing-copy"
 
 
-def _client(ctx: click.Context) -> ReplicaClient:
+def _client(ctx: typer.Context) -> ReplicaClient:
     return settings(ctx).client(ReplicaClient)
 
 
 def _disk(spec: str) -> replica_pb2.VmDisk:
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
-        raise click.BadParameter(f"--disk takes NAME=PATH, got {spec!r}")
+        raise typer.BadParameter(f"--disk takes NAME=PATH, got {spec!r}")
     return replica_pb2.VmDisk(name=name, path=path)
 
 
 @app.command("enable")
-@click.option("--vm", required=True, help="The VM's name.")
-@click.option("--disk", multiple=True, required=True, help="NAME=PATH of a VHD; repeat for several.")
-@click.option("--replica-server", required=True, help="The DR site's replica endpoint, host:port.")
-@click.option("--frequency", type=int, default=300, help="Seconds between cycles: 30, 300 or 900.")
-@click.option("--recovery-points", type=int, default=0, help="Additional hourly recovery points, 0..24.")
-@click.option("--compression/--no-compression", default=True, help="Compress deltas (zstd).")
-@click.option("--bandwidth-limit", type=int, default=0, help="Bytes per second; 0 is unlimited.")
-@click.option("--initial-method", type=INITIAL_METHODS, default="network", help="How the first copy travels.")
-@click.option("--export-path", default="", help="With external-media: where to export.")
-@click.pass_context
 def enable(
-    ctx: click.Context,
+    ctx: typer.Context,
     *,
-    vm: str,
-    disk: tuple[str, ...],
-    replica_server: str,
-    frequency: int,
-    recovery_points: int,
-    compression: bool,
-    bandwidth_limit: int,
-    initial_method: str,
-    export_path: str,
+    vm: Annotated[str, typer.Option(help="The VM's name.")],
+    disk: Annotated[list[str], typer.Option(help="NAME=PATH of a VHD; repeat for several.")],
+    replica_server: Annotated[str, typer.Option(help="The DR site's replica endpoint, host:port.")],
+    frequency: Annotated[int, typer.Option(help="Seconds between cycles: 30, 300 or 900.")] = 300,
+    recovery_points: Annotated[int, typer.Option(help="Additional hourly recovery points, 0..24.")] = 0,
+    compression: Annotated[bool, typer.Option(help="Compress deltas (zstd).")] = True,
+    bandwidth_limit: Annotated[int, typer.Option(help="Bytes per second; 0 is unlimited.")] = 0,
+    initial_method: Annotated[InitialMethod, typer.Option(help="How the first copy travels.")] = (
+        InitialMethod.network
+    ),
+    export_path: Annotated[str, typer.Option(help="With external-media: where to export.")] = "",
 ) -> None:
     """Enable-VMReplication."""
     settings_message = replica_pb2.ReplicationSettings(
@@ -67,7 +64,7 @@ def enable(
         bandwidth_limit_bytes_per_second=bandwidth_limit,
         replica_server=replica_server,
         initial_method=enum_value(
-            initial_method, replica_pb2.InitialReplicationMethod, "INITIAL_REPLICATION_METHOD_"
+            initial_method.value, replica_pb2.InitialReplicationMethod, "INITIAL_REPLICATION_METHOD_"
         ),
         export_path=export_path,
     )
@@ -90,15 +87,17 @@ def _progress_rows(progress: Progress, replications: list[replica_pb2.Replicatio
 
 
 @app.command("status")
-@click.argument("vm", required=False)
-@click.option("--watch", is_flag=True, help="Refresh with progress bars until Ctrl-C.")
-@click.option("--interval", type=float, default=2.0, help="Seconds between refreshes with --watch.")
-@click.option(
-    "--count", type=int, default=0, help="With --watch: stop after this many refreshes; 0 is endless."
-)
-@click.pass_context
-def status(ctx: click.Context, *, vm: str | None, watch: bool, interval: float, count: int) -> None:
-    """Measure-VMReplication: state, health and statistics per VM (or of VM alone)."""
+def status(
+    ctx: typer.Context,
+    *,
+    vm: Annotated[str | None, typer.Argument(help="One VM; all when omitted.")] = None,
+    watch: Annotated[bool, typer.Option(help="Refresh with progress bars until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
+    count: Annotated[
+        int, typer.Option(help="With --watch: stop after this many refreshes; 0 is endless.")
+    ] = 0,
+) -> None:
+    """Measure-VMReplication: state, health and statistics per VM."""
     with _client(ctx) as client:
 
         def fetch() -> list[replica_pb2.Replication]:
@@ -123,12 +122,12 @@ def status(ctx: click.Context, *, vm: str | None, watch: bool, interval: float, 
 
 
 def _vm_command(name: str, doc: str, method_name: str) -> None:
-    @click.pass_context
-    def command(ctx: click.Context, vm: str) -> None:
+    def command(ctx: typer.Context, vm: Annotated[str, typer.Argument(help="The VM's name.")]) -> None:
         with _client(ctx) as client:
             show(ctx, getattr(client, method_name)(vm_name=vm))
 
-    app.add_command(click.Command(name, callback=command, params=[click.Argument(["vm"])], help=doc))
+    command.__doc__ = doc
+    app.command(name)(command)
 
 
 _vm_command("pause", "Suspend-VMReplication.", "pause_replication")
@@ -153,20 +152,20 @@ class _DrSiteClient(ReplicaReceiverClient):
 
 
 @app.command("import")
-@click.argument("path")
-@click.option("--primary", required=True, help="The primary it came from (picks the storage location).")
-@click.pass_context
-def import_initial(ctx: click.Context, path: str, *, primary: str) -> None:
+def import_initial(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(help="The export file, as a path on the DR host.")],
+    *,
+    primary: Annotated[str, typer.Option(help="The primary it came from (picks the storage location).")],
+) -> None:
     """Import-VMInitialReplication: at the DR site (--endpoint of the DR replica service), import an
-    initial replica exported to external media at the primary (PATH: the export file on the DR host)."""
+    initial replica exported to external media at the primary."""
     with settings(ctx).client(_DrSiteClient) as client:
         show(ctx, client.import_initial_replica(path=path, primary=primary))
 
 
 @app.command("recovery-points")
-@click.argument("vm")
-@click.pass_context
-def recovery_points(ctx: click.Context, vm: str) -> None:
+def recovery_points(ctx: typer.Context, vm: Annotated[str, typer.Argument(help="The VM's name.")]) -> None:
     """Get-VMSnapshot -SnapshotType Replica: the recovery points kept for a VM."""
     with _client(ctx) as client:
         show_list(ctx, client.list_recovery_points(vm_name=vm), title=f"recovery points of {vm}")

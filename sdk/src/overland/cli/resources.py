@@ -2,53 +2,46 @@
 
 Each policy resource differs only in which options identify it, which it is created with, which an
 update may change and which filter its list; the command bodies are the same. ``Resource.register``
-builds the five click commands from those declarations. ``update`` reads the resource, applies the
-options given and writes it back guarded by the revision it read: a concurrent change fails with
-ABORTED instead of being overwritten.
+builds the five commands with real signatures, so typer shows the options and checks their types.
+``update`` reads the resource, applies the options given and writes it back guarded by the revision it
+read: a concurrent change fails with ABORTED instead of being overwritten.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-import click
+import typer
 
 from overland.cli.common import apply_changes, settings, show, show_list
 from overland.client import PolicyClient
 
-_REQUIRED = object()
+ExpectedRevision = Annotated[
+    int | None,
+    typer.Option(help="Fail with ABORTED unless the stored revision is this (update: default the one read)."),
+]
 
 
 @dataclass(frozen=True)
 class Opt:
-    """One command-line parameter: its Python name (``--the-name`` as an option), its click type and
-    help, its default (none: required; ``None``: left unchanged by an update), and the message field
-    it sets (``field``, default its name) after ``convert``."""
+    """One command-line parameter: its Python name (``--the-name``), type, default and message field."""
 
     name: str
-    help: str = ""
-    type: Any = str
-    default: Any = _REQUIRED
+    annotation: Any
+    default: Any = inspect.Parameter.empty
     field: str = ""
     convert: Callable[[Any], Any] | None = None
-    argument: bool = False
-    multiple: bool = False
-    flag: str = ""
 
-    def parameter(self) -> click.Parameter:
-        if self.argument:
-            return click.Argument([self.name], type=self.type, metavar=self.name.upper())
-        declared = [self.flag or f"--{self.name.replace('_', '-')}", self.name]
-        # Without a default rather than a default of None: click takes None as a value given.
-        given = {"required": True} if self.default is _REQUIRED else {"default": self.default}
-        return click.Option(declared, type=self.type, multiple=self.multiple, help=self.help, **given)
+    def parameter(self) -> inspect.Parameter:
+        return inspect.Parameter(
+            self.name, inspect.Parameter.KEYWORD_ONLY, annotation=self.annotation, default=self.default
+        )
 
     def value(self, given: Mapping[str, Any]) -> Any:
         raw = given[self.name]
-        if self.multiple and raw is not None:
-            raw = list(raw)
         return self.convert(raw) if self.convert is not None and raw is not None else raw
 
 
@@ -57,22 +50,25 @@ def _fields(options: Sequence[Opt], given: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _command(
-    group: click.Group,
+    group: typer.Typer,
     name: str,
     doc: str,
     options: Sequence[Opt],
-    run: Callable[[click.Context, PolicyClient, dict[str, Any]], None],
+    run: Callable[[typer.Context, PolicyClient, dict[str, Any]], None],
 ) -> None:
-    """Add ``run`` to ``group`` as ``name``, taking ``options``."""
+    """Register ``run`` as ``name`` with a signature built from ``options``."""
 
-    @click.pass_context
-    def command(ctx: click.Context, **given: Any) -> None:
+    def command(ctx: typer.Context, **given: Any) -> None:
         with settings(ctx).client(PolicyClient) as client:
             run(ctx, client, given)
 
-    group.add_command(
-        click.Command(name, callback=command, params=[o.parameter() for o in options], help=doc)
-    )
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    parameters = [context, *(option.parameter() for option in options)]
+    command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__ = doc
+    command.__name__ = name
+    group.command(name)(command)
 
 
 @dataclass(frozen=True)
@@ -91,25 +87,20 @@ class Resource:
         method: Callable[..., Any] = getattr(client, f"{verb}_{self.plural if verb == 'list' else self.noun}")
         return method
 
-    def register(self, group: click.Group) -> None:
+    def register(self, group: typer.Typer) -> None:
         title, one = self.plural.replace("_", " "), self.noun.replace("_", " ")
-        guard = Opt(
-            "expected_revision",
-            "Fail with ABORTED unless the stored revision is this (update: default the one read).",
-            int,
-            None,
-        )
+        guard = Opt("expected_revision", ExpectedRevision, None)
 
-        def add(ctx: click.Context, client: PolicyClient, given: dict[str, Any]) -> None:
+        def add(ctx: typer.Context, client: PolicyClient, given: dict[str, Any]) -> None:
             show(ctx, self._method(client, "create")(**_fields(self.add, given)))
 
-        def get(ctx: click.Context, client: PolicyClient, given: dict[str, Any]) -> None:
+        def get(ctx: typer.Context, client: PolicyClient, given: dict[str, Any]) -> None:
             show(ctx, self._method(client, "get")(**_fields(self.keys, given)))
 
-        def listing(ctx: click.Context, client: PolicyClient, given: dict[str, Any]) -> None:
+        def listing(ctx: typer.Context, client: PolicyClient, given: dict[str, Any]) -> None:
             show_list(ctx, self._method(client, "list")(**_fields(self.filters, given)), title=title)
 
-        def update(ctx: click.Context, client: PolicyClient, given: dict[str, Any]) -> None:
+        def update(ctx: typer.Context, client: PolicyClient, given: dict[str, Any]) -> None:
             current = self._method(client, "get")(**_fields(self.keys, given))
             apply_changes(current, _fields(self.changes, given))
             expected = given["expected_revision"]
@@ -119,7 +110,7 @@ class Resource:
             }
             show(ctx, self._method(client, "update")(**request))
 
-        def remove(ctx: click.Context, client: PolicyClient, given: dict[str, Any]) -> None:
+        def remove(ctx: typer.Context, client: PolicyClient, given: dict[str, Any]) -> None:
             keys = _fields(self.keys, given)
             show(
                 ctx, self._method(client, "delete")(**keys, expected_revision=given["expected_revision"] or 0)

@@ -1,12 +1,12 @@
 """The root ``overland`` command: its options, its groups (loaded on demand) and its error reporting.
 
 Starting fast is part of the job (``overland --help`` within 0.2 s of a bare interpreter, a list call
-within 0.3 s; ``bench/cli_startup.py`` measures both), so this module imports click and nothing else
+within 0.3 s; ``bench/cli_startup.py`` measures both), so this module imports typer and nothing else
 heavy: a group's module (and with it grpc, the generated code and rich) loads only when a command of
-that group runs. The CLI is built on click rather than typer for the same reason: typer builds a
-pydantic validator for every parameter of a command it runs, which alone took longer than the whole
-budget. Errors are reported in one place, ``OverlandGroup.invoke``: one line on stderr and an exit
-code that says what went wrong, never a traceback.
+that group runs, through ``OverlandGroup``. typer is held below 0.29 (``sdk/pyproject.toml``), whose
+pydantic validator per parameter alone took longer than the whole budget. Errors are reported in one
+place, ``OverlandGroup.invoke``: one line on stderr and an exit code that says what went wrong, never
+a traceback.
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
+import typer
+from typer.core import TyperGroup
 
 from overland.cli.exits import EXIT_INTERRUPTED
-from overland.cli.groups import GROUPS
+from overland.cli.groups import GROUPS, new_typer
+
+if TYPE_CHECKING:
+    # typer's own copy of click, whose classes TyperGroup's methods take (types only: nothing loads).
+    from typer._click import Command, Context, HelpFormatter
 
 
 def json_flag_first(args: list[str]) -> list[str]:
@@ -31,29 +36,29 @@ def json_flag_first(args: list[str]) -> list[str]:
     return ["--json", *(arg for arg in args[:end] if arg != "--json"), *args[end:]]
 
 
-class OverlandGroup(click.Group):
+class OverlandGroup(TyperGroup):
     """The root command: loads a group when it is named, and maps every ``OverlandError`` to one
-    stderr line and its exit code."""
+    stderr line and its exit code. Its groups are not added to the root ``Typer`` (``add_typer``
+    would import them all): ``get_command`` imports the one named and builds its command."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return list(GROUPS)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         group = GROUPS.get(cmd_name)
         if group is None:
             return None
-        command: click.Command = importlib.import_module(group.module).app
-        return command
+        return typer.main.get_command(importlib.import_module(group.module).app)
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
         """The groups and their help from ``GROUPS``, without importing them."""
         with formatter.section("Commands"):
             formatter.write_dl([(name, group.help) for name, group in GROUPS.items()])
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, json_flag_first(args))
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         # A command runs: now the rest of the CLI (and grpc) is needed anyway.
         from overland.cli.common import Settings, exit_code_for, report_error  # noqa: PLC0415
         from overland.errors import OverlandError  # noqa: PLC0415
@@ -63,35 +68,34 @@ class OverlandGroup(click.Group):
         except OverlandError as error:
             found = ctx.find_object(Settings)
             report_error(error, json_output=bool(found and found.json_output))
-            raise click.exceptions.Exit(exit_code_for(error)) from None
+            raise typer.Exit(exit_code_for(error)) from None
         except KeyboardInterrupt:
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-_FILE = click.Path(path_type=Path)
-
-
-@click.group(
-    cls=OverlandGroup,
-    name="overland",
-    help="Overland: NVGRE network virtualization and VHD replica, after Windows Server 2012 Hyper-V.\n\n"
+app = new_typer(
+    "overland",
+    "Overland: NVGRE network virtualization and VHD replica, after Windows Server 2012 Hyper-V.\n\n"
     "Endpoints, TLS and the timeout come from options or OVERLAND_* variables.",
+    cls=OverlandGroup,
 )
-@click.option("--json", "json_output", is_flag=True, help="JSON on stdout instead of tables.")
-@click.option("--timeout", type=float, help="Deadline per call, seconds (env OVERLAND_TIMEOUT).")
-@click.option("--tls-ca", type=_FILE, help="CA bundle to verify servers (env OVERLAND_TLS_CA).")
-@click.option("--tls-cert", type=_FILE, help="Client certificate (env OVERLAND_TLS_CERT).")
-@click.option("--tls-key", type=_FILE, help="Client key (env OVERLAND_TLS_KEY).")
-@click.pass_context
-def app(
-    ctx: click.Context,
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
     *,
-    json_output: bool,
-    timeout: float | None,
-    tls_ca: Path | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout instead of tables.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="Deadline per call, seconds (env OVERLAND_TIMEOUT).")
+    ] = None,
+    tls_ca: Annotated[
+        Path | None, typer.Option(help="CA bundle to verify servers (env OVERLAND_TLS_CA).")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="Client certificate (env OVERLAND_TLS_CERT).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Client key (env OVERLAND_TLS_KEY).")] = None,
 ) -> None:
+    """The root options, kept on the context (``Settings``) for every command."""
     from overland.cli.common import Settings  # noqa: PLC0415 - see OverlandGroup.invoke
     from overland.config import ClientConfig  # noqa: PLC0415
     from overland.defaults import TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV  # noqa: PLC0415

@@ -5,22 +5,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Annotated
 
-import click
+import typer
 
 from overland.cli.common import new_table, settings
-from overland.cli.groups import GROUPS
+from overland.cli.groups import GROUPS, new_typer
 from overland.defaults import SPAN_FILE_ENV
 from overland.errors import NotFoundError
 from overland.traces import load_spans, render_tree, trace_roots
 
-app = click.Group("trace", help=GROUPS["trace"].help)
+app = new_typer("trace", GROUPS["trace"].help)
 
-span_file_option = click.option(
-    "--file",
-    type=click.Path(path_type=Path),
-    help="Span file (default: $OVERLAND_SPAN_FILE or .overland/spans.jsonl).",
-)
+SpanFile = Annotated[
+    Path | None,
+    typer.Option("--file", help="Span file (default: $OVERLAND_SPAN_FILE or .overland/spans.jsonl)."),
+]
 
 
 def _span_file(path: Path | None) -> Path:
@@ -31,10 +31,11 @@ def _span_file(path: Path | None) -> Path:
 
 
 @app.command("list")
-@span_file_option
-@click.option("--limit", type=int, default=20, help="Newest traces to show.")
-@click.pass_context
-def list_traces(ctx: click.Context, file: Path | None, limit: int) -> None:
+def list_traces(
+    ctx: typer.Context,
+    file: SpanFile = None,
+    limit: Annotated[int, typer.Option(help="Newest traces to show.")] = 20,
+) -> None:
     """The newest traces: id, root span, services, span count and duration."""
     spans = load_spans([_span_file(file)])
     traces: dict[str, list[dict[str, object]]] = {}
@@ -58,7 +59,7 @@ def list_traces(ctx: click.Context, file: Path | None, limit: int) -> None:
     rows = sorted(rows, key=lambda r: int(str(r["start"])))[-limit:]
     current = settings(ctx)
     if current.json_output:
-        click.echo(json.dumps(rows))
+        typer.echo(json.dumps(rows))
         return
     table = new_table("trace_id", "root", "services", "spans", "duration_ms")
     for row in rows:
@@ -67,17 +68,14 @@ def list_traces(ctx: click.Context, file: Path | None, limit: int) -> None:
 
 
 @app.command("show")
-@click.argument("trace_id")
-@span_file_option
-@click.pass_context
-def show_trace(ctx: click.Context, trace_id: str, file: Path | None) -> None:
+def show_trace(ctx: typer.Context, trace_id: str, file: SpanFile = None) -> None:
     """One trace as a tree: offset from its start, duration, service and span name."""
     roots = trace_roots(load_spans([_span_file(file)]), trace_id)
     if not roots:
         raise NotFoundError(f"no spans of trace {trace_id}")
     lines = render_tree(roots)
     if settings(ctx).json_output:
-        click.echo(json.dumps(lines))
+        typer.echo(json.dumps(lines))
         return
     for line in lines:
-        click.echo(line)
+        typer.echo(line)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import click
+from typing import Annotated
+
+import typer
 
 from overland.cli.common import service_group, settings, show, show_list, show_sections
 from overland.client import VswitchClient
@@ -10,37 +12,33 @@ from overland.client import VswitchClient
 app = service_group(VswitchClient, "vswitch")
 
 
-def _client(ctx: click.Context) -> VswitchClient:
+def _client(ctx: typer.Context) -> VswitchClient:
     return settings(ctx).client(VswitchClient)
 
 
 @app.command("status")
-@click.pass_context
-def status(ctx: click.Context) -> None:
+def status(ctx: typer.Context) -> None:
     """Host, PA, applied revision, datapath and MTUs, and what the table holds."""
     with _client(ctx) as client:
         show(ctx, client.get_agent_status(), title="agent")
 
 
 @app.command("ports")
-@click.pass_context
-def ports(ctx: click.Context) -> None:
+def ports(ctx: typer.Context) -> None:
     """Get-VMNetworkAdapter, as the agent sees it: its VM ports (TAP devices)."""
     with _client(ctx) as client:
         show_list(ctx, client.list_ports(), title="ports")
 
 
 @app.command("counters")
-@click.pass_context
-def counters(ctx: click.Context) -> None:
+def counters(ctx: typer.Context) -> None:
     """Packets and bytes each way, and drops by reason."""
     with _client(ctx) as client:
         show(ctx, client.get_counters(), title="counters")
 
 
 @app.command("table")
-@click.pass_context
-def table(ctx: click.Context) -> None:
+def table(ctx: typer.Context) -> None:
     """The agent's copy of the routing table, at the revision it has applied."""
     with _client(ctx) as client:
         dump = client.dump_table()
@@ -55,23 +53,23 @@ def table(ctx: click.Context) -> None:
 
 
 @app.command("attach")
-@click.option("--name", required=True, help="The TAP interface (at most 15 bytes).")
-@click.option("--mac", required=True, help="The VM NIC's MAC; a lookup record on this host must have it.")
-@click.option("--vsid", type=int, required=True, help="The VM NIC's VSID.")
-@click.option("--vm", default="", help="The VM's name.")
-@click.option("--netns", default="", help="A network namespace to move the interface into.")
-@click.pass_context
-def attach(ctx: click.Context, *, name: str, mac: str, vsid: int, vm: str, netns: str) -> None:
+def attach(
+    ctx: typer.Context,
+    *,
+    name: Annotated[str, typer.Option(help="The TAP interface (at most 15 bytes).")],
+    mac: Annotated[str, typer.Option(help="The VM NIC's MAC; a lookup record on this host must have it.")],
+    vsid: Annotated[int, typer.Option(help="The VM NIC's VSID.")],
+    vm: Annotated[str, typer.Option(help="The VM's name.")] = "",
+    netns: Annotated[str, typer.Option(help="A network namespace to move the interface into.")] = "",
+) -> None:
     """Connect-VMNetworkAdapter: attach a VM port."""
     with _client(ctx) as client:
         show(ctx, client.attach_port(name=name, mac=mac, vsid=vsid, vm_name=vm, netns=netns))
 
 
 @app.command("detach")
-@click.argument("name")
-@click.pass_context
-def detach(ctx: click.Context, name: str) -> None:
-    """Disconnect-VMNetworkAdapter: detach the VM port NAME."""
+def detach(ctx: typer.Context, name: str) -> None:
+    """Disconnect-VMNetworkAdapter: detach a VM port."""
     with _client(ctx) as client:
         detached = client.detach_port(name=name)
     if settings(ctx).json_output:
@@ -81,8 +79,7 @@ def detach(ctx: click.Context, name: str) -> None:
 
 
 @app.command("extensions")
-@click.pass_context
-def extensions(ctx: click.Context) -> None:
+def extensions(ctx: typer.Context) -> None:
     """Get-VMSwitchExtension: the ordered chain of switch extensions."""
     with _client(ctx) as client:
         show_list(ctx, client.list_extensions(), title="extensions")
