@@ -18,6 +18,7 @@ import grpc
 import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from typer.core import TyperGroup
 
 from overland._transport import SyncTransport
 from overland.cli.exits import EXIT_ERROR, EXIT_USAGE
@@ -185,11 +186,13 @@ def show_json_line(message: Message) -> None:
     typer.echo(json.dumps(as_dict(message)))
 
 
-def service_group(client_class: type[SyncTransport], name: str) -> typer.Typer:
+def service_group(
+    client_class: type[SyncTransport], name: str, cls: type[TyperGroup] | None = None
+) -> typer.Typer:
     """The command group ``name`` for one service, with its ``--endpoint`` option; its help is the
-    one the root lists (``overland.cli.groups.GROUPS``)."""
+    one the root lists (``overland.cli.groups.GROUPS``). ``cls``: the group's own ``TyperGroup``."""
     service = client_class.service
-    group = new_typer(name, GROUPS[name].help)
+    group = new_typer(name, GROUPS[name].help, cls=cls)
 
     @group.callback()
     def _endpoint(

@@ -23,15 +23,12 @@ from overland.cli.common import (
     show_mapping,
     show_sections,
 )
-from overland.cli.groups import new_typer
-from overland.cli.resources import Opt, Resource
+from overland.cli.resources import Opt, Resource, ResourceGroups
 from overland.client import PolicyClient
 from overland.defaults import MAX_VSID, MIN_VSID
 from overland.records import RecordFormat, enum_value, guess_format, parse_records, short_enum_name
 from overland.v1 import types_pb2
 from overland.v1.types_pb2 import LookupRule, LookupType
-
-app = service_group(PolicyClient, "policy")
 
 
 class Rule(enum.StrEnum):
@@ -198,10 +195,13 @@ RESOURCES = {
         filters=[Opt("rdid", OnlyRdid, ""), Opt("vsid", OnlyVsid, 0)],
     ),
 }
-for _name, _resource in RESOURCES.items():
-    _group = new_typer(None, f"{_resource.cmdlet}.")
-    _resource.register(_group)
-    app.add_typer(_group, name=_name)
+
+
+class _PolicyGroup(ResourceGroups):
+    resources = RESOURCES
+
+
+app = service_group(PolicyClient, "policy", cls=_PolicyGroup)
 
 
 @app.command("select-next-hop")

@@ -12,12 +12,18 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import typer
+from typer.core import TyperGroup
 
 from overland.cli.common import apply_changes, settings, show, show_list
+from overland.cli.groups import new_typer
 from overland.client import PolicyClient
+
+if TYPE_CHECKING:
+    # typer's own copy of click, whose classes TyperGroup's methods take (types only: nothing loads).
+    from typer._click import Command, Context
 
 ExpectedRevision = Annotated[
     int | None,
@@ -122,3 +128,27 @@ class Resource:
         changing = [*self.keys, *self.changes, guard]
         _command(group, "update", f"Change the options given of a {one}; the rest stays.", changing, update)
         _command(group, "remove", f"Delete a {one}.", [*self.keys, guard], remove)
+
+    def group(self, name: str) -> typer.Typer:
+        """The command group ``name`` of this resource's five commands."""
+        group = new_typer(name, f"{self.cmdlet}.")
+        self.register(group)
+        return group
+
+
+class ResourceGroups(TyperGroup):
+    """A command group that holds resources (``resources``, by group name) beside its own commands,
+    and builds a resource's group only when it is named. typer builds a command by reading its
+    function's signature and evaluating its annotations: for the policy service's five resources,
+    25 commands, that took 10-25 ms of every policy command, whose budget is 0.3 s in all."""
+
+    resources: ClassVar[Mapping[str, Resource]] = {}
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*super().list_commands(ctx), *self.resources]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        resource = self.resources.get(cmd_name)
+        if resource is None:
+            return super().get_command(ctx, cmd_name)
+        return typer.main.get_command(resource.group(cmd_name))
