@@ -21,8 +21,11 @@ class FieldViolation:
     description: str
 
 
-class OverlandError(Exception):
-    """Base of every error a service raises on purpose."""
+class ServiceError(Exception):
+    """Base of every error a service raises on purpose.
+
+    Named apart from the SDK's ``overland.errors.OverlandError``, which is what a client sees.
+    """
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
@@ -32,67 +35,67 @@ class OverlandError(Exception):
         self.violations = tuple(violations)
 
 
-class InvalidArgument(OverlandError):
+class InvalidArgument(ServiceError):
     """The request is malformed: a bad IP, MAC, prefix or out-of-range value."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
-class NotFound(OverlandError):
+class NotFound(ServiceError):
     """The named resource does not exist."""
 
     code = grpc.StatusCode.NOT_FOUND
 
 
-class AlreadyExists(OverlandError):
+class AlreadyExists(ServiceError):
     """A resource with the same identity (or a unique field) already exists."""
 
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
-class FailedPrecondition(OverlandError):
+class FailedPrecondition(ServiceError):
     """The request is well formed but the system is not in a state that allows it."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class Aborted(OverlandError):
+class Aborted(ServiceError):
     """An optimistic-concurrency check failed: the caller's revision is stale."""
 
     code = grpc.StatusCode.ABORTED
 
 
-class Unavailable(OverlandError):
+class Unavailable(ServiceError):
     """A dependency (etcd, a peer site) cannot be reached in time. Retrying may help."""
 
     code = grpc.StatusCode.UNAVAILABLE
 
 
-class DeadlineExceeded(OverlandError):
+class DeadlineExceeded(ServiceError):
     """The operation did not finish within its deadline."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-class ResourceExhausted(OverlandError):
+class ResourceExhausted(ServiceError):
     """A quota or capacity ran out, for example a full disk."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class PermissionDenied(OverlandError):
+class PermissionDenied(ServiceError):
     """The caller is not allowed to do this, for example an unauthorized primary."""
 
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
-class DataLoss(OverlandError):
+class DataLoss(ServiceError):
     """Data arrived or was found corrupted."""
 
     code = grpc.StatusCode.DATA_LOSS
 
 
-def to_rpc_status(error: OverlandError) -> status_pb2.Status:
+def to_rpc_status(error: ServiceError) -> status_pb2.Status:
     """The google.rpc.Status for an error, with BadRequest field violations when it has any."""
     status = status_pb2.Status(code=_CODE_NUMBERS[error.code], message=error.message)
     if error.violations:

@@ -19,7 +19,7 @@ import grpc
 from etcd3 import etcdrpc
 from etcd3.etcdrpc import kv_pb2
 
-from services.common.errors import OverlandError, ResourceExhausted
+from services.common.errors import ResourceExhausted, ServiceError
 from services.common.kv import (
     Compare,
     CompareOp,
@@ -92,7 +92,7 @@ class KVSpaceExceededError(ResourceExhausted):
     compacted, defragmented and its alarm disarmed."""
 
 
-class KVServerError(OverlandError):
+class KVServerError(ServiceError):
     """etcd failed a request for a reason none of the other KV errors names."""
 
 
@@ -247,7 +247,7 @@ def status_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
     )
 
 
-def map_grpc_error(error: grpc.RpcError, what: str) -> OverlandError:
+def map_grpc_error(error: grpc.RpcError, what: str) -> ServiceError:
     """The KV error for a failed etcd call. Compaction errors get compact revision 0 here; the
     caller fills it in when it can learn it."""
     code, details = status_of(error)

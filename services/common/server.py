@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 from overland.config import TlsFiles
 from overland.defaults import MAX_MESSAGE_BYTES
 from services.common.config import ServerConfig
-from services.common.errors import InvalidArgument, OverlandError, to_rpc_status
+from services.common.errors import InvalidArgument, ServiceError, to_rpc_status
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
     )
 
 
-def _abort(context: grpc.ServicerContext, error: OverlandError) -> None:
+def _abort(context: grpc.ServicerContext, error: ServiceError) -> None:
     # set_code first so that a tracing interceptor wrapping the context records the status code
     # (abort_with_status alone bypasses it); only server-side codes mark its span as an error.
     context.set_code(error.code)
@@ -45,7 +45,7 @@ def _abort(context: grpc.ServicerContext, error: OverlandError) -> None:
 
 def _internal(context: grpc.ServicerContext, method: str) -> None:
     log.exception("unexpected error in handler", extra={"method": method})
-    _abort(context, OverlandError("internal error; see the service log"))
+    _abort(context, ServiceError("internal error; see the service log"))
 
 
 def _is_abort(error: Exception, context: grpc.ServicerContext) -> bool:
@@ -65,7 +65,7 @@ def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return behavior(request, context)
-        except OverlandError as error:
+        except ServiceError as error:
             _abort(context, error)
         except Exception as error:
             if _is_abort(error, context) or _client_gone(error, context):
@@ -80,7 +80,7 @@ def _wrap_stream(behavior: Callable[..., Iterable[Any]], method: str) -> Callabl
     def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from behavior(request, context)
-        except OverlandError as error:
+        except ServiceError as error:
             _abort(context, error)
         except Exception as error:
             if _is_abort(error, context) or _client_gone(error, context):
@@ -91,7 +91,7 @@ def _wrap_stream(behavior: Callable[..., Iterable[Any]], method: str) -> Callabl
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
-    """Turns every ``OverlandError`` a servicer raises into a rich gRPC status, in one place."""
+    """Turns every ``ServiceError`` a servicer raises into a rich gRPC status, in one place."""
 
     def intercept_service(
         self,

@@ -9,11 +9,11 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    OverlandError,
+    ServiceError,
 )
 
 
-class PolicyError(OverlandError):
+class PolicyError(ServiceError):
     """Base of the policy service's own errors (mixed into every class below)."""
 
 

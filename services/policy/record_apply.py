@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from overland.v1 import types_pb2
-from services.common.errors import OverlandError
+from services.common.errors import ServiceError
 from services.common.kv import Compare, KeyValue, Op, TxnResult
 from services.common.schema import CorruptEntry
 from services.policy.errors import PolicyError, StaleRevision
@@ -68,7 +68,7 @@ class ApplyResult:
     revision: int
 
 
-def bulk_failure(cause: OverlandError, applied: int, transactions: int) -> OverlandError:
+def bulk_failure(cause: ServiceError, applied: int, transactions: int) -> ServiceError:
     """A copy of the error that stopped a bulk apply (same category, so the same gRPC code) whose
     message says how much was committed before it."""
     message = (
@@ -130,7 +130,7 @@ class RecordApply:
         )
         return result
 
-    def stopped_by(self, error: OverlandError) -> OverlandError:
+    def stopped_by(self, error: ServiceError) -> ServiceError:
         """``error``, which stops the stream before the changes not yet fed, after committing the
         ones that were, with that count in its message."""
         self._advance(final=True)
@@ -139,7 +139,7 @@ class RecordApply:
     def _advance(self, *, final: bool) -> None:
         try:
             self._commit_ready(final=final)
-        except OverlandError as error:
+        except ServiceError as error:
             raise bulk_failure(error, self.applied, self.transactions) from error
         # What is committed is no longer needed.
         del self._pending[: self._position]

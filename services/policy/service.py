@@ -1,6 +1,6 @@
 """The gRPC PolicyService: a thin shell that turns requests into PolicyStore calls and back.
 
-Errors are not handled here: the store raises ``OverlandError`` subclasses and the server's
+Errors are not handled here: the store raises ``ServiceError`` subclasses and the server's
 ErrorMappingInterceptor turns them into status codes with field violations.
 """
 

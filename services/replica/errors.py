@@ -9,14 +9,14 @@ from services.common.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    OverlandError,
     PermissionDenied,
     ResourceExhausted,
+    ServiceError,
     Unavailable,
 )
 
 
-class ReplicaError(OverlandError):
+class ReplicaError(ServiceError):
     """Base of the replica service's own errors (mixed into every class below)."""
 
 

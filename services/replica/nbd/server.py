@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.errors import InvalidArgument, OverlandError, ResourceExhausted
+from services.common.errors import InvalidArgument, ResourceExhausted, ServiceError
 from services.replica.nbd.protocol import (
     CMD_DISC,
     CMD_FLAG_FUA,
@@ -83,7 +83,7 @@ def error_number(error: BaseException) -> int:
         return EPERM
     if isinstance(error, ResourceExhausted) or (isinstance(error, OSError) and error.errno == errno.ENOSPC):
         return ENOSPC
-    if isinstance(error, OverlandError):
+    if isinstance(error, ServiceError):
         return EINVAL
     return EIO
 
@@ -244,7 +244,7 @@ class NbdServer:
                 data = execute(request, payload, export.device)
                 header = simple_reply(request.handle)
             except Exception as error:  # any failure must become an NBD errno reply
-                if not isinstance(error, OverlandError | OSError):
+                if not isinstance(error, ServiceError | OSError):
                     log.exception("NBD request failed unexpectedly")
                 data, header = b"", simple_reply(request.handle, error_number(error))
             try:

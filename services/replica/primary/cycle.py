@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 
 from overland.v1 import replica_pb2
-from services.common.errors import OverlandError
+from services.common.errors import ServiceError
 from services.replica import states
 from services.replica.codec import media
 from services.replica.codec.chunks import ChunkCodec, block_digests
@@ -267,7 +267,7 @@ def run(vm: VmReplication, sender: Sender, telemetry: ReplicaTelemetry, abort: t
     except ReplicaStorageFull as error:
         _fail(vm, start_mono, start_ns, Event.STORAGE_FULL, f"DR site storage full: {error.message}")
         raise
-    except OverlandError as error:
+    except ServiceError as error:
         _fail(vm, start_mono, start_ns, Event.CYCLE_FAILED, error.message)
         raise
     except (OSError, grpc.RpcError) as error:

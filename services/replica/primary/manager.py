@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from overland.v1 import replica_pb2
-from services.common.errors import OverlandError
+from services.common.errors import ServiceError
 from services.replica import states
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
 from services.replica.errors import InvalidTransition, ReplicationExists, ReplicationNotFound
@@ -254,7 +254,7 @@ class ReplicationManager:
         """A scheduled cycle: its failure is recorded in the VM's state and health, not raised."""
         try:
             self.run_cycle(vm.name)
-        except OverlandError as error:
+        except ServiceError as error:
             log.warning("replication cycle failed", extra={"vm": vm.name, "error": error.message})
         except Exception:
             # The top of a scheduler thread: nobody above would see it. The state already says CRITICAL.

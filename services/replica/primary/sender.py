@@ -22,8 +22,8 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    OverlandError,
     PermissionDenied,
+    ServiceError,
 )
 from services.replica.codec.wire import serialize
 from services.replica.errors import CycleAborted, ReplicaStorageFull, ReplicaUnreachable
@@ -174,7 +174,7 @@ class Sender:
 
 def as_error(error: grpc.RpcError, what: str) -> Exception:
     """The replica error for a failed call to the DR site (its category is the call's status code)."""
-    by_code: dict[grpc.StatusCode, type[OverlandError]] = {
+    by_code: dict[grpc.StatusCode, type[ServiceError]] = {
         grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
         grpc.StatusCode.NOT_FOUND: NotFound,
         grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.common.errors import DataLoss, FailedPrecondition, InvalidArgument, OverlandError
+from services.common.errors import DataLoss, FailedPrecondition, InvalidArgument, ServiceError
 
 
-class StorageError(OverlandError):
+class StorageError(ServiceError):
     """Base of every error raised by replica storage: disks, the tracking log, the NBD export."""
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, OverlandError
+from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, ServiceError
 
 
-class VmError(OverlandError):
+class VmError(ServiceError):
     """Base of the VM runtime's own errors (mixed into every class below)."""
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from overland.defaults import DATAPATH_OTEL_NAME
 from overland.v1 import vswitch_pb2
 from services.common.config import telemetry_from_env
-from services.common.errors import OverlandError
+from services.common.errors import ServiceError
 from services.common.logs import configure_logging
 from services.common.schema import StoreEntry, key_of, wrap
 from services.common.server import wait_for_signal
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         datapath.start()
         for text in args.port:
             datapath.attach_port(parse_port(text))
-    except (OverlandError, OSError) as error:
+    except (ServiceError, OSError) as error:
         log.error("datapath not started: %s", error)
         return 2
     if args.ready_file:

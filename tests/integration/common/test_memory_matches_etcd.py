@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.common.errors import OverlandError
+from services.common.errors import ServiceError
 from services.common.etcd_kv import EtcdKV
 from services.common.kv import (
     Compare,
@@ -94,7 +94,7 @@ class Side:
     def outcome(self, call: Callable[[], Any]) -> Any:
         try:
             return call()
-        except OverlandError as error:
+        except ServiceError as error:
             return type(error).__name__
 
 

@@ -26,7 +26,7 @@ from docker.models.containers import Container
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network as TestNetwork
 
-from services.common.errors import OverlandError
+from services.common.errors import ServiceError
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import free_ports
 from services.common.kv import Compare, Put
@@ -362,7 +362,7 @@ class KeyWriter:
         return key
 
     def writer(self) -> Writer:
-        return Writer(self.attempt, (OverlandError,), lambda: self.kv.endpoint)
+        return Writer(self.attempt, (ServiceError,), lambda: self.kv.endpoint)
 
 
 @dataclass
