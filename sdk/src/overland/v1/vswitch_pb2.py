@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from overland.v1 import types_pb2 as overland_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19overland/v1/vswitch.proto\x12\x0boverland.v1\x1a\x17overland/v1/types.proto\"\x17\n\x15GetAgentStatusRequest\"\xc4\x03\n\x0b\x41gentStatus\x12\x11\n\thost_name\x18\x01 \x01(\t\x12\r\n\x05pa_ip\x18\x02 \x01(\t\x12\x18\n\x10\x61pplied_revision\x18\x03 \x01(\x03\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x10\n\x08\x64\x61tapath\x18\x05 \x01(\x08\x12\x0e\n\x06pa_mtu\x18\x06 \x01(\r\x12\x11\n\tinner_mtu\x18\x07 \x01(\r\x12\x16\n\x0elookup_records\x18\x08 \x01(\x03\x12\x17\n\x0fvirtual_subnets\x18\t \x01(\x03\x12\x17\n\x0f\x63ustomer_routes\x18\n \x01(\x03\x12\x1a\n\x12provider_addresses\x18\x0b \x01(\x03\x12\x12\n\nregistered\x18\x0c \x01(\x08\x12\r\n\x05syncs\x18\r \x01(\x03\x12\x1f\n\x17resets_after_compaction\x18\x0e \x01(\x03\x12\x15\n\rstream_breaks\x18\x0f \x01(\x03\x12\x19\n\x11last_sync_seconds\x18\x10 \x01(\x01\x12\x16\n\x0elast_sync_keys\x18\x11 \x01(\x03\x12\x15\n\rrejected_keys\x18\x12 \x01(\x03\x12\x17\n\x0frouting_domains\x18\x13 \x01(\x03\x12\r\n\x05rdids\x18\x14 \x03(\t\"\x12\n\x10\x44umpTableRequest\"\xb9\x02\n\x11\x44umpTableResponse\x12\x18\n\x10\x61pplied_revision\x18\x01 \x01(\x03\x12\x33\n\x0frouting_domains\x18\x02 \x03(\x0b\x32\x1a.overland.v1.RoutingDomain\x12\x33\n\x0fvirtual_subnets\x18\x03 \x03(\x0b\x32\x1a.overland.v1.VirtualSubnet\x12\x38\n\x12provider_addresses\x18\x04 \x03(\x0b\x32\x1c.overland.v1.ProviderAddress\x12\x31\n\x0elookup_records\x18\x05 \x03(\x0b\x32\x19.overland.v1.LookupRecord\x12\x33\n\x0f\x63ustomer_routes\x18\x06 \x03(\x0b\x32\x1a.overland.v1.CustomerRoute\"p\n\x04Port\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0c\n\x04vsid\x18\x03 \x01(\r\x12\n\n\x02\x63\x61\x18\x04 \x01(\t\x12\x0f\n\x07vm_name\x18\x05 \x01(\t\x12\r\n\x05netns\x18\x06 \x01(\t\x12\x13\n\x0b\x66rom_policy\x18\x07 \x01(\x08\"4\n\x11\x41ttachPortRequest\x12\x1f\n\x04port\x18\x01 \x01(\x0b\x32\x11.overland.v1.Port\"!\n\x11\x44\x65tachPortRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12\x44\x65tachPortResponse\"\x12\n\x10ListPortsRequest\"5\n\x11ListPortsResponse\x12 \n\x05ports\x18\x01 \x03(\x0b\x32\x11.overland.v1.Port\"\x14\n\x12GetCountersRequest\"\xe4\x01\n\x08\x43ounters\x12\x12\n\nrx_packets\x18\x01 \x01(\x04\x12\x10\n\x08rx_bytes\x18\x02 \x01(\x04\x12\x12\n\ntx_packets\x18\x03 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x04 \x01(\x04\x12/\n\x05\x64rops\x18\x05 \x03(\x0b\x32 .overland.v1.Counters.DropsEntry\x12\x13\n\x0b\x61rp_replies\x18\x06 \x01(\x04\x12\x18\n\x10icmp_frag_needed\x18\x07 \x01(\x04\x1a,\n\nDropsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xa0\x02\n\tExtension\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.overland.v1.Extension.Kind\x12\r\n\x05order\x18\x03 \x01(\x05\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x36\n\x08settings\x18\x05 \x03(\x0b\x32$.overland.v1.Extension.SettingsEntry\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CAPTURE\x10\x01\x12\x0f\n\x0bKIND_FILTER\x10\x02\x12\x10\n\x0cKIND_FORWARD\x10\x03\"\x17\n\x15ListExtensionsRequest\"D\n\x16ListExtensionsResponse\x12*\n\nextensions\x18\x01 \x03(\x0b\x32\x16.overland.v1.Extension\"F\n\x19\x43onfigureExtensionRequest\x12)\n\textension\x18\x01 \x01(\x0b\x32\x16.overland.v1.Extension2\x80\x05\n\x0eVswitchService\x12N\n\x0eGetAgentStatus\x12\".overland.v1.GetAgentStatusRequest\x1a\x18.overland.v1.AgentStatus\x12J\n\tDumpTable\x12\x1d.overland.v1.DumpTableRequest\x1a\x1e.overland.v1.DumpTableResponse\x12?\n\nAttachPort\x12\x1e.overland.v1.AttachPortRequest\x1a\x11.overland.v1.Port\x12M\n\nDetachPort\x12\x1e.overland.v1.DetachPortRequest\x1a\x1f.overland.v1.DetachPortResponse\x12J\n\tListPorts\x12\x1d.overland.v1.ListPortsRequest\x1a\x1e.overland.v1.ListPortsResponse\x12\x45\n\x0bGetCounters\x12\x1f.overland.v1.GetCountersRequest\x1a\x15.overland.v1.Counters\x12Y\n\x0eListExtensions\x12\".overland.v1.ListExtensionsRequest\x1a#.overland.v1.ListExtensionsResponse\x12T\n\x12\x43onfigureExtension\x12&.overland.v1.ConfigureExtensionRequest\x1a\x16.overland.v1.Extensionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19overland/v1/vswitch.proto\x12\x0boverland.v1\x1a\x17overland/v1/types.proto\"\x17\n\x15GetAgentStatusRequest\"\xc4\x03\n\x0b\x41gentStatus\x12\x11\n\thost_name\x18\x01 \x01(\t\x12\r\n\x05pa_ip\x18\x02 \x01(\t\x12\x18\n\x10\x61pplied_revision\x18\x03 \x01(\x03\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x10\n\x08\x64\x61tapath\x18\x05 \x01(\x08\x12\x0e\n\x06pa_mtu\x18\x06 \x01(\r\x12\x11\n\tinner_mtu\x18\x07 \x01(\r\x12\x16\n\x0elookup_records\x18\x08 \x01(\x03\x12\x17\n\x0fvirtual_subnets\x18\t \x01(\x03\x12\x17\n\x0f\x63ustomer_routes\x18\n \x01(\x03\x12\x1a\n\x12provider_addresses\x18\x0b \x01(\x03\x12\x12\n\nregistered\x18\x0c \x01(\x08\x12\r\n\x05syncs\x18\r \x01(\x03\x12\x1f\n\x17resets_after_compaction\x18\x0e \x01(\x03\x12\x15\n\rstream_breaks\x18\x0f \x01(\x03\x12\x19\n\x11last_sync_seconds\x18\x10 \x01(\x01\x12\x16\n\x0elast_sync_keys\x18\x11 \x01(\x03\x12\x15\n\rrejected_keys\x18\x12 \x01(\x03\x12\x17\n\x0frouting_domains\x18\x13 \x01(\x03\x12\r\n\x05rdids\x18\x14 \x03(\t\"\x12\n\x10\x44umpTableRequest\"\xb9\x02\n\x11\x44umpTableResponse\x12\x18\n\x10\x61pplied_revision\x18\x01 \x01(\x03\x12\x33\n\x0frouting_domains\x18\x02 \x03(\x0b\x32\x1a.overland.v1.RoutingDomain\x12\x33\n\x0fvirtual_subnets\x18\x03 \x03(\x0b\x32\x1a.overland.v1.VirtualSubnet\x12\x38\n\x12provider_addresses\x18\x04 \x03(\x0b\x32\x1c.overland.v1.ProviderAddress\x12\x31\n\x0elookup_records\x18\x05 \x03(\x0b\x32\x19.overland.v1.LookupRecord\x12\x33\n\x0f\x63ustomer_routes\x18\x06 \x03(\x0b\x32\x1a.overland.v1.CustomerRoute\"\xa8\x01\n\x04Port\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0c\n\x04vsid\x18\x03 \x01(\r\x12\n\n\x02\x63\x61\x18\x04 \x01(\t\x12\x0f\n\x07vm_name\x18\x05 \x01(\t\x12\r\n\x05netns\x18\x06 \x01(\t\x12\x13\n\x0b\x66rom_policy\x18\x07 \x01(\x08\x12)\n\x07\x62\x61\x63kend\x18\x08 \x01(\x0e\x32\x18.overland.v1.PortBackend\x12\x0b\n\x03mtu\x18\t \x01(\r\"4\n\x11\x41ttachPortRequest\x12\x1f\n\x04port\x18\x01 \x01(\x0b\x32\x11.overland.v1.Port\"!\n\x11\x44\x65tachPortRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12\x44\x65tachPortResponse\"\x12\n\x10ListPortsRequest\"5\n\x11ListPortsResponse\x12 \n\x05ports\x18\x01 \x03(\x0b\x32\x11.overland.v1.Port\"\x14\n\x12GetCountersRequest\"\xe4\x01\n\x08\x43ounters\x12\x12\n\nrx_packets\x18\x01 \x01(\x04\x12\x10\n\x08rx_bytes\x18\x02 \x01(\x04\x12\x12\n\ntx_packets\x18\x03 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x04 \x01(\x04\x12/\n\x05\x64rops\x18\x05 \x03(\x0b\x32 .overland.v1.Counters.DropsEntry\x12\x13\n\x0b\x61rp_replies\x18\x06 \x01(\x04\x12\x18\n\x10icmp_frag_needed\x18\x07 \x01(\x04\x1a,\n\nDropsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xa0\x02\n\tExtension\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.overland.v1.Extension.Kind\x12\r\n\x05order\x18\x03 \x01(\x05\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x36\n\x08settings\x18\x05 \x03(\x0b\x32$.overland.v1.Extension.SettingsEntry\x1a/\n\rSettingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CAPTURE\x10\x01\x12\x0f\n\x0bKIND_FILTER\x10\x02\x12\x10\n\x0cKIND_FORWARD\x10\x03\"\x17\n\x15ListExtensionsRequest\"D\n\x16ListExtensionsResponse\x12*\n\nextensions\x18\x01 \x03(\x0b\x32\x16.overland.v1.Extension\"F\n\x19\x43onfigureExtensionRequest\x12)\n\textension\x18\x01 \x01(\x0b\x32\x16.overland.v1.Extension*a\n\x0bPortBackend\x12\x1c\n\x18PORT_BACKEND_UNSPECIFIED\x10\x00\x12\x17\n\x13PORT_BACKEND_TAP_FD\x10\x01\x12\x1b\n\x17PORT_BACKEND_TAP_KERNEL\x10\x02\x32\x80\x05\n\x0eVswitchService\x12N\n\x0eGetAgentStatus\x12\".overland.v1.GetAgentStatusRequest\x1a\x18.overland.v1.AgentStatus\x12J\n\tDumpTable\x12\x1d.overland.v1.DumpTableRequest\x1a\x1e.overland.v1.DumpTableResponse\x12?\n\nAttachPort\x12\x1e.overland.v1.AttachPortRequest\x1a\x11.overland.v1.Port\x12M\n\nDetachPort\x12\x1e.overland.v1.DetachPortRequest\x1a\x1f.overland.v1.DetachPortResponse\x12J\n\tListPorts\x12\x1d.overland.v1.ListPortsRequest\x1a\x1e.overland.v1.ListPortsResponse\x12\x45\n\x0bGetCounters\x12\x1f.overland.v1.GetCountersRequest\x1a\x15.overland.v1.Counters\x12Y\n\x0eListExtensions\x12\".overland.v1.ListExtensionsRequest\x1a#.overland.v1.ListExtensionsResponse\x12T\n\x12\x43onfigureExtension\x12&.overland.v1.ConfigureExtensionRequest\x1a\x16.overland.v1.Extensionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUNTERS_DROPSENTRY']._serialized_options = b'8\001'
   _globals['_EXTENSION_SETTINGSENTRY']._loaded_options = None
   _globals['_EXTENSION_SETTINGSENTRY']._serialized_options = b'8\001'
+  _globals['_PORTBACKEND']._serialized_start=1951
+  _globals['_PORTBACKEND']._serialized_end=2048
   _globals['_GETAGENTSTATUSREQUEST']._serialized_start=67
   _globals['_GETAGENTSTATUSREQUEST']._serialized_end=90
   _globals['_AGENTSTATUS']._serialized_start=93
@@ -44,36 +46,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DUMPTABLEREQUEST']._serialized_end=565
   _globals['_DUMPTABLERESPONSE']._serialized_start=568
   _globals['_DUMPTABLERESPONSE']._serialized_end=881
-  _globals['_PORT']._serialized_start=883
-  _globals['_PORT']._serialized_end=995
-  _globals['_ATTACHPORTREQUEST']._serialized_start=997
-  _globals['_ATTACHPORTREQUEST']._serialized_end=1049
-  _globals['_DETACHPORTREQUEST']._serialized_start=1051
-  _globals['_DETACHPORTREQUEST']._serialized_end=1084
-  _globals['_DETACHPORTRESPONSE']._serialized_start=1086
-  _globals['_DETACHPORTRESPONSE']._serialized_end=1106
-  _globals['_LISTPORTSREQUEST']._serialized_start=1108
-  _globals['_LISTPORTSREQUEST']._serialized_end=1126
-  _globals['_LISTPORTSRESPONSE']._serialized_start=1128
-  _globals['_LISTPORTSRESPONSE']._serialized_end=1181
-  _globals['_GETCOUNTERSREQUEST']._serialized_start=1183
-  _globals['_GETCOUNTERSREQUEST']._serialized_end=1203
-  _globals['_COUNTERS']._serialized_start=1206
-  _globals['_COUNTERS']._serialized_end=1434
-  _globals['_COUNTERS_DROPSENTRY']._serialized_start=1390
-  _globals['_COUNTERS_DROPSENTRY']._serialized_end=1434
-  _globals['_EXTENSION']._serialized_start=1437
-  _globals['_EXTENSION']._serialized_end=1725
-  _globals['_EXTENSION_SETTINGSENTRY']._serialized_start=1595
-  _globals['_EXTENSION_SETTINGSENTRY']._serialized_end=1642
-  _globals['_EXTENSION_KIND']._serialized_start=1644
-  _globals['_EXTENSION_KIND']._serialized_end=1725
-  _globals['_LISTEXTENSIONSREQUEST']._serialized_start=1727
-  _globals['_LISTEXTENSIONSREQUEST']._serialized_end=1750
-  _globals['_LISTEXTENSIONSRESPONSE']._serialized_start=1752
-  _globals['_LISTEXTENSIONSRESPONSE']._serialized_end=1820
-  _globals['_CONFIGUREEXTENSIONREQUEST']._serialized_start=1822
-  _globals['_CONFIGUREEXTENSIONREQUEST']._serialized_end=1892
-  _globals['_VSWITCHSERVICE']._serialized_start=1895
-  _globals['_VSWITCHSERVICE']._serialized_end=2535
+  _globals['_PORT']._serialized_start=884
+  _globals['_PORT']._serialized_end=1052
+  _globals['_ATTACHPORTREQUEST']._serialized_start=1054
+  _globals['_ATTACHPORTREQUEST']._serialized_end=1106
+  _globals['_DETACHPORTREQUEST']._serialized_start=1108
+  _globals['_DETACHPORTREQUEST']._serialized_end=1141
+  _globals['_DETACHPORTRESPONSE']._serialized_start=1143
+  _globals['_DETACHPORTRESPONSE']._serialized_end=1163
+  _globals['_LISTPORTSREQUEST']._serialized_start=1165
+  _globals['_LISTPORTSREQUEST']._serialized_end=1183
+  _globals['_LISTPORTSRESPONSE']._serialized_start=1185
+  _globals['_LISTPORTSRESPONSE']._serialized_end=1238
+  _globals['_GETCOUNTERSREQUEST']._serialized_start=1240
+  _globals['_GETCOUNTERSREQUEST']._serialized_end=1260
+  _globals['_COUNTERS']._serialized_start=1263
+  _globals['_COUNTERS']._serialized_end=1491
+  _globals['_COUNTERS_DROPSENTRY']._serialized_start=1447
+  _globals['_COUNTERS_DROPSENTRY']._serialized_end=1491
+  _globals['_EXTENSION']._serialized_start=1494
+  _globals['_EXTENSION']._serialized_end=1782
+  _globals['_EXTENSION_SETTINGSENTRY']._serialized_start=1652
+  _globals['_EXTENSION_SETTINGSENTRY']._serialized_end=1699
+  _globals['_EXTENSION_KIND']._serialized_start=1701
+  _globals['_EXTENSION_KIND']._serialized_end=1782
+  _globals['_LISTEXTENSIONSREQUEST']._serialized_start=1784
+  _globals['_LISTEXTENSIONSREQUEST']._serialized_end=1807
+  _globals['_LISTEXTENSIONSRESPONSE']._serialized_start=1809
+  _globals['_LISTEXTENSIONSRESPONSE']._serialized_end=1877
+  _globals['_CONFIGUREEXTENSIONREQUEST']._serialized_start=1879
+  _globals['_CONFIGUREEXTENSIONREQUEST']._serialized_end=1949
+  _globals['_VSWITCHSERVICE']._serialized_start=2051
+  _globals['_VSWITCHSERVICE']._serialized_end=2691
 # @@protoc_insertion_point(module_scope)

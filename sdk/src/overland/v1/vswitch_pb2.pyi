@@ -8,6 +8,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PortBackend(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PORT_BACKEND_UNSPECIFIED: _ClassVar[PortBackend]
+    PORT_BACKEND_TAP_FD: _ClassVar[PortBackend]
+    PORT_BACKEND_TAP_KERNEL: _ClassVar[PortBackend]
+PORT_BACKEND_UNSPECIFIED: PortBackend
+PORT_BACKEND_TAP_FD: PortBackend
+PORT_BACKEND_TAP_KERNEL: PortBackend
+
 class GetAgentStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -77,7 +86,7 @@ class DumpTableResponse(_message.Message):
     def __init__(self, applied_revision: _Optional[int] = ..., routing_domains: _Optional[_Iterable[_Union[_types_pb2.RoutingDomain, _Mapping]]] = ..., virtual_subnets: _Optional[_Iterable[_Union[_types_pb2.VirtualSubnet, _Mapping]]] = ..., provider_addresses: _Optional[_Iterable[_Union[_types_pb2.ProviderAddress, _Mapping]]] = ..., lookup_records: _Optional[_Iterable[_Union[_types_pb2.LookupRecord, _Mapping]]] = ..., customer_routes: _Optional[_Iterable[_Union[_types_pb2.CustomerRoute, _Mapping]]] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("name", "mac", "vsid", "ca", "vm_name", "netns", "from_policy")
+    __slots__ = ("name", "mac", "vsid", "ca", "vm_name", "netns", "from_policy", "backend", "mtu")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
     VSID_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +94,8 @@ class Port(_message.Message):
     VM_NAME_FIELD_NUMBER: _ClassVar[int]
     NETNS_FIELD_NUMBER: _ClassVar[int]
     FROM_POLICY_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
     name: str
     mac: str
     vsid: int
@@ -92,7 +103,9 @@ class Port(_message.Message):
     vm_name: str
     netns: str
     from_policy: bool
-    def __init__(self, name: _Optional[str] = ..., mac: _Optional[str] = ..., vsid: _Optional[int] = ..., ca: _Optional[str] = ..., vm_name: _Optional[str] = ..., netns: _Optional[str] = ..., from_policy: _Optional[bool] = ...) -> None: ...
+    backend: PortBackend
+    mtu: int
+    def __init__(self, name: _Optional[str] = ..., mac: _Optional[str] = ..., vsid: _Optional[int] = ..., ca: _Optional[str] = ..., vm_name: _Optional[str] = ..., netns: _Optional[str] = ..., from_policy: _Optional[bool] = ..., backend: _Optional[_Union[PortBackend, str]] = ..., mtu: _Optional[int] = ...) -> None: ...
 
 class AttachPortRequest(_message.Message):
     __slots__ = ("port",)
