@@ -66,6 +66,14 @@ class VswitchServicer(vswitch_pb2_grpc.VswitchServiceServicer):
             violations.append(FieldViolation("port.mac", "required"))
         if not request.port.vsid:
             violations.append(FieldViolation("port.vsid", "required"))
+        if request.port.backend not in vswitch_pb2.PortBackend.values():
+            violations.append(FieldViolation("port.backend", f"unknown backend {request.port.backend}"))
+        if request.port.backend == vswitch_pb2.PORT_BACKEND_TAP_KERNEL and request.port.netns:
+            violations.append(
+                FieldViolation(
+                    "port.netns", "a TAP_KERNEL port stays in the agent's namespace: leave it empty"
+                )
+            )
         if violations:
             raise InvalidArgument("invalid port", violations)
         return self._datapath().attach_port(request.port)

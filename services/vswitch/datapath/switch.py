@@ -1,4 +1,4 @@
-"""``NvgreSwitch``, the datapath shell: TAP ports, the raw GRE socket, two forwarding threads, flow
+"""``NvgreSwitch``, the datapath shell: VM ports, the raw GRE socket, two forwarding threads, flow
 caches and counters.
 
 Decisions come from the pure ``forwarding`` module; this file only moves bytes. The packet path is a
@@ -8,8 +8,9 @@ A miss takes the table lock, asks ``forwarding`` and caches the answer when it h
 flow. ``apply`` clears the caches after every table change, so a PA update takes effect on the next
 frame.
 
-Threads: one polls every TAP (VM -> switch), one polls the raw socket (wire -> VMs). Each has its
-own ``Stats``; ``counters()`` sums them.
+Threads: one polls every port (VM -> switch), one polls the raw socket (wire -> VMs). Each has its
+own ``Stats``; ``counters()`` sums them. A port is one fd whatever its backend (ports.py): a TAP the
+agent opened, or a packet socket on the kernel side of a TAP that qemu opened.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from overland.v1 import vswitch_pb2
 from services.common.schema import KIND_PA, KIND_RECORD, KIND_SUBNET
 from services.common.table import RoutingTable, TableDelta
 from services.vswitch import netns
-from services.vswitch.datapath import tap
+from services.vswitch.datapath import ports, tap
 from services.vswitch.datapath.config import DatapathConfig
 from services.vswitch.datapath.counters import Stats, total
 from services.vswitch.datapath.errors import DatapathError, PortError, PortNotFound, TableChangingError
@@ -87,8 +88,7 @@ POLL_MS = 250
 # Frames drained from one fd before the loop looks at the others (fairness between ports).
 BATCH = 64
 BUFFER_BYTES = 65536 + tap.VNET_HDR_LEN + 64
-# An outer IPv4 datagram is at most 65535 bytes: the largest inner frame NVGRE can carry whole.
-MAX_INNER_FRAME = 65535 - 28
+MAX_INNER_FRAME = ports.MAX_INNER_FRAME
 _CHECKSUM = struct.Struct("!H")
 _IPV4 = b"\x08\x00"
 
@@ -103,6 +103,8 @@ class _Port:
     info: PortInfo
     fd: int
     message: vswitch_pb2.Port
+    # Longer frames are cut into segments by the kernel (kernel ports: the TAP's MTU applies).
+    max_frame: int = ports.UNLIMITED
     cache: dict[bytes, CacheEntry] = field(default_factory=dict)
 
 
@@ -281,7 +283,7 @@ class NvgreSwitch:
     # ----- ports -----
 
     def attach_port(self, port: vswitch_pb2.Port) -> vswitch_pb2.Port:
-        """Open (or re-open) the TAP for a VM NIC and, with ``port.netns``, move it into that namespace."""
+        """Open (or re-open) the device of a VM NIC's port (see ports.py for the backends)."""
         try:
             mac = mac_to_bytes(port.mac)
         except EncodeError as error:
@@ -293,12 +295,17 @@ class NvgreSwitch:
                 raise PortError(f"another port already carries VSID {port.vsid} MAC {port.mac}")
             # A port may come before its record (a VM migrating here): it forwards once the record does.
             info = port_info(self._table, port.name, port.vsid, mac, self.config.pa_ip)
-            fd = self._open_port_tap(port)
+            opened = ports.open_port(
+                port, switch_netns=self.config.netns, offload=self.config.offload, mtu=self.inner_mtu
+            )
             message = vswitch_pb2.Port()
             message.CopyFrom(port)
             message.mac = mac_to_str(mac)
             message.ca = self._record_ca(info) if info.known else ""
-            entry = _Port(info, fd, message)
+            message.backend = ports.backend_of(port)
+            message.mtu = self.inner_mtu
+            entry = _Port(info, opened.fd, message, opened.max_frame)
+            fd = opened.fd
             self._ports[port.name] = entry
             self._fds[fd] = entry
             self._ports_version += 1
@@ -307,44 +314,16 @@ class NvgreSwitch:
         self._wake(self._wake_ports)
         return message
 
-    def _open_port_tap(self, port: vswitch_pb2.Port) -> int:
-        vnet = self.config.offload
-        if port.netns and netns.link_exists(port.name, port.netns):
-            # A restarted agent: the VM's TAP is already in its namespace; re-open it there.
-            return netns.run_in_netns(port.netns, lambda: tap.open_tap(port.name, vnet_hdr=vnet))
-        fd = netns.run_in_netns(self.config.netns, lambda: tap.open_tap(port.name, vnet_hdr=vnet))
-        try:
-            # TSO super-frames plus the NVGRE overhead must fit one outer IPv4 datagram.
-            netns.ip(
-                "link",
-                "set",
-                "dev",
-                port.name,
-                "gso_max_size",
-                str(MAX_INNER_FRAME - 64),
-                netns=self.config.netns,
-            )
-            netns.configure_link(
-                port.name, self.config.netns, mtu=self.inner_mtu, mac=port.mac, up=not port.netns
-            )
-            if port.netns:
-                netns.move_link(port.name, port.netns, self.config.netns)
-                netns.configure_link(port.name, port.netns, mtu=self.inner_mtu)
-        except netns.NetnsError as error:
-            tap.release_tap(fd)
-            raise PortError(f"cannot set up TAP {port.name}: {error.message}") from error
-        return fd
-
     def detach_port(self, name: str) -> None:
-        """Remove a port; its TAP is deleted."""
+        """Remove a port; its TAP is deleted (qemu, if it still holds a kernel port's, loses it)."""
         with self.table_lock:
             port = self._ports.pop(name, None)
             if port is None:
                 raise PortNotFound(f"no port named {name}")
             self._fds.pop(port.fd, None)
             try:
-                tap.release_tap(os.dup(port.fd))
-            except OSError:
+                ports.release_port(port.message, port.fd, self.config.netns)
+            except (OSError, netns.NetnsError):
                 log.warning("TAP %s was already gone", name)
             self._to_close.append(port.fd)
             self._ports_version += 1
@@ -567,6 +546,9 @@ class NvgreSwitch:
         if port is None:
             stats.drop(DropReason.NO_PORT)
             return
+        if len(frame) > port.max_frame:
+            self._write_segmented(port, frame, stats)
+            return
         try:
             if self._partial:
                 os.writev(port.fd, [tap.partial_vnet_header(frame), frame])
@@ -574,6 +556,23 @@ class NvgreSwitch:
                 os.writev(port.fd, [tap.PLAIN_VNET_HDR, frame])
             else:
                 os.write(port.fd, frame)
+        except OSError:
+            stats.drop(DropReason.SEND_FAILED)
+            return
+        stats.tx_packets += 1
+        stats.tx_bytes += len(frame)
+
+    def _write_segmented(self, port: _Port, frame: bytes | memoryview, stats: Stats) -> None:
+        """A frame longer than a kernel port's MTU (a TSO super-frame from a host that sends them):
+        the kernel cuts it into segments for qemu (or hands it whole to a guest that takes TSO)."""
+        cut = (
+            tap.gso_vnet_header(frame, port.max_frame - ETHERNET_HEADER_LEN) if self.config.offload else None
+        )
+        if cut is None:
+            stats.drop(DropReason.TOO_BIG)
+            return
+        try:
+            os.writev(port.fd, cut)
         except OSError:
             stats.drop(DropReason.SEND_FAILED)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated
 
 import typer
@@ -52,6 +53,11 @@ def table(ctx: typer.Context) -> None:
     show_sections(ctx, dump, f"applied revision {dump.applied_revision}", sections)
 
 
+class Backend(enum.StrEnum):
+    tap_fd = "tap-fd"
+    tap_kernel = "tap-kernel"
+
+
 @app.command("attach")
 def attach(
     ctx: typer.Context,
@@ -60,11 +66,21 @@ def attach(
     mac: Annotated[str, typer.Option(help="The VM NIC's MAC; a lookup record on this host must have it.")],
     vsid: Annotated[int, typer.Option(help="The VM NIC's VSID.")],
     vm: Annotated[str, typer.Option(help="The VM's name.")] = "",
-    netns: Annotated[str, typer.Option(help="A network namespace to move the interface into.")] = "",
+    netns: Annotated[str, typer.Option(help="A network namespace to move the interface into (tap-fd).")] = "",
+    backend: Annotated[
+        Backend,
+        typer.Option(
+            help="tap-fd: the agent owns the TAP (a namespace VM); tap-kernel: qemu opens it (ifname=NAME)."
+        ),
+    ] = Backend.tap_fd,
 ) -> None:
     """Connect-VMNetworkAdapter: attach a VM port."""
+    full_backend = "PORT_BACKEND_" + backend.value.upper().replace("-", "_")
     with _client(ctx) as client:
-        show(ctx, client.attach_port(name=name, mac=mac, vsid=vsid, vm_name=vm, netns=netns))
+        show(
+            ctx,
+            client.attach_port(name=name, mac=mac, vsid=vsid, vm_name=vm, netns=netns, backend=full_backend),
+        )
 
 
 @app.command("detach")
