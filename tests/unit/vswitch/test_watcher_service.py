@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from services.common.config import ServerConfig
 from services.common.memory_kv import MemoryKV
 from services.vswitch.config import AgentConfig, load_config
 from services.vswitch.server import VswitchServer, create_server
+from tests.unit.sdk.cli_runner import invoke_json
 from tests.unit.vswitch.agent_helpers import RecordingDatapath, put, wait_until
 from tests.unit.vswitch.table_factory import domain, provider, record, route, subnet
 
@@ -126,6 +128,24 @@ def test_bad_port_gets_field_violations(running: Running) -> None:
     assert _violations(raised.value) == {"port.name", "port.mac", "port.vsid"}
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"backend": vswitch_pb2.PORT_BACKEND_TAP_KERNEL, "netns": "vm1"}, "port.netns"),
+        ({"backend": 9}, "port.backend"),
+    ],
+)
+def test_kernel_ports_take_no_namespace_and_backends_are_known(
+    running: Running, changes: dict[str, Any], field: str
+) -> None:
+    _, stub = running
+    port = vswitch_pb2.Port(name="kp-vm1", mac="02:00:c0:00:02:01", vsid=4096, **changes)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.AttachPort(vswitch_pb2.AttachPortRequest(port=port), timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _violations(raised.value) == {field}
+
+
 def test_stop_stops_the_datapath_last() -> None:
     server, kv, datapath = _start(table_only=False)
     server.stop()
@@ -145,3 +165,17 @@ def test_config_from_flags_and_environment() -> None:
         True,
     )
     assert config.etcd.endpoints == ("127.0.0.1:2379", "127.0.0.2:2379")
+
+
+def test_the_cli_attaches_a_kernel_port() -> None:
+    server, kv, datapath = _start(table_only=False)
+    try:
+        env = {"OVERLAND_VSWITCH_ENDPOINT": f"127.0.0.1:{server.port}"}
+        args = ["vswitch", "attach", "--name", "kp-vm1", "--mac", "02:00:c0:00:02:01", "--vsid", "4096"]
+        attached = invoke_json(env, *args, "--backend", "tap-kernel")
+        assert isinstance(attached, dict)
+        assert attached["backend"] == "PORT_BACKEND_TAP_KERNEL"
+        assert [p.backend for p in datapath.attached] == [vswitch_pb2.PORT_BACKEND_TAP_KERNEL]
+    finally:
+        server.stop()
+        kv.close()
