@@ -125,6 +125,22 @@ class HostStatus(_message.Message):
     lag_revisions: int
     def __init__(self, host_name: _Optional[str] = ..., pa_ip: _Optional[str] = ..., applied_revision: _Optional[int] = ..., applied_time_unix_nanos: _Optional[int] = ..., alive: _Optional[bool] = ..., lag_revisions: _Optional[int] = ...) -> None: ...
 
+class Host(_message.Message):
+    __slots__ = ("host_name", "pa_ip", "registration_time_unix_nanos", "alive", "status", "revision")
+    HOST_NAME_FIELD_NUMBER: _ClassVar[int]
+    PA_IP_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    host_name: str
+    pa_ip: str
+    registration_time_unix_nanos: int
+    alive: bool
+    status: HostStatus
+    revision: int
+    def __init__(self, host_name: _Optional[str] = ..., pa_ip: _Optional[str] = ..., registration_time_unix_nanos: _Optional[int] = ..., alive: _Optional[bool] = ..., status: _Optional[_Union[HostStatus, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+
 class TraceContext(_message.Message):
     __slots__ = ("traceparent", "tracestate")
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
@@ -134,13 +150,14 @@ class TraceContext(_message.Message):
     def __init__(self, traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
 
 class StoreEntry(_message.Message):
-    __slots__ = ("routing_domain", "virtual_subnet", "provider_address", "lookup_record", "customer_route", "host_status", "trace", "write_time_unix_nanos")
+    __slots__ = ("routing_domain", "virtual_subnet", "provider_address", "lookup_record", "customer_route", "host_status", "host", "trace", "write_time_unix_nanos")
     ROUTING_DOMAIN_FIELD_NUMBER: _ClassVar[int]
     VIRTUAL_SUBNET_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     LOOKUP_RECORD_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ROUTE_FIELD_NUMBER: _ClassVar[int]
     HOST_STATUS_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     WRITE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     routing_domain: RoutingDomain
@@ -149,9 +166,10 @@ class StoreEntry(_message.Message):
     lookup_record: LookupRecord
     customer_route: CustomerRoute
     host_status: HostStatus
+    host: Host
     trace: TraceContext
     write_time_unix_nanos: int
-    def __init__(self, routing_domain: _Optional[_Union[RoutingDomain, _Mapping]] = ..., virtual_subnet: _Optional[_Union[VirtualSubnet, _Mapping]] = ..., provider_address: _Optional[_Union[ProviderAddress, _Mapping]] = ..., lookup_record: _Optional[_Union[LookupRecord, _Mapping]] = ..., customer_route: _Optional[_Union[CustomerRoute, _Mapping]] = ..., host_status: _Optional[_Union[HostStatus, _Mapping]] = ..., trace: _Optional[_Union[TraceContext, _Mapping]] = ..., write_time_unix_nanos: _Optional[int] = ...) -> None: ...
+    def __init__(self, routing_domain: _Optional[_Union[RoutingDomain, _Mapping]] = ..., virtual_subnet: _Optional[_Union[VirtualSubnet, _Mapping]] = ..., provider_address: _Optional[_Union[ProviderAddress, _Mapping]] = ..., lookup_record: _Optional[_Union[LookupRecord, _Mapping]] = ..., customer_route: _Optional[_Union[CustomerRoute, _Mapping]] = ..., host_status: _Optional[_Union[HostStatus, _Mapping]] = ..., host: _Optional[_Union[Host, _Mapping]] = ..., trace: _Optional[_Union[TraceContext, _Mapping]] = ..., write_time_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class TableEvent(_message.Message):
     __slots__ = ("type", "key", "entry", "revision")
