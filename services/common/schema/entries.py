@@ -31,6 +31,7 @@ Resource = (
     | types_pb2.LookupRecord
     | types_pb2.CustomerRoute
     | types_pb2.HostStatus
+    | types_pb2.Host
 )
 R = TypeVar("R", bound=Message)
 
@@ -49,6 +50,7 @@ _RESOURCES: tuple[tuple[type[Message], str, KeyKind], ...] = (
     (types_pb2.LookupRecord, "lookup_record", keys.KIND_RECORD),
     (types_pb2.CustomerRoute, "customer_route", keys.KIND_ROUTE),
     (types_pb2.HostStatus, "host_status", keys.KIND_HOST),
+    (types_pb2.Host, "host", keys.KIND_REGISTRATION),
 )
 FIELD_OF_TYPE: dict[type[Message], str] = {kind: field for kind, field, _ in _RESOURCES}
 FIELD_OF_KIND: dict[KeyKind, str] = {key_kind: field for _, field, key_kind in _RESOURCES}
@@ -172,4 +174,6 @@ def key_of(entry: StoreEntry) -> bytes:
         return keys.route_key(route.rdid, route.vsid, route.destination_prefix, route.next_hop)
     if resource == "host_status":
         return keys.host_key(entry.host_status.host_name)
+    if resource == "host":
+        return keys.registration_key(entry.host.host_name)
     raise CorruptEntry(f"no key for a StoreEntry holding {resource!r}")

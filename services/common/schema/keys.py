@@ -15,6 +15,9 @@ ROOT = b"/overland/v1/"
 PA_PREFIX = ROOT + b"pa/"
 TABLE_PREFIX = ROOT + b"table/"
 HOSTS_PREFIX = ROOT + b"hosts/"
+# Hosts' registrations (name -> PA), kept whether their agents run or not; HOSTS_PREFIX holds the
+# leased status of the agents that run.
+REGISTRY_PREFIX = ROOT + b"registry/hosts/"
 VSID_INDEX_PREFIX = ROOT + b"index/vsid/"
 MAC_INDEX_PREFIX = ROOT + b"index/mac/"
 # Rewritten by every transaction that changes the table: its mod revision is the newest table change,
@@ -23,7 +26,17 @@ TABLE_REVISION_KEY = ROOT + b"meta/table-revision"
 PA_REFS_PREFIX = ROOT + b"meta/pa-refs/"
 
 KeyKind = Literal[
-    "pa", "domain", "subnet", "record", "route", "host", "vsid-index", "mac-index", "pa-ref", "table-revision"
+    "pa",
+    "domain",
+    "subnet",
+    "record",
+    "route",
+    "host",
+    "registration",
+    "vsid-index",
+    "mac-index",
+    "pa-ref",
+    "table-revision",
 ]
 KIND_PA: Final = "pa"
 KIND_DOMAIN: Final = "domain"
@@ -31,6 +44,7 @@ KIND_SUBNET: Final = "subnet"
 KIND_RECORD: Final = "record"
 KIND_ROUTE: Final = "route"
 KIND_HOST: Final = "host"
+KIND_REGISTRATION: Final = "registration"
 KIND_VSID_INDEX: Final = "vsid-index"
 KIND_MAC_INDEX: Final = "mac-index"
 KIND_PA_REF: Final = "pa-ref"
@@ -118,10 +132,15 @@ def host_key(host_name: str) -> bytes:
     return HOSTS_PREFIX + host_name.encode()
 
 
+def registration_key(host_name: str) -> bytes:
+    """A host's registration (its agent's name and PA), which outlives the agent's lease."""
+    return REGISTRY_PREFIX + host_name.encode()
+
+
 class TableKey(NamedTuple):
     """A parsed key. ``ident`` is the key's last identifying segment: the PA of a pa or pa-ref key,
-    the CA of a record, the destination prefix of a route, the host of a host key, the MAC of a
-    MAC index key (the properties name it by kind)."""
+    the CA of a record, the destination prefix of a route, the host of a host or registration key,
+    the MAC of a MAC index key (the properties name it by kind)."""
 
     kind: KeyKind
     rdid: str = ""
@@ -143,7 +162,7 @@ class TableKey(NamedTuple):
 
     @property
     def host_name(self) -> str:
-        return self.ident if self.kind == KIND_HOST else ""
+        return self.ident if self.kind in (KIND_HOST, KIND_REGISTRATION) else ""
 
     @property
     def mac(self) -> str:
@@ -199,6 +218,8 @@ def _parse_other(parts: list[str]) -> TableKey | None:
     match parts:
         case ["hosts", host_name]:
             return TableKey(KIND_HOST, ident=host_name)
+        case ["registry", "hosts", host_name]:
+            return TableKey(KIND_REGISTRATION, ident=host_name)
         case ["index", "vsid", vsid]:
             return TableKey(KIND_VSID_INDEX, vsid=int(vsid, 16))
         case ["index", "mac", vsid, mac]:

@@ -80,6 +80,13 @@ resources: st.SearchStrategy[Resource] = st.one_of(
         revision=revisions,
     ),
     st.builds(types_pb2.HostStatus, host_name=names, pa_ip=text, applied_revision=st.integers(0, 2**63 - 1)),
+    st.builds(
+        types_pb2.Host,
+        host_name=names,
+        pa_ip=text,
+        registration_time_unix_nanos=st.integers(0, 2**63 - 1),
+        revision=revisions,
+    ),
 )
 traces = st.one_of(st.none(), st.builds(types_pb2.TraceContext, traceparent=text, tracestate=text))
 
@@ -131,6 +138,7 @@ def test_every_resource_round_trips_through_its_key_and_value(
             "record": "lookup_record",
             "route": "customer_route",
             "host": "host_status",
+            "registration": "host",
         }[parsed.kind]
     )
 

@@ -44,6 +44,7 @@ built_keys = st.one_of(
         ipv4s,
     ),
     host_names.map(lambda name: (keys.host_key(name), TableKey(keys.KIND_HOST, ident=name))),
+    host_names.map(lambda name: (keys.registration_key(name), TableKey(keys.KIND_REGISTRATION, ident=name))),
     vsids.map(lambda vsid: (keys.vsid_index_key(vsid), TableKey(keys.KIND_VSID_INDEX, vsid=vsid))),
     st.builds(
         lambda vsid, mac: (
@@ -121,6 +122,8 @@ def _model(key: bytes) -> TableKey | None:
                 return TableKey("route", rdid, int(vsid, 16), f"{ip}/{length}", next_hop)
             case ["hosts", host_name]:
                 return TableKey("host", ident=host_name)
+            case ["registry", "hosts", host_name]:
+                return TableKey("registration", ident=host_name)
             case ["index", "vsid", vsid]:
                 return TableKey("vsid-index", vsid=int(vsid, 16))
             case ["index", "mac", vsid, mac]:
@@ -148,6 +151,7 @@ WORDS = [
     "vsid",
     "mac",
     "pa-refs",
+    "registry",
 ]
 
 
