@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from services.vswitch.agent import Agent, HostRegistration, status_due
+    from services.vswitch.agent import Agent, HostRegistration, registration_to_write, status_due
     from services.vswitch.config import NVGRE_OVERHEAD, AgentConfig, BackoffPolicy, load_config
     from services.vswitch.datapath_interface import Datapath
     from services.vswitch.process import main, serve
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from services.vswitch.watcher import TableWatcher, WatchCursors, WatcherStats, watch_prefixes
 
 _MODULES = {
-    "services.vswitch.agent": ("Agent", "HostRegistration", "status_due"),
+    "services.vswitch.agent": ("Agent", "HostRegistration", "registration_to_write", "status_due"),
     "services.vswitch.config": ("NVGRE_OVERHEAD", "AgentConfig", "BackoffPolicy", "load_config"),
     "services.vswitch.datapath_interface": ("Datapath",),
     "services.vswitch.process": ("main", "serve"),
@@ -71,6 +71,7 @@ __all__ = [
     "create_server",
     "load_config",
     "main",
+    "registration_to_write",
     "resume_forwarding",
     "serve",
     "status_due",

@@ -4,8 +4,10 @@ datapath it feeds.
 ``Agent`` ties together
 - a ``TableWatcher`` (watcher.py) that keeps the ``RoutingTable`` equal to etcd and hands every delta,
   from one thread, to the datapath (``Datapath.apply``) and to an optional ``on_apply`` hook (benches);
-- a ``HostRegistration`` that keeps ``/overland/v1/hosts/{host}`` (a ``HostStatus``) alive on an etcd
-  lease (kept alive every TTL/3, re-created if etcd lost it) and publishes the applied revision, at
+- a ``HostRegistration`` that registers the host's name and PA for good under
+  ``/overland/v1/registry/hosts/{host}`` (a ``Host``: a site's PA is found by its host name even
+  while its agent is down), and keeps ``/overland/v1/hosts/{host}`` (a ``HostStatus``) alive on an
+  etcd lease (kept alive every TTL/3, re-created if etcd lost it), publishing the applied revision at
   most once per ``status_interval`` and only when it changed, so anyone can see how far behind each
   host is.
 
@@ -33,8 +35,8 @@ from typing import TYPE_CHECKING
 from overland.v1 import types_pb2, vswitch_pb2
 from services.common.clock import SYSTEM_CLOCK, Clock
 from services.common.errors import Unavailable
-from services.common.kv import KV, KVLeaseNotFoundError, Put
-from services.common.schema import encode_entry, keys
+from services.common.kv import KV, Compare, KVLeaseNotFoundError, Put
+from services.common.schema import CorruptEntry, encode_entry, keys, resource_from
 from services.common.table import RoutingTable, TableDelta
 from services.vswitch.config import AgentConfig
 from services.vswitch.datapath_interface import Datapath
@@ -70,9 +72,20 @@ def status_due(
     return False, wait
 
 
+def registration_to_write(
+    stored: types_pb2.Host | None, host_name: str, pa_ip: str, now_ns: int
+) -> types_pb2.Host | None:
+    """The registration to store for this host, or ``None`` when the stored one already says so. A
+    restart on the same PA keeps the stored one (and its registration time); a new PA, or none
+    stored (or one that does not decode: ``None``), is registered now."""
+    if stored is not None and stored.host_name == host_name and stored.pa_ip == pa_ip:
+        return None
+    return types_pb2.Host(host_name=host_name, pa_ip=pa_ip, registration_time_unix_nanos=now_ns)
+
+
 class HostRegistration:
-    """The host key on a lease: registered, kept alive, re-registered, and updated with the applied
-    revision (see ``status_due``)."""
+    """The host's registration (for good) and its status key on a lease: registered, kept alive,
+    re-registered, and updated with the applied revision (see ``status_due``)."""
 
     def __init__(
         self,
@@ -151,12 +164,44 @@ class HostRegistration:
         return until_keepalive, False
 
     def _register(self) -> None:
+        self._write_registration()
         lease = self._kv.grant_lease(self._config.lease_ttl)
         self._lease_id = lease.id
         self._lease_refreshed = self._clock.monotonic()
         self._publish()
         self.registered = True
         log.info("host registered", extra={"host": self._config.host_name, "lease": lease.id})
+
+    def _write_registration(self) -> None:
+        """Store the host's name and PA unless they are stored already; a writer that got there in
+        between (another agent claiming the name) is read again, at most a few times."""
+        key = keys.registration_key(self._config.host_name)
+        for _ in range(3):
+            found = self._kv.get(key)
+            try:
+                stored = resource_from(found, types_pb2.Host) if found is not None else None
+            except CorruptEntry:
+                stored = None
+            wanted = registration_to_write(
+                stored, self._config.host_name, self._config.pa_ip, self._clock.time_ns()
+            )
+            if wanted is None:
+                return
+            if stored is not None:
+                log.warning(
+                    "host registered with another PA; registering this one",
+                    extra={"host": self._config.host_name, "was": stored.pa_ip, "pa": self._config.pa_ip},
+                )
+            guard = Compare.mod_revision_is(key, found.mod_revision) if found else Compare.absent(key)
+            value = encode_entry(wanted, wanted.registration_time_unix_nanos)
+            if self._kv.txn([guard], [Put(key, value)]).succeeded:
+                log.info(
+                    "host PA registered", extra={"host": self._config.host_name, "pa": self._config.pa_ip}
+                )
+                return
+        log.warning(
+            "host registration kept changing under this agent", extra={"host": self._config.host_name}
+        )
 
     def _publish(self) -> None:
         revision, applied_ns, _ = self._applied()
