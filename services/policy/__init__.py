@@ -10,9 +10,11 @@ from services.policy.errors import (
     ResourceNotFound,
     StaleRevision,
 )
+from services.policy.hosts import HostRegistry
 from services.policy.listing import ListPage, TableListing
 from services.policy.process import main, serve
 from services.policy.record_apply import ApplyResult, RecordApply, RecordTxns
+from services.policy.record_move import RecordMover, plan_move, validate_moves
 from services.policy.record_planner import Mode, RecordChange, TableState, TxnPlan, plan_transaction
 from services.policy.server import PolicyServer, create_server
 from services.policy.service import GRPC_SERVICE, PolicyServicer, bulk_changes
@@ -23,6 +25,7 @@ __all__ = [
     "GRPC_SERVICE",
     "ApplyResult",
     "CorruptEntry",
+    "HostRegistry",
     "InvalidPolicy",
     "ListPage",
     "Mode",
@@ -34,6 +37,7 @@ __all__ = [
     "PolicyStore",
     "RecordApply",
     "RecordChange",
+    "RecordMover",
     "RecordTxns",
     "ResourceExists",
     "ResourceNotFound",
@@ -46,6 +50,8 @@ __all__ = [
     "create_server",
     "load_config",
     "main",
+    "plan_move",
     "plan_transaction",
     "serve",
+    "validate_moves",
 ]

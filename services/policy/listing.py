@@ -110,6 +110,19 @@ class TableListing:
             listing.revision = self._kv.current_revision()
         return listing.page(None)
 
+    def between(self, prefix: bytes, first: bytes, last: bytes, revision: int) -> list[KeyValue]:
+        """Every key under ``prefix`` from ``first`` to ``last`` (both inclusive), at ``revision``."""
+        found: list[KeyValue] = []
+        start: bytes | None = first
+        while start is not None:
+            chunk = self._range(prefix, start, SCAN_CHUNK, revision)
+            for kv in chunk.kvs:
+                if kv.key > last:
+                    return found
+                found.append(kv)
+            start = chunk.kvs[-1].key + b"\0" if chunk.more and chunk.kvs else None
+        return found
+
     def _range(self, prefix: bytes, start: bytes | None, limit: int, revision: int) -> RangeResult:
         try:
             return self._kv.range(prefix, start=start, limit=limit, revision=revision)

@@ -198,6 +198,11 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             lookup_records=page.items, next_page_token=page.next_page_token, revision=page.revision
         )
 
+    def MoveLookupRecords(
+        self, request: policy_pb2.MoveLookupRecordsRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.MoveLookupRecordsResponse:
+        return self.store.move_lookup_records(request)
+
     def BulkApplyLookupRecords(
         self,
         request_iterator: Iterator[policy_pb2.BulkApplyLookupRecordsRequest],
@@ -253,6 +258,19 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         page = self.store.list_customer_routes(request.page, request.rdid, request.vsid)
         return policy_pb2.ListCustomerRoutesResponse(
             customer_routes=page.items, next_page_token=page.next_page_token, revision=page.revision
+        )
+
+    # -- hosts
+
+    def GetHost(self, request: policy_pb2.GetHostRequest, context: grpc.ServicerContext) -> types_pb2.Host:
+        return self.store.get_host(request.host_name)
+
+    def ListHosts(
+        self, request: policy_pb2.ListHostsRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.ListHostsResponse:
+        page = self.store.list_hosts(request.page)
+        return policy_pb2.ListHostsResponse(
+            hosts=page.items, next_page_token=page.next_page_token, revision=page.revision
         )
 
     # -- watch, diagnostics, status

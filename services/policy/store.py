@@ -5,7 +5,8 @@ another writer got there first, the write re-reads and decides again (at most ``
 times), so a genuine conflict surfaces as ALREADY_EXISTS / FAILED_PRECONDITION / ABORTED and a lost
 race never corrupts the table. Decisions are the pure functions of validation.py and
 record_planner.py; transactions go through txns.py, bulk record streams through record_apply.py,
-pages through listing.py and the watch through watch.py.
+record moves through record_move.py, pages through listing.py, the host registry through hosts.py
+and the watch through watch.py.
 
 The routing domain key doubles as the domain's guard: every subnet create, update and delete
 compares its mod revision and writes it again. So two concurrent subnet creates of one domain
@@ -28,8 +29,10 @@ from services.common.kv import KV, Compare, Delete, Get, KeyValue, Op, Put
 from services.common.schema import Resource, keys, resource_from
 from services.policy import validation
 from services.policy.errors import PolicyConflict, ResourceExists, ResourceNotFound, StaleRevision
+from services.policy.hosts import HostRegistry, live_status
 from services.policy.listing import SCAN_CHUNK, ListPage, TableListing
 from services.policy.record_apply import RecordApply, learn
+from services.policy.record_move import RecordMover
 from services.policy.record_planner import Mode, RecordChange, TableState, plan_transaction, prerequisite_keys
 from services.policy.txns import DEFAULT_MAX_ATTEMPTS, TableTxns
 from services.policy.watch import watch_table
@@ -65,6 +68,8 @@ class PolicyStore:
         self.kv = kv
         self._txns = TableTxns(kv, clock=clock, trace_context=trace_context, max_attempts=max_attempts)
         self._listing = TableListing(kv)
+        self._hosts = HostRegistry(self._txns, self._listing)
+        self._mover = RecordMover(self._txns)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -514,6 +519,12 @@ class PolicyStore:
             page, keys.records_prefix, types_pb2.LookupRecord, only_rdid=rdid or None, wanted=wanted
         )
 
+    def move_lookup_records(
+        self, request: policy_pb2.MoveLookupRecordsRequest
+    ) -> policy_pb2.MoveLookupRecordsResponse:
+        """Move records to a host's PA in one transaction, or nothing (see ``RecordMover``)."""
+        return self._mover.move(request)
+
     def bulk_apply(self) -> RecordApply:
         """Bulk upserts and deletes, fed as their stream arrives, applied in order in as few
         transactions as fit the ops limit (see ``RecordApply``). On failure it raises the cause
@@ -610,14 +621,14 @@ class PolicyStore:
             [Get(keys.TABLE_REVISION_KEY), Get(keys.HOSTS_PREFIX, prefix=True)]
         )
         table_revision = marker[0].mod_revision if marker else 0
-        hosts = []
-        for kv in found:
-            status = resource_from(kv, types_pb2.HostStatus)
-            # The key lives only as long as the agent's lease: present means alive.
-            status.alive = True
-            status.lag_revisions = max(table_revision - status.applied_revision, 0)
-            hosts.append(status)
-        return revision, hosts
+        # The keys live only as long as the agents' leases: present means alive.
+        return revision, [live_status(kv, table_revision) for kv in found]
+
+    def get_host(self, host_name: str) -> types_pb2.Host:
+        return self._hosts.get(host_name)
+
+    def list_hosts(self, page: types_pb2.PageRequest) -> ListPage[types_pb2.Host]:
+        return self._hosts.list(page)
 
     def rdid_of_vsid(self, vsid: int) -> str | None:
         index = self.kv.get(keys.vsid_index_key(vsid))

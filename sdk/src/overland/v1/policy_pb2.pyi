@@ -279,6 +279,60 @@ class BulkApplyLookupRecordsResponse(_message.Message):
     revision: int
     def __init__(self, applied: _Optional[int] = ..., transactions: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
 
+class RecordMove(_message.Message):
+    __slots__ = ("vsid", "ca", "new_ca", "expected_revision")
+    VSID_FIELD_NUMBER: _ClassVar[int]
+    CA_FIELD_NUMBER: _ClassVar[int]
+    NEW_CA_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    vsid: int
+    ca: str
+    new_ca: str
+    expected_revision: int
+    def __init__(self, vsid: _Optional[int] = ..., ca: _Optional[str] = ..., new_ca: _Optional[str] = ..., expected_revision: _Optional[int] = ...) -> None: ...
+
+class MoveLookupRecordsRequest(_message.Message):
+    __slots__ = ("moves", "host_name", "pa")
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    HOST_NAME_FIELD_NUMBER: _ClassVar[int]
+    PA_FIELD_NUMBER: _ClassVar[int]
+    moves: _containers.RepeatedCompositeFieldContainer[RecordMove]
+    host_name: str
+    pa: str
+    def __init__(self, moves: _Optional[_Iterable[_Union[RecordMove, _Mapping]]] = ..., host_name: _Optional[str] = ..., pa: _Optional[str] = ...) -> None: ...
+
+class MoveLookupRecordsResponse(_message.Message):
+    __slots__ = ("lookup_records", "revision", "pa")
+    LOOKUP_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    PA_FIELD_NUMBER: _ClassVar[int]
+    lookup_records: _containers.RepeatedCompositeFieldContainer[_types_pb2.LookupRecord]
+    revision: int
+    pa: str
+    def __init__(self, lookup_records: _Optional[_Iterable[_Union[_types_pb2.LookupRecord, _Mapping]]] = ..., revision: _Optional[int] = ..., pa: _Optional[str] = ...) -> None: ...
+
+class GetHostRequest(_message.Message):
+    __slots__ = ("host_name",)
+    HOST_NAME_FIELD_NUMBER: _ClassVar[int]
+    host_name: str
+    def __init__(self, host_name: _Optional[str] = ...) -> None: ...
+
+class ListHostsRequest(_message.Message):
+    __slots__ = ("page",)
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    page: _types_pb2.PageRequest
+    def __init__(self, page: _Optional[_Union[_types_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class ListHostsResponse(_message.Message):
+    __slots__ = ("hosts", "next_page_token", "revision")
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    hosts: _containers.RepeatedCompositeFieldContainer[_types_pb2.Host]
+    next_page_token: str
+    revision: int
+    def __init__(self, hosts: _Optional[_Iterable[_Union[_types_pb2.Host, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
 class WatchTableRequest(_message.Message):
     __slots__ = ("start_revision", "rdids")
     START_REVISION_FIELD_NUMBER: _ClassVar[int]

@@ -167,6 +167,21 @@ class PolicyServiceStub:
                 request_serializer=overland_dot_v1_dot_policy__pb2.BulkApplyLookupRecordsRequest.SerializeToString,
                 response_deserializer=overland_dot_v1_dot_policy__pb2.BulkApplyLookupRecordsResponse.FromString,
                 _registered_method=True)
+        self.MoveLookupRecords = channel.unary_unary(
+                '/overland.v1.PolicyService/MoveLookupRecords',
+                request_serializer=overland_dot_v1_dot_policy__pb2.MoveLookupRecordsRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_policy__pb2.MoveLookupRecordsResponse.FromString,
+                _registered_method=True)
+        self.GetHost = channel.unary_unary(
+                '/overland.v1.PolicyService/GetHost',
+                request_serializer=overland_dot_v1_dot_policy__pb2.GetHostRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_types__pb2.Host.FromString,
+                _registered_method=True)
+        self.ListHosts = channel.unary_unary(
+                '/overland.v1.PolicyService/ListHosts',
+                request_serializer=overland_dot_v1_dot_policy__pb2.ListHostsRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_policy__pb2.ListHostsResponse.FromString,
+                _registered_method=True)
         self.WatchTable = channel.unary_stream(
                 '/overland.v1.PolicyService/WatchTable',
                 request_serializer=overland_dot_v1_dot_policy__pb2.WatchTableRequest.SerializeToString,
@@ -350,6 +365,28 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MoveLookupRecords(self, request, context):
+        """Moves lookup records (a VM's NICs) to another host in one transaction: each record by VSID and
+        CA, optionally to a new CA, to a host's registered PA or to a PA. Every record moves, or nothing
+        changes. How failover makes the network follow a VM.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHost(self, request, context):
+        """A host as its agent registered it (name, PA, when) and whether its agent is alive now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHosts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchTable(self, request, context):
         """Streams table changes from start_revision on, so that no change is missed.
         """
@@ -504,6 +541,21 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.BulkApplyLookupRecords,
                     request_deserializer=overland_dot_v1_dot_policy__pb2.BulkApplyLookupRecordsRequest.FromString,
                     response_serializer=overland_dot_v1_dot_policy__pb2.BulkApplyLookupRecordsResponse.SerializeToString,
+            ),
+            'MoveLookupRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveLookupRecords,
+                    request_deserializer=overland_dot_v1_dot_policy__pb2.MoveLookupRecordsRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_policy__pb2.MoveLookupRecordsResponse.SerializeToString,
+            ),
+            'GetHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHost,
+                    request_deserializer=overland_dot_v1_dot_policy__pb2.GetHostRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_types__pb2.Host.SerializeToString,
+            ),
+            'ListHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHosts,
+                    request_deserializer=overland_dot_v1_dot_policy__pb2.ListHostsRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_policy__pb2.ListHostsResponse.SerializeToString,
             ),
             'WatchTable': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTable,
@@ -1225,6 +1277,87 @@ class PolicyService:
             '/overland.v1.PolicyService/BulkApplyLookupRecords',
             overland_dot_v1_dot_policy__pb2.BulkApplyLookupRecordsRequest.SerializeToString,
             overland_dot_v1_dot_policy__pb2.BulkApplyLookupRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveLookupRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.PolicyService/MoveLookupRecords',
+            overland_dot_v1_dot_policy__pb2.MoveLookupRecordsRequest.SerializeToString,
+            overland_dot_v1_dot_policy__pb2.MoveLookupRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.PolicyService/GetHost',
+            overland_dot_v1_dot_policy__pb2.GetHostRequest.SerializeToString,
+            overland_dot_v1_dot_types__pb2.Host.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.PolicyService/ListHosts',
+            overland_dot_v1_dot_policy__pb2.ListHostsRequest.SerializeToString,
+            overland_dot_v1_dot_policy__pb2.ListHostsResponse.FromString,
             options,
             channel_credentials,
             insecure,

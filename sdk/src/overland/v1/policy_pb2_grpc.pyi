@@ -68,6 +68,14 @@ class PolicyServiceStub:
     Each transaction is atomic; a failure reports how many records were applied
     before it, so a retry of the same stream completes the load (upserts are idempotent).
     """
+    MoveLookupRecords: _grpc.UnaryUnaryMultiCallable[_policy_pb2.MoveLookupRecordsRequest, _policy_pb2.MoveLookupRecordsResponse]
+    """Moves lookup records (a VM's NICs) to another host in one transaction: each record by VSID and
+    CA, optionally to a new CA, to a host's registered PA or to a PA. Every record moves, or nothing
+    changes. How failover makes the network follow a VM.
+    """
+    GetHost: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetHostRequest, _types_pb2.Host]
+    """A host as its agent registered it (name, PA, when) and whether its agent is alive now."""
+    ListHosts: _grpc.UnaryUnaryMultiCallable[_policy_pb2.ListHostsRequest, _policy_pb2.ListHostsResponse]
     WatchTable: _grpc.UnaryStreamMultiCallable[_policy_pb2.WatchTableRequest, _policy_pb2.WatchTableResponse]
     """Streams table changes from start_revision on, so that no change is missed."""
     SelectNextHop: _grpc.UnaryUnaryMultiCallable[_policy_pb2.SelectNextHopRequest, _policy_pb2.SelectNextHopResponse]
@@ -116,6 +124,14 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     Each transaction is atomic; a failure reports how many records were applied
     before it, so a retry of the same stream completes the load (upserts are idempotent).
     """
+    MoveLookupRecords: _aio.UnaryUnaryMultiCallable[_policy_pb2.MoveLookupRecordsRequest, _policy_pb2.MoveLookupRecordsResponse]  # type: ignore[assignment]
+    """Moves lookup records (a VM's NICs) to another host in one transaction: each record by VSID and
+    CA, optionally to a new CA, to a host's registered PA or to a PA. Every record moves, or nothing
+    changes. How failover makes the network follow a VM.
+    """
+    GetHost: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetHostRequest, _types_pb2.Host]  # type: ignore[assignment]
+    """A host as its agent registered it (name, PA, when) and whether its agent is alive now."""
+    ListHosts: _aio.UnaryUnaryMultiCallable[_policy_pb2.ListHostsRequest, _policy_pb2.ListHostsResponse]  # type: ignore[assignment]
     WatchTable: _aio.UnaryStreamMultiCallable[_policy_pb2.WatchTableRequest, _policy_pb2.WatchTableResponse]  # type: ignore[assignment]
     """Streams table changes from start_revision on, so that no change is missed."""
     SelectNextHop: _aio.UnaryUnaryMultiCallable[_policy_pb2.SelectNextHopRequest, _policy_pb2.SelectNextHopResponse]  # type: ignore[assignment]
@@ -317,6 +333,32 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         Each transaction is atomic; a failure reports how many records were applied
         before it, so a retry of the same stream completes the load (upserts are idempotent).
         """
+
+    @_abc_1.abstractmethod
+    def MoveLookupRecords(
+        self,
+        request: _policy_pb2.MoveLookupRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.MoveLookupRecordsResponse, _abc.Awaitable[_policy_pb2.MoveLookupRecordsResponse]]:
+        """Moves lookup records (a VM's NICs) to another host in one transaction: each record by VSID and
+        CA, optionally to a new CA, to a host's registered PA or to a PA. Every record moves, or nothing
+        changes. How failover makes the network follow a VM.
+        """
+
+    @_abc_1.abstractmethod
+    def GetHost(
+        self,
+        request: _policy_pb2.GetHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_types_pb2.Host, _abc.Awaitable[_types_pb2.Host]]:
+        """A host as its agent registered it (name, PA, when) and whether its agent is alive now."""
+
+    @_abc_1.abstractmethod
+    def ListHosts(
+        self,
+        request: _policy_pb2.ListHostsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.ListHostsResponse, _abc.Awaitable[_policy_pb2.ListHostsResponse]]: ...
 
     @_abc_1.abstractmethod
     def WatchTable(
