@@ -209,6 +209,12 @@ class PolicyApi(ApiBase):
         listing=policy_pb2.ListCustomerRoutesRequest,
     )
 
+    # Not retried: a move that committed but whose answer was lost would find its records gone from
+    # their old CA. ``moves`` takes RecordMove messages (or dicts of their fields).
+    move_lookup_records = _call(policy_pb2.MoveLookupRecordsRequest, policy_pb2.MoveLookupRecordsResponse)
+    get_host = _call(policy_pb2.GetHostRequest, types_pb2.Host, idempotent=True)
+    list_hosts = _listing(policy_pb2.ListHostsRequest, "hosts", types_pb2.Host)
+
     # Not retried: a broken stream may have committed some transactions; the response says how many.
     bulk_apply = Unary(
         RpcSpec("BulkApplyLookupRecords"), bulk_requests, policy_pb2.BulkApplyLookupRecordsResponse

@@ -141,9 +141,12 @@ def test_tcp_both_ways_through_the_kernel_port(kernel_lab: KernelPortLab) -> Non
 
     def client() -> None:
         with socket.create_connection(("192.0.2.11", 7007), timeout=30) as connection:
-            sender = threading.Thread(
-                target=lambda: (connection.sendall(payload), connection.shutdown(socket.SHUT_WR))
-            )
+
+            def send() -> None:
+                connection.sendall(payload)
+                connection.shutdown(socket.SHUT_WR)
+
+            sender = threading.Thread(target=send)
             sender.start()
             while chunk := connection.recv(65536):
                 received.extend(chunk)

@@ -232,7 +232,7 @@ def test_every_error_leaves_the_store_unchanged(
     error, _ = expect_error(lambda: stub.MoveLookupRecords(request), code, field)
     assert snapshot(table) == before, case
     if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-        assert "nothing was moved" in (error.details() or "")  # type: ignore[attr-defined]
+        assert "nothing was moved" in (error.details() or "")
 
 
 def test_get_host_joins_the_registration_with_the_live_status(stub: Stub, table: MemoryKV) -> None:

@@ -216,7 +216,7 @@ def test_a_plan_moves_exactly_the_records_asked_or_fails_as_the_oracle_says(
             assert isinstance(op, Delete)
             del table.kvs[op.key]
     after = table.records()
-    pa = HOSTS.get(request.host_name) if request.host_name else request.pa
+    pa = HOSTS[request.host_name] if request.host_name else request.pa
     moved = {(m.vsid, m.ca): m.new_ca or m.ca for m in wanted}
     expected_records = {}
     for (vsid, ca), stored in before.items():

@@ -1,9 +1,10 @@
 """``overland policy``: the routing table, with commands after the HNV cmdlets of Windows Server 2012.
 
 ``routing-domain``, ``subnet``, ``provider-address``, ``lookup-record`` and ``route`` each have
-``add|get|list|update|remove``. ``update`` reads the resource, changes the options given and writes it
-back guarded by the revision it read, so a concurrent change makes it fail (ABORTED) instead of being
-overwritten.
+``add|get|list|update|remove``; ``lookup-record move`` moves a VM's records to another host, and
+``host get|list`` shows the hosts' registered PAs. ``update`` reads the resource, changes the options
+given and writes it back guarded by the revision it read, so a concurrent change makes it fail
+(ABORTED) instead of being overwritten.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from overland.cli.common import (
     settings,
     show,
     show_json_line,
+    show_list,
     show_mapping,
     show_sections,
 )
-from overland.cli.resources import Opt, Resource, ResourceGroups
+from overland.cli.resources import Commands, LazyGroup, Opt, Resource, ResourceGroups
 from overland.client import PolicyClient
 from overland.defaults import MAX_VSID, MIN_VSID
 from overland.records import RecordFormat, enum_value, guess_format, parse_records, short_enum_name
-from overland.v1 import types_pb2
+from overland.v1 import policy_pb2, types_pb2
 from overland.v1.types_pb2 import LookupRule, LookupType
 
 
@@ -80,6 +82,62 @@ _ROUTE_KEYS = (
     Opt("next_hop", NextHop),
 )
 _RECORD_KEYS = (Opt("vsid", Vsid), Opt("ca", Ca))
+
+
+def parse_move(text: str) -> policy_pb2.RecordMove:
+    """``VSID:CA`` or ``VSID:CA=NEW_CA``, one record of a move; typer.BadParameter when malformed."""
+    source, _, new_ca = text.partition("=")
+    vsid, separator, ca = source.partition(":")
+    if not separator or not vsid.strip().isdigit() or not ca.strip():
+        raise typer.BadParameter(f"{text!r} is not VSID:CA or VSID:CA=NEW_CA")
+    return policy_pb2.RecordMove(vsid=int(vsid), ca=ca.strip(), new_ca=new_ca.strip())
+
+
+def move_records(
+    ctx: typer.Context,
+    records: Annotated[list[str], typer.Argument(metavar="VSID:CA[=NEW_CA]...", help="The records to move.")],
+    *,
+    host_name: Annotated[
+        str | None, typer.Option("--host", help="The destination host (its agent's registered PA).")
+    ] = None,
+    pa: Annotated[
+        str | None, typer.Option(help="The destination PA (a registered provider address).")
+    ] = None,
+) -> None:
+    """Move a VM's records to another host in one transaction, each optionally to a new CA (failover);
+    nothing moves unless all do."""
+    if (host_name is None) == (pa is None):
+        raise typer.BadParameter("give exactly one of --host and --pa")
+    moves = [parse_move(text) for text in records]
+    destination: dict[str, Any] = {"host_name": host_name} if host_name is not None else {"pa": pa}
+    with _client(ctx) as client:
+        moved = client.move_lookup_records(moves=moves, **destination)
+    if settings(ctx).json_output:
+        show(ctx, moved)
+        return
+    show_list(ctx, moved.lookup_records, title=f"moved to {moved.pa} at revision {moved.revision}")
+
+
+def get_host(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The host's name.")]) -> None:
+    """A host's PA, when it was registered, and whether its agent is alive now."""
+    with _client(ctx) as client:
+        show(ctx, client.get_host(host_name=name))
+
+
+def list_hosts(ctx: typer.Context) -> None:
+    """Every registered host, page after page."""
+    with _client(ctx) as client:
+        show_list(ctx, client.list_hosts(), title="hosts")
+
+
+def _move_command(group: typer.Typer) -> None:
+    group.command("move")(move_records)
+
+
+def _host_commands(group: typer.Typer) -> None:
+    group.command("get")(get_host)
+    group.command("list")(list_hosts)
+
 
 RESOURCES = {
     "routing-domain": Resource(
@@ -184,6 +242,7 @@ RESOURCES = {
             Opt("rdid", OnlyRdid, ""),
             Opt("pa", Annotated[str, typer.Option(help="Only the records on this host.")], ""),
         ],
+        more=_move_command,
     ),
     "route": Resource(
         noun="customer_route",
@@ -197,8 +256,14 @@ RESOURCES = {
 }
 
 
+GROUPS: dict[str, LazyGroup] = {
+    **RESOURCES,
+    "host": Commands("Hosts as their vswitch agents registered them (name and PA).", _host_commands),
+}
+
+
 class _PolicyGroup(ResourceGroups):
-    resources = RESOURCES
+    resources = GROUPS
 
 
 app = service_group(PolicyClient, "policy", cls=_PolicyGroup)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
 
 import typer
 from typer.core import TyperGroup
@@ -88,6 +88,8 @@ class Resource:
     add: Sequence[Opt]
     changes: Sequence[Opt]
     filters: Sequence[Opt] = ()
+    # Commands of the group beyond the five (``lookup-record move``).
+    more: Callable[[typer.Typer], None] | None = None
 
     def _method(self, client: PolicyClient, verb: str) -> Callable[..., Any]:
         method: Callable[..., Any] = getattr(client, f"{verb}_{self.plural if verb == 'list' else self.noun}")
@@ -128,10 +130,32 @@ class Resource:
         changing = [*self.keys, *self.changes, guard]
         _command(group, "update", f"Change the options given of a {one}; the rest stays.", changing, update)
         _command(group, "remove", f"Delete a {one}.", [*self.keys, guard], remove)
+        if self.more is not None:
+            self.more(group)
 
     def group(self, name: str) -> typer.Typer:
         """The command group ``name`` of this resource's five commands."""
         group = new_typer(name, f"{self.cmdlet}.")
+        self.register(group)
+        return group
+
+
+class LazyGroup(Protocol):
+    """What ``ResourceGroups`` builds a named group from: a ``Resource``, or ``Commands``."""
+
+    def group(self, name: str) -> typer.Typer: ...
+
+
+@dataclass(frozen=True)
+class Commands:
+    """A command group that is not a resource's (``policy host``), built when named as theirs are:
+    ``register`` adds its commands to the group."""
+
+    help: str
+    register: Callable[[typer.Typer], None]
+
+    def group(self, name: str) -> typer.Typer:
+        group = new_typer(name, self.help)
         self.register(group)
         return group
 
@@ -142,7 +166,7 @@ class ResourceGroups(TyperGroup):
     function's signature and evaluating its annotations: for the policy service's five resources,
     25 commands, that took 10-25 ms of every policy command, whose budget is 0.3 s in all."""
 
-    resources: ClassVar[Mapping[str, Resource]] = {}
+    resources: ClassVar[Mapping[str, LazyGroup]] = {}
 
     def list_commands(self, ctx: Context) -> list[str]:
         return [*super().list_commands(ctx), *self.resources]
