@@ -6,8 +6,8 @@ is read. ``missing_keys`` names what the decision still has to read (the destina
 registration, each VSID's routing domain and subnet, each record, each new CA's key, the MAC index
 entry of each record whose CA changes), and ``plan_move`` decides over what was read: the compares
 that guard every one of those reads and the writes of the move, or a typed error naming the request
-field at fault. ``RecordMover`` reads, plans and commits, and decides again when a compare shows that
-another writer got there first. A failed move writes nothing.
+field at fault. ``RecordMover`` reads (everything at one revision), plans and commits, and decides
+again when a compare shows that another writer got there first. A failed move writes nothing.
 """
 
 from __future__ import annotations
@@ -313,13 +313,7 @@ class RecordMover:
     def move(self, request: policy_pb2.MoveLookupRecordsRequest) -> policy_pb2.MoveLookupRecordsResponse:
         moves, destination = validate_moves(request, self._txns.max_ops)
         for _ in self._txns.attempts(f"move {len(moves)} lookup records"):
-            state: dict[bytes, KeyValue | None] = {}
-            revision = 0
-            while missing := missing_keys(moves, destination, state):
-                found, revision = self._txns.snapshot([Get(key) for key in missing])
-                state.update(
-                    (get_key, kvs[0] if kvs else None) for get_key, kvs in zip(missing, found, strict=True)
-                )
+            state, revision = self._read(moves, destination)
             plan = plan_move(moves, destination, state, self._txns.encoder())
             if not plan.writes:
                 return _response(plan, revision)
@@ -330,6 +324,25 @@ class RecordMover:
                         record.revision = result.revision
                 return _response(plan, result.revision)
         raise AssertionError("unreachable")
+
+    def _read(
+        self, moves: Sequence[Move], destination: Destination
+    ) -> tuple[dict[bytes, KeyValue | None], int]:
+        """Every key the decision needs, read at one revision, and that revision. Keys are found in
+        steps (a record's key needs its VSID's domain, its MAC index key the record), and the reads
+        of different steps may straddle another writer's change: so once nothing is missing, all of
+        them are read again in one snapshot, until that snapshot needs no key it lacks."""
+        state: dict[bytes, KeyValue | None] = {}
+        while True:
+            while missing := missing_keys(moves, destination, state):
+                state.update(self._snapshot(missing)[0])
+            state, revision = self._snapshot(list(state))
+            if not missing_keys(moves, destination, state):
+                return state, revision
+
+    def _snapshot(self, wanted: list[bytes]) -> tuple[dict[bytes, KeyValue | None], int]:
+        found, revision = self._txns.snapshot([Get(key) for key in wanted])
+        return {key: kvs[0] if kvs else None for key, kvs in zip(wanted, found, strict=True)}, revision
 
 
 def _response(plan: MovePlan, revision: int) -> policy_pb2.MoveLookupRecordsResponse:
