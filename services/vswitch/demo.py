@@ -155,13 +155,17 @@ class OverlayDemo:
     agents: dict[str, AgentProcess] = field(default_factory=dict)
     vms: dict[str, VmSpec] = field(default_factory=dict)
     relays: list[TcpRelay] = field(default_factory=list)
+    # VMs with a record but no namespace and no port: the caller runs them (qemu guests, say).
+    external_vms: frozenset[str] = frozenset()
 
     def start(self) -> None:
-        """Namespaces, relays, the table, one agent per host, then a TAP port per VM."""
+        """Namespaces, relays, the table, one agent per host, then a TAP port per VM (but the
+        ``external_vms``)."""
         try:
             hosts = [self.lab.add_host(f"h{index + 1}", pa) for index, pa in enumerate(self.pas)]
             self.vms = demo_vms(self.pas)
-            for spec in self.vms.values():
+            namespaced = [spec for spec in self.vms.values() if spec.name not in self.external_vms]
+            for spec in namespaced:
                 self.lab.add_vm(spec.name, next(h for h in hosts if h.pa_ip == spec.pa))
             etcd_port = int(self.etcd_endpoint.rsplit(":", 1)[1])
             for host in hosts:
@@ -175,7 +179,7 @@ class OverlayDemo:
                 agent.start()
             for agent in self.agents.values():
                 agent.wait_applied(revision)
-            for spec in self.vms.values():
+            for spec in namespaced:
                 self.attach(spec.name, spec.pa, f"tap-{spec.name}")
                 self.configure(spec.name, f"tap-{spec.name}")
         except BaseException:
