@@ -20,12 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, vswitch_pb2
-from services.common.config import EtcdConfig, ServerConfig
-from services.policy import PolicyConfig, create_server
 from services.replica.vm import (
     ECHO_PORT,
     NETWORK_UP,
@@ -44,8 +41,8 @@ from services.replica.vm import (
 from services.vswitch import netns
 from services.vswitch.demo import AgentProcess, OverlayDemo
 from services.vswitch.lab import BLUE_A
-from tests.conftest import start_test_etcd
 from tests.integration.vm.conftest import BOOT_TIMEOUT, DISK_SIZE, GuestImage
+from tests.integration.vswitch.overlay import overlay_cluster, tshark_fields
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.etcd]
 
@@ -86,19 +83,7 @@ def overlay(
     guest_image: GuestImage, accel: Accel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VmOnOverlay]:
     workdir = tmp_path_factory.mktemp("vm-nic")
-    etcd = start_test_etcd(workdir / "etcd")
-    policy_server = channel = demo = vm = None
-    try:
-        policy_server, port = create_server(
-            PolicyConfig(
-                server=ServerConfig(bind="127.0.0.1:0", max_workers=8),
-                etcd=EtcdConfig(endpoints=(etcd.endpoint,), timeout=2.0),
-            )
-        )
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        policy = policy_pb2_grpc.PolicyServiceStub(channel)
-        demo = OverlayDemo(policy, etcd.endpoint, workdir, pas=(PA1, PA2), external_vms=frozenset({"blue1"}))
-        demo.start()
+    with overlay_cluster(workdir, pas=(PA1, PA2), external_vms=frozenset({"blue1"})) as (demo, _etcd):
         blue1 = demo.vms["blue1"]
         attached = demo.agent_of(PA1).stub.AttachPort(
             vswitch_pb2.AttachPortRequest(
@@ -120,28 +105,12 @@ def overlay(
         )
         # qemu runs in the agent's namespace, where the TAP is, and opens it by name.
         vm = VmProcess(spec, workdir / "vm", accel, netns=demo.agent_of(PA1).host.netns)
-        vm.start()
-        vm.wait_for_console(NETWORK_UP, BOOT_TIMEOUT)
-        yield VmOnOverlay(demo, policy, vm)
-    finally:
-        if vm is not None:
+        try:
+            vm.start()
+            vm.wait_for_console(NETWORK_UP, BOOT_TIMEOUT)
+            yield VmOnOverlay(demo, demo.policy, vm)
+        finally:
             vm.close()
-        if demo is not None:
-            demo.close()
-        if channel is not None:
-            channel.close()
-        if policy_server is not None:
-            policy_server.stop()
-        etcd.close()
-
-
-def _tshark_rows(path: Path) -> list[dict[str, str]]:
-    fields = ["gre.key", "gre.proto", "ip.src", "ip.dst", "icmp.type"]
-    argv = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|", "-E", "aggregator=;"]
-    for name in fields:
-        argv += ["-e", name]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
-    return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
 
 
 def test_the_vm_and_a_namespace_on_another_host_ping_each_other_over_nvgre(
@@ -165,7 +134,7 @@ def test_the_vm_and_a_namespace_on_another_host_ping_each_other_over_nvgre(
     finally:
         capture.send_signal(signal.SIGINT)
         capture.communicate(timeout=60)
-    rows = _tshark_rows(pcap)
+    rows = tshark_fields(pcap, ["gre.key", "gre.proto", "ip.src", "ip.dst", "icmp.type"])
     # Outer then inner addresses: host 2 -> host 1 carrying blue2 -> blue1, and the VM's replies back.
     requests = [r for r in rows if r["icmp.type"] == "8" and r["ip.src"] == f"{PA2};{PEER_CA}"]
     replies = [r for r in rows if r["icmp.type"] == "0" and r["ip.src"] == f"{PA1};{VM_CA}"]

@@ -45,6 +45,7 @@ from services.vswitch.packets import (
     pcap_file_header,
     pcap_record,
 )
+from tests.integration.vswitch.overlay import tshark_fields
 
 pytestmark = pytest.mark.netns
 
@@ -232,15 +233,6 @@ def test_garbage_and_spoofed_frames_from_a_vm_port_are_dropped(overlay: Overlay)
     assert overlay.lab.ping(vm, "192.0.2.12", count=1)
 
 
-def _tshark_fields(path: Path, fields: list[str]) -> list[dict[str, str]]:
-    """One dict per packet; repeated fields (outer and inner ``ip.src``) joined with ``;``."""
-    argv = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|", "-E", "aggregator=;"]
-    for name in fields:
-        argv += ["-e", name]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
-    return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
-
-
 NVGRE_FIELDS = [
     "gre.key",
     "gre.proto",
@@ -272,7 +264,7 @@ def test_capture_of_real_wire_traffic_decodes_as_nvgre_in_tshark(overlay: Overla
     finally:
         capture.send_signal(signal.SIGINT)
         capture.communicate(timeout=30)
-    rows = _tshark_fields(pcap, NVGRE_FIELDS)
+    rows = tshark_fields(pcap, NVGRE_FIELDS)
     requests = [row for row in rows if row["icmp.type"] == "8"]
     assert requests, rows  # tshark may start recording a moment after it says so
     for row in requests:
@@ -294,7 +286,7 @@ def test_pcap_writer_output_decodes_in_tshark(tmp_path: Path) -> None:
     outer = encapsulate(ip_to_bytes(PA1), ip_to_bytes(PA2), BLUE_A, inner)
     path = tmp_path / "encoded.pcap"
     path.write_bytes(pcap_file_header(LINKTYPE_RAW) + pcap_record(time.time_ns(), outer))
-    (row,) = _tshark_fields(path, [*NVGRE_FIELDS, "ip.checksum.status"])
+    (row,) = tshark_fields(path, [*NVGRE_FIELDS, "ip.checksum.status"])
     assert int(row["gre.key"], 16) == BLUE_A << 8 | flow_id(inner)
     assert row["ip.src"] == f"{PA1};192.0.2.11"
     assert row["eth.dst"] == VMS["blue2"].mac
@@ -324,7 +316,7 @@ def test_capture_and_filter_extensions_on_live_traffic(overlay: Overlay, tmp_pat
         datapath.configure_extension(deny)
     assert overlay.lab.ping(overlay.vm("blue1"), "192.0.2.12", count=1)
     assert [e.name for e in datapath.extensions()] == ["cap", "no-icmp"]
-    rows = _tshark_fields(capture, ["eth.src", "ip.src", "ip.dst", "icmp.type"])
+    rows = tshark_fields(capture, ["eth.src", "ip.src", "ip.dst", "icmp.type"])
     requests = [r for r in rows if r["icmp.type"] == "8" and r["ip.dst"] == "192.0.2.12"]
     replies = [r for r in rows if r["icmp.type"] == "0" and r["ip.dst"] == "192.0.2.11"]
     assert len(requests) >= 2

@@ -15,17 +15,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import grpc
 import pytest
 
-from overland.v1 import policy_pb2, policy_pb2_grpc, vswitch_pb2
-from services.common.config import EtcdConfig, ServerConfig
+from overland.v1 import policy_pb2, vswitch_pb2
 from services.common.etcd_process import EtcdProcess
-from services.policy import PolicyConfig, create_server
 from services.vswitch.demo import PAS, OverlayDemo, record_of
 from services.vswitch.lab import Lab, VmSpec
 from services.vswitch.netns import exec_argv
-from tests.conftest import start_test_etcd
+from tests.integration.vswitch.overlay import overlay_cluster
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -49,30 +46,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    workdir = tmp_path_factory.mktemp("e2e")
-    etcd = start_test_etcd(workdir / "etcd")
-    policy_server = None
-    channel = None
-    demo = None
-    try:
-        policy_server, port = create_server(
-            PolicyConfig(
-                server=ServerConfig(bind="127.0.0.1:0", max_workers=8),
-                etcd=EtcdConfig(endpoints=(etcd.endpoint,), timeout=2.0),
-            )
-        )
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        demo = OverlayDemo(policy_pb2_grpc.PolicyServiceStub(channel), etcd.endpoint, workdir)
-        demo.start()
+    with overlay_cluster(tmp_path_factory.mktemp("e2e")) as (demo, etcd):
         yield Cluster(demo, etcd)
-    finally:
-        if demo is not None:
-            demo.close()
-        if channel is not None:
-            channel.close()
-        if policy_server is not None:
-            policy_server.stop()
-        etcd.close()
 
 
 def neighbour_mac(cluster: Cluster, vm: str, ip: str) -> str:
