@@ -14,45 +14,11 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from services.replica.locks import WriteGate
 from services.replica.primary.tracking.errors import TrackingInvalid
 from services.replica.primary.tracking.extents import BlockSet, block_span
 from services.replica.primary.tracking.log import ChangeLog, Cut
 from services.replica.vhd.device import BlockDevice, Buffer, check_range, read_exact, write_all
-
-
-class WriteGate:
-    """Many writers at once, or one exclusive holder; a waiting exclusive holder stops new writers."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._writers = 0
-        self._exclusive = False
-        self._waiting = 0
-
-    def enter(self) -> None:
-        with self._cond:
-            while self._exclusive or self._waiting:
-                self._cond.wait()
-            self._writers += 1
-
-    def leave(self) -> None:
-        with self._cond:
-            self._writers -= 1
-            if not self._writers:
-                self._cond.notify_all()
-
-    def lock(self) -> None:
-        with self._cond:
-            self._waiting += 1
-            while self._exclusive or self._writers:
-                self._cond.wait()
-            self._waiting -= 1
-            self._exclusive = True
-
-    def unlock(self) -> None:
-        with self._cond:
-            self._exclusive = False
-            self._cond.notify_all()
 
 
 class Snapshot:
