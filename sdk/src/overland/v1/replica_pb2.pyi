@@ -59,7 +59,7 @@ INITIAL_REPLICATION_METHOD_EXTERNAL_MEDIA: InitialReplicationMethod
 INITIAL_REPLICATION_METHOD_EXISTING_COPY: InitialReplicationMethod
 
 class VmNic(_message.Message):
-    __slots__ = ("mac", "vsid", "ca", "failover_ca", "failover_prefix_length", "failover_gateway", "failover_dns")
+    __slots__ = ("mac", "vsid", "ca", "failover_ca", "failover_prefix_length", "failover_gateway", "failover_dns", "addresses", "gateway", "dns", "failover_addresses", "test_vsid")
     MAC_FIELD_NUMBER: _ClassVar[int]
     VSID_FIELD_NUMBER: _ClassVar[int]
     CA_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,11 @@ class VmNic(_message.Message):
     FAILOVER_PREFIX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     FAILOVER_GATEWAY_FIELD_NUMBER: _ClassVar[int]
     FAILOVER_DNS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    DNS_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    TEST_VSID_FIELD_NUMBER: _ClassVar[int]
     mac: str
     vsid: int
     ca: str
@@ -74,7 +79,12 @@ class VmNic(_message.Message):
     failover_prefix_length: int
     failover_gateway: str
     failover_dns: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, mac: _Optional[str] = ..., vsid: _Optional[int] = ..., ca: _Optional[str] = ..., failover_ca: _Optional[str] = ..., failover_prefix_length: _Optional[int] = ..., failover_gateway: _Optional[str] = ..., failover_dns: _Optional[_Iterable[str]] = ...) -> None: ...
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    gateway: str
+    dns: _containers.RepeatedScalarFieldContainer[str]
+    failover_addresses: _containers.RepeatedScalarFieldContainer[str]
+    test_vsid: int
+    def __init__(self, mac: _Optional[str] = ..., vsid: _Optional[int] = ..., ca: _Optional[str] = ..., failover_ca: _Optional[str] = ..., failover_prefix_length: _Optional[int] = ..., failover_gateway: _Optional[str] = ..., failover_dns: _Optional[_Iterable[str]] = ..., addresses: _Optional[_Iterable[str]] = ..., gateway: _Optional[str] = ..., dns: _Optional[_Iterable[str]] = ..., failover_addresses: _Optional[_Iterable[str]] = ..., test_vsid: _Optional[int] = ...) -> None: ...
 
 class VmDisk(_message.Message):
     __slots__ = ("name", "path")

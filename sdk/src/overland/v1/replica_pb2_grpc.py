@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class ReplicaServiceStub:
-    """Management at the primary site.
+    """Management of the replications this site is the primary of (every site serves it).
     """
 
     def __init__(self, channel):
@@ -83,7 +83,7 @@ class ReplicaServiceStub:
 
 
 class ReplicaServiceServicer:
-    """Management at the primary site.
+    """Management of the replications this site is the primary of (every site serves it).
     """
 
     def EnableReplication(self, request, context):
@@ -198,7 +198,7 @@ def add_ReplicaServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ReplicaService:
-    """Management at the primary site.
+    """Management of the replications this site is the primary of (every site serves it).
     """
 
     @staticmethod
@@ -446,7 +446,7 @@ class ReplicaService:
 
 
 class ReplicaReceiverServiceStub:
-    """The DR site's receiving end.
+    """The receiving end of replications this site is the replica of (served with an allow-list).
     """
 
     def __init__(self, channel):
@@ -483,7 +483,7 @@ class ReplicaReceiverServiceStub:
 
 
 class ReplicaReceiverServiceServicer:
-    """The DR site's receiving end.
+    """The receiving end of replications this site is the replica of (served with an allow-list).
     """
 
     def SendDelta(self, request_iterator, context):
@@ -555,7 +555,7 @@ def add_ReplicaReceiverServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ReplicaReceiverService:
-    """The DR site's receiving end.
+    """The receiving end of replications this site is the replica of (served with an allow-list).
     """
 
     @staticmethod

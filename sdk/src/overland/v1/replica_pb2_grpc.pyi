@@ -29,7 +29,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ReplicaServiceStub:
-    """Management at the primary site."""
+    """Management of the replications this site is the primary of (every site serves it)."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -48,7 +48,7 @@ class ReplicaServiceStub:
 
 @_typing.type_check_only
 class ReplicaServiceAsyncStub(ReplicaServiceStub):
-    """Management at the primary site."""
+    """Management of the replications this site is the primary of (every site serves it)."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     EnableReplication: _aio.UnaryUnaryMultiCallable[_replica_pb2.EnableReplicationRequest, _replica_pb2.Replication]  # type: ignore[assignment]
@@ -63,7 +63,7 @@ class ReplicaServiceAsyncStub(ReplicaServiceStub):
     ListRecoveryPoints: _aio.UnaryUnaryMultiCallable[_replica_pb2.ListRecoveryPointsRequest, _replica_pb2.ListRecoveryPointsResponse]  # type: ignore[assignment]
 
 class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Management at the primary site."""
+    """Management of the replications this site is the primary of (every site serves it)."""
 
     @_abc_1.abstractmethod
     def EnableReplication(
@@ -132,7 +132,7 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
 def add_ReplicaServiceServicer_to_server(servicer: ReplicaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class ReplicaReceiverServiceStub:
-    """The DR site's receiving end."""
+    """The receiving end of replications this site is the replica of (served with an allow-list)."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -148,7 +148,7 @@ class ReplicaReceiverServiceStub:
 
 @_typing.type_check_only
 class ReplicaReceiverServiceAsyncStub(ReplicaReceiverServiceStub):
-    """The DR site's receiving end."""
+    """The receiving end of replications this site is the replica of (served with an allow-list)."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SendDelta: _aio.StreamUnaryMultiCallable[_replica_pb2.DeltaMessage, _replica_pb2.DeltaAck]  # type: ignore[assignment]
@@ -160,7 +160,7 @@ class ReplicaReceiverServiceAsyncStub(ReplicaReceiverServiceStub):
     ImportInitialReplica: _aio.UnaryUnaryMultiCallable[_replica_pb2.ImportInitialReplicaRequest, _replica_pb2.DeltaAck]  # type: ignore[assignment]
 
 class ReplicaReceiverServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The DR site's receiving end."""
+    """The receiving end of replications this site is the replica of (served with an allow-list)."""
 
     @_abc_1.abstractmethod
     def SendDelta(
