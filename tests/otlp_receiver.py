@@ -27,6 +27,8 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     links: tuple[tuple[str, str], ...]
     status_code: int
+    # The resource's service.instance.id: which site, which host.
+    instance: str = ""
 
 
 def _value(any_value: Any) -> Any:
@@ -72,6 +74,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             attributes={a.key: _value(a.value) for a in span.attributes},
                             links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
                             status_code=span.status.code,
+                            instance=str(attrs.get("service.instance.id", "")),
                         )
                     )
         with self._lock:

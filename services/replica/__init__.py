@@ -1,19 +1,23 @@
-"""The Overland replica service: VHD change tracking at the primary, delta streaming to a DR site,
-atomic commits and recovery points there (after Hyper-V Replica).
+"""The Overland replica service: one process per site (after Hyper-V Replica and the Hyper-V host).
+A site runs VMs on qemu, is the primary of the VMs it replicates (VHD change tracking, delta
+streaming) and the replica of the VMs other sites replicate to it (atomic commits, recovery points).
 
-Grouped by the site a module serves:
+Grouped by the role a module serves; a VM's role at a site is that VM's state:
 
-* ``primary/`` — the primary: management (``ReplicaService``), change tracking (``primary/tracking``),
-  the cycle scheduler and the cycles, and the client side of the delta stream.
-* ``dr/`` — the DR site: ``ReplicaReceiverService``, staging, the atomic commit, recovery points.
+* ``primary/`` — replications this site is the primary of: management (``ReplicaService``), change
+  tracking (``primary/tracking``), the cycle scheduler and the cycles, the client side of the stream.
+* ``dr/`` — replicas this site keeps: ``ReplicaReceiverService``, staging, the atomic commit,
+  recovery points.
+* ``vm/`` — the VM runtime (``VmService``): VMs on qemu, the guest image's pure parts.
 * shared — the delta stream's byte formats (``codec/``), durable file updates (``files``), disks
-  (``vhd/``) and their NBD export (``nbd/``), and at the top the states, settings, errors, telemetry
-  and the process (config, server).
+  (``vhd/``), their NBD export (``nbd/``) and their one owner per site (``disks``), and at the top the
+  states, settings, errors, telemetry and the process (config, server).
 
 The replication API (states, settings, errors, the server) is exported here.
 """
 
-from services.replica.config import ReplicaConfig, load_config
+from services.replica.config import ReplicaConfig, VmRuntimeConfig, load_config
+from services.replica.disks import DiskInUse, SiteDisk, SiteDisks, export_name
 from services.replica.errors import (
     ChunkCorrupted,
     CycleAborted,
@@ -51,6 +55,7 @@ __all__ = [
     "ChunkCorrupted",
     "CycleAborted",
     "CycleOutcome",
+    "DiskInUse",
     "DuplicateDelta",
     "Event",
     "InitialMethod",
@@ -71,10 +76,14 @@ __all__ = [
     "ReplicationPolicy",
     "ReplicationState",
     "SequenceError",
+    "SiteDisk",
+    "SiteDisks",
     "Statistics",
     "UnauthorizedPrimary",
     "UnknownVm",
+    "VmRuntimeConfig",
     "create_server",
+    "export_name",
     "health",
     "load_config",
     "main",

@@ -1,4 +1,4 @@
-"""``python -m services.replica --role primary|dr ...``: run one replica service process (see ``--help``)."""
+"""``python -m services.replica ...``: run one site, one replica service process (see ``--help``)."""
 
 import sys
 

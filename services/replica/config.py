@@ -1,14 +1,18 @@
-"""The replica service's configuration, for both roles: a primary (tracks VM disks, streams deltas to DR
-sites) or a DR site (receives them, keeps recovery points).
+"""The replica service's configuration: one process per site. A site is the primary of the VMs it
+replicates (tracks their disks, streams deltas to DR sites), the replica of the VMs other sites
+replicate to it (when it has an allow-list), and runs VMs on qemu; which of these a VM is at a site
+is that VM's state, not the process's.
 
 ``load_config`` builds it once at start from the command line and the environment (flags win; names
-and defaults in ``overland.defaults``, the flags every service shares in ``services.common.config``;
-``--role`` and the role's own options are this service's) and validates it there.
+and defaults in ``overland.defaults``, the flags every service shares in ``services.common.config``)
+and validates it there.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,53 +32,86 @@ from services.common.errors import FieldViolation
 from services.replica.settings import validate_name
 
 WHAT = "replica service"
-ROLES = ("primary", "dr")
-# Without TLS the DR site takes the primary's name from this header (local development only).
+# Without TLS a site takes the calling site's name from this header (local development only).
 PRIMARY_HEADER = "x-overland-primary"
-DEFAULT_PRIMARY_NAME = "primary"
 DEFAULT_STATE_DIR = ".overland/replica"
+# Where ``make guest`` puts the guest image (its manifest names the kernel and the initramfs).
+DEFAULT_GUEST_IMAGE = ".overland/guest/current"
+ACCELERATORS = ("auto", "kvm", "tcg")
+# A unix socket's path must fit sockaddr_un (108 bytes with its NUL).
+MAX_SOCKET_PATH = 107
+# Interface names of network namespaces (ip netns): no slash, no blank.
+_NETNS = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-def otel_name(role: str) -> str:
-    """The OpenTelemetry service name of a role: the two sites of one trace are told apart by it."""
-    return f"{defaults.REPLICA.otel_name}-{role}"
+def default_site_name() -> str:
+    """A site is a host: by default it is known by the machine's host name (as Hyper-V's replica
+    servers are)."""
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class VmRuntimeConfig:
+    """The site's VM runtime: the guest image qemu boots, the accelerator, the network namespace qemu
+    runs in, and the vswitch agent whose ports the VMs' NICs are."""
+
+    guest_image: Path = Path(DEFAULT_GUEST_IMAGE)
+    # auto: KVM where it really boots the guest, else TCG (probed once, cached in the state dir).
+    accel: str = "auto"
+    # qemu runs in this network namespace (the agent's, where its ports are); empty: the service's own.
+    netns: str = ""
+    # The host's vswitch agent; empty: no agent, each NIC is a plain TAP the site makes in ``netns``.
+    vswitch_endpoint: str = defaults.VSWITCH.address
+
+    def violations(self) -> list[FieldViolation]:
+        found: list[FieldViolation] = []
+        if self.accel not in ACCELERATORS:
+            found.append(FieldViolation("vm.accel", f"must be one of {ACCELERATORS}, got {self.accel!r}"))
+        if self.netns and not _NETNS.match(self.netns):
+            found.append(FieldViolation("vm.netns", f"{self.netns!r} is not a network namespace name"))
+        if self.vswitch_endpoint:
+            found += host_port_violation(self.vswitch_endpoint, "vm.vswitch_endpoint")
+        return found
 
 
 @dataclass(frozen=True)
 class ReplicaConfig:
-    """One replica service process: a primary (management, tracking, cycles) or a DR site (receiver)."""
+    """One replica service process: a site (its replications, its replicas, its VMs)."""
 
-    role: str
     server: ServerConfig = field(default_factory=lambda: ServerConfig(bind=defaults.REPLICA.address))
     state_dir: Path = Path(DEFAULT_STATE_DIR)
-    # Primary: its name as DR sites know it, and how it reaches them.
-    primary_name: str = DEFAULT_PRIMARY_NAME
-    # How it authenticates to DR sites: its certificate (CN = its name) and the DR sites' CA.
+    # The name other sites know this one by (their allow-lists; the CN of its client certificate).
+    site_name: str = field(default_factory=default_site_name)
+    # How it authenticates to the sites it replicates to: its certificate (CN = its name) and their CA.
     client_tls: TlsFiles | None = None
     scheduler_tick_seconds: float = 1.0
-    # Primary: where the NBD export of the VM disks listens (exports are named "<vm>/<disk>").
+    # The NBD export of the site's disks (exports are named "<vm>/<disk>"): TCP, and a unix socket
+    # (None: ``state_dir/nbd.sock``) that reaches qemu in another network namespace.
     nbd_bind: str = "127.0.0.1:0"
-    # DR: "allow replication from the specified servers", each with its storage location.
+    nbd_socket: Path | None = None
+    # "Allow replication from the specified servers", each with its storage location.
     allowed_primaries: dict[str, Path] = field(default_factory=dict)
+    vm: VmRuntimeConfig = field(default_factory=VmRuntimeConfig)
     # A fault-injection hook for crash tests: a pause after each record applied at commit.
     fault_apply_delay_seconds: float = 0.0
     log: LogConfig = field(default_factory=LogConfig)
     # Where spans and metrics go; exporting nowhere (the default) runs the service untraced.
     telemetry: TelemetryConfig = field(default_factory=lambda: TelemetryConfig(defaults.REPLICA.otel_name))
 
+    @property
+    def nbd_socket_path(self) -> Path:
+        return self.nbd_socket if self.nbd_socket is not None else self.state_dir / "nbd.sock"
+
     def violations(self) -> list[FieldViolation]:
         found: list[FieldViolation] = []
-        if self.role not in ROLES:
-            found.append(FieldViolation("role", f"must be one of {ROLES}, got {self.role!r}"))
-        if self.role == "dr" and not self.allowed_primaries:
-            found.append(
-                FieldViolation("allowed_primaries", "a DR site needs at least one allowed primary (NAME=DIR)")
-            )
         for name in self.allowed_primaries:
             found += validate_name(name, f"allowed_primaries[{name}]")
-        if self.role == "primary":
-            found += validate_name(self.primary_name, "primary_name")
+        found += validate_name(self.site_name, "site_name")
         found += host_port_violation(self.nbd_bind, "nbd_bind")
+        if len(str(self.nbd_socket_path.absolute())) > MAX_SOCKET_PATH:
+            found.append(
+                FieldViolation("nbd_socket", f"a unix socket path has at most {MAX_SOCKET_PATH} bytes")
+            )
         if not self.scheduler_tick_seconds > 0:
             found.append(FieldViolation("scheduler_tick_seconds", "must be positive"))
         if not self.fault_apply_delay_seconds >= 0:
@@ -84,7 +121,12 @@ class ReplicaConfig:
                 path = getattr(self.client_tls, name)
                 if path is None or not path.is_file():
                     found.append(FieldViolation(f"client_tls.{name}", f"file not found: {path}"))
-        found += [*self.server.violations(), *self.log.violations(), *self.telemetry.violations()]
+        found += [
+            *self.server.violations(),
+            *self.vm.violations(),
+            *self.log.violations(),
+            *self.telemetry.violations(),
+        ]
         return found
 
     def validate(self) -> Self:
@@ -93,25 +135,42 @@ class ReplicaConfig:
 
 
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ReplicaConfig:
-    """The validated configuration of ``python -m services.replica --role primary|dr ...`` from ``argv``
-    (default: sys.argv) and ``env`` (default: os.environ); ``ConfigError`` names every bad field."""
-    cli = CommandLine(defaults.REPLICA, "The Overland replica service (a primary or a DR site).", env)
-    cli.parser.add_argument("--role", required=True, choices=ROLES)
+    """The validated configuration of ``python -m services.replica ...`` from ``argv`` (default:
+    sys.argv) and ``env`` (default: os.environ); ``ConfigError`` names every bad field."""
+    cli = CommandLine(defaults.REPLICA, "The Overland replica service: one site.", env)
     cli.add_server_options()
-    cli.option("--state-dir", None, DEFAULT_STATE_DIR, "where the service keeps its state")
-    cli.option("--primary-name", None, DEFAULT_PRIMARY_NAME, "primary: the name DR sites allow")
+    cli.option(
+        "--site-name", defaults.REPLICA_SITE_NAME_ENV, default_site_name(), "the name other sites know"
+    )
+    cli.option(
+        "--state-dir", defaults.REPLICA_STATE_DIR_ENV, DEFAULT_STATE_DIR, "where the site keeps its state"
+    )
     cli.parser.add_argument(
         "--allow",
         action="append",
         default=[],
         metavar="NAME=DIR",
-        help="DR: allow replication from primary NAME, storing its replicas under DIR (repeatable)",
+        help="allow replication from site NAME, storing its replicas under DIR (repeatable)",
     )
-    cli.option("--client-ca", None, "", "primary: the CA that signed DR site certificates")
-    cli.option("--client-cert", None, "", "primary: its client certificate (CN = primary name)")
-    cli.option("--client-key", None, "", "primary: its private key")
-    cli.option("--nbd-bind", None, "127.0.0.1:0", "primary: NBD export host:port")
+    cli.option("--client-ca", None, "", "the CA that signed the certificates of the sites replicated to")
+    cli.option("--client-cert", None, "", "this site's client certificate (CN = its name)")
+    cli.option("--client-key", None, "", "its private key")
+    cli.option("--nbd-bind", None, "127.0.0.1:0", "NBD export host:port")
+    cli.option(
+        "--nbd-socket", defaults.REPLICA_NBD_SOCKET_ENV, "", "NBD export unix socket (STATE_DIR/nbd.sock)"
+    )
     cli.option("--tick", None, "1", "scheduler tick in seconds")
+    cli.option(
+        "--guest-image", defaults.REPLICA_GUEST_IMAGE_ENV, DEFAULT_GUEST_IMAGE, "the guest image VMs boot"
+    )
+    cli.option("--accel", defaults.REPLICA_ACCEL_ENV, "auto", "VM accelerator: auto, kvm or tcg")
+    cli.option("--vm-netns", defaults.REPLICA_VM_NETNS_ENV, "", "network namespace qemu runs in")
+    cli.option(
+        "--vswitch-endpoint",
+        defaults.REPLICA_VSWITCH_ENDPOINT_ENV,
+        defaults.VSWITCH.address,
+        "the host's vswitch agent ('': plain TAPs)",
+    )
     cli.parser.add_argument("--fault-apply-delay", default="0", help=argparse.SUPPRESS)
     cli.add_log_options()
     args = cli.parse(argv)
@@ -124,18 +183,25 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             )
             continue
         allowed[name] = Path(directory)
-    primary_name = args.primary_name.strip()
+    site_name = args.site_name.strip()
+    state_dir = Path(args.state_dir)
     config = ReplicaConfig(
-        role=args.role,
         server=cli.server(args),
-        state_dir=Path(args.state_dir),
-        primary_name=primary_name,
+        state_dir=state_dir,
+        site_name=site_name,
         client_tls=cli.tls(args.client_ca, args.client_cert, args.client_key),
         scheduler_tick_seconds=cli.seconds(args.tick, "scheduler_tick_seconds"),
         nbd_bind=args.nbd_bind.strip(),
+        nbd_socket=cli.path(args.nbd_socket.strip()),
         allowed_primaries=allowed,
+        vm=VmRuntimeConfig(
+            guest_image=Path(args.guest_image),
+            accel=args.accel.strip(),
+            netns=args.vm_netns.strip(),
+            vswitch_endpoint=args.vswitch_endpoint.strip(),
+        ),
         fault_apply_delay_seconds=cli.seconds(args.fault_apply_delay, "fault_apply_delay_seconds"),
         log=cli.log(args),
-        telemetry=cli.telemetry(otel_name(args.role), primary_name if args.role == "primary" else ""),
+        telemetry=cli.telemetry(defaults.REPLICA.otel_name, site_name),
     )
     return cli.finish(config, WHAT)

@@ -1,8 +1,9 @@
-"""The replica demo for ``make run``: a primary and a DR replica service replicating a small demo disk.
+"""The replica demo for ``make run``: two sites, the first replicating a small demo disk to the second.
 
-``start_demo(workdir)`` launches both roles as child processes, creates the demo VHD (once), enables
-replication every 30 s (idempotently) and returns the endpoints to print. ``services.devstack`` runs
-it for ``make run``, spawning the roles as its children through ``spawn``.
+``start_demo(workdir)`` launches both sites (one replica service process each, each allowing the
+other) as child processes, creates the demo VHD (once), enables replication every 30 s
+(idempotently) and returns the endpoints to print. ``services.devstack`` runs it for ``make run``,
+spawning the sites as its children through ``spawn``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from services.replica.vhd import create_dynamic, open_disk
 
 log = logging.getLogger(__name__)
 
-# The primary on the replica service's default address, where the CLI looks; the DR site beside it.
+# Site A on the replica service's default address, where the CLI looks; site B beside it.
 PRIMARY_ADDRESS = defaults.REPLICA.address
 DR_ADDRESS = f"{defaults.LOCALHOST}:{defaults.REPLICA.port + 10}"
 NBD_ADDRESS = "127.0.0.1:10809"
-PRIMARY_NAME = "demo-primary"
+DR_NBD_ADDRESS = "127.0.0.1:10819"
+PRIMARY_NAME = "site-a"
+DR_NAME = "site-b"
 VM_NAME = "demo-vm"
 DISK_SIZE = 64 * 1024 * 1024
 READY_SECONDS = 30.0
@@ -48,12 +51,13 @@ class DemoHandles:
 
     def lines(self) -> list[str]:
         return [
-            f"Replica demo: a primary ({self.primary}) and a DR site replicating demo-vm every 30 s:",
+            f"Replica demo: site A ({self.primary}) replicates demo-vm to site B every 30 s:",
             "  overland replica status --watch",
+            "  overland vm list                 # the VMs of site A (make guest, then overland vm new ...)",
             f"  overland replica recovery-points {VM_NAME}",
             f"  qemu-io -f raw -c 'write -P 0x42 0 1M' {self.nbd_url}   # a tracked write",
             f"  overland replica replicate-now {VM_NAME}",
-            f"  DR site: {self.dr} (replicas under the demo's dr-store)",
+            f"  site B: {self.dr} (replicas under the demo's dr-store); --endpoint {self.dr} for its VMs",
         ]
 
     def stop(self) -> None:
@@ -68,26 +72,25 @@ class DemoHandles:
                     process.wait(timeout=5)
 
 
-def service_argv(role: str, workdir: Path) -> list[str]:
-    """The command line of one demo role."""
-    common = [sys.executable, "-m", "services.replica", "--role", role]
-    if role == "dr":
-        return [*common, "--bind", DR_ADDRESS, "--allow", f"{PRIMARY_NAME}={workdir / 'dr-store'}"]
+def service_argv(site: str, workdir: Path) -> list[str]:
+    """The command line of one demo site ("a" or "b"): each allows the other, so replication can be
+    reversed after a failover."""
+    common = [sys.executable, "-m", "services.replica", "--vswitch-endpoint", ""]
+    if site == "b":
+        return [
+            *common,
+            *("--site-name", DR_NAME, "--bind", DR_ADDRESS, "--nbd-bind", DR_NBD_ADDRESS),
+            *("--state-dir", str(workdir / "site-b"), "--allow", f"{PRIMARY_NAME}={workdir / 'dr-store'}"),
+        ]
     return [
         *common,
-        "--bind",
-        PRIMARY_ADDRESS,
-        "--state-dir",
-        str(workdir / "primary-state"),
-        "--primary-name",
-        PRIMARY_NAME,
-        "--nbd-bind",
-        NBD_ADDRESS,
+        *("--site-name", PRIMARY_NAME, "--bind", PRIMARY_ADDRESS, "--nbd-bind", NBD_ADDRESS),
+        *("--state-dir", str(workdir / "primary-state"), "--allow", f"{DR_NAME}={workdir / 'from-site-b'}"),
     ]
 
 
 def start_demo(workdir: Path, spawn: Spawn | None = None) -> DemoHandles:
-    """Start both roles (with ``spawn``, or as children of this process), then enable the demo VM."""
+    """Start both sites (with ``spawn``, or as children of this process), then enable the demo VM."""
     workdir.mkdir(parents=True, exist_ok=True)
     disk = workdir / "demo-vm-disk0.vhd"
     handles = DemoHandles(PRIMARY_ADDRESS, DR_ADDRESS, f"nbd://{NBD_ADDRESS}/{VM_NAME}/disk0", disk)
@@ -99,8 +102,8 @@ def start_demo(workdir: Path, spawn: Spawn | None = None) -> DemoHandles:
     if not disk.exists():
         _create_demo_disk(disk)
     try:
-        launch("replica-dr", service_argv("dr", workdir))
-        launch("replica-primary", service_argv("primary", workdir))
+        launch("site-b", service_argv("b", workdir))
+        launch("site-a", service_argv("a", workdir))
         for address in (DR_ADDRESS, PRIMARY_ADDRESS):
             with grpc.insecure_channel(address) as channel:
                 grpc.channel_ready_future(channel).result(timeout=READY_SECONDS)

@@ -1,5 +1,5 @@
-"""``python -m services.replica --role primary|dr ...``: ``main`` loads the configuration and ``serve``
-runs the service until SIGINT/SIGTERM, then stops it gracefully."""
+"""``python -m services.replica ...``: ``main`` loads the configuration and ``serve`` runs the site
+until SIGINT/SIGTERM, then stops it gracefully (its VMs keep running: the next process adopts them)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,11 @@ def serve(config: ReplicaConfig, stop: threading.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or ``stop``), then stop gracefully; the exit status."""
     server, port = create_server(config)
     # The port line lets a parent process (tests, the demo) find a port-0 bind.
-    nbd = f" nbd {server.nbd.port}" if server.nbd is not None else ""
-    print(f"LISTENING {config.role} {port}{nbd}", flush=True)  # noqa: T201
+    print(f"LISTENING {config.site_name} {port} nbd {server.nbd.port}", flush=True)  # noqa: T201
     try:
         wait_for_signal(stop)
     finally:
-        log.info("replica service stopping", extra={"role": config.role})
+        log.info("replica site stopping", extra={"site": config.site_name})
         server.stop()
     return 0
 

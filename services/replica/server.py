@@ -1,5 +1,7 @@
-"""The replica service's wiring: ``create_server`` starts either role's servicers (with health and
-reflection) on one gRPC server (``process.py`` runs it as a process)."""
+"""The replica service's wiring: ``create_server`` starts one site — its disks and their NBD export,
+its VMs (``VmService``), its replications (``ReplicaService``) and, with an allow-list, its receiver
+(``ReplicaReceiverService``) — with health and reflection on one gRPC server (``process.py`` runs it
+as a process)."""
 
 from __future__ import annotations
 
@@ -8,34 +10,42 @@ from dataclasses import dataclass
 
 import grpc
 
-from overland.v1 import replica_pb2, replica_pb2_grpc
+from overland.v1 import replica_pb2, replica_pb2_grpc, vm_pb2, vm_pb2_grpc
 from services.common.clock import SYSTEM_CLOCK, Clock
 from services.common.server import GrpcServer, build_server
 from services.common.telemetry import Telemetry, server_interceptors
 from services.replica.config import ReplicaConfig
+from services.replica.disks import SiteDisks
 from services.replica.dr.servicer import ReceiverServicer, add_receiver_to_server
 from services.replica.nbd import NbdServer
 from services.replica.primary.manager import ReplicationManager
 from services.replica.primary.servicer import ReplicaServicer
 from services.replica.telemetry import ReplicaTelemetry
 from services.replica.tuning import tune_allocator
+from services.replica.vm.host import VmHost
+from services.replica.vm.ports import site_ports
+from services.replica.vm.servicer import VmServicer
 
 log = logging.getLogger(__name__)
 
-# The gRPC services' full names (health, reflection); their OpenTelemetry names are config.otel_name's.
+# The gRPC services' full names (health, reflection).
 _SERVICES = replica_pb2.DESCRIPTOR.services_by_name
 PRIMARY_GRPC_SERVICE = _SERVICES["ReplicaService"].full_name
 RECEIVER_GRPC_SERVICE = _SERVICES["ReplicaReceiverService"].full_name
+VM_GRPC_SERVICE = vm_pb2.DESCRIPTOR.services_by_name["VmService"].full_name
 
 
 @dataclass
 class ReplicaServer:
-    """A running replica service: the gRPC server and, at a primary, the replication manager."""
+    """A running site: the gRPC server, its replications, its VMs, its receiver (with an allow-list),
+    and the NBD export of its disks."""
 
     grpc_server: GrpcServer
-    manager: ReplicationManager | None
+    manager: ReplicationManager
+    host: VmHost
     receiver: ReceiverServicer | None
-    nbd: NbdServer | None = None
+    disks: SiteDisks
+    nbd: NbdServer
     telemetry: Telemetry | None = None
 
     @property
@@ -43,59 +53,71 @@ class ReplicaServer:
         return self.grpc_server.port
 
     def stop(self) -> None:
-        """Graceful: stop taking calls, let running ones finish, stop the scheduler, close the disks."""
+        """Graceful: stop taking calls, let running ones finish, stop the export (qemu's NBD clients
+        wait for the next process: the VMs keep running), stop the scheduler, close the disks."""
         self.grpc_server.stop()
-        if self.nbd is not None:
-            self.nbd.stop()
-        if self.manager is not None:
-            self.manager.close()
+        self.nbd.stop()
+        self.host.close()
+        self.manager.close()
+        self.disks.close()
         if self.telemetry is not None:
             # Exports what the batch processor still holds.
             self.telemetry.shutdown()
 
 
 def create_server(config: ReplicaConfig, *, clock: Clock = SYSTEM_CLOCK) -> tuple[ReplicaServer, int]:
-    """Validate ``config`` and start the role's services. ``clock``: the DR site's (recovery point
-    times and their pruning)."""
+    """Validate ``config`` and start the site. ``clock``: its receiver's (recovery point times and
+    their pruning)."""
     config.validate()
     tune_allocator()
-    manager: ReplicationManager | None = None
-    receiver: ReceiverServicer | None = None
-    nbd: NbdServer | None = None
     telemetry = Telemetry.start(config.telemetry)
     traced = ReplicaTelemetry(telemetry)
-    if config.role == "primary":
-        host, _sep, nbd_port = config.nbd_bind.rpartition(":")
-        nbd = NbdServer(host, int(nbd_port))
-        manager = ReplicationManager(config, exporter=nbd, telemetry=traced)
-        traced.observe(lambda: [manager.to_proto(vm) for vm in manager.replications()])
-        servicer = ReplicaServicer(manager)
-
-        def register(server: grpc.Server) -> None:
-            replica_pb2_grpc.add_ReplicaServiceServicer_to_server(servicer, server)
-
-        names: tuple[str, ...] = (PRIMARY_GRPC_SERVICE,)
-    else:
-        receiver = ReceiverServicer(config, traced, clock=clock)
-
-        def register(server: grpc.Server) -> None:
-            add_receiver_to_server(receiver, server)
-
-        names = (RECEIVER_GRPC_SERVICE,)
+    host_name, _sep, nbd_port = config.nbd_bind.rpartition(":")
+    socket_path = config.nbd_socket_path
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    nbd = NbdServer(host_name, int(nbd_port), unix_path=socket_path)
+    disks = SiteDisks(nbd)
+    host: VmHost | None = None
+    manager: ReplicationManager | None = None
     try:
+        # Both open their disks before the export serves them: a VM that survived the last process
+        # reconnects only once every write it sends is tracked as before.
+        host = VmHost(
+            config.state_dir / "vms",
+            config.vm,
+            disks,
+            site_ports(config.vm.vswitch_endpoint, config.vm.netns),
+            accel_cache=config.state_dir / "accel.json",
+        )
+        manager = ReplicationManager(config, disks=disks, telemetry=traced, definitions=host.definition_of)
+        host.replicated = manager.has
+        running = manager
+        traced.observe(lambda: [running.to_proto(vm) for vm in running.replications()])
+        receiver = ReceiverServicer(config, traced, clock=clock) if config.allowed_primaries else None
+        servicers = (ReplicaServicer(manager), VmServicer(host))
+
+        def register(server: grpc.Server) -> None:
+            replica_pb2_grpc.add_ReplicaServiceServicer_to_server(servicers[0], server)
+            vm_pb2_grpc.add_VmServiceServicer_to_server(servicers[1], server)
+            if receiver is not None:
+                add_receiver_to_server(receiver, server)
+
+        names = (PRIMARY_GRPC_SERVICE, VM_GRPC_SERVICE, *((RECEIVER_GRPC_SERVICE,) if receiver else ()))
         built = build_server(config.server, names, register, server_interceptors(telemetry))
-        if nbd is not None:
-            nbd.start()
+        nbd.start()
     except Exception:
+        if host is not None:
+            host.close()
         if manager is not None:
             manager.close()
+        disks.close()
         if telemetry is not None:
             telemetry.shutdown()
         raise
-    if manager is not None:
-        manager.start()
+    manager.start()
+    host.start_monitor()
     log.info(
-        "replica service listening",
-        extra={"role": config.role, "port": built.port, "nbd_port": nbd.port if nbd else None},
+        "replica site listening",
+        extra={"site": config.site_name, "port": built.port, "nbd_port": nbd.port, "vms": len(host.vms())},
     )
-    return ReplicaServer(built, manager, receiver, nbd, telemetry), built.port
+    return ReplicaServer(built, manager, host, receiver, disks, nbd, telemetry), built.port

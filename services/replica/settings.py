@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from enum import IntEnum
@@ -118,3 +119,31 @@ def validate_enable(request: replica_pb2.EnableReplicationRequest) -> Replicatio
         initial_method=InitialMethod(method),
         export_path=s.export_path,
     )
+
+
+def complete_vm(
+    request: replica_pb2.EnableReplicationRequest, defined: replica_pb2.VirtualMachine | None
+) -> replica_pb2.EnableReplicationRequest:
+    """The request for a VM defined at this site (``defined``, the VM runtime's definition), completed
+    from it: disks, NICs, CPUs and memory the request leaves out are the definition's, so the DR site
+    receives the whole VM (its NICs' failover settings included). Disks the request does name must be
+    exactly the definition's: the replica of a VM is the replica of the disks it runs on."""
+    if defined is None:
+        return request
+    completed = replica_pb2.EnableReplicationRequest()
+    completed.CopyFrom(request)
+    vm = completed.vm
+    if not vm.disks:
+        vm.disks.extend(defined.disks)
+    else:
+        given = {(d.name, os.path.abspath(d.path)) for d in vm.disks}
+        runs_on = {(d.name, os.path.abspath(d.path)) for d in defined.disks}
+        if given != runs_on:
+            listed = ", ".join(f"{name}={path}" for name, path in sorted(runs_on))
+            message = f"VM {vm.name!r} runs at this site on disks {listed}: replicate those (or name none)"
+            raise InvalidReplicationSettings(message, [FieldViolation("vm.disks", message)])
+    if not vm.nics:
+        vm.nics.extend(defined.nics)
+    vm.cpu_count = vm.cpu_count or defined.cpu_count
+    vm.memory_bytes = vm.memory_bytes or defined.memory_bytes
+    return completed

@@ -57,8 +57,8 @@ VSWITCH = ServiceDefaults(
     tls_key_env="OVERLAND_VSWITCH_TLS_KEY",
     tls_client_ca_env="OVERLAND_VSWITCH_TLS_CLIENT_CA",
 )
-# The two roles of the replica service tell their spans apart by suffixing the name with the role
-# (``overland-replica-primary``, ``overland-replica-dr``): one trace crosses both sites.
+# One replica service process per site; the sites of one trace are told apart by their
+# ``service.instance.id``, the site's name.
 REPLICA = ServiceDefaults(
     name="replica",
     port=50053,
@@ -128,5 +128,12 @@ VSWITCH_PAGE_SIZE_ENV = "OVERLAND_VSWITCH_PAGE_SIZE"
 VSWITCH_RDIDS_ENV = "OVERLAND_VSWITCH_RDIDS"
 VSWITCH_TABLE_ONLY_ENV = "OVERLAND_VSWITCH_TABLE_ONLY"
 VSWITCH_TABLE_SNAPSHOT_ENV = "OVERLAND_VSWITCH_TABLE_SNAPSHOT"
+REPLICA_SITE_NAME_ENV = "OVERLAND_REPLICA_SITE_NAME"
+REPLICA_STATE_DIR_ENV = "OVERLAND_REPLICA_STATE_DIR"
+REPLICA_NBD_SOCKET_ENV = "OVERLAND_REPLICA_NBD_SOCKET"
+REPLICA_GUEST_IMAGE_ENV = "OVERLAND_REPLICA_GUEST_IMAGE"
+REPLICA_ACCEL_ENV = "OVERLAND_REPLICA_ACCEL"
+REPLICA_VM_NETNS_ENV = "OVERLAND_REPLICA_VM_NETNS"
+REPLICA_VSWITCH_ENDPOINT_ENV = "OVERLAND_REPLICA_VSWITCH_ENDPOINT"
 # ``make run``: where the development stack keeps etcd's data, logs and spans.
 STATE_DIR_ENV = "OVERLAND_STATE_DIR"

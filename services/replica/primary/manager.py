@@ -1,10 +1,11 @@
-"""The primary site's replications: management (enable, pause, resume, resync, disable), their tracked
-disks and NBD exports, and the scheduler that decides when each VM's next cycle runs.
+"""The replications a site is the primary of: management (enable, pause, resume, resync, disable), their
+tracked disks, and the scheduler that decides when each VM's next cycle runs.
 
-Each VM's disks are opened as ``TrackedDevice``s (the tracking log sits under the state directory);
-the NBD export and local writers reach the disks through ``device(vm, disk)`` so every write is
-tracked. A scheduler thread starts a cycle for each VM whose interval is due; ``cycle.run`` runs it,
-phase by phase, and records its outcome in the VM's ``states.Record``.
+Each VM's disks come from the site's disk owner (``services.replica.disks``), which serves them over
+NBD; enabling replication wraps each with change tracking (a ``TrackedDevice`` whose log sits under
+the state directory) behind the VM's write gate, so every write through the export, a running VM's
+included, is tracked. A scheduler thread starts a cycle for each VM whose interval is due;
+``cycle.run`` runs it, phase by phase, and records its outcome in the VM's ``states.Record``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -24,23 +26,27 @@ from overland.v1 import replica_pb2
 from services.common.errors import ServiceError
 from services.replica import states
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
+from services.replica.disks import SiteDisk, SiteDisks, export_name
 from services.replica.errors import InvalidTransition, ReplicationExists, ReplicationNotFound
-from services.replica.nbd import NbdServer
+from services.replica.locks import WriteGate
 from services.replica.primary import cycle, replication
 from services.replica.primary.gate import GatedDevice
 from services.replica.primary.replication import VmReplication
 from services.replica.primary.sender import RPC_SECONDS, Sender, channel_to
 from services.replica.primary.tracking import DEFAULT_TRACK_BLOCK, ChangeLog, TrackedDevice
-from services.replica.settings import validate_enable
+from services.replica.settings import complete_vm, validate_enable
 from services.replica.states import Event, Record, ReplicationState
 from services.replica.telemetry import ReplicaTelemetry
-from services.replica.vhd.image import open_disk
 
 log = logging.getLogger(__name__)
 
 ChannelFactory = Any  # Callable[[str], grpc.Channel]; Any so tests may pass intercepted channels
+# The definition of a VM that runs at this site, if one does (the VM runtime's), by name.
+VmDefinitions = Callable[[str], replica_pb2.VirtualMachine | None]
 MAX_CONCURRENT_CYCLES = 4
 IMPORT_POLL_SECONDS = 5.0
+# What the disk owner knows the replication's hold on a disk by.
+DISK_USER = "replication"
 
 
 class ReplicationManager:
@@ -50,11 +56,13 @@ class ReplicationManager:
         self,
         config: ReplicaConfig,
         channel_factory: ChannelFactory | None = None,
-        exporter: NbdServer | None = None,
+        disks: SiteDisks | None = None,
         telemetry: ReplicaTelemetry | None = None,
+        definitions: VmDefinitions | None = None,
     ):
         self.config = config
-        self._exporter = exporter
+        self._site_disks = disks or SiteDisks()
+        self._definitions = definitions or (lambda _name: None)
         self._telemetry = telemetry or ReplicaTelemetry(None)
         self.root = config.state_dir / "primary"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -83,7 +91,7 @@ class ReplicationManager:
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for vm in self._vms.values():
-                _close_disks(vm.disks)
+                self._close_disks(vm)
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
@@ -98,7 +106,7 @@ class ReplicationManager:
             if channel is None:
                 channel = self._channel_factory(endpoint)
                 channel = self._channels[endpoint] = self._telemetry.channel(channel)
-        metadata = () if self.config.client_tls else ((PRIMARY_HEADER, self.config.primary_name),)
+        metadata = () if self.config.client_tls else ((PRIMARY_HEADER, self.config.site_name),)
         return Sender.on(channel, metadata, self._stop)
 
     # ---- persistence -----------------------------------------------------------------------------
@@ -110,9 +118,17 @@ class ReplicationManager:
         for path in sorted(self.root.glob(f"*/{replication.STATE_FILE}")):
             request, record, last_sequence = replication.decode(path.read_bytes(), path)
             policy = validate_enable(request)
-            disks = self._open_disks(request)
+            gate = WriteGate()
+            disks, held = self._open_disks(request, gate)
             vm = VmReplication(
-                request, policy, record, disks, self._vm_dir(request.vm.name), last_sequence=last_sequence
+                request,
+                policy,
+                record,
+                disks,
+                self._vm_dir(request.vm.name),
+                last_sequence=last_sequence,
+                gate=gate,
+                site_disks=held,
             )
             if record.state == ReplicationState.INITIAL_REPLICATION_IN_PROGRESS:
                 # The process died mid-transfer; the transfer starts over from a new cut.
@@ -121,27 +137,42 @@ class ReplicationManager:
                 vm.record = replace(record, state=ReplicationState.REPLICATING, resync_required=True)
             self._note_resync(vm)
             self._vms[vm.name] = vm
-            self._export(vm)
 
-    def _open_disks(self, request: replica_pb2.EnableReplicationRequest) -> dict[str, TrackedDevice]:
+    def _open_disks(
+        self, request: replica_pb2.EnableReplicationRequest, gate: WriteGate
+    ) -> tuple[dict[str, TrackedDevice], dict[str, SiteDisk]]:
+        """Each disk from the site's owner, wrapped with change tracking: from now on every write
+        through its export is tracked and passes the VM's ``gate``."""
         disks: dict[str, TrackedDevice] = {}
+        held: dict[str, SiteDisk] = {}
         vm_dir = self._vm_dir(request.vm.name)
         vm_dir.mkdir(parents=True, exist_ok=True)
         try:
             for disk in request.vm.disks:
-                device = open_disk(disk.path, writable=True)
-                try:
-                    tracker = ChangeLog.open(
-                        vm_dir / f"{disk.name}.hrl", device.virtual_size, DEFAULT_TRACK_BLOCK
-                    )
-                except Exception:
-                    device.close()
-                    raise
-                disks[disk.name] = TrackedDevice(device, tracker, vm_dir)
+                site_disk = self._site_disks.open(
+                    export_name(request.vm.name, disk.name), disk.path, DISK_USER
+                )
+                held[disk.name] = site_disk
+                tracker = ChangeLog.open(
+                    vm_dir / f"{disk.name}.hrl", site_disk.virtual_size, DEFAULT_TRACK_BLOCK
+                )
+                disks[disk.name] = TrackedDevice(site_disk.base, tracker, vm_dir)
+                site_disk.swap(GatedDevice(disks[disk.name], gate))
         except Exception:
-            _close_disks(disks)
+            self._release(disks, held)
             raise
-        return disks
+        return disks, held
+
+    def _close_disks(self, vm: VmReplication) -> None:
+        self._release(vm.disks, vm.site_disks)
+
+    def _release(self, disks: dict[str, TrackedDevice], held: dict[str, SiteDisk]) -> None:
+        """Unwrap the tracking (writes go to the file alone again) and let go of each disk."""
+        for name, site_disk in held.items():
+            site_disk.swap(site_disk.base)
+            if name in disks:
+                disks[name].tracker.close()
+            self._site_disks.release(site_disk, DISK_USER)
 
     def _note_resync(self, vm: VmReplication) -> None:
         reasons = [d.tracker.resync_reason for d in vm.disks.values() if d.tracker.resync_required]
@@ -152,30 +183,23 @@ class ReplicationManager:
     # ---- management ------------------------------------------------------------------------------
 
     def enable(self, request: replica_pb2.EnableReplicationRequest) -> VmReplication:
+        # A VM that runs here is replicated as defined: what the request leaves out comes from there.
+        request = complete_vm(request, self._definitions(request.vm.name))
         policy = validate_enable(request)
         with self._lock:
             if request.vm.name in self._vms:
                 raise ReplicationExists(f"replication is already enabled for VM {request.vm.name!r}")
-            disks = self._open_disks(request)
+            gate = WriteGate()
+            disks, held = self._open_disks(request, gate)
             record = Record().apply(Event.ENABLE, time.time_ns())
-            vm = VmReplication(request, policy, record, disks, self._vm_dir(request.vm.name))
+            vm = VmReplication(
+                request, policy, record, disks, self._vm_dir(request.vm.name), gate=gate, site_disks=held
+            )
             self._vms[vm.name] = vm
             vm.save()
-            self._export(vm)
         self._wake.set()
         log.info("replication enabled", extra={"vm": vm.name, "frequency": policy.frequency_seconds})
         return vm
-
-    def _export(self, vm: VmReplication) -> None:
-        """Serve each disk over NBD as ``<vm>/<disk>``; the served device is tracked, so every write is."""
-        if self._exporter is not None:
-            for disk, tracked in vm.disks.items():
-                self._exporter.add_export(export_name(vm.name, disk), GatedDevice(tracked, vm.gate))
-
-    def _unexport(self, vm: VmReplication) -> None:
-        if self._exporter is not None:
-            for disk in vm.disks:
-                self._exporter.remove_export(export_name(vm.name, disk))
 
     def get(self, name: str) -> VmReplication:
         with self._lock:
@@ -188,13 +212,18 @@ class ReplicationManager:
         with self._lock:
             return sorted(self._vms.values(), key=lambda vm: vm.name)
 
-    def device(self, vm_name: str, disk: str) -> GatedDevice:
+    def has(self, name: str) -> bool:
+        """Whether this site replicates VM ``name`` (is its primary)."""
+        with self._lock:
+            return name in self._vms
+
+    def device(self, vm_name: str, disk: str) -> SiteDisk:
         """The device every write to the disk must go through (the NBD export serves it): tracked, and
         behind the VM's gate so a cut sees all of the VM's disks at one instant."""
         vm = self.get(vm_name)
-        if disk not in vm.disks:
+        if disk not in vm.site_disks:
             raise ReplicationNotFound(f"VM {vm_name!r} has no disk {disk!r}")
-        return GatedDevice(vm.disks[disk], vm.gate)
+        return vm.site_disks[disk]
 
     def pause(self, name: str) -> VmReplication:
         vm = self.get(name)
@@ -226,8 +255,7 @@ class ReplicationManager:
             vm.record = vm.record.apply(Event.DISABLE, time.time_ns())
             with self._lock:
                 self._vms.pop(name, None)
-            self._unexport(vm)
-            _close_disks(vm.disks)
+            self._close_disks(vm)
             shutil.rmtree(self._vm_dir(name), ignore_errors=True)
         return vm
 
@@ -316,13 +344,3 @@ class ReplicationManager:
             tracker = device.tracker
             total += sum(count for _first, count in tracker.changed_runs()) * tracker.block_size
         return total
-
-
-def export_name(vm_name: str, disk: str) -> str:
-    """The NBD export name of a VM disk."""
-    return f"{vm_name}/{disk}"
-
-
-def _close_disks(disks: dict[str, TrackedDevice]) -> None:
-    for device in disks.values():
-        device.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from overland.v1 import replica_pb2
 from services.replica import states
+from services.replica.disks import SiteDisk
 from services.replica.errors import InvalidTransition, ReplicaStateCorrupted
 from services.replica.files import write_atomic
 from services.replica.primary.tracking import TrackedDevice, WriteGate
@@ -60,6 +61,8 @@ class VmReplication:
     gate: WriteGate = field(default_factory=WriteGate)
     # Serializes changes of ``record`` and their persistence between RPC threads and the cycle thread.
     state_lock: threading.RLock = field(default_factory=threading.RLock)
+    # Each disk as the site's disk owner holds it open (its export serves the tracked device).
+    site_disks: dict[str, SiteDisk] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

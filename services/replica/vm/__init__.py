@@ -1,6 +1,7 @@
-"""The VM runtime of a site (the "Hyper-V host" role) on qemu: VM hardware and its qemu command line,
-the guest's kernel command line for its network settings, the guest image's scripts and initramfs,
-VM disks, accelerator detection, and the process shell that starts and stops a VM.
+"""The VM runtime of a site (the "Hyper-V host" role) on qemu: ``VmHost`` (the site's VMs, served as
+``VmService`` by ``VmServicer``), VM definitions and their checks, NIC ports, VM hardware and its qemu
+command line, the guest's kernel command line for its network settings, the guest image's scripts
+and initramfs, VM disks, accelerator detection, and the process shell that starts and stops a VM.
 
 The guest image itself is built by ``tools/build_guest.py`` (``make guest``); see docs/vm.md.
 """
@@ -16,6 +17,14 @@ from services.replica.vm.console import (
     parse_workload_log,
     synced_records,
 )
+from services.replica.vm.definition import (
+    NetworkSettings,
+    NicDefinition,
+    VmDefinition,
+    port_name,
+    validate_vm,
+    vm_spec,
+)
 from services.replica.vm.disk import (
     FsckResult,
     check_filesystem,
@@ -26,14 +35,21 @@ from services.replica.vm.disk import (
 )
 from services.replica.vm.errors import (
     GuestImageError,
+    GuestImageMissing,
     InvalidVmSpec,
     QemuFailed,
     QmpCommandFailed,
     VmAlreadyRunning,
     VmError,
+    VmExists,
+    VmInUse,
+    VmLocked,
+    VmNotFound,
+    VmNotOff,
     VmNotRunning,
     VmTimeout,
 )
+from services.replica.vm.host import HostedVm, ReplicationMode, RunState, VmHost, guest_files
 from services.replica.vm.initramfs import gzip_archive, module_file_name, module_order, newc_archive
 from services.replica.vm.kernel import elf_notes, extract_vmlinux, has_pvh_entry
 from services.replica.vm.network import (
@@ -43,7 +59,8 @@ from services.replica.vm.network import (
     encode_network,
     kernel_command_line,
 )
-from services.replica.vm.process import VmProcess, VmState, VmStatus
+from services.replica.vm.ports import AgentPorts, LocalTaps, PortFailed, PortRequest, Ports, site_ports
+from services.replica.vm.process import ProcessIdentity, VmProcess, VmState, VmStatus, identity_of, parse_stat
 from services.replica.vm.qemu import (
     Accel,
     DgramBackend,
@@ -56,6 +73,7 @@ from services.replica.vm.qemu import (
     qemu_command,
 )
 from services.replica.vm.qmp import QmpClient
+from services.replica.vm.records import RunRecord, VmRecord
 from services.replica.vm.scripts import (
     ECHO_PORT,
     WORKLOAD_LOG,
@@ -64,6 +82,7 @@ from services.replica.vm.scripts import (
     initramfs_files,
     rootfs_files,
 )
+from services.replica.vm.servicer import VmServicer
 
 __all__ = [
     "ECHO_PORT",
@@ -72,27 +91,49 @@ __all__ = [
     "ROOT_READ_ONLY",
     "WORKLOAD_LOG",
     "Accel",
+    "AgentPorts",
     "DgramBackend",
     "Disk",
     "FsckResult",
     "GuestImageError",
+    "GuestImageMissing",
     "GuestNetwork",
+    "HostedVm",
     "ImageFile",
     "InvalidVmSpec",
     "Kind",
+    "LocalTaps",
+    "NetworkSettings",
     "Nic",
     "NicBackend",
+    "NicDefinition",
     "NicSettings",
+    "PortFailed",
+    "PortRequest",
+    "Ports",
     "ProbeKey",
+    "ProcessIdentity",
     "QemuFailed",
     "QmpClient",
     "QmpCommandFailed",
+    "ReplicationMode",
+    "RunRecord",
+    "RunState",
     "StreamBackend",
     "TapBackend",
     "VmAlreadyRunning",
+    "VmDefinition",
     "VmError",
+    "VmExists",
+    "VmHost",
+    "VmInUse",
+    "VmLocked",
+    "VmNotFound",
+    "VmNotOff",
     "VmNotRunning",
     "VmProcess",
+    "VmRecord",
+    "VmServicer",
     "VmSpec",
     "VmState",
     "VmStatus",
@@ -105,8 +146,10 @@ __all__ = [
     "elf_notes",
     "encode_network",
     "extract_vmlinux",
+    "guest_files",
     "gzip_archive",
     "has_pvh_entry",
+    "identity_of",
     "initramfs_files",
     "kernel_command_line",
     "kvm_boots",
@@ -116,11 +159,16 @@ __all__ = [
     "module_file_name",
     "module_order",
     "newc_archive",
+    "parse_stat",
     "parse_workload_log",
+    "port_name",
     "qemu_command",
     "raw_copy",
     "read_guest_file",
     "replay_journal",
     "rootfs_files",
+    "site_ports",
     "synced_records",
+    "validate_vm",
+    "vm_spec",
 ]

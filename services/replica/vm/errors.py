@@ -1,11 +1,19 @@
-"""The VM runtime's errors; each subclasses a category of services.common.errors (the gRPC code)."""
+"""The VM runtime's errors: part of the replica service's hierarchy (``ReplicaError``), each also a
+category of services.common.errors (the gRPC code)."""
 
 from __future__ import annotations
 
-from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, ServiceError
+from services.common.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from services.replica.errors import ReplicaError
 
 
-class VmError(ServiceError):
+class VmError(ReplicaError):
     """Base of the VM runtime's own errors (mixed into every class below)."""
 
 
@@ -18,7 +26,31 @@ class VmNotRunning(VmError, FailedPrecondition):
 
 
 class VmAlreadyRunning(VmError, FailedPrecondition):
-    """``start`` was called on a VM whose qemu is still running."""
+    """``start`` was called on a VM that is not off (the message names its state)."""
+
+
+class VmNotOff(VmError, FailedPrecondition):
+    """The operation (delete) needs the VM off, and it is not (the message names its state)."""
+
+
+class VmLocked(VmError, FailedPrecondition):
+    """The VM may not start here: a replica, or a primary prepared for failover (the message says)."""
+
+
+class VmInUse(VmError, FailedPrecondition):
+    """The VM (or its disk) is held by something else at the site, e.g. its replication."""
+
+
+class VmNotFound(VmError, NotFound):
+    """No VM of that name is defined at this site."""
+
+
+class VmExists(VmError, AlreadyExists):
+    """A VM of that name is already defined at this site."""
+
+
+class GuestImageMissing(VmError, FailedPrecondition):
+    """The site has no guest image to boot (``make guest`` builds one; ``--guest-image`` names it)."""
 
 
 class QemuFailed(VmError):

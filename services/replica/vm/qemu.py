@@ -14,7 +14,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from services.common.errors import FieldViolation
 from services.replica.vm.errors import InvalidVmSpec
@@ -42,12 +42,15 @@ class Accel(enum.Enum):
 class Disk:
     """A virtio disk: an NBD URL (always ``raw``: the export is the disk's contents) or an image file
     of ``format``. ``cache="writeback"`` passes the guest's flushes through, so an fsync in the guest
-    is durable on the export or file."""
+    is durable on the export or file. ``reconnect_seconds`` (NBD only): when the export goes away
+    (its server restarts), the guest's requests wait this long for it to come back, and are then
+    sent again, instead of failing at once."""
 
     source: str
     format: str = "raw"
     read_only: bool = False
     cache: str = "writeback"
+    reconnect_seconds: int = 0
 
     @property
     def is_nbd(self) -> bool:
@@ -116,6 +119,8 @@ def option_value(value: str) -> str:
 def check_disk(disk: Disk, name: str) -> None:
     if disk.cache not in CACHE_MODES:
         raise _invalid(f"{name}.cache", f"must be one of {CACHE_MODES}")
+    if disk.reconnect_seconds < 0 or (disk.reconnect_seconds and not disk.is_nbd):
+        raise _invalid(f"{name}.reconnect_seconds", "only an NBD disk reconnects, after 0 s or more")
     if disk.is_nbd:
         url = urlsplit(disk.source)
         if disk.format != "raw":
@@ -166,14 +171,25 @@ def check_spec(spec: VmSpec) -> None:
         raise _invalid("nics", "two NICs have the same MAC")
 
 
+def nbd_options(source: str, reconnect_seconds: int) -> list[str]:
+    """The NBD URL ``source`` as the block driver's own options, which (unlike the URL) also take
+    the reconnect delay."""
+    url = urlsplit(source)
+    if url.scheme == "nbd":
+        server = ["file.server.type=inet", f"file.server.host={url.hostname}", f"file.server.port={url.port}"]
+    else:
+        path = parse_qs(url.query)["socket"][0]
+        server = ["file.server.type=unix", f"file.server.path={option_value(path)}"]
+    export = option_value(unquote(url.path[1:]))
+    return ["file.driver=nbd", *server, f"file.export={export}", f"file.reconnect-delay={reconnect_seconds}"]
+
+
 def disk_args(disk: Disk, index: int) -> list[str]:
-    drive = [
-        "if=none",
-        f"id=disk{index}",
-        f"file={option_value(disk.source)}",
-        f"format={disk.format}",
-        f"cache={disk.cache}",
-    ]
+    if disk.reconnect_seconds:
+        source = nbd_options(disk.source, disk.reconnect_seconds)
+    else:
+        source = [f"file={option_value(disk.source)}"]
+    drive = ["if=none", f"id=disk{index}", *source, f"format={disk.format}", f"cache={disk.cache}"]
     if disk.read_only:
         drive.append("read-only=on")
     return ["-drive", ",".join(drive), "-device", f"virtio-blk-pci,drive=disk{index}"]

@@ -73,7 +73,7 @@ def replica_sites(
         DR_PORT,
         [
             "replica",
-            "--role=dr",
+            "--site-name=dr",
             f"--bind=0.0.0.0:{DR_PORT}",
             f"--allow=primary={base / 'dr-store'}",
             f"--state-dir={base / 'dr-state'}",
@@ -88,7 +88,7 @@ def replica_sites(
         PRIMARY_PORT,
         [
             "replica",
-            "--role=primary",
+            "--site-name=primary",
             f"--bind=0.0.0.0:{PRIMARY_PORT}",
             f"--nbd-bind=0.0.0.0:{NBD_PORT}",
             f"--state-dir={base / 'primary-state'}",

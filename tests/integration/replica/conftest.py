@@ -1,5 +1,5 @@
-"""Fixtures for replication tests: a DR site as a real process, a primary in-process or as a process,
-VHD disks made by qemu-img, and helpers to drive and compare them."""
+"""Fixtures for replication tests: two sites, the DR site as a real process and the primary in-process
+or as a process, VHD disks made by qemu-img, and helpers to drive and compare them."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def free_port() -> int:
 
 @dataclass
 class ServiceProcess:
-    """``python -m services.replica`` as a child process, on a fixed port so it can be restarted there."""
+    """``python -m services.replica`` (one site) as a child process, on a fixed port so it can be
+    restarted there."""
 
     args: list[str]
     port: int
@@ -87,7 +88,8 @@ class ServiceProcess:
 
 @dataclass
 class Sites:
-    """A DR process and a way to start primaries, all under one tmp dir."""
+    """A DR site as a process ("dr", allowing "primary") and a way to start primary sites in-process
+    (named "primary" unless told otherwise), all under one tmp dir."""
 
     base: Path
     dr: ServiceProcess
@@ -99,7 +101,7 @@ class Sites:
 
     def primary(self, **overrides: object) -> ReplicaServer:
         options: dict[str, object] = {
-            "role": "primary",
+            "site_name": "primary",
             "server": ServerConfig(bind="127.0.0.1:0"),
             "state_dir": self.base / "primary-state",
             "scheduler_tick_seconds": 0.2,
@@ -114,7 +116,7 @@ class Sites:
 def sites(tmp_path: Path) -> Iterator[Sites]:
     store = tmp_path / "dr-store"
     dr = ServiceProcess(
-        ["--role", "dr", "--allow", f"primary={store}", "--state-dir", str(tmp_path / "dr-state")],
+        ["--site-name", "dr", "--allow", f"primary={store}", "--state-dir", str(tmp_path / "dr-state")],
         free_port(),
         tmp_path / "dr.log",
     ).start()

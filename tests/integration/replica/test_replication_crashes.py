@@ -96,7 +96,7 @@ def test_primary_killed_mid_cycle_then_resyncs(sites: Sites) -> None:
     disk = make_disk(sites.base / "d0.vhd", 16 * MiB)
     qemu_io(str(disk), "write -P 0x01 0 12M")
     primary = ServiceProcess(
-        ["--role", "primary", "--state-dir", str(sites.base / "pstate"), "--tick", "0.2"],
+        ["--site-name", "primary", "--state-dir", str(sites.base / "pstate"), "--tick", "0.2"],
         free_port(),
         sites.base / "primary.log",
     ).start()

@@ -134,7 +134,7 @@ def test_unauthorized_primary_is_refused(sites: Sites) -> None:
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "'mallory'" in (info.value.details() or "")
     disk = make_disk(sites.base / "d0.vhd", MiB)
-    primary = sites.primary(primary_name="mallory")
+    primary = sites.primary(site_name="mallory")
     stub = primary_stub(primary.port)
     stub.EnableReplication(enable_request("vm1", {"d0": disk}, sites.dr.endpoint))
     failed = wait_for(get(stub, "vm1"), lambda r: state_name(r) == "CRITICAL")

@@ -99,8 +99,10 @@ def test_identity_comes_from_the_client_certificate(tmp_path: Path) -> None:
     store = tmp_path / "dr-store"
     dr = ServiceProcess(
         [
-            "--role",
+            "--site-name",
             "dr",
+            "--state-dir",
+            str(tmp_path / "dr-state"),
             "--allow",
             f"primary={store}",
             "--tls-cert",
@@ -120,12 +122,11 @@ def test_identity_comes_from_the_client_certificate(tmp_path: Path) -> None:
         for name in ("primary", "mallory"):
             server, _ = create_server(
                 ReplicaConfig(
-                    role="primary",
                     server=ServerConfig(bind="127.0.0.1:0"),
                     state_dir=tmp_path / f"state-{name}",
                     scheduler_tick_seconds=0.2,
                     # The configured name plays no part with TLS: only the certificate counts.
-                    primary_name="primary",
+                    site_name="primary",
                     client_tls=TlsFiles(pki / "ca.crt", pki / f"{name}.crt", pki / f"{name}.key"),
                 )
             )

@@ -75,7 +75,7 @@ def services(etcd_server: EtcdProcess, tmp_path: Path) -> Iterator[dict[str, Sta
     commands = {
         "policy": [],
         "vswitch": ["--host-name", "defaults-host", "--pa-ip", "198.18.0.1", "--table-only"],
-        "replica": ["--role", "primary", "--state-dir", str(tmp_path / "replica-state")],
+        "replica": ["--state-dir", str(tmp_path / "replica-state")],
     }
     started: dict[str, Started] = {}
     try:

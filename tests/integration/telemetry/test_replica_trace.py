@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from overland import defaults
 from overland.v1 import replica_pb2
 from services.common.config import ServerConfig, TelemetryConfig
-from services.replica.config import ReplicaConfig, otel_name
+from services.replica.config import ReplicaConfig
 from services.replica.server import ReplicaServer, create_server
 from services.replica.telemetry import (
     APPLY_SPAN,
@@ -33,16 +34,18 @@ from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.qemu
 
-PRIMARY = otel_name("primary")
-DR = otel_name("dr")
+# One service, two sites: the sites of a trace are told apart by their service.instance.id.
+SERVICE = defaults.REPLICA.otel_name
+PRIMARY = "primary"
+DR = "dr"
 
 
-def _site(tmp_path: Path, role: str, endpoint: str, **options: object) -> ReplicaServer:
+def _site(tmp_path: Path, name: str, endpoint: str, **options: object) -> ReplicaServer:
     config = ReplicaConfig(
-        role=role,
-        state_dir=tmp_path / f"{role}-state",
+        site_name=name,
+        state_dir=tmp_path / f"{name}-state",
         server=ServerConfig(bind="127.0.0.1:0"),
-        telemetry=TelemetryConfig(otel_name(role), otlp_endpoint=endpoint),
+        telemetry=TelemetryConfig(SERVICE, service_instance=name, otlp_endpoint=endpoint),
         **options,  # type: ignore[arg-type]
     )
     return create_server(config)[0]
@@ -88,19 +91,19 @@ def test_a_replication_cycle_is_one_trace_across_both_sites(tmp_path: Path, rece
         trace = _one_trace(spans, cycle)
         for phase in ("cut", "plan", "stream", "commit"):
             assert trace[phase].parent_span_id == cycle.span_id, phase
-            assert trace[phase].service == PRIMARY
+            assert (trace[phase].service, trace[phase].instance) == (SERVICE, PRIMARY)
         sent = [s for s in spans if s.trace_id == cycle.trace_id and s.name.endswith("/SendDelta")]
-        client = next(s for s in sent if s.service == PRIMARY)
-        server = next(s for s in sent if s.service == DR)
+        client = next(s for s in sent if s.instance == PRIMARY)
+        server = next(s for s in sent if s.instance == DR)
         assert client.parent_span_id == trace["stream"].span_id
         # The DR site joined the cycle's trace through the propagated context.
         assert server.parent_span_id == client.span_id
         apply = next(s for s in spans if s.trace_id == cycle.trace_id and s.name == APPLY_SPAN)
         commit = next(s for s in spans if s.trace_id == cycle.trace_id and s.name == COMMIT_SPAN)
-        assert apply.service == DR
+        assert (apply.service, apply.instance) == (SERVICE, DR)
         assert apply.parent_span_id == server.span_id
         assert commit.parent_span_id == apply.span_id
         assert apply.attributes["overland.vm"] == "vm1"
     assert trace["stream"].attributes["overland.sequence"] == 2
     assert requested.attributes["overland.delta_bytes"] > 0
-    assert {CYCLE_SECONDS, DELTA_BYTES, PENDING_BYTES, LAST_SYNC_AGE} <= receiver.metrics.names(PRIMARY)
+    assert {CYCLE_SECONDS, DELTA_BYTES, PENDING_BYTES, LAST_SYNC_AGE} <= receiver.metrics.names(SERVICE)

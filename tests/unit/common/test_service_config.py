@@ -57,7 +57,7 @@ REPLICA = Service(
     defaults.REPLICA,
     replica_config.load_config,
     replica_main.main,
-    ("--role", "dr", "--allow", "primary=/srv/replicas"),
+    (),
     uses_etcd=False,
     what="replica service",
 )
@@ -230,7 +230,12 @@ OWN_BAD_FLAGS = [
     (VSWITCH, ["--page-size", "1_000"], "page_size"),
     (VSWITCH, ["--pa-mtu", "50"], "pa_mtu"),
     (VSWITCH, ["--rdid", "a/b"], "rdids"),
-    (REPLICA, ["--role", "witness"], "arguments"),
+    (REPLICA, ["--role", "dr"], "arguments"),
+    (REPLICA, ["--site-name", "two words"], "site_name"),
+    (REPLICA, ["--accel", "warp"], "vm.accel"),
+    (REPLICA, ["--vm-netns", "a/b"], "vm.netns"),
+    (REPLICA, ["--vswitch-endpoint", "nowhere"], "vm.vswitch_endpoint"),
+    (REPLICA, ["--nbd-socket", "/" + "s" * 120], "nbd_socket"),
     (REPLICA, ["--allow", "nodir"], "allowed_primaries"),
     (REPLICA, ["--allow", "bad name=/srv"], "allowed_primaries[bad name]"),
     (REPLICA, ["--tick", "often"], "scheduler_tick_seconds"),
@@ -301,7 +306,17 @@ ETCD_FLAGS = ["--etcd", "--etcd-timeout", "--etcd-ca"]
 OWN_FLAGS = {
     POLICY: ["--workers"],
     VSWITCH: ["--host-name", "--pa-ip", "--lease-ttl", "--page-size", "--pa-mtu", "--rdid"],
-    REPLICA: ["--allow", "--tick", "--nbd-bind", "--primary-name", "--state-dir"],
+    REPLICA: [
+        "--allow",
+        "--tick",
+        "--nbd-bind",
+        "--nbd-socket",
+        "--site-name",
+        "--state-dir",
+        "--accel",
+        "--vm-netns",
+        "--vswitch-endpoint",
+    ],
 }
 VARIABLES = sorted(
     {v for n, v in vars(defaults).items() if n.endswith("_ENV")}

@@ -1,0 +1,185 @@
+"""The disks a site has open: each disk file opened once, served by the site's NBD export, and the one
+device every writer of that disk goes through.
+
+A disk is opened by whoever needs it first (a VM that starts, a replication that is enabled) and
+closed when the last of them lets go. Both get the same ``SiteDisk``: the VM runtime hands qemu its
+NBD export, the replication manager wraps it with change tracking. Enabling replication on a disk a
+running VM writes swaps the device behind the export under the disk's write gate: writes in flight
+finish on the untracked device, every later one is tracked. That is correct without stopping the VM,
+because a new replication starts with a full copy cut after the swap; disabling swaps back.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from services.common.errors import FailedPrecondition
+from services.replica.errors import ReplicaError
+from services.replica.locks import WriteGate
+from services.replica.nbd import NbdServer
+from services.replica.vhd import BlockDevice, Buffer, open_disk
+
+
+class DiskInUse(ReplicaError, FailedPrecondition):
+    """The disk file is open under another name, or the name is taken by another file."""
+
+
+def export_name(vm_name: str, disk: str) -> str:
+    """The NBD export name of a VM disk."""
+    return f"{vm_name}/{disk}"
+
+
+def nbd_unix_url(export: str, socket_path: Path) -> str:
+    """The ``nbd+unix://`` URL of an export on the site's unix socket (the name percent-encoded)."""
+    return f"nbd+unix:///{quote(export, safe='/')}?socket={socket_path}"
+
+
+class SiteDisk:
+    """One open disk file: a ``BlockDevice`` whose writes reach the current target (the file, or the
+    file behind a replication's change tracking). The NBD export serves this object."""
+
+    def __init__(self, name: str, path: Path, base: BlockDevice):
+        self.name = name
+        self.path = path
+        self.base = base
+        self._target: BlockDevice = base
+        # Writes hold it shared; a swap holds it exclusively, so no write straddles the swap.
+        self._gate = WriteGate()
+
+    @property
+    def virtual_size(self) -> int:
+        return self.base.virtual_size
+
+    @property
+    def block_size(self) -> int:
+        return self.base.block_size
+
+    @property
+    def target(self) -> BlockDevice:
+        return self._target
+
+    def read(self, offset: int, length: int) -> bytes:
+        # Every target reads the same file: a read racing a swap reads the same bytes either way.
+        return self._target.read(offset, length)
+
+    def write(self, offset: int, data: Buffer) -> None:
+        self._gate.enter()
+        try:
+            self._target.write(offset, data)
+        finally:
+            self._gate.leave()
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        self._gate.enter()
+        try:
+            self._target.write_zeroes(offset, length)
+        finally:
+            self._gate.leave()
+
+    def flush(self) -> None:
+        self.base.flush()
+
+    def allocated_ranges(self) -> list[tuple[int, int]]:
+        return self.base.allocated_ranges()
+
+    def close(self) -> None:
+        """Nothing: the file is closed by ``SiteDisks.release`` when its last user lets go."""
+
+    def swap(self, target: BlockDevice) -> None:
+        """Send every later write to ``target`` (which writes ``base``) once the writes in flight end."""
+        self._gate.lock()
+        try:
+            self._target = target
+        finally:
+            self._gate.unlock()
+
+
+@dataclass
+class _Entry:
+    disk: SiteDisk
+    users: set[str] = field(default_factory=set)
+
+
+class SiteDisks:
+    """Every disk the site has open, by export name (``<vm>/<disk>``). Thread-safe."""
+
+    def __init__(self, exporter: NbdServer | None = None):
+        self._exporter = exporter
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def unix_socket(self) -> Path | None:
+        return self._exporter.unix_path if self._exporter is not None else None
+
+    def open(self, name: str, path: str | Path, user: str) -> SiteDisk:
+        """The disk ``path`` as export ``name`` for ``user`` ("vm", "replication"), opened if nobody
+        has it open yet. ``DiskInUse`` if the name serves another file or the file another name."""
+        resolved = Path(os.path.abspath(path))
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is not None:
+                if entry.disk.path != resolved:
+                    raise DiskInUse(
+                        f"disk {name!r} is open as {entry.disk.path}, not {resolved}: one name, one file"
+                    )
+                entry.users.add(user)
+                return entry.disk
+            for other, held in self._entries.items():
+                if held.disk.path == resolved:
+                    raise DiskInUse(f"{resolved} is already open as disk {other!r}")
+            disk = SiteDisk(name, resolved, open_disk(resolved, writable=True))
+            if self._exporter is not None:
+                try:
+                    self._exporter.add_export(name, disk)
+                except BaseException:
+                    disk.base.close()
+                    raise
+            self._entries[name] = _Entry(disk, {user})
+            return disk
+
+    def release(self, disk: SiteDisk, user: str) -> None:
+        """``user`` is done with ``disk``; the last user's release unexports and closes it."""
+        with self._lock:
+            entry = self._entries.get(disk.name)
+            if entry is None or entry.disk is not disk:
+                return
+            entry.users.discard(user)
+            if entry.users:
+                return
+            del self._entries[disk.name]
+            if self._exporter is not None:
+                self._exporter.remove_export(disk.name)
+        disk.base.close()
+
+    def get(self, name: str) -> SiteDisk | None:
+        with self._lock:
+            entry = self._entries.get(name)
+        return entry.disk if entry is not None else None
+
+    def users(self, name: str) -> set[str]:
+        with self._lock:
+            entry = self._entries.get(name)
+            return set(entry.users) if entry is not None else set()
+
+    def url(self, name: str) -> str:
+        """Where qemu finds export ``name``: the NBD server's unix socket (it reaches across network
+        namespaces, which 127.0.0.1 does not)."""
+        socket_path = self.unix_socket
+        if socket_path is None:
+            raise FailedPrecondition("this site's NBD export has no unix socket")
+        return nbd_unix_url(name, socket_path)
+
+    def close(self) -> None:
+        """Close every disk still open (at shutdown, after the export stopped)."""
+        with self._lock:
+            entries = list(self._entries.values())
+            self._entries.clear()
+        for entry in entries:
+            if self._exporter is not None:
+                self._exporter.remove_export(entry.disk.name)
+            entry.disk.base.close()
