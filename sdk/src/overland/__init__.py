@@ -1,4 +1,4 @@
-"""Overland client SDK: typed sync and asyncio clients for the policy, vswitch and replica APIs.
+"""Overland client SDK: typed sync and asyncio clients for the policy, vswitch, replica and VM APIs.
 
 ``overland.PolicyClient`` and friends block; ``overland.aio.PolicyClient`` and friends are for asyncio.
 Failed calls raise ``overland.errors.OverlandError`` subclasses; the ``overland`` CLI (the ``cli``
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from overland.client import PolicyClient as PolicyClient
     from overland.client import ReplicaClient as ReplicaClient
     from overland.client import ReplicaReceiverClient as ReplicaReceiverClient
+    from overland.client import VmClient as VmClient
     from overland.client import VswitchClient as VswitchClient
     from overland.config import ClientConfig as ClientConfig
     from overland.config import Endpoint as Endpoint
@@ -42,7 +43,13 @@ if TYPE_CHECKING:
     from overland.v1.types_pb2 import VirtualSubnet as VirtualSubnet
 
 PUBLIC_NAMES = {
-    "overland.client": ("PolicyClient", "ReplicaClient", "ReplicaReceiverClient", "VswitchClient"),
+    "overland.client": (
+        "PolicyClient",
+        "ReplicaClient",
+        "ReplicaReceiverClient",
+        "VmClient",
+        "VswitchClient",
+    ),
     "overland.config": ("ClientConfig", "Endpoint", "Service", "TlsFiles"),
     "overland.errors": (
         "AbortedError",

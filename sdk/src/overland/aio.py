@@ -9,7 +9,7 @@ async with overland.aio.PolicyClient("127.0.0.1:50051") as policy:
 from __future__ import annotations
 
 from overland._transport import AioTransport
-from overland.api import PolicyApi, ReplicaApi, ReplicaReceiverApi, VswitchApi
+from overland.api import PolicyApi, ReplicaApi, ReplicaReceiverApi, VmApi, VswitchApi
 
 
 class PolicyClient(PolicyApi, AioTransport):
@@ -21,11 +21,15 @@ class VswitchClient(VswitchApi, AioTransport):
 
 
 class ReplicaClient(ReplicaApi, AioTransport):
-    """The replica service at the primary site, for asyncio."""
+    """A site's replications, for asyncio."""
 
 
 class ReplicaReceiverClient(ReplicaReceiverApi, AioTransport):
-    """The replica receiver at the DR site, for asyncio."""
+    """A site's receiver, for asyncio."""
 
 
-__all__ = ["PolicyClient", "ReplicaClient", "ReplicaReceiverClient", "VswitchClient"]
+class VmClient(VmApi, AioTransport):
+    """A site's VMs, for asyncio."""
+
+
+__all__ = ["PolicyClient", "ReplicaClient", "ReplicaReceiverClient", "VmClient", "VswitchClient"]

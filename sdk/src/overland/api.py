@@ -1,4 +1,4 @@
-"""The four APIs as declarations, shared by the sync and the asyncio clients.
+"""The five APIs as declarations, shared by the sync and the asyncio clients.
 
 Method arguments are the generated messages' fields as keywords, e.g.
 ``create_lookup_record(ca=..., vsid=..., mac=..., pa=..., vm_name=...)`` or
@@ -22,6 +22,8 @@ from overland.v1 import (
     replica_pb2,
     replica_pb2_grpc,
     types_pb2,
+    vm_pb2,
+    vm_pb2_grpc,
     vswitch_pb2,
     vswitch_pb2_grpc,
 )
@@ -257,7 +259,7 @@ class VswitchApi(ApiBase):
 
 
 class ReplicaApi(ApiBase):
-    """ReplicaService at the primary site: enable, watch and steer replication of VMs."""
+    """ReplicaService at a site: enable, watch and steer replication of the VMs it is the primary of."""
 
     service = Service.REPLICA
     stub_class = replica_pb2_grpc.ReplicaServiceStub
@@ -290,3 +292,27 @@ class ReplicaReceiverApi(ApiBase):
         RpcSpec("GetBlockHashes", idempotent=True), replica_pb2.BlockHashesRequest, replica_pb2.BlockHashes
     )
     list_recovery_points = ReplicaApi.list_recovery_points
+
+
+class VmApi(ApiBase):
+    """VmService at a site (its replica service's endpoint): its VMs on qemu, after New-VM, Start-VM,
+    Stop-VM, Get-VM and Remove-VM. ``create_vm`` takes ``VirtualMachine``'s fields as keywords.
+
+    A graceful ``stop_vm`` waits for the guest to shut down (up to ``timeout_seconds``, 120 by
+    default): call it on ``client.with_options(timeout=...)`` with a deadline above that.
+    """
+
+    service = Service.REPLICA
+    stub_class = vm_pb2_grpc.VmServiceStub
+
+    create_vm = Unary(
+        RpcSpec("CreateVm"),
+        wrapping(replica_pb2.VirtualMachine, lambda m: vm_pb2.CreateVmRequest(vm=m)),
+        vm_pb2.Vm,
+    )
+    start_vm = _call(vm_pb2.StartVmRequest, vm_pb2.Vm)
+    stop_vm = _call(vm_pb2.StopVmRequest, vm_pb2.Vm)
+    get_vm = _call(vm_pb2.GetVmRequest, vm_pb2.Vm, idempotent=True)
+    list_vms = _listing(vm_pb2.ListVmsRequest, "vms", vm_pb2.Vm)
+    delete_vm = _call(vm_pb2.DeleteVmRequest, vm_pb2.Vm)
+    get_console_log = _call(vm_pb2.GetConsoleLogRequest, vm_pb2.ConsoleLog, idempotent=True)

@@ -1,4 +1,5 @@
-"""The blocking clients: ``PolicyClient``, ``VswitchClient``, ``ReplicaClient``, ``ReplicaReceiverClient``.
+"""The blocking clients: ``PolicyClient``, ``VswitchClient``, ``ReplicaClient``, ``ReplicaReceiverClient``,
+``VmClient``.
 
     with PolicyClient("127.0.0.1:50051") as policy:
         policy.create_lookup_record(ca="192.0.2.10", vsid=5001, mac="00:15:5d:00:00:01", pa="198.18.0.1")
@@ -11,7 +12,7 @@ Without arguments a client reads its endpoint, TLS and timeout from the ``OVERLA
 from __future__ import annotations
 
 from overland._transport import SyncTransport
-from overland.api import PolicyApi, ReplicaApi, ReplicaReceiverApi, VswitchApi
+from overland.api import PolicyApi, ReplicaApi, ReplicaReceiverApi, VmApi, VswitchApi
 
 
 class PolicyClient(PolicyApi, SyncTransport):
@@ -23,8 +24,12 @@ class VswitchClient(VswitchApi, SyncTransport):
 
 
 class ReplicaClient(ReplicaApi, SyncTransport):
-    """The replica service at the primary site."""
+    """A site's replications (the VMs it is the primary of)."""
 
 
 class ReplicaReceiverClient(ReplicaReceiverApi, SyncTransport):
-    """The replica receiver at the DR site."""
+    """A site's receiver (the replicas it keeps)."""
+
+
+class VmClient(VmApi, SyncTransport):
+    """A site's VMs."""

@@ -1,4 +1,4 @@
-"""The ``overland`` command line: ``overland [OPTIONS] policy|vswitch|replica|trace ...``.
+"""The ``overland`` command line: ``overland [OPTIONS] policy|vswitch|replica|vm|trace ...``.
 
 Installed with the SDK's ``cli`` extra (``pip install 'overland-sdk[cli]'``, which adds typer and
 rich). Root options (``--json``, ``--timeout``, ``--tls-*``) come before the group; each group takes

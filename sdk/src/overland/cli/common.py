@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from overland.v1 import replica_pb2
+
 ClientT = TypeVar("ClientT", bound=SyncTransport)
 
 # Tables written to a pipe or file are not cut to 80 columns: nobody reads them in a narrow terminal.
@@ -207,6 +209,16 @@ def service_group(
             settings(ctx).endpoints[service] = endpoint
 
     return group
+
+
+def disk_spec(spec: str) -> replica_pb2.VmDisk:
+    """A VM disk from ``NAME=PATH`` (``--disk`` of ``replica enable`` and ``vm new``)."""
+    from overland.v1 import replica_pb2  # noqa: PLC0415 - only the commands that take disks need it
+
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise typer.BadParameter(f"--disk takes NAME=PATH, got {spec!r}")
+    return replica_pb2.VmDisk(name=name, path=path)
 
 
 def apply_changes(message: Message, changes: Mapping[str, Any]) -> None:

@@ -23,6 +23,7 @@ GROUPS = {
     "policy": Group("overland.cli.policy", "The policy service: the network virtualization routing table."),
     "vswitch": Group("overland.cli.vswitch", "A host's vswitch agent (NVGRE datapath)."),
     "replica": Group("overland.cli.replica", "VM replication to a DR site (Hyper-V Replica)."),
+    "vm": Group("overland.cli.vm", "A site's VMs on qemu (New-VM, Start-VM, Stop-VM, Get-VM, Remove-VM)."),
     "trace": Group("overland.cli.trace", "Traces from the JSON-lines span file (OVERLAND_SPAN_FILE)."),
 }
 

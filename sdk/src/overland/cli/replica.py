@@ -1,4 +1,4 @@
-"""``overland replica``: Hyper-V Replica style commands against the primary site's replica service.
+"""``overland replica``: Hyper-V Replica style commands against a site's replica service.
 
 The replica engineer extends this module (issue 4); each command is a thin call of ``ReplicaClient``.
 """
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from overland._transport import RpcSpec, Unary
-from overland.cli.common import service_group, settings, show, show_list
+from overland.cli.common import disk_spec, service_group, settings, show, show_list
 from overland.client import ReplicaClient, ReplicaReceiverClient
 from overland.records import enum_value
 from overland.v1 import replica_pb2
@@ -31,13 +31,6 @@ class InitialMethod(enum.StrEnum):
 
 def _client(ctx: typer.Context) -> ReplicaClient:
     return settings(ctx).client(ReplicaClient)
-
-
-def _disk(spec: str) -> replica_pb2.VmDisk:
-    name, sep, path = spec.partition("=")
-    if not sep or not name or not path:
-        raise typer.BadParameter(f"--disk takes NAME=PATH, got {spec!r}")
-    return replica_pb2.VmDisk(name=name, path=path)
 
 
 @app.command("enable")
@@ -68,7 +61,7 @@ def enable(
         ),
         export_path=export_path,
     )
-    machine = replica_pb2.VirtualMachine(name=vm, disks=[_disk(d) for d in disk])
+    machine = replica_pb2.VirtualMachine(name=vm, disks=[disk_spec(d) for d in disk])
     with _client(ctx) as client:
         show(ctx, client.enable_replication(vm=machine, settings=settings_message))
 
