@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
 
-import click
 import grpc
 import pytest
+import typer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -170,7 +170,7 @@ def test_any_nic_spec_is_a_nic_or_a_usage_error(keys: list[str], value: str) -> 
     spec = ",".join(f"{key}={value}" for key in keys)
     try:
         nic = parse_nic(spec)
-    except click.BadParameter as error:
+    except typer.BadParameter as error:
         message = str(error)
     else:
         message = ""

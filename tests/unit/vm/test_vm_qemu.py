@@ -79,6 +79,20 @@ def test_disks_on_nbd_and_files() -> None:
     assert devices == [f"virtio-blk-pci,drive=disk{i}" for i in range(3)]
 
 
+def test_nbd_disks_that_wait_for_their_export_name_it_with_the_driver_options() -> None:
+    disks = (
+        Disk("nbd+unix:///vm%201%20-%20Test/d0?socket=/run/a,b/nbd.sock", reconnect_seconds=300),
+        Disk("nbd://127.0.0.1:10809/vm0/disk0", reconnect_seconds=5),
+    )
+    assert option(command(spec(disks=disks)), "-drive") == [
+        # The URL's export name is percent-encoded; the driver's option is the name itself.
+        "if=none,id=disk0,file.driver=nbd,file.server.type=unix,file.server.path=/run/a,,b/nbd.sock,"
+        "file.export=vm 1 - Test/d0,file.reconnect-delay=300,format=raw,cache=writeback",
+        "if=none,id=disk1,file.driver=nbd,file.server.type=inet,file.server.host=127.0.0.1,"
+        "file.server.port=10809,file.export=vm0/disk0,file.reconnect-delay=5,format=raw,cache=writeback",
+    ]
+
+
 def test_nics_on_each_backend() -> None:
     nics = (
         Nic(MAC, TapBackend("vmtap0")),
@@ -117,6 +131,8 @@ def test_extra_arguments_come_last() -> None:
         ({"disks": (Disk("http://example/vm0.vhd"),)}, "disks[0].source"),
         ({"disks": (Disk("/vm0.img", "vmdk"),)}, "disks[0].format"),
         ({"disks": (Disk("/vm0.img", cache="unsafe"),)}, "disks[0].cache"),
+        ({"disks": (Disk("/vm0.img", reconnect_seconds=5),)}, "disks[0].reconnect_seconds"),
+        ({"disks": (Disk("nbd://127.0.0.1:10809/vm0", reconnect_seconds=-1),)}, "disks[0].reconnect_seconds"),
         ({"nics": (Nic("52:54:00:00:00:0G", TapBackend("t")),)}, "nics[0].mac"),
         ({"nics": (Nic("01:00:5e:00:00:01", TapBackend("t")),)}, "nics[0].mac"),
         ({"nics": (Nic(MAC, TapBackend("a-name-too-long-for-linux")),)}, "nics[0].backend.ifname"),
