@@ -38,7 +38,10 @@ def enable(
     ctx: typer.Context,
     *,
     vm: Annotated[str, typer.Option(help="The VM's name.")],
-    disk: Annotated[list[str], typer.Option(help="NAME=PATH of a VHD; repeat for several.")],
+    disk: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=PATH of a VHD; repeat for several. A VM defined at the site: its own."),
+    ] = None,
     replica_server: Annotated[str, typer.Option(help="The DR site's replica endpoint, host:port.")],
     frequency: Annotated[int, typer.Option(help="Seconds between cycles: 30, 300 or 900.")] = 300,
     recovery_points: Annotated[int, typer.Option(help="Additional hourly recovery points, 0..24.")] = 0,
@@ -61,7 +64,7 @@ def enable(
         ),
         export_path=export_path,
     )
-    machine = replica_pb2.VirtualMachine(name=vm, disks=[disk_spec(d) for d in disk])
+    machine = replica_pb2.VirtualMachine(name=vm, disks=[disk_spec(d) for d in disk or ()])
     with _client(ctx) as client:
         show(ctx, client.enable_replication(vm=machine, settings=settings_message))
 
