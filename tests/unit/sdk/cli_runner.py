@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from typing import TypeVar
 
+import grpc
 from typer.testing import CliRunner
 
 from overland.cli import app
 
 _runner = CliRunner()
+Servicer = TypeVar("Servicer")
+
+
+@contextmanager
+def serving(add: Callable[[Servicer, grpc.Server], None], servicer: Servicer) -> Iterator[str]:
+    """``servicer`` on a real gRPC server (``add`` is the generated ``add_...Servicer_to_server``);
+    yields its ``host:port``."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    add(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0).wait()
 
 
 def invoke(env: dict[str, str], *args: str) -> tuple[int, str, str]:

@@ -4,14 +4,13 @@ command sends, the output, and the exit code of an unknown VM."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
 import grpc
 import pytest
 
 from overland.v1 import replica_pb2, replica_pb2_grpc
-from tests.unit.sdk.cli_runner import invoke, invoke_json
+from tests.unit.sdk.cli_runner import invoke, invoke_json, serving
 
 STATES = replica_pb2.ReplicationState
 
@@ -64,14 +63,8 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
 @pytest.fixture
 def env() -> Iterator[tuple[FakeReplica, dict[str, str]]]:
     fake = FakeReplica()  # type: ignore[abstract]  # the RPCs it leaves out answer UNIMPLEMENTED
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    replica_pb2_grpc.add_ReplicaServiceServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield fake, {"OVERLAND_REPLICA_ENDPOINT": f"127.0.0.1:{port}"}
-    finally:
-        server.stop(0).wait()
+    with serving(replica_pb2_grpc.add_ReplicaServiceServicer_to_server, fake) as address:
+        yield fake, {"OVERLAND_REPLICA_ENDPOINT": address}
 
 
 def test_enable_sends_the_vm_disks_and_settings(env: tuple[FakeReplica, dict[str, str]]) -> None:

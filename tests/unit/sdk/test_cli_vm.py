@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -19,7 +18,7 @@ import overland.aio
 from overland import ClientConfig, VmClient
 from overland.cli.vm import NIC_KEYS, parse_nic
 from overland.v1 import replica_pb2, vm_pb2, vm_pb2_grpc
-from tests.unit.sdk.cli_runner import invoke, invoke_json
+from tests.unit.sdk.cli_runner import invoke, invoke_json, serving
 
 MiB = 1024 * 1024
 
@@ -83,14 +82,8 @@ class FakeVms(vm_pb2_grpc.VmServiceServicer):
 @pytest.fixture
 def env() -> Iterator[tuple[FakeVms, dict[str, str]]]:
     fake = FakeVms()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    vm_pb2_grpc.add_VmServiceServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield fake, {"OVERLAND_REPLICA_ENDPOINT": f"127.0.0.1:{port}"}
-    finally:
-        server.stop(0).wait()
+    with serving(vm_pb2_grpc.add_VmServiceServicer_to_server, fake) as address:
+        yield fake, {"OVERLAND_REPLICA_ENDPOINT": address}
 
 
 def test_new_sends_the_definition(env: tuple[FakeVms, dict[str, str]]) -> None:
