@@ -1,5 +1,7 @@
 """Benchmark: write throughput through Overland's tracking NBD export beside qemu-nbd serving the same
 kind of image, with the same client (``qemu-img convert -n`` of one source file) in the same run.
+Overland serves the disk as a site does: through its disk owner (``SiteDisks``), tracked as a
+replication wraps it (behind the VM's write gate) or not.
 
 Run: ``.venv/bin/python -m bench.nbd_write [--mib N] [--rounds N]``.
 """
@@ -16,9 +18,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from services.replica.disks import SiteDisks
 from services.replica.nbd import NbdServer
-from services.replica.primary.tracking import ChangeLog, TrackedDevice
-from services.replica.vhd import BlockDevice, create_dynamic, open_disk
+from services.replica.primary.gate import GatedDevice
+from services.replica.primary.tracking import ChangeLog, TrackedDevice, WriteGate
+from services.replica.vhd import create_dynamic
 
 MIB = 1024 * 1024
 
@@ -84,21 +88,22 @@ def run_qemu_nbd(source: Path, target: Path, fmt: str) -> float:
 
 
 def run_overland(source: Path, target: Path, tracked: bool) -> float:
-    device = open_disk(target, writable=True)
-    served: BlockDevice = (
-        TrackedDevice(device, ChangeLog.open(target.with_suffix(".hrl"), device.virtual_size))
-        if tracked
-        else device
-    )
     server = NbdServer()
-    server.add_export("disk0", served)
+    disks = SiteDisks(server)
+    disk = disks.open("disk0", target, "bench")
+    log = target.with_suffix(".hrl")
+    tracker = ChangeLog.open(log, disk.virtual_size) if tracked else None
+    if tracker is not None:
+        disk.swap(GatedDevice(TrackedDevice(disk.base, tracker), WriteGate()))
     port = server.start()
     try:
         return convert(source, port)
     finally:
         server.stop()
-        served.close()
-        target.with_suffix(".hrl").unlink(missing_ok=True)
+        if tracker is not None:
+            tracker.close()
+        disks.release(disk, "bench")
+        log.unlink(missing_ok=True)
 
 
 def verify(source: Path, target: Path, fmt: str) -> None:
