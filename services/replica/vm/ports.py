@@ -3,8 +3,9 @@
 A port outlives the VM's runs (it is made when the VM first starts and removed with the VM), so a
 restarted VM, or a restarted switch, finds its NIC where it was. Two kinds of switch:
 
-* ``AgentPorts``: the host's vswitch agent (``--vswitch-endpoint``) attaches the port with the NIC's
-  MAC and VSID: it makes the TAP and forwards what qemu writes into the tenant network.
+* ``AgentPorts``: the host's vswitch agent (``--vswitch-endpoint``) attaches a TAP_KERNEL port with
+  the NIC's MAC and VSID: it makes the persistent TAP in its namespace, sits on the TAP's kernel side
+  and forwards what qemu writes into the tenant network (docs/vswitch.md, "Port backends").
 * ``LocalTaps`` (no agent): the site makes a plain TAP in qemu's namespace, connected to nothing but
   that namespace's kernel (Hyper-V's internal switch): for labs and tests.
 """
@@ -17,8 +18,9 @@ from typing import Protocol
 
 from overland.client import VswitchClient
 from overland.config import ClientConfig
-from overland.errors import AlreadyExistsError, DeadlineExceededError, NotFoundError, UnavailableError
+from overland.errors import DeadlineExceededError, NotFoundError, UnavailableError
 from overland.errors import OverlandError as ClientError
+from overland.v1 import vswitch_pb2
 from services.common.errors import FailedPrecondition, Unavailable
 from services.replica.vm.errors import VmError
 
@@ -106,12 +108,29 @@ class AgentPorts:
 
     def ensure(self, port: PortRequest) -> None:
         try:
-            self._client.attach_port(name=port.name, mac=port.mac, vsid=port.vsid, vm_name=port.vm_name)
-        except AlreadyExistsError:
-            # Made by an earlier start: ports outlive the VM's runs.
-            return
+            existing = next((p for p in self._client.list_ports() if p.name == port.name), None)
+            if existing is None:
+                self._client.attach_port(
+                    name=port.name,
+                    mac=port.mac,
+                    vsid=port.vsid,
+                    vm_name=port.vm_name,
+                    backend=vswitch_pb2.PORT_BACKEND_TAP_KERNEL,
+                )
+                return
         except ClientError as error:
             raise self._failed(error, f"attach port {port.name}") from None
+        # Made by an earlier start (ports outlive the VM's runs, and the agent's restarts): it must
+        # still be this NIC's.
+        if (existing.mac.lower(), existing.vsid, existing.backend) != (
+            port.mac,
+            port.vsid,
+            vswitch_pb2.PORT_BACKEND_TAP_KERNEL,
+        ):
+            raise PortFailed(
+                f"port {port.name} of the agent at {self.endpoint} is not this NIC's "
+                f"(MAC {existing.mac}, VSID {existing.vsid}): detach it first"
+            )
 
     def remove(self, name: str) -> None:
         try:

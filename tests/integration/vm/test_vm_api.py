@@ -1,14 +1,16 @@
-"""A VM run through the VmService API of a real site process, and replicated to a second site while it
-runs.
+"""A VM run through the VmService API of a real site process, on the overlay, and replicated to a
+second site while it runs.
 
-Site A (``python -m services.replica``) runs qemu in a network namespace of its own; its VM's disk is
-a dynamic VHD made by ``make_vm_disk``, served by the site's NBD export over its unix socket, and its
-NIC is a plain TAP the site makes there (no vswitch agent). In file order, sharing one boot: the API
-refuses bad input by field, the VM boots and its console is read through the API and the CLI, it
-answers ping, replication to site B is enabled while it runs, site A restarts under it (the VM is
-adopted and its guest keeps writing through the restarted export), it stops gracefully, and a cycle
-with the VM stopped makes site B's replica equal to the disk (qemu-img compare). Then a start that is
-turned off at once, and the VM's removal.
+An overlay of two hosts (etcd, the policy service, an agent process per host namespace, the demo
+tenancy). Site A (``python -m services.replica``) runs qemu in host 1's namespace: its VM is the
+demo's blue1 (192.0.2.11, VSID 5001), its disk a dynamic VHD made by ``make_vm_disk`` served by the
+site's NBD export over its unix socket, its NIC a TAP_KERNEL port the site asks host 1's agent for.
+In file order, sharing one boot: the API refuses bad input by field, the VM boots and its console is
+read through the API and the CLI, blue2 (a namespace on host 2) pings it over NVGRE, replication to
+site B is enabled while it runs, site A restarts under it (the VM is adopted and its guest keeps
+writing through the restarted export), it stops gracefully, and a cycle with the VM stopped makes
+site B's replica equal to the disk (qemu-img compare). Then a start that is turned off at once, and
+the VM's removal, which detaches its port.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import grpc
 import pytest
 
 from overland.errors import error_from_rpc
-from overland.v1 import replica_pb2, replica_pb2_grpc, vm_pb2, vm_pb2_grpc
+from overland.v1 import replica_pb2, replica_pb2_grpc, vm_pb2, vm_pb2_grpc, vswitch_pb2
 from services.replica.vm import (
     NETWORK_UP,
     WORKLOAD_LOG,
@@ -40,26 +42,44 @@ from services.replica.vm import (
     synced_records,
 )
 from services.vswitch import netns
+from services.vswitch.demo import AgentProcess, OverlayDemo
 from tests.integration.replica.conftest import ServiceProcess, free_port, qemu_compare
-from tests.integration.vm.conftest import BOOT_TIMEOUT, DISK_SIZE, STOP_TIMEOUT, GuestImage, ping
+from tests.integration.vm.conftest import BOOT_TIMEOUT, DISK_SIZE, STOP_TIMEOUT, GuestImage
+from tests.integration.vswitch.overlay import overlay_cluster
 
-pytestmark = [pytest.mark.qemu, pytest.mark.netns]
+pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.etcd]
 
 OVERLAND = Path(sys.executable).with_name("overland")
-VM = "vm1"
-MAC = "52:54:00:0b:00:0a"
-GUEST_ADDRESSES = ["192.0.2.10/24", "198.51.100.10/24"]
-HOST_ADDRESS = "192.0.2.1/24"
+PA1, PA2 = "198.18.0.1", "198.18.0.2"
+# The demo tenancy's blue1 (its lookup record is on host 1), run as a real VM.
+VM = "blue1"
+VM_CA = "192.0.2.11"
 REPLICATION_TIMEOUT = 120.0
 
 
 @dataclass
 class Sites:
     base: Path
-    namespace: str
+    demo: OverlayDemo
     a: ServiceProcess
     b: ServiceProcess
     disk: Path
+
+    @property
+    def host1(self) -> AgentProcess:
+        return self.demo.agent_of(PA1)
+
+    def ping_vm(self) -> bool:
+        """Whether blue2, on host 2, gets an answer from the VM over the overlay in time."""
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.demo.ping("blue2", VM_CA, count=1, wait=2):
+                return True
+        return False
+
+    def ports(self) -> dict[str, vswitch_pb2.Port]:
+        listed = self.host1.stub.ListPorts(vswitch_pb2.ListPortsRequest(), timeout=10)
+        return {port.name: port for port in listed.ports}
 
     @property
     def vms(self) -> vm_pb2_grpc.VmServiceStub:
@@ -132,46 +152,49 @@ def violations(error: grpc.RpcError) -> set[str]:
 @pytest.fixture(scope="module")
 def sites(guest_image: GuestImage, accel: Accel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
     base = tmp_path_factory.mktemp("sites")
-    namespace = f"ovl-site-{os.getpid()}"
-    disk = make_vm_disk(guest_image.rootfs, base / "vm1.vhd", DISK_SIZE)
-    netns.create_netns(namespace)
-    a = ServiceProcess(
-        [
-            *("--site-name", "site-a", "--state-dir", str(base / "a"), "--tick", "0.2"),
-            *("--guest-image", str(guest_image.kernel.parent), "--accel", accel.value),
-            *("--vm-netns", namespace, "--vswitch-endpoint", ""),
-        ],
-        free_port(),
-        base / "a.log",
-    )
-    b = ServiceProcess(
-        ["--site-name", "site-b", "--state-dir", str(base / "b"), "--allow", f"site-a={base / 'b-store'}"],
-        free_port(),
-        base / "b.log",
-    )
-    sites = Sites(base, namespace, a.start(), b.start(), disk)
-    try:
-        yield sites
-    finally:
-        # Whatever a failed test left running: turn it off, so no qemu outlives the test.
+    disk = make_vm_disk(guest_image.rootfs, base / "blue1.vhd", DISK_SIZE)
+    with overlay_cluster(base / "overlay", pas=(PA1, PA2), external_vms=frozenset({VM})) as (demo, _etcd):
+        host1 = demo.agent_of(PA1)
+        a = ServiceProcess(
+            [
+                *("--site-name", "site-a", "--state-dir", str(base / "a"), "--tick", "0.2"),
+                *("--guest-image", str(guest_image.kernel.parent), "--accel", accel.value),
+                # qemu runs where host 1's agent makes its ports; the site reaches the agent's API.
+                *("--vm-netns", host1.host.netns, "--vswitch-endpoint", f"127.0.0.1:{host1.relay.port}"),
+            ],
+            free_port(),
+            base / "a.log",
+        )
+        b = ServiceProcess(
+            [
+                "--site-name",
+                "site-b",
+                "--state-dir",
+                str(base / "b"),
+                "--allow",
+                f"site-a={base / 'b-store'}",
+            ],
+            free_port(),
+            base / "b.log",
+        )
+        sites = Sites(base, demo, a.start(), b.start(), disk)
         try:
-            if sites.vm().state != vm_pb2.VM_STATE_OFF:
-                sites.vms.StopVm(vm_pb2.StopVmRequest(name=VM, turn_off=True), timeout=30)
-        except grpc.RpcError:
-            pass
-        a.stop()
-        b.stop()
-        netns.delete_netns(namespace)
+            yield sites
+        finally:
+            # Whatever a failed test left running: turn it off, so no qemu outlives the test.
+            try:
+                if sites.vm().state != vm_pb2.VM_STATE_OFF:
+                    sites.vms.StopVm(vm_pb2.StopVmRequest(name=VM, turn_off=True), timeout=30)
+            except grpc.RpcError:
+                pass
+            a.stop()
+            b.stop()
 
 
-def nic() -> replica_pb2.VmNic:
+def nic(sites: Sites) -> replica_pb2.VmNic:
+    blue1 = sites.demo.vms[VM]
     return replica_pb2.VmNic(
-        mac=MAC,
-        vsid=5001,
-        ca="192.0.2.10",
-        addresses=GUEST_ADDRESSES,
-        gateway="192.0.2.1",
-        dns=["192.0.2.53"],
+        mac=blue1.mac, vsid=blue1.vsid, ca=VM_CA, addresses=[blue1.cidr], gateway=blue1.gateway
     )
 
 
@@ -195,7 +218,7 @@ def test_bad_input_is_refused_by_field_and_the_vm_is_defined_off(sites: Sites) -
     created = sites.vms.CreateVm(
         vm_pb2.CreateVmRequest(
             vm=replica_pb2.VirtualMachine(
-                name=VM, disks=[replica_pb2.VmDisk(name="d0", path=str(sites.disk))], nics=[nic()]
+                name=VM, disks=[replica_pb2.VmDisk(name="d0", path=str(sites.disk))], nics=[nic(sites)]
             )
         ),
         timeout=10,
@@ -221,11 +244,19 @@ def test_the_vm_boots_its_console_shows_it_and_it_answers_ping(sites: Sites) -> 
             call()
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "is running" in str(caught.value.details())
-    (port,) = started.ports
-    netns.configure_link(port, sites.namespace, addresses=(HOST_ADDRESS,))
+    # Its NIC is a port of host 1's agent: a TAP_KERNEL port with the VM's MAC and VSID, whose CA
+    # the agent found in blue1's lookup record.
+    (name,) = started.ports
+    port = sites.ports()[name]
+    assert (port.backend, port.mac, port.vsid, port.ca) == (
+        vswitch_pb2.PORT_BACKEND_TAP_KERNEL,
+        sites.demo.vms[VM].mac,
+        sites.demo.vms[VM].vsid,
+        VM_CA,
+    )
     console = sites.wait_for_console(NETWORK_UP)
-    assert "overland-guest: nic 0 eth0 address 192.0.2.10/24" in console
-    assert ping(sites.namespace, "192.0.2.10", time.monotonic() + BOOT_TIMEOUT)
+    assert f"overland-guest: nic 0 eth0 address {VM_CA}/24" in console
+    assert sites.ping_vm()
     # The CLI reads the same console and the same VM.
     printed = sites.cli("console", VM)
     assert printed.returncode == 0, printed.stderr
@@ -245,7 +276,7 @@ def test_replication_is_enabled_while_the_vm_runs(sites: Sites) -> None:
         timeout=30,
     )
     assert [(d.name, d.path) for d in enabled.vm.disks] == [("d0", str(sites.disk))]
-    assert list(enabled.vm.nics[0].addresses) == GUEST_ADDRESSES
+    assert list(enabled.vm.nics[0].addresses) == [f"{VM_CA}/24"]
     wait_replicating(sites)
     assert sites.vm().replication_mode == vm_pb2.REPLICATION_MODE_PRIMARY
 
@@ -264,7 +295,7 @@ def test_the_site_restarts_under_the_running_vm(sites: Sites) -> None:
     while synced_records(sites.console()).get(1, 0) < written + 3:
         assert time.monotonic() < deadline, "the guest stopped writing after the site restarted"
         time.sleep(0.5)
-    assert ping(sites.namespace, "192.0.2.10", time.monotonic() + BOOT_TIMEOUT)
+    assert sites.ping_vm()
     assert sites.replication().state == replica_pb2.REPLICATION_STATE_REPLICATING
 
 
@@ -311,9 +342,12 @@ def test_the_vm_is_removed_once_its_replication_is(sites: Sites) -> None:
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     sites.replicas.DisableReplication(replica_pb2.DisableReplicationRequest(vm_name=VM), timeout=30)
     port = sites.vm().ports[0]
+    assert port in sites.ports()
     removed = sites.cli("remove", VM)
     assert removed.returncode == 0, removed.stderr
-    assert not netns.link_exists(port, sites.namespace)
+    # Its port is detached, and the agent deleted the TAP.
+    assert port not in sites.ports()
+    assert not netns.link_exists(port, sites.host1.host.netns)
     assert sites.disk.exists()
     gone = sites.cli("get", VM)
     assert gone.returncode == 4
