@@ -25,6 +25,7 @@ from services.common.errors import (
     ResourceExhausted,
     ServiceError,
     Unavailable,
+    excerpt,
     to_rpc_status,
 )
 from services.common.kv import (
@@ -180,6 +181,7 @@ __all__ = [
     "configure_logging",
     "decode_entry",
     "decode_snapshot",
+    "excerpt",
     "free_ports",
     "key_of",
     "prefix_end",

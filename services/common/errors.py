@@ -12,6 +12,19 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+# How much of a caller's value an error message may quote: enough to recognize it, never so much that
+# a status outgrows gRPC's metadata limit (8 KiB by default) or floods a log line.
+EXCERPT_CHARS = 40
+
+
+def excerpt(value: str | bytes, limit: int = EXCERPT_CHARS) -> str:
+    """``value`` quoted for an error message: its repr when short, else the repr of its first
+    ``limit`` characters (or bytes) and its length."""
+    if len(value) <= limit:
+        return repr(value)
+    unit = "bytes" if isinstance(value, bytes) else "characters"
+    return f"{value[:limit]!r}... ({len(value)} {unit})"
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -95,14 +108,44 @@ class DataLoss(ServiceError):
     code = grpc.StatusCode.DATA_LOSS
 
 
+# A status travels in trailers (grpc-message, grpc-status-details-bin), which a gRPC client refuses
+# past its metadata limit (8 KiB by default): whatever an error says, its status stays within these.
+MAX_STATUS_MESSAGE_CHARS = 512
+MAX_VIOLATION_FIELD_CHARS = 128
+MAX_VIOLATION_DESCRIPTION_CHARS = 256
+MAX_VIOLATIONS_BYTES = 3072
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def bounded_violations(violations: tuple[FieldViolation, ...]) -> list[FieldViolation]:
+    """The violations a status carries: each field and description cut to its limit, and as many
+    as fit ``MAX_VIOLATIONS_BYTES`` in all (the first ones: they name the first bad fields)."""
+    kept: list[FieldViolation] = []
+    total = 0
+    for violation in violations:
+        field = _cut(violation.field, MAX_VIOLATION_FIELD_CHARS)
+        description = _cut(violation.description, MAX_VIOLATION_DESCRIPTION_CHARS)
+        total += len(field.encode()) + len(description.encode()) + 8
+        if total > MAX_VIOLATIONS_BYTES:
+            break
+        kept.append(FieldViolation(field, description))
+    return kept
+
+
 def to_rpc_status(error: ServiceError) -> status_pb2.Status:
-    """The google.rpc.Status for an error, with BadRequest field violations when it has any."""
-    status = status_pb2.Status(code=_CODE_NUMBERS[error.code], message=error.message)
+    """The google.rpc.Status for an error, with BadRequest field violations when it has any; its size
+    is bounded (``MAX_STATUS_MESSAGE_CHARS``, ``bounded_violations``) whatever the error holds."""
+    status = status_pb2.Status(
+        code=_CODE_NUMBERS[error.code], message=_cut(error.message, MAX_STATUS_MESSAGE_CHARS)
+    )
     if error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.violations
+                for v in bounded_violations(error.violations)
             ]
         )
         detail = any_pb2.Any()
