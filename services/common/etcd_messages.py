@@ -157,6 +157,8 @@ def fill_compare(message: Any, compare: Compare) -> None:
         message.result = _COMPARE_RESULTS[compare.op]
     # The operand is a oneof member: set even when zero, so etcd sees which target it holds.
     setattr(message, attribute, operand)
+    if compare.prefix:
+        message.range_end = prefix_end(compare.key)
 
 
 def fill_op(message: Any, op: Op) -> None:

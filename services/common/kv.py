@@ -78,12 +78,16 @@ _EQUAL, _GREATER = CompareOp.EQUAL, CompareOp.GREATER
 
 @dataclass(slots=True)
 class Compare:
-    """One transaction guard. ``Compare.absent(key)`` is the usual "create only" guard (version == 0)."""
+    """One transaction guard. ``Compare.absent(key)`` is the usual "create only" guard (version == 0).
+
+    With ``prefix`` set it guards every key that starts with ``key`` (etcd's range compare): it holds
+    when it holds for each of them, and, when there are none, for an absent key."""
 
     key: bytes
     target: CompareTarget
     op: CompareOp
     operand: int | bytes
+    prefix: bool = False
 
     @classmethod
     def absent(cls, key: bytes) -> Compare:
@@ -100,6 +104,11 @@ class Compare:
     @classmethod
     def value_is(cls, key: bytes, value: bytes) -> Compare:
         return cls(key, _VALUE, _EQUAL, value)
+
+    @classmethod
+    def unchanged_since(cls, prefix: bytes, revision: int) -> Compare:
+        """No key under ``prefix`` was written after ``revision`` (keys deleted since go unseen)."""
+        return cls(prefix, _MOD, CompareOp.LESS, revision + 1, prefix=True)
 
 
 @dataclass(slots=True)

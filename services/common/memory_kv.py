@@ -266,7 +266,7 @@ class MemoryKV:
         check_txn_ops(failure, self.max_txn_ops)
         with self._cond:
             self._enter()
-            succeeded = all(compare_holds(compare, self._latest(compare.key)) for compare in compares)
+            succeeded = all(self._holds(compare) for compare in compares)
             ops = success if succeeded else failure
             for op in ops:
                 if isinstance(op, Put) and op.lease and op.lease not in self._leases:
@@ -383,6 +383,15 @@ class MemoryKV:
             return None
         index = bisect.bisect_right(history, revision, key=lambda entry: entry[0])
         return history[index - 1][1] if index else None
+
+    def _holds(self, compare: Compare) -> bool:
+        if not compare.prefix:
+            return compare_holds(compare, self._latest(compare.key))
+        low, high = key_range(compare.key)
+        found = [kv for kv in self._scan(low, high, self._revision) if kv is not None]
+        if not found:
+            return compare.target is not CompareTarget.VALUE and compare_holds(compare, None)
+        return all(compare_holds(compare, kv) for kv in found)
 
     def _latest(self, key: bytes) -> KeyValue | None:
         history = self._history.get(key)
