@@ -41,7 +41,9 @@ from services.common.etcd_process import EtcdProcess, free_ports
 from services.common.kv import Put
 from services.common.schema import encode_entry, keys
 
-CAS_PER_TENANT = 768  # 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24: every tenant reuses them
+# 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24, which every tenant reuses: each /24 but its network,
+# gateway (.1) and broadcast addresses, which no VM may have.
+CAS_PER_TENANT = 3 * 253
 HOSTS = 16
 FIRST_VSID = 5000
 TARGET = 0.5
@@ -55,7 +57,7 @@ class Tenant:
 
 def ca_of(index: int) -> str:
     bases = ("192.0.2", "198.51.100", "203.0.113")
-    return f"{bases[index // 256]}.{index % 256}"
+    return f"{bases[index // 253]}.{index % 253 + 2}"
 
 
 def pa_of(index: int) -> str:

@@ -22,6 +22,7 @@ from overland.v1 import types_pb2
 from services.common.errors import FieldViolation
 from services.common.kv import Compare, Delete, Get, KeyValue, Op, Put
 from services.common.schema import CorruptEntry, keys, resource_from
+from services.policy.addresses import SubnetRule
 from services.policy.errors import (
     PolicyConflict,
     PolicyError,
@@ -92,6 +93,9 @@ class TableState:
         # of bulk loads, and building a Compare costs more than looking it up).
         self._guards: dict[tuple[bytes, bytes | None], Compare] = {}
         self._record_prefixes: dict[tuple[int, bytes], bytes] = {}
+        self._subnet_keys: dict[tuple[int, bytes], bytes] = {}
+        # Each subnet's rule and the guard "the subnet is as read", by its key and mod revision.
+        self._rules: dict[tuple[bytes, int], tuple[SubnetRule, Compare]] = {}
 
     def guard(self, key: bytes, value: bytes | None) -> Compare:
         """The compare "``key`` holds ``value``", or "``key`` exists" when ``value`` is None."""
@@ -99,6 +103,22 @@ class TableState:
         if found is None:
             found = Compare.exists(key) if value is None else Compare.value_is(key, value)
             self._guards[(key, value)] = found
+        return found
+
+    def subnet_key(self, rdid: bytes, vsid: int) -> bytes:
+        found = self._subnet_keys.get((vsid, rdid))
+        if found is None:
+            found = self._subnet_keys[(vsid, rdid)] = keys.subnet_key(rdid.decode(), vsid)
+        return found
+
+    def rule_of(self, subnet: KeyValue) -> tuple[SubnetRule, Compare]:
+        """The rule of a stored subnet and the compare that it is still as read (``CorruptEntry``
+        when its value is not a subnet)."""
+        cache_key = (subnet.key, subnet.mod_revision)
+        found = self._rules.get(cache_key)
+        if found is None:
+            rule = SubnetRule.of(resource_from(subnet, types_pb2.VirtualSubnet))
+            found = self._rules[cache_key] = (rule, Compare.mod_revision_is(subnet.key, subnet.mod_revision))
         return found
 
     def record_key(self, rdid: bytes, vsid: int, ca: bytes) -> bytes:
@@ -228,6 +248,17 @@ class _Builder:
             subnet = values.get(vsid_key)
             if subnet is None or values.get(pa_key) is None:
                 return index, False
+            # The subnet's rule (CA inside its prefixes and not reserved, MAC not its gateway's): a
+            # change that breaks it, or whose subnet is unknown or corrupt, takes the full path.
+            stored_subnet = values.get(state.subnet_key(subnet.value, change.record.vsid))
+            if stored_subnet is None:
+                return index, False
+            try:
+                rule, subnet_guard = state.rule_of(stored_subnet)
+            except CorruptEntry:
+                return index, False
+            if rule.ca_problem(change.record.ca) or rule.mac_problem(change.record.mac):
+                return index, False
             record_key = state.record_key(subnet.value, change.record.vsid, change.ca_bytes)
             mac_key = change.mac_key
             if record_key in values or mac_key in values or record_key in compared or mac_key in compared:
@@ -243,13 +274,20 @@ class _Builder:
             known_pa = compared.get(pa_key)
             if known_pa is not None and known_pa is not pa_guard and known_pa != pa_guard:
                 return index, True
+            subnet_key = subnet_guard.key
+            known_subnet = compared.get(subnet_key)
+            if known_subnet is not None and known_subnet is not subnet_guard and known_subnet != subnet_guard:
+                return index, True
             touch = change.pa_ref_key not in writes
-            new_compares = (known_vsid is None) + (known_pa is None) + 2
+            new_compares = (known_vsid is None) + (known_pa is None) + (known_subnet is None) + 2
             if len(compared) + new_compares > max_ops or len(success) + 2 + touch > max_ops:
                 return index, True
             if known_vsid is None:
                 compared[vsid_key] = vsid_guard
                 compares.append(vsid_guard)
+            if known_subnet is None:
+                compared[subnet_key] = subnet_guard
+                compares.append(subnet_guard)
             if known_pa is None:
                 compared[pa_key] = pa_guard
                 compares.append(pa_guard)
@@ -354,8 +392,16 @@ def _plan_change(
     step = _Step(compares=[state.guard(vsid_key, subnet.value)])
     record_key = state.record_key(subnet.value, record.vsid, change.ca_bytes)
     known = record_key in values
+    needs = []
     if not known and (change.mode in (Mode.UPDATE, Mode.DELETE) or change.expected_revision != 0):
-        raise _NeedKeys([record_key])
+        needs.append(record_key)
+    subnet_key = b"" if change.mode in _DELETES else state.subnet_key(subnet.value, record.vsid)
+    if subnet_key and subnet_key not in values:
+        needs.append(subnet_key)
+    if needs:
+        raise _NeedKeys(needs)
+    if subnet_key:
+        step.compares.append(_subnet_rule_guard(change, values[subnet_key], state))
     existing_kv = values.get(record_key)
     existing = resource_from(existing_kv, types_pb2.LookupRecord) if existing_kv is not None else None
     _check_existing(change, existing, known=known)
@@ -380,6 +426,32 @@ def _plan_change(
         encode=encode,
     )
     return step
+
+
+def _subnet_rule_guard(change: RecordChange, subnet: KeyValue | None, state: TableState) -> Compare:
+    """Check a record against its subnet's rule (``addresses.SubnetRule``); the compare that keeps
+    the subnet as the check read it."""
+    record = change.record
+    if subnet is None:
+        raise PolicyConflict(
+            f"virtual subnet {record.vsid} does not exist",
+            [FieldViolation(f"{change.field}.vsid", f"no virtual subnet with VSID {record.vsid}")],
+        )
+    rule, guard = state.rule_of(subnet)
+    violations = []
+    problem = rule.ca_problem(record.ca)
+    if problem:
+        violations.append(FieldViolation(f"{change.field}.ca", problem))
+    problem = rule.mac_problem(record.mac)
+    if problem:
+        violations.append(FieldViolation(f"{change.field}.mac", problem))
+    if violations:
+        raise PolicyConflict(
+            f"lookup record {record.ca} does not fit virtual subnet {record.vsid}: "
+            + "; ".join(v.description for v in violations),
+            violations,
+        )
+    return guard
 
 
 def _check_existing(change: RecordChange, existing: types_pb2.LookupRecord | None, *, known: bool) -> None:
@@ -483,6 +555,7 @@ def keys_of(change: RecordChange, state: TableState) -> list[bytes]:
     subnet = state.get(keys.vsid_index_key(change.record.vsid))
     if subnet is not None:
         found.append(keys.record_key(subnet.value.decode(), change.record.vsid, change.record.ca))
+        found.append(state.subnet_key(subnet.value, change.record.vsid))
     if change.mode not in _DELETES:
         found.append(keys.mac_index_key(change.record.vsid, change.record.mac))
     return found

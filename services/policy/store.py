@@ -27,7 +27,8 @@ from overland.v1 import policy_pb2, types_pb2
 from services.common.errors import FieldViolation
 from services.common.kv import KV, Compare, Delete, Get, KeyValue, Op, Put
 from services.common.schema import Resource, keys, resource_from
-from services.policy import validation
+from services.policy import subnet_change, validation
+from services.policy.addresses import SubnetRule
 from services.policy.errors import PolicyConflict, ResourceExists, ResourceNotFound, StaleRevision
 from services.policy.hosts import HostRegistry, live_status
 from services.policy.listing import SCAN_CHUNK, ListPage, TableListing
@@ -294,9 +295,15 @@ class PolicyStore:
             if stored is None or domain is None:
                 raise ResourceNotFound(f"{what} does not exist")
             _check_expected(stored, expected_revision, what)
-            revision = self._write_subnet(
-                wanted, domain, context.others, [Compare.mod_revision_is(stored.key, stored.mod_revision)], []
-            )
+            compares = [Compare.mod_revision_is(stored.key, stored.mod_revision)]
+            if subnet_change.rule_changes(resource_from(stored, types_pb2.VirtualSubnet), wanted):
+                stranded = subnet_change.stranded(self.kv, wanted, context.revision)
+                if stranded:
+                    raise PolicyConflict(
+                        f"{what} would strand what it holds: {stranded[0].description}", stranded
+                    )
+                compares += subnet_change.guards(wanted, context.revision)
+            revision = self._write_subnet(wanted, domain, context.others, compares, [])
             if revision is not None:
                 wanted.revision = revision
                 return wanted
@@ -537,15 +544,29 @@ class PolicyStore:
         created = validation.validate_customer_route(route)
         key = keys.route_key(created.rdid, created.vsid, created.destination_prefix, created.next_hop)
         index_key = keys.vsid_index_key(created.vsid)
+        subnet_key = keys.subnet_key(created.rdid, created.vsid)
         for _ in self._txns.attempts("create customer route"):
-            index = self.kv.get(index_key)
-            if index is None or index.value.decode() != created.rdid:
+            (index_found, subnet_found), _revision = self._txns.snapshot([Get(index_key), Get(subnet_key)])
+            index = index_found[0] if index_found else None
+            if index is None or index.value.decode() != created.rdid or not subnet_found:
                 raise PolicyConflict(
                     f"routing domain {created.rdid} has no virtual subnet {created.vsid}",
                     [FieldViolation("customer_route.vsid", f"VSID {created.vsid} is not in {created.rdid}")],
                 )
+            subnet = subnet_found[0]
+            problem = SubnetRule.of(resource_from(subnet, types_pb2.VirtualSubnet)).next_hop_problem(
+                created.next_hop
+            )
+            if problem:
+                raise PolicyConflict(
+                    f"customer route next hop {problem}", [FieldViolation("customer_route.next_hop", problem)]
+                )
             result = self._txns.write(
-                [Compare.value_is(index_key, index.value), Compare.absent(key)],
+                [
+                    Compare.value_is(index_key, index.value),
+                    Compare.mod_revision_is(subnet_key, subnet.mod_revision),
+                    Compare.absent(key),
+                ],
                 [Put(key, self._txns.encode(created))],
                 [Get(key)],
             )

@@ -16,12 +16,23 @@ from functools import lru_cache
 
 from overland.defaults import MAX_VSID, MIN_VSID
 from overland.v1 import types_pb2
-from services.common.errors import FieldViolation
+from services.common.errors import FieldViolation, bounded_violations, excerpt
+from services.policy.addresses import (
+    ON_LINK,
+    default_gateway,
+    network_and_broadcast,
+    prefix_problem,
+    unicast_problem,
+)
 from services.policy.errors import InvalidPolicy, PolicyConflict
 
-MAX_NAME_LENGTH = 256
+# The API's size limits (policy.proto and docs/policy.md say the same): a longer value is refused
+# before anything else looks at it, and an error message quotes at most ``excerpt`` of it.
+MAX_NAME_LENGTH = 256  # host_name, tenant_name, vm_name
 MAX_DESCRIPTION_LENGTH = 1024
 MAX_CA_PREFIXES = 64
+# IPv4 addresses, prefixes, MACs and routing domain IDs (a UUID is 36 characters).
+MAX_ADDRESS_LENGTH = 64
 MAX_REPORTED_VIOLATIONS = 50
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
@@ -39,8 +50,9 @@ class Violations:
         self.items.append(FieldViolation(field, description))
 
     def shown(self) -> list[FieldViolation]:
-        """The violations a response carries: they travel in a trailer, which gRPC keeps small."""
-        return self.items[:MAX_REPORTED_VIOLATIONS]
+        """The violations a response carries: they travel in a trailer, which gRPC keeps small (the
+        first 50, as many of them as fit ``errors.MAX_VIOLATIONS_BYTES``)."""
+        return bounded_violations(tuple(self.items[:MAX_REPORTED_VIOLATIONS]))
 
     def raise_if_any(self, what: str) -> None:
         if self.items:
@@ -61,27 +73,38 @@ def check_vsid(value: int, field: str, violations: Violations) -> int:
     return value
 
 
+def too_long(value: str, limit: int, field: str, violations: Violations) -> bool:
+    """Whether ``value`` is over ``limit`` characters (recorded as a violation that quotes none of it)."""
+    if len(value) <= limit:
+        return False
+    violations.add(field, f"{len(value)} characters, over the limit of {limit}")
+    return True
+
+
 def check_ipv4(value: str, field: str, violations: Violations, *, required: bool = True) -> str:
     """The canonical dotted quad, or "" when ``value`` is bad (the violation is recorded)."""
     if not value:
         if required:
             violations.add(field, "required: an IPv4 address")
         return ""
+    if too_long(value, MAX_ADDRESS_LENGTH, field, violations):
+        return ""
     try:
         address = ipaddress.IPv4Address(value.strip())
     except ValueError:
-        violations.add(field, f"{value!r} is not an IPv4 address")
+        violations.add(field, f"{excerpt(value)} is not an IPv4 address")
         return ""
     return str(address)
 
 
 def check_unicast_ipv4(value: str, field: str, violations: Violations) -> str:
-    """An address a host or VM can own: not multicast, broadcast, unspecified or loopback."""
+    """An address a host or VM can own: not multicast, broadcast, unspecified, loopback or reserved
+    (``addresses.unicast_problem``)."""
     address = check_ipv4(value, field, violations)
     if address:
-        parsed = ipaddress.IPv4Address(address)
-        if parsed.is_multicast or parsed.is_unspecified or parsed.is_loopback or address == "255.255.255.255":
-            violations.add(field, f"{address} is not a unicast host address")
+        problem = unicast_problem(int(ipaddress.IPv4Address(address)))
+        if problem:
+            violations.add(field, f"{address} is {problem}, not a unicast host address")
             return ""
     return address
 
@@ -92,9 +115,11 @@ def check_mac(value: str, field: str, violations: Violations, *, required: bool 
         if required:
             violations.add(field, "required: a MAC address aa:bb:cc:dd:ee:ff")
         return ""
+    if too_long(value, MAX_ADDRESS_LENGTH, field, violations):
+        return ""
     lowered = value.strip().lower()
     if not _MAC_RE.match(lowered):
-        violations.add(field, f"{value!r} is not a MAC address aa:bb:cc:dd:ee:ff")
+        violations.add(field, f"{excerpt(value)} is not a MAC address aa:bb:cc:dd:ee:ff")
         return ""
     mac = lowered.replace("-", ":")
     if int(mac[:2], 16) & 1:
@@ -111,17 +136,19 @@ def check_prefix(value: str, field: str, violations: Violations) -> str:
     if not value:
         violations.add(field, "required: an IPv4 CIDR prefix such as 192.0.2.0/24")
         return ""
+    if too_long(value, MAX_ADDRESS_LENGTH, field, violations):
+        return ""
     text = value.strip()
     if "/" not in text:
-        violations.add(field, f"{value!r} has no prefix length; write it as a.b.c.d/len")
+        violations.add(field, f"{excerpt(value)} has no prefix length; write it as a.b.c.d/len")
         return ""
     try:
         network = ipaddress.IPv4Network(text, strict=False)
     except ValueError:
-        violations.add(field, f"{value!r} is not an IPv4 CIDR prefix")
+        violations.add(field, f"{excerpt(value)} is not an IPv4 CIDR prefix")
         return ""
     if network.network_address != ipaddress.IPv4Address(text.partition("/")[0]):
-        violations.add(field, f"{value!r} has host bits set; did you mean {network}?")
+        violations.add(field, f"{excerpt(value)} has host bits set; did you mean {network}?")
         return ""
     return str(network)
 
@@ -132,23 +159,27 @@ def check_rdid(value: str, field: str, violations: Violations, *, required: bool
         if required:
             violations.add(field, "required: a routing domain ID (UUID)")
         return ""
+    if too_long(value, MAX_ADDRESS_LENGTH, field, violations):
+        return ""
     try:
         return str(uuid.UUID(value.strip()))
     except ValueError:
-        violations.add(field, f"{value!r} is not a UUID")
+        violations.add(field, f"{excerpt(value)} is not a UUID")
         return ""
 
 
 def check_name(value: str, field: str, violations: Violations, *, required: bool) -> str:
+    if too_long(value, MAX_NAME_LENGTH, field, violations):
+        return ""
     name = value.strip()
     if not name:
         if required:
             violations.add(field, "required")
         return ""
-    if len(name) > MAX_NAME_LENGTH or not _NAME_RE.match(name):
+    if not _NAME_RE.match(name):
         violations.add(
             field,
-            f"{value!r} is not a name: letters, digits, '.', '_' and '-', "
+            f"{excerpt(value)} is not a name: letters, digits, '.', '_' and '-', "
             f"at most {MAX_NAME_LENGTH} characters",
         )
         return ""
@@ -156,20 +187,23 @@ def check_name(value: str, field: str, violations: Violations, *, required: bool
 
 
 def check_description(value: str, field: str, violations: Violations) -> str:
-    if len(value) > MAX_DESCRIPTION_LENGTH:
-        violations.add(field, f"at most {MAX_DESCRIPTION_LENGTH} characters")
+    too_long(value, MAX_DESCRIPTION_LENGTH, field, violations)
     return value
 
 
 def _check_free_text_name(value: str, field: str, violations: Violations, *, required: bool) -> str:
     """Tenant and VM names are shown to people, so spaces are fine, but not control characters."""
+    if too_long(value, MAX_NAME_LENGTH, field, violations):
+        return ""
     name = value.strip()
     if not name:
         if required:
             violations.add(field, "required")
         return ""
-    if len(name) > MAX_NAME_LENGTH or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        violations.add(field, f"at most {MAX_NAME_LENGTH} printable characters")
+    if _CONTROL.search(name):
+        violations.add(
+            field, f"control characters are not allowed; at most {MAX_NAME_LENGTH} printable characters"
+        )
         return ""
     return name
 
@@ -204,7 +238,10 @@ def validate_virtual_subnet(
     else:
         for index, text in enumerate(subnet.ca_prefixes):
             prefix = check_prefix(text, f"{field}.ca_prefixes[{index}]", violations)
-            if prefix:
+            problem = prefix and prefix_problem(ipaddress.IPv4Network(prefix))
+            if problem:
+                violations.add(f"{field}.ca_prefixes[{index}]", f"{prefix} {problem}")
+            elif prefix:
                 prefixes.append(prefix)
         for index, other in overlapping_pairs(prefixes):
             violations.add(f"{field}.ca_prefixes[{index}]", f"{prefixes[index]} overlaps {prefixes[other]}")
@@ -213,9 +250,9 @@ def validate_virtual_subnet(
         networks = [ipaddress.IPv4Network(p) for p in prefixes]
         if not gateway_ip:
             if not subnet.gateway_ip:
-                gateway_ip = _first_host(networks[0])
-        elif not any(ipaddress.IPv4Address(gateway_ip) in n for n in networks):
-            violations.add(f"{field}.gateway_ip", f"{gateway_ip} is in none of the subnet's CA prefixes")
+                gateway_ip = default_gateway(networks)
+        else:
+            _check_gateway(gateway_ip, networks, f"{field}.gateway_ip", violations)
     gateway_mac = check_mac(subnet.gateway_mac, f"{field}.gateway_mac", violations, required=False)
     if not subnet.gateway_mac:
         gateway_mac = default_gateway_mac(vsid)
@@ -231,10 +268,16 @@ def validate_virtual_subnet(
     )
 
 
-def _first_host(network: ipaddress.IPv4Network) -> str:
-    if network.prefixlen >= 31:
-        return str(network.network_address)
-    return str(network.network_address + 1)
+def _check_gateway(
+    gateway_ip: str, networks: Sequence[ipaddress.IPv4Network], field: str, violations: Violations
+) -> None:
+    """A gateway address is a host address of one of the subnet's CA prefixes."""
+    address = ipaddress.IPv4Address(gateway_ip)
+    inside = [n for n in networks if address in n]
+    if not inside:
+        violations.add(field, f"{gateway_ip} is in none of the subnet's CA prefixes")
+    elif int(address) in network_and_broadcast(inside[0]):
+        violations.add(field, f"{gateway_ip} is the network or broadcast address of {inside[0]}")
 
 
 def overlapping_pairs(prefixes: Sequence[str]) -> list[tuple[int, int]]:
@@ -276,6 +319,10 @@ def validate_provider_address(
     pa_ip = check_unicast_ipv4(address.pa_ip, f"{field}.pa_ip", violations)
     if not 1 <= address.prefix_length <= 32:
         violations.add(f"{field}.prefix_length", f"{address.prefix_length} is not a prefix length 1..32")
+    elif pa_ip:
+        network = ipaddress.IPv4Network((pa_ip, address.prefix_length), strict=False)
+        if int(ipaddress.IPv4Address(pa_ip)) in network_and_broadcast(network):
+            violations.add(f"{field}.pa_ip", f"{pa_ip} is the network or broadcast address of {network}")
     if address.vlan_id > 4094:
         violations.add(f"{field}.vlan_id", f"{address.vlan_id} is not a VLAN ID 1..4094 (0: untagged)")
     violations.raise_if_any("provider address")
@@ -312,7 +359,7 @@ def canonical_record(
     normalizes ``record`` itself instead of a copy (a bulk stream's records are the server's own)."""
     ca, pa, vm_name = record.ca, record.pa, record.vm_name
     mac = record.mac.lower()
-    if not (_CANONICAL_IPV4.fullmatch(ca) and _CANONICAL_MAC.fullmatch(mac) and _plain_unicast(pa)):
+    if not (_plain_unicast(ca) and _CANONICAL_MAC.fullmatch(mac) and _plain_unicast(pa)):
         return None
     if int(mac[1], 16) & 1 or mac == "00:00:00:00:00:00":
         return None
@@ -350,7 +397,7 @@ def validate_lookup_record(
 def checked_record(record: types_pb2.LookupRecord, field: str = "lookup_record") -> types_pb2.LookupRecord:
     """The full check of a lookup record, naming every bad field."""
     violations = Violations()
-    ca = check_ipv4(record.ca, f"{field}.ca", violations)
+    ca = check_unicast_ipv4(record.ca, f"{field}.ca", violations)
     vsid = check_vsid(record.vsid, f"{field}.vsid", violations)
     mac = check_mac(record.mac, f"{field}.mac", violations)
     pa = check_unicast_ipv4(record.pa, f"{field}.pa", violations)
@@ -384,6 +431,13 @@ def validate_customer_route(
     vsid = check_vsid(route.vsid, field_path(field, "vsid"), violations)
     prefix = check_prefix(route.destination_prefix, field_path(field, "destination_prefix"), violations)
     next_hop = check_ipv4(route.next_hop, field_path(field, "next_hop"), violations)
+    if next_hop and next_hop != ON_LINK:
+        problem = unicast_problem(int(ipaddress.IPv4Address(next_hop)))
+        if problem:
+            violations.add(
+                field_path(field, "next_hop"),
+                f"{next_hop} is {problem}; a next hop is a host (or 0.0.0.0: on-link)",
+            )
     violations.raise_if_any("customer route")
     return types_pb2.CustomerRoute(
         rdid=rdid, vsid=vsid, destination_prefix=prefix, next_hop=next_hop, metric=route.metric
@@ -405,7 +459,9 @@ def validate_route_id(
 def immutable(field: str, stored: object, requested: object, violations: Violations) -> None:
     """An update may leave an immutable field empty (meaning "unchanged") but not change it."""
     if requested and requested != stored:
-        violations.add(field, f"immutable: stored {stored!r}, requested {requested!r}")
+        violations.add(
+            field, f"immutable: stored {excerpt(str(stored))}, requested {excerpt(str(requested))}"
+        )
 
 
 def field_path(parent: str, child: str) -> str:

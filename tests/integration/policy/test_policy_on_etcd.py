@@ -87,7 +87,7 @@ def test_parallel_writers_keep_the_invariants(
         with grpc.insecure_channel(f"127.0.0.1:{policy_on_etcd.port}") as channel:
             stub = policy_pb2_grpc.PolicyServiceStub(channel)
             for _ in range(OPS_PER_WRITER):
-                ca = f"192.0.2.{rng.randrange(CAS)}"
+                ca = f"192.0.2.{rng.randrange(CAS) + 2}"
                 rec = record(ca, mac_of(rng.randrange(MACS)), pa=rng.choice((PA_1, PA_2)))
                 action = rng.choice(("create", "update", "delete", "bulk"))
                 try:
@@ -104,7 +104,7 @@ def test_parallel_writers_keep_the_invariants(
                             policy_pb2.DeleteLookupRecordRequest(vsid=VSID, ca=ca), timeout=30
                         )
                     else:
-                        other = record(f"192.0.2.{rng.randrange(CAS)}", mac_of(rng.randrange(MACS)))
+                        other = record(f"192.0.2.{rng.randrange(CAS) + 2}", mac_of(rng.randrange(MACS)))
                         stub.BulkApplyLookupRecords(
                             iter([policy_pb2.BulkApplyLookupRecordsRequest(upserts=[rec, other])]), timeout=30
                         )
@@ -239,18 +239,18 @@ def test_paging_on_etcd_is_consistent(etcd_stub: Stub) -> None:
 def test_watch_resumes_from_a_revision(etcd_stub: Stub, etcd_kv: EtcdKV) -> None:
     seed(etcd_stub)
     etcd_stub.CreateLookupRecord(
-        policy_pb2.CreateLookupRecordRequest(lookup_record=record("192.0.2.1", mac_of(1)))
+        policy_pb2.CreateLookupRecordRequest(lookup_record=record("192.0.2.10", mac_of(1)))
     )
     resume_at = etcd_kv.current_revision()
     etcd_stub.CreateLookupRecord(
         policy_pb2.CreateLookupRecordRequest(lookup_record=record("192.0.2.2", mac_of(2)))
     )
-    etcd_stub.DeleteLookupRecord(policy_pb2.DeleteLookupRecordRequest(vsid=VSID, ca="192.0.2.1"))
+    etcd_stub.DeleteLookupRecord(policy_pb2.DeleteLookupRecordRequest(vsid=VSID, ca="192.0.2.10"))
     end = etcd_kv.current_revision()
     events = watch_until(etcd_stub, policy_pb2.WatchTableRequest(start_revision=resume_at), end)
     assert [(e.type, e.key.rsplit("/", 1)[-1]) for e in events] == [
         (types_pb2.TableEvent.TYPE_PUT, "192.0.2.2"),
-        (types_pb2.TableEvent.TYPE_DELETE, "192.0.2.1"),
+        (types_pb2.TableEvent.TYPE_DELETE, "192.0.2.10"),
     ]
     assert events[1].entry.lookup_record.mac == mac_of(1)
     assert all(e.revision > resume_at for e in events)

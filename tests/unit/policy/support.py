@@ -70,9 +70,10 @@ def add_tenant(
     return domain.rdid
 
 
-def seed(stub: policy_pb2_grpc.PolicyServiceStub, vsid: int = VSID, prefix: str = "192.0.2.0/24") -> Seeded:
-    """A routing domain with one subnet, and two registered provider addresses."""
-    rdid = add_tenant(stub, vsid, "Contoso", (prefix,))
+def seed(stub: policy_pb2_grpc.PolicyServiceStub, vsid: int = VSID, prefix: str = "") -> Seeded:
+    """A routing domain with one subnet (of ``prefix``, by default of the three tenant /24s), and two
+    registered provider addresses."""
+    rdid = add_tenant(stub, vsid, "Contoso", (prefix,) if prefix else TENANT_PREFIXES)
     for index, pa in enumerate((PA_1, PA_2)):
         stub.CreateProviderAddress(
             policy_pb2.CreateProviderAddressRequest(
@@ -107,9 +108,10 @@ def mac_of(index: int) -> str:
 
 
 def ca_of(index: int) -> str:
-    """Distinct tenant CAs from the documentation ranges (3 x 256 addresses)."""
+    """Distinct tenant CAs from the documentation ranges, each a VM's address in a subnet of all
+    three /24s: 3 x 253 of them (.0, .1 and .255 are the network, gateway and broadcast addresses)."""
     bases = ("192.0.2", "198.51.100", "203.0.113")
-    return f"{bases[index // 256 % 3]}.{index % 256}"
+    return f"{bases[index // 253 % 3]}.{index % 253 + 2}"
 
 
 def check_invariants(kv: KV) -> int:

@@ -13,7 +13,7 @@ from overland.defaults import MAX_VSID, MIN_VSID
 from overland.v1 import types_pb2
 from services.common.kv import Compare, Delete, KeyValue, Put
 from services.common.memory_kv import MemoryKV
-from services.common.schema import keys
+from services.common.schema import encode_entry, keys
 from services.policy import InvalidPolicy, PolicyConflict, PolicyError, PolicyStore, ResourceExists
 from services.policy.paging import encode_page_token, parse_page
 from services.policy.record_planner import Mode, RecordChange, TableState, plan_transaction
@@ -26,6 +26,7 @@ from services.policy.validation import (
     checked_record,
     subnet_overlaps,
     validate_lookup_record,
+    validate_virtual_subnet,
 )
 
 from .support import check_invariants
@@ -208,11 +209,21 @@ VSIDS = (5000, 5001)
 PAS = ("198.18.0.1", "198.18.0.2")
 
 
+def _subnet_value(vsid: int) -> bytes:
+    """A stored subnet of all three tenant prefixes (gateway 192.0.2.1)."""
+    subnet = validate_virtual_subnet(
+        types_pb2.VirtualSubnet(
+            vsid=vsid, rdid=RDID, ca_prefixes=["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]
+        )
+    )
+    return encode_entry(subnet, 1)
+
+
 def _seeded_store(max_txn_ops: int) -> PolicyStore:
     kv = MemoryKV(max_txn_ops=max_txn_ops, progress_interval=None)
     puts = [Put(keys.pa_key(pa), b"") for pa in PAS]
     puts += [Put(keys.vsid_index_key(vsid), RDID.encode()) for vsid in VSIDS]
-    puts += [Put(keys.subnet_key(RDID, vsid), b"") for vsid in VSIDS]
+    puts += [Put(keys.subnet_key(RDID, vsid), _subnet_value(vsid)) for vsid in VSIDS]
     kv.txn([], puts)
     return PolicyStore(kv)
 
@@ -252,7 +263,7 @@ def test_bulk_apply_matches_a_sequential_model(
     for batch in batches:
         changes = []
         for delete, vsid, ca_index, mac_index, pa in batch:
-            ca = f"192.0.2.{ca_index}"
+            ca = f"192.0.2.{ca_index + 2}"  # past the network and gateway addresses
             if delete:
                 changes.append(RecordChange(Mode.DELETE_IF_PRESENT, types_pb2.LookupRecord(vsid=vsid, ca=ca)))
             else:
@@ -297,7 +308,7 @@ def test_a_stream_fed_in_small_messages_commits_full_transactions_and_holds_litt
             Mode.UPSERT,
             validate_lookup_record(
                 types_pb2.LookupRecord(
-                    ca=f"198.51.100.{n % 250}" if n < 250 else f"203.0.113.{n % 250}",
+                    ca=f"198.51.100.{n % 250 + 2}" if n < 250 else f"203.0.113.{n % 250 + 2}",
                     vsid=VSIDS[0],
                     mac=f"02:00:00:00:{n >> 8:02x}:{n & 0xFF:02x}",
                     pa=PAS[0],
@@ -324,11 +335,14 @@ def test_planner_cuts_before_a_key_written_twice_and_within_the_ops_limit() -> N
     state = TableState()
     state.learn(keys.vsid_index_key(5000), _kv(keys.vsid_index_key(5000), RDID.encode()))
     state.learn(keys.pa_key(PAS[0]), _kv(keys.pa_key(PAS[0]), b""))
+    state.learn(keys.subnet_key(RDID, 5000), _kv(keys.subnet_key(RDID, 5000), _subnet_value(5000)))
     changes = [
         RecordChange(
             Mode.UPSERT,
             validate_lookup_record(
-                types_pb2.LookupRecord(ca=f"192.0.2.{i}", vsid=5000, mac=f"02:00:00:00:01:{i:02x}", pa=PAS[0])
+                types_pb2.LookupRecord(
+                    ca=f"192.0.2.{i + 2}", vsid=5000, mac=f"02:00:00:00:01:{i:02x}", pa=PAS[0]
+                )
             ),
         )
         for i in range(100)
@@ -338,8 +352,8 @@ def test_planner_cuts_before_a_key_written_twice_and_within_the_ops_limit() -> N
     assert plan.end == 3
     assert plan.assumes
     plan = plan_transaction(changes, 3, state, 16, lambda r: r.SerializeToString())
-    # Two shared compares (VSID, PA) plus two per record, two puts per record: 7 fit in 16.
-    assert plan.end - plan.start == 7
+    # Three shared compares (VSID, subnet, PA) plus two per record, two puts per record: 6 fit in 16.
+    assert plan.end - plan.start == 6
     assert max(len(plan.compares), len(plan.success)) <= 16
     assert all(isinstance(c, Compare) for c in plan.compares)
     assert [g.key for g in plan.failure_reads()] == [c.key for c in plan.compares]
