@@ -48,14 +48,16 @@ class ListRoutingDomainsRequest(_message.Message):
     def __init__(self, page: _Optional[_Union[_types_pb2.PageRequest, _Mapping]] = ...) -> None: ...
 
 class ListRoutingDomainsResponse(_message.Message):
-    __slots__ = ("routing_domains", "next_page_token", "revision")
+    __slots__ = ("routing_domains", "next_page_token", "revision", "unreadable")
     ROUTING_DOMAINS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
     routing_domains: _containers.RepeatedCompositeFieldContainer[_types_pb2.RoutingDomain]
     next_page_token: str
     revision: int
-    def __init__(self, routing_domains: _Optional[_Iterable[_Union[_types_pb2.RoutingDomain, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    unreadable: _containers.RepeatedCompositeFieldContainer[_types_pb2.UnreadableEntry]
+    def __init__(self, routing_domains: _Optional[_Iterable[_Union[_types_pb2.RoutingDomain, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ..., unreadable: _Optional[_Iterable[_Union[_types_pb2.UnreadableEntry, _Mapping]]] = ...) -> None: ...
 
 class CreateVirtualSubnetRequest(_message.Message):
     __slots__ = ("virtual_subnet",)
@@ -94,14 +96,16 @@ class ListVirtualSubnetsRequest(_message.Message):
     def __init__(self, page: _Optional[_Union[_types_pb2.PageRequest, _Mapping]] = ..., rdid: _Optional[str] = ...) -> None: ...
 
 class ListVirtualSubnetsResponse(_message.Message):
-    __slots__ = ("virtual_subnets", "next_page_token", "revision")
+    __slots__ = ("virtual_subnets", "next_page_token", "revision", "unreadable")
     VIRTUAL_SUBNETS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
     virtual_subnets: _containers.RepeatedCompositeFieldContainer[_types_pb2.VirtualSubnet]
     next_page_token: str
     revision: int
-    def __init__(self, virtual_subnets: _Optional[_Iterable[_Union[_types_pb2.VirtualSubnet, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    unreadable: _containers.RepeatedCompositeFieldContainer[_types_pb2.UnreadableEntry]
+    def __init__(self, virtual_subnets: _Optional[_Iterable[_Union[_types_pb2.VirtualSubnet, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ..., unreadable: _Optional[_Iterable[_Union[_types_pb2.UnreadableEntry, _Mapping]]] = ...) -> None: ...
 
 class CreateProviderAddressRequest(_message.Message):
     __slots__ = ("provider_address",)
@@ -138,14 +142,16 @@ class ListProviderAddressesRequest(_message.Message):
     def __init__(self, page: _Optional[_Union[_types_pb2.PageRequest, _Mapping]] = ...) -> None: ...
 
 class ListProviderAddressesResponse(_message.Message):
-    __slots__ = ("provider_addresses", "next_page_token", "revision")
+    __slots__ = ("provider_addresses", "next_page_token", "revision", "unreadable")
     PROVIDER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
     provider_addresses: _containers.RepeatedCompositeFieldContainer[_types_pb2.ProviderAddress]
     next_page_token: str
     revision: int
-    def __init__(self, provider_addresses: _Optional[_Iterable[_Union[_types_pb2.ProviderAddress, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    unreadable: _containers.RepeatedCompositeFieldContainer[_types_pb2.UnreadableEntry]
+    def __init__(self, provider_addresses: _Optional[_Iterable[_Union[_types_pb2.ProviderAddress, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ..., unreadable: _Optional[_Iterable[_Union[_types_pb2.UnreadableEntry, _Mapping]]] = ...) -> None: ...
 
 class CreateLookupRecordRequest(_message.Message):
     __slots__ = ("lookup_record",)
@@ -192,14 +198,16 @@ class ListLookupRecordsRequest(_message.Message):
     def __init__(self, page: _Optional[_Union[_types_pb2.PageRequest, _Mapping]] = ..., vsid: _Optional[int] = ..., rdid: _Optional[str] = ..., pa: _Optional[str] = ...) -> None: ...
 
 class ListLookupRecordsResponse(_message.Message):
-    __slots__ = ("lookup_records", "next_page_token", "revision")
+    __slots__ = ("lookup_records", "next_page_token", "revision", "unreadable")
     LOOKUP_RECORDS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
     lookup_records: _containers.RepeatedCompositeFieldContainer[_types_pb2.LookupRecord]
     next_page_token: str
     revision: int
-    def __init__(self, lookup_records: _Optional[_Iterable[_Union[_types_pb2.LookupRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    unreadable: _containers.RepeatedCompositeFieldContainer[_types_pb2.UnreadableEntry]
+    def __init__(self, lookup_records: _Optional[_Iterable[_Union[_types_pb2.LookupRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ..., unreadable: _Optional[_Iterable[_Union[_types_pb2.UnreadableEntry, _Mapping]]] = ...) -> None: ...
 
 class CreateCustomerRouteRequest(_message.Message):
     __slots__ = ("customer_route",)
@@ -252,32 +260,38 @@ class ListCustomerRoutesRequest(_message.Message):
     def __init__(self, page: _Optional[_Union[_types_pb2.PageRequest, _Mapping]] = ..., rdid: _Optional[str] = ..., vsid: _Optional[int] = ...) -> None: ...
 
 class ListCustomerRoutesResponse(_message.Message):
-    __slots__ = ("customer_routes", "next_page_token", "revision")
+    __slots__ = ("customer_routes", "next_page_token", "revision", "unreadable")
     CUSTOMER_ROUTES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
     customer_routes: _containers.RepeatedCompositeFieldContainer[_types_pb2.CustomerRoute]
     next_page_token: str
     revision: int
-    def __init__(self, customer_routes: _Optional[_Iterable[_Union[_types_pb2.CustomerRoute, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    unreadable: _containers.RepeatedCompositeFieldContainer[_types_pb2.UnreadableEntry]
+    def __init__(self, customer_routes: _Optional[_Iterable[_Union[_types_pb2.CustomerRoute, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., revision: _Optional[int] = ..., unreadable: _Optional[_Iterable[_Union[_types_pb2.UnreadableEntry, _Mapping]]] = ...) -> None: ...
 
 class BulkApplyLookupRecordsRequest(_message.Message):
-    __slots__ = ("upserts", "deletes")
+    __slots__ = ("upserts", "deletes", "create_only")
     UPSERTS_FIELD_NUMBER: _ClassVar[int]
     DELETES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     upserts: _containers.RepeatedCompositeFieldContainer[_types_pb2.LookupRecord]
     deletes: _containers.RepeatedCompositeFieldContainer[_types_pb2.LookupRecord]
-    def __init__(self, upserts: _Optional[_Iterable[_Union[_types_pb2.LookupRecord, _Mapping]]] = ..., deletes: _Optional[_Iterable[_Union[_types_pb2.LookupRecord, _Mapping]]] = ...) -> None: ...
+    create_only: bool
+    def __init__(self, upserts: _Optional[_Iterable[_Union[_types_pb2.LookupRecord, _Mapping]]] = ..., deletes: _Optional[_Iterable[_Union[_types_pb2.LookupRecord, _Mapping]]] = ..., create_only: _Optional[bool] = ...) -> None: ...
 
 class BulkApplyLookupRecordsResponse(_message.Message):
-    __slots__ = ("applied", "transactions", "revision")
+    __slots__ = ("applied", "transactions", "revision", "replaced")
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
     applied: int
     transactions: int
     revision: int
-    def __init__(self, applied: _Optional[int] = ..., transactions: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
+    replaced: int
+    def __init__(self, applied: _Optional[int] = ..., transactions: _Optional[int] = ..., revision: _Optional[int] = ..., replaced: _Optional[int] = ...) -> None: ...
 
 class RecordMove(_message.Message):
     __slots__ = ("vsid", "ca", "new_ca", "expected_revision")
@@ -382,6 +396,26 @@ class SelectNextHopResponse(_message.Message):
     reasons: _containers.RepeatedScalarFieldContainer[str]
     source_vsid: int
     def __init__(self, found: _Optional[bool] = ..., pa: _Optional[str] = ..., vsid: _Optional[int] = ..., mac: _Optional[str] = ..., rule: _Optional[_Union[_types_pb2.LookupRule, str]] = ..., record: _Optional[_Union[_types_pb2.LookupRecord, _Mapping]] = ..., route: _Optional[_Union[_types_pb2.CustomerRoute, _Mapping]] = ..., reasons: _Optional[_Iterable[str]] = ..., source_vsid: _Optional[int] = ...) -> None: ...
+
+class CheckTableRequest(_message.Message):
+    __slots__ = ("quarantine",)
+    QUARANTINE_FIELD_NUMBER: _ClassVar[int]
+    quarantine: bool
+    def __init__(self, quarantine: _Optional[bool] = ...) -> None: ...
+
+class CheckTableResponse(_message.Message):
+    __slots__ = ("unreadable", "found", "quarantined", "checked", "revision")
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    unreadable: _containers.RepeatedCompositeFieldContainer[_types_pb2.UnreadableEntry]
+    found: int
+    quarantined: int
+    checked: int
+    revision: int
+    def __init__(self, unreadable: _Optional[_Iterable[_Union[_types_pb2.UnreadableEntry, _Mapping]]] = ..., found: _Optional[int] = ..., quarantined: _Optional[int] = ..., checked: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class GetTableStatusRequest(_message.Message):
     __slots__ = ()

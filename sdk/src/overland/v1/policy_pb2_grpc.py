@@ -197,6 +197,11 @@ class PolicyServiceStub:
                 request_serializer=overland_dot_v1_dot_policy__pb2.GetTableStatusRequest.SerializeToString,
                 response_deserializer=overland_dot_v1_dot_policy__pb2.GetTableStatusResponse.FromString,
                 _registered_method=True)
+        self.CheckTable = channel.unary_unary(
+                '/overland.v1.PolicyService/CheckTable',
+                request_serializer=overland_dot_v1_dot_policy__pb2.CheckTableRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_policy__pb2.CheckTableResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -409,6 +414,15 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckTable(self, request, context):
+        """Every stored value of the table that does not decode or does not hold what its key says, and
+        with quarantine set, moves each under /overland/quarantine/ (one transaction per key, which
+        compares the mod revision it read), where no agent watches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -571,6 +585,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.GetTableStatus,
                     request_deserializer=overland_dot_v1_dot_policy__pb2.GetTableStatusRequest.FromString,
                     response_serializer=overland_dot_v1_dot_policy__pb2.GetTableStatusResponse.SerializeToString,
+            ),
+            'CheckTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckTable,
+                    request_deserializer=overland_dot_v1_dot_policy__pb2.CheckTableRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_policy__pb2.CheckTableResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1439,6 +1458,33 @@ class PolicyService:
             '/overland.v1.PolicyService/GetTableStatus',
             overland_dot_v1_dot_policy__pb2.GetTableStatusRequest.SerializeToString,
             overland_dot_v1_dot_policy__pb2.GetTableStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.PolicyService/CheckTable',
+            overland_dot_v1_dot_policy__pb2.CheckTableRequest.SerializeToString,
+            overland_dot_v1_dot_policy__pb2.CheckTableResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -84,6 +84,11 @@ class PolicyServiceStub:
     """
     GetTableStatus: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetTableStatusRequest, _policy_pb2.GetTableStatusResponse]
     """The store revision and the revision each host's agent has applied."""
+    CheckTable: _grpc.UnaryUnaryMultiCallable[_policy_pb2.CheckTableRequest, _policy_pb2.CheckTableResponse]
+    """Every stored value of the table that does not decode or does not hold what its key says, and
+    with quarantine set, moves each under /overland/quarantine/ (one transaction per key, which
+    compares the mod revision it read), where no agent watches.
+    """
 
 @_typing.type_check_only
 class PolicyServiceAsyncStub(PolicyServiceStub):
@@ -140,6 +145,11 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     """
     GetTableStatus: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetTableStatusRequest, _policy_pb2.GetTableStatusResponse]  # type: ignore[assignment]
     """The store revision and the revision each host's agent has applied."""
+    CheckTable: _aio.UnaryUnaryMultiCallable[_policy_pb2.CheckTableRequest, _policy_pb2.CheckTableResponse]  # type: ignore[assignment]
+    """Every stored value of the table that does not decode or does not hold what its key says, and
+    with quarantine set, moves each under /overland/quarantine/ (one transaction per key, which
+    compares the mod revision it read), where no agent watches.
+    """
 
 class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
     """Routing domains, virtual subnets, provider addresses, lookup records and
@@ -385,5 +395,16 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_policy_pb2.GetTableStatusResponse, _abc.Awaitable[_policy_pb2.GetTableStatusResponse]]:
         """The store revision and the revision each host's agent has applied."""
+
+    @_abc_1.abstractmethod
+    def CheckTable(
+        self,
+        request: _policy_pb2.CheckTableRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.CheckTableResponse, _abc.Awaitable[_policy_pb2.CheckTableResponse]]:
+        """Every stored value of the table that does not decode or does not hold what its key says, and
+        with quarantine set, moves each under /overland/quarantine/ (one transaction per key, which
+        compares the mod revision it read), where no agent watches.
+        """
 
 def add_PolicyServiceServicer_to_server(servicer: PolicyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -198,3 +198,13 @@ class PageRequest(_message.Message):
     page_size: int
     page_token: str
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class UnreadableEntry(_message.Message):
+    __slots__ = ("key", "reason", "mod_revision")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    reason: str
+    mod_revision: int
+    def __init__(self, key: _Optional[str] = ..., reason: _Optional[str] = ..., mod_revision: _Optional[int] = ...) -> None: ...

@@ -8,6 +8,11 @@ Field behaviour is stated in each field's comment:
   Optional      the caller may leave it unset.
   Output only   set by the server; ignored on input.
   Immutable     set on create; an update that changes it is rejected.
+
+Size limits (a longer value is INVALID_ARGUMENT, and no error message quotes more than 40
+characters of any value): names (host_name, tenant_name, vm_name) 256 characters; description
+1024; IPv4 addresses, CIDR prefixes, MACs and routing domain IDs 64; ca_prefixes 64 entries;
+page_token 1024 characters. A server accepts request messages of at most 4 MiB.
 """
 
 from collections import abc as _abc
