@@ -16,9 +16,10 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from overland.config import TlsFiles
-from overland.defaults import MAX_MESSAGE_BYTES
+from overland.defaults import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from services.common.config import ServerConfig
 from services.common.errors import InvalidArgument, ServiceError, to_rpc_status
+from services.common.request_decoding import decoded, tolerant
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +104,22 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
             return None
         method = handler_call_details.method
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            # A request protobuf refuses (a string that is not UTF-8) is INVALID_ARGUMENT, not INTERNAL.
+            "request_deserializer": tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(handler.unary_unary, method), **kwargs)
+            behavior = decoded(handler.unary_unary, streaming=False)
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary(behavior, method), **kwargs)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary(handler.stream_unary, method), **kwargs)
+            behavior = decoded(handler.stream_unary, streaming=True)
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary(behavior, method), **kwargs)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method), **kwargs)
+            behavior = decoded(handler.unary_stream, streaming=False)
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(behavior, method), **kwargs)
         if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, method), **kwargs
-            )
+            behavior = decoded(handler.stream_stream, streaming=True)
+            return grpc.stream_stream_rpc_method_handler(_wrap_stream(behavior, method), **kwargs)
         return handler
 
 
@@ -157,7 +161,7 @@ def build_server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="grpc"),
         interceptors=[*interceptors, ErrorMappingInterceptor()],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", int(config.reuse_port)),
             # Long-lived streams (watch, delta transfer) send keepalive pings every few seconds to

@@ -15,6 +15,8 @@ from services.policy.validation import Violations
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# A token names a key of the table (short) and a revision: longer is not one of ours.
+MAX_PAGE_TOKEN_LENGTH = 1024
 _VERSION = b"v1"
 
 
@@ -44,7 +46,9 @@ def parse_page(page: types_pb2.PageRequest, prefix: bytes, field: str = "page") 
     if not 1 <= size <= MAX_PAGE_SIZE:
         violations.add(f"{field}.page_size", f"{page.page_size} is not a page size 1..{MAX_PAGE_SIZE}")
     cursor = None
-    if page.page_token:
+    if len(page.page_token) > MAX_PAGE_TOKEN_LENGTH:
+        violations.add(f"{field}.page_token", f"over {MAX_PAGE_TOKEN_LENGTH} characters: not a page token")
+    elif page.page_token:
         cursor = _decode_token(page.page_token, prefix)
         if cursor is None:
             violations.add(
@@ -64,5 +68,10 @@ def _decode_token(token: str, prefix: bytes) -> PageCursor | None:
     if version != _VERSION or not sep or not sep2 or not revision.isdigit():
         return None
     if not start.startswith(prefix):
+        return None
+    try:
+        # Every key of the table is UTF-8; a crafted token's key need not be.
+        start.decode("utf-8")
+    except UnicodeDecodeError:
         return None
     return PageCursor(int(revision), start)

@@ -75,9 +75,15 @@ DATAPATH_OTEL_NAME = "overland-vswitch-datapath"
 
 # -- limits ----------------------------------------------------------------------------------------
 
-# gRPC messages in both directions, clients and servers alike: watch and delta streams carry large
-# messages (a chunk batch), and gRPC's default of 4 MiB is too small for them.
+# What a client receives and any side sends: a watch response catching up on many revisions, or a
+# vswitch DumpTable of a large table, can be larger than gRPC's default of 4 MiB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# What a server accepts in one request message: no request needs more, and a larger one is refused
+# (RESOURCE_EXHAUSTED) before it is buffered. The largest requests are the replica's delta batches:
+# chunks of at most 1 MiB packed until a batch holds 1 MiB, so at most 2 MiB and their framing
+# (services/replica/primary/chunking.py; tests/unit/replica checks the bound), and bulk-load messages,
+# whose senders cut them far smaller (1000 records, about 100 KB).
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # Virtual subnet ids: 24 bits, without the reserved 0x000000-0x000FFF and 0xFFFFFF (RFC 7637).
 MIN_VSID = 0x1000
 MAX_VSID = 0xFFFFFE

@@ -233,8 +233,12 @@ def _parse_other(parts: list[str]) -> TableKey | None:
 
 def domain_of(position: bytes) -> str | None:
     """The routing domain of a table key, or of any position between table keys (a listing's page
-    cursor, a domain's prefix); ``None`` outside the table's domains."""
+    cursor, a domain's prefix); ``None`` outside the table's domains, or when the domain segment is
+    not UTF-8 (no key of the table is: such a position was made up)."""
     if not position.startswith(TABLE_PREFIX):
         return None
     rdid, sep, _rest = position[_TABLE_PREFIX_LEN:].partition(b"/")
-    return rdid.decode() if sep else None
+    try:
+        return rdid.decode() if sep else None
+    except UnicodeDecodeError:
+        return None
