@@ -226,7 +226,9 @@ def test_a_prefix_compare_holds_for_every_key_under_the_prefix(kv: KV) -> None:
     """etcd's range compare: ``unchanged_since`` holds until a key under the prefix is written, an
     empty prefix holds (an absent key's mod revision is 0), and a value compare on none fails."""
     assert kv.txn([Compare.unchanged_since(b"/p/", 0)], []).succeeded
-    assert not kv.txn([Compare(b"/p/", CompareTarget.VALUE, CompareOp.EQUAL, b"x", prefix=True)], []).succeeded
+    assert not kv.txn(
+        [Compare(b"/p/", CompareTarget.VALUE, CompareOp.EQUAL, b"x", prefix=True)], []
+    ).succeeded
     put(kv, b"/p/a", b"1")
     read_at = put(kv, b"/p/b", b"1")
     put(kv, b"/q", b"outside")

@@ -135,7 +135,7 @@ def test_parallel_writers_keep_the_invariants(
 def test_concurrent_overlapping_subnets_cannot_both_be_created(
     policy_on_etcd: PolicyServer, etcd_stub: Stub
 ) -> None:
-    seeded = seed(etcd_stub)
+    seeded = seed(etcd_stub, prefix="192.0.2.0/24")
     barrier = threading.Barrier(6)
     codes: list[grpc.StatusCode] = []
 

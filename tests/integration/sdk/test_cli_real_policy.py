@@ -173,7 +173,7 @@ def test_bulk_load_watch_and_paged_list(real_policy: RealPolicy, tmp_path: Path)
         "\n".join(
             json.dumps(
                 {
-                    "ca": f"198.51.100.{i % 250 + 1}",
+                    "ca": f"198.51.100.{i % 250 + 2}",
                     "vsid": 5001 + i // 250,
                     "mac": f"02:00:00:00:{i // 256:02x}:{i % 256:02x}",
                     "pa": "198.18.0.1",
