@@ -2,7 +2,8 @@
 listings that walk the routing domains one by one.
 
 Every page of a listing reads the snapshot of its first page (the revision is in the page token,
-services/policy/paging.py); a snapshot that etcd has compacted since is FAILED_PRECONDITION.
+services/policy/paging.py); a snapshot that etcd has compacted since is FAILED_PRECONDITION. A value
+the service cannot read is left out of the page and named in it (services/policy/unreadable.py).
 """
 
 from __future__ import annotations
@@ -15,24 +16,28 @@ from google.protobuf.message import Message
 
 from overland.v1 import types_pb2
 from services.common.kv import KV, KeyValue, KVCompactedError, RangeResult, prefix_end
-from services.common.schema import keys, resource_from
+from services.common.schema import keys
 from services.policy.errors import PolicyConflict
 from services.policy.paging import PageCursor, encode_page_token, parse_page
+from services.policy.unreadable import UnreadableEntries
 
 R = TypeVar("R", bound=Message)
 
 # Keys a filtered listing (or another scan of the table) reads per etcd call.
 SCAN_CHUNK = 1000
+# Unreadable values one page names (past that they are still skipped, logged and counted).
+MAX_UNREADABLE_PER_PAGE = 100
 
 
 @dataclass(frozen=True)
 class ListPage(Generic[R]):
-    """One page of a listing: the resources, the token of the next page ("" at the end), and the
-    store revision every page of the listing was read at."""
+    """One page of a listing: the resources, the token of the next page ("" at the end), the
+    store revision every page of the listing was read at, and the unreadable values it skipped."""
 
     items: list[R]
     next_page_token: str
     revision: int
+    unreadable: list[types_pb2.UnreadableEntry] = field(default_factory=list)
 
 
 @dataclass
@@ -42,9 +47,10 @@ class _Listing(Generic[R]):
 
     kind: type[R]
     size: int
-    wanted: Callable[[KeyValue], bool]
+    wanted: Callable[[R], bool]
     revision: int
     items: list[R] = field(default_factory=list)
+    unreadable: list[types_pb2.UnreadableEntry] = field(default_factory=list)
 
     @property
     def room(self) -> int:
@@ -52,25 +58,26 @@ class _Listing(Generic[R]):
 
     def page(self, resume: bytes | None) -> ListPage[R]:
         token = encode_page_token(self.revision, resume) if resume is not None else ""
-        return ListPage(self.items, token, self.revision)
+        return ListPage(self.items, token, self.revision, self.unreadable[:MAX_UNREADABLE_PER_PAGE])
 
 
-def _all(_kv: KeyValue) -> bool:
+def _all(_resource: object) -> bool:
     return True
 
 
 class TableListing:
-    """Pages of one kind of resource, read from a ``KV``."""
+    """Pages of one kind of resource, read from a ``KV``; unreadable values go to ``unreadable``."""
 
-    def __init__(self, kv: KV) -> None:
+    def __init__(self, kv: KV, unreadable: UnreadableEntries) -> None:
         self._kv = kv
+        self._unreadable = unreadable
 
     def under_prefix(
         self,
         page: types_pb2.PageRequest,
         prefix: bytes,
         kind: type[R],
-        wanted: Callable[[KeyValue], bool] | None = None,
+        wanted: Callable[[R], bool] | None = None,
     ) -> ListPage[R]:
         """The resources under one key prefix that ``wanted`` keeps (all of them by default)."""
         parsed = parse_page(page, prefix)
@@ -85,7 +92,7 @@ class TableListing:
         prefix_of: Callable[[str], bytes],
         kind: type[R],
         only_rdid: str | None = None,
-        wanted: Callable[[KeyValue], bool] | None = None,
+        wanted: Callable[[R], bool] | None = None,
     ) -> ListPage[R]:
         """List one kind of key of every routing domain (``prefix_of(rdid)``), domain by domain (the
         table is kept per domain, so this skips from one domain to the next instead of scanning all
@@ -142,8 +149,9 @@ class TableListing:
             for kv in chunk.kvs:
                 if listing.room <= 0:
                     return kv.key
-                if listing.wanted(kv):
-                    listing.items.append(resource_from(kv, listing.kind))
+                resource = self._unreadable.read(kv, listing.kind, "list", listing.unreadable)
+                if resource is not None and listing.wanted(resource):
+                    listing.items.append(resource)
             if not chunk.more or not chunk.kvs:
                 return None
             start = chunk.kvs[-1].key + b"\0"

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from overland.v1 import types_pb2
-from services.common.errors import ServiceError
+from services.common.errors import FieldViolation, ServiceError, bounded_violations
 from services.common.kv import Compare, KeyValue, Op, TxnResult
 from services.common.schema import CorruptEntry
-from services.policy.errors import PolicyError, StaleRevision
+from services.policy.errors import PolicyError, ResourceExists, StaleRevision
 from services.policy.record_planner import (
+    Mode,
     RecordChange,
     TableState,
     keys_of,
@@ -66,6 +67,12 @@ class ApplyResult:
     applied: int
     transactions: int
     revision: int
+    # Stored records that upserts replaced with a different one.
+    replaced: int = 0
+
+
+# How many existing records a refused create-only load names.
+NAMED_EXISTING = 50
 
 
 def bulk_failure(cause: ServiceError, applied: int, transactions: int) -> ServiceError:
@@ -109,6 +116,7 @@ class RecordApply:
         self.applied = 0
         self.transactions = 0
         self.revision = 0
+        self.replaced = 0
 
     def feed(self, changes: Sequence[RecordChange]) -> None:
         """Take more changes; commit every transaction they fill."""
@@ -118,12 +126,15 @@ class RecordApply:
     def finish(self) -> ApplyResult:
         """Commit what is left."""
         self._advance(final=True)
-        result = ApplyResult(self.applied, self.transactions, self.revision or self._txns.current_revision())
+        result = ApplyResult(
+            self.applied, self.transactions, self.revision or self._txns.current_revision(), self.replaced
+        )
         log.info(
             "bulk apply",
             extra={
                 "records": result.applied,
                 "transactions": result.transactions,
+                "replaced": result.replaced,
                 "revision": result.revision,
                 "seconds": round(time.monotonic() - self._started, 3),
             },
@@ -171,15 +182,17 @@ class RecordApply:
                 self._prefetch(position)
             try:
                 plan = plan_transaction(changes, position, state, max_ops - 1, txns.encoder())
+            except ResourceExists as error:
+                if self.applied in self._refreshed or self._failures:
+                    raise self._existing(position, error) from None
+                self._refresh(position)
+                continue
             except (PolicyError, CorruptEntry):
                 # Decide on fresh reads before failing: the state may be from an earlier read
                 # (unless it was just read back after a lost race).
                 if self.applied in self._refreshed or self._failures:
                     raise
-                self._refreshed.add(self.applied)
-                for key in keys_of(changes[position], state):
-                    state.forget(key)
-                learn(txns, state, prerequisite_keys(changes[position]))
+                self._refresh(position)
                 continue
             if plan.end == position:
                 if not plan.needs:
@@ -206,6 +219,44 @@ class RecordApply:
                 state.committed(plan.writes)
                 self.revision = result.revision
                 self.transactions += 1
+                self.replaced += plan.replaced
             self.applied += plan.end - position
             self._position = plan.end
             self._failures = 0
+
+    def _refresh(self, position: int) -> None:
+        """Forget what the change at ``position`` decided on, and read its prerequisites again."""
+        state, change = self._state, self._pending[position]
+        self._refreshed.add(self.applied)
+        for key in keys_of(change, state):
+            state.forget(key)
+        learn(self._txns, state, prerequisite_keys(change))
+
+    def _existing(self, position: int, error: ResourceExists) -> ResourceExists:
+        """The refusal of a create at ``position`` (``error``): for a create-only load whose record
+        exists, every create fed from there on (up to a prefetch window) whose record exists, the
+        first ``NAMED_EXISTING`` of them named; else ``error`` itself (a MAC taken)."""
+        state = self._state
+        if self._pending[position].mode is not Mode.CREATE:
+            return error
+        creates = [c for c in self._pending[position : position + PREFETCH_WINDOW] if c.mode is Mode.CREATE]
+        wanted = {}
+        for change in creates:
+            subnet = state.get(change.vsid_key)
+            if subnet is not None:
+                wanted[state.record_key(subnet.value, change.record.vsid, change.ca_bytes)] = change
+        found = self._txns.read_keys(list(wanted))
+        existing = [change for key, change in wanted.items() if found.get(key) is not None]
+        if not existing:
+            return error
+        # As many as the status has room for (bounded_violations), and the message says how many.
+        shown = bounded_violations(
+            tuple(
+                FieldViolation(f"{c.field}.ca", f"VSID {c.record.vsid} already has {c.record.ca}")
+                for c in existing[:NAMED_EXISTING]
+            )
+        )
+        named = f" (the first {len(shown)} are named)" if len(existing) > len(shown) else ""
+        return ResourceExists(
+            f"create-only: {len(existing)} of the next {len(creates)} records exist already{named}", shown
+        )

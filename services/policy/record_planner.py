@@ -167,6 +167,8 @@ class TxnPlan:
     needs: list[bytes] = field(default_factory=list)
     # The resulting record of each change in the plan (None for deletes), in order.
     results: list[types_pb2.LookupRecord | None] = field(default_factory=list)
+    # How many of the changes replace a stored record with a different one.
+    replaced: int = 0
 
     @property
     def must_commit(self) -> bool:
@@ -315,6 +317,7 @@ class _Step:
     touches: list[bytes] = field(default_factory=list)
     assumes: bool = False
     result: types_pb2.LookupRecord | None = None
+    replaced: bool = False
 
 
 class _NeedKeys(Exception):
@@ -365,6 +368,7 @@ def plan_transaction(
                 )
             break
         plan.results.append(step.result)
+        plan.replaced += step.replaced
         index += 1
         plan.end = index
     return plan
@@ -512,6 +516,7 @@ def _plan_upsert(
         )
     step.compares.append(state.guard(pa_key, None))
     step.ops.append(Put(record_key, encode(record)))
+    step.replaced = existing is not None
     step.touches.append(change.pa_ref_key)
     if existing is None or existing.mac != record.mac:
         mac_key = change.mac_key

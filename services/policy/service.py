@@ -34,7 +34,8 @@ def bulk_changes(request: policy_pb2.BulkApplyLookupRecordsRequest, number: int)
     changes: list[RecordChange] = []
     violations = validation.Violations()
     bad = 0
-    upsert = Mode.UPSERT  # an enum member is slow to look up, and this runs per record
+    # An enum member is slow to look up, and this runs per record.
+    upsert = Mode.CREATE if request.create_only else Mode.UPSERT
     for index, record in enumerate(request.upserts):
         field = f"requests[{number}].upserts[{index}]"
         try:
@@ -99,7 +100,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> policy_pb2.ListRoutingDomainsResponse:
         page = self.store.list_routing_domains(request.page)
         return policy_pb2.ListRoutingDomainsResponse(
-            routing_domains=page.items, next_page_token=page.next_page_token, revision=page.revision
+            routing_domains=page.items,
+            next_page_token=page.next_page_token,
+            revision=page.revision,
+            unreadable=page.unreadable,
         )
 
     # -- virtual subnets
@@ -131,7 +135,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> policy_pb2.ListVirtualSubnetsResponse:
         page = self.store.list_virtual_subnets(request.page, request.rdid)
         return policy_pb2.ListVirtualSubnetsResponse(
-            virtual_subnets=page.items, next_page_token=page.next_page_token, revision=page.revision
+            virtual_subnets=page.items,
+            next_page_token=page.next_page_token,
+            revision=page.revision,
+            unreadable=page.unreadable,
         )
 
     # -- provider addresses
@@ -163,7 +170,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> policy_pb2.ListProviderAddressesResponse:
         page = self.store.list_provider_addresses(request.page)
         return policy_pb2.ListProviderAddressesResponse(
-            provider_addresses=page.items, next_page_token=page.next_page_token, revision=page.revision
+            provider_addresses=page.items,
+            next_page_token=page.next_page_token,
+            revision=page.revision,
+            unreadable=page.unreadable,
         )
 
     # -- lookup records
@@ -195,7 +205,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> policy_pb2.ListLookupRecordsResponse:
         page = self.store.list_lookup_records(request.page, request.vsid, request.rdid, request.pa)
         return policy_pb2.ListLookupRecordsResponse(
-            lookup_records=page.items, next_page_token=page.next_page_token, revision=page.revision
+            lookup_records=page.items,
+            next_page_token=page.next_page_token,
+            revision=page.revision,
+            unreadable=page.unreadable,
         )
 
     def MoveLookupRecords(
@@ -217,7 +230,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             run.feed(changes)
         result = run.finish()
         return policy_pb2.BulkApplyLookupRecordsResponse(
-            applied=result.applied, transactions=result.transactions, revision=result.revision
+            applied=result.applied,
+            transactions=result.transactions,
+            revision=result.revision,
+            replaced=result.replaced,
         )
 
     # -- customer routes
@@ -257,7 +273,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> policy_pb2.ListCustomerRoutesResponse:
         page = self.store.list_customer_routes(request.page, request.rdid, request.vsid)
         return policy_pb2.ListCustomerRoutesResponse(
-            customer_routes=page.items, next_page_token=page.next_page_token, revision=page.revision
+            customer_routes=page.items,
+            next_page_token=page.next_page_token,
+            revision=page.revision,
+            unreadable=page.unreadable,
         )
 
     # -- hosts
@@ -328,6 +347,18 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         if answer.route is not None:
             response.route.CopyFrom(answer.route)
         return response
+
+    def CheckTable(
+        self, request: policy_pb2.CheckTableRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.CheckTableResponse:
+        found = self.store.check_table(quarantine=request.quarantine)
+        return policy_pb2.CheckTableResponse(
+            unreadable=found.unreadable,
+            found=found.found,
+            quarantined=found.quarantined,
+            checked=found.checked,
+            revision=found.revision,
+        )
 
     def GetTableStatus(
         self, request: policy_pb2.GetTableStatusRequest, context: grpc.ServicerContext

@@ -36,6 +36,7 @@ from services.policy.record_apply import RecordApply, learn
 from services.policy.record_move import RecordMover
 from services.policy.record_planner import Mode, RecordChange, TableState, plan_transaction, prerequisite_keys
 from services.policy.txns import DEFAULT_MAX_ATTEMPTS, TableTxns
+from services.policy.unreadable import CheckResult, UnreadableEntries, check_table
 from services.policy.watch import watch_table
 
 R = TypeVar("R", bound=Message)
@@ -65,10 +66,12 @@ class PolicyStore:
         clock: Callable[[], int] = time.time_ns,
         trace_context: Callable[[], types_pb2.TraceContext | None] = lambda: None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        unreadable: UnreadableEntries | None = None,
     ) -> None:
         self.kv = kv
         self._txns = TableTxns(kv, clock=clock, trace_context=trace_context, max_attempts=max_attempts)
-        self._listing = TableListing(kv)
+        self.unreadable = unreadable or UnreadableEntries()
+        self._listing = TableListing(kv, self.unreadable)
         self._hosts = HostRegistry(self._txns, self._listing)
         self._mover = RecordMover(self._txns)
 
@@ -297,7 +300,7 @@ class PolicyStore:
             _check_expected(stored, expected_revision, what)
             compares = [Compare.mod_revision_is(stored.key, stored.mod_revision)]
             if subnet_change.rule_changes(resource_from(stored, types_pb2.VirtualSubnet), wanted):
-                stranded = subnet_change.stranded(self.kv, wanted, context.revision)
+                stranded = subnet_change.stranded(self.kv, wanted, context.revision, self.unreadable)
                 if stranded:
                     raise PolicyConflict(
                         f"{what} would strand what it holds: {stranded[0].description}", stranded
@@ -425,7 +428,8 @@ class PolicyStore:
             for kv in chunk.kvs:
                 parsed = keys.parse_key(kv.key)
                 if parsed is not None and parsed.kind == keys.KIND_RECORD:
-                    users += resource_from(kv, types_pb2.LookupRecord).pa == pa_ip
+                    record = self.unreadable.read(kv, types_pb2.LookupRecord, "pa-delete")
+                    users += record is not None and record.pa == pa_ip
             if not chunk.more or not chunk.kvs:
                 return users
             start = chunk.kvs[-1].key + b"\0"
@@ -512,8 +516,8 @@ class PolicyStore:
             pa = validation.check_ipv4(pa, "pa", violations)
         violations.raise_if_any("list filter")
 
-        def wanted(kv: KeyValue) -> bool:
-            return not pa or resource_from(kv, types_pb2.LookupRecord).pa == pa
+        def wanted(record: types_pb2.LookupRecord) -> bool:
+            return not pa or record.pa == pa
 
         if vsid:
             index = self.kv.get(keys.vsid_index_key(vsid))
@@ -642,14 +646,24 @@ class PolicyStore:
             [Get(keys.TABLE_REVISION_KEY), Get(keys.HOSTS_PREFIX, prefix=True)]
         )
         table_revision = marker[0].mod_revision if marker else 0
-        # The keys live only as long as the agents' leases: present means alive.
-        return revision, [live_status(kv, table_revision) for kv in found]
+        # The keys live only as long as the agents' leases: present means alive. An unreadable one
+        # is skipped (and reported), not the end of the status.
+        hosts = [
+            live_status(kv, table_revision)
+            for kv in found
+            if self.unreadable.read(kv, types_pb2.HostStatus, "status") is not None
+        ]
+        return revision, hosts
 
     def get_host(self, host_name: str) -> types_pb2.Host:
         return self._hosts.get(host_name)
 
     def list_hosts(self, page: types_pb2.PageRequest) -> ListPage[types_pb2.Host]:
         return self._hosts.list(page)
+
+    def check_table(self, *, quarantine: bool) -> CheckResult:
+        """Every unreadable stored value (``unreadable.check_table``), quarantined on request."""
+        return check_table(self._txns, quarantine=quarantine)
 
     def rdid_of_vsid(self, vsid: int) -> str | None:
         index = self.kv.get(keys.vsid_index_key(vsid))

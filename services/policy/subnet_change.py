@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from overland.v1 import types_pb2
 from services.common.errors import FieldViolation
 from services.common.kv import KV, Compare, KeyValue
-from services.common.schema import keys, resource_from
+from services.common.schema import keys
 from services.policy.addresses import SubnetRule
 from services.policy.listing import SCAN_CHUNK
+from services.policy.unreadable import UnreadableEntries
 
 # How many stranded records or routes an error names (it says how many there are in all).
 NAMED = 5
@@ -41,14 +42,18 @@ def _scan(kv: KV, prefix: bytes, revision: int) -> Iterator[KeyValue]:
         start = chunk.kvs[-1].key + b"\0"
 
 
-def stranded(kv: KV, wanted: types_pb2.VirtualSubnet, revision: int) -> list[FieldViolation]:
+def stranded(
+    kv: KV, wanted: types_pb2.VirtualSubnet, revision: int, unreadable: UnreadableEntries
+) -> list[FieldViolation]:
     """What the subnet ``wanted`` would no longer admit of what it holds at ``revision``: a
-    violation per kind (records, routes) naming the first few."""
+    violation per kind (records, routes) naming the first few. Unreadable values are skipped."""
     rule = SubnetRule.of(wanted)
     found: list[FieldViolation] = []
     problems = []
     for stored in _scan(kv, keys.records_prefix(wanted.rdid, wanted.vsid), revision):
-        record = resource_from(stored, types_pb2.LookupRecord)
+        record = unreadable.read(stored, types_pb2.LookupRecord, "subnet-update")
+        if record is None:
+            continue
         problem = rule.ca_problem(record.ca) or rule.mac_problem(record.mac)
         if problem:
             problems.append(problem)
@@ -56,7 +61,8 @@ def stranded(kv: KV, wanted: types_pb2.VirtualSubnet, revision: int) -> list[Fie
         found.append(FieldViolation("virtual_subnet", _summary(problems, "lookup records")))
     problems = []
     for stored in _scan(kv, keys.routes_prefix(wanted.rdid, wanted.vsid), revision):
-        problem = rule.next_hop_problem(resource_from(stored, types_pb2.CustomerRoute).next_hop)
+        route = unreadable.read(stored, types_pb2.CustomerRoute, "subnet-update")
+        problem = rule.next_hop_problem(route.next_hop) if route is not None else ""
         if problem:
             problems.append(problem)
     if problems:

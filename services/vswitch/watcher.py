@@ -181,6 +181,17 @@ class TableWatcher:
         """The newest revision any watch stream has delivered (the applied one trails it)."""
         return max(self._cursors.revisions)
 
+    def _rejected(self, count: int, named: Sequence[bytes]) -> None:
+        """Count and log values left out of the table (the sync and the watch alike): the table
+        goes on without them; 'overland policy check' finds and quarantines them."""
+        if not count:
+            return
+        self.stats.rejected_keys += count
+        log.warning(
+            "rejected undecodable or inconsistent values",
+            extra={"keys": count, "first": [key.decode(errors="replace") for key in named[:5]]},
+        )
+
     # ----- cold sync -----
 
     def sync(self) -> TableDelta:
@@ -205,7 +216,8 @@ class TableWatcher:
             self.stats.syncs += 1
             self.stats.last_sync_seconds = time.monotonic() - started
             self.stats.last_sync_keys = read
-            self.stats.rejected_keys += read - len(snapshot)
+            # Undecodable values never reached the table; inconsistent ones the reset dropped.
+            self._rejected(read - len(snapshot) + len(delta.rejected), delta.rejected)
             log.info(
                 "table synced",
                 extra={
@@ -321,11 +333,7 @@ class TableWatcher:
             delta = self.table.update(batch.events, revision=applied)
             if delta or delta.rejected or self.table.revision != before:
                 self._apply(self.table, delta)
-            if delta.rejected:
-                self.stats.rejected_keys += len(delta.rejected)
-                log.warning(
-                    "rejected undecodable or inconsistent values", extra={"keys": len(delta.rejected)}
-                )
+            self._rejected(len(delta.rejected), delta.rejected)
             # Not after every batch: each answer wakes the stream's threads again, which costs more
             # than a slightly late applied revision (the changes themselves are applied now).
             self._ask_for_progress(self._cursors.lagging(), self._progress_every)

@@ -55,23 +55,29 @@ def bulk_requests(
     *,
     chunk: int = DEFAULT_BULK_CHUNK,
     deletes: Iterable[types_pb2.LookupRecord] = (),
+    create_only: bool = False,
 ) -> Iterator[policy_pb2.BulkApplyLookupRecordsRequest]:
-    """The stream of a bulk apply: upserts in messages of ``chunk`` records, then the deletes.
+    """The stream of a bulk apply: upserts in messages of ``chunk`` records, then the deletes. With
+    ``create_only`` the upserts only create: an existing record fails the load (ALREADY_EXISTS).
 
     Lazy, so that a load of millions of records never sits in memory as one list. Arguments are checked
     here, eagerly: an error raised inside the stream would only reach the caller as a cancelled call.
     """
     if not 1 <= chunk <= 100_000:
         raise ConfigurationError(f"chunk must be within 1..100000, got {chunk}")
-    return _chunks(iter(records), iter(deletes), chunk)
+    return _chunks(iter(records), iter(deletes), chunk, create_only)
 
 
 def _chunks(
-    upserts: Iterator[types_pb2.LookupRecord], deletes: Iterator[types_pb2.LookupRecord], chunk: int
+    upserts: Iterator[types_pb2.LookupRecord],
+    deletes: Iterator[types_pb2.LookupRecord],
+    chunk: int,
+    create_only: bool,
 ) -> Iterator[policy_pb2.BulkApplyLookupRecordsRequest]:
-    for field, source in (("upserts", upserts), ("deletes", deletes)):
-        while batch := list(islice(source, chunk)):
-            yield policy_pb2.BulkApplyLookupRecordsRequest(**{field: batch})
+    while batch := list(islice(upserts, chunk)):
+        yield policy_pb2.BulkApplyLookupRecordsRequest(upserts=batch, create_only=create_only)
+    while batch := list(islice(deletes, chunk)):
+        yield policy_pb2.BulkApplyLookupRecordsRequest(deletes=batch)
 
 
 def delta_messages(messages: Iterable[replica_pb2.DeltaMessage]) -> Iterable[replica_pb2.DeltaMessage]:
@@ -229,6 +235,9 @@ class PolicyApi(ApiBase):
     select_next_hop = _call(
         policy_pb2.SelectNextHopRequest, policy_pb2.SelectNextHopResponse, idempotent=True
     )
+    # Not retried: a quarantine moves keys (a retry would find them moved, which is harmless, but a
+    # check is an operator's explicit act).
+    check_table = _call(policy_pb2.CheckTableRequest, policy_pb2.CheckTableResponse)
     get_table_status = _call(
         policy_pb2.GetTableStatusRequest, policy_pb2.GetTableStatusResponse, idempotent=True
     )
