@@ -25,18 +25,39 @@ class SpanNode:
         return (int(self.span.get("end") or 0) - int(self.span.get("start") or 0)) / 1e6
 
 
+def _is_span(record: object) -> bool:
+    """Whether a JSON value has the shape of a span record (what the functions below rely on)."""
+    if not isinstance(record, dict):
+        return False
+    optional_ints = all(
+        record.get(name) is None or (isinstance(record[name], int) and not isinstance(record[name], bool))
+        for name in ("start", "end")
+    )
+    links = record.get("links", [])
+    return (
+        isinstance(record.get("trace_id"), str)
+        and isinstance(record.get("span_id"), str)
+        and optional_ints
+        and isinstance(record.get("parent_span_id") or "", str)
+        and isinstance(record.get("attributes", {}), dict)
+        and isinstance(links, list)
+        and all(isinstance(link, dict) for link in links)
+    )
+
+
 def load_spans(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every span record of the given files; unreadable lines are skipped (a writer may be mid-line)."""
+    """Every span record of the given files; unreadable lines, and records that are not spans, are
+    skipped (a writer may be mid-line)."""
     spans = []
     for path in paths:
         if not path.is_file():
             continue
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and "trace_id" in record:
+            if _is_span(record):
                 spans.append(record)
     return spans
 

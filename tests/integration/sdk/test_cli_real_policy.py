@@ -133,16 +133,25 @@ def test_errors_exit_codes_and_field_violations(real_policy: RealPolicy) -> None
     assert code == 6, err
     assert "pa" in err
 
-    code, _, err = cli(real_policy, *record_args("192.0.2.14", 5001, "not-a-mac", "198.18.0.1"))
+    # Well formed but refused by the service: INVALID_ARGUMENT, exit 3, one line naming the field.
+    code, _, err = cli(real_policy, *record_args("192.0.2.14", 5001, "01:00:5e:00:00:01", "198.18.0.1"))
     assert code == 3, err
     assert len(err.strip().splitlines()) == 1
-    assert "mac" in err
-
+    assert "lookup_record.mac" in err
+    # Not even well formed: a usage error, exit 2, before any call.
+    code, _, err = cli(real_policy, *record_args("192.0.2.14", 5001, "not-a-mac", "198.18.0.1"))
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1
+    assert "--mac" in err
     code, _, err = cli(
         real_policy, "policy", "subnet", "add", "--vsid", "4095", "--rdid", "x", "--prefix", "x"
     )
-    assert code == 3, err
-    assert "vsid" in err
+    assert code == 2, err
+    assert "--vsid" in err
+    # The CA is the subnet's gateway (the first host address of 192.0.2.0/24): no VM may have it.
+    code, _, err = cli(real_policy, *record_args("192.0.2.1", 5001, "00:15:5d:00:00:01", "198.18.0.1"))
+    assert code == 6, err
+    assert "lookup_record.ca" in err
 
     code, _, _ = cli(real_policy, "policy", "lookup-record", "get", "--vsid", "5001", "--ca", "192.0.2.99")
     assert code == 4
@@ -173,7 +182,7 @@ def test_bulk_load_watch_and_paged_list(real_policy: RealPolicy, tmp_path: Path)
         "\n".join(
             json.dumps(
                 {
-                    "ca": f"198.51.100.{i % 250 + 2}",
+                    "ca": f"192.0.2.{i % 250 + 2}",
                     "vsid": 5001 + i // 250,
                     "mac": f"02:00:00:00:{i // 256:02x}:{i % 256:02x}",
                     "pa": "198.18.0.1",
@@ -207,11 +216,18 @@ def test_real_subprocess_json_and_error_line(real_policy: RealPolicy) -> None:
     assert table.returncode == 0
     assert "green" in table.stdout
     bad = subprocess_cli(
-        ["policy", "subnet", "add", "--vsid", "16777215", "--rdid", rdid, "--prefix", "192.0.2.0/24"], env
+        ["policy", "subnet", "add", "--vsid", "5002", "--rdid", rdid, "--prefix", "192.0.2.1/24"], env
     )
     assert bad.returncode == 3
     assert bad.stderr.count("\n") == 1
     assert "Traceback" not in bad.stderr
+    for vsid in ("-1", str(2**24), str(10**20)):
+        out_of_range = subprocess_cli(
+            ["policy", "subnet", "add", "--vsid", vsid, "--rdid", rdid, "--prefix", "192.0.2.0/24"], env
+        )
+        assert out_of_range.returncode == 2
+        assert out_of_range.stderr.count("\n") == 1
+        assert "Traceback" not in out_of_range.stderr
     missing = subprocess_cli(
         ["--json", "policy", "routing-domain", "get", "00000000-0000-0000-0000-000000000000"], env
     )

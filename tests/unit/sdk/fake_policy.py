@@ -146,8 +146,12 @@ class FakePolicy(policy_pb2_grpc.PolicyServiceServicer):
         violations: dict[str, str] = {}
         _check_ip(violations, f"{field}.ca", record.ca)
         _check_ip(violations, f"{field}.pa", record.pa)
+        if f"{field}.pa" not in violations and ipaddress.IPv4Address(record.pa).is_multicast:
+            violations[f"{field}.pa"] = f"{record.pa} is multicast"
         if not MAC.match(record.mac):
             violations[f"{field}.mac"] = f"{record.mac!r} is not a MAC address"
+        elif int(record.mac[:2], 16) & 1:
+            violations[f"{field}.mac"] = f"{record.mac} is a multicast MAC"
         if not MIN_VSID <= record.vsid <= MAX_VSID:
             violations[f"{field}.vsid"] = f"must be within {MIN_VSID}..{MAX_VSID}"
         if violations:

@@ -70,19 +70,20 @@ def test_lookup_record_add_and_list_as_table_and_json(policy_server: Running) ->
 
 def test_invalid_argument_prints_one_line_with_field_violations(policy_server: Running) -> None:
     seed(policy_server)
+    # Well formed, so the CLI sends them; the service refuses a multicast MAC and PA.
     code, out, err = run(
         policy_server,
         "policy",
         "lookup-record",
         "add",
         "--ca",
-        "192.0.2.999",
+        "192.0.2.10",
         "--vsid",
         "5001",
         "--mac",
-        "zz",
+        "01:00:5e:00:00:01",
         "--pa",
-        "198.18.0.1",
+        "224.0.0.1",
     )
     assert code == 3
     assert out == ""
@@ -90,8 +91,27 @@ def test_invalid_argument_prints_one_line_with_field_violations(policy_server: R
     assert len(lines) == 1
     assert lines[0].startswith("overland: INVALID_ARGUMENT: ")
     assert "lookup_record.mac" in lines[0]
-    assert "lookup_record.ca" in lines[0]
+    assert "lookup_record.pa" in lines[0]
     assert "Traceback" not in err
+
+
+def test_a_malformed_address_or_number_is_a_one_line_usage_error_before_any_call(
+    policy_server: Running,
+) -> None:
+    for option, value in (("--ca", "192.0.2.999"), ("--mac", "zz"), ("--vsid", "-1"), ("--vsid", str(2**24))):
+        args = {"--ca": "192.0.2.10", "--vsid": "5001", "--mac": "02:00:00:00:00:01", "--pa": "198.18.0.1"}
+        args[option] = value
+        code, out, err = run(
+            policy_server, "policy", "lookup-record", "add", *(x for kv in args.items() for x in kv)
+        )
+        assert code == 2
+        assert out == ""
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith("overland: usage: ")
+        assert option in lines[0]
+        assert "overland policy lookup-record add --help" in lines[0]
+    assert policy_server.fake.calls["CreateLookupRecord"] == 0
 
 
 def test_json_errors_are_one_json_object_on_stderr(policy_server: Running) -> None:

@@ -232,3 +232,17 @@ def apply_changes(message: Message, changes: Mapping[str, Any]) -> None:
             repeated.extend(value)
         else:
             setattr(message, name, value)
+
+
+def read_text_file(name: str, what: str = "FILE") -> str:
+    """The text of the file a command names (``-``: stdin), or a usage error (exit 2) about ``what``
+    that says why not: missing, a directory, unreadable, not UTF-8."""
+    try:
+        if name == "-":
+            return sys.stdin.read()
+        with open(name, encoding="utf-8") as opened:
+            return opened.read()
+    except OSError as error:
+        raise typer.BadParameter(f"cannot read {name}: {error.strerror or error}", param_hint=what) from None
+    except UnicodeDecodeError as error:
+        raise typer.BadParameter(f"{name} is not UTF-8 text (byte {error.start})", param_hint=what) from None

@@ -10,13 +10,12 @@ given and writes it back guarded by the revision it read, so a concurrent change
 from __future__ import annotations
 
 import enum
-import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from overland.cli.common import (
+    read_text_file,
     service_group,
     settings,
     show,
@@ -24,6 +23,14 @@ from overland.cli.common import (
     show_list,
     show_mapping,
     show_sections,
+)
+from overland.cli.params import (
+    INT64_MAX,
+    UINT32_MAX,
+    ipv4,
+    mac,
+    prefix,
+    seconds,
 )
 from overland.cli.resources import Commands, LazyGroup, Opt, Resource, ResourceGroups
 from overland.client import PolicyClient
@@ -50,13 +57,21 @@ class FileFormat(enum.StrEnum):
     csv = "csv"
 
 
-Vsid = Annotated[int, typer.Option("--vsid", help=f"Virtual subnet ID, {MIN_VSID}..{MAX_VSID}.")]
-Ca = Annotated[str, typer.Option("--ca", help="Customer address (IPv4).")]
+Vsid = Annotated[
+    int,
+    typer.Option("--vsid", help=f"Virtual subnet ID, {MIN_VSID}..{MAX_VSID}.", min=MIN_VSID, max=MAX_VSID),
+]
+Ca = Annotated[str, typer.Option("--ca", help="Customer address (IPv4).", parser=ipv4)]
 Rdid = Annotated[str, typer.Option("--rdid", help="Routing domain ID.")]
-Prefix = Annotated[str, typer.Option("--prefix", help="Destination prefix, CIDR.")]
-NextHop = Annotated[str, typer.Option("--next-hop", help="Next hop IPv4; 0.0.0.0 means on-link.")]
+Prefix = Annotated[str, typer.Option("--prefix", help="Destination prefix, CIDR.", parser=prefix)]
+NextHop = Annotated[
+    str, typer.Option("--next-hop", help="Next hop IPv4; 0.0.0.0 means on-link.", parser=ipv4)
+]
 OnlyRdid = Annotated[str, typer.Option(help="Only this routing domain.")]
-OnlyVsid = Annotated[int, typer.Option(help="Only this virtual subnet.")]
+OnlyVsid = Annotated[int, typer.Option(help="Only this virtual subnet.", min=0, max=MAX_VSID)]
+Mac = Annotated[str, typer.Option(help="The VM NIC's MAC, aa:bb:cc:dd:ee:ff.", parser=mac)]
+OptionalIp = Annotated[str | None, typer.Option(parser=ipv4)]
+OptionalMac = Annotated[str | None, typer.Option(parser=mac)]
 
 
 def _client(ctx: typer.Context) -> PolicyClient:
@@ -88,9 +103,17 @@ def parse_move(text: str) -> policy_pb2.RecordMove:
     """``VSID:CA`` or ``VSID:CA=NEW_CA``, one record of a move; typer.BadParameter when malformed."""
     source, _, new_ca = text.partition("=")
     vsid, separator, ca = source.partition(":")
-    if not separator or not vsid.strip().isdigit() or not ca.strip():
-        raise typer.BadParameter(f"{text!r} is not VSID:CA or VSID:CA=NEW_CA")
-    return policy_pb2.RecordMove(vsid=int(vsid), ca=ca.strip(), new_ca=new_ca.strip())
+    number = vsid.strip()
+    # ASCII digits only (int() refuses some that isdigit() accepts), and within the proto's uint32.
+    if (
+        not separator
+        or not (number.isascii() and number.isdigit())
+        or int(number) > UINT32_MAX
+        or not ca.strip()
+    ):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise typer.BadParameter(f"{shown!r} is not VSID:CA or VSID:CA=NEW_CA")
+    return policy_pb2.RecordMove(vsid=int(number), ca=ca.strip(), new_ca=new_ca.strip())
 
 
 def move_records(
@@ -101,7 +124,7 @@ def move_records(
         str | None, typer.Option("--host", help="The destination host (its agent's registered PA).")
     ] = None,
     pa: Annotated[
-        str | None, typer.Option(help="The destination PA (a registered provider address).")
+        str | None, typer.Option(help="The destination PA (a registered provider address).", parser=ipv4)
     ] = None,
 ) -> None:
     """Move a VM's records to another host in one transaction, each optionally to a new CA (failover);
@@ -156,29 +179,39 @@ RESOURCES = {
         noun="virtual_subnet",
         plural="virtual_subnets",
         cmdlet="HNV VirtualSubnetID: a VSID with its CA prefixes, in one routing domain",
-        keys=[Opt("vsid", Annotated[int, typer.Argument(help="The VSID.")])],
+        keys=[Opt("vsid", Annotated[int, typer.Argument(help="The VSID.", min=MIN_VSID, max=MAX_VSID)])],
         add=[
             Opt("vsid", Vsid),
             Opt("rdid", Rdid),
             Opt(
                 "prefix",
-                Annotated[list[str], typer.Option(help="CA prefix, CIDR; repeat.")],
+                Annotated[list[str], typer.Option(help="CA prefix, CIDR; repeat.", parser=prefix)],
                 field="ca_prefixes",
             ),
-            Opt("gateway_ip", str, ""),
-            Opt("gateway_mac", str, ""),
+            Opt(
+                "gateway_ip",
+                Annotated[str, typer.Option(help="Default: the first prefix's first host.", parser=ipv4)],
+                "",
+            ),
+            Opt(
+                "gateway_mac",
+                Annotated[str, typer.Option(help="Default: 02:4f:4c and the VSID.", parser=mac)],
+                "",
+            ),
             Opt("description", str, ""),
         ],
         changes=[
             Opt(
                 "prefix",
-                Annotated[list[str] | None, typer.Option(help="Replaces all CA prefixes; repeat.")],
+                Annotated[
+                    list[str] | None, typer.Option(help="Replaces all CA prefixes; repeat.", parser=prefix)
+                ],
                 None,
                 field="ca_prefixes",
                 convert=_nonempty,
             ),
-            Opt("gateway_ip", str | None, None),
-            Opt("gateway_mac", str | None, None),
+            Opt("gateway_ip", OptionalIp, None),
+            Opt("gateway_mac", OptionalMac, None),
             Opt("description", str | None, None),
         ],
         filters=[Opt("rdid", OnlyRdid, "")],
@@ -187,17 +220,30 @@ RESOURCES = {
         noun="provider_address",
         plural="provider_addresses",
         cmdlet="New-NetVirtualizationProviderAddress",
-        keys=[Opt("pa", Annotated[str, typer.Argument(help="The provider address.")], field="pa_ip")],
+        keys=[
+            Opt(
+                "pa", Annotated[str, typer.Argument(help="The provider address.", parser=ipv4)], field="pa_ip"
+            )
+        ],
         add=[
             Opt("host", Annotated[str, typer.Option(help="The host's name.")], field="host_name"),
-            Opt("pa", Annotated[str, typer.Option(help="The provider address, IPv4.")], field="pa_ip"),
-            Opt("prefix_length", Annotated[int, typer.Option(help="1..32.")]),
-            Opt("vlan", Annotated[int, typer.Option(help="1..4094; 0 is untagged.")], 0, field="vlan_id"),
+            Opt(
+                "pa",
+                Annotated[str, typer.Option(help="The provider address, IPv4.", parser=ipv4)],
+                field="pa_ip",
+            ),
+            Opt("prefix_length", Annotated[int, typer.Option(help="1..32.", min=1, max=32)]),
+            Opt(
+                "vlan",
+                Annotated[int, typer.Option(help="1..4094; 0 is untagged.", min=0, max=4094)],
+                0,
+                field="vlan_id",
+            ),
         ],
         changes=[
             Opt("host", str | None, None, field="host_name"),
-            Opt("prefix_length", int | None, None),
-            Opt("vlan", int | None, None, field="vlan_id"),
+            Opt("prefix_length", Annotated[int | None, typer.Option(min=1, max=32)], None),
+            Opt("vlan", Annotated[int | None, typer.Option(min=0, max=4094)], None, field="vlan_id"),
         ],
     ),
     "lookup-record": Resource(
@@ -207,8 +253,11 @@ RESOURCES = {
         keys=_RECORD_KEYS,
         add=[
             *_RECORD_KEYS,
-            Opt("mac", Annotated[str, typer.Option(help="The VM NIC's MAC, aa:bb:cc:dd:ee:ff.")]),
-            Opt("pa", Annotated[str, typer.Option(help="The PA of the VM's host (a registered one).")]),
+            Opt("mac", Mac),
+            Opt(
+                "pa",
+                Annotated[str, typer.Option(help="The PA of the VM's host (a registered one).", parser=ipv4)],
+            ),
             Opt("vm", Annotated[str, typer.Option(help="The VM's name.")], "", field="vm_name"),
             Opt(
                 "rule",
@@ -225,8 +274,12 @@ RESOURCES = {
             ),
         ],
         changes=[
-            Opt("mac", str | None, None),
-            Opt("pa", Annotated[str | None, typer.Option(help="A new host: how a VM live-migrates.")], None),
+            Opt("mac", OptionalMac, None),
+            Opt(
+                "pa",
+                Annotated[str | None, typer.Option(help="A new host: how a VM live-migrates.", parser=ipv4)],
+                None,
+            ),
             Opt("vm", str | None, None, field="vm_name"),
             Opt("rule", Rule | None, None, convert=_rule),
             Opt(
@@ -240,7 +293,7 @@ RESOURCES = {
         filters=[
             Opt("vsid", OnlyVsid, 0),
             Opt("rdid", OnlyRdid, ""),
-            Opt("pa", Annotated[str, typer.Option(help="Only the records on this host.")], ""),
+            Opt("pa", Annotated[str, typer.Option(help="Only the records on this host.", parser=ipv4)], ""),
         ],
         more=_move_command,
     ),
@@ -249,8 +302,17 @@ RESOURCES = {
         plural="customer_routes",
         cmdlet="New-NetVirtualizationCustomerRoute",
         keys=_ROUTE_KEYS,
-        add=[*_ROUTE_KEYS, Opt("metric", Annotated[int, typer.Option(help="Lowest wins.")], 0)],
-        changes=[Opt("metric", Annotated[int | None, typer.Option(help="Lowest wins.")], None)],
+        add=[
+            *_ROUTE_KEYS,
+            Opt("metric", Annotated[int, typer.Option(help="Lowest wins.", min=0, max=UINT32_MAX)], 0),
+        ],
+        changes=[
+            Opt(
+                "metric",
+                Annotated[int | None, typer.Option(help="Lowest wins.", min=0, max=UINT32_MAX)],
+                None,
+            )
+        ],
         filters=[Opt("rdid", OnlyRdid, ""), Opt("vsid", OnlyVsid, 0)],
     ),
 }
@@ -273,9 +335,11 @@ app = service_group(PolicyClient, "policy", cls=_PolicyGroup)
 def select_next_hop(
     ctx: typer.Context,
     *,
-    source: Annotated[str, typer.Option(help="The sender's CA.")],
-    destination: Annotated[str, typer.Option(help="The destination CA.")],
-    vsid: Annotated[int | None, typer.Option(help="The sender's VSID (or give --rdid).")] = None,
+    source: Annotated[str, typer.Option(help="The sender's CA.", parser=ipv4)],
+    destination: Annotated[str, typer.Option(help="The destination CA.", parser=ipv4)],
+    vsid: Annotated[
+        int | None, typer.Option(help="The sender's VSID (or give --rdid).", min=MIN_VSID, max=MAX_VSID)
+    ] = None,
     rdid: Annotated[str | None, typer.Option(help="The routing domain (or give --vsid).")] = None,
 ) -> None:
     """Select-NetVirtualizationNextHop: which PA and VSID a packet goes to, and why."""
@@ -308,19 +372,24 @@ def bulk_load(
     file_format: Annotated[
         FileFormat, typer.Option("--format", help="auto: by name or content.")
     ] = FileFormat.auto,
-    chunk: Annotated[int, typer.Option(help="Records per stream message.")] = 1000,
-    timeout: Annotated[float, typer.Option(help="Deadline of the whole load, seconds.")] = 300.0,
+    chunk: Annotated[int, typer.Option(help="Records per stream message.", min=1, max=100_000)] = 1000,
+    timeout: Annotated[
+        float, typer.Option(help="Deadline of the whole load, seconds.", parser=seconds)
+    ] = 300.0,
+    create_only: Annotated[
+        bool, typer.Option(help="Only create: fail (exit 5) naming the records that exist already.")
+    ] = False,
 ) -> None:
-    """Upsert many lookup records in one stream; the file is checked whole before anything is sent."""
-    try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-    except OSError as error:
-        raise typer.BadParameter(f"cannot read {file}: {error.strerror}") from None
+    """Upsert many lookup records in one stream; the file is checked whole before anything is sent.
+    The result says how many live records were replaced."""
+    text = read_text_file(file)
     fmt = guess_format(file, text) if file_format is FileFormat.auto else RecordFormat(file_format.value)
     records = parse_records(text, fmt)
     with _client(ctx) as client:
-        result = client.with_options(timeout=timeout).bulk_apply(records, chunk=chunk)
-    show(ctx, result, title=f"{len(records)} records loaded")
+        result = client.with_options(timeout=timeout).bulk_apply(
+            records, chunk=chunk, create_only=create_only
+        )
+    show(ctx, result, title=f"{len(records)} records loaded, {result.replaced} replaced")
 
 
 def _event_line(event: types_pb2.TableEvent) -> str:
@@ -334,10 +403,12 @@ def watch(
     ctx: typer.Context,
     *,
     from_revision: Annotated[
-        int, typer.Option("--from", help="Changes after this revision; 0: from now.")
+        int, typer.Option("--from", help="Changes after this revision; 0: from now.", min=0, max=INT64_MAX)
     ] = 0,
     rdid: Annotated[list[str] | None, typer.Option(help="Only these routing domains; repeat.")] = None,
-    count: Annotated[int, typer.Option(help="Stop after this many changes; 0: run until Ctrl-C.")] = 0,
+    count: Annotated[
+        int, typer.Option(help="Stop after this many changes; 0: run until Ctrl-C.", min=0, max=INT64_MAX)
+    ] = 0,
 ) -> None:
     """Stream table changes: revision, PUT/DELETE, kind and key (JSON: one event per line)."""
     seen = 0
@@ -360,3 +431,27 @@ def status(ctx: typer.Context) -> None:
     with _client(ctx) as client:
         table_status = client.get_table_status()
     show_sections(ctx, table_status, f"store revision {table_status.revision}", ["hosts"])
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    *,
+    quarantine: Annotated[
+        bool,
+        typer.Option(
+            help="Move each unreadable value under /overland/quarantine/ (agents never look there)."
+        ),
+    ] = False,
+) -> None:
+    """Values in etcd the service cannot read (written around it): key, mod revision and what is wrong;
+    with --quarantine, move each aside (one transaction per key, compared on its mod revision)."""
+    with _client(ctx) as client:
+        found = client.check_table(quarantine=quarantine)
+    show_sections(
+        ctx,
+        found,
+        f"{found.checked} keys checked at revision {found.revision}: {found.found} unreadable, "
+        f"{found.quarantined} quarantined",
+        ["unreadable"],
+    )

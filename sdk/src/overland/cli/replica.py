@@ -13,6 +13,8 @@ import typer
 
 from overland._transport import RpcSpec, Unary
 from overland.cli.common import disk_spec, service_group, settings, show, show_list
+from overland.cli.params import INT64_MAX, UINT32_MAX, UINT64_MAX
+from overland.cli.params import interval as interval_seconds
 from overland.client import ReplicaClient, ReplicaReceiverClient
 from overland.records import enum_value
 from overland.v1 import replica_pb2
@@ -43,10 +45,16 @@ def enable(
         typer.Option(help="NAME=PATH of a VHD; repeat for several. A VM defined at the site: its own."),
     ] = None,
     replica_server: Annotated[str, typer.Option(help="The DR site's replica endpoint, host:port.")],
-    frequency: Annotated[int, typer.Option(help="Seconds between cycles: 30, 300 or 900.")] = 300,
-    recovery_points: Annotated[int, typer.Option(help="Additional hourly recovery points, 0..24.")] = 0,
+    frequency: Annotated[
+        int, typer.Option(help="Seconds between cycles: 30, 300 or 900.", min=0, max=UINT32_MAX)
+    ] = 300,
+    recovery_points: Annotated[
+        int, typer.Option(help="Additional hourly recovery points, 0..24.", min=0, max=UINT32_MAX)
+    ] = 0,
     compression: Annotated[bool, typer.Option(help="Compress deltas (zstd).")] = True,
-    bandwidth_limit: Annotated[int, typer.Option(help="Bytes per second; 0 is unlimited.")] = 0,
+    bandwidth_limit: Annotated[
+        int, typer.Option(help="Bytes per second; 0 is unlimited.", min=0, max=UINT64_MAX)
+    ] = 0,
     initial_method: Annotated[InitialMethod, typer.Option(help="How the first copy travels.")] = (
         InitialMethod.network
     ),
@@ -88,9 +96,14 @@ def status(
     *,
     vm: Annotated[str | None, typer.Argument(help="One VM; all when omitted.")] = None,
     watch: Annotated[bool, typer.Option(help="Refresh with progress bars until Ctrl-C.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between refreshes with --watch.", parser=interval_seconds)
+    ] = 2.0,
     count: Annotated[
-        int, typer.Option(help="With --watch: stop after this many refreshes; 0 is endless.")
+        int,
+        typer.Option(
+            help="With --watch: stop after this many refreshes; 0 is endless.", min=0, max=INT64_MAX
+        ),
     ] = 0,
 ) -> None:
     """Measure-VMReplication: state, health and statistics per VM."""

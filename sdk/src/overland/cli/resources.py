@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from overland.cli.common import apply_changes, settings, show, show_list
 from overland.cli.groups import new_typer
+from overland.cli.params import INT64_MAX
 from overland.client import PolicyClient
 
 if TYPE_CHECKING:
@@ -27,7 +28,11 @@ if TYPE_CHECKING:
 
 ExpectedRevision = Annotated[
     int | None,
-    typer.Option(help="Fail with ABORTED unless the stored revision is this (update: default the one read)."),
+    typer.Option(
+        help="Fail with ABORTED unless the stored revision is this (update: default the one read).",
+        min=0,
+        max=INT64_MAX,
+    ),
 ]
 
 

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
 from overland.cli.exits import EXIT_INTERRUPTED
 from overland.cli.groups import GROUPS, new_typer
+from overland.cli.params import seconds
 
 if TYPE_CHECKING:
     # typer's own copy of click, whose classes TyperGroup's methods take (types only: nothing loads).
@@ -34,6 +36,16 @@ def json_flag_first(args: list[str]) -> list[str]:
     if "--json" not in args[:end]:
         return args
     return ["--json", *(arg for arg in args[:end] if arg != "--json"), *args[end:]]
+
+
+class OneLineUsageError(UsageError):
+    """A usage error shown as one line on stderr (exit 2), naming the command and its --help, instead
+    of click's usage block."""
+
+    def show(self, file: Any = None) -> None:
+        command = self.ctx.command_path if self.ctx is not None else "overland"
+        message = " ".join(self.format_message().split())
+        typer.echo(f"overland: usage: {message} (see '{command} --help')", err=True)
 
 
 class OverlandGroup(TyperGroup):
@@ -56,7 +68,12 @@ class OverlandGroup(TyperGroup):
             formatter.write_dl([(name, group.help) for name, group in GROUPS.items()])
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, json_flag_first(args))
+        try:
+            return super().parse_args(ctx, json_flag_first(args))
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as error:
+            raise OneLineUsageError(error.format_message(), error.ctx) from None
 
     def invoke(self, ctx: Context) -> Any:
         # A command runs: now the rest of the CLI (and grpc) is needed anyway.
@@ -65,6 +82,11 @@ class OverlandGroup(TyperGroup):
 
         try:
             return super().invoke(ctx)
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as error:
+            # A bad option or argument of a command (or a usage error its body raised): one line.
+            raise OneLineUsageError(error.format_message(), error.ctx) from None
         except OverlandError as error:
             found = ctx.find_object(Settings)
             report_error(error, json_output=bool(found and found.json_output))
@@ -87,7 +109,7 @@ def root(
     *,
     json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout instead of tables.")] = False,
     timeout: Annotated[
-        float | None, typer.Option(help="Deadline per call, seconds (env OVERLAND_TIMEOUT).")
+        float | None, typer.Option(help="Deadline per call, seconds (env OVERLAND_TIMEOUT).", parser=seconds)
     ] = None,
     tls_ca: Annotated[
         Path | None, typer.Option(help="CA bundle to verify servers (env OVERLAND_TLS_CA).")

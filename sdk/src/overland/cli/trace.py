@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from overland.cli.common import new_table, settings
+from overland.cli.common import new_table, read_text_file, settings
 from overland.cli.groups import GROUPS, new_typer
+from overland.cli.params import INT64_MAX
 from overland.defaults import SPAN_FILE_ENV
 from overland.errors import NotFoundError
 from overland.traces import load_spans, render_tree, trace_roots
@@ -27,6 +28,9 @@ def _span_file(path: Path | None) -> Path:
     chosen = path or Path(os.environ.get(SPAN_FILE_ENV) or ".overland/spans.jsonl")
     if not chosen.is_file():
         raise NotFoundError(f"no span file at {chosen}")
+    # Read here, so that an unreadable file is a usage error naming it (load_spans reads it again
+    # from the page cache).
+    read_text_file(str(chosen), "'--file'")
     return chosen
 
 
@@ -34,7 +38,7 @@ def _span_file(path: Path | None) -> Path:
 def list_traces(
     ctx: typer.Context,
     file: SpanFile = None,
-    limit: Annotated[int, typer.Option(help="Newest traces to show.")] = 20,
+    limit: Annotated[int, typer.Option(help="Newest traces to show.", min=0, max=INT64_MAX)] = 20,
 ) -> None:
     """The newest traces: id, root span, services, span count and duration."""
     spans = load_spans([_span_file(file)])

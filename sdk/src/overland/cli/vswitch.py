@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from overland.cli.common import service_group, settings, show, show_list, show_sections
+from overland.cli.params import mac as mac_address
 from overland.client import VswitchClient
+from overland.defaults import MAX_VSID, MIN_VSID
 
 app = service_group(VswitchClient, "vswitch")
 
@@ -63,8 +65,11 @@ def attach(
     ctx: typer.Context,
     *,
     name: Annotated[str, typer.Option(help="The TAP interface (at most 15 bytes).")],
-    mac: Annotated[str, typer.Option(help="The VM NIC's MAC; a lookup record on this host must have it.")],
-    vsid: Annotated[int, typer.Option(help="The VM NIC's VSID.")],
+    mac: Annotated[
+        str,
+        typer.Option(help="The VM NIC's MAC; a lookup record on this host must have it.", parser=mac_address),
+    ],
+    vsid: Annotated[int, typer.Option(help="The VM NIC's VSID.", min=MIN_VSID, max=MAX_VSID)],
     vm: Annotated[str, typer.Option(help="The VM's name.")] = "",
     netns: Annotated[str, typer.Option(help="A network namespace to move the interface into (tap-fd).")] = "",
     backend: Annotated[
