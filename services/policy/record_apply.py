@@ -158,7 +158,9 @@ class RecordApply:
         self._position = 0
 
     def _prefetch(self, position: int) -> None:
-        """Read the VSID index and PA keys of the next window of changes in one round trip."""
+        """Read the VSID index and PA keys of the next window of changes in one round trip, then the
+        subnets those indexes name in another (a write checks its record against its subnet: read
+        later, each new VSID would cut a transaction short)."""
         changes, state = self._pending, self._state
         end = min(len(changes), position + PREFETCH_WINDOW)
         wanted: dict[bytes, None] = {}
@@ -167,6 +169,15 @@ class RecordApply:
                 if not state.known(key):
                     wanted[key] = None
         learn(self._txns, state, list(wanted))
+        subnets: dict[bytes, None] = {}
+        for change in changes[position:end]:
+            index = state.get(change.vsid_key) if change.pa_key is not None else None
+            if index is not None:
+                key = state.subnet_key(index.value, change.record.vsid)
+                if not state.known(key):
+                    subnets[key] = None
+        if subnets:
+            learn(self._txns, state, list(subnets))
         self._prefetched_to = end
 
     def _commit_ready(self, *, final: bool) -> None:
