@@ -12,7 +12,6 @@ again when a compare shows that another writer got there first. A failed move wr
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ from services.common.errors import FieldViolation
 from services.common.kv import Compare, Delete, Get, KeyValue, Op, Put
 from services.common.schema import keys, resource_from
 from services.policy import validation
+from services.policy.addresses import SubnetRule
 from services.policy.errors import (
     InvalidPolicy,
     PolicyConflict,
@@ -277,24 +277,18 @@ def _plan_one(
 
 
 def _check_new_ca(move: Move, rdid: str, state: State, plan: MovePlan) -> None:
-    """A new CA must be inside the VSID's CA prefixes, not its gateway, and held by no record."""
+    """A new CA must be an address the VSID's subnet admits for a VM (inside its CA prefixes, not a
+    reserved or gateway address), and held by no record."""
     subnet_kv = state.get(keys.subnet_key(rdid, move.vsid))
     if subnet_kv is None:
         raise ResourceNotFound(f"virtual subnet {move.vsid} does not exist; nothing was moved")
     subnet = resource_from(subnet_kv, types_pb2.VirtualSubnet)
     plan.guard(Compare.mod_revision_is(subnet_kv.key, subnet_kv.mod_revision))
     field_path = f"{move.field}.new_ca"
-    address = ipaddress.IPv4Address(move.new_ca)
-    if not any(address in ipaddress.IPv4Network(prefix) for prefix in subnet.ca_prefixes):
-        raise PolicyConflict(
-            f"{move.new_ca} is in none of VSID {move.vsid}'s CA prefixes; nothing was moved",
-            [FieldViolation(field_path, f"outside {', '.join(subnet.ca_prefixes)}")],
-        )
-    if move.new_ca == subnet.gateway_ip:
-        raise PolicyConflict(
-            f"{move.new_ca} is VSID {move.vsid}'s gateway; nothing was moved",
-            [FieldViolation(field_path, "the subnet's gateway address")],
-        )
+    # The same rule as every record write (addresses.SubnetRule): inside a prefix, not reserved.
+    problem = SubnetRule.of(subnet).ca_problem(move.new_ca)
+    if problem:
+        raise PolicyConflict(f"{problem}; nothing was moved", [FieldViolation(field_path, problem)])
     new_key = keys.record_key(rdid, move.vsid, move.new_ca)
     if state.get(new_key) is not None:
         raise ResourceExists(

@@ -53,7 +53,7 @@ def move(stub: Stub, *moves: Move, host: str = "", pa: str = "") -> policy_pb2.M
 @pytest.fixture
 def table(stub: Stub, memory_kv: MemoryKV) -> MemoryKV:
     """Contoso's VSID 5001 with two NICs of vm1 on PA 1 and one of vm2; Fabrikam's VSID 6001 with one."""
-    seed(stub)
+    seed(stub, prefix="192.0.2.0/24")
     add_tenant(stub, OTHER_VSID, "Fabrikam", ("198.51.100.0/24",))
     for created in (
         record("192.0.2.10", "02:00:00:00:00:10", vm="vm1"),

@@ -163,8 +163,12 @@ def oracle(request: policy_pb2.MoveLookupRecordsRequest, table: Table) -> type[E
         if (vsid, ca) not in records:
             return ResourceNotFound
         if new != ca:
-            if ipaddress.IPv4Address(new) not in ipaddress.IPv4Network(SUBNETS[vsid]) or new == ca_in(
-                vsid, 1
+            network = ipaddress.IPv4Network(SUBNETS[vsid])
+            # Inside the prefix, and not its network, gateway (first host) or broadcast address.
+            if ipaddress.IPv4Address(new) not in network or new in (
+                ca_in(vsid, 0),
+                ca_in(vsid, 1),
+                ca_in(vsid, -1),
             ):
                 return PolicyConflict
             if (vsid, new) in records:
