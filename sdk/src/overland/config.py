@@ -61,11 +61,24 @@ class TlsFiles:
                 raise ConfigurationError(f"TLS {name} file not found: {path}")
 
     def credentials(self) -> grpc.ChannelCredentials:
-        def read(path: Path | None) -> bytes | None:
-            return path.read_bytes() if path is not None else None
+        def read(name: str, path: Path | None) -> bytes | None:
+            # grpc's C core aborts the process on an empty client certificate or key, and takes
+            # anything else without a word until a connection fails: a file that holds no PEM block
+            # is a configuration error naming it.
+            if path is None:
+                return None
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                raise ConfigurationError(f"TLS {name} file {path}: {error.strerror or error}") from None
+            if b"-----BEGIN " not in data:
+                raise ConfigurationError(f"TLS {name} file {path} holds no PEM block")
+            return data
 
         return grpc.ssl_channel_credentials(
-            root_certificates=read(self.ca), private_key=read(self.key), certificate_chain=read(self.cert)
+            root_certificates=read("ca", self.ca),
+            private_key=read("key", self.key),
+            certificate_chain=read("cert", self.cert),
         )
 
 

@@ -85,7 +85,7 @@ def test_a_real_agent_registers_its_pa_for_good(etcd_server: EtcdProcess, etcd_s
 @pytest.fixture
 def vm_table(etcd_stub: Stub, etcd_kv: EtcdKV) -> EtcdKV:
     """vm1's two NICs (192.0.2.10 and .11) on PA 1, vm2 on PA 1, and hosts "primary" and "dr-host"."""
-    seed(etcd_stub)
+    seed(etcd_stub, prefix="192.0.2.0/24")
     for ca, mac, vm in (
         ("192.0.2.10", "02:00:00:00:00:10", "vm1"),
         ("192.0.2.11", "02:00:00:00:00:11", "vm1"),

@@ -96,7 +96,15 @@ def test_datapath_calls_on_a_table_only_agent_exit_6(env: dict[str, str]) -> Non
     assert code == 6
     assert err.startswith("overland: FAILED_PRECONDITION")
     code, _, err = invoke(
-        env, "vswitch", "attach", "--name", "a-name-that-is-too-long", "--mac", "x", "--vsid", "5001"
+        env,
+        "vswitch",
+        "attach",
+        "--name",
+        "a-name-that-is-too-long",
+        "--mac",
+        "02:00:00:00:00:05",
+        "--vsid",
+        "5001",
     )
     assert code == 3
     assert "port.name" in err

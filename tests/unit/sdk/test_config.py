@@ -59,3 +59,17 @@ def test_bad_configuration_fails_at_build_time(environ: dict[str, str], match: s
 def test_page_size_is_bounded() -> None:
     with pytest.raises(ConfigurationError, match="page_size"):
         ClientConfig(page_size=5000)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a certificate", bytes(range(256))])
+def test_a_tls_file_without_a_pem_block_is_a_configuration_error_naming_it(
+    tmp_path: Path, content: bytes
+) -> None:
+    """grpc's C core aborts the whole process on an empty client certificate or key."""
+    good = tmp_path / "good.pem"
+    good.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    bad = tmp_path / "bad.pem"
+    bad.write_bytes(content)
+    for files in (TlsFiles(cert=bad, key=good), TlsFiles(cert=good, key=bad), TlsFiles(ca=bad)):
+        with pytest.raises(ConfigurationError, match=r"bad\.pem holds no PEM block"):
+            files.credentials()
