@@ -206,3 +206,26 @@ def test_no_input_makes_the_cli_print_a_traceback(
     assert result.exit_code in DOCUMENTED_EXIT_CODES, f"{shown}: exit {result.exit_code}"
     assert "Traceback" not in result.stderr, shown
     assert len(result.stderr.splitlines()) <= MAX_STDERR_LINES, f"{shown}:\n{result.stderr}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["policy", "bulk-load", "\x00"],
+        ["--tls-cert", "empty.jsonl", "--tls-key", "good.jsonl", "policy", "status"],
+        ["policy", "lookup-record", "get", "--vsid", str(10**20), "--ca", "192.0.2.10"],
+        ["--timeout", "nan", "policy", "status"],
+    ],
+)
+def test_inputs_that_once_crashed_the_cli(
+    service: AnyService, files: dict[str, str], args: list[str]
+) -> None:
+    """What the property above found, kept as examples (a NUL in a file name; an empty client
+    certificate, on which grpc's C core aborted the process)."""
+    args = [files.get(arg, arg) for arg in args]
+    service.answer.code = grpc.StatusCode.OK
+    env = {api.env_var: service.address for api in Service} | {"OVERLAND_TIMEOUT": "0.5"}
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("overland: ")
+    assert len(result.stderr.splitlines()) == 1

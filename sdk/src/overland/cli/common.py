@@ -236,7 +236,7 @@ def apply_changes(message: Message, changes: Mapping[str, Any]) -> None:
 
 def read_text_file(name: str, what: str = "FILE") -> str:
     """The text of the file a command names (``-``: stdin), or a usage error (exit 2) about ``what``
-    that says why not: missing, a directory, unreadable, not UTF-8."""
+    that says why not: missing, a directory, unreadable, not UTF-8, not a file name at all."""
     try:
         if name == "-":
             return sys.stdin.read()
@@ -246,3 +246,5 @@ def read_text_file(name: str, what: str = "FILE") -> str:
         raise typer.BadParameter(f"cannot read {name}: {error.strerror or error}", param_hint=what) from None
     except UnicodeDecodeError as error:
         raise typer.BadParameter(f"{name} is not UTF-8 text (byte {error.start})", param_hint=what) from None
+    except ValueError:  # a NUL byte: no file has such a name
+        raise typer.BadParameter(f"{name!r} is not a file name", param_hint=what) from None
