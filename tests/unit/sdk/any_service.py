@@ -4,6 +4,8 @@ the command takes the answer, not what the answer says."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -11,12 +13,18 @@ from typing import Any
 
 import grpc
 
-from overland.v1 import policy_pb2, replica_pb2, vswitch_pb2
+import overland.v1
 
-# Every method of the three APIs, by its path, with whether it streams requests and responses.
+# Every method of every Overland API (each *_pb2 module of overland.v1), by its path, with whether
+# it streams requests and responses.
+_MODULES = [
+    importlib.import_module(f"overland.v1.{info.name}")
+    for info in pkgutil.iter_modules(overland.v1.__path__)
+    if info.name.endswith("_pb2")
+]
 _STREAMING: dict[str, tuple[bool, bool]] = {
     f"/{service.full_name}/{method.name}": (method.client_streaming, method.server_streaming)
-    for module in (policy_pb2, vswitch_pb2, replica_pb2)
+    for module in _MODULES
     for service in module.DESCRIPTOR.services_by_name.values()
     for method in service.methods
 }
