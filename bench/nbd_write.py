@@ -22,7 +22,7 @@ from services.replica.disks import SiteDisks
 from services.replica.nbd import NbdServer
 from services.replica.primary.gate import GatedDevice
 from services.replica.primary.tracking import ChangeLog, TrackedDevice, WriteGate
-from services.replica.vhd import create_dynamic
+from services.replica.vhd import DiskFormat, create_dynamic
 
 MIB = 1024 * 1024
 
@@ -87,10 +87,10 @@ def run_qemu_nbd(source: Path, target: Path, fmt: str) -> float:
         server.wait(timeout=30)
 
 
-def run_overland(source: Path, target: Path, tracked: bool) -> float:
+def run_overland(source: Path, target: Path, fmt: str, tracked: bool) -> float:
     server = NbdServer()
     disks = SiteDisks(server)
-    disk = disks.open("disk0", target, "bench")
+    disk = disks.open("disk0", target, "bench", DiskFormat(fmt))
     log = target.with_suffix(".hrl")
     tracker = ChangeLog.open(log, disk.virtual_size) if tracked else None
     if tracker is not None:
@@ -139,8 +139,8 @@ def main() -> None:
             target = Path(folder) / f"target.{fmt}"
             runs: dict[str, Callable[[Path, str], float]] = {
                 "qemu-nbd (baseline)": lambda t, f: run_qemu_nbd(source, t, f),
-                "overland NBD, tracking log": lambda t, _f: run_overland(source, t, tracked=True),
-                "overland NBD, untracked": lambda t, _f: run_overland(source, t, tracked=False),
+                "overland NBD, tracking log": lambda t, f: run_overland(source, t, f, tracked=True),
+                "overland NBD, untracked": lambda t, f: run_overland(source, t, f, tracked=False),
             }
             results: dict[str, list[float]] = {name: [] for name in runs}
             for _ in range(args.rounds):

@@ -21,7 +21,7 @@ from services.common.errors import FailedPrecondition
 from services.replica.errors import ReplicaError
 from services.replica.locks import WriteGate
 from services.replica.nbd import NbdServer
-from services.replica.vhd import BlockDevice, Buffer, open_disk
+from services.replica.vhd import BlockDevice, Buffer, DiskFormat, open_disk
 
 
 class DiskInUse(ReplicaError, FailedPrecondition):
@@ -101,6 +101,7 @@ class SiteDisk:
 @dataclass
 class _Entry:
     disk: SiteDisk
+    fmt: DiskFormat
     users: set[str] = field(default_factory=set)
 
 
@@ -116,9 +117,10 @@ class SiteDisks:
     def unix_socket(self) -> Path | None:
         return self._exporter.unix_path if self._exporter is not None else None
 
-    def open(self, name: str, path: str | Path, user: str) -> SiteDisk:
-        """The disk ``path`` as export ``name`` for ``user`` ("vm", "replication"), opened if nobody
-        has it open yet. ``DiskInUse`` if the name serves another file or the file another name."""
+    def open(self, name: str, path: str | Path, user: str, fmt: DiskFormat = DiskFormat.VHD) -> SiteDisk:
+        """The disk ``path`` as export ``name`` for ``user`` ("vm", "replication"), opened as ``fmt``
+        (checked, and image-locked as qemu does) if nobody has it open yet. ``DiskInUse`` if the name
+        serves another file or the file another name, or the file is open as another format."""
         resolved = Path(os.path.abspath(path))
         with self._lock:
             entry = self._entries.get(name)
@@ -127,19 +129,21 @@ class SiteDisks:
                     raise DiskInUse(
                         f"disk {name!r} is open as {entry.disk.path}, not {resolved}: one name, one file"
                     )
+                if entry.fmt is not fmt:
+                    raise DiskInUse(f"disk {name!r} is open as {entry.fmt.value}, not {fmt.value}")
                 entry.users.add(user)
                 return entry.disk
             for other, held in self._entries.items():
                 if held.disk.path == resolved:
                     raise DiskInUse(f"{resolved} is already open as disk {other!r}")
-            disk = SiteDisk(name, resolved, open_disk(resolved, writable=True))
+            disk = SiteDisk(name, resolved, open_disk(resolved, writable=True, fmt=fmt))
             if self._exporter is not None:
                 try:
                     self._exporter.add_export(name, disk)
                 except BaseException:
                     disk.base.close()
                     raise
-            self._entries[name] = _Entry(disk, {user})
+            self._entries[name] = _Entry(disk, fmt, {user})
             return disk
 
     def release(self, disk: SiteDisk, user: str) -> None:

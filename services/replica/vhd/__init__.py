@@ -1,5 +1,6 @@
 """Replica storage: VHD images (fixed, dynamic, differencing) and raw files behind one ``BlockDevice``."""
 
+from services.replica.vhd.check import DiskFormat
 from services.replica.vhd.device import (
     DEFAULT_BLOCK_SIZE,
     BlockDevice,
@@ -12,8 +13,10 @@ from services.replica.vhd.dynamic import DEFAULT_VHD_BLOCK, DynamicHeader, Paren
 from services.replica.vhd.dynamic_disk import DynamicDisk
 from services.replica.vhd.errors import (
     DeviceReadOnly,
+    Fault,
     StorageError,
     VhdCorrupt,
+    VhdDamaged,
     VhdError,
     VhdInvalid,
     VhdParentError,
@@ -34,15 +37,18 @@ __all__ = [
     "BlockDevice",
     "Buffer",
     "DeviceReadOnly",
+    "DiskFormat",
     "DiskType",
     "DynamicDisk",
     "DynamicHeader",
+    "Fault",
     "FileDevice",
     "Footer",
     "Geometry",
     "ParentLocator",
     "StorageError",
     "VhdCorrupt",
+    "VhdDamaged",
     "VhdError",
     "VhdInvalid",
     "VhdParentError",

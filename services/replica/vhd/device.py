@@ -72,18 +72,22 @@ def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def read_exact(fd: int, offset: int, length: int) -> bytes:
-    """``pread`` that loops over short reads; bytes past the end of the file read as zeros."""
+def read_upto(fd: int, offset: int, length: int) -> bytes:
+    """``pread`` that loops over short reads and stops at the end of the file (the result may be short)."""
     parts = []
     done = 0
     while done < length:
         chunk = os.pread(fd, length - done, offset + done)
         if not chunk:
-            parts.append(bytes(length - done))
             break
         parts.append(chunk)
         done += len(chunk)
     return b"".join(parts)
+
+
+def read_exact(fd: int, offset: int, length: int) -> bytes:
+    """``pread`` that loops over short reads; bytes past the end of the file read as zeros."""
+    return read_upto(fd, offset, length).ljust(length, b"\0")
 
 
 def write_all(fd: int, offset: int, data: Buffer) -> None:
@@ -134,12 +138,22 @@ def data_ranges(fd: int, start: int, end: int) -> list[tuple[int, int]]:
 class FileDevice:
     """``size`` bytes at the start of a file: a raw image, or a fixed VHD (whose footer follows the data)."""
 
-    def __init__(self, path: Path, size: int, writable: bool, block_size: int = DEFAULT_BLOCK_SIZE):
+    def __init__(
+        self,
+        path: Path,
+        size: int,
+        writable: bool,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        *,
+        fd: int | None = None,
+    ):
+        """Serve ``path`` (or ``fd``, an open of it the device then owns: ``open_disk`` locks and checks
+        the file before handing it over)."""
         self.path = path
         self._size = size
         self._block_size = block_size
         self._writable = writable
-        self._fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        self._fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY) if fd is None else fd
         self._closed = threading.Event()
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from services.replica.vhd.errors import VhdCorrupt, VhdInvalid
+from services.replica.vhd.errors import Fault, VhdCorrupt, VhdInvalid
 from services.replica.vhd.footer import SECTOR, check_structure, ones_complement_checksum
 
 HEADER_SIZE = 1024
@@ -21,6 +21,8 @@ DEFAULT_VHD_BLOCK = 2 * 1024 * 1024
 MIN_BLOCK = SECTOR * 8
 MAX_BLOCK = 256 * 1024 * 1024
 LOCATOR_COUNT = 8
+# Where the locator table starts in the dynamic header, and the size of one entry.
+LOCATOR_TABLE_OFFSET = 576
 # Windows paths (absolute "W2ku", relative "W2ru") are UTF-16LE; "MacX" is a UTF-8 file URL.
 PLATFORM_ABSOLUTE = b"W2ku"
 PLATFORM_RELATIVE = b"W2ru"
@@ -29,6 +31,7 @@ NO_PLATFORM = b"\0\0\0\0"
 
 _HEADER = struct.Struct(">8sQQIIII16sII512s192s256x")
 _LOCATOR = struct.Struct(">4sIIIQ")
+LOCATOR_SIZE = _LOCATOR.size
 _CHECKSUM_OFFSET = 36
 
 
@@ -87,37 +90,54 @@ class DynamicHeader:
         )
 
 
-def decode_header(data: bytes) -> DynamicHeader:
-    """Decode and validate a dynamic header; malformed input raises ``VhdCorrupt``."""
+def decode_header(data: bytes, at: int = 0) -> DynamicHeader:
+    """Decode and validate the dynamic header found at byte ``at`` of the file; a malformed field
+    raises ``VhdCorrupt`` naming it and its offset."""
     if len(data) != HEADER_SIZE:
-        raise VhdCorrupt(f"dynamic header must be {HEADER_SIZE} bytes, got {len(data)}")
+        raise VhdCorrupt(
+            Fault("dynamic header", at, f"{HEADER_SIZE} bytes", f"{len(data)} before the end of file")
+        )
+    check_structure("dynamic header", data, at, HEADER_COOKIE, checksum_offset=_CHECKSUM_OFFSET)
     (
-        cookie,
+        _cookie,
         data_offset,
         table_offset,
         version,
         max_entries,
         block_size,
-        checksum,
+        _checksum,
         parent_id,
         parent_ts,
         _reserved,
         name,
         locator_bytes,
     ) = _HEADER.unpack(data)
-    check_structure(
-        "dynamic header", data, cookie, HEADER_COOKIE, checksum=checksum, checksum_offset=_CHECKSUM_OFFSET
-    )
     if version >> 16 != 1:
-        raise VhdCorrupt(f"unsupported dynamic header version {version:#010x}")
+        raise VhdCorrupt(Fault("dynamic header version", at + 24, "0x0001xxxx", f"{version:#010x}"))
     if not MIN_BLOCK <= block_size <= MAX_BLOCK or block_size & (block_size - 1):
-        raise VhdCorrupt(f"block size {block_size} is not a power of two between 4 KiB and 256 MiB")
+        raise VhdCorrupt(
+            Fault(
+                "dynamic header block size",
+                at + 32,
+                f"a power of two from {MIN_BLOCK} to {MAX_BLOCK} (4 KiB to 256 MiB)",
+                str(block_size),
+            )
+        )
     if table_offset % SECTOR or table_offset < SECTOR:
-        raise VhdCorrupt(f"BAT offset {table_offset} is not sector aligned")
+        raise VhdCorrupt(
+            Fault(
+                "dynamic header table offset",
+                at + 16,
+                f"a multiple of {SECTOR} after the footer copy",
+                str(table_offset),
+            )
+        )
     try:
         parent_name = name.decode("utf-16-be").rstrip("\0")
-    except UnicodeDecodeError as error:
-        raise VhdCorrupt("parent name is not UTF-16BE") from error
+    except UnicodeDecodeError:
+        raise VhdCorrupt(
+            Fault("dynamic header parent name", at + 64, "UTF-16BE text", "undecodable bytes")
+        ) from None
     locators = tuple(
         ParentLocator(platform, offset, length, space)
         for platform, space, length, _r, offset in (
@@ -153,9 +173,7 @@ def bat_bytes(entries: int) -> int:
 
 
 def decode_bat(data: bytes, entries: int) -> list[int]:
-    """The BAT's sector offsets (``UNUSED`` for unallocated blocks)."""
-    if len(data) < entries * 4:
-        raise VhdCorrupt(f"BAT of {entries} entries is truncated to {len(data)} bytes")
+    """The BAT's sector offsets (``UNUSED`` for unallocated blocks); ``data`` holds at least ``entries``."""
     return list(struct.unpack_from(f">{entries}I", data))
 
 
@@ -163,20 +181,6 @@ def encode_bat(entries: list[int]) -> bytes:
     """The BAT on disk, padded with unused entries to a sector boundary."""
     padded = entries + [UNUSED] * ((bat_bytes(len(entries)) // 4) - len(entries))
     return struct.pack(f">{len(padded)}I", *padded)
-
-
-def check_layout(bat: list[int], block_size: int, data_end: int, reserved: list[tuple[int, int]]) -> None:
-    """Reject a BAT whose blocks run past ``data_end``, overlap each other or overlap ``reserved`` ranges.
-
-    ``reserved`` holds the byte ranges of the footer copy, header, BAT and locator data.
-    """
-    span = bitmap_size(block_size) + block_size
-    extents = sorted(reserved + [(entry * SECTOR, span) for entry in bat if entry != UNUSED])
-    for index, (start, length) in enumerate(extents):
-        if start + length > data_end:
-            raise VhdCorrupt(f"a block or table at byte {start} runs past the data end at {data_end}")
-        if index and start < extents[index - 1][0] + extents[index - 1][1]:
-            raise VhdCorrupt(f"the structure at byte {start} overlaps the one before it")
 
 
 def bit_runs(bitmap: bytes | bytearray, first: int, count: int) -> list[tuple[bool, int, int]]:

@@ -9,68 +9,13 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-from services.replica.vhd.device import (
-    BlockDevice,
-    Buffer,
-    check_range,
-    merge_ranges,
-    read_exact,
-    write_all,
-)
-from services.replica.vhd.dynamic import (
-    HEADER_SIZE,
-    UNUSED,
-    DynamicHeader,
-    all_set,
-    bat_bytes,
-    bit_runs,
-    bitmap_size,
-    check_layout,
-    decode_bat,
-    decode_header,
-    sector_align,
-    set_bits,
-)
-from services.replica.vhd.errors import DeviceReadOnly, VhdCorrupt
-from services.replica.vhd.footer import FOOTER_COOKIE, FOOTER_SIZE, SECTOR, Footer
-
-
-@dataclass(frozen=True)
-class DynamicLayout:
-    """The validated structures of a dynamic image: header, BAT and where block data may grow."""
-
-    header: DynamicHeader
-    bat: list[int]
-    data_end: int
-
-
-def load_layout(fd: int, footer: Footer, file_size: int) -> DynamicLayout:
-    """Read and validate the dynamic header and BAT; every inconsistency raises ``VhdCorrupt``."""
-    if footer.data_offset + HEADER_SIZE > file_size:
-        raise VhdCorrupt(f"dynamic header at {footer.data_offset} is past the end of the file")
-    header = decode_header(read_exact(fd, footer.data_offset, HEADER_SIZE))
-    needed = -(-footer.current_size // header.block_size)
-    if header.max_table_entries < needed:
-        raise VhdCorrupt(f"BAT has {header.max_table_entries} entries, the disk needs {needed}")
-    tail_is_footer = read_exact(fd, file_size - FOOTER_SIZE, 8) == FOOTER_COOKIE
-    data_end = file_size - FOOTER_SIZE if tail_is_footer else file_size
-    table_span = bat_bytes(header.max_table_entries)
-    if header.table_offset + table_span > data_end:
-        raise VhdCorrupt(f"BAT of {header.max_table_entries} entries runs past the end of the file")
-    bat = decode_bat(read_exact(fd, header.table_offset, table_span), header.max_table_entries)
-    reserved = [(0, FOOTER_SIZE), (footer.data_offset, HEADER_SIZE), (header.table_offset, table_span)]
-    reserved += [
-        (loc.data_offset, sector_align(loc.data_length))
-        for loc in header.locators
-        if loc.platform != b"\0\0\0\0" and loc.data_length
-    ]
-    check_layout(bat[:needed], header.block_size, data_end, reserved)
-    if any(entry != UNUSED for entry in bat[needed:]):
-        raise VhdCorrupt("BAT entries past the end of the disk are allocated")
-    return DynamicLayout(header, bat, sector_align(data_end))
+from services.replica.vhd.check import DynamicLayout
+from services.replica.vhd.device import BlockDevice, Buffer, check_range, merge_ranges, read_upto, write_all
+from services.replica.vhd.dynamic import UNUSED, all_set, bit_runs, bitmap_size, set_bits
+from services.replica.vhd.errors import DeviceReadOnly, Fault, VhdDamaged
+from services.replica.vhd.footer import FOOTER_SIZE, SECTOR, Footer
 
 
 class DynamicDisk:
@@ -172,9 +117,18 @@ class DynamicDisk:
     def _bitmap(self, block: int) -> bytearray:
         cached = self._bitmaps.get(block)
         if cached is None:
-            cached = bytearray(read_exact(self._fd, self._bat[block] * SECTOR, self._bitmap_bytes))
+            where = self._bat[block] * SECTOR
+            cached = bytearray(self._read_image(where, self._bitmap_bytes, f"block {block} sector bitmap"))
             self._bitmaps[block] = cached
         return cached
+
+    def _read_image(self, offset: int, length: int, what: str) -> bytes:
+        """Bytes the validated layout says are in the file; short means the file was cut since."""
+        data = read_upto(self._fd, offset, length)
+        if len(data) < length:
+            found = f"the file ends at {os.fstat(self._fd).st_size}"
+            raise VhdDamaged(Fault(what, offset, f"{length} bytes", found), self.path)
+        return data
 
     def _fallback(self, block: int, start: int, n: int) -> bytes:
         if self.parent is None:
@@ -189,7 +143,7 @@ class DynamicDisk:
             base = self._block_data(block)
         sectors = self._block // SECTOR
         if all_set(bitmap, sectors):
-            return read_exact(self._fd, base + start, n)
+            return self._read_image(base + start, n, f"block {block} data")
         first = start // SECTOR
         last = -(-(start + n) // SECTOR)
         parts = []
@@ -197,7 +151,7 @@ class DynamicDisk:
             lo = max(start, run_start * SECTOR)
             hi = min(start + n, (run_start + run_len) * SECTOR)
             if present:
-                parts.append(read_exact(self._fd, base + lo, hi - lo))
+                parts.append(self._read_image(base + lo, hi - lo, f"block {block} data"))
             else:
                 parts.append(self._fallback(block, lo, hi - lo))
         return b"".join(parts)

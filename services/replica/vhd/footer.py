@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 
-from services.replica.vhd.errors import VhdCorrupt, VhdInvalid
+from services.replica.vhd.errors import Fault, VhdCorrupt, VhdInvalid
 
 SECTOR = 512
 FOOTER_SIZE = 512
@@ -108,23 +108,30 @@ def ones_complement_checksum(data: bytes, skip: tuple[int, int] | None = None) -
     return ~total & 0xFFFFFFFF
 
 
-def check_structure(
-    what: str, data: bytes, cookie: bytes, wanted_cookie: bytes, *, checksum: int, checksum_offset: int
-) -> None:
-    """The cookie and one's-complement checksum every VHD structure (footer, dynamic header) carries."""
+def check_structure(what: str, data: bytes, at: int, wanted_cookie: bytes, *, checksum_offset: int) -> None:
+    """The cookie and one's-complement checksum every VHD structure (footer, dynamic header) carries.
+
+    ``at`` is the structure's byte offset in the file, for the error's whereabouts.
+    """
+    cookie = data[: len(wanted_cookie)]
     if cookie != wanted_cookie:
-        raise VhdCorrupt(f"{what} cookie is {cookie!r}, not {wanted_cookie!r}")
+        raise VhdCorrupt(Fault(f"{what} cookie", at, repr(wanted_cookie), repr(cookie)))
+    (checksum,) = struct.unpack_from(">I", data, checksum_offset)
     expected = ones_complement_checksum(data, (checksum_offset, checksum_offset + 4))
     if checksum != expected:
-        raise VhdCorrupt(f"{what} checksum is {checksum:#010x}, expected {expected:#010x}")
+        raise VhdCorrupt(
+            Fault(f"{what} checksum", at + checksum_offset, f"{expected:#010x}", f"{checksum:#010x}")
+        )
 
 
-def decode_footer(data: bytes) -> Footer:
-    """Decode and validate a footer; any malformed field raises ``VhdCorrupt``."""
+def decode_footer(data: bytes, at: int = 0) -> Footer:
+    """Decode and validate a footer found at byte ``at`` of the file; a malformed field raises
+    ``VhdCorrupt`` naming it, its offset, what was expected and what was found."""
     if len(data) != FOOTER_SIZE:
-        raise VhdCorrupt(f"footer must be {FOOTER_SIZE} bytes, got {len(data)}")
+        raise VhdCorrupt(Fault("footer", at, f"{FOOTER_SIZE} bytes", f"{len(data)} before the end of file"))
+    check_structure("footer", data, at, FOOTER_COOKIE, checksum_offset=_CHECKSUM_OFFSET)
     (
-        cookie,
+        _cookie,
         features,
         version,
         data_offset,
@@ -142,20 +149,37 @@ def decode_footer(data: bytes) -> Footer:
         unique_id,
         saved_state,
     ) = _FOOTER.unpack(data)
-    check_structure(
-        "footer", data, cookie, FOOTER_COOKIE, checksum=checksum, checksum_offset=_CHECKSUM_OFFSET
-    )
     if version >> 16 != 1:
-        raise VhdCorrupt(f"unsupported VHD format version {version:#010x}")
+        raise VhdCorrupt(Fault("footer format version", at + 12, "0x0001xxxx", f"{version:#010x}"))
     if disk_type not in {t.value for t in DiskType}:
-        raise VhdCorrupt(f"unsupported disk type {disk_type}")
+        raise VhdCorrupt(
+            Fault("footer disk type", at + 60, "2 (fixed), 3 (dynamic) or 4 (differencing)", str(disk_type))
+        )
     if current_size % SECTOR or not 0 < current_size <= MAX_DISK_SIZE:
-        raise VhdCorrupt(f"current size {current_size} is not a positive multiple of 512 up to 2040 GiB")
+        raise VhdCorrupt(
+            Fault(
+                "footer current size",
+                at + 48,
+                f"a positive multiple of {SECTOR} up to {MAX_DISK_SIZE} (2040 GiB)",
+                str(current_size),
+            )
+        )
     kind = DiskType(disk_type)
     if kind is DiskType.FIXED and data_offset != FIXED_DATA_OFFSET:
-        raise VhdCorrupt("a fixed disk's data offset must be 0xFFFFFFFFFFFFFFFF")
+        raise VhdCorrupt(
+            Fault(
+                "footer data offset", at + 16, f"{FIXED_DATA_OFFSET:#x} for a fixed disk", f"{data_offset:#x}"
+            )
+        )
     if kind is not DiskType.FIXED and (data_offset % SECTOR or data_offset < FOOTER_SIZE):
-        raise VhdCorrupt(f"dynamic header offset {data_offset} is not a sector after the footer copy")
+        raise VhdCorrupt(
+            Fault(
+                "footer data offset",
+                at + 16,
+                f"the dynamic header's offset: a multiple of {SECTOR}, at least {FOOTER_SIZE}",
+                str(data_offset),
+            )
+        )
     return Footer(
         disk_type=kind,
         current_size=current_size,

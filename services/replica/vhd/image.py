@@ -1,11 +1,27 @@
-"""Opening and creating disk images: ``open_disk`` tells raw, fixed, dynamic and differencing VHD apart."""
+"""Opening and creating disk images: ``open_disk`` checks the named format and every structure
+before it serves a byte.
+
+The format is never guessed: ``DiskFormat.VHD`` (the default) accepts fixed, dynamic and
+differencing VHDs (and a VHDX read-only) and refuses anything else with what is wrong and where;
+``DiskFormat.RAW`` must be asked for. The pure checks are in ``services.replica.vhd.check``.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from services.replica.vhd.device import BlockDevice, FileDevice, read_exact
+from services.replica.vhd.check import (
+    DiskFormat,
+    Read,
+    check_fixed,
+    find_footer,
+    is_vhdx,
+    load_layout,
+)
+from services.replica.vhd.device import BlockDevice, FileDevice, read_upto
 from services.replica.vhd.dynamic import (
     DEFAULT_VHD_BLOCK,
     EMPTY_LOCATOR,
@@ -24,120 +40,138 @@ from services.replica.vhd.dynamic import (
     encode_locator_path,
     sector_align,
 )
-from services.replica.vhd.dynamic_disk import DynamicDisk, load_layout
-from services.replica.vhd.errors import VhdCorrupt, VhdInvalid, VhdParentError
-from services.replica.vhd.footer import (
-    FIXED_DATA_OFFSET,
-    FOOTER_COOKIE,
-    FOOTER_SIZE,
-    DiskType,
-    Footer,
-    decode_footer,
-    new_footer,
-)
-from services.replica.vhd.vhdx import FILE_SIGNATURE as VHDX_SIGNATURE
+from services.replica.vhd.dynamic_disk import DynamicDisk
+from services.replica.vhd.errors import Fault, VhdCorrupt, VhdInvalid, VhdParentError
+from services.replica.vhd.footer import FIXED_DATA_OFFSET, FOOTER_SIZE, DiskType, Footer, new_footer
 from services.replica.vhd.vhdx import VhdxDisk
 
-FORMATS = ("auto", "raw", "vhd", "vhdx")
 MAX_CHAIN = 16
-MAX_LOCATOR_BYTES = 64 * 1024
 
 
-def probe_footer(fd: int, file_size: int) -> Footer | None:
-    """The image's footer, or None when the file is not a VHD (no cookie at the end nor at offset 0).
+def open_disk(
+    path: str | os.PathLike[str], writable: bool = False, fmt: DiskFormat = DiskFormat.VHD
+) -> BlockDevice:
+    """Open a disk image as ``fmt`` says: a VHD (fixed, dynamic or differencing; a VHDX read-only),
+    or a raw file.
 
-    A dynamic disk's footer copy at offset 0 stands in for a torn footer at the end, as the spec intends.
+    Everything is checked before the device is returned and nothing is written before: a file that
+    is not of the format raises ``VhdCorrupt`` (what is wrong, and where).
     """
-    if file_size < FOOTER_SIZE:
-        return None
-    tail = read_exact(fd, file_size - FOOTER_SIZE, FOOTER_SIZE)
-    head = read_exact(fd, 0, FOOTER_SIZE)
-    if not tail.startswith(FOOTER_COOKIE) and not head.startswith(FOOTER_COOKIE):
-        return None
-    try:
-        return decode_footer(tail)
-    except VhdCorrupt:
-        if not head.startswith(FOOTER_COOKIE):
-            raise
-        footer = decode_footer(head)
-        if footer.disk_type is DiskType.FIXED:
-            raise
-        return footer
-
-
-def open_disk(path: str | os.PathLike[str], writable: bool = False, fmt: str = "auto") -> BlockDevice:
-    """Open a disk image, choosing fixed/dynamic/differencing VHD, VHDX (read-only) or raw by its content
-    (or by ``fmt``).
-
-    Malformed images raise ``VhdCorrupt`` before anything is written.
-    """
-    if fmt not in FORMATS:
-        raise VhdInvalid(f"format must be one of {FORMATS}, got {fmt!r}")
+    if not isinstance(fmt, DiskFormat):
+        raise VhdInvalid(f"format must be one of {[f.value for f in DiskFormat]}, got {fmt!r}")
     image = Path(path)
     if not image.is_file():
         raise VhdInvalid(f"disk image not found: {image}")
-    file_size = image.stat().st_size
-    if fmt == "raw":
-        return FileDevice(image, file_size, writable)
-    fd = os.open(image, os.O_RDONLY)
-    try:
-        is_vhdx = read_exact(fd, 0, len(VHDX_SIGNATURE)) == VHDX_SIGNATURE
-        footer = None if is_vhdx or fmt == "vhdx" else probe_footer(fd, file_size)
-    finally:
-        os.close(fd)
-    if is_vhdx or fmt == "vhdx":
-        if writable:
-            raise VhdInvalid(f"{image} is VHDX, which Overland opens read-only (convert it to VHD to write)")
-        return VhdxDisk(image)
-    if footer is None:
-        if fmt == "vhd":
-            raise VhdCorrupt(f"{image} has no VHD footer")
-        return FileDevice(image, file_size, writable)
-    if footer.disk_type is DiskType.FIXED:
-        if file_size - FOOTER_SIZE < footer.current_size:
-            raise VhdCorrupt(
-                f"fixed disk of {footer.current_size} bytes is truncated to {file_size - FOOTER_SIZE}"
-            )
-        return FileDevice(image, footer.current_size, writable)
-    return _open_dynamic(image, footer, writable, depth=0)
+    if fmt is DiskFormat.RAW:
+        fd = os.open(image, os.O_RDWR if writable else os.O_RDONLY)
+        return FileDevice(image, os.fstat(fd).st_size, writable, fd=fd)
+    return _open_image(image, writable, fmt, chain=())
 
 
 def read_footer(path: Path) -> Footer | None:
-    """The footer of the VHD at ``path``, or None when it is not a VHD."""
+    """The validated footer of the VHD at ``path``, or None when it is not a valid VHD."""
+    found = _probe(path)
+    return found if isinstance(found, Footer) else None
+
+
+def _probe(path: Path) -> Footer | VhdCorrupt:
+    """The footer of ``path``, or why it is not a VHD."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        return probe_footer(fd, os.fstat(fd).st_size)
+        return find_footer(_reader(fd, path), os.fstat(fd).st_size)
+    except VhdCorrupt as error:
+        return error.at(path) if error.path is None else error
     finally:
         os.close(fd)
 
 
-def _open_dynamic(image: Path, footer: Footer, writable: bool, depth: int) -> DynamicDisk:
-    if depth > MAX_CHAIN:
-        raise VhdParentError(f"differencing chain deeper than {MAX_CHAIN} at {image} (a loop?)")
+def _reader(fd: int, image: Path) -> Read:
+    """``pread`` for the pure checks, which read only ranges inside the file: short means it shrank."""
+
+    def read(offset: int, length: int) -> bytes:
+        data = read_upto(fd, offset, length)
+        if len(data) < length:
+            raise VhdCorrupt(
+                Fault(
+                    "file", offset, f"{length} bytes", f"{len(data)}: the file shrank while it was checked"
+                ),
+                image,
+            )
+        return data
+
+    return read
+
+
+@contextmanager
+def _naming(image: Path) -> Iterator[None]:
+    """The pure checks' errors, naming the file they were found in."""
+    try:
+        yield
+    except VhdCorrupt as error:
+        if error.path is not None:
+            raise
+        raise error.at(image) from None
+
+
+def _open_image(
+    image: Path, writable: bool, fmt: DiskFormat, chain: tuple[tuple[int, int], ...]
+) -> BlockDevice:
+    """Open and check one image of a chain (``chain``: the (device, inode) of its children)."""
     fd = os.open(image, os.O_RDWR if writable else os.O_RDONLY)
     parent: BlockDevice | None = None
     try:
-        layout = load_layout(fd, footer, os.fstat(fd).st_size)
+        stat = os.fstat(fd)
+        identity = (stat.st_dev, stat.st_ino)
+        if identity in chain:
+            raise VhdParentError(f"the parent chain loops: {image} is its own ancestor")
+        if len(chain) > MAX_CHAIN:
+            raise VhdParentError(f"the differencing chain is deeper than {MAX_CHAIN} at {image}")
+        read = _reader(fd, image)
+        with _naming(image):
+            if fmt is DiskFormat.VHDX or is_vhdx(read, stat.st_size):
+                _check_vhdx(image, read, stat.st_size, writable, fmt)
+                os.close(fd)  # VhdxDisk opens the file itself
+                fd = -1
+                return VhdxDisk(image)
+            footer = find_footer(read, stat.st_size)
+            if footer.disk_type is DiskType.FIXED:
+                if chain:
+                    raise VhdParentError(f"parent {image} is a fixed disk, which Overland does not chain")
+                check_fixed(footer, stat.st_size)
+                return FileDevice(image, footer.current_size, writable, fd=fd)
+            layout = load_layout(read, footer, stat.st_size)
         if footer.disk_type is DiskType.DIFFERENCING:
-            parent = _open_parent(image, layout.header, depth)
+            parent = _open_parent(image, layout.header, (*chain, identity))
             if parent.virtual_size != footer.current_size:
                 raise VhdParentError(
                     f"parent of {image} has {parent.virtual_size} bytes, the child {footer.current_size}"
                 )
         return DynamicDisk(image, fd, footer, layout, parent=parent, writable=writable)
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         if parent is not None:
             parent.close()
         raise
 
 
+def _check_vhdx(image: Path, read: Read, file_size: int, writable: bool, fmt: DiskFormat) -> None:
+    if writable:
+        raise VhdInvalid(f"{image} is VHDX, which Overland opens read-only (convert it to VHD to write)")
+    if fmt is DiskFormat.VHDX and not is_vhdx(read, file_size):
+        found = repr(read(0, 8)) if file_size >= 8 else f"a file of {file_size} bytes"
+        raise VhdCorrupt(Fault("VHDX signature", 0, "b'vhdxfile'", found))
+
+
 def parent_candidates(child: Path, header: DynamicHeader) -> list[Path]:
-    """Where the locators say the parent is, relative ones (resolved from the child's folder) first."""
+    """Where the locators say the parent is, relative ones (resolved from the child's folder) first.
+
+    The locators' data ranges were checked against the file when the child was opened.
+    """
     with child.open("rb") as file:
         candidates = []
         for locator in sorted(header.locators, key=lambda loc: loc.platform != PLATFORM_RELATIVE):
-            if not locator.data_length or locator.data_length > MAX_LOCATOR_BYTES:
+            if not locator.data_length:
                 continue
             file.seek(locator.data_offset)
             text = decode_locator_path(locator.platform, file.read(locator.data_length))
@@ -146,21 +180,25 @@ def parent_candidates(child: Path, header: DynamicHeader) -> list[Path]:
     return candidates
 
 
-def _open_parent(child: Path, header: DynamicHeader, depth: int) -> DynamicDisk:
+def _open_parent(child: Path, header: DynamicHeader, chain: tuple[tuple[int, int], ...]) -> BlockDevice:
+    """The parent, checked like any image."""
+    refused: VhdCorrupt | None = None
     for candidate in parent_candidates(child, header):
         if not candidate.is_file():
             continue
-        footer = read_footer(candidate)
-        if footer is None or footer.disk_type is DiskType.FIXED:
-            if footer is not None and footer.unique_id == header.parent_unique_id:
-                raise VhdParentError(f"parent {candidate} is a fixed disk, which Overland does not chain")
+        footer = _probe(candidate)
+        if isinstance(footer, VhdCorrupt):
+            # Another locator may name the parent; if none does, this is what is wrong with it.
+            refused = refused or footer
             continue
         if footer.unique_id != header.parent_unique_id:
             raise VhdParentError(
                 f"{candidate} is not the parent of {child}: unique id {footer.unique_id.hex()} "
                 f"!= {header.parent_unique_id.hex()}"
             )
-        return _open_dynamic(candidate, footer, writable=False, depth=depth + 1)
+        return _open_image(candidate, False, DiskFormat.VHD, chain)
+    if refused is not None:
+        raise refused
     raise VhdParentError(f"the parent of {child} ({header.parent_name!r}) is not found")
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.replica.vhd import create_dynamic, create_fixed, open_disk
+from services.replica.vhd import DiskFormat, create_dynamic, create_fixed, open_disk
 from services.replica.vm.errors import GuestImageError, InvalidVmSpec
 
 DISK_KINDS = ("dynamic", "fixed", "raw")
@@ -74,7 +74,7 @@ def make_vm_disk(template: Path, path: Path, size: int, kind: str = "dynamic") -
         if kind == "raw":
             return path
         image = create_dynamic(path, size) if kind == "dynamic" else create_fixed(path, size)
-        disk = open_disk(image, writable=True, fmt="vhd")
+        disk = open_disk(image, writable=True, fmt=DiskFormat.VHD)
         try:
             with raw.open("rb") as source:
                 for start, length in data_ranges(raw):

@@ -24,11 +24,11 @@ SERVER = """
 import sys, threading
 from services.replica.nbd import NbdServer
 from services.replica.primary.tracking import ChangeLog, TrackedDevice
-from services.replica.vhd import open_disk
+from services.replica.vhd import DiskFormat, open_disk
 
 server = NbdServer()
 log = ChangeLog.open(sys.argv[2], {disk}, {track})
-server.add_export("disk0", TrackedDevice(open_disk(sys.argv[1], writable=True), log))
+server.add_export("disk0", TrackedDevice(open_disk(sys.argv[1], writable=True, fmt=DiskFormat.RAW), log))
 print(server.start(), flush=True)
 threading.Event().wait()
 """

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.replica.vhd import DeviceReadOnly, VhdCorrupt, VhdError, VhdInvalid, VhdxDisk, open_disk
+from services.replica.vhd import (
+    DeviceReadOnly,
+    DiskFormat,
+    VhdCorrupt,
+    VhdError,
+    VhdInvalid,
+    VhdxDisk,
+    open_disk,
+)
 from services.replica.vhd.vhdx import HEADER_OFFSETS, REGION_OFFSETS, crc32c
 
 pytestmark = pytest.mark.qemu
@@ -82,7 +90,7 @@ def test_corrupted_vhdx_raises_a_typed_error_or_reads(
         data[position % len(data)] = (data[position % len(data)] + delta) % 256
     path.write_bytes(bytes(data))
     try:
-        disk = open_disk(path, fmt="vhdx")
+        disk = open_disk(path, fmt=DiskFormat.VHDX)
     except VhdError:
         assert path.read_bytes() == bytes(data)
         return

@@ -34,8 +34,8 @@ SIZE = 16 * MiB
 MAX_WRITES = 20000
 
 
-def read_image(path: Path, fmt: str = "auto") -> bytearray:
-    device = open_disk(path, fmt=fmt)
+def read_image(path: Path) -> bytearray:
+    device = open_disk(path)
     try:
         return bytearray(device.read(0, device.virtual_size))
     finally:

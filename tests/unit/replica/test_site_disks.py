@@ -15,9 +15,10 @@ from services.replica import DiskInUse, SiteDisks, export_name
 from services.replica.errors import InvalidReplicationSettings
 from services.replica.nbd import NbdServer
 from services.replica.settings import complete_vm
-from services.replica.vhd import BlockDevice, Buffer
+from services.replica.vhd import BlockDevice, Buffer, DiskFormat
 
 MiB = 1024 * 1024
+RAW = DiskFormat.RAW
 
 
 def raw_disk(path: Path, size: int = 4 * MiB) -> Path:
@@ -31,8 +32,8 @@ def test_one_file_one_device_one_export_closed_with_the_last_user(tmp_path: Path
     disks = SiteDisks(exporter)
     path = raw_disk(tmp_path / "d0.img")
     name = export_name("vm1", "d0")
-    first = disks.open(name, path, "vm")
-    second = disks.open(name, tmp_path / "." / "d0.img", "replication")
+    first = disks.open(name, path, "vm", RAW)
+    second = disks.open(name, tmp_path / "." / "d0.img", "replication", RAW)
     assert first is second
     assert disks.users(name) == {"vm", "replication"}
     assert list(exporter.exports()) == [name]
@@ -47,11 +48,14 @@ def test_one_file_one_device_one_export_closed_with_the_last_user(tmp_path: Path
 
 def test_a_name_serves_one_file_and_a_file_has_one_name(tmp_path: Path) -> None:
     disks = SiteDisks()
-    disks.open("vm1/d0", raw_disk(tmp_path / "a.img"), "vm")
+    disks.open("vm1/d0", raw_disk(tmp_path / "a.img"), "vm", RAW)
     with pytest.raises(DiskInUse, match="one name, one file"):
-        disks.open("vm1/d0", raw_disk(tmp_path / "b.img"), "replication")
+        disks.open("vm1/d0", raw_disk(tmp_path / "b.img"), "replication", RAW)
     with pytest.raises(DiskInUse, match="already open as disk 'vm1/d0'"):
-        disks.open("vm2/d0", tmp_path / "sub" / ".." / "a.img", "vm")
+        disks.open("vm2/d0", tmp_path / "sub" / ".." / "a.img", "vm", RAW)
+    # One file, one format: a user that names another is refused, not served other bytes.
+    with pytest.raises(DiskInUse, match="open as raw, not vhd"):
+        disks.open("vm1/d0", tmp_path / "a.img", "replication", DiskFormat.VHD)
     disks.close()
 
 
@@ -86,7 +90,7 @@ class Counting:
 
 def test_a_swap_waits_for_the_writes_in_flight_and_loses_none(tmp_path: Path) -> None:
     disks = SiteDisks()
-    disk = disks.open("vm1/d0", raw_disk(tmp_path / "d0.img"), "vm")
+    disk = disks.open("vm1/d0", raw_disk(tmp_path / "d0.img"), "vm", RAW)
     stop = threading.Event()
     written: dict[int, int] = {}
     errors: list[AssertionError] = []

@@ -16,9 +16,10 @@ BLOCK = 4096
 WRITER = """
 import sys
 from services.replica.primary.tracking import ChangeLog, TrackedDevice
-from services.replica.vhd import open_disk
+from services.replica.vhd import DiskFormat, open_disk
 
-device = TrackedDevice(open_disk(sys.argv[1], writable=True), ChangeLog.open(sys.argv[2], {disk}, {block}))
+image = open_disk(sys.argv[1], writable=True, fmt=DiskFormat.RAW)
+device = TrackedDevice(image, ChangeLog.open(sys.argv[2], {disk}, {block}))
 value = 7
 for _ in range(100000):
     value = (value * 1103515245 + 12345) % 2**31

@@ -18,7 +18,7 @@ from services.replica.primary.tracking import (
     cut_path,
     snapshot_group,
 )
-from services.replica.vhd import create_dynamic, open_disk
+from services.replica.vhd import DiskFormat, create_dynamic, open_disk
 
 DISK = 1024 * 1024
 BLOCK = 4096
@@ -272,7 +272,9 @@ def test_full_snapshot_keeps_the_allocation_of_the_cut_instant(tmp_path: Path) -
     raw = tmp_path / "disk.raw"
     raw.write_bytes(b"")
     os.truncate(raw, DISK)
-    device = TrackedDevice(open_disk(raw, writable=True), ChangeLog.open(tmp_path / "d.hrl", DISK, BLOCK))
+    device = TrackedDevice(
+        open_disk(raw, writable=True, fmt=DiskFormat.RAW), ChangeLog.open(tmp_path / "d.hrl", DISK, BLOCK)
+    )
     device.write(8 * BLOCK, b"\x07" * BLOCK)
     snapshot = device.snapshot(full=True)
     at_cut = snapshot.allocated_ranges()

@@ -72,13 +72,25 @@ def test_footer_round_trips_and_checksum_verifies(footer: Footer) -> None:
     assert decoded.checksum == ones_complement_checksum(encoded, (64, 68))
 
 
-@given(footers, st.integers(min_value=0, max_value=511), st.integers(min_value=1, max_value=255))
-def test_any_flipped_footer_byte_is_rejected_or_harmless(footer: Footer, index: int, delta: int) -> None:
+@given(
+    footers,
+    st.integers(min_value=0, max_value=511),
+    st.integers(min_value=1, max_value=255),
+    st.integers(min_value=0, max_value=2**41).map(lambda n: n * 512),
+)
+def test_any_flipped_footer_byte_is_rejected_saying_where(
+    footer: Footer, index: int, delta: int, at: int
+) -> None:
     damaged = bytearray(footer.encode())
     damaged[index] = (damaged[index] + delta) % 256
     # Every byte is either summed into the checksum or is the checksum, so any single change is caught.
-    with pytest.raises(VhdCorrupt):
-        decode_footer(bytes(damaged))
+    with pytest.raises(VhdCorrupt) as raised:
+        decode_footer(bytes(damaged), at)
+    fault = raised.value.fault
+    assert fault is not None
+    assert at <= fault.offset < at + 512
+    assert fault.field.startswith("footer")
+    assert fault.expected != fault.found
 
 
 def test_checksum_is_ones_complement_of_byte_sum() -> None:
@@ -133,11 +145,15 @@ def test_dynamic_header_round_trips(header: DynamicHeader) -> None:
 
 
 @given(headers, st.integers(min_value=0, max_value=1023))
-def test_damaged_dynamic_header_is_rejected(header: DynamicHeader, index: int) -> None:
+def test_damaged_dynamic_header_is_rejected_saying_where(header: DynamicHeader, index: int) -> None:
     damaged = bytearray(header.encode())
     damaged[index] ^= 0x5A
-    with pytest.raises(VhdCorrupt):
-        decode_header(bytes(damaged))
+    with pytest.raises(VhdCorrupt) as raised:
+        decode_header(bytes(damaged), 512)
+    fault = raised.value.fault
+    assert fault is not None
+    assert 512 <= fault.offset < 512 + 1024
+    assert fault.field.startswith("dynamic header")
 
 
 @given(st.lists(st.one_of(st.just(UNUSED), st.integers(min_value=0, max_value=UNUSED - 1)), max_size=500))

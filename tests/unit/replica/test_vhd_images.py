@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 
 from services.replica.vhd import (
     DeviceReadOnly,
+    DiskFormat,
     DiskType,
     DynamicDisk,
     FileDevice,
+    VhdCorrupt,
     VhdInvalid,
     VhdParentError,
     create_differencing,
@@ -143,19 +145,26 @@ def test_missing_parent_is_a_clear_error(tmp_path: Path) -> None:
         open_disk(tmp_path / "c.vhd")
 
 
-def test_open_disk_chooses_by_content(tmp_path: Path) -> None:
+def test_open_disk_opens_the_named_format_and_never_guesses_raw(tmp_path: Path) -> None:
     raw = tmp_path / "disk.raw"
     raw.write_bytes(b"\x01" * 8192)
-    assert isinstance(open_disk(raw), FileDevice)
-    assert open_disk(raw).virtual_size == 8192
+    with pytest.raises(VhdCorrupt, match="needs --format raw") as refused:
+        open_disk(raw)
+    assert refused.value.path == raw
+    device = open_disk(raw, fmt=DiskFormat.RAW)
+    assert isinstance(device, FileDevice)
+    assert device.virtual_size == 8192
+    device.close()
     fixed = create_fixed(tmp_path / "f.vhd", 8192)
-    assert open_disk(fixed).virtual_size == 8192
+    device = open_disk(fixed)
+    assert device.virtual_size == 8192
+    device.close()
     footer = read_footer(fixed)
     assert footer is not None
     assert footer.disk_type is DiskType.FIXED
     assert read_footer(raw) is None
-    with pytest.raises(VhdInvalid):
-        open_disk(raw, fmt="qcow2")
+    with pytest.raises(VhdInvalid, match="format must be one of"):
+        open_disk(raw, fmt="qcow2")  # type: ignore[arg-type]
 
 
 def test_read_only_devices_refuse_writes(tmp_path: Path) -> None:
@@ -203,7 +212,7 @@ def test_create_rejects_bad_sizes(tmp_path: Path) -> None:
 def test_raw_write_zeroes_punches_a_hole(tmp_path: Path) -> None:
     raw = tmp_path / "disk.raw"
     raw.write_bytes(b"\x01" * 8 * BLOCK)
-    disk = open_disk(raw, writable=True)
+    disk = open_disk(raw, writable=True, fmt=DiskFormat.RAW)
     disk.write_zeroes(BLOCK + 100, 4 * BLOCK)
     assert disk.read(BLOCK, 200) == b"\x01" * 100 + bytes(100)
     assert disk.read(2 * BLOCK, 3 * BLOCK) == bytes(3 * BLOCK)

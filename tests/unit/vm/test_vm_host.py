@@ -15,6 +15,7 @@ import pytest
 from overland.v1 import replica_pb2
 from services.replica import SiteDisks
 from services.replica.config import VmRuntimeConfig
+from services.replica.vhd import create_dynamic
 from services.replica.vm import (
     GuestImageMissing,
     InvalidVmSpec,
@@ -64,10 +65,7 @@ class Site:
         return VmHost(self.base / "vms", config, self.disks, self.ports, accel_cache=self.base / "accel.json")
 
     def disk(self, name: str) -> Path:
-        path = self.base / name
-        with path.open("wb") as file:
-            file.truncate(16 * MiB)
-        return path
+        return create_dynamic(self.base / name, 16 * MiB)
 
 
 @pytest.fixture
