@@ -13,6 +13,7 @@ from services.replica.vhd.dynamic import DEFAULT_VHD_BLOCK, DynamicHeader, Paren
 from services.replica.vhd.dynamic_disk import DynamicDisk
 from services.replica.vhd.errors import (
     DeviceReadOnly,
+    DiskLocked,
     Fault,
     StorageError,
     VhdCorrupt,
@@ -38,6 +39,7 @@ __all__ = [
     "Buffer",
     "DeviceReadOnly",
     "DiskFormat",
+    "DiskLocked",
     "DiskType",
     "DynamicDisk",
     "DynamicHeader",

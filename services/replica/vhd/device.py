@@ -194,8 +194,11 @@ class FileDevice:
     def close(self) -> None:
         if not self._closed.is_set():
             self._closed.set()
-            self.flush()
-            os.close(self._fd)
+            # The file is closed (and its image locks released) even when the final flush fails.
+            try:
+                self.flush()
+            finally:
+                os.close(self._fd)
 
     def _check_writable(self) -> None:
         if not self._writable:

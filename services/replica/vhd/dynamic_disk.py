@@ -93,10 +93,13 @@ class DynamicDisk:
             if self._closed:
                 return
             self._closed = True
-            self.flush()
-            os.close(self._fd)
-        if self.parent is not None:
-            self.parent.close()
+            # The file is closed (and its image locks released) even when the final flush fails.
+            try:
+                self.flush()
+            finally:
+                os.close(self._fd)
+                if self.parent is not None:
+                    self.parent.close()
 
     def _blocks(self) -> int:
         return -(-self.virtual_size // self._block)

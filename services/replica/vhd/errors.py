@@ -79,3 +79,8 @@ class VhdParentError(VhdError, FailedPrecondition):
 
 class DeviceReadOnly(StorageError, FailedPrecondition):
     """A write reached a device opened read-only."""
+
+
+class DiskLocked(StorageError, FailedPrecondition):
+    """Another process (a qemu, another Overland) or another open of this one holds a conflicting
+    image lock on the disk file: Overland serves a disk only as its one writer."""

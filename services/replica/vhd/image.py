@@ -1,9 +1,10 @@
-"""Opening and creating disk images: ``open_disk`` checks the named format and every structure
-before it serves a byte.
+"""Opening and creating disk images: ``open_disk`` checks the named format and every structure, and
+locks the file as qemu does, before it serves a byte.
 
 The format is never guessed: ``DiskFormat.VHD`` (the default) accepts fixed, dynamic and
 differencing VHDs (and a VHDX read-only) and refuses anything else with what is wrong and where;
-``DiskFormat.RAW`` must be asked for. The pure checks are in ``services.replica.vhd.check``.
+``DiskFormat.RAW`` must be asked for. The pure checks are in ``services.replica.vhd.check``, the
+locks in ``services.replica.vhd.locking``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from services.replica.vhd import locking
 from services.replica.vhd.check import (
     DiskFormat,
     Read,
@@ -43,6 +45,7 @@ from services.replica.vhd.dynamic import (
 from services.replica.vhd.dynamic_disk import DynamicDisk
 from services.replica.vhd.errors import Fault, VhdCorrupt, VhdInvalid, VhdParentError
 from services.replica.vhd.footer import FIXED_DATA_OFFSET, FOOTER_SIZE, DiskType, Footer, new_footer
+from services.replica.vhd.locking import BACKING, READER, WRITER, LockMode
 from services.replica.vhd.vhdx import VhdxDisk
 
 MAX_CHAIN = 16
@@ -55,17 +58,20 @@ def open_disk(
     or a raw file.
 
     Everything is checked before the device is returned and nothing is written before: a file that
-    is not of the format raises ``VhdCorrupt`` (what is wrong, and where).
+    is not of the format raises ``VhdCorrupt`` (what is wrong, and where), a file another process or
+    open uses in a conflicting way raises ``DiskLocked``. A writable open holds qemu's writer locks
+    until ``close``; a read-only one, qemu's ``-U`` (it never blocks a writer).
     """
     if not isinstance(fmt, DiskFormat):
         raise VhdInvalid(f"format must be one of {[f.value for f in DiskFormat]}, got {fmt!r}")
     image = Path(path)
     if not image.is_file():
         raise VhdInvalid(f"disk image not found: {image}")
+    mode = WRITER if writable else READER
     if fmt is DiskFormat.RAW:
-        fd = os.open(image, os.O_RDWR if writable else os.O_RDONLY)
+        fd = _open_locked(image, writable, mode)
         return FileDevice(image, os.fstat(fd).st_size, writable, fd=fd)
-    return _open_image(image, writable, fmt, chain=())
+    return _open_image(image, writable, mode, fmt, chain=())
 
 
 def read_footer(path: Path) -> Footer | None:
@@ -83,6 +89,16 @@ def _probe(path: Path) -> Footer | VhdCorrupt:
         return error.at(path) if error.path is None else error
     finally:
         os.close(fd)
+
+
+def _open_locked(image: Path, writable: bool, mode: LockMode) -> int:
+    fd = os.open(image, os.O_RDWR if writable else os.O_RDONLY)
+    try:
+        locking.hold(fd, mode, image)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _reader(fd: int, image: Path) -> Read:
@@ -114,23 +130,25 @@ def _naming(image: Path) -> Iterator[None]:
 
 
 def _open_image(
-    image: Path, writable: bool, fmt: DiskFormat, chain: tuple[tuple[int, int], ...]
+    image: Path, writable: bool, mode: LockMode, fmt: DiskFormat, chain: tuple[tuple[int, int], ...]
 ) -> BlockDevice:
-    """Open and check one image of a chain (``chain``: the (device, inode) of its children)."""
+    """Open, lock and check one image of a chain (``chain``: the (device, inode) of its children)."""
     fd = os.open(image, os.O_RDWR if writable else os.O_RDONLY)
     parent: BlockDevice | None = None
     try:
         stat = os.fstat(fd)
         identity = (stat.st_dev, stat.st_ino)
+        # Before locking: a loop would otherwise meet its own lock, a less useful error.
         if identity in chain:
             raise VhdParentError(f"the parent chain loops: {image} is its own ancestor")
         if len(chain) > MAX_CHAIN:
             raise VhdParentError(f"the differencing chain is deeper than {MAX_CHAIN} at {image}")
+        locking.hold(fd, mode, image)
         read = _reader(fd, image)
         with _naming(image):
             if fmt is DiskFormat.VHDX or is_vhdx(read, stat.st_size):
                 _check_vhdx(image, read, stat.st_size, writable, fmt)
-                os.close(fd)  # VhdxDisk opens the file itself
+                os.close(fd)  # VhdxDisk opens (and -U-locks) the file itself
                 fd = -1
                 return VhdxDisk(image)
             footer = find_footer(read, stat.st_size)
@@ -141,7 +159,7 @@ def _open_image(
                 return FileDevice(image, footer.current_size, writable, fd=fd)
             layout = load_layout(read, footer, stat.st_size)
         if footer.disk_type is DiskType.DIFFERENCING:
-            parent = _open_parent(image, layout.header, (*chain, identity))
+            parent = _open_parent(image, layout.header, writable, (*chain, identity))
             if parent.virtual_size != footer.current_size:
                 raise VhdParentError(
                     f"parent of {image} has {parent.virtual_size} bytes, the child {footer.current_size}"
@@ -180,8 +198,10 @@ def parent_candidates(child: Path, header: DynamicHeader) -> list[Path]:
     return candidates
 
 
-def _open_parent(child: Path, header: DynamicHeader, chain: tuple[tuple[int, int], ...]) -> BlockDevice:
-    """The parent, checked like any image."""
+def _open_parent(
+    child: Path, header: DynamicHeader, writable: bool, chain: tuple[tuple[int, int], ...]
+) -> BlockDevice:
+    """The parent, checked like any image; locked so nobody changes it under a writable child."""
     refused: VhdCorrupt | None = None
     for candidate in parent_candidates(child, header):
         if not candidate.is_file():
@@ -196,7 +216,7 @@ def _open_parent(child: Path, header: DynamicHeader, chain: tuple[tuple[int, int
                 f"{candidate} is not the parent of {child}: unique id {footer.unique_id.hex()} "
                 f"!= {header.parent_unique_id.hex()}"
             )
-        return _open_image(candidate, False, DiskFormat.VHD, chain)
+        return _open_image(candidate, False, BACKING if writable else READER, DiskFormat.VHD, chain)
     if refused is not None:
         raise refused
     raise VhdParentError(f"the parent of {child} ({header.parent_name!r}) is not found")

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.replica.vhd import locking
 from services.replica.vhd.device import Buffer, check_range, merge_ranges, read_exact
 from services.replica.vhd.errors import DeviceReadOnly, VhdCorrupt, VhdInvalid
 
@@ -201,6 +202,7 @@ class VhdxDisk:
         self.path = path
         self._fd = os.open(path, os.O_RDONLY)
         try:
+            locking.hold(self._fd, locking.READER, path)
             self._load()
         except BaseException:
             os.close(self._fd)

@@ -164,8 +164,9 @@ def qemu_io(image: str, command: str, fmt: str = "vpc") -> None:
 def qemu_compare(
     a: Path, b: Path, fmt_a: str = "vpc", fmt_b: str = "vpc"
 ) -> subprocess.CompletedProcess[str]:
+    # -U (force share): a disk the primary serves holds qemu's image locks, as a running VM's would.
     return subprocess.run(
-        ["qemu-img", "compare", "-f", fmt_a, "-F", fmt_b, str(a), str(b)],
+        ["qemu-img", "compare", "-U", "-f", fmt_a, "-F", fmt_b, str(a), str(b)],
         capture_output=True,
         text=True,
         timeout=120,

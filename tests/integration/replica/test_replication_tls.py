@@ -3,6 +3,7 @@ the development header."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -119,6 +120,8 @@ def test_identity_comes_from_the_client_certificate(tmp_path: Path) -> None:
     try:
         disk = make_disk(tmp_path / "d0.vhd", 4 * MiB)
         qemu_io(str(disk), "write -P 0x71 0 1M")
+        # Each primary serves its own copy: one disk file has one writer (image locking).
+        disks = {"primary": disk, "mallory": Path(shutil.copy(disk, tmp_path / "d0-mallory.vhd"))}
         for name in ("primary", "mallory"):
             server, _ = create_server(
                 ReplicaConfig(
@@ -132,7 +135,7 @@ def test_identity_comes_from_the_client_certificate(tmp_path: Path) -> None:
             )
             servers.append(server)
             stub = primary_stub(server.port)
-            stub.EnableReplication(enable_request("vm1", {"d0": disk}, dr.endpoint))
+            stub.EnableReplication(enable_request("vm1", {"d0": disks[name]}, dr.endpoint))
             get = lambda stub=stub: stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1"))  # noqa: E731
             result = wait_for(get, lambda r: state_name(r) in ("REPLICATING", "CRITICAL"))
             if name == "primary":

@@ -14,7 +14,7 @@ from services.replica.dr.layout import TRASH_PREFIX
 from services.replica.dr.store import VmStore
 from services.replica.errors import DuplicateDelta, MalformedDelta, SequenceError, UnknownVm
 from services.replica.states import HOUR_NANOS
-from services.replica.vhd import open_disk
+from services.replica.vhd import BlockDevice, open_disk
 
 SIZE = 256 * 1024
 T0 = 1_800_000_000 * 10**9
@@ -139,9 +139,13 @@ def acked_but_not_retired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Vm
     """A store whose delta 2 was acked while the background half of its commit never ran."""
     store = VmStore(tmp_path, "vm1")
     send(store, header(1, full=True), [(0, b"1" * 4096)])
-    monkeypatch.setattr(Journal, "_retire_quietly", lambda *_args: None)
+    left_open: list[BlockDevice] = []
+    monkeypatch.setattr(Journal, "_retire_quietly", lambda _self, _header, written: left_open.extend(written))
     assert send(store, header(2), [(4096, b"2" * 4096)]).sequence == 2
     assert (store.layout.journal / "header.bin").exists()
+    # The process that died held the replica open (and image-locked); its death closed it.
+    for device in left_open:
+        device.close()
     return store
 
 
