@@ -10,6 +10,7 @@ from enum import IntEnum
 from overland.v1 import replica_pb2
 from services.common.errors import FieldViolation
 from services.replica.errors import InvalidReplicationSettings
+from services.replica.vhd import DiskFormat
 
 FREQUENCIES = (30, 300, 900)
 DEFAULT_FREQUENCY = 300
@@ -63,6 +64,25 @@ def validate_endpoint(value: str, field: str) -> list[FieldViolation]:
     return []
 
 
+# The API's DiskFormat values; UNSPECIFIED is VHD (a format is never guessed from the content).
+DISK_FORMATS = {
+    replica_pb2.DISK_FORMAT_UNSPECIFIED: DiskFormat.VHD,
+    replica_pb2.DISK_FORMAT_VHD: DiskFormat.VHD,
+    replica_pb2.DISK_FORMAT_RAW: DiskFormat.RAW,
+}
+
+
+def disk_format(disk: replica_pb2.VmDisk) -> DiskFormat:
+    """How to open ``disk`` (its format was validated with the request)."""
+    return DISK_FORMATS[disk.format]
+
+
+def validate_disk_format(disk: replica_pb2.VmDisk, field: str) -> list[FieldViolation]:
+    if disk.format not in DISK_FORMATS:
+        return [FieldViolation(field, f"unknown disk format {disk.format}: VHD (the default) or RAW")]
+    return []
+
+
 def validate_enable(request: replica_pb2.EnableReplicationRequest) -> ReplicationPolicy:
     """The request's policy, or ``InvalidReplicationSettings`` listing every bad field at once."""
     violations = validate_name(request.vm.name, "vm.name")
@@ -75,7 +95,8 @@ def validate_enable(request: replica_pb2.EnableReplicationRequest) -> Replicatio
             violations.append(FieldViolation(f"vm.disks[{i}].name", f"duplicate disk name {disk.name!r}"))
         seen.add(disk.name)
         if not disk.path:
-            violations.append(FieldViolation(f"vm.disks[{i}].path", "required: the VHD path at this site"))
+            violations.append(FieldViolation(f"vm.disks[{i}].path", "required: the disk file at this site"))
+        violations += validate_disk_format(disk, f"vm.disks[{i}].format")
     s = request.settings
     frequency = s.frequency_seconds or DEFAULT_FREQUENCY
     if frequency not in FREQUENCIES:
@@ -136,10 +157,10 @@ def complete_vm(
     if not vm.disks:
         vm.disks.extend(defined.disks)
     else:
-        given = {(d.name, os.path.abspath(d.path)) for d in vm.disks}
-        runs_on = {(d.name, os.path.abspath(d.path)) for d in defined.disks}
+        given = {(d.name, os.path.abspath(d.path), DISK_FORMATS.get(d.format)) for d in vm.disks}
+        runs_on = {(d.name, os.path.abspath(d.path), DISK_FORMATS.get(d.format)) for d in defined.disks}
         if given != runs_on:
-            listed = ", ".join(f"{name}={path}" for name, path in sorted(runs_on))
+            listed = ", ".join(f"{name}={path} ({fmt})" for name, path, fmt in sorted(runs_on, key=str))
             message = f"VM {vm.name!r} runs at this site on disks {listed}: replicate those (or name none)"
             raise InvalidReplicationSettings(message, [FieldViolation("vm.disks", message)])
     if not vm.nics:

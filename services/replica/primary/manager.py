@@ -34,7 +34,7 @@ from services.replica.primary.gate import GatedDevice
 from services.replica.primary.replication import VmReplication
 from services.replica.primary.sender import RPC_SECONDS, Sender, channel_to
 from services.replica.primary.tracking import DEFAULT_TRACK_BLOCK, ChangeLog, TrackedDevice
-from services.replica.settings import complete_vm, validate_enable
+from services.replica.settings import complete_vm, disk_format, validate_enable
 from services.replica.states import Event, Record, ReplicationState
 from services.replica.telemetry import ReplicaTelemetry
 
@@ -150,7 +150,7 @@ class ReplicationManager:
         try:
             for disk in request.vm.disks:
                 site_disk = self._site_disks.open(
-                    export_name(request.vm.name, disk.name), disk.path, DISK_USER
+                    export_name(request.vm.name, disk.name), disk.path, DISK_USER, disk_format(disk)
                 )
                 held[disk.name] = site_disk
                 tracker = ChangeLog.open(

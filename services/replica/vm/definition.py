@@ -22,7 +22,8 @@ from pathlib import Path
 from overland import defaults
 from overland.v1 import replica_pb2
 from services.common.errors import FieldViolation
-from services.replica.settings import validate_name
+from services.replica.settings import DISK_FORMATS, disk_format, validate_disk_format, validate_name
+from services.replica.vhd import DiskFormat
 from services.replica.vm.errors import InvalidVmSpec
 from services.replica.vm.network import (
     BASE_PARAMETERS,
@@ -64,6 +65,8 @@ class NetworkSettings(enum.IntEnum):
 class DiskDefinition:
     name: str
     path: Path
+    # VHD unless the definition says raw: never guessed from the file.
+    fmt: DiskFormat = DiskFormat.VHD
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ def _disks(vm: replica_pb2.VirtualMachine, found: list[FieldViolation]) -> list[
     for index, disk in enumerate(vm.disks):
         field = f"vm.disks[{index}]"
         found += validate_name(disk.name, f"{field}.name")
+        found += validate_disk_format(disk, f"{field}.format")
         if disk.name in names:
             found.append(FieldViolation(f"{field}.name", f"duplicate disk name {disk.name!r}"))
         names.add(disk.name)
@@ -212,7 +216,8 @@ def _disks(vm: replica_pb2.VirtualMachine, found: list[FieldViolation]) -> list[
         if path in paths:
             found.append(FieldViolation(f"{field}.path", f"{path} is already another disk of the VM"))
         paths.add(path)
-        disks.append(DiskDefinition(disk.name, Path(path)))
+        if disk.format in DISK_FORMATS:
+            disks.append(DiskDefinition(disk.name, Path(path), disk_format(disk)))
     return disks
 
 

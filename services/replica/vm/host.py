@@ -371,7 +371,7 @@ class VmHost:
 
     def _open_disks(self, vm: HostedVm) -> None:
         for disk in vm.definition.disks:
-            vm.disks.append(self._disks.open(export_name(vm.name, disk.name), disk.path, DISK_USER))
+            vm.disks.append(self._disks.open(export_name(vm.name, disk.name), disk.path, DISK_USER, disk.fmt))
 
     def _release_disks(self, vm: HostedVm) -> None:
         for disk in vm.disks:

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from overland.v1 import replica_pb2
 from services.replica.errors import InvalidReplicationSettings
-from services.replica.settings import InitialMethod, validate_enable
+from services.replica.settings import InitialMethod, disk_format, validate_enable
+from services.replica.vhd import DiskFormat
 
 
 def _request(**settings: object) -> replica_pb2.EnableReplicationRequest:
@@ -73,3 +74,18 @@ def test_no_disks() -> None:
     request = _request()
     del request.vm.disks[:]
     assert _fields(request) == {"vm.disks"}
+
+
+@given(st.integers(0, 100))
+def test_disk_format_is_vhd_unless_raw_is_asked_for(value: int) -> None:
+    request = _request()
+    request.vm.disks[0].format = value  # type: ignore[assignment]
+    if value in (
+        replica_pb2.DISK_FORMAT_UNSPECIFIED,
+        replica_pb2.DISK_FORMAT_VHD,
+        replica_pb2.DISK_FORMAT_RAW,
+    ):
+        validate_enable(request)
+        assert disk_format(request.vm.disks[0]) is (DiskFormat.RAW if value == 2 else DiskFormat.VHD)
+    else:
+        assert _fields(request) == {"vm.disks[0].format"}

@@ -87,7 +87,9 @@ def test_enable_sends_the_vm_disks_and_settings(env: tuple[FakeReplica, dict[str
     )
     assert isinstance(enabled, dict)
     sent = fake.replications["web"]
-    assert [(d.name, d.path) for d in sent.vm.disks] == [("os", "/var/lib/vm/web.vhd")]
+    assert [(d.name, d.path, d.format) for d in sent.vm.disks] == [
+        ("os", "/var/lib/vm/web.vhd", replica_pb2.DISK_FORMAT_VHD)
+    ]
     assert sent.settings.frequency_seconds == 30
     assert sent.settings.compression is False
     assert sent.settings.initial_method == replica_pb2.INITIAL_REPLICATION_METHOD_EXISTING_COPY
@@ -96,6 +98,27 @@ def test_enable_sends_the_vm_disks_and_settings(env: tuple[FakeReplica, dict[str
     )
     assert code == 2
     assert "NAME=PATH" in err
+
+
+def test_enable_format_raw_is_sent_for_every_disk(env: tuple[FakeReplica, dict[str, str]]) -> None:
+    fake, environ = env
+    args = [
+        "replica",
+        "enable",
+        "--vm",
+        "db",
+        "--disk",
+        "a=/a.img",
+        "--disk",
+        "b=/b.img",
+        "--replica-server",
+        "h:1",
+    ]
+    invoke_json(environ, *args, "--format", "raw")
+    assert [d.format for d in fake.replications["db"].vm.disks] == [replica_pb2.DISK_FORMAT_RAW] * 2
+    code, _, err = invoke(environ, *args, "--format", "qcow2")
+    assert code == 2
+    assert "'qcow2' is not one of 'vhd', 'raw'" in err
 
 
 def test_pause_resume_resync_status_and_recovery_points(env: tuple[FakeReplica, dict[str, str]]) -> None:

@@ -106,6 +106,8 @@ def test_new_sends_the_definition(env: tuple[FakeVms, dict[str, str]]) -> None:
     code, _, err = invoke(environ, "vm", "new", "x", "--disk", "os=/d.vhd", "--nic", "speed=fast")
     assert code == 2
     assert "KEY=VALUE" in err
+    invoke_json(environ, "vm", "new", "db", "--disk", "os=/d.vhd", "--disk", "data=/d.img", "--format", "raw")
+    assert [d.format for d in fake.vms["db"].config.disks] == [replica_pb2.DISK_FORMAT_RAW] * 2
 
 
 def test_start_stop_get_list_remove(env: tuple[FakeVms, dict[str, str]]) -> None:

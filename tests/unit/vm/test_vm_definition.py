@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from overland import defaults
 from overland.v1 import replica_pb2
 from services.common.errors import FieldViolation
+from services.replica.vhd import DiskFormat
 from services.replica.vm import (
     Accel,
     InvalidVmSpec,
@@ -191,6 +192,7 @@ def test_a_valid_vm_boots_with_the_settings_of_where_it_runs(
         (vm(disks=[]), "vm.disks"),
         (vm(disks=[disk(path="vm1.vhd")]), "vm.disks[0].path"),
         (vm(disks=[disk(name="bad name")]), "vm.disks[0].name"),
+        (vm(disks=[replica_pb2.VmDisk(name="d0", path="/srv/vms/vm1.vhd", format=7)]), "vm.disks[0].format"),  # type: ignore[arg-type]
         (vm(disks=[disk(), disk()]), "vm.disks[1].name"),
         (vm(disks=[disk(), disk(name="d1", path="/srv/vms/../vms/vm1.vhd")]), "vm.disks[1].path"),
         (vm(nics=[nic(mac="52:54:00:0b:00")]), "vm.nics[0].mac"),
@@ -265,3 +267,9 @@ def test_port_names_are_interface_names(vm_id: str, index: int) -> None:
     name = port_name(vm_id, index)
     assert IFNAME_PATTERN.match(name)
     assert name != port_name(vm_id, (index + 1) % 8)
+
+
+def test_a_disk_is_a_vhd_unless_the_definition_says_raw() -> None:
+    raw = replica_pb2.VmDisk(name="d1", path="/srv/vms/vm1.img", format=replica_pb2.DISK_FORMAT_RAW)
+    definition = validate_vm(vm(disks=[disk(), raw]))
+    assert [d.fmt for d in definition.disks] == [DiskFormat.VHD, DiskFormat.RAW]

@@ -7,6 +7,7 @@ when a table is printed, not before: ``--json`` output and errors never load it.
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import sys
@@ -211,14 +212,24 @@ def service_group(
     return group
 
 
-def disk_spec(spec: str) -> replica_pb2.VmDisk:
-    """A VM disk from ``NAME=PATH`` (``--disk`` of ``replica enable`` and ``vm new``)."""
+class DiskFormat(enum.StrEnum):
+    """``--format`` of the commands that take disks: the API's ``DiskFormat``, never guessed."""
+
+    vhd = "vhd"
+    raw = "raw"
+
+
+DISK_FORMAT_HELP = "The disks' format: vhd (checked; anything else is refused) or raw (only when asked for)."
+
+
+def disk_spec(spec: str, disk_format: DiskFormat = DiskFormat.vhd) -> replica_pb2.VmDisk:
+    """A VM disk from ``NAME=PATH`` (``--disk`` of ``replica enable`` and ``vm new``) in ``disk_format``."""
     from overland.v1 import replica_pb2  # noqa: PLC0415 - only the commands that take disks need it
 
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
         raise typer.BadParameter(f"--disk takes NAME=PATH, got {spec!r}")
-    return replica_pb2.VmDisk(name=name, path=path)
+    return replica_pb2.VmDisk(name=name, path=path, format=f"DISK_FORMAT_{disk_format.name.upper()}")
 
 
 def apply_changes(message: Message, changes: Mapping[str, Any]) -> None:

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from overland._transport import RpcSpec, Unary
-from overland.cli.common import disk_spec, service_group, settings, show, show_list
+from overland.cli.common import (
+    DISK_FORMAT_HELP,
+    DiskFormat,
+    disk_spec,
+    service_group,
+    settings,
+    show,
+    show_list,
+)
 from overland.cli.params import INT64_MAX, UINT32_MAX, UINT64_MAX
 from overland.cli.params import interval as interval_seconds
 from overland.client import ReplicaClient, ReplicaReceiverClient
@@ -44,6 +52,7 @@ def enable(
         list[str] | None,
         typer.Option(help="NAME=PATH of a VHD; repeat for several. A VM defined at the site: its own."),
     ] = None,
+    disk_format: Annotated[DiskFormat, typer.Option("--format", help=DISK_FORMAT_HELP)] = DiskFormat.vhd,
     replica_server: Annotated[str, typer.Option(help="The DR site's replica endpoint, host:port.")],
     frequency: Annotated[
         int, typer.Option(help="Seconds between cycles: 30, 300 or 900.", min=0, max=UINT32_MAX)
@@ -72,7 +81,7 @@ def enable(
         ),
         export_path=export_path,
     )
-    machine = replica_pb2.VirtualMachine(name=vm, disks=[disk_spec(d) for d in disk or ()])
+    machine = replica_pb2.VirtualMachine(name=vm, disks=[disk_spec(d, disk_format) for d in disk or ()])
     with _client(ctx) as client:
         show(ctx, client.enable_replication(vm=machine, settings=settings_message))
 

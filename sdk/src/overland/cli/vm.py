@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from overland.cli.common import (
+    DISK_FORMAT_HELP,
+    DiskFormat,
     disk_spec,
     new_table,
     service_group,
@@ -84,6 +86,7 @@ def new(
     name: VmName,
     *,
     disk: Annotated[list[str], typer.Option(help="NAME=PATH of a VHD; the first is the root. Repeat.")],
+    disk_format: Annotated[DiskFormat, typer.Option("--format", help=DISK_FORMAT_HELP)] = DiskFormat.vhd,
     nic: Annotated[
         list[str] | None,
         typer.Option(help="KEY=VALUE,...: mac, vsid, ip, gw, dns, failover-ip, ... Repeat for several."),
@@ -99,7 +102,7 @@ def new(
                 name=name,
                 cpu_count=cpus,
                 memory_bytes=memory_mib * MiB,
-                disks=[disk_spec(d) for d in disk],
+                disks=[disk_spec(d, disk_format) for d in disk],
                 nics=[parse_nic(n) for n in nic or ()],
             ),
         )

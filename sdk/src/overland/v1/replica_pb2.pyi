@@ -36,6 +36,12 @@ class InitialReplicationMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper
     INITIAL_REPLICATION_METHOD_NETWORK: _ClassVar[InitialReplicationMethod]
     INITIAL_REPLICATION_METHOD_EXTERNAL_MEDIA: _ClassVar[InitialReplicationMethod]
     INITIAL_REPLICATION_METHOD_EXISTING_COPY: _ClassVar[InitialReplicationMethod]
+
+class DiskFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISK_FORMAT_UNSPECIFIED: _ClassVar[DiskFormat]
+    DISK_FORMAT_VHD: _ClassVar[DiskFormat]
+    DISK_FORMAT_RAW: _ClassVar[DiskFormat]
 REPLICATION_STATE_UNSPECIFIED: ReplicationState
 REPLICATION_STATE_DISABLED: ReplicationState
 REPLICATION_STATE_READY_FOR_INITIAL_REPLICATION: ReplicationState
@@ -57,6 +63,9 @@ INITIAL_REPLICATION_METHOD_UNSPECIFIED: InitialReplicationMethod
 INITIAL_REPLICATION_METHOD_NETWORK: InitialReplicationMethod
 INITIAL_REPLICATION_METHOD_EXTERNAL_MEDIA: InitialReplicationMethod
 INITIAL_REPLICATION_METHOD_EXISTING_COPY: InitialReplicationMethod
+DISK_FORMAT_UNSPECIFIED: DiskFormat
+DISK_FORMAT_VHD: DiskFormat
+DISK_FORMAT_RAW: DiskFormat
 
 class VmNic(_message.Message):
     __slots__ = ("mac", "vsid", "ca", "failover_ca", "failover_prefix_length", "failover_gateway", "failover_dns", "addresses", "gateway", "dns", "failover_addresses", "test_vsid")
@@ -87,12 +96,14 @@ class VmNic(_message.Message):
     def __init__(self, mac: _Optional[str] = ..., vsid: _Optional[int] = ..., ca: _Optional[str] = ..., failover_ca: _Optional[str] = ..., failover_prefix_length: _Optional[int] = ..., failover_gateway: _Optional[str] = ..., failover_dns: _Optional[_Iterable[str]] = ..., addresses: _Optional[_Iterable[str]] = ..., gateway: _Optional[str] = ..., dns: _Optional[_Iterable[str]] = ..., failover_addresses: _Optional[_Iterable[str]] = ..., test_vsid: _Optional[int] = ...) -> None: ...
 
 class VmDisk(_message.Message):
-    __slots__ = ("name", "path")
+    __slots__ = ("name", "path", "format")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     name: str
     path: str
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+    format: DiskFormat
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., format: _Optional[_Union[DiskFormat, str]] = ...) -> None: ...
 
 class VirtualMachine(_message.Message):
     __slots__ = ("name", "cpu_count", "memory_bytes", "nics", "disks")
