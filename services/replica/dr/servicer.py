@@ -71,9 +71,12 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
 
     def _authorize(self, name: str, source: str) -> str:
         if name not in self._allowed:
+            # The caller learns that it is refused, never who is allowed (the allow-list is the DR
+            # administrator's business); the DR site's log names the caller.
+            log.warning("primary refused", extra={"primary": name, "source": source})
             raise UnauthorizedPrimary(
-                f"primary {name!r} (from the {source}) is not allowed to replicate to this site; "
-                f"allowed: {sorted(self._allowed)}"
+                f"primary {name!r} (from the {source}) is not allowed to replicate to this site: "
+                "its administrator allows a site with --allow NAME=DIR"
             )
         return name
 

@@ -133,6 +133,8 @@ def test_unauthorized_primary_is_refused(sites: Sites) -> None:
         raw_delta(sites.dr.endpoint, "mallory", [header("vm1", 1, full=True)])
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "'mallory'" in (info.value.details() or "")
+    # Refused, and told nothing of who is allowed.
+    assert "'primary'" not in (info.value.details() or "")
     disk = make_disk(sites.base / "d0.vhd", MiB)
     primary = sites.primary(site_name="mallory")
     stub = primary_stub(primary.port)
