@@ -83,7 +83,7 @@ def test_vswitch_status_table_ports_counters(env: dict[str, str]) -> None:
     assert invoke_json(env, "vswitch", "ports") == []
     counters = invoke_json(env, "vswitch", "counters")
     assert isinstance(counters, dict)
-    assert counters["rx_packets"] == "0"
+    assert counters["rx_packets"] == 0
     policy_status = invoke_json(env, "policy", "status")
     assert isinstance(policy_status, dict)
     assert "host-a" in [h["host_name"] for h in policy_status["hosts"]]

@@ -233,7 +233,7 @@ def test_bulk_load_jsonl_and_csv(policy_server: Running, tmp_path: Path) -> None
     )
     loaded = run_json(policy_server, "policy", "bulk-load", str(jsonl), "--chunk", "20")
     assert isinstance(loaded, dict)
-    assert loaded["applied"] == "50"
+    assert loaded["applied"] == 50
     assert policy_server.fake.bulk_messages == 3
     csv_file = tmp_path / "more.csv"
     csv_file.write_text("ca,vsid,mac,pa,rule\n192.0.2.100,5001,00:15:5d:00:02:01,198.18.0.1,none\n")

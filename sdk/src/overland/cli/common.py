@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import typer
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from typer.core import TyperGroup
 
@@ -98,9 +99,51 @@ def report_error(error: OverlandError, json_output: bool) -> None:
 
 
 def as_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
+    """The message as JSON would show it, with the proto field names, and 64-bit integers as numbers
+    (protobuf's JSON mapping writes them as strings, which scripts then have to convert)."""
+    data = json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    return _numbers(message.DESCRIPTOR, data)
+
+
+# The 64-bit integer field types protobuf's JSON mapping writes as strings.
+_INT64_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def _numbers(descriptor: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a message of type ``descriptor`` as MessageToDict made it) with its 64-bit integer
+    fields, and theirs in nested messages, lists and maps, as ints. Well-known types keep their
+    own JSON form."""
+    for member in descriptor.fields:
+        if member.name not in data:
+            continue
+        value = data[member.name]
+        if member.message_type is not None and member.message_type.GetOptions().map_entry:
+            entry = member.message_type.fields_by_name["value"]
+            data[member.name] = {k: _number_value(entry, v) for k, v in value.items()}
+        elif member.is_repeated:
+            data[member.name] = [_number_value(member, v) for v in value]
+        else:
+            data[member.name] = _number_value(member, value)
+    return data
+
+
+def _number_value(field: FieldDescriptor, value: Any) -> Any:
+    if field.type in _INT64_TYPES:
+        return int(value)
+    message_type = field.message_type
+    if message_type is not None and not message_type.full_name.startswith("google.protobuf."):
+        return _numbers(message_type, value)
+    return value
 
 
 def _short_enums(message: Message, data: dict[str, Any]) -> dict[str, Any]:
