@@ -17,7 +17,7 @@ The replication API (states, settings, errors, the server) is exported here.
 """
 
 from services.replica.config import ReplicaConfig, VmRuntimeConfig, load_config
-from services.replica.disks import DiskInUse, SiteDisk, SiteDisks, export_name
+from services.replica.disks import DiskInUse, DiskOwned, SiteDisk, SiteDisks, export_name
 from services.replica.errors import (
     ChunkCorrupted,
     CycleAborted,
@@ -56,6 +56,7 @@ __all__ = [
     "CycleAborted",
     "CycleOutcome",
     "DiskInUse",
+    "DiskOwned",
     "DuplicateDelta",
     "Event",
     "InitialMethod",

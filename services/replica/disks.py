@@ -1,6 +1,13 @@
 """The disks a site has open: each disk file opened once, served by the site's NBD export, and the one
 device every writer of that disk goes through.
 
+A disk file belongs to one VM: whoever defines it (a VM's definition, a replication) claims it
+(``claim``), and a claim of the same file for another VM or another disk is refused with
+``DiskOwned`` (ALREADY_EXISTS) naming the owner. Files are known by device and inode, never by path,
+so a hard link, a symlink or another mount of the file is the same file. Claims live as long as what
+made them: the VM definitions and replications a site loads at start claim their disks again, so the
+ownership survives a restart.
+
 A disk is opened by whoever needs it first (a VM that starts, a replication that is enabled) and
 closed when the last of them lets go. Both get the same ``SiteDisk``: the VM runtime hands qemu its
 NBD export, the replication manager wraps it with change tracking. Enabling replication on a disk a
@@ -13,11 +20,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from services.common.errors import FailedPrecondition
+from services.common.errors import AlreadyExists, FailedPrecondition
 from services.replica.errors import ReplicaError
 from services.replica.locks import WriteGate
 from services.replica.nbd import NbdServer
@@ -26,6 +34,29 @@ from services.replica.vhd import BlockDevice, Buffer, DiskFormat, open_disk
 
 class DiskInUse(ReplicaError, FailedPrecondition):
     """The disk file is open under another name, or the name is taken by another file."""
+
+
+class DiskOwned(ReplicaError, AlreadyExists):
+    """The disk file (by whatever path) belongs to another VM, or to another disk of the same VM."""
+
+
+FileId = tuple[int, int]
+
+
+def file_id(path: str | Path) -> FileId:
+    """What identifies a file whatever the path to it: its device and inode (symlinks followed)."""
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+@dataclass
+class Claim:
+    """Disk ``disk`` of VM ``vm`` is the file at ``path``, for ``users`` ("vm", "replication")."""
+
+    vm: str
+    disk: str
+    path: Path
+    users: set[str] = field(default_factory=set)
 
 
 def export_name(vm_name: str, disk: str) -> str:
@@ -42,10 +73,12 @@ class SiteDisk:
     """One open disk file: a ``BlockDevice`` whose writes reach the current target (the file, or the
     file behind a replication's change tracking). The NBD export serves this object."""
 
-    def __init__(self, name: str, path: Path, base: BlockDevice):
+    def __init__(self, name: str, path: Path, base: BlockDevice, key: FileId = (0, 0)):
         self.name = name
         self.path = path
         self.base = base
+        # The file's device and inode when it was opened.
+        self.key = key
         self._target: BlockDevice = base
         # Writes hold it shared; a swap holds it exclusively, so no write straddles the swap.
         self._gate = WriteGate()
@@ -111,6 +144,7 @@ class SiteDisks:
     def __init__(self, exporter: NbdServer | None = None):
         self._exporter = exporter
         self._entries: dict[str, _Entry] = {}
+        self._claims: dict[FileId, Claim] = {}
         self._lock = threading.Lock()
 
     @property
@@ -122,10 +156,11 @@ class SiteDisks:
         (checked, and image-locked as qemu does) if nobody has it open yet. ``DiskInUse`` if the name
         serves another file or the file another name, or the file is open as another format."""
         resolved = Path(os.path.abspath(path))
+        key = file_id(resolved)
         with self._lock:
             entry = self._entries.get(name)
             if entry is not None:
-                if entry.disk.path != resolved:
+                if entry.disk.key != key:
                     raise DiskInUse(
                         f"disk {name!r} is open as {entry.disk.path}, not {resolved}: one name, one file"
                     )
@@ -134,9 +169,9 @@ class SiteDisks:
                 entry.users.add(user)
                 return entry.disk
             for other, held in self._entries.items():
-                if held.disk.path == resolved:
-                    raise DiskInUse(f"{resolved} is already open as disk {other!r}")
-            disk = SiteDisk(name, resolved, open_disk(resolved, writable=True, fmt=fmt))
+                if held.disk.key == key:
+                    raise DiskInUse(f"{resolved} is already open as disk {other!r} (as {held.disk.path})")
+            disk = SiteDisk(name, resolved, open_disk(resolved, writable=True, fmt=fmt), key)
             if self._exporter is not None:
                 try:
                     self._exporter.add_export(name, disk)
@@ -159,6 +194,57 @@ class SiteDisks:
             if self._exporter is not None:
                 self._exporter.remove_export(disk.name)
         disk.base.close()
+
+    def claim(self, vm: str, disk: str, path: str | Path, user: str) -> None:
+        """Record that the file at ``path`` is disk ``disk`` of VM ``vm`` (for ``user``). ``DiskOwned``
+        if that file, reached by any path, is another VM's or another disk's. A file that does not
+        exist is claimed by nobody (opening it says what is wrong)."""
+        try:
+            key = file_id(path)
+        except FileNotFoundError:
+            return
+        with self._lock:
+            held = self._claims.get(key)
+            if held is None:
+                self._claims[key] = Claim(vm, disk, Path(os.path.abspath(path)), {user})
+                return
+            if (held.vm, held.disk) != (vm, disk):
+                same = "" if held.path == Path(os.path.abspath(path)) else f" (the same file as {held.path})"
+                raise DiskOwned(
+                    f"{path}{same} is disk {held.disk!r} of VM {held.vm!r}: a disk file belongs to one VM"
+                )
+            held.users.add(user)
+
+    def claim_all(self, vm: str, disks: Iterable[tuple[str, str | Path]], user: str) -> None:
+        """``claim`` each ``(disk, path)`` of VM ``vm``: all of them, or (``DiskOwned``) none."""
+        done: list[str] = []
+        try:
+            for disk, path in disks:
+                self.claim(vm, disk, path, user)
+                done.append(disk)
+        except BaseException:
+            for disk in done:
+                self.unclaim(vm, disk, user)
+            raise
+
+    def unclaim(self, vm: str, disk: str, user: str) -> None:
+        """``user`` no longer holds disk ``disk`` of VM ``vm``; the last one's release frees the file."""
+        with self._lock:
+            for key, held in list(self._claims.items()):
+                if (held.vm, held.disk) == (vm, disk):
+                    held.users.discard(user)
+                    if not held.users:
+                        del self._claims[key]
+
+    def owner(self, path: str | Path) -> tuple[str, str] | None:
+        """The VM and disk the file at ``path`` belongs to, if any."""
+        try:
+            key = file_id(path)
+        except FileNotFoundError:
+            return None
+        with self._lock:
+            held = self._claims.get(key)
+            return (held.vm, held.disk) if held is not None else None
 
     def get(self, name: str) -> SiteDisk | None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""Validation of EnableReplication requests — pure: a proto in, a normalized value or field violations out."""
+"""Validation of EnableReplication requests: a proto in, a normalized value or field violations out
+(pure, but for ``complete_vm``, which knows files by their identity)."""
 
 from __future__ import annotations
 
@@ -142,6 +143,15 @@ def validate_enable(request: replica_pb2.EnableReplicationRequest) -> Replicatio
     )
 
 
+def _identity(path: str) -> tuple[int, int] | str:
+    """A file's device and inode, or its absolute path when it does not exist."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return os.path.abspath(path)
+    return status.st_dev, status.st_ino
+
+
 def complete_vm(
     request: replica_pb2.EnableReplicationRequest, defined: replica_pb2.VirtualMachine | None
 ) -> replica_pb2.EnableReplicationRequest:
@@ -157,10 +167,14 @@ def complete_vm(
     if not vm.disks:
         vm.disks.extend(defined.disks)
     else:
-        given = {(d.name, os.path.abspath(d.path), DISK_FORMATS.get(d.format)) for d in vm.disks}
-        runs_on = {(d.name, os.path.abspath(d.path), DISK_FORMATS.get(d.format)) for d in defined.disks}
+        # Files compare by identity: a symlink or a hard link to the definition's file is that file.
+        given = {(d.name, _identity(d.path), DISK_FORMATS.get(d.format)) for d in vm.disks}
+        runs_on = {(d.name, _identity(d.path), DISK_FORMATS.get(d.format)) for d in defined.disks}
         if given != runs_on:
-            listed = ", ".join(f"{name}={path} ({fmt})" for name, path, fmt in sorted(runs_on, key=str))
+            listed = ", ".join(
+                f"{d.name}={d.path} ({DISK_FORMATS.get(d.format)})"
+                for d in sorted(defined.disks, key=lambda d: d.name)
+            )
             message = f"VM {vm.name!r} runs at this site on disks {listed}: replicate those (or name none)"
             raise InvalidReplicationSettings(message, [FieldViolation("vm.disks", message)])
     if not vm.nics:

@@ -31,7 +31,7 @@ from pathlib import Path
 from overland.v1 import replica_pb2, vm_pb2
 from services.common.errors import FieldViolation
 from services.replica.config import VmRuntimeConfig
-from services.replica.disks import SiteDisk, SiteDisks, export_name
+from services.replica.disks import DiskOwned, SiteDisk, SiteDisks, export_name
 from services.replica.vm.accel import detect_accel
 from services.replica.vm.definition import (
     NetworkSettings,
@@ -188,6 +188,11 @@ class VmHost:
             record = VmRecord.decode(path.read_bytes(), path)
             vm = HostedVm(record, validate_vm(record.config), path.parent)
             self._vms[vm.name] = vm
+            try:
+                self._claim_disks(vm.definition)
+            except DiskOwned as error:
+                # State from before a disk file had one owner: say so, and let the site start.
+                log.error("disk owned by another VM", extra={"vm": vm.name, "error": error.message})
             self._adopt(vm)
 
     def _adopt(self, vm: HostedVm) -> None:
@@ -230,6 +235,7 @@ class VmHost:
             if definition.name in self._vms:
                 raise VmExists(f"VM {definition.name!r} already exists at this site")
             self._check_disks(definition)
+            self._claim_disks(definition)
             vm_id = self._new_id()
             directory = self.root / vm_id[:DIRECTORY_DIGITS]
             directory.mkdir(parents=True)
@@ -239,6 +245,7 @@ class VmHost:
                 record.save(directory)
             except BaseException:
                 shutil.rmtree(directory, ignore_errors=True)
+                self._unclaim_disks(definition)
                 raise
             self._vms[vm.name] = vm
         log.info("VM created", extra={"vm": vm.name, "id": vm_id})
@@ -250,11 +257,16 @@ class VmHost:
             where = f"vm.disks[{index}].path"
             if not disk.path.is_file():
                 found.append(FieldViolation(where, f"{disk.path}: no such disk file"))
-            for other in self._vms.values():
-                if any(d.path == disk.path for d in other.definition.disks):
-                    found.append(FieldViolation(where, f"{disk.path} is a disk of VM {other.name!r}"))
         if found:
             raise InvalidVmSpec("; ".join(f"{v.field}: {v.description}" for v in found), found)
+
+    def _claim_disks(self, definition: VmDefinition) -> None:
+        """The VM's disk files are its own (``DiskOwned`` if another VM's, by any path to them)."""
+        self._disks.claim_all(definition.name, [(d.name, d.path) for d in definition.disks], DISK_USER)
+
+    def _unclaim_disks(self, definition: VmDefinition) -> None:
+        for disk in definition.disks:
+            self._disks.unclaim(definition.name, disk.name, DISK_USER)
 
     def _new_id(self) -> str:
         taken = {vm.record.id[:DIRECTORY_DIGITS] for vm in self._vms.values()}
@@ -307,6 +319,7 @@ class VmHost:
                     disk.path.unlink(missing_ok=True)
             with self._lock:
                 self._vms.pop(name, None)
+            self._unclaim_disks(vm.definition)
             vm.deleted = True
             shutil.rmtree(vm.directory, ignore_errors=True)
         log.info("VM deleted", extra={"vm": name, "disks_deleted": delete_disks})

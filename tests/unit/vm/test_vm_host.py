@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from overland.v1 import replica_pb2
-from services.replica import SiteDisks
+from services.replica import DiskOwned, SiteDisks
 from services.replica.config import VmRuntimeConfig
 from services.replica.vhd import create_dynamic
 from services.replica.vm import (
@@ -107,9 +107,18 @@ def test_bad_definitions_are_refused_by_field(site: Site) -> None:
     with pytest.raises(InvalidVmSpec) as caught:
         site.host.create(machine("vm2", site.base / "missing.vhd"))
     assert [v.field for v in caught.value.violations] == ["vm.disks[0].path"]
-    with pytest.raises(InvalidVmSpec, match="is a disk of VM 'vm1'"):
-        site.host.create(machine("vm3", disk))
+    # A disk file is one VM's, by whatever path it is reached: the same, a hard link, a symlink.
+    link = site.base / "hard-link.vhd"
+    link.hardlink_to(disk)
+    symlink = site.base / "symlink.vhd"
+    symlink.symlink_to(disk)
+    for path in (disk, link, symlink):
+        with pytest.raises(DiskOwned, match="is disk 'd0' of VM 'vm1'"):
+            site.host.create(machine("vm3", path))
     assert [vm.name for vm in site.host.vms()] == ["vm1"]
+    # Removing the VM frees its disk file.
+    site.host.delete("vm1")
+    site.host.create(machine("vm3", link))
 
 
 def test_misuse_names_the_state_and_leaves_the_vm_off(site: Site) -> None:
