@@ -85,6 +85,10 @@ class ChangeLog:
         self._pending: Cut | None = None
         self._closed = False
         self.resync_reason = ""
+        # A resync was required after the outstanding cut: shipping that cut does not clear it.
+        self._required_since_cut = False
+        # The log was there and closed cleanly when it was opened (nothing says the disk changed).
+        self.found_clean = False
 
     @classmethod
     def open(
@@ -104,7 +108,8 @@ class ChangeLog:
         runs: list[Run] = []
         generation = 1
         same_geometry = True
-        if log_path.exists():
+        existed = log_path.exists()
+        if existed:
             data = log_path.read_bytes()
             header = newest_header((data[:HEADER_SLOT], data[HEADER_SLOT : 2 * HEADER_SLOT]))
             if header is None:
@@ -121,7 +126,8 @@ class ChangeLog:
                     reason = "the tracking log was not closed cleanly"
                 runs = replay(data, blocks=blocks).runs
         leftover = cut_path(log_path)
-        if leftover.exists():
+        had_leftover = leftover.exists()
+        if had_leftover:
             if not log_path.exists():
                 reason = "the tracking log was lost during a cut"
             if same_geometry:
@@ -130,6 +136,7 @@ class ChangeLog:
         fd = _create_log(log_path, fresh)
         tracker = cls(log_path, disk_size, block_size, fd, fresh)
         tracker.resync_reason = reason
+        tracker.found_clean = existed and not reason and not had_leftover
         if reason:
             log.warning("disk marked resync required", extra={"log": str(log_path), "reason": reason})
         # Known changes stay visible even when a resync is due (the resync cut covers the disk anyway).
@@ -162,6 +169,20 @@ class ChangeLog:
                 return
             self._wait_durable(target)
 
+    def require_resync(self, reason: str) -> None:
+        """The disk changed in a way this log did not see (``reason``): the next cut covers the whole
+        disk and the sites compare hashes. Durable on return, like a ``mark``."""
+        with self._cond:
+            if self._closed:
+                return
+            self._required_since_cut = True
+            self.resync_reason = reason
+            if not self._header.resync_required:
+                self._wait_durable(self._written)
+                self._header = _next(self._header, resync_required=True)
+                self._write_header()
+        log.warning("disk marked resync required", extra={"log": str(self.path), "reason": reason})
+
     def cut(self, full: bool = False) -> Cut:
         """Close the open generation and start the next; return the closed generation's blocks.
 
@@ -188,6 +209,7 @@ class ChangeLog:
             self._end = RECORDS_START
             self._written = self._durable = self._sequence = 0
             self._pending = cut
+            self._required_since_cut = False
             return cut
 
     def release(self, cut: Cut, shipped: bool) -> None:
@@ -197,7 +219,7 @@ class ChangeLog:
         with self._cond:
             if self._pending is None or self._pending.generation != cut.generation:
                 raise CutPending(f"generation {cut.generation} is not the outstanding cut")
-            if shipped and cut.resync:
+            if shipped and cut.resync and not self._required_since_cut:
                 self._header = _next(self._header, resync_required=False)
                 self._write_header()
                 self.resync_reason = ""
