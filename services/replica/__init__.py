@@ -21,6 +21,7 @@ from services.replica.disks import DiskInUse, DiskOwned, SiteDisk, SiteDisks, ex
 from services.replica.errors import (
     ChunkCorrupted,
     CycleAborted,
+    DrSiteError,
     DuplicateDelta,
     InvalidReplicationSettings,
     InvalidTransition,
@@ -57,6 +58,7 @@ __all__ = [
     "CycleOutcome",
     "DiskInUse",
     "DiskOwned",
+    "DrSiteError",
     "DuplicateDelta",
     "Event",
     "InitialMethod",

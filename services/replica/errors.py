@@ -72,6 +72,10 @@ class ReplicaUnreachable(ReplicaError, Unavailable):
     """The DR site could not be reached (or stopped answering) within the deadline."""
 
 
+class DrSiteError(ReplicaError):
+    """The DR site answered a call with an error no other class here names (INTERNAL, UNKNOWN, ...)."""
+
+
 class ReplicaLost(ReplicaError, FailedPrecondition):
     """The DR site has no replica of a VM whose initial replication was done; a new one is needed."""
 

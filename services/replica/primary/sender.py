@@ -8,7 +8,9 @@ says what the DR site said.
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -26,13 +28,26 @@ from services.common.errors import (
     ServiceError,
 )
 from services.replica.codec.wire import serialize
-from services.replica.errors import CycleAborted, ReplicaStorageFull, ReplicaUnreachable
+from services.replica.errors import CycleAborted, DrSiteError, ReplicaStorageFull, ReplicaUnreachable
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
-RETRY_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 4.0)
+# Retries wait 0.2 s, 0.4 s, 0.8 s, then 1 s at most (each less a random part of up to half): the
+# delta goes on within about a second of the DR site answering again, and primaries that lost the
+# same DR site do not come back in step.
+FIRST_BACKOFF_SECONDS = 0.2
+MAX_BACKOFF_SECONDS = 1.0
+# A delta keeps retrying while the DR site is unreachable for up to this long (beyond MAX_ATTEMPTS);
+# then the cycle fails and the manager probes the DR site until it answers.
+OUTAGE_SECONDS = 60.0
+# The gRPC channel's own reconnection after a lost connection (its default grows to 2 min, which
+# kept cycles failing for seconds after the DR site was back).
+RECONNECT_BACKOFF_MS = 200
+MAX_RECONNECT_BACKOFF_MS = 1000
 RPC_SECONDS = 30.0
+# How long a probe waits for the channel to (re)connect to the DR site.
+PROBE_SECONDS = 1.0
 # The stream deadline grows with the delta: generous enough for a slow link, still bounded.
 STREAM_SECONDS_PER_MIB = 2.0
 SEND_DELTA_METHOD = "/overland.v1.ReplicaReceiverService/SendDelta"
@@ -59,12 +74,31 @@ def channel_to(endpoint: str, tls: TlsFiles | None) -> grpc.Channel:
         ("grpc.keepalive_time_ms", 5000),
         ("grpc.keepalive_timeout_ms", 5000),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
     if tls is None:
         return grpc.insecure_channel(endpoint, options=options)
     if tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
     return grpc.secure_channel(endpoint, tls.credentials(), options=options)
+
+
+def backoff(failures: int, unit_random: float) -> float:
+    """The wait before retry ``failures`` (1-based), given a random number in [0, 1): capped
+    exponential backoff with jitter."""
+    ceiling = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2 ** min(failures - 1, 16))
+    return ceiling * (1 - 0.5 * unit_random)
+
+
+def unreachable(code: grpc.StatusCode) -> bool:
+    """Whether a failed call means the DR site did not answer (rather than answered no)."""
+    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _no_report(_why: str | None) -> None:
+    pass
 
 
 @dataclass
@@ -76,24 +110,35 @@ class Sender:
     abort: threading.Event
     # SendDelta with a serializer that passes the messages ``messages`` serialized already.
     send_delta: grpc.StreamUnaryMultiCallable
+    # Told why the DR site does not answer while a delta retries (None once it answers again).
+    report: Callable[[str | None], None] = _no_report
+    random: Callable[[], float] = random.random
 
     @classmethod
     def on(
-        cls, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...], abort: threading.Event
+        cls,
+        channel: grpc.Channel,
+        metadata: tuple[tuple[str, str], ...],
+        abort: threading.Event,
+        report: Callable[[str | None], None] = _no_report,
     ) -> Sender:
         send_delta = channel.stream_unary(
             SEND_DELTA_METHOD,
             request_serializer=serialize,
             response_deserializer=replica_pb2.DeltaAck.FromString,
         )
-        return cls(replica_pb2_grpc.ReplicaReceiverServiceStub(channel), metadata, abort, send_delta)
+        stub = replica_pb2_grpc.ReplicaReceiverServiceStub(channel)
+        return cls(stub, metadata, abort, send_delta, report)
 
-    def receiver_state(self, vm_name: str) -> replica_pb2.ReceiverState:
+    def receiver_state(self, vm_name: str, timeout: float = RPC_SECONDS) -> replica_pb2.ReceiverState:
+        """The DR site's state of the VM's replica. With a short ``timeout`` it is a probe: it waits
+        for the channel to (re)connect within that time rather than failing at once."""
         try:
             return self.stub.GetReceiverState(
                 replica_pb2.GetReceiverStateRequest(vm_name=vm_name),
-                timeout=RPC_SECONDS,
+                timeout=timeout,
                 metadata=self.metadata,
+                wait_for_ready=timeout < RPC_SECONDS,
             )
         except grpc.RpcError as error:
             raise as_error(error, "asking the DR site for its state") from None
@@ -129,10 +174,10 @@ class Sender:
         attempt_header = replica_pb2.DeltaHeader()
         attempt_header.CopyFrom(header)
         deadline = RPC_SECONDS + STREAM_SECONDS_PER_MIB * total_bytes / (1024 * 1024)
-        last: grpc.RpcError | None = None
-        for attempt in range(MAX_ATTEMPTS):
+        retry = _Retries(self.report)
+        while True:
             try:
-                return self.send_delta(stream(attempt_header), timeout=deadline, metadata=self.metadata)
+                ack = self.send_delta(stream(attempt_header), timeout=deadline, metadata=self.metadata)
             except grpc.RpcError as error:
                 if self.abort.is_set():
                     raise CycleAborted(
@@ -146,9 +191,10 @@ class Sender:
                     if state.committed_sequence >= header.sequence:
                         # The commit happened; only the ack was lost.
                         return replica_pb2.DeltaAck(sequence=header.sequence)
-                if code not in _RETRYABLE:
-                    raise as_error(error, f"sending delta {header.sequence}") from None
-                last = error
+                if code not in _RETRYABLE or retry.failed(code, error.details() or ""):
+                    raise as_error(
+                        error, f"sending delta {header.sequence} after {retry.failures} attempts"
+                    ) from None
                 log.warning(
                     "delta transfer failed, resuming",
                     extra={
@@ -158,18 +204,53 @@ class Sender:
                         "why": error.details(),
                     },
                 )
-            if self.abort.wait(RETRY_BACKOFF_SECONDS[min(attempt, len(RETRY_BACKOFF_SECONDS) - 1)]):
-                raise CycleAborted(f"delta {header.sequence} stopped: the primary is shutting down")
-            attempt_header.resume_from = self._resume_point(header)
-        assert last is not None
-        raise as_error(last, f"sending delta {header.sequence} after {MAX_ATTEMPTS} attempts")
+            else:
+                retry.answered()
+                return ack
+            attempt_header.resume_from = self._resume_point(header, retry)
 
-    def _resume_point(self, header: replica_pb2.DeltaHeader) -> int:
-        try:
-            state = self.receiver_state(header.vm_name)
-        except ReplicaUnreachable:
-            return 0
-        return state.staged_chunks if state.staged_sequence == header.sequence else 0
+    def _resume_point(self, header: replica_pb2.DeltaHeader, retry: _Retries) -> int:
+        """After the backoff, wait until the DR site answers (probing it), then the chunk it holds the
+        delta up to. A DR site that does not answer is not sent to: a resume from chunk 0 would throw
+        away what it staged."""
+        while True:
+            if self.abort.wait(backoff(retry.failures, self.random())):
+                raise CycleAborted(f"delta {header.sequence} stopped: the primary is shutting down")
+            try:
+                state = self.receiver_state(header.vm_name, timeout=PROBE_SECONDS)
+            except (ReplicaUnreachable, DrSiteError) as error:
+                if retry.failed(error.code, error.message):
+                    raise
+                continue
+            retry.answered()
+            return state.staged_chunks if state.staged_sequence == header.sequence else 0
+
+
+class _Retries:
+    """The failures of one delta's attempts: when to give up, and the outage to report meanwhile."""
+
+    def __init__(self, report: Callable[[str | None], None]):
+        self.report = report
+        self.failures = 0
+        self._outage_since: float | None = None
+
+    def failed(self, code: grpc.StatusCode, details: str) -> bool:
+        """Count a failure; whether to give up: after MAX_ATTEMPTS, unless the DR site has only been
+        unreachable for less than OUTAGE_SECONDS."""
+        self.failures += 1
+        if unreachable(code):
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+            self.report(f"{code.name}: {details}")
+        else:
+            self._outage_since = None
+        out_for = time.monotonic() - self._outage_since if self._outage_since is not None else 0.0
+        return self.failures >= MAX_ATTEMPTS and not 0 < out_for < OUTAGE_SECONDS
+
+    def answered(self) -> None:
+        if self._outage_since is not None:
+            self.report(None)
+        self._outage_since = None
 
 
 def as_error(error: grpc.RpcError, what: str) -> Exception:
@@ -182,5 +263,8 @@ def as_error(error: grpc.RpcError, what: str) -> Exception:
         grpc.StatusCode.DATA_LOSS: DataLoss,
         grpc.StatusCode.RESOURCE_EXHAUSTED: ReplicaStorageFull,
     }
-    category = by_code.get(error.code(), ReplicaUnreachable)
+    unreachable_codes = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    category = by_code.get(
+        error.code(), ReplicaUnreachable if error.code() in unreachable_codes else DrSiteError
+    )
     return category(f"DR site error while {what}: {error.code().name}: {error.details()}")
