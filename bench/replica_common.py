@@ -12,6 +12,8 @@ from pathlib import Path
 
 import grpc
 
+from overland.client import ReplicaClient
+from overland.replication import wait_cycle
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.common.config import ServerConfig
 from services.replica.config import ReplicaConfig
@@ -90,6 +92,13 @@ def enable(
         )
     )
     return stub
+
+
+def replicate_now(primary: ReplicaServer, vm: str) -> replica_pb2.Replication:
+    """ReplicateNow followed to the cycle's end (the SDK's ``wait_cycle``): the replication after it."""
+    with ReplicaClient(f"127.0.0.1:{primary.port}") as client:
+        wait_cycle(client, client.replicate_now(vm_name=vm))
+        return client.get_replication(vm_name=vm)
 
 
 def wait_replicating(stub: replica_pb2_grpc.ReplicaServiceStub, vm: str, timeout: float = 3600) -> None:

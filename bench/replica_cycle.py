@@ -24,8 +24,17 @@ import time
 from pathlib import Path
 
 from bench import grpc_ceiling
-from bench.replica_common import GIB, MIB, enable, fill_fixed_disk, same, sites, timed, wait_replicating
-from overland.v1 import replica_pb2
+from bench.replica_common import (
+    GIB,
+    MIB,
+    enable,
+    fill_fixed_disk,
+    replicate_now,
+    same,
+    sites,
+    timed,
+    wait_replicating,
+)
 
 BLOCK = 64 * 1024
 
@@ -122,7 +131,7 @@ def run(workdir: Path, size: int, churn: float, repeat: int) -> None:
         device.flush()
         settle(source, replica)
         start = time.perf_counter()
-        replication = stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=3600)
+        replication = replicate_now(primary, "vm1")
         delta_seconds = time.perf_counter() - start
         delta_ok = same(source, replica)
         changed = replication.statistics.transferred_bytes

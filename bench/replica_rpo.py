@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.replica_common import GIB, MIB, enable, same, sites, wait_replicating
+from bench.replica_common import GIB, MIB, enable, replicate_now, same, sites, wait_replicating
 from overland.v1 import replica_pb2
 from services.replica.primary.chunking import TokenBucket
 from services.replica.vhd import create_dynamic
@@ -99,7 +99,7 @@ def run(workdir: Path, size: int, rate: float, cycles: int, writers: int) -> Non
         stats = replication.statistics
         ran = stats.total_cycles - base
         missed = stats.missed_cycles
-        stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=600)
+        replicate_now(primary, "vm1")
         identical = same(disk, workdir / "dr-store" / "vm1" / "disks" / "d0.vhd")
     write_rate = written[0] / elapsed / 1e6
     shipped = stats.average_delta_bytes / 1e6

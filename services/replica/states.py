@@ -187,6 +187,10 @@ class Statistics:
     missed_cycles: int
     total_cycles: int
     average_latency_seconds: float
+    # The last cycle that succeeded: when it ended, what it sent, how long it took (zeros before one).
+    last_cycle_end_nanos: int = 0
+    last_cycle_bytes: int = 0
+    last_cycle_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -262,6 +266,7 @@ def statistics(record: Record, now_nanos: int) -> Statistics:
     """Statistics over the cycles of the monitoring window ending at ``now_nanos``."""
     window = _window(record.cycles, now_nanos)
     succeeded = [c for c in window if c.ok]
+    last = next((c for c in reversed(record.cycles) if c.ok), None)
     return Statistics(
         last_sync_nanos=record.last_sync_nanos,
         pending_bytes=record.pending_bytes,
@@ -271,6 +276,9 @@ def statistics(record: Record, now_nanos: int) -> Statistics:
         average_latency_seconds=(sum(c.latency_seconds for c in succeeded) / len(succeeded))
         if succeeded
         else 0.0,
+        last_cycle_end_nanos=last.start_nanos + int(last.latency_seconds * NANOS) if last else 0,
+        last_cycle_bytes=last.delta_bytes if last else 0,
+        last_cycle_seconds=last.latency_seconds if last else 0.0,
     )
 
 
@@ -279,13 +287,25 @@ def _window(cycles: Iterable[CycleOutcome], now_nanos: int) -> list[CycleOutcome
     return [c for c in cycles if c.start_nanos > horizon]
 
 
-def health(record: Record, now_nanos: int) -> tuple[ReplicationHealth, tuple[str, ...]]:
-    """Hyper-V's health for the record at ``now_nanos``, with every reason that is not Normal."""
+def health(
+    record: Record,
+    now_nanos: int,
+    outage: str = "",
+    faults: Sequence[str] = (),
+    resync_reason: str = "",
+) -> tuple[ReplicationHealth, tuple[str, ...]]:
+    """Hyper-V's health for the record at ``now_nanos``, with every reason that is not Normal.
+    ``outage`` says why the DR site does not answer now (a warning at least, while a cycle retries;
+    a cycle that failed for it made the state CRITICAL already); ``faults`` are critical whatever
+    the state (a disk file another VM owns); ``resync_reason`` says why a resync is required.
+    A required resync is a warning: the next cycle makes the DR copy exact again."""
     stats = statistics(record, now_nanos)
-    critical: list[str] = []
+    critical: list[str] = list(faults)
     warning: list[str] = []
     if record.state == S.DISABLED:
         return ReplicationHealth.NORMAL, ()
+    if outage:
+        (critical if record.state == S.CRITICAL else warning).append(outage)
     if record.state == S.CRITICAL:
         critical.append(f"replication is in error: {record.error}" if record.error else "replication error")
     if record.state == S.SUSPENDED:
@@ -295,8 +315,10 @@ def health(record: Record, now_nanos: int) -> tuple[ReplicationHealth, tuple[str
             critical.append(f"replication paused for {_hours(paused_for)}{why}")
         else:
             warning.append(f"replication paused{why}")
-    if record.resync_required:
-        warning.append("resynchronization required")
+    if record.resync_required or resync_reason:
+        warning.append(
+            f"resynchronization required: {resync_reason}" if resync_reason else "resynchronization required"
+        )
     if not record.initial_done:
         warning.append("initial replication not complete")
     since = record.last_sync_nanos or record.enabled_nanos

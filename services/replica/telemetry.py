@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeter, Observation
 from opentelemetry.trace import Tracer
 
@@ -96,6 +97,23 @@ class ReplicaTelemetry:
                     self._delta_bytes.record(size, attributes)
                 if missed_rpo(ok, seconds, frequency_seconds):
                     self._rpo_misses.add(1, attributes)
+
+    @staticmethod
+    def caller() -> object:
+        """The trace context of the calling thread (a ReplicateNow call), for ``within``."""
+        return otel_context.get_current()
+
+    @staticmethod
+    @contextmanager
+    def within(context: object | None) -> Iterator[None]:
+        """Run in ``context`` (from ``caller``, in another thread): a cycle ReplicateNow queued is a
+        child of that call's span, as if the call had run it."""
+        token = otel_context.attach(context) if context is not None else None  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
     @contextmanager
     def phase(self, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[None]:

@@ -94,6 +94,13 @@ def _resume_watch(
     )
 
 
+def _resume_cycle(
+    request: replica_pb2.WatchCycleRequest, response: replica_pb2.Cycle
+) -> replica_pb2.WatchCycleRequest:
+    # A watch of "the latest cycle" (id 0) goes on with the cycle it found.
+    return replica_pb2.WatchCycleRequest(vm_name=request.vm_name, id=response.id)
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -280,7 +287,15 @@ class ReplicaApi(ApiBase):
     resume_replication = _call(replica_pb2.ResumeReplicationRequest, replica_pb2.Replication)
     resync_replication = _call(replica_pb2.ResyncReplicationRequest, replica_pb2.Replication)
     disable_replication = _call(replica_pb2.DisableReplicationRequest, replica_pb2.Replication)
-    replicate_now = _call(replica_pb2.ReplicateNowRequest, replica_pb2.Replication)
+    # Returns the queued cycle at once; ``watch_cycle`` follows it (``overland.replication.wait_cycle``).
+    replicate_now = _call(replica_pb2.ReplicateNowRequest, replica_pb2.Cycle)
+    # No deadline (a transfer takes what it takes): it ends when the cycle does, and resumes after a
+    # broken stream, from the same cycle.
+    watch_cycle = Streaming(
+        RpcSpec("WatchCycle", idempotent=True, resume=_resume_cycle, long_lived=True),
+        replica_pb2.WatchCycleRequest,
+        replica_pb2.Cycle,
+    )
     list_recovery_points = _listing(
         replica_pb2.ListRecoveryPointsRequest, "recovery_points", replica_pb2.RecoveryPoint
     )

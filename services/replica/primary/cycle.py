@@ -228,7 +228,7 @@ def run(vm: VmReplication, sender: Sender, telemetry: ReplicaTelemetry, abort: t
         with telemetry.phase("plan"):
             extents = _plan(vm, kind, snapshots, sender)
         total = sum(e.length for e in extents)
-        vm.progress = Progress(total_bytes=total)
+        vm.progress.plan(total)
         codec = ChunkCodec(compress=vm.policy.compression)
         bucket = (
             TokenBucket(vm.policy.bandwidth_limit, max(vm.policy.bandwidth_limit, 1024 * 1024))

@@ -11,10 +11,11 @@ included, is tracked. A scheduler thread starts a cycle for each VM whose interv
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -26,17 +27,24 @@ from overland.v1 import replica_pb2
 from services.common.errors import ServiceError
 from services.replica import states
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
-from services.replica.disks import SiteDisk, SiteDisks, export_name
-from services.replica.errors import InvalidTransition, ReplicationExists, ReplicationNotFound
+from services.replica.disks import DiskOwned, SiteDisk, SiteDisks, export_name
+from services.replica.errors import (
+    InvalidTransition,
+    ReplicationExists,
+    ReplicationNotFound,
+    ReplicaUnreachable,
+)
 from services.replica.locks import WriteGate
 from services.replica.primary import cycle, replication
+from services.replica.primary.cycles import CycleRun
+from services.replica.primary.divergence import OutsideWrites, changed_while_down, record_stamp
 from services.replica.primary.gate import GatedDevice
-from services.replica.primary.replication import VmReplication
-from services.replica.primary.sender import RPC_SECONDS, Sender, channel_to
+from services.replica.primary.replication import Outage, VmReplication
+from services.replica.primary.sender import PROBE_SECONDS, RPC_SECONDS, Sender, backoff, channel_to
 from services.replica.primary.tracking import DEFAULT_TRACK_BLOCK, ChangeLog, TrackedDevice
 from services.replica.settings import complete_vm, disk_format, validate_enable
 from services.replica.states import Event, Record, ReplicationState
-from services.replica.telemetry import ReplicaTelemetry
+from services.replica.telemetry import ReplicaTelemetry, rpo_violated
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,8 @@ class ReplicationManager:
         self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_CYCLES, thread_name_prefix="cycle")
         self._scheduler: threading.Thread | None = None
         self._channels: dict[str, grpc.Channel] = {}
+        # Who else writes the disk files (divergence.py).
+        self._outside = OutsideWrites()
         self._load()
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -86,15 +96,19 @@ class ReplicationManager:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
+        for vm in self.replications():
+            vm.abort.set()
         if self._scheduler is not None:
             self._scheduler.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for vm in self._vms.values():
-                self._close_disks(vm)
+                # A clean stop: each disk file's stamp lets the next start see a change made meanwhile.
+                self._close_disks(vm, stamp=True)
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
+        self._outside.close()
 
     def _channel(self, endpoint: str) -> grpc.Channel:
         return channel_to(endpoint, self.config.client_tls)
@@ -107,7 +121,27 @@ class ReplicationManager:
                 channel = self._channel_factory(endpoint)
                 channel = self._channels[endpoint] = self._telemetry.channel(channel)
         metadata = () if self.config.client_tls else ((PRIMARY_HEADER, self.config.site_name),)
-        return Sender.on(channel, metadata, self._stop)
+        return Sender.on(channel, metadata, vm.abort, lambda why: self._note_outage(vm, why))
+
+    @staticmethod
+    def _note_outage(vm: VmReplication, why: str | None) -> None:
+        """The DR site did not answer (``why``), or answered again (None)."""
+        with vm.state_lock:
+            if why is None:
+                if vm.outage is not None:
+                    log.info("DR site answers again", extra={"vm": vm.name})
+                vm.outage = None
+            elif vm.outage is None:
+                vm.outage = Outage(time.time_ns(), why)
+            else:
+                vm.outage.reason = why
+
+    def _retry_soon(self, vm: VmReplication) -> None:
+        """The DR site is out: probe it again after a capped backoff with jitter, not a whole interval."""
+        with vm.state_lock:
+            probes = vm.outage.probes if vm.outage is not None else 0
+        vm.next_due = time.monotonic() + backoff(probes + 1, random.random())  # noqa: S311 (jitter)
+        self._wake.set()
 
     # ---- persistence -----------------------------------------------------------------------------
 
@@ -116,10 +150,12 @@ class ReplicationManager:
 
     def _load(self) -> None:
         for path in sorted(self.root.glob(f"*/{replication.STATE_FILE}")):
-            request, record, last_sequence = replication.decode(path.read_bytes(), path)
+            data = path.read_bytes()
+            request, record, last_sequence = replication.decode(data, path)
             policy = validate_enable(request)
             gate = WriteGate()
-            disks, held = self._open_disks(request, gate)
+            faults = self._claim_loaded(request)
+            disks, held = self._open_disks(request, gate, loading=True)
             vm = VmReplication(
                 request,
                 policy,
@@ -129,7 +165,9 @@ class ReplicationManager:
                 last_sequence=last_sequence,
                 gate=gate,
                 site_disks=held,
+                cycle_ids_reserved=replication.reserved_cycle_ids(data),
             )
+            vm.faults = faults
             if record.state == ReplicationState.INITIAL_REPLICATION_IN_PROGRESS:
                 # The process died mid-transfer; the transfer starts over from a new cut.
                 vm.record = replace(record, state=ReplicationState.READY_FOR_INITIAL_REPLICATION)
@@ -138,11 +176,26 @@ class ReplicationManager:
             self._note_resync(vm)
             self._vms[vm.name] = vm
 
+    def _claim_loaded(self, request: replica_pb2.EnableReplicationRequest) -> list[str]:
+        """Claim the disks of a replication the site had (at start): a disk file another VM claimed
+        first (state from before disks had one owner) is a fault its health names, not a reason to
+        stop the site."""
+        faults = []
+        for disk in request.vm.disks:
+            try:
+                self._site_disks.claim(request.vm.name, disk.name, disk.path, DISK_USER)
+            except DiskOwned as error:
+                log.error("disk owned by another VM", extra={"vm": request.vm.name, "error": error.message})
+                faults.append(f"{error.message}: disable one of the two")
+        return faults
+
     def _open_disks(
-        self, request: replica_pb2.EnableReplicationRequest, gate: WriteGate
+        self, request: replica_pb2.EnableReplicationRequest, gate: WriteGate, loading: bool = False
     ) -> tuple[dict[str, TrackedDevice], dict[str, SiteDisk]]:
         """Each disk from the site's owner, wrapped with change tracking: from now on every write
-        through its export is tracked and passes the VM's ``gate``."""
+        through its export is tracked and passes the VM's ``gate``, and a write by another program
+        is seen (``divergence``). ``loading``: at start, a disk file that changed while the site was
+        down needs a resync."""
         disks: dict[str, TrackedDevice] = {}
         held: dict[str, SiteDisk] = {}
         vm_dir = self._vm_dir(request.vm.name)
@@ -153,26 +206,48 @@ class ReplicationManager:
                     export_name(request.vm.name, disk.name), disk.path, DISK_USER, disk_format(disk)
                 )
                 held[disk.name] = site_disk
-                tracker = ChangeLog.open(
-                    vm_dir / f"{disk.name}.hrl", site_disk.virtual_size, DEFAULT_TRACK_BLOCK
-                )
+                log_path = vm_dir / f"{disk.name}.hrl"
+                tracker = ChangeLog.open(log_path, site_disk.virtual_size, DEFAULT_TRACK_BLOCK)
                 disks[disk.name] = TrackedDevice(site_disk.base, tracker, vm_dir)
+                if loading and (why := changed_while_down(log_path, site_disk.path, tracker.found_clean)):
+                    tracker.require_resync(why)
+                self._outside.watch(site_disk.key, str(site_disk.path))
                 site_disk.swap(GatedDevice(disks[disk.name], gate))
         except Exception:
             self._release(disks, held)
             raise
         return disks, held
 
-    def _close_disks(self, vm: VmReplication) -> None:
-        self._release(vm.disks, vm.site_disks)
+    def _unclaim(self, request: replica_pb2.EnableReplicationRequest) -> None:
+        for disk in request.vm.disks:
+            self._site_disks.unclaim(request.vm.name, disk.name, DISK_USER)
 
-    def _release(self, disks: dict[str, TrackedDevice], held: dict[str, SiteDisk]) -> None:
-        """Unwrap the tracking (writes go to the file alone again) and let go of each disk."""
+    def _close_disks(self, vm: VmReplication, stamp: bool = False) -> None:
+        self._release(vm.disks, vm.site_disks, stamp)
+
+    def _release(
+        self, disks: dict[str, TrackedDevice], held: dict[str, SiteDisk], stamp: bool = False
+    ) -> None:
+        """Unwrap the tracking (writes go to the file alone again) and let go of each disk; with
+        ``stamp``, record each file as it is after its last write through the site."""
         for name, site_disk in held.items():
             site_disk.swap(site_disk.base)
+            self._outside.unwatch(site_disk.key)
             if name in disks:
                 disks[name].tracker.close()
             self._site_disks.release(site_disk, DISK_USER)
+            if stamp and name in disks:
+                record_stamp(disks[name].tracker.path, site_disk.path)
+
+    def _check_outside_writes(self, vm: VmReplication) -> None:
+        """A disk file another program wrote is not what the tracking log says: resync it."""
+        for name, site_disk in vm.site_disks.items():
+            writers = self._outside.writers(site_disk.key)
+            if writers and name in vm.disks:
+                vm.disks[name].tracker.require_resync(
+                    f"the disk file {site_disk.path} was written outside the export by {', '.join(writers)}"
+                )
+                self._note_resync(vm)
 
     def _note_resync(self, vm: VmReplication) -> None:
         reasons = [d.tracker.resync_reason for d in vm.disks.values() if d.tracker.resync_required]
@@ -189,8 +264,14 @@ class ReplicationManager:
         with self._lock:
             if request.vm.name in self._vms:
                 raise ReplicationExists(f"replication is already enabled for VM {request.vm.name!r}")
+            named = [(disk.name, disk.path) for disk in request.vm.disks]
+            self._site_disks.claim_all(request.vm.name, named, DISK_USER)
             gate = WriteGate()
-            disks, held = self._open_disks(request, gate)
+            try:
+                disks, held = self._open_disks(request, gate)
+            except BaseException:
+                self._unclaim(request)
+                raise
             record = Record().apply(Event.ENABLE, time.time_ns())
             vm = VmReplication(
                 request, policy, record, disks, self._vm_dir(request.vm.name), gate=gate, site_disks=held
@@ -251,12 +332,18 @@ class ReplicationManager:
 
     def disable(self, name: str) -> VmReplication:
         vm = self.get(name)
+        # A running cycle stops at its next chunk rather than holding the disable until it is done.
+        vm.abort.set()
         with vm.running:
             vm.record = vm.record.apply(Event.DISABLE, time.time_ns())
             with self._lock:
                 self._vms.pop(name, None)
             self._close_disks(vm)
+            self._unclaim(vm.request)
             shutil.rmtree(self._vm_dir(name), ignore_errors=True)
+            queued = vm.cycles.queued
+            if queued is not None:
+                vm.cycles.finish(queued, error_code="FAILED_PRECONDITION", error="replication was disabled")
         return vm
 
     def recovery_points(self, name: str) -> list[replica_pb2.RecoveryPoint]:
@@ -266,46 +353,118 @@ class ReplicationManager:
 
     def _schedule(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.config.scheduler_tick_seconds)
+            self._wake.wait(self._until_next())
             self._wake.clear()
             if self._stop.is_set():
                 return
             now = time.monotonic()
             for vm in self.replications():
-                if vm.record.schedulable and now >= vm.next_due and not vm.running.locked():
+                self._check_outside_writes(vm)
+                queued = vm.cycles.queued
+                if queued is not None and not vm.record.schedulable:
+                    # Paused (or failed over) after ReplicateNow queued it: it will not run.
+                    vm.cycles.finish(queued, error_code="FAILED_PRECONDITION", error=self._no_cycle(vm))
+                    continue
+                due = now >= vm.next_due or queued is not None
+                if vm.record.schedulable and due and not vm.submitted.is_set():
                     waiting = vm.record.state == ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION
                     # Waiting for an import at the DR site is a cheap poll, not a cycle.
                     vm.next_due = now + (IMPORT_POLL_SECONDS if waiting else vm.policy.frequency_seconds)
+                    vm.submitted.set()
                     self._pool.submit(self._run_quietly, vm)
 
-    def _run_quietly(self, vm: VmReplication) -> None:
-        """A scheduled cycle: its failure is recorded in the VM's state and health, not raised."""
+    def _until_next(self) -> float:
+        """How long the scheduler sleeps: a tick, or less when a DR site that is out is due a probe."""
+        now = time.monotonic()
+        probes = [vm.next_due - now for vm in self.replications() if vm.outage is not None]
+        return max(0.02, min([self.config.scheduler_tick_seconds, *probes]))
+
+    def _probe(self, vm: VmReplication) -> bool:
+        """Whether the DR site of a VM whose DR site was out answers now (a cheap call, no cycle)."""
         try:
+            self._sender(vm).receiver_state(vm.name, timeout=PROBE_SECONDS)
+        except ReplicaUnreachable as error:
+            with vm.state_lock:
+                if vm.outage is not None:
+                    vm.outage.probes += 1
+            self._note_outage(vm, error.message)
+            self._retry_soon(vm)
+            return False
+        except ServiceError:
+            pass  # it answered, with an error the cycle will report
+        self._note_outage(vm, None)
+        return True
+
+    def _run_quietly(self, vm: VmReplication) -> None:
+        """A cycle the scheduler started (after a probe, while the VM's DR site was out): its failure
+        is recorded in the VM's state, health and cycle record, not raised."""
+        try:
+            if vm.outage is not None and vm.cycles.queued is None and not self._probe(vm):
+                return
             self.run_cycle(vm.name)
         except ServiceError as error:
             log.warning("replication cycle failed", extra={"vm": vm.name, "error": error.message})
         except Exception:
             # The top of a scheduler thread: nobody above would see it. The state already says CRITICAL.
             log.exception("replication cycle crashed", extra={"vm": vm.name})
+        finally:
+            vm.submitted.clear()
+            if vm.cycles.queued is not None:
+                # ReplicateNow asked while this cycle ran: the next one starts at once.
+                self._wake.set()
 
-    def replicate_now(self, name: str) -> VmReplication:
-        self.run_cycle(name)
-        return self.get(name)
+    @staticmethod
+    def _no_cycle(vm: VmReplication) -> str:
+        return f"VM {vm.name!r} is {vm.record.state.name.lower()}: no cycle runs"
+
+    def replicate_now(self, name: str) -> CycleRun:
+        """Queue a cycle (or return the one queued already) and return at once; ``watch_cycle``
+        follows it. The cycle is a child of the caller's trace."""
+        vm = self.get(name)
+        if not vm.record.schedulable:
+            raise InvalidTransition(self._no_cycle(vm))
+        queued = vm.cycles.request(self._telemetry.caller())
+        self._wake.set()
+        return queued
+
+    def watch_cycle(
+        self, name: str, cycle_id: int, active: Callable[[], bool]
+    ) -> Iterator[replica_pb2.Cycle]:
+        """Cycle ``cycle_id`` of VM ``name`` (0: its running or last one), at each change until it ends."""
+        return self.get(name).cycles.watch(cycle_id, active)
 
     # ---- the cycle -------------------------------------------------------------------------------
 
     def run_cycle(self, name: str) -> None:
-        """One cycle (initial, export, resync or delta, as the record needs), start to commit."""
+        """One cycle (initial, export, resync or delta, as the record needs), start to commit: the one
+        ReplicateNow queued, else a scheduled one. Its outcome goes into its cycle record."""
         vm = self.get(name)
         if not vm.running.acquire(timeout=RPC_SECONDS):
             raise InvalidTransition(f"a cycle of VM {name!r} is still running")
         try:
             if not vm.record.schedulable:
-                raise InvalidTransition(f"VM {name!r} is {vm.record.state.name.lower()}: no cycle runs")
-            with self._telemetry.cycle(
-                vm.name, vm.policy.frequency_seconds, lambda: vm.progress.total_bytes, time.monotonic
-            ):
-                cycle.run(vm, self._sender(vm), self._telemetry, self._stop)
+                raise InvalidTransition(self._no_cycle(vm))
+            self._check_outside_writes(vm)
+            run = vm.cycles.start(cycle.kind_of(vm).value)
+            vm.progress = run.progress
+            try:
+                with (
+                    self._telemetry.within(run.context),
+                    self._telemetry.cycle(
+                        vm.name, vm.policy.frequency_seconds, lambda: run.progress.total_bytes, time.monotonic
+                    ),
+                ):
+                    cycle.run(vm, self._sender(vm), self._telemetry, vm.abort)
+            except ServiceError as error:
+                vm.cycles.finish(run, error_code=error.code.name, error=error.message)
+                if isinstance(error, ReplicaUnreachable):
+                    self._note_outage(vm, error.message)
+                    self._retry_soon(vm)
+                raise
+            except Exception as error:
+                vm.cycles.finish(run, error_code="INTERNAL", error=f"{type(error).__name__}: {error}")
+                raise
+            vm.cycles.finish(run, sequence=vm.last_sequence)
         finally:
             vm.running.release()
 
@@ -314,7 +473,16 @@ class ReplicationManager:
     def to_proto(self, vm: VmReplication) -> replica_pb2.Replication:
         now = time.time_ns()
         record = replace(vm.record, pending_bytes=self._pending_bytes(vm))
-        health, reasons = states.health(record, now)
+        resync = (
+            ""
+            if not vm.record.initial_done
+            else "; ".join(
+                f"disk {name}: {device.tracker.resync_reason}"
+                for name, device in vm.disks.items()
+                if device.tracker.resync_required and device.tracker.resync_reason
+            )
+        )
+        health, reasons = states.health(record, now, self._outage_words(vm, now), vm.faults, resync)
         stats = states.statistics(record, now)
         running = vm.running.locked()
         return replica_pb2.Replication(
@@ -332,10 +500,28 @@ class ReplicationManager:
                 average_latency_seconds=stats.average_latency_seconds,
                 progress=vm.progress.fraction if running else (1.0 if record.initial_done else 0.0),
                 transferred_bytes=vm.progress.sent_bytes,
+                last_cycle_unix_nanos=stats.last_cycle_end_nanos,
+                last_cycle_bytes=stats.last_cycle_bytes,
+                last_cycle_seconds=stats.last_cycle_seconds,
+                rpo_met=rpo_violated(record.last_sync_nanos, now, vm.policy.frequency_seconds) is False,
             ),
             resync_required=[n for n, d in vm.disks.items() if d.tracker.resync_required]
             or (list(vm.disks) if record.resync_required or vm.force_resync else []),
             last_sequence=vm.last_sequence,
+            cycle=latest.to_proto() if (latest := vm.cycles.latest()) is not None else None,
+        )
+
+    @staticmethod
+    def _outage_words(vm: VmReplication, now_nanos: int) -> str:
+        with vm.state_lock:
+            outage = vm.outage
+            if outage is None:
+                return ""
+            since, why = outage.since_nanos, outage.reason
+        seconds = max(0, (now_nanos - since) // 1_000_000_000)
+        return (
+            f"the DR site {vm.policy.replica_server} has not answered for {seconds} s ({why}); "
+            "replication goes on as soon as it answers"
         )
 
     def _pending_bytes(self, vm: VmReplication) -> int:

@@ -16,6 +16,7 @@ from services.replica import states
 from services.replica.disks import SiteDisk
 from services.replica.errors import InvalidTransition, ReplicaStateCorrupted
 from services.replica.files import write_atomic
+from services.replica.primary.cycles import CycleBook, Progress
 from services.replica.primary.tracking import TrackedDevice, WriteGate
 from services.replica.settings import ReplicationPolicy
 from services.replica.states import Event, Record, ReplicationState
@@ -24,21 +25,12 @@ STATE_FILE = "replication.json"
 
 
 @dataclass
-class Progress:
-    """What a running transfer has done, read by GetReplication for ``status --watch``."""
+class Outage:
+    """The DR site has not answered since ``since_nanos``: the last error, and the probes that failed."""
 
-    total_bytes: int = 0
-    sent_bytes: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, n: int) -> None:
-        with self.lock:
-            self.sent_bytes += n
-
-    @property
-    def fraction(self) -> float:
-        with self.lock:
-            return min(1.0, self.sent_bytes / self.total_bytes) if self.total_bytes else 0.0
+    since_nanos: int
+    reason: str
+    probes: int = 0
 
 
 @dataclass
@@ -54,7 +46,6 @@ class VmReplication:
     force_resync: bool = False
     next_due: float = 0.0
     running: threading.Lock = field(default_factory=threading.Lock)
-    progress: Progress = field(default_factory=Progress)
     cycle_started: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     # Every write to any disk of the VM passes it; a cut holds it, so all disks are cut at one instant.
@@ -63,6 +54,23 @@ class VmReplication:
     state_lock: threading.RLock = field(default_factory=threading.RLock)
     # Each disk as the site's disk owner holds it open (its export serves the tracked device).
     site_disks: dict[str, SiteDisk] = field(default_factory=dict)
+    # Set while the scheduler has handed a cycle of the VM to the pool and it has not ended.
+    submitted: threading.Event = field(default_factory=threading.Event)
+    # What is wrong with the replication beyond its state (health names each, CRITICAL).
+    faults: list[str] = field(default_factory=list)
+    # The DR site does not answer (a cycle retries, or the scheduler probes it until it does).
+    outage: Outage | None = None
+    # Set to stop the running cycle between chunks (the site stops, or the replication is disabled).
+    abort: threading.Event = field(default_factory=threading.Event)
+    # The end of the reserved block of cycle ids (``primary/cycles.py``) ``replication.json`` recorded.
+    cycle_ids_reserved: int = 0
+    # Its cycles: the queued one, the running one's progress, the last ones' outcomes.
+    cycles: CycleBook = field(init=False)
+    progress: Progress = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cycles = CycleBook(self.name, self.cycle_ids_reserved, on_reserve=self.save)
+        self.progress = Progress()
 
     @property
     def name(self) -> str:
@@ -99,8 +107,17 @@ def encode(vm: VmReplication) -> bytes:
         "enabled_nanos": r.enabled_nanos,
         "error": r.error,
         "last_sequence": vm.last_sequence,
+        "cycle_ids_reserved": vm.cycles.reserved,
     }
     return json.dumps(doc, indent=1).encode()
+
+
+def reserved_cycle_ids(data: bytes) -> int:
+    """The end of the cycle id block ``replication.json`` (``data``) recorded; 0 before any."""
+    try:
+        return int(json.loads(data).get("cycle_ids_reserved", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def decode(data: bytes, path: Path) -> tuple[replica_pb2.EnableReplicationRequest, Record, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 
 from overland.v1 import replica_pb2, replica_pb2_grpc
@@ -53,8 +55,13 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
 
     def ReplicateNow(  # noqa: N802 (gRPC method name)
         self, request: replica_pb2.ReplicateNowRequest, context: grpc.ServicerContext
-    ) -> replica_pb2.Replication:
-        return self._manager.to_proto(self._manager.replicate_now(request.vm_name))
+    ) -> replica_pb2.Cycle:
+        return self._manager.replicate_now(request.vm_name).to_proto()
+
+    def WatchCycle(  # noqa: N802 (gRPC method name)
+        self, request: replica_pb2.WatchCycleRequest, context: grpc.ServicerContext
+    ) -> Iterator[replica_pb2.Cycle]:
+        yield from self._manager.watch_cycle(request.vm_name, request.id, context.is_active)
 
     def ListRecoveryPoints(  # noqa: N802 (gRPC method name)
         self, request: replica_pb2.ListRecoveryPointsRequest, context: grpc.ServicerContext

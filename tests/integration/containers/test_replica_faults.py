@@ -23,11 +23,13 @@ from overland.v1 import replica_pb2, replica_pb2_grpc
 from tests.integration.containers.harness import Timings, wait_until
 from tests.integration.containers.stack import ServiceContainer, start_service
 from tests.integration.replica.conftest import (
+    CycleFailed,
     MiB,
     assert_same,
     enable_request,
     make_disk,
     qemu_io,
+    replicate_now,
     state_name,
     wait_for,
 )
@@ -129,12 +131,8 @@ def test_dr_killed_mid_delta_keeps_the_last_point_and_the_cycle_completes(
 
     def cycle() -> None:
         try:
-            outcome.append(
-                sites.stub.ReplicateNow(
-                    replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=CYCLE_TIMEOUT_SECONDS
-                )
-            )
-        except grpc.RpcError as error:
+            outcome.append(replicate_now(sites.stub, "vm1"))
+        except (grpc.RpcError, CycleFailed) as error:
             outcome.append(error)
 
     thread = threading.Thread(target=cycle, daemon=True)

@@ -22,6 +22,8 @@ from services.replica.server import ReplicaServer, create_server
 
 REPO = Path(__file__).resolve().parents[3]
 START_SECONDS = 20.0
+# How long a test follows one cycle at most (a hung cycle fails the test instead of hanging it).
+CYCLE_SECONDS = 600.0
 MiB = 1024 * 1024
 
 
@@ -195,6 +197,39 @@ def enable_request(
 
 def primary_stub(port: int) -> replica_pb2_grpc.ReplicaServiceStub:
     return replica_pb2_grpc.ReplicaServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+
+
+class CycleFailed(Exception):
+    """A cycle that ``replicate_now`` followed failed; ``code()`` and ``details()`` as a failed call's."""
+
+    def __init__(self, cycle: replica_pb2.Cycle):
+        super().__init__(f"cycle {cycle.id} failed: {cycle.error_code}: {cycle.error}")
+        self.cycle = cycle
+
+    def code(self) -> grpc.StatusCode:
+        return getattr(grpc.StatusCode, self.cycle.error_code)
+
+    def details(self) -> str:
+        return self.cycle.error
+
+
+def follow_cycle(stub: replica_pb2_grpc.ReplicaServiceStub, queued: replica_pb2.Cycle) -> replica_pb2.Cycle:
+    """The cycle at its end, as WatchCycle reports it."""
+    last = queued
+    request = replica_pb2.WatchCycleRequest(vm_name=queued.vm_name, id=queued.id)
+    for update in stub.WatchCycle(request, timeout=CYCLE_SECONDS):
+        last = update
+    assert last.state in (replica_pb2.CYCLE_STATE_SUCCEEDED, replica_pb2.CYCLE_STATE_FAILED), last
+    return last
+
+
+def replicate_now(stub: replica_pb2_grpc.ReplicaServiceStub, vm: str) -> replica_pb2.Replication:
+    """ReplicateNow and follow the queued cycle to its end: the VM's replication after it, or
+    ``CycleFailed``."""
+    ended = follow_cycle(stub, stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name=vm), timeout=10))
+    if ended.state == replica_pb2.CYCLE_STATE_FAILED:
+        raise CycleFailed(ended)
+    return stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name=vm), timeout=10)
 
 
 def wait_for(

@@ -55,23 +55,30 @@ def test_cli_enable_status_pause_resume_resync_points(sites: Sites) -> None:
         ).stdout
     )
     assert enabled["vm"]["name"] == "vm1"
-    overland(endpoint, "replicate-now", "vm1", check=False)
-    status = json.loads(overland(endpoint, "status", "vm1").stdout)
+    # Queued at once; --wait follows it to the end.
+    queued = json.loads(overland(endpoint, "replicate-now", "--vm", "vm1").stdout)
+    assert queued["vm_name"] == "vm1"
+    assert queued["id"] >= 1
+    waited = json.loads(overland(endpoint, "replicate-now", "--vm", "vm1", "--wait").stdout)
+    assert waited["state"] == "CYCLE_STATE_SUCCEEDED"
+    assert waited["id"] >= queued["id"]
+    status = json.loads(overland(endpoint, "status", "--vm", "vm1").stdout)
     assert status[0]["state"] == "REPLICATION_STATE_REPLICATING"
-    paused = json.loads(overland(endpoint, "pause", "vm1").stdout)
+    paused = json.loads(overland(endpoint, "pause", "--vm", "vm1").stdout)
     assert paused["state"] == "REPLICATION_STATE_SUSPENDED"
-    again = overland(endpoint, "pause", "vm1", check=False)
+    again = overland(endpoint, "pause", "--vm", "vm1", check=False)
     assert again.returncode == 6
-    resumed = json.loads(overland(endpoint, "resume", "vm1").stdout)
+    resumed = json.loads(overland(endpoint, "resume", "--vm", "vm1").stdout)
     assert resumed["state"] == "REPLICATION_STATE_REPLICATING"
-    overland(endpoint, "resync", "vm1")
-    synced = json.loads(overland(endpoint, "replicate-now", "vm1").stdout)
+    overland(endpoint, "resync", "--vm", "vm1")
+    overland(endpoint, "replicate-now", "--vm", "vm1", "--wait")
+    synced = json.loads(overland(endpoint, "status", "--vm", "vm1").stdout)[0]
     # The scheduler also ran cycles (after resume and resync), so only the order is certain.
-    last = int(synced["last_sequence"])
+    last = synced["last_sequence"]
     assert last >= 3
     assert not synced["resync_required"]
-    points = json.loads(overland(endpoint, "recovery-points", "vm1").stdout)
-    assert int(points[0]["sequence"]) == last
+    points = json.loads(overland(endpoint, "recovery-points", "--vm", "vm1").stdout)
+    assert points[0]["sequence"] == last
     assert 2 <= len(points) <= 3
     watched = subprocess.run(
         [
@@ -92,6 +99,7 @@ def test_cli_enable_status_pause_resume_resync_points(sites: Sites) -> None:
         check=False,
     )
     assert watched.returncode == 0, watched.stderr
-    assert "vm1 replicating" in watched.stdout
-    missing = overland(endpoint, "status", "nope", check=False)
+    assert "vm1" in watched.stdout
+    assert "replicating" in watched.stdout
+    missing = overland(endpoint, "status", "--vm", "nope", check=False)
     assert missing.returncode == 4

@@ -16,6 +16,7 @@ import pytest
 
 from overland.v1 import replica_pb2
 from tests.integration.replica.conftest import (
+    CycleFailed,
     MiB,
     ServiceProcess,
     Sites,
@@ -26,6 +27,7 @@ from tests.integration.replica.conftest import (
     primary_stub,
     qemu_io,
     replica_disk,
+    replicate_now,
     state_name,
     wait_for,
 )
@@ -66,8 +68,8 @@ def test_dr_killed_mid_staging_and_mid_apply(sites: Sites) -> None:
 
     def cycle() -> None:
         try:
-            outcome.append(stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=120))
-        except grpc.RpcError as error:
+            outcome.append(replicate_now(stub, "vm1"))
+        except (grpc.RpcError, CycleFailed) as error:
             outcome.append(error)
 
     thread = threading.Thread(target=cycle)
@@ -118,9 +120,7 @@ def test_primary_killed_mid_cycle_then_resyncs(sites: Sites) -> None:
         # Killed in the middle of a delta cycle.
         qemu_io(f"nbd://127.0.0.1:{primary.nbd_port}/vm1/d0", "write -P 0x09 0 8M", fmt="raw")
         threading.Thread(
-            target=lambda: _quietly(
-                lambda: stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"))
-            ),
+            target=lambda: _quietly(lambda: replicate_now(stub, "vm1")),
             daemon=True,
         ).start()
         wait_for(

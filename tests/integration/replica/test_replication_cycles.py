@@ -25,6 +25,7 @@ from tests.integration.replica.conftest import (
     qemu_compare,
     qemu_io,
     replica_disk,
+    replicate_now,
     state_name,
     wait_for,
 )
@@ -78,7 +79,7 @@ def test_initial_and_deltas_are_crash_consistent_under_writes(sites: Sites) -> N
     thread.start()
     try:
         for cycle in range(3):
-            replication = stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=120)
+            replication = replicate_now(stub, "vm1")
             assert replication.last_sequence == 2 + cycle
             replica = read_image(replica_disk(sites, "vm1", "d0"))
             stamps = (struct.unpack_from(">Q", replica, o)[0] for o in range(0, SIZE, 4096))
@@ -97,7 +98,7 @@ def test_initial_and_deltas_are_crash_consistent_under_writes(sites: Sites) -> N
         stop.set()
         thread.join(timeout=30)
     assert len(writes) > 50
-    final = stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=120)
+    final = replicate_now(stub, "vm1")
     assert final.health == replica_pb2.REPLICATION_HEALTH_NORMAL, final.health_reasons
     assert final.statistics.total_cycles == 5
     result = qemu_compare(disk, replica_disk(sites, "vm1", "d0"))
@@ -122,7 +123,7 @@ def test_writes_through_the_nbd_export_replicate(sites: Sites) -> None:
     qemu_io(f"{nbd}/vm2/d1", "write -P 0x11 7M 1M")
     pending = get().statistics.pending_bytes
     assert pending >= 1300 * 1024
-    after = stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm2"), timeout=60)
+    after = replicate_now(stub, "vm2")
     assert after.statistics.pending_bytes == 0
     assert after.statistics.average_delta_bytes > 0
     for name, path in disks.items():
@@ -159,7 +160,7 @@ def test_all_disks_of_a_vm_are_cut_at_one_instant(sites: Sites) -> None:
     try:
         seen = []
         for _ in range(4):
-            stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm3"), timeout=120)
+            replicate_now(stub, "vm3")
             d0, d1 = (
                 struct.unpack_from(">Q", read_image(replica_disk(sites, "vm3", name)))[0]
                 for name in ("d0", "d1")

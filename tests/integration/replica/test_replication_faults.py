@@ -19,6 +19,7 @@ import pytest
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.replica.config import PRIMARY_HEADER
 from tests.integration.replica.conftest import (
+    CycleFailed,
     MiB,
     Sites,
     assert_same,
@@ -29,6 +30,7 @@ from tests.integration.replica.conftest import (
     primary_stub,
     qemu_io,
     replica_disk,
+    replicate_now,
     state_name,
     wait_for,
 )
@@ -67,10 +69,6 @@ def tapped_factory(tap: StreamTap) -> Callable[[str], grpc.Channel]:
 
 def get(stub: replica_pb2_grpc.ReplicaServiceStub, vm: str) -> Callable[[], replica_pb2.Replication]:
     return lambda: stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name=vm))
-
-
-def replicate_now(stub: replica_pb2_grpc.ReplicaServiceStub, vm: str) -> replica_pb2.Replication:
-    return stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name=vm), timeout=120)
 
 
 def enable_and_wait(
@@ -161,8 +159,9 @@ def test_full_disk_at_the_dr_site_pauses_replication(sites: Sites) -> None:
         assert any("storage full" in reason for reason in paused.health_reasons), paused.health_reasons
         # The failed staging was discarded: the DR site's space is free again.
         assert dir_usage(sites.dr_store) < MiB
+        # Paused: ReplicateNow refuses at once.
         with pytest.raises(grpc.RpcError) as info:
-            replicate_now(stub, "vm1")
+            stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=10)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         subprocess.run(["umount", "-l", str(sites.dr_store)], check=True, timeout=10)
@@ -264,10 +263,10 @@ def test_replica_lost_at_the_dr_site_triggers_a_new_initial_replication(sites: S
     sites.dr.stop()
     shutil.rmtree(sites.dr_store / "vm1")
     sites.dr.start()
-    with pytest.raises(grpc.RpcError) as info:
+    with pytest.raises(CycleFailed) as failed:
         replicate_now(stub, "vm1")
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "no replica of VM 'vm1' any more" in (info.value.details() or "")
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no replica of VM 'vm1' any more" in failed.value.details()
     assert state_name(get(stub, "vm1")()) == "CRITICAL"
     again = replicate_now(stub, "vm1")
     assert state_name(again) == "REPLICATING"

@@ -17,6 +17,7 @@ from tests.integration.replica.conftest import (
     qemu_compare,
     qemu_io,
     replica_disk,
+    replicate_now,
     state_name,
     wait_for,
 )
@@ -53,9 +54,9 @@ def test_external_media_export_import_then_deltas(sites: Sites) -> None:
         replica_pb2.ImportInitialReplicaRequest(path=str(carried), primary="primary"), timeout=60
     )
     assert ack.sequence == 1
-    after = stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=60)
+    after = replicate_now(stub, "vm1")
     assert state_name(after) == "REPLICATING"
-    after = stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=60)
+    after = replicate_now(stub, "vm1")
     assert after.last_sequence == 2
     result = qemu_compare(disk, replica_disk(sites, "vm1", "d0"))
     assert result.returncode == 0, result.stdout + result.stderr

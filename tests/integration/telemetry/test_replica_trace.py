@@ -27,6 +27,7 @@ from tests.integration.replica.conftest import (
     make_disk,
     primary_stub,
     qemu_io,
+    replicate_now,
     state_name,
     wait_for,
 )
@@ -68,7 +69,7 @@ def test_a_replication_cycle_is_one_trace_across_both_sites(tmp_path: Path, rece
         wait_for(get, lambda r: state_name(r) == "REPLICATING")
         assert primary.manager is not None
         primary.manager.device("vm1", "d0").write(2 * MiB, b"\x5a" * 65536)
-        replicated = stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=120)
+        replicated = replicate_now(stub, "vm1")
         assert replicated.last_sequence == 2
     finally:
         primary.stop()
@@ -84,7 +85,7 @@ def test_a_replication_cycle_is_one_trace_across_both_sites(tmp_path: Path, rece
     )
     # The initial replication ran from the scheduler: its cycle is the root of its own trace.
     assert scheduled.parent_span_id == ""
-    # ReplicateNow ran the delta inside the call: the cycle is a child of the primary's server span.
+    # ReplicateNow queued the delta: the cycle is a child of the primary's server span of that call.
     trace = _one_trace(spans, requested)
     assert trace["/overland.v1.ReplicaService/ReplicateNow"].span_id == requested.parent_span_id
     for cycle in (scheduled, requested):

@@ -43,7 +43,7 @@ from services.replica.vm import (
 )
 from services.vswitch import netns
 from services.vswitch.demo import AgentProcess, OverlayDemo
-from tests.integration.replica.conftest import ServiceProcess, free_port, qemu_compare
+from tests.integration.replica.conftest import ServiceProcess, free_port, qemu_compare, replicate_now
 from tests.integration.vm.conftest import BOOT_TIMEOUT, DISK_SIZE, STOP_TIMEOUT, GuestImage
 from tests.integration.vswitch.overlay import overlay_cluster
 
@@ -304,7 +304,7 @@ def test_a_graceful_stop_and_a_cycle_make_the_replica_equal_the_disk(sites: Site
     assert stopped.state == vm_pb2.VM_STATE_OFF
     assert stopped.last_stop == "shut down"
     assert stopped.pid == 0
-    replicated = sites.replicas.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name=VM), timeout=120)
+    replicated = replicate_now(sites.replicas, VM)
     assert replicated.last_sequence >= 2
     replica = sites.base / "b-store" / VM / "disks" / "d0.vhd"
     compared = qemu_compare(sites.disk, replica)

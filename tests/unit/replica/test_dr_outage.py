@@ -1,5 +1,5 @@
 """A DR site that does not answer: the capped backoff with jitter (property-tested), how a delta keeps
-retrying through an outage and resumes where the DR site is."""
+retrying through an outage and resumes where the DR site is, and what health says meanwhile."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from overland.v1 import replica_pb2
 from services.replica.errors import ReplicaUnreachable
 from services.replica.primary import sender as sender_module
 from services.replica.primary.sender import MAX_BACKOFF_SECONDS, Sender, backoff
+from services.replica.states import Event, Record, ReplicationHealth, health
 
 
 @given(st.integers(min_value=1, max_value=10**6), st.floats(min_value=0, max_value=1, exclude_max=True))
@@ -107,3 +108,17 @@ def test_an_outage_longer_than_the_window_fails_the_cycle(monkeypatch: pytest.Mo
     with pytest.raises(ReplicaUnreachable, match="UNAVAILABLE"):
         sender_for(dr, []).send(replica_pb2.DeltaHeader(vm_name="vm1", sequence=3), stream, 0)
     assert dr.sends == [0]
+
+
+def test_health_explains_an_outage_while_it_lasts() -> None:
+    enabled = Record().apply(Event.ENABLE, 0).apply(Event.START_INITIAL, 1).apply(Event.INITIAL_DONE, 2)
+    outage = "the DR site dr:50053 has not answered for 12 s (UNAVAILABLE: connection refused)"
+    level, reasons = health(enabled, 3, outage)
+    assert (level, reasons) == (ReplicationHealth.WARNING, (outage,))
+    failed = enabled.apply(Event.CYCLE_FAILED, 4, "DR site error while ...: UNAVAILABLE: refused")
+    level, reasons = health(failed, 5, outage)
+    assert level == ReplicationHealth.CRITICAL
+    # The outage comes first: it says what the error below it means and that it will pass.
+    assert reasons[0] == outage
+    assert reasons[1].startswith("replication is in error")
+    assert health(enabled, 3) == (ReplicationHealth.NORMAL, ())

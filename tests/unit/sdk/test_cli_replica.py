@@ -13,11 +13,13 @@ from overland.v1 import replica_pb2, replica_pb2_grpc
 from tests.unit.sdk.cli_runner import invoke, invoke_json, serving
 
 STATES = replica_pb2.ReplicationState
+MiB = 1024 * 1024
 
 
 class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
     def __init__(self) -> None:
         self.replications: dict[str, replica_pb2.Replication] = {}
+        self.next_cycle = 0
 
     def _get(self, name: str, context: grpc.ServicerContext) -> replica_pb2.Replication:
         if name not in self.replications:
@@ -53,6 +55,37 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
 
     def ResyncReplication(self, request: Any, context: grpc.ServicerContext) -> replica_pb2.Replication:
         return self._set_state(request.vm_name, STATES.REPLICATION_STATE_RESYNCHRONIZING, context)
+
+    def ReplicateNow(self, request: Any, context: grpc.ServicerContext) -> replica_pb2.Cycle:
+        self._get(request.vm_name, context)
+        self.next_cycle += 1
+        return replica_pb2.Cycle(
+            vm_name=request.vm_name, id=self.next_cycle, state=replica_pb2.CYCLE_STATE_QUEUED, requested=True
+        )
+
+    def WatchCycle(self, request: Any, context: grpc.ServicerContext) -> Iterator[replica_pb2.Cycle]:
+        self._get(request.vm_name, context)
+        cycle = replica_pb2.Cycle(
+            vm_name=request.vm_name,
+            id=request.id,
+            kind=replica_pb2.CYCLE_KIND_DELTA,
+            state=replica_pb2.CYCLE_STATE_RUNNING,
+            total_bytes=4 * MiB,
+            start_time_unix_nanos=1,
+        )
+        for sent in (0, MiB, 3 * MiB):
+            cycle.transferred_bytes = sent
+            yield cycle
+        cycle.transferred_bytes = 4 * MiB
+        cycle.end_time_unix_nanos = 1 + 500_000_000
+        if request.vm_name == "broken":
+            cycle.state = replica_pb2.CYCLE_STATE_FAILED
+            cycle.error_code = "FAILED_PRECONDITION"
+            cycle.error = "the DR site has no replica of VM 'broken' any more"
+        else:
+            cycle.state = replica_pb2.CYCLE_STATE_SUCCEEDED
+            cycle.sequence = 7
+        yield cycle
 
     def ListRecoveryPoints(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._get(request.vm_name, context)
@@ -129,19 +162,49 @@ def test_pause_resume_resync_status_and_recovery_points(env: tuple[FakeReplica, 
         ("resume", "REPLICATION_STATE_REPLICATING"),
         ("resync", "REPLICATION_STATE_RESYNCHRONIZING"),
     ):
-        result = invoke_json(environ, "replica", command, "web")
+        result = invoke_json(environ, "replica", command, "--vm", "web")
         assert isinstance(result, dict)
         assert result["state"] == state
     listed = invoke_json(environ, "replica", "status")
     assert isinstance(listed, list)
     assert [r["vm"]["name"] for r in listed] == ["web"]
-    points = invoke_json(environ, "replica", "recovery-points", "web")
+    points = invoke_json(environ, "replica", "recovery-points", "--vm", "web")
+    # 64-bit numbers are JSON numbers, not strings.
     assert points == [
-        {"id": "rp-1", "vm_name": "web", "sequence": "3", "create_time_unix_nanos": "0", "hourly": False}
+        {"id": "rp-1", "vm_name": "web", "sequence": 3, "create_time_unix_nanos": 0, "hourly": False}
     ]
-    code, out, _ = invoke(environ, "replica", "status", "web", "--watch", "--count", "1", "--interval", "0")
+    code, out, _ = invoke(
+        environ, "replica", "status", "--vm", "web", "--watch", "--count", "1", "--interval", "0"
+    )
     assert code == 0
-    assert "web resynchronizing" in out
-    code, _, err = invoke(environ, "replica", "pause", "nope")
+    assert "web" in out
+    assert "resynchronizing" in out
+    code, _, err = invoke(environ, "replica", "pause", "--vm", "nope")
     assert code == 4
     assert "nope" in err
+    # A bare VM name is not how replica commands take it.
+    code, _, err = invoke(environ, "replica", "pause", "web")
+    assert code == 2
+
+
+def test_replicate_now_returns_the_queued_cycle_and_waits_with_progress(
+    env: tuple[FakeReplica, dict[str, str]],
+) -> None:
+    _, environ = env
+    for vm in ("web", "broken"):
+        invoke_json(
+            environ, "replica", "enable", "--vm", vm, "--disk", "os=/d.vhd", "--replica-server", "h:1"
+        )
+    queued = invoke_json(environ, "replica", "replicate-now", "--vm", "web")
+    assert isinstance(queued, dict)
+    assert (queued["id"], queued["state"], queued["requested"]) == (1, "CYCLE_STATE_QUEUED", True)
+    done = invoke_json(environ, "replica", "replicate-now", "--vm", "web", "--wait")
+    assert isinstance(done, dict)
+    assert (done["id"], done["state"], done["sequence"]) == (2, "CYCLE_STATE_SUCCEEDED", 7)
+    code, out, _ = invoke(environ, "replica", "replicate-now", "--vm", "web", "--wait")
+    assert code == 0
+    assert "web: cycle 3: delta, 4 MiB in 0.5 s, sequence 7" in out
+    # A failed cycle exits with its status code's exit status and says why.
+    code, _, err = invoke(environ, "replica", "replicate-now", "--vm", "broken", "--wait")
+    assert code == 6
+    assert "no replica of VM 'broken' any more" in err

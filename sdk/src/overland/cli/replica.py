@@ -1,17 +1,20 @@
 """``overland replica``: Hyper-V Replica style commands against a site's replica service.
 
-The replica engineer extends this module (issue 4); each command is a thin call of ``ReplicaClient``.
+Each command is a thin call of ``ReplicaClient`` (or, at the DR site, of its receiver); every command
+names its VM with ``--vm``. What the output looks like is ``overland.cli.replica_view``.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
 from overland._transport import RpcSpec, Unary
+from overland.cli import replica_view as view
 from overland.cli.common import (
     DISK_FORMAT_HELP,
     DiskFormat,
@@ -19,16 +22,15 @@ from overland.cli.common import (
     service_group,
     settings,
     show,
+    show_json_line,
     show_list,
 )
 from overland.cli.params import INT64_MAX, UINT32_MAX, UINT64_MAX
 from overland.cli.params import interval as interval_seconds
 from overland.client import ReplicaClient, ReplicaReceiverClient
 from overland.records import enum_value
+from overland.replication import wait_cycle
 from overland.v1 import replica_pb2
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
 
 app = service_group(ReplicaClient, "replica")
 
@@ -86,25 +88,17 @@ def enable(
         show(ctx, client.enable_replication(vm=machine, settings=settings_message))
 
 
-def _progress_rows(progress: Progress, replications: list[replica_pb2.Replication]) -> None:
-    for task_id in list(progress.task_ids):
-        progress.remove_task(task_id)
-    for replication in replications:
-        state = replica_pb2.ReplicationState.Name(replication.state).removeprefix("REPLICATION_STATE_")
-        # Progress counts in permille: rich wants integers, the service reports 0..1.
-        progress.add_task(
-            f"{replication.vm.name} {state.lower()}",
-            total=1000,
-            completed=round(replication.statistics.progress * 1000),
-        )
+VmOption = Annotated[str, typer.Option("--vm", help="The VM's name.")]
 
 
 @app.command("status")
 def status(
     ctx: typer.Context,
     *,
-    vm: Annotated[str | None, typer.Argument(help="One VM; all when omitted.")] = None,
-    watch: Annotated[bool, typer.Option(help="Refresh with progress bars until Ctrl-C.")] = False,
+    vm: Annotated[str | None, typer.Option("--vm", help="One VM; all when omitted.")] = None,
+    watch: Annotated[
+        bool, typer.Option(help="Refresh until Ctrl-C, with a progress bar per running cycle.")
+    ] = False,
     interval: Annotated[
         float, typer.Option(help="Seconds between refreshes with --watch.", parser=interval_seconds)
     ] = 2.0,
@@ -115,32 +109,69 @@ def status(
         ),
     ] = 0,
 ) -> None:
-    """Measure-VMReplication: state, health and statistics per VM."""
+    """Measure-VMReplication: state, health (with its reasons), last sync, last cycle and RPO per VM.
+    With --json: an array, or with --watch one JSON object per VM and refresh (JSON lines)."""
+    current = settings(ctx)
     with _client(ctx) as client:
 
         def fetch() -> list[replica_pb2.Replication]:
             return [client.get_replication(vm_name=vm)] if vm else list(client.list_replications())
 
         if not watch:
-            show_list(ctx, fetch(), title="replication")
+            replications = fetch()
+            if current.json_output:
+                show_list(ctx, replications)
+                return
+            _print_status(ctx, replications)
             return
-        # rich's live display, only for --watch (see overland.cli.common on importing rich late).
-        from rich.live import Live  # noqa: PLC0415
-        from rich.progress import BarColumn, Progress, TextColumn  # noqa: PLC0415
-
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%")
-        )
         refreshes = 0
-        with Live(progress, console=settings(ctx).out, refresh_per_second=4):
+        if current.json_output:
             while not count or refreshes < count:
-                _progress_rows(progress, fetch())
+                for replication in fetch():
+                    show_json_line(replication)
                 refreshes += 1
+                if not count or refreshes < count:
+                    time.sleep(interval)
+            return
+        _watch_status(ctx, fetch, interval, count)
+
+
+def _print_status(ctx: typer.Context, replications: list[replica_pb2.Replication]) -> None:
+    out = settings(ctx).out
+    out.print(view.status_table(replications, time.time_ns()), width=min(out.width, view.STATUS_WIDTH))
+    for line in view.health_lines(replications):
+        out.print(line, highlight=False, markup=False, width=min(out.width, view.STATUS_WIDTH))
+
+
+def _watch_status(
+    ctx: typer.Context, fetch: Callable[[], list[replica_pb2.Replication]], interval: float, count: int
+) -> None:
+    """The status table and a progress bar (bytes, rate, ETA) per VM whose cycle transfers, redrawn
+    every ``interval`` seconds (rich's live display, loaded only here)."""
+    from rich.console import Group  # noqa: PLC0415 - see overland.cli.common on importing rich late
+    from rich.live import Live  # noqa: PLC0415
+
+    out = settings(ctx).out
+    progress = view.new_progress()
+    bars = view.CycleBars(progress)
+    refreshes = 0
+    with Live(console=out, refresh_per_second=4) as live:
+        while not count or refreshes < count:
+            replications = fetch()
+            running = [r.cycle for r in replications if r.cycle.state == replica_pb2.CYCLE_STATE_RUNNING]
+            for cycle in running:
+                bars.show(cycle)
+            bars.drop_others({cycle.vm_name for cycle in running})
+            table = view.status_table(replications, time.time_ns())
+            lines = "\n".join(view.health_lines(replications))
+            live.update(Group(table, lines, progress) if lines else Group(table, progress))
+            refreshes += 1
+            if not count or refreshes < count:
                 time.sleep(interval)
 
 
 def _vm_command(name: str, doc: str, method_name: str) -> None:
-    def command(ctx: typer.Context, vm: Annotated[str, typer.Argument(help="The VM's name.")]) -> None:
+    def command(ctx: typer.Context, *, vm: VmOption) -> None:
         with _client(ctx) as client:
             show(ctx, getattr(client, method_name)(vm_name=vm))
 
@@ -154,11 +185,35 @@ _vm_command(
     "resync", "Resume-VMReplication -Resynchronize: compare and resend what differs.", "resync_replication"
 )
 _vm_command(
-    "replicate-now", "Run one replication cycle now instead of waiting for the interval.", "replicate_now"
-)
-_vm_command(
     "disable", "Remove-VMReplication: stop replicating the VM (the DR copy stays).", "disable_replication"
 )
+
+
+@app.command("replicate-now")
+def replicate_now(
+    ctx: typer.Context,
+    *,
+    vm: VmOption,
+    wait: Annotated[
+        bool, typer.Option(help="Wait for the cycle to end, with a progress bar (bytes, rate, ETA).")
+    ] = False,
+) -> None:
+    """Queue one replication cycle now instead of waiting for the interval; prints the queued cycle
+    (its id) at once, or with --wait follows it until it ends (exit status: its outcome's)."""
+    current = settings(ctx)
+    with _client(ctx) as client:
+        cycle = client.replicate_now(vm_name=vm)
+        if not wait:
+            show(ctx, cycle)
+            return
+        if current.json_output:
+            show(ctx, wait_cycle(client, cycle))
+            return
+        progress = view.new_progress()
+        bars = view.CycleBars(progress)
+        with progress:
+            done = wait_cycle(client, cycle, bars.show)
+        current.out.print(f"{vm}: cycle {done.id}: {view.cycle_words(done)}", highlight=False)
 
 
 class _DrSiteClient(ReplicaReceiverClient):
@@ -183,7 +238,7 @@ def import_initial(
 
 
 @app.command("recovery-points")
-def recovery_points(ctx: typer.Context, vm: Annotated[str, typer.Argument(help="The VM's name.")]) -> None:
+def recovery_points(ctx: typer.Context, *, vm: VmOption) -> None:
     """Get-VMSnapshot -SnapshotType Replica: the recovery points kept for a VM."""
     with _client(ctx) as client:
         show_list(ctx, client.list_recovery_points(vm_name=vm), title=f"recovery points of {vm}")

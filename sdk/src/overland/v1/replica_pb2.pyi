@@ -42,6 +42,24 @@ class DiskFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISK_FORMAT_UNSPECIFIED: _ClassVar[DiskFormat]
     DISK_FORMAT_VHD: _ClassVar[DiskFormat]
     DISK_FORMAT_RAW: _ClassVar[DiskFormat]
+
+class CycleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CYCLE_KIND_UNSPECIFIED: _ClassVar[CycleKind]
+    CYCLE_KIND_INITIAL: _ClassVar[CycleKind]
+    CYCLE_KIND_EXPORT: _ClassVar[CycleKind]
+    CYCLE_KIND_EXISTING_COPY: _ClassVar[CycleKind]
+    CYCLE_KIND_DELTA: _ClassVar[CycleKind]
+    CYCLE_KIND_RESYNC: _ClassVar[CycleKind]
+    CYCLE_KIND_AWAIT_IMPORT: _ClassVar[CycleKind]
+
+class CycleState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CYCLE_STATE_UNSPECIFIED: _ClassVar[CycleState]
+    CYCLE_STATE_QUEUED: _ClassVar[CycleState]
+    CYCLE_STATE_RUNNING: _ClassVar[CycleState]
+    CYCLE_STATE_SUCCEEDED: _ClassVar[CycleState]
+    CYCLE_STATE_FAILED: _ClassVar[CycleState]
 REPLICATION_STATE_UNSPECIFIED: ReplicationState
 REPLICATION_STATE_DISABLED: ReplicationState
 REPLICATION_STATE_READY_FOR_INITIAL_REPLICATION: ReplicationState
@@ -66,6 +84,18 @@ INITIAL_REPLICATION_METHOD_EXISTING_COPY: InitialReplicationMethod
 DISK_FORMAT_UNSPECIFIED: DiskFormat
 DISK_FORMAT_VHD: DiskFormat
 DISK_FORMAT_RAW: DiskFormat
+CYCLE_KIND_UNSPECIFIED: CycleKind
+CYCLE_KIND_INITIAL: CycleKind
+CYCLE_KIND_EXPORT: CycleKind
+CYCLE_KIND_EXISTING_COPY: CycleKind
+CYCLE_KIND_DELTA: CycleKind
+CYCLE_KIND_RESYNC: CycleKind
+CYCLE_KIND_AWAIT_IMPORT: CycleKind
+CYCLE_STATE_UNSPECIFIED: CycleState
+CYCLE_STATE_QUEUED: CycleState
+CYCLE_STATE_RUNNING: CycleState
+CYCLE_STATE_SUCCEEDED: CycleState
+CYCLE_STATE_FAILED: CycleState
 
 class VmNic(_message.Message):
     __slots__ = ("mac", "vsid", "ca", "failover_ca", "failover_prefix_length", "failover_gateway", "failover_dns", "addresses", "gateway", "dns", "failover_addresses", "test_vsid")
@@ -138,7 +168,7 @@ class ReplicationSettings(_message.Message):
     def __init__(self, frequency_seconds: _Optional[int] = ..., additional_recovery_points: _Optional[int] = ..., compression: _Optional[bool] = ..., bandwidth_limit_bytes_per_second: _Optional[int] = ..., replica_server: _Optional[str] = ..., initial_method: _Optional[_Union[InitialReplicationMethod, str]] = ..., export_path: _Optional[str] = ...) -> None: ...
 
 class ReplicationStatistics(_message.Message):
-    __slots__ = ("last_sync_unix_nanos", "pending_bytes", "average_delta_bytes", "missed_cycles", "total_cycles", "average_latency_seconds", "progress", "transferred_bytes")
+    __slots__ = ("last_sync_unix_nanos", "pending_bytes", "average_delta_bytes", "missed_cycles", "total_cycles", "average_latency_seconds", "progress", "transferred_bytes", "last_cycle_unix_nanos", "last_cycle_bytes", "last_cycle_seconds", "rpo_met")
     LAST_SYNC_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     PENDING_BYTES_FIELD_NUMBER: _ClassVar[int]
     AVERAGE_DELTA_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +177,10 @@ class ReplicationStatistics(_message.Message):
     AVERAGE_LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     TRANSFERRED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_CYCLE_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    LAST_CYCLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_CYCLE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RPO_MET_FIELD_NUMBER: _ClassVar[int]
     last_sync_unix_nanos: int
     pending_bytes: int
     average_delta_bytes: int
@@ -155,10 +189,14 @@ class ReplicationStatistics(_message.Message):
     average_latency_seconds: float
     progress: float
     transferred_bytes: int
-    def __init__(self, last_sync_unix_nanos: _Optional[int] = ..., pending_bytes: _Optional[int] = ..., average_delta_bytes: _Optional[int] = ..., missed_cycles: _Optional[int] = ..., total_cycles: _Optional[int] = ..., average_latency_seconds: _Optional[float] = ..., progress: _Optional[float] = ..., transferred_bytes: _Optional[int] = ...) -> None: ...
+    last_cycle_unix_nanos: int
+    last_cycle_bytes: int
+    last_cycle_seconds: float
+    rpo_met: bool
+    def __init__(self, last_sync_unix_nanos: _Optional[int] = ..., pending_bytes: _Optional[int] = ..., average_delta_bytes: _Optional[int] = ..., missed_cycles: _Optional[int] = ..., total_cycles: _Optional[int] = ..., average_latency_seconds: _Optional[float] = ..., progress: _Optional[float] = ..., transferred_bytes: _Optional[int] = ..., last_cycle_unix_nanos: _Optional[int] = ..., last_cycle_bytes: _Optional[int] = ..., last_cycle_seconds: _Optional[float] = ..., rpo_met: _Optional[bool] = ...) -> None: ...
 
 class Replication(_message.Message):
-    __slots__ = ("vm", "settings", "state", "health", "health_reasons", "statistics", "resync_required", "last_sequence")
+    __slots__ = ("vm", "settings", "state", "health", "health_reasons", "statistics", "resync_required", "last_sequence", "cycle")
     VM_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +205,7 @@ class Replication(_message.Message):
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
     RESYNC_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_FIELD_NUMBER: _ClassVar[int]
     vm: VirtualMachine
     settings: ReplicationSettings
     state: ReplicationState
@@ -175,7 +214,38 @@ class Replication(_message.Message):
     statistics: ReplicationStatistics
     resync_required: _containers.RepeatedScalarFieldContainer[str]
     last_sequence: int
-    def __init__(self, vm: _Optional[_Union[VirtualMachine, _Mapping]] = ..., settings: _Optional[_Union[ReplicationSettings, _Mapping]] = ..., state: _Optional[_Union[ReplicationState, str]] = ..., health: _Optional[_Union[ReplicationHealth, str]] = ..., health_reasons: _Optional[_Iterable[str]] = ..., statistics: _Optional[_Union[ReplicationStatistics, _Mapping]] = ..., resync_required: _Optional[_Iterable[str]] = ..., last_sequence: _Optional[int] = ...) -> None: ...
+    cycle: Cycle
+    def __init__(self, vm: _Optional[_Union[VirtualMachine, _Mapping]] = ..., settings: _Optional[_Union[ReplicationSettings, _Mapping]] = ..., state: _Optional[_Union[ReplicationState, str]] = ..., health: _Optional[_Union[ReplicationHealth, str]] = ..., health_reasons: _Optional[_Iterable[str]] = ..., statistics: _Optional[_Union[ReplicationStatistics, _Mapping]] = ..., resync_required: _Optional[_Iterable[str]] = ..., last_sequence: _Optional[int] = ..., cycle: _Optional[_Union[Cycle, _Mapping]] = ...) -> None: ...
+
+class Cycle(_message.Message):
+    __slots__ = ("vm_name", "id", "state", "kind", "total_bytes", "transferred_bytes", "queue_time_unix_nanos", "start_time_unix_nanos", "end_time_unix_nanos", "sequence", "error_code", "error", "requested")
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TRANSFERRED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    id: int
+    state: CycleState
+    kind: CycleKind
+    total_bytes: int
+    transferred_bytes: int
+    queue_time_unix_nanos: int
+    start_time_unix_nanos: int
+    end_time_unix_nanos: int
+    sequence: int
+    error_code: str
+    error: str
+    requested: bool
+    def __init__(self, vm_name: _Optional[str] = ..., id: _Optional[int] = ..., state: _Optional[_Union[CycleState, str]] = ..., kind: _Optional[_Union[CycleKind, str]] = ..., total_bytes: _Optional[int] = ..., transferred_bytes: _Optional[int] = ..., queue_time_unix_nanos: _Optional[int] = ..., start_time_unix_nanos: _Optional[int] = ..., end_time_unix_nanos: _Optional[int] = ..., sequence: _Optional[int] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., requested: _Optional[bool] = ...) -> None: ...
 
 class RecoveryPoint(_message.Message):
     __slots__ = ("id", "vm_name", "sequence", "create_time_unix_nanos", "hourly")
@@ -244,6 +314,14 @@ class ReplicateNowRequest(_message.Message):
     VM_NAME_FIELD_NUMBER: _ClassVar[int]
     vm_name: str
     def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class WatchCycleRequest(_message.Message):
+    __slots__ = ("vm_name", "id")
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    id: int
+    def __init__(self, vm_name: _Optional[str] = ..., id: _Optional[int] = ...) -> None: ...
 
 class ListRecoveryPointsRequest(_message.Message):
     __slots__ = ("vm_name",)

@@ -73,7 +73,12 @@ class ReplicaServiceStub:
         self.ReplicateNow = channel.unary_unary(
                 '/overland.v1.ReplicaService/ReplicateNow',
                 request_serializer=overland_dot_v1_dot_replica__pb2.ReplicateNowRequest.SerializeToString,
-                response_deserializer=overland_dot_v1_dot_replica__pb2.Replication.FromString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.Cycle.FromString,
+                _registered_method=True)
+        self.WatchCycle = channel.unary_stream(
+                '/overland.v1.ReplicaService/WatchCycle',
+                request_serializer=overland_dot_v1_dot_replica__pb2.WatchCycleRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.Cycle.FromString,
                 _registered_method=True)
         self.ListRecoveryPoints = channel.unary_unary(
                 '/overland.v1.ReplicaService/ListRecoveryPoints',
@@ -129,7 +134,17 @@ class ReplicaServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReplicateNow(self, request, context):
-        """Runs one cycle now instead of waiting for the interval.
+        """Queues one cycle now instead of waiting for the interval, and returns at once with the queued
+        cycle (a cycle already queued and not started yet is returned instead of a second one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchCycle(self, request, context):
+        """The cycle's progress: a message when it changes (at most every 0.5 s while it transfers) until
+        it has ended, the last one with its outcome. Resumable: watch the same id again. NOT_FOUND for
+        an id this site does not know (it keeps the last 16 cycles of each VM).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -182,7 +197,12 @@ def add_ReplicaServiceServicer_to_server(servicer, server):
             'ReplicateNow': grpc.unary_unary_rpc_method_handler(
                     servicer.ReplicateNow,
                     request_deserializer=overland_dot_v1_dot_replica__pb2.ReplicateNowRequest.FromString,
-                    response_serializer=overland_dot_v1_dot_replica__pb2.Replication.SerializeToString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.Cycle.SerializeToString,
+            ),
+            'WatchCycle': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCycle,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.WatchCycleRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.Cycle.SerializeToString,
             ),
             'ListRecoveryPoints': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRecoveryPoints,
@@ -406,7 +426,34 @@ class ReplicaService:
             target,
             '/overland.v1.ReplicaService/ReplicateNow',
             overland_dot_v1_dot_replica__pb2.ReplicateNowRequest.SerializeToString,
-            overland_dot_v1_dot_replica__pb2.Replication.FromString,
+            overland_dot_v1_dot_replica__pb2.Cycle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCycle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/overland.v1.ReplicaService/WatchCycle',
+            overland_dot_v1_dot_replica__pb2.WatchCycleRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.Cycle.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,8 +42,15 @@ class ReplicaServiceStub:
     ResumeReplication: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ResumeReplicationRequest, _replica_pb2.Replication]
     ResyncReplication: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ResyncReplicationRequest, _replica_pb2.Replication]
     DisableReplication: _grpc.UnaryUnaryMultiCallable[_replica_pb2.DisableReplicationRequest, _replica_pb2.Replication]
-    ReplicateNow: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ReplicateNowRequest, _replica_pb2.Replication]
-    """Runs one cycle now instead of waiting for the interval."""
+    ReplicateNow: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ReplicateNowRequest, _replica_pb2.Cycle]
+    """Queues one cycle now instead of waiting for the interval, and returns at once with the queued
+    cycle (a cycle already queued and not started yet is returned instead of a second one).
+    """
+    WatchCycle: _grpc.UnaryStreamMultiCallable[_replica_pb2.WatchCycleRequest, _replica_pb2.Cycle]
+    """The cycle's progress: a message when it changes (at most every 0.5 s while it transfers) until
+    it has ended, the last one with its outcome. Resumable: watch the same id again. NOT_FOUND for
+    an id this site does not know (it keeps the last 16 cycles of each VM).
+    """
     ListRecoveryPoints: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ListRecoveryPointsRequest, _replica_pb2.ListRecoveryPointsResponse]
 
 @_typing.type_check_only
@@ -58,8 +65,15 @@ class ReplicaServiceAsyncStub(ReplicaServiceStub):
     ResumeReplication: _aio.UnaryUnaryMultiCallable[_replica_pb2.ResumeReplicationRequest, _replica_pb2.Replication]  # type: ignore[assignment]
     ResyncReplication: _aio.UnaryUnaryMultiCallable[_replica_pb2.ResyncReplicationRequest, _replica_pb2.Replication]  # type: ignore[assignment]
     DisableReplication: _aio.UnaryUnaryMultiCallable[_replica_pb2.DisableReplicationRequest, _replica_pb2.Replication]  # type: ignore[assignment]
-    ReplicateNow: _aio.UnaryUnaryMultiCallable[_replica_pb2.ReplicateNowRequest, _replica_pb2.Replication]  # type: ignore[assignment]
-    """Runs one cycle now instead of waiting for the interval."""
+    ReplicateNow: _aio.UnaryUnaryMultiCallable[_replica_pb2.ReplicateNowRequest, _replica_pb2.Cycle]  # type: ignore[assignment]
+    """Queues one cycle now instead of waiting for the interval, and returns at once with the queued
+    cycle (a cycle already queued and not started yet is returned instead of a second one).
+    """
+    WatchCycle: _aio.UnaryStreamMultiCallable[_replica_pb2.WatchCycleRequest, _replica_pb2.Cycle]  # type: ignore[assignment]
+    """The cycle's progress: a message when it changes (at most every 0.5 s while it transfers) until
+    it has ended, the last one with its outcome. Resumable: watch the same id again. NOT_FOUND for
+    an id this site does not know (it keeps the last 16 cycles of each VM).
+    """
     ListRecoveryPoints: _aio.UnaryUnaryMultiCallable[_replica_pb2.ListRecoveryPointsRequest, _replica_pb2.ListRecoveryPointsResponse]  # type: ignore[assignment]
 
 class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -119,8 +133,21 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _replica_pb2.ReplicateNowRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_replica_pb2.Replication, _abc.Awaitable[_replica_pb2.Replication]]:
-        """Runs one cycle now instead of waiting for the interval."""
+    ) -> _typing.Union[_replica_pb2.Cycle, _abc.Awaitable[_replica_pb2.Cycle]]:
+        """Queues one cycle now instead of waiting for the interval, and returns at once with the queued
+        cycle (a cycle already queued and not started yet is returned instead of a second one).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchCycle(
+        self,
+        request: _replica_pb2.WatchCycleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_replica_pb2.Cycle], _abc.AsyncIterator[_replica_pb2.Cycle]]:
+        """The cycle's progress: a message when it changes (at most every 0.5 s while it transfers) until
+        it has ended, the last one with its outcome. Resumable: watch the same id again. NOT_FOUND for
+        an id this site does not know (it keeps the last 16 cycles of each VM).
+        """
 
     @_abc_1.abstractmethod
     def ListRecoveryPoints(
