@@ -43,6 +43,13 @@ class DiskFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISK_FORMAT_VHD: _ClassVar[DiskFormat]
     DISK_FORMAT_RAW: _ClassVar[DiskFormat]
 
+class Compression(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPRESSION_UNSPECIFIED: _ClassVar[Compression]
+    COMPRESSION_AUTO: _ClassVar[Compression]
+    COMPRESSION_OFF: _ClassVar[Compression]
+    COMPRESSION_ZSTD: _ClassVar[Compression]
+
 class CycleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CYCLE_KIND_UNSPECIFIED: _ClassVar[CycleKind]
@@ -60,6 +67,12 @@ class CycleState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CYCLE_STATE_RUNNING: _ClassVar[CycleState]
     CYCLE_STATE_SUCCEEDED: _ClassVar[CycleState]
     CYCLE_STATE_FAILED: _ClassVar[CycleState]
+
+class ChunkChecksum(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHUNK_CHECKSUM_UNSPECIFIED: _ClassVar[ChunkChecksum]
+    CHUNK_CHECKSUM_BLAKE3: _ClassVar[ChunkChecksum]
+    CHUNK_CHECKSUM_XXH3_128: _ClassVar[ChunkChecksum]
 REPLICATION_STATE_UNSPECIFIED: ReplicationState
 REPLICATION_STATE_DISABLED: ReplicationState
 REPLICATION_STATE_READY_FOR_INITIAL_REPLICATION: ReplicationState
@@ -84,6 +97,10 @@ INITIAL_REPLICATION_METHOD_EXISTING_COPY: InitialReplicationMethod
 DISK_FORMAT_UNSPECIFIED: DiskFormat
 DISK_FORMAT_VHD: DiskFormat
 DISK_FORMAT_RAW: DiskFormat
+COMPRESSION_UNSPECIFIED: Compression
+COMPRESSION_AUTO: Compression
+COMPRESSION_OFF: Compression
+COMPRESSION_ZSTD: Compression
 CYCLE_KIND_UNSPECIFIED: CycleKind
 CYCLE_KIND_INITIAL: CycleKind
 CYCLE_KIND_EXPORT: CycleKind
@@ -96,6 +113,9 @@ CYCLE_STATE_QUEUED: CycleState
 CYCLE_STATE_RUNNING: CycleState
 CYCLE_STATE_SUCCEEDED: CycleState
 CYCLE_STATE_FAILED: CycleState
+CHUNK_CHECKSUM_UNSPECIFIED: ChunkChecksum
+CHUNK_CHECKSUM_BLAKE3: ChunkChecksum
+CHUNK_CHECKSUM_XXH3_128: ChunkChecksum
 
 class VmNic(_message.Message):
     __slots__ = ("mac", "vsid", "ca", "failover_ca", "failover_prefix_length", "failover_gateway", "failover_dns", "addresses", "gateway", "dns", "failover_addresses", "test_vsid")
@@ -150,7 +170,7 @@ class VirtualMachine(_message.Message):
     def __init__(self, name: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., nics: _Optional[_Iterable[_Union[VmNic, _Mapping]]] = ..., disks: _Optional[_Iterable[_Union[VmDisk, _Mapping]]] = ...) -> None: ...
 
 class ReplicationSettings(_message.Message):
-    __slots__ = ("frequency_seconds", "additional_recovery_points", "compression", "bandwidth_limit_bytes_per_second", "replica_server", "initial_method", "export_path")
+    __slots__ = ("frequency_seconds", "additional_recovery_points", "compression", "bandwidth_limit_bytes_per_second", "replica_server", "initial_method", "export_path", "compression_mode")
     FREQUENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ADDITIONAL_RECOVERY_POINTS_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +178,7 @@ class ReplicationSettings(_message.Message):
     REPLICA_SERVER_FIELD_NUMBER: _ClassVar[int]
     INITIAL_METHOD_FIELD_NUMBER: _ClassVar[int]
     EXPORT_PATH_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_MODE_FIELD_NUMBER: _ClassVar[int]
     frequency_seconds: int
     additional_recovery_points: int
     compression: bool
@@ -165,7 +186,8 @@ class ReplicationSettings(_message.Message):
     replica_server: str
     initial_method: InitialReplicationMethod
     export_path: str
-    def __init__(self, frequency_seconds: _Optional[int] = ..., additional_recovery_points: _Optional[int] = ..., compression: _Optional[bool] = ..., bandwidth_limit_bytes_per_second: _Optional[int] = ..., replica_server: _Optional[str] = ..., initial_method: _Optional[_Union[InitialReplicationMethod, str]] = ..., export_path: _Optional[str] = ...) -> None: ...
+    compression_mode: Compression
+    def __init__(self, frequency_seconds: _Optional[int] = ..., additional_recovery_points: _Optional[int] = ..., compression: _Optional[bool] = ..., bandwidth_limit_bytes_per_second: _Optional[int] = ..., replica_server: _Optional[str] = ..., initial_method: _Optional[_Union[InitialReplicationMethod, str]] = ..., export_path: _Optional[str] = ..., compression_mode: _Optional[_Union[Compression, str]] = ...) -> None: ...
 
 class ReplicationStatistics(_message.Message):
     __slots__ = ("last_sync_unix_nanos", "pending_bytes", "average_delta_bytes", "missed_cycles", "total_cycles", "average_latency_seconds", "progress", "transferred_bytes", "last_cycle_unix_nanos", "last_cycle_bytes", "last_cycle_seconds", "rpo_met")
@@ -336,7 +358,7 @@ class ListRecoveryPointsResponse(_message.Message):
     def __init__(self, recovery_points: _Optional[_Iterable[_Union[RecoveryPoint, _Mapping]]] = ...) -> None: ...
 
 class DeltaChunk(_message.Message):
-    __slots__ = ("disk", "offset", "length", "data", "compressed", "zero", "blake3", "index")
+    __slots__ = ("disk", "offset", "length", "data", "compressed", "zero", "blake3", "index", "xxh3")
     DISK_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -345,6 +367,7 @@ class DeltaChunk(_message.Message):
     ZERO_FIELD_NUMBER: _ClassVar[int]
     BLAKE3_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    XXH3_FIELD_NUMBER: _ClassVar[int]
     disk: str
     offset: int
     length: int
@@ -353,7 +376,8 @@ class DeltaChunk(_message.Message):
     zero: bool
     blake3: bytes
     index: int
-    def __init__(self, disk: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., data: _Optional[bytes] = ..., compressed: _Optional[bool] = ..., zero: _Optional[bool] = ..., blake3: _Optional[bytes] = ..., index: _Optional[int] = ...) -> None: ...
+    xxh3: bytes
+    def __init__(self, disk: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., data: _Optional[bytes] = ..., compressed: _Optional[bool] = ..., zero: _Optional[bool] = ..., blake3: _Optional[bytes] = ..., index: _Optional[int] = ..., xxh3: _Optional[bytes] = ...) -> None: ...
 
 class DeltaHeader(_message.Message):
     __slots__ = ("vm_name", "sequence", "resume_from", "disk_sizes", "vm", "full", "cut_time_unix_nanos", "additional_recovery_points", "existing_copy")
@@ -427,16 +451,18 @@ class ImportInitialReplicaRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., primary: _Optional[str] = ...) -> None: ...
 
 class ReceiverState(_message.Message):
-    __slots__ = ("vm_name", "committed_sequence", "staged_sequence", "staged_chunks")
+    __slots__ = ("vm_name", "committed_sequence", "staged_sequence", "staged_chunks", "chunk_checksums")
     VM_NAME_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     STAGED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     STAGED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_CHECKSUMS_FIELD_NUMBER: _ClassVar[int]
     vm_name: str
     committed_sequence: int
     staged_sequence: int
     staged_chunks: int
-    def __init__(self, vm_name: _Optional[str] = ..., committed_sequence: _Optional[int] = ..., staged_sequence: _Optional[int] = ..., staged_chunks: _Optional[int] = ...) -> None: ...
+    chunk_checksums: _containers.RepeatedScalarFieldContainer[ChunkChecksum]
+    def __init__(self, vm_name: _Optional[str] = ..., committed_sequence: _Optional[int] = ..., staged_sequence: _Optional[int] = ..., staged_chunks: _Optional[int] = ..., chunk_checksums: _Optional[_Iterable[_Union[ChunkChecksum, str]]] = ...) -> None: ...
 
 class BlockHashesRequest(_message.Message):
     __slots__ = ("vm_name", "disk", "block_size")
