@@ -48,7 +48,7 @@ def run(workdir: Path, size: int, rate: float, cycles: int, writers: int) -> Non
     disk = workdir / "source.vhd"
     create_dynamic(disk, size)
     with sites(workdir) as (primary, endpoint):
-        stub = enable(primary, "vm1", disk, endpoint, frequency_seconds=FREQUENCY, compression=False)
+        stub = enable(primary, "vm1", disk, endpoint, frequency_seconds=FREQUENCY)
         wait_replicating(stub, "vm1")
         assert primary.manager is not None
         device = primary.manager.device("vm1", "d0")

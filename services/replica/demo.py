@@ -146,7 +146,7 @@ def _enable(disk: Path) -> None:
                 settings=replica_pb2.ReplicationSettings(
                     frequency_seconds=30,
                     additional_recovery_points=2,
-                    compression=True,
+                    compression_mode=replica_pb2.COMPRESSION_AUTO,
                     replica_server=DR_ADDRESS,
                 ),
             ),

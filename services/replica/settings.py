@@ -21,6 +21,14 @@ MIN_BANDWIDTH = 64 * 1024
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
+class CompressionMode(IntEnum):
+    """Values of ``overland.v1.Compression`` (see ``codec.compression``)."""
+
+    AUTO = 1
+    OFF = 2
+    ZSTD = 3
+
+
 class InitialMethod(IntEnum):
     """Values of ``overland.v1.InitialReplicationMethod``."""
 
@@ -35,7 +43,7 @@ class ReplicationPolicy:
 
     frequency_seconds: int
     additional_recovery_points: int
-    compression: bool
+    compression: CompressionMode
     bandwidth_limit: int
     replica_server: str
     initial_method: InitialMethod
@@ -84,6 +92,15 @@ def validate_disk_format(disk: replica_pb2.VmDisk, field: str) -> list[FieldViol
     return []
 
 
+def compression_mode(settings: replica_pb2.ReplicationSettings) -> int:
+    """The requested compression: ``compression_mode``, else the deprecated ``compression`` flag (true
+    meant zstd on every chunk), else AUTO. A client that sent ``compression: false`` to mean "none"
+    gets AUTO, which sends incompressible data as it is."""
+    if settings.compression_mode:
+        return settings.compression_mode
+    return CompressionMode.ZSTD if settings.compression else CompressionMode.AUTO
+
+
 def validate_enable(request: replica_pb2.EnableReplicationRequest) -> ReplicationPolicy:
     """The request's policy, or ``InvalidReplicationSettings`` listing every bad field at once."""
     violations = validate_name(request.vm.name, "vm.name")
@@ -119,6 +136,9 @@ def validate_enable(request: replica_pb2.EnableReplicationRequest) -> Replicatio
             )
         )
     violations += validate_endpoint(s.replica_server, "settings.replica_server")
+    compression = compression_mode(s)
+    if compression not in CompressionMode.__members__.values():
+        violations.append(FieldViolation("settings.compression_mode", f"unknown compression {compression}"))
     method = s.initial_method or InitialMethod.NETWORK
     if method not in InitialMethod.__members__.values():
         violations.append(FieldViolation("settings.initial_method", f"unknown method {method}"))
@@ -135,7 +155,7 @@ def validate_enable(request: replica_pb2.EnableReplicationRequest) -> Replicatio
     return ReplicationPolicy(
         frequency_seconds=frequency,
         additional_recovery_points=s.additional_recovery_points,
-        compression=s.compression,
+        compression=CompressionMode(compression),
         bandwidth_limit=s.bandwidth_limit_bytes_per_second,
         replica_server=s.replica_server,
         initial_method=InitialMethod(method),

@@ -36,6 +36,7 @@ _CHUNK_FIELDS = {
     6: ("zero", VARINT),
     7: ("blake3", LEN),
     8: ("index", VARINT),
+    9: ("xxh3", LEN),
 }
 _UINT64 = (1 << 64) - 1
 _UINT32 = (1 << 32) - 1
@@ -53,6 +54,7 @@ class ChunkView:
     zero: bool = False
     blake3: bytes = b""
     index: int = 0
+    xxh3: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ def encode_chunk(
     zero: bool,
     blake3: bytes,
     index: int,
+    xxh3: bytes = b"",
 ) -> list[Buffer]:
     """The serialized ``DeltaChunk`` as parts to join (``data`` stays uncopied among them)."""
     head = bytearray()
@@ -112,6 +115,8 @@ def encode_chunk(
         tail += field_key(7, LEN) + varint(len(blake3)) + blake3
     if index:
         tail += field_key(8, VARINT) + varint(index)
+    if xxh3:
+        tail += field_key(9, LEN) + varint(len(xxh3)) + xxh3
     parts.append(bytes(tail))
     return parts
 
@@ -188,8 +193,9 @@ def _chunk(view: memoryview) -> ChunkView:
         values[flag] = bool(values.get(flag, 0))
     if "length" in values:
         values["length"] = int(values["length"]) & _UINT32  # type: ignore[call-overload]
-    if "blake3" in values:
-        values["blake3"] = bytes(values["blake3"])  # type: ignore[call-overload]
+    for digest in ("blake3", "xxh3"):
+        if digest in values:
+            values[digest] = bytes(values[digest])  # type: ignore[call-overload]
     return ChunkView(disk=disk, **values)  # type: ignore[arg-type]
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from overland.v1 import replica_pb2
-from services.replica.codec.chunks import block_digests
+from services.replica.codec.chunks import VERIFIED_CHECKSUMS, block_digests
 from services.replica.dr import extent_log, points, staging
 from services.replica.dr.journal import Journal
 from services.replica.dr.layout import Layout
@@ -53,6 +53,7 @@ class VmStore:
             committed_sequence=self.state.committed,
             staged_sequence=staged.sequence if staged else 0,
             staged_chunks=staging.staged_chunks(self.layout) if staged else 0,
+            chunk_checksums=VERIFIED_CHECKSUMS,
         )
 
     def begin(self, header: replica_pb2.DeltaHeader) -> Staging:

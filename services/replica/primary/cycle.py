@@ -26,7 +26,8 @@ from overland.v1 import replica_pb2
 from services.common.errors import ServiceError
 from services.replica import states
 from services.replica.codec import media
-from services.replica.codec.chunks import ChunkCodec, block_digests
+from services.replica.codec.chunks import Checksum, ChunkCodec, block_digests, checksum_for
+from services.replica.codec.compression import Compressor
 from services.replica.codec.wire import encode_message
 from services.replica.errors import CycleAborted, ReplicaLost, ReplicaStorageFull
 from services.replica.primary.chunking import DEFAULT_CHUNK_BYTES, TokenBucket, batches, split_extent
@@ -155,9 +156,11 @@ def messages(
 ) -> Iterator[replica_pb2.DeltaMessage | bytes]:
     """The delta stream from chunk ``header.resume_from`` on; it ends early (incomplete, so the DR site
     keeps it staged and commits nothing) when ``abort`` is set. Chunk messages come serialized
-    (``wire.encode_message``: the data is copied once, not four times)."""
+    (``wire.encode_message``: the data is copied once, not four times). The time the transport takes
+    each message (until it asks for the next) tells the codec's compressor how fast the link is."""
     yield replica_pb2.DeltaMessage(header=header)
     lengths = [extent.length for extent in extents]
+    clock = codec.compressor.clock
     for group in batches(lengths, header.resume_from, DEFAULT_CHUNK_BYTES):
         chunks = []
         for index in group:
@@ -172,7 +175,10 @@ def messages(
                 if wait:
                     time.sleep(wait)
             progress.add(extent.length)
-        yield encode_message(chunks)
+        message = encode_message(chunks)
+        handed = clock()
+        yield message
+        codec.compressor.observe_send(len(message), clock() - handed)
     yield replica_pb2.DeltaMessage(end_of_delta=len(extents))
 
 
@@ -212,7 +218,9 @@ def run(vm: VmReplication, sender: Sender, telemetry: ReplicaTelemetry, abort: t
     snapshots: dict[str, Any] = {}
     shipped = False
     try:
-        committed = 0 if kind == CycleKind.EXPORT else sender.receiver_state(vm.name).committed_sequence
+        # An export is imported by a DR site not asked here: it gets the checksum every site verifies.
+        receiver = None if kind == CycleKind.EXPORT else sender.receiver_state(vm.name)
+        committed = receiver.committed_sequence if receiver is not None else 0
         if committed == 0 and kind in (CycleKind.DELTA, CycleKind.RESYNC):
             # The DR site lost (or an operator removed) the replica: deltas have nothing to apply to.
             with vm.state_lock:
@@ -229,7 +237,10 @@ def run(vm: VmReplication, sender: Sender, telemetry: ReplicaTelemetry, abort: t
             extents = _plan(vm, kind, snapshots, sender)
         total = sum(e.length for e in extents)
         vm.progress.plan(total)
-        codec = ChunkCodec(compress=vm.policy.compression)
+        codec = ChunkCodec(
+            Compressor(vm.policy.compression, time.perf_counter, limit=vm.policy.bandwidth_limit),
+            checksum_for(list(receiver.chunk_checksums)) if receiver is not None else Checksum.BLAKE3,
+        )
         bucket = (
             TokenBucket(vm.policy.bandwidth_limit, max(vm.policy.bandwidth_limit, 1024 * 1024))
             if vm.policy.bandwidth_limit

@@ -31,6 +31,7 @@ from tests.integration.replica.conftest import (
     qemu_io,
     replicate_now,
     state_name,
+    throttled,
     wait_for,
 )
 
@@ -116,7 +117,7 @@ def test_dr_killed_mid_delta_keeps_the_last_point_and_the_cycle_completes(
     qemu_io(str(disk), "write -P 0x01 0 8M")
     # The DR site is named by its alias on the private network; 3 MiB/s makes an 8 MiB delta take seconds.
     sites.stub.EnableReplication(
-        enable_request("vm1", {"d0": disk}, f"dr:{DR_PORT}", bandwidth_limit_bytes_per_second=3 * MiB),
+        enable_request("vm1", {"d0": disk}, f"dr:{DR_PORT}", **throttled(3 * MiB)),
         timeout=30,
     )
     get = lambda: sites.stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1"), timeout=30)  # noqa: E731

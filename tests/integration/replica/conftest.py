@@ -195,6 +195,15 @@ def enable_request(
     )
 
 
+def throttled(bytes_per_second: int) -> dict[str, object]:
+    """Settings that keep a transfer slow enough to interrupt: a bandwidth limit, and no compression
+    (the tests' pattern data compresses to almost nothing, which the limit would then barely slow)."""
+    return {
+        "bandwidth_limit_bytes_per_second": bytes_per_second,
+        "compression_mode": replica_pb2.COMPRESSION_OFF,
+    }
+
+
 def primary_stub(port: int) -> replica_pb2_grpc.ReplicaServiceStub:
     return replica_pb2_grpc.ReplicaServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 

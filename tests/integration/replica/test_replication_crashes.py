@@ -29,6 +29,7 @@ from tests.integration.replica.conftest import (
     replica_disk,
     replicate_now,
     state_name,
+    throttled,
     wait_for,
 )
 from tests.integration.replica.test_replication_faults import StreamTap, tapped_factory
@@ -55,9 +56,7 @@ def test_dr_killed_mid_staging_and_mid_apply(sites: Sites) -> None:
     assert primary.nbd is not None
     primary.manager._channel_factory = tapped_factory(tap)
     stub = primary_stub(primary.port)
-    stub.EnableReplication(
-        enable_request("vm1", {"d0": disk}, sites.dr.endpoint, bandwidth_limit_bytes_per_second=3 * MiB)
-    )
+    stub.EnableReplication(enable_request("vm1", {"d0": disk}, sites.dr.endpoint, **throttled(3 * MiB)))
     get = lambda: stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1"))  # noqa: E731
     wait_for(get, lambda r: state_name(r) == "REPLICATING")
     point1 = sites.base / "point1.vhd"
@@ -105,9 +104,7 @@ def test_primary_killed_mid_cycle_then_resyncs(sites: Sites) -> None:
     try:
         stub = primary_stub(primary.port)
         get = lambda: stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1"))  # noqa: E731
-        stub.EnableReplication(
-            enable_request("vm1", {"d0": disk}, sites.dr.endpoint, bandwidth_limit_bytes_per_second=4 * MiB)
-        )
+        stub.EnableReplication(enable_request("vm1", {"d0": disk}, sites.dr.endpoint, **throttled(4 * MiB)))
         # Killed in the middle of the initial replication.
         wait_for(get, lambda r: r.statistics.transferred_bytes >= 2 * MiB, seconds=30)
         primary.kill()
@@ -151,9 +148,7 @@ def test_primary_stopped_gracefully_mid_transfer_resumes_after_restart(sites: Si
     qemu_io(str(disk), "write -P 0x0c 0 12M")
     primary = sites.primary()
     stub = primary_stub(primary.port)
-    stub.EnableReplication(
-        enable_request("vm1", {"d0": disk}, sites.dr.endpoint, bandwidth_limit_bytes_per_second=2 * MiB)
-    )
+    stub.EnableReplication(enable_request("vm1", {"d0": disk}, sites.dr.endpoint, **throttled(2 * MiB)))
     get = lambda: stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1"))  # noqa: E731
     wait_for(get, lambda r: r.statistics.transferred_bytes >= 2 * MiB, seconds=30)
     # Stop does not wait for the whole transfer, and a shutdown is not recorded as a failure.

@@ -50,7 +50,11 @@ def test_initial_and_deltas_are_crash_consistent_under_writes(sites: Sites) -> N
     primary = sites.primary()
     stub = primary_stub(primary.port)
     request = enable_request(
-        "vm1", {"d0": disk}, sites.dr.endpoint, compression=True, additional_recovery_points=2
+        "vm1",
+        {"d0": disk},
+        sites.dr.endpoint,
+        compression_mode=replica_pb2.COMPRESSION_ZSTD,
+        additional_recovery_points=2,
     )
     assert state_name(stub.EnableReplication(request)) == "READY_FOR_INITIAL_REPLICATION"
     get = lambda: stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1"))  # noqa: E731

@@ -32,6 +32,7 @@ from tests.integration.replica.conftest import (
     replica_disk,
     replicate_now,
     state_name,
+    throttled,
     wait_for,
 )
 
@@ -236,9 +237,7 @@ def test_network_cut_mid_delta_resumes(sites: Sites) -> None:
     stub = primary_stub(primary.port)
     # 4 MiB/s: the 12 MiB initial replica takes about 3 s, long enough to cut it in the middle.
     stub.EnableReplication(
-        enable_request(
-            "vm1", {"d0": disk}, f"127.0.0.1:{proxy.port}", bandwidth_limit_bytes_per_second=4 * MiB
-        )
+        enable_request("vm1", {"d0": disk}, f"127.0.0.1:{proxy.port}", **throttled(4 * MiB))
     )
     try:
         wait_for(get(stub, "vm1"), lambda r: r.statistics.transferred_bytes >= 4 * MiB, seconds=30)

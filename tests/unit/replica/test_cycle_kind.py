@@ -9,12 +9,12 @@ import pytest
 from overland.v1 import replica_pb2
 from services.replica.primary.cycle import CycleKind, kind_of
 from services.replica.primary.replication import VmReplication
-from services.replica.settings import InitialMethod, ReplicationPolicy
+from services.replica.settings import CompressionMode, InitialMethod, ReplicationPolicy
 from services.replica.states import Record, ReplicationState
 
 
 def replication(record: Record, method: InitialMethod = InitialMethod.NETWORK) -> VmReplication:
-    policy = ReplicationPolicy(300, 0, False, 0, "dr.example:50063", method, "")
+    policy = ReplicationPolicy(300, 0, CompressionMode.AUTO, 0, "dr.example:50063", method, "")
     request = replica_pb2.EnableReplicationRequest(vm=replica_pb2.VirtualMachine(name="vm1"))
     return VmReplication(request, policy, record, {}, Path("unused"))
 

@@ -8,10 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overland.v1 import replica_pb2
-from services.replica.codec.chunks import ChunkCodec, decode_chunk, digest, is_zero
+from services.replica.codec.chunks import Checksum, ChunkCodec, decode_chunk, digest, is_zero, xxh3
+from services.replica.codec.compression import Compressor
 from services.replica.codec.wire import ChunkBatch, encode_message, parse_message
 from services.replica.errors import ChunkCorrupted, MalformedDelta
 from services.replica.primary.chunking import TokenBucket, batches, runs, split_extent
+from services.replica.settings import CompressionMode
 
 
 @given(st.sets(st.integers(0, 300)), st.integers(1, 8), st.integers(1, 6))
@@ -53,6 +55,11 @@ payloads = st.one_of(
 )
 
 
+def make_codec(compress: bool, checksum: Checksum = Checksum.BLAKE3) -> ChunkCodec:
+    mode = CompressionMode.ZSTD if compress else CompressionMode.OFF
+    return ChunkCodec(Compressor(mode, lambda: 0.0), checksum)
+
+
 def encoded(codec: ChunkCodec, disk: str, offset: int, data: bytes, index: int) -> replica_pb2.DeltaChunk:
     """The chunk as protobuf reads the bytes the codec writes."""
     return replica_pb2.DeltaMessage.FromString(
@@ -60,12 +67,17 @@ def encoded(codec: ChunkCodec, disk: str, offset: int, data: bytes, index: int) 
     ).chunk
 
 
-@given(payloads, st.booleans(), st.integers(0, 100))
+@given(payloads, st.booleans(), st.sampled_from(Checksum), st.integers(0, 100))
 @settings(deadline=None)
-def test_encode_decode_roundtrip(data: bytes, compress: bool, index: int) -> None:
-    codec = ChunkCodec(compress=compress)
+def test_encode_decode_roundtrip(data: bytes, compress: bool, checksum: Checksum, index: int) -> None:
+    codec = make_codec(compress, checksum)
     chunk = encoded(codec, "d0", 4096, data, index)
     assert chunk.zero == is_zero(data)
+    if not chunk.zero:
+        # Exactly the checksum asked for: an older DR site gets the blake3 it checks.
+        assert (chunk.blake3, chunk.xxh3) == (
+            (digest(data), b"") if checksum == Checksum.BLAKE3 else (b"", xxh3(data))
+        )
     if chunk.compressed:
         assert len(chunk.data) < len(data)
     assert decode_chunk(chunk, {"d0": 4096 + len(data)}, index) == data
@@ -75,12 +87,14 @@ def test_encode_decode_roundtrip(data: bytes, compress: bool, index: int) -> Non
     assert bytes(decode_chunk(batch.chunks[0], {"d0": 4096 + len(data)}, index)) == data
 
 
-@given(st.binary(min_size=16, max_size=4000), st.booleans(), st.data())
+@given(st.binary(min_size=16, max_size=4000), st.booleans(), st.sampled_from(Checksum), st.data())
 @settings(max_examples=200, deadline=None)
-def test_any_flipped_byte_is_detected(data: bytes, compress: bool, pick: st.DataObject) -> None:
+def test_any_flipped_byte_is_detected(
+    data: bytes, compress: bool, checksum: Checksum, pick: st.DataObject
+) -> None:
     if is_zero(data):
         data = b"\x01" + data[1:]
-    chunk = encoded(ChunkCodec(compress=compress), "d0", 0, data, 0)
+    chunk = encoded(make_codec(compress, checksum), "d0", 0, data, 0)
     position = pick.draw(st.integers(0, len(chunk.data) - 1))
     corrupted = bytearray(chunk.data)
     corrupted[position] ^= 1 + pick.draw(st.integers(0, 254))
@@ -90,8 +104,25 @@ def test_any_flipped_byte_is_detected(data: bytes, compress: bool, pick: st.Data
     assert info.value.chunk_index == 0
 
 
+def test_a_chunk_checks_every_checksum_it_carries_and_needs_one() -> None:
+    data = b"y" * 100
+    chunk = encoded(make_codec(False, Checksum.XXH3_128), "d0", 0, data, 0)
+    chunk.blake3 = digest(data)
+    assert decode_chunk(chunk, {"d0": 100}, 0) == data
+    chunk.blake3 = digest(b"z" * 100)
+    with pytest.raises(ChunkCorrupted, match="blake3"):
+        decode_chunk(chunk, {"d0": 100}, 0)
+    chunk.ClearField("blake3")
+    chunk.xxh3 = xxh3(b"z" * 100)
+    with pytest.raises(ChunkCorrupted, match="xxh3"):
+        decode_chunk(chunk, {"d0": 100}, 0)
+    chunk.ClearField("xxh3")
+    with pytest.raises(ChunkCorrupted, match="no checksum"):
+        decode_chunk(chunk, {"d0": 100}, 0)
+
+
 def test_protocol_errors_are_malformed_not_corrupt() -> None:
-    chunk = encoded(ChunkCodec(), "d0", 0, b"x" * 10, 3)
+    chunk = encoded(make_codec(False), "d0", 0, b"x" * 10, 3)
     with pytest.raises(MalformedDelta, match="index 3"):
         decode_chunk(chunk, {"d0": 10}, 2)
     with pytest.raises(MalformedDelta, match="not in the delta header"):

@@ -11,7 +11,7 @@ from overland.v1 import replica_pb2
 from services.replica.codec.wire import ChunkBatch, encode_chunk, encode_message, parse_message, serialize
 from services.replica.vhd.device import Buffer
 
-FIELDS = ("disk", "offset", "length", "data", "compressed", "zero", "blake3", "index")
+FIELDS = ("disk", "offset", "length", "data", "compressed", "zero", "blake3", "index", "xxh3")
 
 chunks = st.builds(
     replica_pb2.DeltaChunk,
@@ -23,6 +23,7 @@ chunks = st.builds(
     zero=st.booleans(),
     blake3=st.binary(max_size=40),
     index=st.integers(0, (1 << 64) - 1),
+    xxh3=st.binary(max_size=20),
 )
 
 
@@ -46,6 +47,7 @@ def encoded(chunk: replica_pb2.DeltaChunk) -> list[Buffer]:
         zero=chunk.zero,
         blake3=chunk.blake3,
         index=chunk.index,
+        xxh3=chunk.xxh3,
     )
 
 

@@ -124,7 +124,7 @@ def test_enable_sends_the_vm_disks_and_settings(env: tuple[FakeReplica, dict[str
         ("os", "/var/lib/vm/web.vhd", replica_pb2.DISK_FORMAT_VHD)
     ]
     assert sent.settings.frequency_seconds == 30
-    assert sent.settings.compression is False
+    assert sent.settings.compression_mode == replica_pb2.COMPRESSION_OFF
     assert sent.settings.initial_method == replica_pb2.INITIAL_REPLICATION_METHOD_EXISTING_COPY
     code, _, err = invoke(
         environ, "replica", "enable", "--vm", "x", "--disk", "nopath", "--replica-server", "h:1"

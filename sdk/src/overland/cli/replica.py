@@ -41,6 +41,12 @@ class InitialMethod(enum.StrEnum):
     existing_copy = "existing-copy"
 
 
+class Compression(enum.StrEnum):
+    auto = "auto"
+    zstd = "zstd"
+    off = "off"
+
+
 def _client(ctx: typer.Context) -> ReplicaClient:
     return settings(ctx).client(ReplicaClient)
 
@@ -62,7 +68,14 @@ def enable(
     recovery_points: Annotated[
         int, typer.Option(help="Additional hourly recovery points, 0..24.", min=0, max=UINT32_MAX)
     ] = 0,
-    compression: Annotated[bool, typer.Option(help="Compress deltas (zstd).")] = True,
+    compression: Annotated[
+        Compression,
+        typer.Option(
+            help="auto: zstd where a chunk compresses and that makes the transfer faster; zstd: every "
+            "chunk; off."
+        ),
+    ] = Compression.auto,
+    no_compression: Annotated[bool, typer.Option(help="The same as --compression off.")] = False,
     bandwidth_limit: Annotated[
         int, typer.Option(help="Bytes per second; 0 is unlimited.", min=0, max=UINT64_MAX)
     ] = 0,
@@ -75,7 +88,9 @@ def enable(
     settings_message = replica_pb2.ReplicationSettings(
         frequency_seconds=frequency,
         additional_recovery_points=recovery_points,
-        compression=compression,
+        compression_mode=enum_value(
+            Compression.off if no_compression else compression.value, replica_pb2.Compression, "COMPRESSION_"
+        ),
         bandwidth_limit_bytes_per_second=bandwidth_limit,
         replica_server=replica_server,
         initial_method=enum_value(
