@@ -90,3 +90,19 @@ def test_open_gives_a_writer_on_a_filesystem_with_direct_io(tmp_path: Path) -> N
     finally:
         writer.close()
     assert path.read_bytes() == b"z" * ALIGN
+
+
+def test_consecutive_writes_share_one_device_write(tmp_path: Path) -> None:
+    path = tmp_path / "disk.img"
+    writer = open_writer(path, buffer_bytes=4 * ALIGN)
+    try:
+        for page in range(4):
+            assert writer.write(page * ALIGN, bytes([page + 1]) * ALIGN)
+        # Not continued: the next write starts a new buffer.
+        assert writer.write(8 * ALIGN, b"\x09" * ALIGN)
+        writer.drain()
+        assert writer.submitted == 2
+    finally:
+        writer.close()
+    data = path.read_bytes()
+    assert [data[p * ALIGN] for p in range(PAGES)] == [1, 2, 3, 4, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]
