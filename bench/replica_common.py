@@ -25,16 +25,35 @@ GIB = 1024 * MIB
 PATTERN = 64 * MIB
 
 
-def fill_fixed_disk(path: Path, size: int) -> None:
-    """A fixed VHD whose every byte is incompressible data (a fixed VHD's data starts at offset 0)."""
+# What the other half of a half-full disk holds (``fill_fixed_disk``).
+FILLS = ("random", "zeroes", "text")
+
+
+def text_pattern() -> bytes:
+    """``PATTERN`` bytes of real text: the Python standard library's sources, as they come."""
+    parts, size = [], 0
+    for path in sorted(Path(os.__file__).parent.rglob("*.py")):
+        data = path.read_bytes()
+        parts.append(data)
+        size += len(data)
+        if size >= PATTERN:
+            break
+    return b"".join(parts)[:PATTERN].ljust(PATTERN, b"\n")
+
+
+def fill_fixed_disk(path: Path, size: int, other: str = "random") -> None:
+    """A fixed VHD (whose data starts at offset 0) written whole: incompressible data, every second
+    ``PATTERN`` of it replaced by zeroes or text when ``other`` says so (half of the disk)."""
     create_fixed(path, size)
     block = bytearray(os.urandom(PATTERN))
+    second = {"random": None, "zeroes": bytes(PATTERN), "text": text_pattern()}[other]
     fd = os.open(path, os.O_WRONLY)
     try:
         for index, offset in enumerate(range(0, size, PATTERN)):
             # Vary each copy so nothing downstream can deduplicate the pattern.
             block[:8] = index.to_bytes(8, "big")
-            os.pwrite(fd, block[: min(PATTERN, size - offset)], offset)
+            data = second if second is not None and index % 2 else block
+            os.pwrite(fd, data[: min(PATTERN, size - offset)], offset)
         os.fsync(fd)
     finally:
         os.close(fd)
