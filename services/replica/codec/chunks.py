@@ -63,12 +63,22 @@ def block_digests(data: Buffer, block_size: int) -> bytes:
     return b"".join(digest(view[i : i + block_size]) for i in range(0, len(view), block_size))
 
 
-def is_zero(data: bytes) -> bool:
-    """Whether every byte is zero (one memcmp; bytes.count is several times slower).
+_ZEROS = bytes(1024 * 1024)
 
-    The first byte decides most chunks of real data before the zero buffer is allocated (26 us per MiB).
+
+def is_zero(data: Buffer) -> bool:
+    """Whether every byte is zero: one memcmp against a zero buffer kept for it (allocating a zero
+    buffer per chunk costs 3x the comparison; bytes.count is 20x slower).
+
+    The first byte decides most chunks of real data without the comparison.
     """
-    return not data or (data[0] == 0 and data == bytes(len(data)))
+    if not len(data):
+        return True
+    if data[0]:
+        return False
+    if len(data) <= len(_ZEROS):
+        return _ZEROS.startswith(data)
+    return data == bytes(len(data))
 
 
 def _off() -> float:

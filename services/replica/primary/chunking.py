@@ -4,8 +4,11 @@ messages, and the token bucket that paces them to the bandwidth limit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # A run of blocks is cut into chunks of at most this much: big enough to amortize per-message cost,
 # small enough that a resend after corruption or a cut connection repeats little. Measured for a whole
@@ -48,24 +51,27 @@ def split_extent(offset: int, length: int, max_bytes: int) -> Iterator[tuple[int
         offset += size
 
 
-def batches(lengths: Sequence[int], start: int, max_bytes: int) -> Iterator[range]:
-    """Group chunk indices from ``start`` on into consecutive runs to send one message each. Pure.
+def batches(sized: Iterable[tuple[T, int]], max_bytes: int) -> Iterator[list[T]]:
+    """Group items, each with its size on the wire, into consecutive runs to send one message each,
+    lazily (an item is taken when the batch before it is out). Pure.
 
-    A chunk of ``max_bytes`` or more travels alone; smaller ones are packed together until the
-    message holds ``max_bytes``, so a message never holds more than twice that.
+    An item of ``max_bytes`` or more travels alone; smaller ones are packed together until the
+    message holds ``max_bytes``, so a message never holds more than twice that. Sizes are what the
+    items take encoded: a zero chunk of 1 MiB is a few bytes, and thousands of them go in one message.
     """
-    first = start
+    batch: list[T] = []
     held = 0
-    for index in range(start, len(lengths)):
-        if lengths[index] >= max_bytes and index > first:
-            yield range(first, index)
-            first, held = index, 0
-        held += lengths[index]
+    for item, size in sized:
+        if size >= max_bytes and batch:
+            yield batch
+            batch, held = [], 0
+        batch.append(item)
+        held += size
         if held >= max_bytes:
-            yield range(first, index + 1)
-            first, held = index + 1, 0
-    if first < len(lengths):
-        yield range(first, len(lengths))
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
 
 
 @dataclass

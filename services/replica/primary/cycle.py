@@ -37,7 +37,7 @@ from services.replica.primary.tracking import DEFAULT_TRACK_BLOCK, Snapshot, Tra
 from services.replica.settings import InitialMethod
 from services.replica.states import Event, ReplicationState
 from services.replica.telemetry import ReplicaTelemetry
-from services.replica.vhd.device import merge_ranges
+from services.replica.vhd.device import Buffer, merge_ranges
 
 log = logging.getLogger(__name__)
 
@@ -159,26 +159,30 @@ def messages(
     (``wire.encode_message``: the data is copied once, not four times). The time the transport takes
     each message (until it asks for the next) tells the codec's compressor how fast the link is."""
     yield replica_pb2.DeltaMessage(header=header)
-    lengths = [extent.length for extent in extents]
     clock = codec.compressor.clock
-    for group in batches(lengths, header.resume_from, DEFAULT_CHUNK_BYTES):
-        chunks = []
-        for index in group:
+
+    def encoded() -> Iterator[tuple[list[Buffer], int]]:
+        for index in range(header.resume_from, len(extents)):
             if abort is not None and abort.is_set():
                 return
             extent = extents[index]
             data = snapshots[extent.disk].read(extent.offset, extent.length)
             chunk = codec.encode(extent.disk, extent.offset, data, index)
-            chunks.append(chunk)
+            size = sum(len(part) for part in chunk)
             if bucket is not None:
-                wait = bucket.take(sum(len(part) for part in chunk), time.monotonic())
+                wait = bucket.take(size, time.monotonic())
                 if wait:
                     time.sleep(wait)
             progress.add(extent.length)
+            yield chunk, size
+
+    for chunks in batches(encoded(), DEFAULT_CHUNK_BYTES):
         message = encode_message(chunks)
         handed = clock()
         yield message
         codec.compressor.observe_send(len(message), clock() - handed)
+        if abort is not None and abort.is_set():
+            return
     yield replica_pb2.DeltaMessage(end_of_delta=len(extents))
 
 

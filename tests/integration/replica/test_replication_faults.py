@@ -84,8 +84,10 @@ def test_corrupted_chunk_is_rejected_then_resent(sites: Sites, caplog: pytest.Lo
     qemu_io(str(disk), "write -P 0x33 0 6M")
 
     def corrupt(attempt: int, message: replica_pb2.DeltaMessage) -> None:
-        if attempt == 0 and message.chunk.index == 2:
-            message.chunk.data = b"\xff" + message.chunk.data[1:]
+        # Chunk 2 travels alone or in a batch (compressed, the pattern's chunks share one message).
+        for chunk in [message.chunk] if message.HasField("chunk") else message.chunks.chunks:
+            if attempt == 0 and chunk.index == 2:
+                chunk.data = b"\xff" + chunk.data[1:]
 
     tap = StreamTap(corrupt)
     primary = sites.primary()

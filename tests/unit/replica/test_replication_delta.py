@@ -150,7 +150,7 @@ def test_token_bucket_long_run_rate(rate: float, sizes: list[int]) -> None:
     st.integers(min_value=1, max_value=2048),
 )
 def test_batches_cover_chunks_in_order_and_stay_bounded(lengths: list[int], start: int, limit: int) -> None:
-    groups = list(batches(lengths, start, limit))
+    groups = list(batches(((i, lengths[i]) for i in range(start, len(lengths))), limit))
     assert [i for group in groups for i in group] == list(range(start, len(lengths)))
     for group in groups:
         total = sum(lengths[i] for i in group)
@@ -158,10 +158,14 @@ def test_batches_cover_chunks_in_order_and_stay_bounded(lengths: list[int], star
         assert len(group) == 1 or (total < 2 * limit and all(lengths[i] < limit for i in group))
     # Every group but the last is full: fewer messages than chunks whenever chunks are small.
     for group in groups[:-1]:
-        assert sum(lengths[i] for i in group) >= limit or lengths[group.stop] >= limit
+        assert sum(lengths[i] for i in group) >= limit or lengths[group[-1] + 1] >= limit
 
 
-@given(st.integers(0, 4096), st.integers(0, 4096), st.integers(1, 255))
+@given(
+    st.one_of(st.integers(0, 4096), st.sampled_from([1 << 20, (1 << 20) + 1, 3 << 20])),
+    st.integers(0, 4 << 20),
+    st.integers(1, 255),
+)
 def test_is_zero_finds_one_nonzero_byte_anywhere(size: int, where: int, value: int) -> None:
     data = bytearray(size)
     assert is_zero(bytes(data))
