@@ -84,7 +84,10 @@ if TYPE_CHECKING:
     from services.common.server import (
         ErrorMappingInterceptor,
         GrpcServer,
+        StreamSlotInterceptor,
+        StreamSlots,
         build_server,
+        rewrap_handler,
         wait_for_signal,
     )
 
@@ -103,7 +106,10 @@ _LAZY = {
     "MemoryWatch": "services.common.memory_kv",
     "ErrorMappingInterceptor": "services.common.server",
     "GrpcServer": "services.common.server",
+    "StreamSlotInterceptor": "services.common.server",
+    "StreamSlots": "services.common.server",
     "build_server": "services.common.server",
+    "rewrap_handler": "services.common.server",
     "wait_for_signal": "services.common.server",
 }
 
@@ -169,6 +175,8 @@ __all__ = [
     "RoutingTable",
     "ServerConfig",
     "ServiceError",
+    "StreamSlotInterceptor",
+    "StreamSlots",
     "TableChange",
     "TableDelta",
     "TelemetryConfig",
@@ -186,6 +194,7 @@ __all__ = [
     "key_of",
     "prefix_end",
     "read_entry",
+    "rewrap_handler",
     "select_next_hop",
     "to_rpc_status",
     "wait_for_signal",

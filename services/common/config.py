@@ -32,6 +32,8 @@ from services.common.errors import FieldViolation, InvalidArgument
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # The longest etcd deadline a service accepts: a longer one is a typo (minutes for milliseconds).
 MAX_ETCD_TIMEOUT_SECONDS = 300.0
+# Each stream slot is a thread: past a few thousand, run more processes (``--workers``) instead.
+MAX_STREAM_SLOTS = 4096
 # What ``main`` returns for a configuration it cannot start with (argparse's usage status too).
 EXIT_CONFIG = 2
 
@@ -89,7 +91,10 @@ class ServerConfig:
     """Where and how a service listens. ``bind`` port 0 picks a free port (tests use it)."""
 
     bind: str = "127.0.0.1:0"
+    # Threads for unary calls; streaming calls have their own ``stream_slots`` threads on top, and
+    # the stream past them is refused with RESOURCE_EXHAUSTED (docs/servers.md).
     max_workers: int = 32
+    stream_slots: int = defaults.STREAM_SLOTS
     grace_seconds: float = 5.0
     # ``cert``/``key``: the server's; with ``ca`` set, clients must present a certificate it signed.
     tls: TlsFiles | None = None
@@ -101,6 +106,8 @@ class ServerConfig:
         found = host_port_violation(self.bind, f"{prefix}.bind")
         if self.max_workers < 1:
             found.append(FieldViolation(f"{prefix}.max_workers", "at least 1"))
+        if not 1 <= self.stream_slots <= MAX_STREAM_SLOTS:
+            found.append(FieldViolation(f"{prefix}.stream_slots", f"1 to {MAX_STREAM_SLOTS}"))
         found += _seconds_violation(self.grace_seconds, f"{prefix}.grace_seconds", zero=True)
         found += _tls_violations(self.tls, f"{prefix}.tls", identity=True)
         return found
@@ -274,6 +281,12 @@ class CommandLine:
         self.option(
             "--tls-client-ca", service.tls_client_ca_env, "", "require client certificates of this CA"
         )
+        self.option(
+            "--stream-slots",
+            defaults.STREAM_SLOTS_ENV,
+            str(defaults.STREAM_SLOTS),
+            "streaming calls served at once (each on a thread of its own); the next is refused",
+        )
 
     def add_etcd_options(self) -> None:
         self.option("--etcd", defaults.ETCD_ENDPOINTS_ENV, defaults.ETCD_ENDPOINT, "etcd host:port[,...]")
@@ -342,7 +355,8 @@ class CommandLine:
 
     def server(self, args: argparse.Namespace, **fields: Any) -> ServerConfig:
         tls = self.tls(args.tls_client_ca, args.tls_cert, args.tls_key)
-        return ServerConfig(bind=args.bind.strip(), tls=tls, **fields)
+        slots = self.integer(args.stream_slots, "server.stream_slots")
+        return ServerConfig(bind=args.bind.strip(), tls=tls, stream_slots=slots, **fields)
 
     def etcd(self, args: argparse.Namespace, **fields: Any) -> EtcdConfig:
         return EtcdConfig(

@@ -1,4 +1,5 @@
-"""gRPC server plumbing shared by the services: TLS, health, reflection, error mapping, graceful stop."""
+"""gRPC server plumbing shared by the services: TLS, health, reflection, error mapping, stream slots,
+graceful stop (docs/servers.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from grpc_status import rpc_status
 from overland.config import TlsFiles
 from overland.defaults import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from services.common.config import ServerConfig
-from services.common.errors import InvalidArgument, ServiceError, to_rpc_status
+from services.common.errors import InvalidArgument, ResourceExhausted, ServiceError, to_rpc_status
 from services.common.request_decoding import decoded, tolerant
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,41 @@ def _wrap_stream(behavior: Callable[..., Iterable[Any]], method: str) -> Callabl
     return handler
 
 
+# The handler factory of each RPC kind, named as the RpcMethodHandler attribute that holds its behavior.
+_KINDS: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def rewrap_handler(
+    handler: grpc.RpcMethodHandler,
+    wrap: Callable[[Callable[..., Any], str], Callable[..., Any] | None],
+    *,
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> grpc.RpcMethodHandler:
+    """``handler`` with its behavior replaced by ``wrap(behavior, kind)`` (``kind``: ``unary_unary``,
+    ``unary_stream``, ``stream_unary`` or ``stream_stream``); a ``wrap`` that returns None keeps it.
+    ``request_deserializer`` replaces the handler's.
+
+    What a server interceptor that runs code around a call needs: the handler it returns must be of
+    the same kind, with the same (de)serializers unless it means to change them."""
+    for kind, factory in _KINDS.items():
+        behavior = getattr(handler, kind)
+        if behavior:
+            wrapped = wrap(behavior, kind)
+            if wrapped is None and request_deserializer is None:
+                return handler
+            return factory(
+                behavior if wrapped is None else wrapped,
+                request_deserializer=request_deserializer or handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
     """Turns every ``ServiceError`` a servicer raises into a rich gRPC status, in one place."""
 
@@ -103,24 +139,93 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        kwargs = {
-            # A request protobuf refuses (a string that is not UTF-8) is INVALID_ARGUMENT, not INTERNAL.
-            "request_deserializer": tolerant(handler.request_deserializer),
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            behavior = decoded(handler.unary_unary, streaming=False)
-            return grpc.unary_unary_rpc_method_handler(_wrap_unary(behavior, method), **kwargs)
-        if handler.stream_unary:
-            behavior = decoded(handler.stream_unary, streaming=True)
-            return grpc.stream_unary_rpc_method_handler(_wrap_unary(behavior, method), **kwargs)
-        if handler.unary_stream:
-            behavior = decoded(handler.unary_stream, streaming=False)
-            return grpc.unary_stream_rpc_method_handler(_wrap_stream(behavior, method), **kwargs)
-        if handler.stream_stream:
-            behavior = decoded(handler.stream_stream, streaming=True)
-            return grpc.stream_stream_rpc_method_handler(_wrap_stream(behavior, method), **kwargs)
-        return handler
+
+        def wrap(behavior: Callable[..., Any], kind: str) -> Callable[..., Any]:
+            behavior = decoded(behavior, streaming=kind.startswith("stream_"))
+            if kind.endswith("_unary"):
+                return _wrap_unary(behavior, method)
+            return _wrap_stream(behavior, method)
+
+        # A request protobuf refuses (a string that is not UTF-8) is INVALID_ARGUMENT, not INTERNAL.
+        return rewrap_handler(handler, wrap, request_deserializer=tolerant(handler.request_deserializer))
+
+
+class StreamSlots:
+    """How many streaming calls may run at once; each holds one of the server's threads for its
+    whole life (see docs/servers.md). ``take`` never waits: a full server refuses the next stream
+    with ``RESOURCE_EXHAUSTED`` at once, and unary calls keep their own threads."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._used = 0
+
+    @property
+    def in_use(self) -> int:
+        with self._lock:
+            return self._used
+
+    def take(self, method: str) -> None:
+        """Take a slot, or raise ``ResourceExhausted`` when all are in use."""
+        with self._lock:
+            if self._used < self.limit:
+                self._used += 1
+                return
+        raise ResourceExhausted(
+            f"{method}: the server has {self.limit} streams open, its limit; retry later or use "
+            f"another replica of the service"
+        )
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._used -= 1
+
+
+class StreamSlotInterceptor(grpc.ServerInterceptor):
+    """Holds a ``StreamSlots`` slot for the life of every call that streams requests or responses.
+
+    Placed inside ``ErrorMappingInterceptor``, so a refusal is a mapped ``ResourceExhausted``."""
+
+    def __init__(self, slots: StreamSlots) -> None:
+        self.slots = slots
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        slots = self.slots
+
+        def wrap(behavior: Callable[..., Any], kind: str) -> Callable[..., Any] | None:
+            if kind == "unary_unary":
+                return None
+            if kind == "stream_unary":
+
+                def client_stream(request: Any, context: grpc.ServicerContext) -> Any:
+                    slots.take(method)
+                    try:
+                        return behavior(request, context)
+                    finally:
+                        slots.give_back()
+
+                return client_stream
+
+            def server_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                # A generator: the slot is taken when gRPC starts iterating it (in its thread) and
+                # given back when it ends, fails or is closed (a cancelled call).
+                slots.take(method)
+                try:
+                    yield from behavior(request, context)
+                finally:
+                    slots.give_back()
+
+            return server_stream
+
+        return rewrap_handler(handler, wrap)
 
 
 @dataclass
@@ -132,6 +237,7 @@ class GrpcServer:
     health: health.HealthServicer
     service_names: tuple[str, ...]
     grace_seconds: float
+    stream_slots: StreamSlots
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -152,14 +258,20 @@ def build_server(
     register: Callable[[grpc.Server], None],
     interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> GrpcServer:
-    """Create and start a server with health, reflection and error mapping.
+    """Create and start a server with health, reflection, error mapping and stream slots.
 
-    ``register`` adds the service's own servicers before the server starts.
+    ``register`` adds the service's own servicers before the server starts. ``interceptors`` run
+    outside the error mapping (first is outermost), so they see the status each call ends with.
     """
     config.validate()
+    slots = StreamSlots(config.stream_slots)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="grpc"),
-        interceptors=[*interceptors, ErrorMappingInterceptor()],
+        # Streams hold a thread each but at most ``stream_slots`` of them, so ``max_workers`` threads
+        # are always left for unary calls (health included): open streams never starve the service.
+        futures.ThreadPoolExecutor(
+            max_workers=config.max_workers + config.stream_slots, thread_name_prefix="grpc"
+        ),
+        interceptors=[*interceptors, ErrorMappingInterceptor(), StreamSlotInterceptor(slots)],
         options=[
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -185,7 +297,7 @@ def build_server(
     if port == 0:
         raise InvalidArgument(f"cannot bind {config.bind}")
     server.start()
-    built = GrpcServer(server, port, health_servicer, tuple(service_names), config.grace_seconds)
+    built = GrpcServer(server, port, health_servicer, tuple(service_names), config.grace_seconds, slots)
     built.set_serving(True)
     return built
 

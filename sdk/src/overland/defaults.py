@@ -84,6 +84,9 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # (services/replica/primary/chunking.py; tests/unit/replica checks the bound), and bulk-load messages,
 # whose senders cut them far smaller (1000 records, about 100 KB).
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# Streaming calls a service serves at once (watches, delta transfers), each on a thread of its own
+# beside the threads for unary calls; the next stream is refused with RESOURCE_EXHAUSTED.
+STREAM_SLOTS = 256
 # Virtual subnet ids: 24 bits, without the reserved 0x000000-0x000FFF and 0xFFFFFF (RFC 7637).
 MIN_VSID = 0x1000
 MAX_VSID = 0xFFFFFE
@@ -116,6 +119,7 @@ ETCD_CERT_ENV = "OVERLAND_ETCD_CERT"
 ETCD_KEY_ENV = "OVERLAND_ETCD_KEY"
 LOG_LEVEL_ENV = "OVERLAND_LOG_LEVEL"
 LOG_JSON_ENV = "OVERLAND_LOG_JSON"
+STREAM_SLOTS_ENV = "OVERLAND_STREAM_SLOTS"
 # Telemetry: OTLP when the standard endpoint variable is set, else JSON-lines files (also read by
 # ``overland trace``).
 OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
