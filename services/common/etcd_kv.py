@@ -155,11 +155,18 @@ class EtcdKV:
                 self._current = (self._current + 1) % len(self.endpoints)
                 log.warning("etcd endpoint failed, trying %s", self.endpoints[self._current])
 
-    def _call(self, what: str, invoke: Callable[[EtcdStubs, float], T], *, idempotent: bool) -> T:
-        """Run one unary etcd call within ``timeout``. Idempotent calls are retried (on the next
-        endpoint, when there is one) until the deadline; others only when they never left (no
-        connection could be made)."""
-        deadline = time.monotonic() + self.timeout
+    def _call(
+        self,
+        what: str,
+        invoke: Callable[[EtcdStubs, float], T],
+        *,
+        idempotent: bool,
+        timeout: float | None = None,
+    ) -> T:
+        """Run one unary etcd call within ``timeout`` (default: the client's). Idempotent calls are
+        retried (on the next endpoint, when there is one) until the deadline; others only when they
+        never left (no connection could be made)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         for attempt in itertools.count():
             stubs = self.stubs()
             remaining = deadline - time.monotonic()
@@ -302,14 +309,15 @@ class EtcdKV:
 
         return self._call("refresh_lease", keep_alive, idempotent=True)
 
-    def revoke_lease(self, lease_id: int) -> None:
+    def revoke_lease(self, lease_id: int, *, timeout: float | None = None) -> None:
         request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
         self._call(
             "revoke_lease",
-            lambda stubs, timeout: stubs.lease.LeaseRevoke(
-                request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
+            lambda stubs, budget: stubs.lease.LeaseRevoke(
+                request, timeout=budget, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
             ),
             idempotent=True,
+            timeout=timeout,
         )
 
     # -- watch ---------------------------------------------------------------------------------

@@ -331,7 +331,7 @@ class MemoryKV:
             lease.expires_at = self._clock() + lease.ttl
             return lease.ttl
 
-    def revoke_lease(self, lease_id: int) -> None:
+    def revoke_lease(self, lease_id: int, *, timeout: float | None = None) -> None:
         with self._cond:
             self._enter()
             if lease_id not in self._leases:

@@ -49,8 +49,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# How long stopping waits for the agent's threads.
-_JOIN_SECONDS = 5.0
+# How long stopping waits for the agent's threads and the lease revoke, together. With etcd up they
+# take milliseconds; with etcd down or hung each etcd call would wait its whole deadline (5 s), so a
+# thread still inside one is left behind (a daemon; closing the etcd client ends its call) and the
+# revoke gives up (the lease then expires at its TTL). The agent process stops within 1 s either way.
+STOP_SECONDS = 0.4
+# The revoke's deadline when the threads used up the budget: etcd answers a revoke in milliseconds.
+_REVOKE_MIN_SECONDS = 0.1
 
 
 def status_due(
@@ -217,12 +222,13 @@ class HostRegistration:
         self._published_revision = revision
         self._published_time = self._clock.monotonic()
 
-    def unregister(self) -> None:
-        """Revoke the lease so the host key goes now rather than at TTL (best effort on the way out)."""
+    def unregister(self, timeout: float | None = None) -> None:
+        """Revoke the lease so the host key goes now rather than at TTL (best effort on the way out,
+        within ``timeout`` when given)."""
         if not self._lease_id:
             return
         try:
-            self._kv.revoke_lease(self._lease_id)
+            self._kv.revoke_lease(self._lease_id, timeout=timeout)
         except (Unavailable, KVLeaseNotFoundError) as error:
             log.info("host lease not revoked; it expires on its own", extra={"error": error.message})
         self.registered = False
@@ -274,6 +280,9 @@ class Agent:
         self._snapshot_change = self.table.change_revision if resumed is not None else -1
         self._resumed = resumed is not None
         self._stop = threading.Event()
+        # Set (under ``lock``) when the datapath stops: a thread left behind by ``stop`` applies no
+        # more changes to it.
+        self._datapath_stopped = False
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
         self.snapshot_failures = 0
@@ -316,19 +325,30 @@ class Agent:
     def stop(self, *, datapath: bool = True) -> None:
         """Stop watching, save the table and unregister; the datapath stops last, so forwarding runs
         until the end. ``datapath=False`` leaves it running: the caller stops it (``stop_datapath``)
-        after its own shutdown work, which then does not add to a restart's outage."""
+        after its own shutdown work, which then does not add to a restart's outage.
+
+        Bounded by ``STOP_SECONDS`` even while etcd is down or hung (see there)."""
+        deadline = time.monotonic() + STOP_SECONDS
         self._stop.set()
         self._snapshot_due.set()
         self.registration.notify()
+        self.watcher.wake()
         for thread in self._threads:
-            thread.join(_JOIN_SECONDS)
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        behind = [thread.name for thread in self._threads if thread.is_alive()]
+        if behind:
+            log.info(
+                "stopping without the threads still waiting on etcd", extra={"threads": ",".join(behind)}
+            )
         self.save_snapshot()
-        self.registration.unregister()
+        self.registration.unregister(timeout=max(deadline - time.monotonic(), _REVOKE_MIN_SECONDS))
         if datapath:
             self.stop_datapath()
 
     def stop_datapath(self) -> None:
         if self.datapath is not None:
+            with self.lock:
+                self._datapath_stopped = True
             self.datapath.stop()
 
     def _keep_snapshot(self) -> None:
@@ -379,7 +399,7 @@ class Agent:
         telemetry = self._telemetry
         clock = self._clock
         with telemetry.applying(delta, table.change_revision, clock.time_ns) if telemetry else nullcontext():
-            if self.datapath is not None and (delta or delta.reset):
+            if self.datapath is not None and not self._datapath_stopped and (delta or delta.reset):
                 self.datapath.apply(table, delta)
             if self._on_apply is not None:
                 self._on_apply(table, delta)

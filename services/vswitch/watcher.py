@@ -149,7 +149,8 @@ class TableWatcher:
         self._progress_every = progress_every
         self._backoff = backoff or BackoffPolicy()
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not secrets
-        self._errors: queue.Queue[_StreamError] = queue.Queue()
+        # Stream errors for the run loop; None only wakes it (``wake``).
+        self._errors: queue.Queue[_StreamError | None] = queue.Queue()
         self._last_delivery = 0.0
         self._state_lock = threading.Lock()
         self._generation = 0
@@ -290,10 +291,14 @@ class TableWatcher:
                     if time.monotonic() - self._last_delivery >= _POLL_SECONDS:
                         self._ask_for_progress(range(len(self._prefixes)), self._progress_every)
                     continue
-                if self._current(failed.generation):
+                if failed is not None and self._current(failed.generation):
                     self._handle_error(failed.index, failed.error)
         finally:
             self._stop_streams()
+
+    def wake(self) -> None:
+        """Make ``run`` look at its stop event now rather than at its next poll (a prompt stop)."""
+        self._errors.put(None)
 
     def _handle_error(self, index: int, error: BaseException) -> None:
         if isinstance(error, KVCompactedError):

@@ -1,11 +1,16 @@
 """The vswitch agent against a real etcd: recovery from an etcd crash and restart, compaction while the
-agent's watch is down, and an agent restart. Convergence is polled with generous bounds."""
+agent's watch is down, an agent restart, and an agent process that stops promptly whether etcd is up,
+hung or gone. Convergence is polled with generous bounds."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,12 +18,13 @@ import pytest
 from overland.v1 import types_pb2
 from services.common.config import EtcdConfig
 from services.common.etcd_kv import EtcdKV
-from services.common.etcd_process import EtcdProcess
+from services.common.etcd_process import EtcdProcess, free_ports
 from services.common.etcd_watch import EtcdWatch
 from services.common.kv import KVUnavailableError
 from services.common.schema import key_of, keys
 from services.vswitch.agent import Agent
 from services.vswitch.config import AgentConfig, BackoffPolicy
+from services.vswitch.snapshot import TableSnapshots
 from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
 from tests.unit.vswitch.agent_helpers import RecordingDatapath, delete, put, seed, started_agent, wait_until
 from tests.unit.vswitch.table_factory import record
@@ -196,3 +202,86 @@ def test_a_hung_etcd_is_noticed_and_the_table_kept(etcd_server: EtcdProcess) -> 
     finally:
         writer.close()
         agent_kv.close()
+
+
+# What the test allows a stopping agent process: it stops within 1 s (STOP_SECONDS of waiting on etcd,
+# then its exit; the measured time is in bench.agent_stop), and this bound leaves room for a loaded
+# machine without letting the old 10 s through.
+_STOP_BOUND_SECONDS = 3.0
+
+
+def start_agent_process(
+    etcd: EtcdProcess, tmp_path: Path, host: str = "host-stop"
+) -> subprocess.Popen[bytes]:
+    """``python -m services.vswitch``, table-only, saving its table to ``tmp_path/agent.table``; it logs
+    to ``tmp_path/agent.log``."""
+    (port,) = free_ports(1)
+    with (tmp_path / "agent.log").open("wb") as log_file:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.vswitch",
+                *("--host-name", host, "--pa-ip", "198.18.0.1", "--table-only"),
+                *("--bind", f"127.0.0.1:{port}", "--etcd", etcd.endpoint),
+                *("--table-snapshot", str(tmp_path / "agent.table")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+
+
+@pytest.mark.parametrize("outage", ["none", "etcd paused", "etcd killed"])
+def test_the_agent_process_stops_promptly_and_saves_its_table_whatever_etcd_does(
+    etcd_server: EtcdProcess, tmp_path: Path, outage: str
+) -> None:
+    writer = EtcdKV([etcd_server.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS)
+    seed(writer, *_records(1, 20))
+    revision = writer.current_revision()
+    process = start_agent_process(etcd_server, tmp_path)
+    log_text = (tmp_path / "agent.log").read_text
+    try:
+        # Registered with the seeded table applied.
+        wait_until(
+            lambda: (
+                (status := _host_status(writer, "host-stop")) is not None
+                and status.applied_revision >= revision
+            ),
+            timeout=30,
+            what=f"the agent process registered: {log_text()}",
+        )
+        if outage == "etcd paused":
+            etcd_server.pause()
+        elif outage == "etcd killed":
+            etcd_server.kill()
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(_STOP_BOUND_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running {_STOP_BOUND_SECONDS} s after SIGTERM: {log_text()}"
+            ) from None
+        assert code == 0, log_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if outage == "etcd paused":
+            etcd_server.resume()
+        elif outage == "etcd killed":
+            etcd_server.start()
+    try:
+        # The table was saved on the way out, etcd or not.
+        saved = TableSnapshots(tmp_path / "agent.table").load()
+        assert saved is not None
+        saved_revision, entries = saved
+        assert saved_revision >= revision
+        assert sum(1 for entry in entries.values() if entry.HasField("lookup_record")) == 20
+        if outage == "none":
+            # A clean stop with etcd up revokes the lease: the host key went with the agent.
+            assert _host_status(writer, "host-stop") is None
+        else:
+            # Without etcd the revoke gave up; the key expires at its lease's TTL instead.
+            assert "host lease not revoked" in log_text()
+    finally:
+        writer.close()
