@@ -49,6 +49,7 @@ from services.common.kv import (
     Op,
     RangeResult,
     TxnResult,
+    WatchBacklog,
 )
 
 log = logging.getLogger(__name__)
@@ -322,7 +323,14 @@ class EtcdKV:
 
     # -- watch ---------------------------------------------------------------------------------
 
-    def watch(self, prefix: bytes, start_revision: int, *, prev_kv: bool = False) -> EtcdWatch:
+    def watch(
+        self,
+        prefix: bytes,
+        start_revision: int,
+        *,
+        prev_kv: bool = False,
+        backlog: WatchBacklog | None = None,
+    ) -> EtcdWatch:
         """Open a watch; returns once etcd has created it (within the deadline)."""
         key, range_end = span(prefix, True)
         create = etcdrpc.WatchCreateRequest(
@@ -337,7 +345,12 @@ class EtcdKV:
             stubs = self.stubs()
             ordered = self._requested_progress_ordered(stubs, deadline)
             watch = EtcdWatch(
-                self, stubs, create, self.config.watch_idle_timeout, trust_requested_progress=ordered
+                self,
+                stubs,
+                create,
+                self.config.watch_idle_timeout,
+                trust_requested_progress=ordered,
+                backlog=backlog,
             )
             try:
                 watch.wait_created(max(deadline - time.monotonic(), 0.001))

@@ -19,7 +19,13 @@ import grpc
 from etcd3 import etcdrpc
 
 from services.common.etcd_messages import REQUIRE_LEADER, EtcdStubs, map_grpc_error, watch_batch
-from services.common.kv import KVCompactedError, KVUnavailableError, WatchBatch
+from services.common.kv import (
+    KVCompactedError,
+    KVUnavailableError,
+    KVWatchOverflowError,
+    WatchBacklog,
+    WatchBatch,
+)
 
 # The watch id etcd puts on its answer to a progress request (it answers for the whole stream).
 REQUESTED_PROGRESS_ID = -1
@@ -53,8 +59,62 @@ class WatchOwner(Protocol):
 
 _END = object()
 _NOTHING = object()
+# Queued in place of everything held when the backlog outgrew its limit.
+_OVERFLOW = object()
 # The most already-arrived responses one batch merges (bounds a batch's size).
 _MAX_MERGED_RESPONSES = 256
+
+
+class _Backlog:
+    """What an ``EtcdWatch`` holds for its consumer, in serialized response bytes, and the reader's
+    wait for room (see ``WatchBacklog``). While the reader waits it reads nothing from etcd, whose
+    gRPC flow control then leaves the rest with etcd."""
+
+    def __init__(self, limit: WatchBacklog) -> None:
+        self.limit = limit
+        self._cond = threading.Condition()
+        self._bytes = 0
+        self._takes = 0
+        self._closed = False
+
+    @property
+    def bytes(self) -> int:
+        with self._cond:
+            return self._bytes
+
+    def admit(self, size: int) -> bool:
+        """Count ``size`` more bytes in once they fit; False when the consumer took nothing for the
+        stall time meanwhile (or the watch ended). A response that arrives when nothing is held
+        always fits, however large."""
+        with self._cond:
+            stall = self.limit.stall_seconds
+            deadline = time.monotonic() + stall
+            takes = self._takes
+            while self._bytes and self._bytes + size > self.limit.max_bytes and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+                if self._takes != takes:
+                    # The consumer is reading, however slowly: its stall clock starts again.
+                    takes, deadline = self._takes, time.monotonic() + stall
+            if self._closed:
+                return False
+            self._bytes += size
+            return True
+
+    def taken(self, size: int) -> None:
+        with self._cond:
+            self._bytes -= size
+            self._takes += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Nothing is held any more; a waiting reader gives up."""
+        with self._cond:
+            self._closed = True
+            self._bytes = 0
+            self._cond.notify_all()
 
 
 class EtcdWatch:
@@ -62,6 +122,9 @@ class EtcdWatch:
 
     A reader thread moves responses into a queue, so that waiting for the next one can have a
     deadline (creation) or an idle limit, and ``cancel()`` from any thread ends the iteration.
+    With a ``backlog`` (see ``WatchBacklog``), the reader stops reading from etcd while the queue is
+    full, and ends the watch when its consumer stopped: it drops what is queued at once, so a
+    consumer that stopped reading costs no more memory than the limit.
     """
 
     def __init__(
@@ -72,8 +135,10 @@ class EtcdWatch:
         idle_timeout: float | None,
         *,
         trust_requested_progress: bool = True,
+        backlog: WatchBacklog | None = None,
     ) -> None:
         self._owner = owner
+        self._backlog = _Backlog(backlog) if backlog is not None else None
         self._idle_timeout = idle_timeout
         self._trust_requested_progress = trust_requested_progress
         self._requests: queue.Queue[Any] = queue.Queue()
@@ -107,22 +172,59 @@ class EtcdWatch:
     def _read(self) -> None:
         try:
             for response in self._call:
+                if self._backlog is not None and not self._backlog.admit(response.ByteSize()):
+                    if not self._cancelled.is_set():
+                        self._overflow()
+                    return
                 self._responses.put(response)
         except grpc.RpcError as error:
             self._responses.put(error)
         self._responses.put(_END)
+
+    def _overflow(self) -> None:
+        """Stop reading from etcd and drop everything queued; the consumer's next take raises."""
+        self._requests.put(_END)
+        self._call.cancel()
+        while True:
+            try:
+                self._responses.get_nowait()
+            except queue.Empty:
+                break
+        if self._backlog is not None:
+            self._backlog.close()
+        self._responses.put(_OVERFLOW)
+
+    @property
+    def backlog_bytes(self) -> int:
+        """What the watch holds for its consumer now (counted only with a ``backlog``)."""
+        return self._backlog.bytes if self._backlog is not None else 0
+
+    def _taken(self, item: Any) -> Any:
+        """``item``, just taken from the queue, no longer counts into the backlog."""
+        counted = item is not _END and item is not _OVERFLOW and not isinstance(item, grpc.RpcError)
+        if self._backlog is not None and counted:
+            self._backlog.taken(item.ByteSize())
+        return item
 
     def _take(self, timeout: float | None) -> Any:
         """The next response, or raise what ended the stream. None once cancelled."""
         item, self._held = self._held, _NOTHING
         if item is _NOTHING:
             try:
-                item = self._responses.get(timeout=timeout)
+                item = self._taken(self._responses.get(timeout=timeout))
             except queue.Empty:
                 self.cancel()
                 raise KVUnavailableError(f"etcd watch: no response within {timeout:.3g}s") from None
         if self._cancelled.is_set():
             return None
+        if item is _OVERFLOW:
+            self.cancel()
+            limit = self._backlog.limit if self._backlog is not None else WatchBacklog(0, 0)
+            raise KVWatchOverflowError(
+                f"etcd watch: its consumer took nothing for {limit.stall_seconds:g} s with {limit.max_bytes} "
+                f"bytes waiting; it has every event up to revision {self._delivered}",
+                self._delivered,
+            )
         if isinstance(item, grpc.RpcError):
             self.cancel()
             raise map_grpc_error(item, "watch") from item
@@ -184,10 +286,11 @@ class EtcdWatch:
         if self._held is not _NOTHING:
             return None
         try:
-            item = self._responses.get_nowait()
+            item = self._taken(self._responses.get_nowait())
         except queue.Empty:
             return None
-        if item is _END or isinstance(item, grpc.RpcError) or item.compact_revision or item.canceled:
+        ends = item is _END or item is _OVERFLOW or isinstance(item, grpc.RpcError)
+        if ends or item.compact_revision or item.canceled:
             self._held = item
             return None
         return item
@@ -221,6 +324,9 @@ class EtcdWatch:
         if self._cancelled.is_set():
             return
         self._cancelled.set()
+        if self._backlog is not None:
+            # Wake a reader waiting for room.
+            self._backlog.close()
         self._requests.put(_END)
         self._call.cancel()
         # Wake an iteration blocked on the queue; it sees the flag and ends.

@@ -13,7 +13,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 
 
 class KVUnavailableError(Unavailable):
@@ -26,6 +33,16 @@ class KVCompactedError(FailedPrecondition):
     def __init__(self, message: str, compact_revision: int):
         super().__init__(message)
         self.compact_revision = compact_revision
+
+
+class KVWatchOverflowError(ResourceExhausted):
+    """A watch's consumer stopped taking while its backlog was full (see ``WatchBacklog``): the watch
+    dropped what it held and ended. ``revision`` is the last one it delivered; watch again from
+    ``revision + 1``."""
+
+    def __init__(self, message: str, revision: int):
+        super().__init__(message)
+        self.revision = revision
 
 
 class KVTooManyOpsError(InvalidArgument):
@@ -180,10 +197,25 @@ class WatchBatch:
     progress: bool = False
 
 
+@dataclass(frozen=True)
+class WatchBacklog:
+    """What a watch holds for a consumer that does not keep up, and how long it waits for one that
+    stopped: with ``max_bytes`` of events received and not yet delivered, the watch stops reading
+    (the store holds the rest, as etcd does for any slow watcher); if the consumer then takes nothing
+    for ``stall_seconds``, the watch drops what it holds and iterating raises ``KVWatchOverflowError``.
+
+    A consumer that reads at any pace is never ended (a watch catching up from an old revision fills
+    its backlog at once, and drains it as fast as its consumer reads); one that stopped costs at most
+    ``max_bytes`` (one event batch more when a single one is larger)."""
+
+    max_bytes: int
+    stall_seconds: float
+
+
 class WatchStream(Protocol):
     """An open watch. Iterating yields batches; it raises ``KVCompactedError`` when the start
-    revision was compacted and ``KVUnavailableError`` when the stream breaks. ``cancel`` ends it
-    from another thread."""
+    revision was compacted, ``KVUnavailableError`` when the stream breaks and ``KVWatchOverflowError``
+    when its consumer stopped taking with a full backlog. ``cancel`` ends it from another thread."""
 
     def __iter__(self) -> Iterator[WatchBatch]: ...
 
@@ -240,8 +272,18 @@ class KV(Protocol):
 
     def compact(self, revision: int) -> None: ...
 
-    def watch(self, prefix: bytes, start_revision: int, *, prev_kv: bool = False) -> WatchStream:
-        """Watch ``prefix`` from ``start_revision`` (inclusive), with progress notifications."""
+    def watch(
+        self,
+        prefix: bytes,
+        start_revision: int,
+        *,
+        prev_kv: bool = False,
+        backlog: WatchBacklog | None = None,
+    ) -> WatchStream:
+        """Watch ``prefix`` from ``start_revision`` (inclusive), with progress notifications.
+
+        ``backlog``: bounds what the watch holds for its consumer (see ``WatchBacklog``); None: no
+        bound, for a consumer that always reads (the vswitch agent)."""
         ...
 
     def close(self) -> None: ...

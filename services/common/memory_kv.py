@@ -8,7 +8,8 @@ from an old revision replay exactly), compaction (reads and watches below it rai
 
 Tests can also make it fail like a lost etcd: ``set_available(False)`` makes every call raise
 ``KVUnavailableError`` and breaks open watches; ``break_watches()`` breaks only the watch streams,
-so watch-loop code can be tested for resume.
+so watch-loop code can be tested for resume. A watch with a ``backlog`` ends as an etcd one does:
+when its consumer takes nothing for the stall time while more than the limit waits for it.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from services.common.kv import (
     KVRequestError,
     KVTooManyOpsError,
     KVUnavailableError,
+    KVWatchOverflowError,
     Lease,
     Op,
     Put,
     RangeResult,
     TxnResult,
+    WatchBacklog,
     WatchBatch,
     WatchEvent,
     prefix_end,
@@ -116,8 +119,18 @@ def check_txn_ops(ops: Sequence[Op], max_txn_ops: int) -> None:
 class MemoryWatch:
     """One open watch on a ``MemoryKV``; see ``WatchStream``."""
 
-    def __init__(self, store: MemoryKV, prefix: bytes, next_revision: int, prev_kv: bool):
+    def __init__(
+        self,
+        store: MemoryKV,
+        prefix: bytes,
+        next_revision: int,
+        prev_kv: bool,
+        backlog: WatchBacklog | None = None,
+    ):
         self.prefix = prefix
+        self.backlog = backlog
+        # When a write found the backlog full since the consumer's last take (see ``WatchBacklog``).
+        self.full_since: float | None = None
         self.low, self.high = key_range(prefix)
         self.next_revision = next_revision
         self.prev_kv = prev_kv
@@ -340,12 +353,19 @@ class MemoryKV:
 
     # -- watch ---------------------------------------------------------------------------------
 
-    def watch(self, prefix: bytes, start_revision: int, *, prev_kv: bool = False) -> MemoryWatch:
+    def watch(
+        self,
+        prefix: bytes,
+        start_revision: int,
+        *,
+        prev_kv: bool = False,
+        backlog: WatchBacklog | None = None,
+    ) -> MemoryWatch:
         with self._cond:
             self._enter()
             # As in etcd, revision 0 means "from now on".
             next_revision = start_revision if start_revision > 0 else self._revision + 1
-            watch = MemoryWatch(self, prefix, next_revision, prev_kv)
+            watch = MemoryWatch(self, prefix, next_revision, prev_kv, backlog)
             self._watches.add(watch)
             return watch
 
@@ -442,6 +462,14 @@ class MemoryKV:
 
     def _commit(self, revision: int) -> None:
         self._revision = revision
+        for watch in self._watches:
+            limit = watch.backlog
+            if (
+                limit
+                and watch.full_since is None
+                and self._backlog_of(watch, limit.max_bytes) > limit.max_bytes
+            ):
+                watch.full_since = self._clock()
         self._cond.notify_all()
 
     def _revoke(self, lease_id: int) -> None:
@@ -485,16 +513,50 @@ class MemoryKV:
                         f"watch from revision {watch.next_revision} is compacted (at {self._compacted})",
                         self._compacted,
                     )
+                self._check_backlog(watch)
                 batch = self._events_batch(watch)
                 if batch is not None:
+                    watch.full_since = None
                     return batch
                 now = time.monotonic()
                 due = watch.last_sent + self.progress_interval if self.progress_interval is not None else None
                 if watch.progress_requested or (due is not None and now >= due):
                     watch.progress_requested = False
                     watch.last_sent = now
+                    watch.full_since = None
                     return WatchBatch(events=(), revision=self._revision, progress=True)
                 self._cond.wait(timeout=None if due is None else due - now)
+
+    def _check_backlog(self, watch: MemoryWatch) -> None:
+        """Raise ``KVWatchOverflowError`` if the consumer took nothing for the stall time since a write
+        found the backlog full (when an etcd watch would have given up on it)."""
+        limit = watch.backlog
+        if limit is None or watch.full_since is None:
+            return
+        if self._clock() - watch.full_since >= limit.stall_seconds:
+            watch.cancelled = True
+            raise KVWatchOverflowError(
+                f"watch consumer took nothing for {limit.stall_seconds:g} s with {limit.max_bytes} bytes "
+                f"waiting; it has every event up to revision {watch.next_revision - 1}",
+                watch.next_revision - 1,
+            )
+
+    def _backlog_of(self, watch: MemoryWatch, limit: int) -> int:
+        """The bytes of matching events ``watch`` has not delivered, as an etcd watch would hold them
+        for its consumer (counted up to just past ``limit``). One revision alone counts as none: it
+        would arrive at an empty queue."""
+        index = bisect.bisect_left(self._event_revisions, watch.next_revision)
+        if index == len(self._events) or self._event_revisions[index] == self._event_revisions[-1]:
+            return 0
+        total = 0
+        for event in self._events[index:]:
+            if _in_range(event.kv.key, watch.low, watch.high):
+                total += len(event.kv.key) + len(event.kv.value)
+                if watch.prev_kv and event.prev_kv is not None:
+                    total += len(event.prev_kv.value)
+                if total > limit:
+                    break
+        return total
 
     def _events_batch(self, watch: MemoryWatch) -> WatchBatch | None:
         """Every matching event the watch has not seen yet, as etcd sends a watcher that catches

@@ -1,9 +1,10 @@
 """EtcdWatch's reading of a Watch stream, on a scripted stream instead of a real etcd: resume
-points, compaction, cancellation by etcd, a stream that ends or breaks."""
+points, compaction, cancellation by etcd, a stream that ends or breaks, a consumer that falls behind."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -15,7 +16,7 @@ from etcd3.etcdrpc import kv_pb2
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_messages import REQUIRE_LEADER, EtcdStubs
 from services.common.etcd_watch import EtcdWatch, requested_progress_is_ordered
-from services.common.kv import KVCompactedError, KVUnavailableError
+from services.common.kv import KVCompactedError, KVUnavailableError, KVWatchOverflowError, WatchBacklog
 
 # A watch reads only its stub, never the channel the stubs were made on.
 NO_CHANNEL = cast(grpc.Channel, None)
@@ -48,7 +49,12 @@ class ScriptedCall:
         self.responses, self.error = responses, error
 
     def __iter__(self) -> Iterator[Any]:
-        yield from self.responses
+        for response in self.responses:
+            # An event in the script holds the stream until the test sets it.
+            if isinstance(response, threading.Event):
+                assert response.wait(10)
+                continue
+            yield response
         if self.error is not None:
             raise self.error
 
@@ -69,13 +75,18 @@ def put_event(key: bytes, revision: int) -> Any:
 
 
 def open_watch(
-    responses: list[Any], error: grpc.RpcError | None = None, *, start: int = 0, trusted: bool = True
+    responses: list[Any],
+    error: grpc.RpcError | None = None,
+    *,
+    start: int = 0,
+    trusted: bool = True,
+    backlog: WatchBacklog | None = None,
 ) -> tuple[EtcdWatch, ScriptedWatchStub]:
     stub = ScriptedWatchStub(responses, error)
     owner = EtcdKV("127.0.0.1:2379")
     create = etcdrpc.WatchCreateRequest(key=b"/w/", range_end=b"/w0", start_revision=start)
     stubs = EtcdStubs(channel=NO_CHANNEL, kv=None, lease=None, watch=stub)
-    watch = EtcdWatch(owner, stubs, create, 5.0, trust_requested_progress=trusted)
+    watch = EtcdWatch(owner, stubs, create, 5.0, trust_requested_progress=trusted, backlog=backlog)
     watch.wait_created(5.0)
     return watch, stub
 
@@ -189,3 +200,54 @@ def test_no_created_response_within_the_deadline_is_unavailable() -> None:
     with pytest.raises(KVUnavailableError):
         watch.wait_created(0.2)
     assert call.cancelled.is_set()
+
+
+def _events(first: int, count: int) -> list[Any]:
+    return [
+        etcdrpc.WatchResponse(header=header(revision), events=[put_event(b"/w/k", revision)])
+        for revision in range(first, first + count)
+    ]
+
+
+def test_a_consumer_that_stops_taking_with_a_full_backlog_gets_an_overflow_with_its_resume_point() -> None:
+    behind = threading.Event()
+    limit = WatchBacklog(max_bytes=4 * _events(10, 1)[0].ByteSize(), stall_seconds=0.2)
+    watch, _ = open_watch([created(3), *_events(9, 1), behind, *_events(10, 20)], backlog=limit)
+    batch = watch.next_batch(5.0)
+    assert batch is not None
+    assert batch.revision == 9
+    # The consumer stops taking while twenty responses arrive: the reader holds four, waits for room,
+    # and past the stall time ends the watch instead of holding more.
+    behind.set()
+    watch._reader.join(10)
+    assert not watch._reader.is_alive()
+    assert watch.backlog_bytes == 0
+    with pytest.raises(KVWatchOverflowError) as overflow:
+        watch.next_batch(5.0)
+    # Everything up to 9 was delivered: the consumer watches again from 10.
+    assert overflow.value.revision == 9
+    assert f"{limit.max_bytes} bytes" in overflow.value.message
+
+
+def test_a_consumer_that_keeps_taking_is_never_ended_however_slow_or_large_the_responses() -> None:
+    # Twenty responses ready at once (a watch catching up), each larger than the whole limit: the
+    # reader holds one at a time and waits for room, and the consumer takes them at its own pace.
+    watch, _ = open_watch([created(3), *_events(5, 20)], backlog=WatchBacklog(max_bytes=1, stall_seconds=5))
+    revisions: list[int] = []
+    while len(revisions) < 20:
+        batch = watch.next_batch(5.0, merge=True)
+        assert batch is not None
+        revisions.append(batch.revision)
+        assert watch.backlog_bytes <= _events(5, 1)[0].ByteSize()
+        time.sleep(0.01)
+    assert revisions == list(range(5, 25))
+    watch.cancel()
+
+
+def test_cancel_wakes_a_reader_waiting_for_room() -> None:
+    watch, _ = open_watch([created(3), *_events(5, 3)], backlog=WatchBacklog(max_bytes=1, stall_seconds=60))
+    while watch.backlog_bytes == 0:
+        time.sleep(0.01)
+    watch.cancel()
+    watch._reader.join(10)
+    assert not watch._reader.is_alive()

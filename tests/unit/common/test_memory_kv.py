@@ -19,8 +19,10 @@ from services.common.kv import (
     KVCompactedError,
     KVRequestError,
     KVUnavailableError,
+    KVWatchOverflowError,
     Op,
     Put,
+    WatchBacklog,
     WatchBatch,
 )
 from services.common.memory_kv import MemoryKV, MemoryWatch
@@ -275,3 +277,38 @@ def test_compare_and_swap_from_many_threads_loses_no_update() -> None:
     assert kv.get(b"/counter").value == str(per_thread * threads).encode()  # type: ignore[union-attr]
     values = [int(e.kv.value) for batch in drain(watch) for e in batch.events]
     assert values == list(range(1, per_thread * threads + 1))
+
+
+def test_a_watch_consumer_that_stops_taking_with_a_full_backlog_is_ended_and_resumes() -> None:
+    clock = ManualClock()
+    kv = MemoryKV(progress_interval=None, clock=clock)
+    first = kv.txn([], [Put(b"/w/first", b"x")]).revision
+    watch = kv.watch(b"/w/", first, backlog=WatchBacklog(max_bytes=1000, stall_seconds=5))
+    assert next(watch).revision == first
+    written = [kv.txn([], [Put(b"/w/k%d" % n, b"v" * 100)]).revision for n in range(20)]
+    clock.advance(5)
+    with pytest.raises(KVWatchOverflowError) as overflow:
+        next(watch)
+    assert overflow.value.revision == first
+    # Watching again from the next revision gives every later event exactly once.
+    resumed = kv.watch(b"/w/", overflow.value.revision + 1)
+    seen: list[int] = []
+    while len(seen) < len(written):
+        seen += [event.kv.mod_revision for event in next(resumed).events]
+    assert seen == written
+    resumed.cancel()
+
+
+def test_a_watch_consumer_that_keeps_taking_is_never_ended() -> None:
+    clock = ManualClock()
+    kv = MemoryKV(progress_interval=None, clock=clock)
+    watch = kv.watch(b"/w/", 0, backlog=WatchBacklog(max_bytes=10, stall_seconds=5))
+    written = [kv.txn([], [Put(b"/w/k%d" % n, b"v" * 100)]).revision for n in range(20)]
+    seen: list[int] = []
+    # Full from the start, but the consumer takes something every 4 s.
+    while len(seen) < len(written):
+        clock.advance(4)
+        seen += [event.kv.mod_revision for event in next(watch).events]
+        kv.txn([], [Put(b"/w/other", b"v" * 100)])
+    assert seen[: len(written)] == written
+    watch.cancel()
