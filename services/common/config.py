@@ -80,7 +80,8 @@ def _tls_violations(tls: TlsFiles | None, name: str, *, identity: bool) -> list[
     return []
 
 
-def _seconds_violation(value: float, name: str, *, zero: bool = False) -> list[FieldViolation]:
+def seconds_violation(value: float, name: str, *, zero: bool = False) -> list[FieldViolation]:
+    """The violation of a duration that is not a finite positive (with ``zero``: non-negative) number."""
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
         return [FieldViolation(name, f"must be a {'non-negative' if zero else 'positive'} number of seconds")]
     return []
@@ -108,7 +109,7 @@ class ServerConfig:
             found.append(FieldViolation(f"{prefix}.max_workers", "at least 1"))
         if not 1 <= self.stream_slots <= MAX_STREAM_SLOTS:
             found.append(FieldViolation(f"{prefix}.stream_slots", f"1 to {MAX_STREAM_SLOTS}"))
-        found += _seconds_violation(self.grace_seconds, f"{prefix}.grace_seconds", zero=True)
+        found += seconds_violation(self.grace_seconds, f"{prefix}.grace_seconds", zero=True)
         found += _tls_violations(self.tls, f"{prefix}.tls", identity=True)
         return found
 
@@ -150,13 +151,13 @@ class EtcdConfig:
                 parse_endpoint(endpoint)
             except ConfigError as error:
                 found.append(FieldViolation(f"{prefix}.endpoints", error.message))
-        found += _seconds_violation(self.timeout, f"{prefix}.timeout")
+        found += seconds_violation(self.timeout, f"{prefix}.timeout")
         if self.timeout > MAX_ETCD_TIMEOUT_SECONDS:
             found.append(FieldViolation(f"{prefix}.timeout", f"at most {MAX_ETCD_TIMEOUT_SECONDS:g} seconds"))
         if self.max_txn_ops < 1:
             found.append(FieldViolation(f"{prefix}.max_txn_ops", "at least 1"))
         if self.watch_idle_timeout is not None:
-            found += _seconds_violation(self.watch_idle_timeout, f"{prefix}.watch_idle_timeout")
+            found += seconds_violation(self.watch_idle_timeout, f"{prefix}.watch_idle_timeout")
         found += _tls_violations(self.tls, f"{prefix}.tls", identity=False)
         return found
 
@@ -201,7 +202,7 @@ class TelemetryConfig:
         found = []
         if not self.service_name:
             found.append(FieldViolation(f"{prefix}.service_name", "required"))
-        found += _seconds_violation(self.metric_interval_seconds, f"{prefix}.metric_interval_seconds")
+        found += seconds_violation(self.metric_interval_seconds, f"{prefix}.metric_interval_seconds")
         return found
 
     def validate(self) -> Self:

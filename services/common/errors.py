@@ -6,11 +6,14 @@ the gRPC status code. ``to_rpc_status`` is the only place where an exception bec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from overland.defaults import ERROR_DOMAIN
 
 # How much of a caller's value an error message may quote: enough to recognize it, never so much that
 # a status outgrows gRPC's metadata limit (8 KiB by default) or floods a log line.
@@ -46,6 +49,11 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.violations = tuple(violations)
+
+    def error_info(self) -> tuple[str, Mapping[str, str]] | None:
+        """For an error a client acts on by machine, the reason (UPPER_SNAKE_CASE) and metadata of
+        the google.rpc.ErrorInfo its status carries; None for the others."""
+        return None
 
 
 class InvalidArgument(ServiceError):
@@ -136,11 +144,18 @@ def bounded_violations(violations: tuple[FieldViolation, ...]) -> list[FieldViol
 
 
 def to_rpc_status(error: ServiceError) -> status_pb2.Status:
-    """The google.rpc.Status for an error, with BadRequest field violations when it has any; its size
-    is bounded (``MAX_STATUS_MESSAGE_CHARS``, ``bounded_violations``) whatever the error holds."""
+    """The google.rpc.Status for an error, with BadRequest field violations when it has any and an
+    ErrorInfo when it has one (``ServiceError.error_info``); its size is bounded
+    (``MAX_STATUS_MESSAGE_CHARS``, ``bounded_violations``) whatever the error holds."""
     status = status_pb2.Status(
         code=_CODE_NUMBERS[error.code], message=_cut(error.message, MAX_STATUS_MESSAGE_CHARS)
     )
+    info = error.error_info()
+    if info is not None:
+        reason, metadata = info
+        status.details.add().Pack(
+            error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+        )
     if error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[

@@ -20,10 +20,15 @@ from services.common.config import (
     ServerConfig,
     TelemetryConfig,
     check,
+    seconds_violation,
 )
 from services.common.errors import FieldViolation
 
 MAX_WORKERS = 32
+MIB = 1024 * 1024
+# What one slow watcher may hold, MiB: more is a typo (bytes for MiB), and 256 stream slots of it
+# would be a memory problem long before.
+MAX_WATCH_BACKLOG_MIB = 1024
 WHAT = "policy service"
 
 
@@ -37,6 +42,10 @@ class PolicyConfig:
     # Server processes sharing the port (SO_REUSEPORT): a Python process runs one core at a time,
     # and bulk loads are CPU bound in it.
     workers: int = 1
+    # What a WatchTable stream holds for a client that does not keep up, and how long it waits for
+    # one that reads nothing meanwhile; then the stream ends with the revision to resume from.
+    watch_backlog_bytes: int = defaults.WATCH_BACKLOG_MIB * MIB
+    watch_stall_seconds: float = defaults.WATCH_STALL_SECONDS
     # Where spans and metrics go; exporting nowhere (the default) runs the service untraced.
     telemetry: TelemetryConfig = field(default_factory=lambda: TelemetryConfig(defaults.POLICY.otel_name))
 
@@ -46,6 +55,14 @@ class PolicyConfig:
         if not 1 <= self.workers <= MAX_WORKERS:
             found.append(
                 FieldViolation("workers", f"1 to {MAX_WORKERS} server processes, got {self.workers}")
+            )
+        found += seconds_violation(self.watch_stall_seconds, "watch_stall_seconds")
+        if not 1 <= self.watch_backlog_bytes <= MAX_WATCH_BACKLOG_MIB * MIB:
+            found.append(
+                FieldViolation(
+                    "watch_backlog_bytes",
+                    f"1 byte to {MAX_WATCH_BACKLOG_MIB} MiB, got {self.watch_backlog_bytes}",
+                )
             )
         if self.workers > 1 and (self.server.bind.endswith(":0") or not self.server.reuse_port):
             found.append(FieldViolation("workers", "several workers need a fixed port and reuse_port on"))
@@ -66,6 +83,18 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     cli.option(
         "--workers", defaults.POLICY_WORKERS_ENV, "1", "server processes sharing the port (SO_REUSEPORT)"
     )
+    cli.option(
+        "--watch-backlog-mib",
+        defaults.POLICY_WATCH_BACKLOG_ENV,
+        str(defaults.WATCH_BACKLOG_MIB),
+        "MiB a WatchTable stream holds for a client that does not keep up",
+    )
+    cli.option(
+        "--watch-stall-seconds",
+        defaults.POLICY_WATCH_STALL_ENV,
+        f"{defaults.WATCH_STALL_SECONDS:g}",
+        "how long a full WatchTable stream waits for its client to read; then it ends, resumably",
+    )
     args = cli.parse(argv)
     workers = cli.integer(args.workers, "workers")
     config = PolicyConfig(
@@ -73,6 +102,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         etcd=cli.etcd(args),
         log=cli.log(args),
         workers=workers,
+        watch_backlog_bytes=cli.integer(args.watch_backlog_mib, "watch_backlog_bytes") * MIB,
+        watch_stall_seconds=cli.seconds(args.watch_stall_seconds, "watch_stall_seconds"),
         telemetry=cli.telemetry(defaults.POLICY.otel_name),
     )
     return cli.finish(config, WHAT)

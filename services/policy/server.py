@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from overland.v1 import policy_pb2_grpc
 from services.common.clock import SYSTEM_CLOCK, Clock
 from services.common.etcd_kv import EtcdKV
-from services.common.kv import KV
+from services.common.kv import KV, WatchBacklog
 from services.common.server import GrpcServer, build_server
 from services.common.telemetry import Telemetry, current_trace_context, server_interceptors
 from services.policy.config import PolicyConfig
@@ -57,7 +57,9 @@ def create_server(
         if telemetry
         else PolicyStore(store_kv, clock=clock.time_ns)
     )
-    servicer = PolicyServicer(store)
+    servicer = PolicyServicer(
+        store, watch_backlog=WatchBacklog(config.watch_backlog_bytes, config.watch_stall_seconds)
+    )
     try:
         built = build_server(
             config.server,

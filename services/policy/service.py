@@ -15,6 +15,7 @@ import grpc
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
 from services.common.errors import FieldViolation
+from services.common.kv import WatchBacklog
 from services.common.routing import select_next_hop
 from services.common.schema import decode_snapshot
 from services.common.table import RoutingTable
@@ -68,8 +69,10 @@ def bulk_changes(request: policy_pb2.BulkApplyLookupRecordsRequest, number: int)
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     """Every RPC of overland.v1.PolicyService over one PolicyStore."""
 
-    def __init__(self, store: PolicyStore) -> None:
+    def __init__(self, store: PolicyStore, *, watch_backlog: WatchBacklog | None = None) -> None:
+        """``watch_backlog``: what a WatchTable stream holds for a client that does not keep up."""
         self.store = store
+        self.watch_backlog = watch_backlog
 
     # -- routing domains
 
@@ -301,7 +304,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             # A client that goes away cancels the etcd watch, so the stream's thread ends.
             context.add_callback(cancel)  # type: ignore[arg-type]
 
-        yield from self.store.watch_table(request.start_revision, list(request.rdids), on_open)
+        yield from self.store.watch_table(
+            request.start_revision, list(request.rdids), on_open, self.watch_backlog
+        )
 
     def SelectNextHop(
         self, request: policy_pb2.SelectNextHopRequest, context: grpc.ServicerContext

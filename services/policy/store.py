@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 
 from overland.v1 import policy_pb2, types_pb2
 from services.common.errors import FieldViolation
-from services.common.kv import KV, Compare, Delete, Get, KeyValue, Op, Put
+from services.common.kv import KV, Compare, Delete, Get, KeyValue, Op, Put, WatchBacklog
 from services.common.schema import Resource, keys, resource_from
 from services.policy import subnet_change, validation
 from services.policy.addresses import SubnetRule
@@ -633,11 +633,15 @@ class PolicyStore:
     # -- watch and status ----------------------------------------------------------------------
 
     def watch_table(
-        self, start_revision: int, rdids: Sequence[str], on_open: Callable[[Callable[[], None]], None]
+        self,
+        start_revision: int,
+        rdids: Sequence[str],
+        on_open: Callable[[Callable[[], None]], None],
+        backlog: WatchBacklog | None = None,
     ) -> Iterator[policy_pb2.WatchTableResponse]:
         """Table changes after ``start_revision`` (0: from now), filtered to ``rdids`` (see
         ``services.policy.watch.watch_table``)."""
-        return watch_table(self.kv, start_revision, rdids, on_open)
+        return watch_table(self.kv, start_revision, rdids, on_open, backlog)
 
     def table_status(self) -> tuple[int, list[types_pb2.HostStatus]]:
         """The store revision and each live agent's status. Lag is measured against the newest table

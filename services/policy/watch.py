@@ -1,22 +1,36 @@
-"""WatchTable: the table's changes as a stream of TableEvents, read from an etcd watch."""
+"""WatchTable: the table's changes as a stream of TableEvents, read from an etcd watch that holds at
+most a bounded backlog for a client that does not keep up (docs/servers.md)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 
 from overland.v1 import policy_pb2, types_pb2
 from services.common.errors import FieldViolation
-from services.common.kv import KV, EventType, KVCompactedError, WatchEvent
+from services.common.kv import KV, EventType, KVCompactedError, KVWatchOverflowError, WatchBacklog, WatchEvent
 from services.common.schema import decode_entry, keys
 from services.policy import validation
-from services.policy.errors import PolicyConflict
+from services.policy.errors import PolicyConflict, WatchBacklogExceeded
+
+log = logging.getLogger(__name__)
 
 
 def watch_table(
-    kv: KV, start_revision: int, rdids: Sequence[str], on_open: Callable[[Callable[[], None]], None]
+    kv: KV,
+    start_revision: int,
+    rdids: Sequence[str],
+    on_open: Callable[[Callable[[], None]], None],
+    backlog: WatchBacklog | None = None,
 ) -> Iterator[policy_pb2.WatchTableResponse]:
     """Table changes after ``start_revision`` (0: from now), filtered to ``rdids`` (provider
-    addresses always pass). ``on_open`` receives the function that cancels the watch."""
+    addresses always pass). ``on_open`` receives the function that cancels the watch.
+
+    With a ``backlog``, a client that reads nothing while it is full ends with
+    ``WatchBacklogExceeded`` naming the revision it has every change up to. gRPC asks this generator
+    for the next response only once the last one is handed to the transport (whose flow control
+    bounds what it holds), so the revision of the last batch taken from the watch is exactly where
+    the client resumes: it receives every response before the status."""
     violations = validation.Violations()
     if start_revision < 0:
         violations.add("start_revision", "must not be negative")
@@ -24,7 +38,7 @@ def watch_table(
     violations.raise_if_any("watch request")
     first = (start_revision or kv.current_revision()) + 1
     prefixes = tuple(keys.domain_prefix(r) for r in domains) if domains else (keys.TABLE_PREFIX,)
-    stream = kv.watch(keys.ROOT, first, prev_kv=True)
+    stream = kv.watch(keys.ROOT, first, prev_kv=True, backlog=backlog)
     on_open(stream.cancel)
     try:
         for batch in stream:
@@ -35,6 +49,12 @@ def watch_table(
             ]
             if events or batch.progress:
                 yield policy_pb2.WatchTableResponse(events=events, revision=batch.revision)
+    except KVWatchOverflowError as error:
+        log.info(
+            "a watcher stopped reading; its stream ends with the revision to resume from",
+            extra={"revision": error.revision},
+        )
+        raise WatchBacklogExceeded(error.revision, backlog or WatchBacklog(0, 0)) from error
     except KVCompactedError as error:
         raise PolicyConflict(
             f"start_revision {start_revision} is compacted (compacted up to {error.compact_revision}); "

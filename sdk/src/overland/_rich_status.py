@@ -1,5 +1,5 @@
-"""The gRPC rich error model read from bytes: google.rpc.Status, its google.protobuf.Any details and the
-field violations of google.rpc.BadRequest (pure).
+"""The gRPC rich error model read from bytes: google.rpc.Status, its google.protobuf.Any details, the
+field violations of google.rpc.BadRequest and google.rpc.ErrorInfo (pure).
 
 A server sends a failed call's serialized ``google.rpc.Status`` in the ``grpc-status-details-bin``
 trailer. Reading it with generated classes would make grpcio-status and googleapis-common-protos
@@ -9,7 +9,8 @@ fields the way protobuf's own parser does, and is property-tested against the ge
 
 - unknown fields are skipped, whatever their wire type (groups included), and so is a known field that
   arrives with another wire type than its declared one;
-- the last value of a singular field wins; every occurrence of a repeated field adds an element;
+- the last value of a singular field wins; every occurrence of a repeated field adds an element; a map
+  entry replaces an earlier one of the same key;
 - strings must be UTF-8; a truncated varint or length, a wire type of 6 or 7, a field number of 0
   (except inside a group), an unbalanced group or nesting deeper than protobuf's limit make the whole
   message malformed, as ``MalformedMessage``.
@@ -30,6 +31,7 @@ _KEY_BYTES = 5
 _FIXED_BYTES = {I64: 8, I32: 4}
 
 BAD_REQUEST = "google.rpc.BadRequest"
+ERROR_INFO = "google.rpc.ErrorInfo"
 
 
 class MalformedMessage(ValueError):
@@ -114,8 +116,8 @@ def _skip_group(data: bytes, pos: int, number: int, depth: int) -> int:
 
 
 def _fields(data: bytes, depth: int) -> Iterator[tuple[int, int, int | bytes]]:
-    """Each field of a message as (number, wire type, value), in order; groups are skipped whole.
-    ``depth`` is how many more levels of nesting the message may hold."""
+    """Each field of a message as (number, wire type, value), in order; a group is skipped whole and
+    yields ``(number, SGROUP, b"")``. ``depth`` is how many more levels of nesting the message may hold."""
     pos = 0
     while pos < len(data):
         number, wire_type, pos = _key(data, pos)
@@ -126,6 +128,7 @@ def _fields(data: bytes, depth: int) -> Iterator[tuple[int, int, int | bytes]]:
             raise MalformedMessage("end of a group that was never started")
         if wire_type == SGROUP:
             pos = _skip_group(data, pos, number, depth)
+            yield number, SGROUP, b""
             continue
         value, pos = _value(data, pos, wire_type)
         yield number, wire_type, value
@@ -224,3 +227,50 @@ def bad_request_violations(status_bytes: bytes) -> tuple[tuple[str, str], ...]:
         if detail.is_type(BAD_REQUEST)
         for violation in decode_bad_request(detail.value)
     )
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """A google.rpc.ErrorInfo: why a call failed, for clients that act on it by machine."""
+
+    reason: str = ""
+    domain: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+def _decode_map_entry(data: bytes, depth: int) -> tuple[str, str] | None:
+    """One entry of a ``map<string, string>``: key = 1, value = 2 (missing: empty). An entry with any
+    other field (or one of these with another wire type) is dropped, as protobuf does: None."""
+    key, value, dropped = "", "", False
+    for number, wire_type, field in _fields(data, depth):
+        if wire_type == LEN and number == 1:
+            key = _text(field)
+        elif wire_type == LEN and number == 2:
+            value = _text(field)
+        else:
+            dropped = True
+    return None if dropped else (key, value)
+
+
+def decode_error_info(data: bytes) -> ErrorInfo:
+    """A google.rpc.ErrorInfo: reason = 1, domain = 2 (strings), metadata = 3 (a map of strings, whose
+    later entries replace earlier ones of the same key); the metadata in key order."""
+    reason, domain, metadata = "", "", {}
+    for number, wire_type, value in _fields(data, MAX_DEPTH):
+        if wire_type != LEN:
+            continue
+        if number == 1:
+            reason = _text(value)
+        elif number == 2:
+            domain = _text(value)
+        elif number == 3:
+            entry = _decode_map_entry(*_nested(value, MAX_DEPTH))
+            if entry is not None:
+                metadata[entry[0]] = entry[1]
+    return ErrorInfo(reason, domain, tuple(sorted(metadata.items())))
+
+
+def error_infos(status_bytes: bytes) -> tuple[ErrorInfo, ...]:
+    """Every ErrorInfo detail of a serialized google.rpc.Status."""
+    status = decode_status(status_bytes)
+    return tuple(decode_error_info(detail.value) for detail in status.details if detail.is_type(ERROR_INFO))

@@ -22,7 +22,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from overland.config import ClientConfig, Endpoint, Service
-from overland.errors import ConfigurationError, error_from_rpc
+from overland.errors import ConfigurationError, OverlandError, error_from_rpc
 from overland.retry import RetryPlan, RetryPolicy
 
 P = ParamSpec("P")
@@ -38,6 +38,9 @@ class RpcSpec:
     is a server stream whose responses are yielded whole.
     ``resume`` gives the request that continues a broken server stream after a response, which makes
     the stream retryable mid-way (``WatchTable`` resumes from the last revision it delivered).
+    ``resume_after_error`` gives the request that continues a stream the server ended with an error
+    that says where to resume (None: the error is not one), which is then resumed at once, whatever
+    its code (``WatchTable`` ended for a client that stopped reading).
     ``long_lived`` streams use the config's ``stream_timeout`` instead of the per-call timeout.
     """
 
@@ -45,6 +48,7 @@ class RpcSpec:
     idempotent: bool = False
     items: str = ""
     resume: Callable[[Any, Any], Any] | None = None
+    resume_after_error: Callable[[Any, OverlandError], Any | None] | None = None
     long_lived: bool = False
 
     def items_of(self, response: Any) -> Iterable[Any]:
@@ -62,6 +66,10 @@ class RpcSpec:
     def after(self, request: Any, response: Any) -> Any | None:
         """The request that resumes the stream after ``response``; None if it cannot resume."""
         return self.resume(request, response) if self.resume else None
+
+    def after_error(self, request: Any, error: OverlandError) -> Any | None:
+        """The request the server's ``error`` says to resume with; None if it says nothing of it."""
+        return self.resume_after_error(request, error) if self.resume_after_error else None
 
 
 class Unary(Generic[P, T]):
@@ -174,6 +182,18 @@ def _delay_or_raise(plan: RetryPlan, rpc_error: grpc.RpcError) -> float:
     return delay
 
 
+def _resume_or_raise(
+    plan: RetryPlan, spec: RpcSpec, request: Any, rpc_error: grpc.RpcError
+) -> tuple[Any, float]:
+    """The request that continues a broken stream and how long to wait first, or raise."""
+    error = error_from_rpc(rpc_error)
+    resumed = spec.after_error(request, error)
+    delay = plan.retry_delay(error, resumable=resumed is not None)
+    if delay is None:
+        raise plan.final_error(error) from None
+    return (request if resumed is None else resumed), delay
+
+
 class SyncTransport(_Transport[grpc.Channel]):
     """Blocking calls over a ``grpc.Channel``. Use as a context manager, or call ``close()``."""
 
@@ -219,7 +239,8 @@ class SyncTransport(_Transport[grpc.Channel]):
             except grpc.RpcError as rpc_error:
                 if request is None:
                     raise error_from_rpc(rpc_error) from None
-                time.sleep(_delay_or_raise(plan, rpc_error))
+                request, delay = _resume_or_raise(plan, spec, request, rpc_error)
+                time.sleep(delay)
             finally:
                 call.cancel()
 
@@ -274,6 +295,7 @@ class AioTransport(_Transport[grpc.aio.Channel]):
             except grpc.RpcError as rpc_error:
                 if request is None:
                     raise error_from_rpc(rpc_error) from None
-                await asyncio.sleep(_delay_or_raise(plan, rpc_error))
+                request, delay = _resume_or_raise(plan, spec, request, rpc_error)
+                await asyncio.sleep(delay)
             finally:
                 call.cancel()

@@ -15,7 +15,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from overland._transport import ApiBase, RpcSpec, Streaming, Unary
 from overland.config import Service
-from overland.errors import ConfigurationError
+from overland.defaults import ERROR_DOMAIN, RESUME_REVISION, WATCH_BACKLOG_EXCEEDED
+from overland.errors import ConfigurationError, OverlandError
 from overland.v1 import (
     policy_pb2,
     policy_pb2_grpc,
@@ -99,6 +100,21 @@ def _resume_cycle(
 ) -> replica_pb2.WatchCycleRequest:
     # A watch of "the latest cycle" (id 0) goes on with the cycle it found.
     return replica_pb2.WatchCycleRequest(vm_name=request.vm_name, id=response.id)
+
+
+def _resume_watch_after(
+    request: policy_pb2.WatchTableRequest, error: OverlandError
+) -> policy_pb2.WatchTableRequest | None:
+    # The server ended a watch that fell behind, with the revision it delivered every change up to:
+    # the client may have seen none of them yet (a watch from 0, "now"), so the server's word counts.
+    if (error.domain, error.reason) != (ERROR_DOMAIN, WATCH_BACKLOG_EXCEEDED):
+        return None
+    if not error.metadata.get(RESUME_REVISION, "").isdigit():
+        return None
+    revision = int(error.metadata[RESUME_REVISION])
+    return policy_pb2.WatchTableRequest(
+        start_revision=max(request.start_revision, revision), rdids=request.rdids
+    )
 
 
 def _snake(name: str) -> str:
@@ -235,7 +251,13 @@ class PolicyApi(ApiBase):
         RpcSpec("BulkApplyLookupRecords"), bulk_requests, policy_pb2.BulkApplyLookupRecordsResponse
     )
     watch_table = Streaming(
-        RpcSpec("WatchTable", idempotent=True, resume=_resume_watch, long_lived=True),
+        RpcSpec(
+            "WatchTable",
+            idempotent=True,
+            resume=_resume_watch,
+            resume_after_error=_resume_watch_after,
+            long_lived=True,
+        ),
         policy_pb2.WatchTableRequest,
         policy_pb2.WatchTableResponse,
     )

@@ -87,9 +87,23 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # Streaming calls a service serves at once (watches, delta transfers), each on a thread of its own
 # beside the threads for unary calls; the next stream is refused with RESOURCE_EXHAUSTED.
 STREAM_SLOTS = 256
+# What the policy service holds for one WatchTable client that does not keep up, MiB, and how long
+# it waits for one that reads nothing meanwhile, seconds: then the stream ends with RESOURCE_EXHAUSTED
+# and the revision to resume from (docs/servers.md).
+WATCH_BACKLOG_MIB = 4
+WATCH_STALL_SECONDS = 5.0
 # Virtual subnet ids: 24 bits, without the reserved 0x000000-0x000FFF and 0xFFFFFF (RFC 7637).
 MIN_VSID = 0x1000
 MAX_VSID = 0xFFFFFE
+
+# -- machine-readable errors -----------------------------------------------------------------------
+
+# A status that a client acts on by machine carries a google.rpc.ErrorInfo of this domain and reason.
+ERROR_DOMAIN = "overland.v1"
+# A WatchTable stream ended because its client fell too far behind: watch again with start_revision
+# set to the ErrorInfo's metadata[RESUME_REVISION] (the SDK does so by itself).
+WATCH_BACKLOG_EXCEEDED = "WATCH_BACKLOG_EXCEEDED"
+RESUME_REVISION = "resume_revision"
 
 # -- deadlines ---------------------------------------------------------------------------------------
 
@@ -130,6 +144,8 @@ METRIC_FILE_ENV = "OVERLAND_METRIC_FILE"
 # -- environment: one service's own settings ------------------------------------------------------------
 
 POLICY_WORKERS_ENV = "OVERLAND_POLICY_WORKERS"
+POLICY_WATCH_BACKLOG_ENV = "OVERLAND_POLICY_WATCH_BACKLOG_MIB"
+POLICY_WATCH_STALL_ENV = "OVERLAND_POLICY_WATCH_STALL_SECONDS"
 VSWITCH_HOST_NAME_ENV = "OVERLAND_VSWITCH_HOST_NAME"
 VSWITCH_PA_IP_ENV = "OVERLAND_VSWITCH_PA_IP"
 VSWITCH_PA_MTU_ENV = "OVERLAND_VSWITCH_PA_MTU"

@@ -1,19 +1,21 @@
 """Exceptions the SDK raises, one class per gRPC status code, decoded from the server's rich status.
 
 A failed call becomes an ``OverlandError`` subclass chosen by its status code. When the server attached
-a google.rpc ``BadRequest`` detail, its field violations are on ``error.field_violations``.
+a google.rpc ``BadRequest`` detail, its field violations are on ``error.field_violations``; when it
+attached a google.rpc ``ErrorInfo`` (an error to act on by machine), its reason, domain and metadata
+are on ``error.reason``, ``error.domain`` and ``error.metadata``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import grpc
 import grpc.aio
 
-from overland._rich_status import MalformedMessage, bad_request_violations
+from overland._rich_status import MalformedMessage, bad_request_violations, error_infos
 
 # The trailing metadata key that carries a serialized google.rpc.Status (the gRPC rich error model).
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -35,10 +37,21 @@ class OverlandError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str, field_violations: Iterable[FieldViolation] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        field_violations: Iterable[FieldViolation] = (),
+        *,
+        reason: str = "",
+        domain: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field_violations = tuple(field_violations)
+        self.reason = reason
+        self.domain = domain
+        self.metadata: dict[str, str] = dict(metadata or {})
 
     def __str__(self) -> str:
         if not self.field_violations:
@@ -149,6 +162,13 @@ ERROR_CLASSES: dict[grpc.StatusCode, type[OverlandError]] = {
 }
 
 
+def _status_bytes(metadata: Iterable[tuple[str, str | bytes]] | None) -> bytes | None:
+    for key, value in metadata or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return value
+    return None
+
+
 def field_violations_from_metadata(
     metadata: Iterable[tuple[str, str | bytes]] | None,
 ) -> tuple[FieldViolation, ...]:
@@ -156,16 +176,30 @@ def field_violations_from_metadata(
 
     Details that cannot be decoded are dropped: the call's status code and message still say what
     went wrong."""
-    for key, value in metadata or ():
-        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
-            continue
-        try:
-            return tuple(
-                FieldViolation(field, description) for field, description in bad_request_violations(value)
-            )
-        except MalformedMessage:
-            return ()
-    return ()
+    data = _status_bytes(metadata)
+    if data is None:
+        return ()
+    try:
+        return tuple(
+            FieldViolation(field, description) for field, description in bad_request_violations(data)
+        )
+    except MalformedMessage:
+        return ()
+
+
+def _error_info(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, Any]:
+    """The first ErrorInfo detail as keyword arguments of ``OverlandError`` (none: no arguments).
+    Details that cannot be decoded are dropped, as in ``field_violations_from_metadata``."""
+    data = _status_bytes(metadata)
+    if data is None:
+        return {}
+    try:
+        infos = error_infos(data)
+    except MalformedMessage:
+        return {}
+    if not infos:
+        return {}
+    return {"reason": infos[0].reason, "domain": infos[0].domain, "metadata": dict(infos[0].metadata)}
 
 
 def error_from_status(
@@ -175,7 +209,8 @@ def error_from_status(
 ) -> OverlandError:
     """The exception for a status code, message and trailing metadata."""
     cls = ERROR_CLASSES.get(code, UnknownError)
-    return cls(message or code.name, field_violations_from_metadata(trailing_metadata))
+    trailing = tuple(trailing_metadata or ())
+    return cls(message or code.name, field_violations_from_metadata(trailing), **_error_info(trailing))
 
 
 class _FailedCall(Protocol):

@@ -2,7 +2,8 @@
 
 Pure logic with an injected clock and random source, so the sync and asyncio transports share it and
 tests can drive it without sleeping. Only idempotent calls are retried, and only on UNAVAILABLE: a
-create that timed out may have been applied, so repeating it is the caller's decision.
+create that timed out may have been applied, so repeating it is the caller's decision. A stream that
+the server ended with the place to resume from (a watch that fell behind) resumes at once.
 """
 
 from __future__ import annotations
@@ -78,10 +79,18 @@ class RetryPlan:
         """A stream delivered a message: a later break starts a fresh series of retries."""
         self._failures = 0
 
-    def retry_delay(self, error: OverlandError) -> float | None:
-        """How long to wait before the next attempt, or None when ``error`` must be raised."""
+    def retry_delay(self, error: OverlandError, *, resumable: bool = False) -> float | None:
+        """How long to wait before the next attempt, or None when ``error`` must be raised.
+
+        ``resumable``: the server said where to resume (see ``RpcSpec.resume_after_error``); that is
+        done without a wait, but counts as an attempt, so a stream that keeps failing so before it
+        delivers anything still ends."""
         self._failures += 1
-        if not isinstance(error, UnavailableError) or self._failures >= self._policy.max_attempts:
+        if self._failures >= self._policy.max_attempts:
+            return None
+        if resumable:
+            return 0.0
+        if not isinstance(error, UnavailableError):
             return None
         delay = self._policy.backoff(self._failures, self._random())
         left = self.remaining()

@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
-from services.common.kv import Put
+from services.common.kv import Put, WatchBacklog
 from services.common.memory_kv import MemoryKV, MemoryWatch
 from services.common.schema import encode_entry, keys
 from services.policy import PolicyServer
@@ -327,8 +327,10 @@ def test_watch_from_now_is_cancelled_when_the_client_goes(stub: Stub, memory_kv:
     cancelled = threading.Event()
     open_watch = memory_kv.watch
 
-    def watch(prefix: bytes, start_revision: int, *, prev_kv: bool = False) -> MemoryWatch:
-        stream = open_watch(prefix, start_revision, prev_kv=prev_kv)
+    def watch(
+        prefix: bytes, start_revision: int, *, prev_kv: bool = False, backlog: WatchBacklog | None = None
+    ) -> MemoryWatch:
+        stream = open_watch(prefix, start_revision, prev_kv=prev_kv, backlog=backlog)
         cancel = stream.cancel
 
         def cancel_and_note() -> None:

@@ -1,4 +1,5 @@
-"""Status codes and google.rpc BadRequest details become the right exception with its field violations."""
+"""Status codes and google.rpc BadRequest and ErrorInfo details become the right exception with its field
+violations, reason and metadata."""
 
 from __future__ import annotations
 
@@ -56,3 +57,29 @@ def test_str_lists_the_violations() -> None:
 
 def test_a_non_call_rpc_error_is_unknown() -> None:
     assert isinstance(errors.error_from_rpc(grpc.RpcError()), errors.UnknownError)
+
+
+@given(
+    st.text(max_size=30),
+    st.text(max_size=30),
+    st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=4),
+    st.lists(st.tuples(st.text(min_size=1, max_size=30), st.text(max_size=60)), max_size=3),
+)
+def test_error_info_survives_the_trailing_metadata_beside_violations(
+    reason: str, domain: str, metadata: dict[str, str], violations: list[tuple[str, str]]
+) -> None:
+    trailers = _metadata(grpc.StatusCode.RESOURCE_EXHAUSTED, violations)
+    status = status_pb2.Status.FromString(trailers[1][1])
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata))
+    trailers[1] = (errors.STATUS_DETAILS_KEY, status.SerializeToString())
+    error = errors.error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "full", trailers)
+    assert isinstance(error, errors.ResourceExhaustedError)
+    assert (error.reason, error.domain, error.metadata) == (reason, domain, metadata)
+    assert [(v.field, v.description) for v in error.field_violations] == violations
+
+
+def test_an_error_without_error_info_has_no_reason() -> None:
+    error = errors.error_from_status(
+        grpc.StatusCode.INVALID_ARGUMENT, "bad", _metadata(grpc.StatusCode.INVALID_ARGUMENT, [("f", "d")])
+    )
+    assert (error.reason, error.domain, error.metadata) == ("", "", {})

@@ -126,3 +126,16 @@ def test_success_restarts_the_series() -> None:
 def test_invalid_policies_are_rejected(bad: RetryPolicy) -> None:
     with pytest.raises(ConfigurationError):
         bad.validate()
+
+
+@given(policies)
+def test_a_resumable_error_is_retried_at_once_whatever_its_code(policy: RetryPolicy) -> None:
+    plan = RetryPlan(policy, None, idempotent=True, unit_random=lambda: 0.5)
+    delays = []
+    while (delay := plan.retry_delay(AbortedError("ended, resume"), resumable=True)) is not None:
+        delays.append(delay)
+        assert len(delays) < 100
+    # At once, and counted: one that keeps failing before it delivers anything still ends.
+    assert delays == [0.0] * (policy.max_attempts - 1)
+    fresh = RetryPlan(policy, None, idempotent=True)
+    assert fresh.retry_delay(AbortedError("ended")) is None

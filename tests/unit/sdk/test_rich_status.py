@@ -1,6 +1,7 @@
-"""The SDK's own decoder of google.rpc.Status and BadRequest reads bytes as the generated classes of
-googleapis-common-protos do: the same fields from valid messages, and the same verdict (a value, or
-malformed) on truncated, corrupted, random and hand-built wire bytes; it never raises anything else."""
+"""The SDK's own decoder of google.rpc.Status, BadRequest and ErrorInfo reads bytes as the generated
+classes of googleapis-common-protos do: the same fields from valid messages, and the same verdict (a
+value, or malformed) on truncated, corrupted, random and hand-built wire bytes; it never raises anything
+else."""
 
 from __future__ import annotations
 
@@ -30,6 +31,27 @@ def real_status(data: bytes) -> rich.RichStatus | None:
 def our_status(data: bytes) -> rich.RichStatus | None:
     try:
         return rich.decode_status(data)
+    except rich.MalformedMessage:
+        return None
+
+
+def real_error_infos(data: bytes) -> tuple[rich.ErrorInfo, ...] | None:
+    """Every ErrorInfo detail as the generated classes read it (malformed: None)."""
+    try:
+        status = status_pb2.Status.FromString(data)
+        found: list[rich.ErrorInfo] = []
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                found.append(rich.ErrorInfo(info.reason, info.domain, tuple(sorted(info.metadata.items()))))
+        return tuple(found)
+    except DecodeError:
+        return None
+
+
+def our_error_infos(data: bytes) -> tuple[rich.ErrorInfo, ...] | None:
+    try:
+        return rich.error_infos(data)
     except rich.MalformedMessage:
         return None
 
@@ -73,13 +95,25 @@ def _packed(message: Message) -> any_pb2.Any:
 
 details = st.one_of(
     st.builds(error_details_pb2.BadRequest, field_violations=st.lists(violations, max_size=3)).map(_packed),
-    st.builds(error_details_pb2.ErrorInfo, reason=texts, domain=texts).map(_packed),
+    st.builds(
+        error_details_pb2.ErrorInfo,
+        reason=texts,
+        domain=texts,
+        metadata=st.dictionaries(texts, texts, max_size=3),
+    ).map(_packed),
     st.builds(any_pb2.Any, type_url=texts, value=st.binary(max_size=30)),
 )
-# A BadRequest type URL over bytes that may not be one: a valid Status, but not a valid BadRequest.
+# A BadRequest or ErrorInfo type URL over bytes that may not be one: a valid Status, but not a valid
+# BadRequest or ErrorInfo.
 hostile_details = st.builds(
     any_pb2.Any,
-    type_url=st.sampled_from(["type.googleapis.com/google.rpc.BadRequest", "x/google.rpc.BadRequest"]),
+    type_url=st.sampled_from(
+        [
+            "type.googleapis.com/google.rpc.BadRequest",
+            "x/google.rpc.BadRequest",
+            "type.googleapis.com/google.rpc.ErrorInfo",
+        ]
+    ),
     value=st.binary(max_size=30),
 )
 
@@ -124,6 +158,7 @@ soups = st.recursive(st.just(b""), _soup, max_leaves=12)
 def test_a_valid_status_reads_the_same(data: bytes) -> None:
     assert our_status(data) == real_status(data) is not None
     assert our_violations(data) == real_violations(data) is not None
+    assert our_error_infos(data) == real_error_infos(data) is not None
 
 
 @given(hostile_statuses, st.data())
@@ -131,6 +166,7 @@ def test_a_truncated_status_gets_the_same_verdict(data: bytes, draw: st.DataObje
     cut = data[: draw.draw(st.integers(0, max(len(data) - 1, 0)))]
     assert our_status(cut) == real_status(cut)
     assert our_violations(cut) == real_violations(cut)
+    assert our_error_infos(cut) == real_error_infos(cut)
 
 
 @given(hostile_statuses, st.data())
@@ -141,6 +177,7 @@ def test_a_corrupted_status_gets_the_same_verdict(data: bytes, draw: st.DataObje
     corrupted = data[:index] + bytes([draw.draw(st.integers(0, 255))]) + data[index + 1 :]
     assert our_status(corrupted) == real_status(corrupted)
     assert our_violations(corrupted) == real_violations(corrupted)
+    assert our_error_infos(corrupted) == real_error_infos(corrupted)
 
 
 @settings(max_examples=300)
@@ -155,6 +192,7 @@ def test_a_corrupted_status_gets_the_same_verdict(data: bytes, draw: st.DataObje
 def test_any_bytes_get_the_same_verdict(data: bytes) -> None:
     assert our_status(data) == real_status(data)
     assert our_violations(data) == real_violations(data)
+    assert our_error_infos(data) == real_error_infos(data)
 
 
 @settings(max_examples=300)
@@ -168,6 +206,23 @@ def test_any_bad_request_bytes_get_the_same_verdict(data: bytes) -> None:
         expected = None
     try:
         ours: tuple[tuple[str, str], ...] | None = rich.decode_bad_request(data)
+    except rich.MalformedMessage:
+        ours = None
+    assert ours == expected
+
+
+@settings(max_examples=300)
+@given(soups)
+def test_any_error_info_bytes_get_the_same_verdict(data: bytes) -> None:
+    try:
+        info = error_details_pb2.ErrorInfo.FromString(data)
+        expected: rich.ErrorInfo | None = rich.ErrorInfo(
+            info.reason, info.domain, tuple(sorted(info.metadata.items()))
+        )
+    except DecodeError:
+        expected = None
+    try:
+        ours: rich.ErrorInfo | None = rich.decode_error_info(data)
     except rich.MalformedMessage:
         ours = None
     assert ours == expected
