@@ -70,6 +70,15 @@ _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
 )
+# Watches with a bounded backlog (a WatchTable for a client that may stop reading) run on a connection
+# of their own without BDP probing, so the stream window stays at HTTP/2's 64 KiB: when such a watch
+# stops reading, etcd keeps the rest instead of gRPC buffering many MiB of it here (BDP probing grows
+# a window on loopback to tens of MiB). Their responses stay serialized until taken (RawWatchStub),
+# so the backlog's bound in bytes is what they cost.
+_BOUNDED_WATCH_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.use_local_subchannel_pool", 1),
+)
 _RETRY_PAUSE_SECONDS = 0.05
 _RETRY_PAUSE_MAX_SECONDS = 0.5
 # How long the compact-revision probe waits for etcd's answer after the watch was created.
@@ -103,6 +112,8 @@ class EtcdKV:
         self._credentials = tls.credentials() if tls else None
         self._lock = threading.Lock()
         self._stubs: dict[str, EtcdStubs] = {}
+        # The connections of watches with a bounded backlog (see _BOUNDED_WATCH_OPTIONS).
+        self._bounded_stubs: dict[str, EtcdStubs] = {}
         # With one endpoint, a call waits (within its deadline) for the channel to reconnect, e.g.
         # while etcd restarts; with several, it fails fast so the next endpoint can be tried.
         self.wait_for_ready = len(self.endpoints) == 1
@@ -129,16 +140,20 @@ class EtcdKV:
         with self._lock:
             return self.endpoints[self._current]
 
-    def stubs(self) -> EtcdStubs:
+    def stubs(self, *, bounded_watch: bool = False) -> EtcdStubs:
         """The stubs for the current endpoint, its channel made on first use. gRPC connects lazily,
-        within the deadline of the first call."""
+        within the deadline of the first call. ``bounded_watch``: the connection for watches with a
+        bounded backlog."""
         with self._lock:
             if self._closed:
                 raise KVUnavailableError("etcd client is closed")
             endpoint = self.endpoints[self._current]
-            stubs = self._stubs.get(endpoint)
+            made = self._bounded_stubs if bounded_watch else self._stubs
+            stubs = made.get(endpoint)
             if stubs is None:
                 options = list(_CHANNEL_OPTIONS)
+                if bounded_watch:
+                    options += _BOUNDED_WATCH_OPTIONS
                 tls = self.config.tls
                 if self._credentials is not None:
                     if tls is not None and tls.server_name:
@@ -146,13 +161,15 @@ class EtcdKV:
                     channel = grpc.secure_channel(endpoint, self._credentials, options=options)
                 else:
                     channel = grpc.insecure_channel(endpoint, options=options)
-                stubs = self._stubs[endpoint] = EtcdStubs.on(channel)
+                stubs = made[endpoint] = EtcdStubs.on(channel, raw_watch=bounded_watch)
             return stubs
 
     def _fail_over(self, failed: EtcdStubs) -> None:
         """Move to the next endpoint after ``failed`` could not serve a call."""
         with self._lock:
-            if self._stubs.get(self.endpoints[self._current]) is failed and len(self.endpoints) > 1:
+            current = self.endpoints[self._current]
+            ours = failed is self._stubs.get(current) or failed is self._bounded_stubs.get(current)
+            if ours and len(self.endpoints) > 1:
                 self._current = (self._current + 1) % len(self.endpoints)
                 log.warning("etcd endpoint failed, trying %s", self.endpoints[self._current])
 
@@ -342,7 +359,7 @@ class EtcdKV:
         )
         deadline = time.monotonic() + self.timeout
         while True:
-            stubs = self.stubs()
+            stubs = self.stubs(bounded_watch=backlog is not None)
             ordered = self._requested_progress_ordered(stubs, deadline)
             watch = EtcdWatch(
                 self,
@@ -417,8 +434,9 @@ class EtcdKV:
         with self._lock:
             self._closed = True
             watches = list(self._watches)
-            stubs = list(self._stubs.values())
+            stubs = [*self._stubs.values(), *self._bounded_stubs.values()]
             self._stubs.clear()
+            self._bounded_stubs.clear()
         for watch in watches:
             watch.cancel()
         for each in stubs:

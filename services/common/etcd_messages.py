@@ -107,13 +107,27 @@ class EtcdStubs:
     maintenance: Any = None
 
     @classmethod
-    def on(cls, channel: grpc.Channel) -> EtcdStubs:
+    def on(cls, channel: grpc.Channel, *, raw_watch: bool = False) -> EtcdStubs:
+        """``raw_watch``: the Watch stub leaves responses as bytes (``RawWatchStub``)."""
         return cls(
             channel,
             etcdrpc.KVStub(channel),
             etcdrpc.LeaseStub(channel),
-            etcdrpc.WatchStub(channel),
+            RawWatchStub(channel) if raw_watch else etcdrpc.WatchStub(channel),
             etcdrpc.MaintenanceStub(channel),
+        )
+
+
+class RawWatchStub:
+    """etcd's Watch method with its responses left serialized: a watch that bounds what it holds for
+    its consumer counts and keeps them as bytes, and parses each one when it is taken (a parsed
+    response costs several times its size in memory)."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.Watch = channel.stream_stream(
+            "/etcdserverpb.Watch/Watch",
+            request_serializer=etcdrpc.WatchRequest.SerializeToString,
+            response_deserializer=None,
         )
 
 

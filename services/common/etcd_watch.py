@@ -65,6 +65,11 @@ _OVERFLOW = object()
 _MAX_MERGED_RESPONSES = 256
 
 
+def _size(response: Any) -> int:
+    """A response's size on the wire, whether it is held serialized or parsed."""
+    return len(response) if isinstance(response, bytes) else int(response.ByteSize())
+
+
 class _Backlog:
     """What an ``EtcdWatch`` holds for its consumer, in serialized response bytes, and the reader's
     wait for room (see ``WatchBacklog``). While the reader waits it reads nothing from etcd, whose
@@ -172,7 +177,7 @@ class EtcdWatch:
     def _read(self) -> None:
         try:
             for response in self._call:
-                if self._backlog is not None and not self._backlog.admit(response.ByteSize()):
+                if self._backlog is not None and not self._backlog.admit(_size(response)):
                     if not self._cancelled.is_set():
                         self._overflow()
                     return
@@ -200,10 +205,13 @@ class EtcdWatch:
         return self._backlog.bytes if self._backlog is not None else 0
 
     def _taken(self, item: Any) -> Any:
-        """``item``, just taken from the queue, no longer counts into the backlog."""
+        """``item``, just taken from the queue, no longer counts into the backlog; a response held
+        serialized (``RawWatchStub``) is parsed now."""
         counted = item is not _END and item is not _OVERFLOW and not isinstance(item, grpc.RpcError)
         if self._backlog is not None and counted:
-            self._backlog.taken(item.ByteSize())
+            self._backlog.taken(_size(item))
+        if isinstance(item, bytes):
+            return etcdrpc.WatchResponse.FromString(item)
         return item
 
     def _take(self, timeout: float | None) -> Any:

@@ -209,10 +209,19 @@ def _events(first: int, count: int) -> list[Any]:
     ]
 
 
-def test_a_consumer_that_stops_taking_with_a_full_backlog_gets_an_overflow_with_its_resume_point() -> None:
+def _wire(responses: list[Any], raw: bool) -> list[Any]:
+    """The responses as a RawWatchStub gives them (serialized) with ``raw``, else as parsed."""
+    return [r.SerializeToString() if raw and not isinstance(r, threading.Event) else r for r in responses]
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["parsed", "serialized"])
+def test_a_consumer_that_stops_taking_with_a_full_backlog_gets_an_overflow_with_its_resume_point(
+    raw: bool,
+) -> None:
     behind = threading.Event()
     limit = WatchBacklog(max_bytes=4 * _events(10, 1)[0].ByteSize(), stall_seconds=0.2)
-    watch, _ = open_watch([created(3), *_events(9, 1), behind, *_events(10, 20)], backlog=limit)
+    script = _wire([created(3), *_events(9, 1), behind, *_events(10, 20)], raw)
+    watch, _ = open_watch(script, backlog=limit)
     batch = watch.next_batch(5.0)
     assert batch is not None
     assert batch.revision == 9
@@ -229,10 +238,12 @@ def test_a_consumer_that_stops_taking_with_a_full_backlog_gets_an_overflow_with_
     assert f"{limit.max_bytes} bytes" in overflow.value.message
 
 
-def test_a_consumer_that_keeps_taking_is_never_ended_however_slow_or_large_the_responses() -> None:
+@pytest.mark.parametrize("raw", [False, True], ids=["parsed", "serialized"])
+def test_a_consumer_that_keeps_taking_is_never_ended_however_slow_or_large_the_responses(raw: bool) -> None:
     # Twenty responses ready at once (a watch catching up), each larger than the whole limit: the
     # reader holds one at a time and waits for room, and the consumer takes them at its own pace.
-    watch, _ = open_watch([created(3), *_events(5, 20)], backlog=WatchBacklog(max_bytes=1, stall_seconds=5))
+    script = _wire([created(3), *_events(5, 20)], raw)
+    watch, _ = open_watch(script, backlog=WatchBacklog(max_bytes=1, stall_seconds=5))
     revisions: list[int] = []
     while len(revisions) < 20:
         batch = watch.next_batch(5.0, merge=True)
