@@ -11,8 +11,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
-from services.common.kv import KV
-from services.common.schema import keys, resource_from
+from services.common.kv import KV, Put
+from services.common.schema import key_of, keys, resource_from, wrap
 
 PA_1 = "198.18.0.1"
 PA_2 = "198.18.0.2"
@@ -149,3 +149,27 @@ def check_invariants(kv: KV) -> int:
                 f"{key!r}: stale MAC index"
             )
     return records
+
+
+def write_records(kv: KV, count: int, *, batch: int = 50, first: int = 0) -> list[int]:
+    """``count`` lookup record writes straight to the store (as another policy worker would), numbered
+    from ``first``, in transactions of ``batch``; the revision of each write. Records share 250 keys
+    (a write may replace an earlier one); each value is about 300 bytes."""
+    revisions = []
+    for start in range(first, first + count, batch):
+        records = [
+            wrap(
+                types_pb2.LookupRecord(
+                    rdid="rd-watch",
+                    vsid=5001,
+                    ca=f"192.0.2.{n % 250 + 1}",
+                    mac=f"02:00:00:00:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}",
+                    pa="198.18.0.2",
+                    vm_name=f"vm-{n}-" + "x" * 200,
+                )
+            )
+            for n in range(start, min(start + batch, first + count))
+        ]
+        revision = kv.txn([], [Put(key_of(r), r.SerializeToString()) for r in records]).revision
+        revisions += [revision] * len(records)
+    return revisions

@@ -14,41 +14,17 @@ from grpc_status import rpc_status
 
 from overland import ClientConfig, Endpoint, PolicyClient, Service
 from overland.defaults import ERROR_DOMAIN, RESUME_REVISION, WATCH_BACKLOG_EXCEEDED
-from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
+from overland.v1 import policy_pb2, policy_pb2_grpc
 from services.common.clock import ManualClock
 from services.common.config import ServerConfig
-from services.common.kv import KV, Put
 from services.common.memory_kv import MemoryKV
-from services.common.schema import key_of, wrap
 from services.policy import PolicyConfig, PolicyServer, create_server
+from tests.unit.policy.support import write_records
 
 # gRPC's flow control lets a server push this much to a client that does not read (the HTTP/2 window
 # without BDP probing, 64 KiB): the writes below are many times more, and the limit is below it.
 _NO_BDP = [("grpc.http2.bdp_probe", 0)]
 LIMIT = 16 * 1024
-
-
-def write_records(kv: KV, count: int, *, batch: int = 50) -> list[int]:
-    """``count`` lookup record writes straight to the store (as another policy worker would), in
-    transactions of ``batch``; the revision of each write."""
-    revisions = []
-    for start in range(0, count, batch):
-        records = [
-            wrap(
-                types_pb2.LookupRecord(
-                    rdid="rd-watch",
-                    vsid=5001,
-                    ca=f"192.0.2.{n % 250 + 1}",
-                    mac=f"02:00:00:00:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}",
-                    pa="198.18.0.2",
-                    vm_name=f"vm-{n}-" + "x" * 200,
-                )
-            )
-            for n in range(start, min(start + batch, count))
-        ]
-        revision = kv.txn([], [Put(key_of(r), r.SerializeToString()) for r in records]).revision
-        revisions += [revision] * len(records)
-    return revisions
 
 
 STALL_SECONDS = 5.0
