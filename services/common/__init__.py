@@ -83,6 +83,7 @@ if TYPE_CHECKING:
         MemoryWatch,
     )
     from services.common.server import (
+        BehaviorInterceptor,
         ErrorMappingInterceptor,
         GrpcServer,
         StreamSlotInterceptor,
@@ -105,6 +106,7 @@ _LAZY = {
     "ManualClock": "services.common.clock",
     "MemoryKV": "services.common.memory_kv",
     "MemoryWatch": "services.common.memory_kv",
+    "BehaviorInterceptor": "services.common.server",
     "ErrorMappingInterceptor": "services.common.server",
     "GrpcServer": "services.common.server",
     "StreamSlotInterceptor": "services.common.server",
@@ -129,6 +131,7 @@ __all__ = [
     "SYSTEM_CLOCK",
     "Aborted",
     "AlreadyExists",
+    "BehaviorInterceptor",
     "Clock",
     "Compare",
     "CompareOp",

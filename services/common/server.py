@@ -127,8 +127,16 @@ def rewrap_handler(
     return handler
 
 
-class ErrorMappingInterceptor(grpc.ServerInterceptor):
-    """Turns every ``ServiceError`` a servicer raises into a rich gRPC status, in one place."""
+class BehaviorInterceptor(grpc.ServerInterceptor):
+    """A server interceptor that runs code around each call: a subclass's ``wrap`` gives the behavior
+    that replaces a method's (None keeps it); see ``rewrap_handler``."""
+
+    def wrap(self, behavior: Callable[..., Any], kind: str, method: str) -> Callable[..., Any] | None:
+        raise NotImplementedError
+
+    def request_deserializer(self, handler: grpc.RpcMethodHandler) -> Callable[[bytes], Any] | None:
+        """The deserializer that replaces the handler's (None keeps it)."""
+        return None
 
     def intercept_service(
         self,
@@ -139,15 +147,25 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        return rewrap_handler(
+            handler,
+            lambda behavior, kind: self.wrap(behavior, kind, method),
+            request_deserializer=self.request_deserializer(handler),
+        )
 
-        def wrap(behavior: Callable[..., Any], kind: str) -> Callable[..., Any]:
-            behavior = decoded(behavior, streaming=kind.startswith("stream_"))
-            if kind.endswith("_unary"):
-                return _wrap_unary(behavior, method)
-            return _wrap_stream(behavior, method)
 
+class ErrorMappingInterceptor(BehaviorInterceptor):
+    """Turns every ``ServiceError`` a servicer raises into a rich gRPC status, in one place."""
+
+    def wrap(self, behavior: Callable[..., Any], kind: str, method: str) -> Callable[..., Any]:
+        behavior = decoded(behavior, streaming=kind.startswith("stream_"))
+        if kind.endswith("_unary"):
+            return _wrap_unary(behavior, method)
+        return _wrap_stream(behavior, method)
+
+    def request_deserializer(self, handler: grpc.RpcMethodHandler) -> Callable[[bytes], Any] | None:
         # A request protobuf refuses (a string that is not UTF-8) is INVALID_ARGUMENT, not INTERNAL.
-        return rewrap_handler(handler, wrap, request_deserializer=tolerant(handler.request_deserializer))
+        return tolerant(handler.request_deserializer)
 
 
 class StreamSlots:
@@ -181,7 +199,7 @@ class StreamSlots:
             self._used -= 1
 
 
-class StreamSlotInterceptor(grpc.ServerInterceptor):
+class StreamSlotInterceptor(BehaviorInterceptor):
     """Holds a ``StreamSlots`` slot for the life of every call that streams requests or responses.
 
     Placed inside ``ErrorMappingInterceptor``, so a refusal is a mapped ``ResourceExhausted``."""
@@ -189,43 +207,31 @@ class StreamSlotInterceptor(grpc.ServerInterceptor):
     def __init__(self, slots: StreamSlots) -> None:
         self.slots = slots
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
+    def wrap(self, behavior: Callable[..., Any], kind: str, method: str) -> Callable[..., Any] | None:
         slots = self.slots
+        if kind == "unary_unary":
+            return None
+        if kind == "stream_unary":
 
-        def wrap(behavior: Callable[..., Any], kind: str) -> Callable[..., Any] | None:
-            if kind == "unary_unary":
-                return None
-            if kind == "stream_unary":
-
-                def client_stream(request: Any, context: grpc.ServicerContext) -> Any:
-                    slots.take(method)
-                    try:
-                        return behavior(request, context)
-                    finally:
-                        slots.give_back()
-
-                return client_stream
-
-            def server_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                # A generator: the slot is taken when gRPC starts iterating it (in its thread) and
-                # given back when it ends, fails or is closed (a cancelled call).
+            def client_stream(request: Any, context: grpc.ServicerContext) -> Any:
                 slots.take(method)
                 try:
-                    yield from behavior(request, context)
+                    return behavior(request, context)
                 finally:
                     slots.give_back()
 
-            return server_stream
+            return client_stream
 
-        return rewrap_handler(handler, wrap)
+        def server_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            # A generator: the slot is taken when gRPC starts iterating it (in its thread) and given
+            # back when it ends, fails or is closed (a cancelled call).
+            slots.take(method)
+            try:
+                yield from behavior(request, context)
+            finally:
+                slots.give_back()
+
+        return server_stream
 
 
 @dataclass
