@@ -24,7 +24,7 @@ from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess, free_ports
 from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
 from tests.integration.policy.processes import start_policy, wait_logged, wait_serving
-from tests.unit.policy.support import write_records
+from tests.unit.policy.support import WatchStarts, write_records
 
 pytestmark = pytest.mark.etcd
 
@@ -142,20 +142,6 @@ def _resume_revision(error: grpc.RpcError) -> int:
     raise AssertionError(f"no resume revision in {error}")
 
 
-class _CountWatches(grpc.UnaryStreamClientInterceptor):
-    def __init__(self) -> None:
-        self.starts: list[int] = []
-
-    def intercept_unary_stream(
-        self,
-        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
-        client_call_details: grpc.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        self.starts.append(request.start_revision)
-        return continuation(client_call_details, request)
-
-
 def test_stalled_watchers_cost_no_memory_and_resume_exactly(
     etcd_server: EtcdProcess, policy_process: Callable[..., Policy]
 ) -> None:
@@ -165,7 +151,7 @@ def test_stalled_watchers_cost_no_memory_and_resume_exactly(
     # Without BDP probing a client that does not read takes in 64 KiB, not the many MiB that the
     # probing would grow its window to on loopback: it is stalled at the transport, not only above it.
     channel = grpc.insecure_channel(policy.target, options=[("grpc.http2.bdp_probe", 0)])
-    counter = _CountWatches()
+    counter = WatchStarts()
     sdk = PolicyClient(
         config=ClientConfig(endpoints={Service.POLICY: Endpoint(policy.target)}),
         channel=grpc.intercept_channel(channel, counter),

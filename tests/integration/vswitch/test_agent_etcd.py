@@ -20,7 +20,7 @@ from services.common.config import EtcdConfig
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess, free_ports
 from services.common.etcd_watch import EtcdWatch
-from services.common.kv import KVUnavailableError, WatchBacklog
+from services.common.kv import KVUnavailableError
 from services.common.schema import key_of, keys
 from services.vswitch.agent import Agent
 from services.vswitch.config import AgentConfig, BackoffPolicy
@@ -39,17 +39,10 @@ class GatedEtcdKV(EtcdKV):
         super().__init__(*args, **kwargs)
         self.watch_refused = threading.Event()
 
-    def watch(
-        self,
-        prefix: bytes,
-        start_revision: int,
-        *,
-        prev_kv: bool = False,
-        backlog: WatchBacklog | None = None,
-    ) -> EtcdWatch:
+    def watch(self, prefix: bytes, start_revision: int, **options: Any) -> EtcdWatch:
         if self.watch_refused.is_set():
             raise KVUnavailableError("watch refused by the test")
-        return super().watch(prefix, start_revision, prev_kv=prev_kv, backlog=backlog)
+        return super().watch(prefix, start_revision, **options)
 
 
 def _config(host: str = "host-1") -> AgentConfig:

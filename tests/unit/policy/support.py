@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -173,3 +174,19 @@ def write_records(kv: KV, count: int, *, batch: int = 50, first: int = 0) -> lis
         revision = kv.txn([], [Put(key_of(r), r.SerializeToString()) for r in records]).revision
         revisions += [revision] * len(records)
     return revisions
+
+
+class WatchStarts(grpc.UnaryStreamClientInterceptor):
+    """A client interceptor that notes the start revision of every WatchTable call (each resume)."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+
+    def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
+        client_call_details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        self.starts.append(request.start_revision)
+        return continuation(client_call_details, request)

@@ -4,8 +4,7 @@ watch resumes from it by itself, missing and repeating nothing. The store's cloc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -19,7 +18,7 @@ from services.common.clock import ManualClock
 from services.common.config import ServerConfig
 from services.common.memory_kv import MemoryKV
 from services.policy import PolicyConfig, PolicyServer, create_server
-from tests.unit.policy.support import write_records
+from tests.unit.policy.support import WatchStarts, write_records
 
 # gRPC's flow control lets a server push this much to a client that does not read (the HTTP/2 window
 # without BDP probing, 64 KiB): the writes below are many times more, and the limit is below it.
@@ -101,19 +100,9 @@ def test_the_sdk_watch_resumes_from_the_status_and_misses_or_repeats_nothing(
 ) -> None:
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=_NO_BDP)
     config = ClientConfig(endpoints={Service.POLICY: Endpoint(f"127.0.0.1:{server.port}")})
-    calls: list[int] = []
-
-    class Count(grpc.UnaryStreamClientInterceptor):
-        def intercept_unary_stream(
-            self,
-            continuation: Callable[[grpc.ClientCallDetails, Any], Any],
-            client_call_details: grpc.ClientCallDetails,
-            request: Any,
-        ) -> Any:
-            calls.append(request.start_revision)
-            return continuation(client_call_details, request)
-
-    with PolicyClient(config=config, channel=grpc.intercept_channel(channel, Count())) as client:
+    watch_starts = WatchStarts()
+    calls = watch_starts.starts
+    with PolicyClient(config=config, channel=grpc.intercept_channel(channel, watch_starts)) as client:
         stream = client.watch_table()
         # The first answer of a watch from now is a progress notification: the watch is open.
         assert not next(stream).events

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from overland.v1 import vswitch_pb2
-from services.common.kv import Delete, KVUnavailableError, Put, WatchBacklog
+from services.common.kv import Delete, KVUnavailableError, Put
 from services.common.memory_kv import MemoryKV, MemoryWatch
 from services.common.schema import StoreEntry, key_of
 from services.common.table import RoutingTable, TableDelta
@@ -65,18 +65,11 @@ class GatedKV(MemoryKV):
         self.watch_calls = 0
         self.range_calls: list[int] = []
 
-    def watch(
-        self,
-        prefix: bytes,
-        start_revision: int,
-        *,
-        prev_kv: bool = False,
-        backlog: WatchBacklog | None = None,
-    ) -> MemoryWatch:
+    def watch(self, prefix: bytes, start_revision: int, **options: Any) -> MemoryWatch:
         self.watch_calls += 1
         if self.watch_refused.is_set():
             raise KVUnavailableError("watch refused by the test")
-        return super().watch(prefix, start_revision, prev_kv=prev_kv, backlog=backlog)
+        return super().watch(prefix, start_revision, **options)
 
     def range(self, prefix: bytes, **options: Any) -> Any:
         self.range_calls.append(options.get("revision", 0))
