@@ -132,8 +132,10 @@ def wait_replicating(stub: replica_pb2_grpc.ReplicaServiceStub, vm: str, timeout
 
 
 def same(a: Path, b: Path, fmt_b: str = "vpc") -> bool:
+    """qemu-img says the two images hold the same data. ``-U``: a disk a site serves is locked as qemu
+    locks it (without it, the compare fails to open it and says "different"); the caller flushed it."""
     done = subprocess.run(
-        ["qemu-img", "compare", "-f", "vpc", "-F", fmt_b, str(a), str(b)],
+        ["qemu-img", "compare", "-U", "-f", "vpc", "-F", fmt_b, str(a), str(b)],
         capture_output=True,
         timeout=3600,
         check=False,
