@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -122,6 +122,20 @@ class SiteDisk:
     def close(self) -> None:
         """Nothing: the file is closed by ``SiteDisks.release`` when its last user lets go."""
 
+    def replace_file(
+        self, path: Path, base: BlockDevice, under: Callable[[], None], key: FileId = (0, 0)
+    ) -> BlockDevice:
+        """Serve the file ``path`` (opened as ``base``; ``key`` its device and inode) instead of this
+        one: with every write held off (and in flight ended), run ``under`` (e.g. the last copy of a
+        merge), then switch. Returns the old base, which the caller closes."""
+        self._gate.lock()
+        try:
+            under()
+            old, self.base, self._target, self.path, self.key = self.base, base, base, path, key
+        finally:
+            self._gate.unlock()
+        return old
+
     def swap(self, target: BlockDevice) -> None:
         """Send every later write to ``target`` (which writes ``base``) once the writes in flight end."""
         self._gate.lock()
@@ -151,10 +165,18 @@ class SiteDisks:
     def unix_socket(self) -> Path | None:
         return self._exporter.unix_path if self._exporter is not None else None
 
-    def open(self, name: str, path: str | Path, user: str, fmt: DiskFormat = DiskFormat.VHD) -> SiteDisk:
-        """The disk ``path`` as export ``name`` for ``user`` ("vm", "replication"), opened as ``fmt``
-        (checked, and image-locked as qemu does) if nobody has it open yet. ``DiskInUse`` if the name
-        serves another file or the file another name, or the file is open as another format."""
+    def open(
+        self,
+        name: str,
+        path: str | Path,
+        user: str,
+        fmt: DiskFormat = DiskFormat.VHD,
+        opener: Callable[[Path], BlockDevice] | None = None,
+    ) -> SiteDisk:
+        """The disk ``path`` as export ``name`` for ``user`` ("vm", "replication", "point"), opened as
+        ``fmt`` (checked, and image-locked as qemu does; by ``opener`` when given) if nobody has it
+        open yet. ``DiskInUse`` if the name serves another file or the file another name, or the file
+        is open as another format."""
         resolved = Path(os.path.abspath(path))
         key = file_id(resolved)
         with self._lock:
@@ -171,7 +193,8 @@ class SiteDisks:
             for other, held in self._entries.items():
                 if held.disk.key == key:
                     raise DiskInUse(f"{resolved} is already open as disk {other!r} (as {held.disk.path})")
-            disk = SiteDisk(name, resolved, open_disk(resolved, writable=True, fmt=fmt), key)
+            device = opener(resolved) if opener is not None else open_disk(resolved, writable=True, fmt=fmt)
+            disk = SiteDisk(name, resolved, device, key)
             if self._exporter is not None:
                 try:
                     self._exporter.add_export(name, disk)
@@ -245,6 +268,21 @@ class SiteDisks:
         with self._lock:
             held = self._claims.get(key)
             return (held.vm, held.disk) if held is not None else None
+
+    def replace_file(self, name: str, path: Path, base: BlockDevice, under: Callable[[], None]) -> None:
+        """Export ``name`` serves the file ``path`` (``base``) from now on (``SiteDisk.replace_file``);
+        the old base is closed."""
+        resolved = Path(os.path.abspath(path))
+        key = file_id(resolved)
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                raise DiskInUse(f"disk {name!r} is not open at this site")
+            for other, held in self._entries.items():
+                if other != name and held.disk.key == key:
+                    raise DiskInUse(f"{resolved} is already open as disk {other!r} (as {held.disk.path})")
+            old = entry.disk.replace_file(resolved, base, under, key)
+        old.close()
 
     def get(self, name: str) -> SiteDisk | None:
         with self._lock:

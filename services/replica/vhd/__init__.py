@@ -28,6 +28,7 @@ from services.replica.vhd.image import (
     create_dynamic,
     create_fixed,
     open_disk,
+    open_over,
     read_footer,
 )
 from services.replica.vhd.vhdx import VhdxDisk
@@ -62,5 +63,6 @@ __all__ = [
     "create_fixed",
     "merge_ranges",
     "open_disk",
+    "open_over",
     "read_footer",
 ]

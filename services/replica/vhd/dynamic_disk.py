@@ -30,11 +30,14 @@ class DynamicDisk:
         *,
         parent: BlockDevice | None,
         writable: bool,
+        owns_parent: bool = True,
     ):
         self.path = path
         self.footer = footer
         self.header = layout.header
         self.parent = parent
+        # Closing the child closes its parent, unless the caller supplied one it closes itself.
+        self._owns_parent = owns_parent
         self._fd = fd
         self._bat = layout.bat
         self._data_end = layout.data_end
@@ -88,6 +91,48 @@ class DynamicDisk:
         inherited = self.parent.allocated_ranges() if self.parent is not None else []
         return merge_ranges(own + inherited)
 
+    def own_runs(self, offset: int, length: int) -> list[tuple[bool, int, int]]:
+        """``[offset, offset + length)`` split into ``(present, offset, length)`` runs: present where
+        this image holds the sectors itself, not present where they come from the parent (or read as
+        zeros without one). Whole sectors: the range is widened to sector boundaries."""
+        check_range(offset, length, self.virtual_size)
+        end = min(self.virtual_size, -(-(offset + length) // SECTOR) * SECTOR)
+        position = offset // SECTOR * SECTOR
+        runs: list[tuple[bool, int, int]] = []
+        with self._lock:
+            while position < end:
+                block, start = divmod(position, self._block)
+                n = min(self._block - start, end - position)
+                if self._bat[block] == UNUSED:
+                    pieces = [(False, position, n)]
+                else:
+                    bitmap = self._bitmap(block)
+                    first = start // SECTOR
+                    pieces = [
+                        (present, block * self._block + s * SECTOR, count * SECTOR)
+                        for present, s, count in bit_runs(bitmap, first, -(-n // SECTOR))
+                    ]
+                for present, at, whole in pieces:
+                    size = min(whole, end - at)
+                    if runs and runs[-1][0] == present and runs[-1][1] + runs[-1][2] == at:
+                        runs[-1] = (present, runs[-1][1], runs[-1][2] + size)
+                    else:
+                        runs.append((present, at, size))
+                position += n
+        return runs
+
+    def own_ranges(self) -> list[tuple[int, int]]:
+        """Every ``(offset, length)`` this image holds itself (its sectors present), sorted, merged."""
+        ranges: list[tuple[int, int]] = []
+        for block in range(self._blocks()):
+            with self._lock:
+                allocated = self._bat[block] != UNUSED
+            if allocated:
+                start = block * self._block
+                n = min(self._block, self.virtual_size - start)
+                ranges += [(at, size) for present, at, size in self.own_runs(start, n) if present]
+        return merge_ranges(ranges)
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -98,7 +143,7 @@ class DynamicDisk:
                 self.flush()
             finally:
                 os.close(self._fd)
-                if self.parent is not None:
+                if self.parent is not None and self._owns_parent:
                     self.parent.close()
 
     def _blocks(self) -> int:

@@ -181,6 +181,34 @@ def _check_vhdx(image: Path, read: Read, file_size: int, writable: bool, fmt: Di
         raise VhdCorrupt(Fault("VHDX signature", 0, "b'vhdxfile'", found))
 
 
+def open_over(path: str | os.PathLike[str], parent: BlockDevice, writable: bool = False) -> DynamicDisk:
+    """Open the differencing VHD at ``path`` (checked and locked as ``open_disk`` does) over
+    ``parent``, a device the caller opened (and closes: the child does not), instead of the parent
+    its locators name. For a parent whose owner guarantees the child's view while it changes the
+    parent on purpose (the DR site's point disks: it opens the replica read-only, which never blocks
+    its own commits' writer)."""
+    image = Path(path)
+    if not image.is_file():
+        raise VhdInvalid(f"disk image not found: {image}")
+    fd = _open_locked(image, writable, WRITER if writable else READER)
+    try:
+        size = os.fstat(fd).st_size
+        read = _reader(fd, image)
+        with _naming(image):
+            footer = find_footer(read, size)
+            if footer.disk_type is not DiskType.DIFFERENCING:
+                raise VhdInvalid(f"{image} is not a differencing VHD")
+            layout = load_layout(read, footer, size)
+        if parent.virtual_size != footer.current_size:
+            raise VhdParentError(
+                f"parent of {image} has {parent.virtual_size} bytes, the child {footer.current_size}"
+            )
+        return DynamicDisk(image, fd, footer, layout, parent=parent, writable=writable, owns_parent=False)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def parent_candidates(child: Path, header: DynamicHeader) -> list[Path]:
     """Where the locators say the parent is, relative ones (resolved from the child's folder) first.
 
@@ -248,16 +276,22 @@ def create_dynamic(
 def create_differencing(
     path: str | os.PathLike[str], parent: str | os.PathLike[str], unique_id: bytes | None = None
 ) -> Path:
-    """Create a differencing VHD over a dynamic or differencing ``parent``; it reads as the parent."""
+    """Create a differencing VHD over a VHD ``parent``; it reads as the parent.
+
+    A fixed parent is allowed (the spec and Hyper-V allow it; the DR site's replica disks are fixed),
+    but ``open_disk`` does not chain one: open such a child with ``open_over``."""
     parent_path = Path(parent).absolute()
     parent_footer = read_footer(parent_path)
-    if parent_footer is None or parent_footer.disk_type is DiskType.FIXED:
-        raise VhdInvalid(f"parent {parent_path} must be a dynamic or differencing VHD")
-    checked = open_disk(parent_path)
-    try:
-        block_size = checked.block_size
-    finally:
-        checked.close()
+    if parent_footer is None:
+        raise VhdInvalid(f"parent {parent_path} must be a VHD")
+    if parent_footer.disk_type is DiskType.FIXED:
+        block_size = DEFAULT_VHD_BLOCK
+    else:
+        checked = open_disk(parent_path)
+        try:
+            block_size = checked.block_size
+        finally:
+            checked.close()
     return _create_sparse(
         Path(path),
         DiskType.DIFFERENCING,
