@@ -280,9 +280,12 @@ def vm_spec(
     disk_urls: list[str],
     ports: list[str],
     which: NetworkSettings,
+    mtus: list[int] | None = None,
 ) -> VmSpec:
     """The qemu VM for ``definition``: its disks at ``disk_urls`` (the site's NBD export; qemu waits
-    for a restarted site), its NICs on the TAP ``ports``, the guest told the ``which`` settings."""
+    for a restarted site), its NICs on the TAP ``ports`` with the switch's ``mtus`` (0: the default),
+    the guest told the ``which`` settings."""
+    mtus = mtus or [0] * len(ports)
     return VmSpec(
         name=definition.name,
         kernel=kernel,
@@ -291,5 +294,8 @@ def vm_spec(
         memory_mib=definition.memory_mib,
         cpus=definition.cpus,
         disks=tuple(Disk(url, reconnect_seconds=NBD_RECONNECT_SECONDS) for url in disk_urls),
-        nics=tuple(Nic(nic.mac, TapBackend(port)) for nic, port in zip(definition.nics, ports, strict=True)),
+        nics=tuple(
+            Nic(nic.mac, TapBackend(port), mtu)
+            for nic, port, mtu in zip(definition.nics, ports, mtus, strict=True)
+        ),
     )

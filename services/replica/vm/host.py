@@ -355,8 +355,10 @@ class VmHost:
         accel = self._accelerator(kernel, initrd)
         which = vm.record.network
         ports = [port_name(vm.record.id, index) for index in range(len(vm.definition.nics))]
-        for nic, port in zip(vm.definition.nics, ports, strict=True):
+        mtus = [
             self._ports.ensure(PortRequest(port, nic.mac, nic.port_vsid(which), vm.name))
+            for nic, port in zip(vm.definition.nics, ports, strict=True)
+        ]
         self._open_disks(vm)
         spec = vm_spec(
             vm.definition,
@@ -365,6 +367,7 @@ class VmHost:
             disk_urls=[self._disks.url(disk.name) for disk in vm.disks],
             ports=ports,
             which=which,
+            mtus=mtus,
         )
         process = VmProcess(spec, vm.directory, accel, netns=self.config.netns or None)
         vm.process = process

@@ -48,8 +48,9 @@ class PortRequest:
 class Ports(Protocol):
     """Where a site's VMs plug their NICs in."""
 
-    def ensure(self, port: PortRequest) -> None:
-        """Make the port unless it exists (idempotent: a VM's every start ensures its ports)."""
+    def ensure(self, port: PortRequest) -> int:
+        """Make the port unless it exists (idempotent: a VM's every start ensures its ports). Returns
+        the MTU the VM's NIC should use (the switch's inner MTU), 0 when the switch does not say."""
         ...
 
     def remove(self, name: str) -> None:
@@ -79,10 +80,12 @@ class LocalTaps:
     def exists(self, name: str) -> bool:
         return _ip(self.netns, "link", "show", "dev", name, check=False).returncode == 0
 
-    def ensure(self, port: PortRequest) -> None:
+    def ensure(self, port: PortRequest) -> int:
         if not self.exists(port.name):
             _ip(self.netns, "tuntap", "add", "dev", port.name, "mode", "tap")
         _ip(self.netns, "link", "set", "dev", port.name, "up")
+        # No overlay: the guest keeps its default MTU.
+        return 0
 
     def remove(self, name: str) -> None:
         if self.exists(name):
@@ -106,18 +109,18 @@ class AgentPorts:
             return SwitchUnavailable(f"the vswitch agent at {self.endpoint} did not answer ({what}): {error}")
         return PortFailed(f"the vswitch agent at {self.endpoint} refused to {what}: {error}")
 
-    def ensure(self, port: PortRequest) -> None:
+    def ensure(self, port: PortRequest) -> int:
         try:
             existing = next((p for p in self._client.list_ports() if p.name == port.name), None)
             if existing is None:
-                self._client.attach_port(
+                attached = self._client.attach_port(
                     name=port.name,
                     mac=port.mac,
                     vsid=port.vsid,
                     vm_name=port.vm_name,
                     backend=vswitch_pb2.PORT_BACKEND_TAP_KERNEL,
                 )
-                return
+                return int(attached.mtu)
         except ClientError as error:
             raise self._failed(error, f"attach port {port.name}") from None
         # Made by an earlier start (ports outlive the VM's runs, and the agent's restarts): it must
@@ -131,6 +134,7 @@ class AgentPorts:
                 f"port {port.name} of the agent at {self.endpoint} is not this NIC's "
                 f"(MAC {existing.mac}, VSID {existing.vsid}): detach it first"
             )
+        return int(existing.mtu)
 
     def remove(self, name: str) -> None:
         try:

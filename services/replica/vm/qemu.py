@@ -90,6 +90,8 @@ class Nic:
 
     mac: str
     backend: NicBackend
+    # The MTU the guest should use (virtio-net's host_mtu: the switch's inner MTU); 0: the default.
+    mtu: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,9 +143,16 @@ def check_disk(disk: Disk, name: str) -> None:
         raise _invalid(f"{name}.format", f"must be one of {FILE_FORMATS}")
 
 
+# virtio-net's host_mtu bounds (IPv4's minimum, the largest frame length).
+MIN_MTU = 68
+MAX_MTU = 65535
+
+
 def check_nic(nic: Nic, name: str) -> None:
     if not MAC_PATTERN.match(nic.mac) or int(nic.mac[:2], 16) & 1:
         raise _invalid(f"{name}.mac", f"{nic.mac!r} is not a lower-case unicast MAC")
+    if nic.mtu and not MIN_MTU <= nic.mtu <= MAX_MTU:
+        raise _invalid(f"{name}.mtu", f"{nic.mtu} is not an MTU ({MIN_MTU}..{MAX_MTU})")
     backend = nic.backend
     if isinstance(backend, TapBackend):
         if not IFNAME_PATTERN.match(backend.ifname):
@@ -213,7 +222,8 @@ def nic_args(nic: Nic, index: int) -> list[str]:
         "-netdev",
         netdev_option(nic.backend, f"net{index}"),
         "-device",
-        f"virtio-net-pci,netdev=net{index},mac={nic.mac},romfile=",
+        f"virtio-net-pci,netdev=net{index},mac={nic.mac},romfile="
+        + (f",host_mtu={nic.mtu}" if nic.mtu else ""),
     ]
 
 

@@ -42,8 +42,9 @@ class FakePorts:
         self.ports: dict[str, PortRequest] = {}
         self.removed: list[str] = []
 
-    def ensure(self, port: PortRequest) -> None:
+    def ensure(self, port: PortRequest) -> int:
         self.ports[port.name] = port
+        return 1458
 
     def remove(self, name: str) -> None:
         self.removed.append(name)

@@ -28,8 +28,11 @@ class FakeAgent(vswitch_pb2_grpc.VswitchServiceServicer):
         if not request.port.mac.startswith("52:54"):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no lookup record has that MAC")
         self.attached += 1
-        self.ports[request.port.name] = request.port
-        return request.port
+        port = vswitch_pb2.Port()
+        port.CopyFrom(request.port)
+        port.mtu = 1458
+        self.ports[request.port.name] = port
+        return port
 
     def DetachPort(self, request: Any, context: grpc.ServicerContext) -> vswitch_pb2.DetachPortResponse:
         if self.ports.pop(request.name, None) is None:
@@ -51,8 +54,9 @@ def agent() -> Iterator[tuple[FakeAgent, AgentPorts]]:
 
 def test_a_nic_gets_a_tap_kernel_port_once(agent: tuple[FakeAgent, AgentPorts]) -> None:
     fake, ports = agent
-    ports.ensure(PORT)
-    ports.ensure(PORT)
+    # The VM's NIC gets the port's MTU (the switch's inner MTU), made now or before.
+    assert ports.ensure(PORT) == 1458
+    assert ports.ensure(PORT) == 1458
     assert fake.attached == 1
     made = fake.ports[PORT.name]
     assert (made.mac, made.vsid, made.vm_name, made.backend, made.netns) == (

@@ -112,6 +112,12 @@ def test_nics_on_each_backend() -> None:
     ]
 
 
+def test_a_nic_on_an_overlay_port_gets_the_ports_mtu() -> None:
+    # The switch's inner MTU (the PA MTU less the encapsulation) reaches the guest as virtio's host_mtu.
+    argv = command(spec(nics=(Nic(MAC, TapBackend("ovl0123abcdn0"), mtu=1458),)))
+    assert option(argv, "-device") == [f"virtio-net-pci,netdev=net0,mac={MAC},romfile=,host_mtu=1458"]
+
+
 def test_extra_arguments_come_last() -> None:
     assert command(spec(extra_args=("-S",)))[-1] == "-S"
 
@@ -139,6 +145,7 @@ def test_extra_arguments_come_last() -> None:
         ({"nics": (Nic(MAC, StreamBackend("port.sock")),)}, "nics[0].backend"),
         ({"nics": (Nic(MAC, DgramBackend("/a.sock", "b.sock")),)}, "nics[0].backend"),
         ({"nics": (Nic(MAC, TapBackend("a")), Nic(MAC, TapBackend("b")))}, "nics"),
+        ({"nics": (Nic(MAC, TapBackend("t"), mtu=40),)}, "nics[0].mtu"),
     ],
 )
 def test_bad_specs_name_the_field(overrides: dict[str, object], field: str) -> None:
