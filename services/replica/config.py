@@ -40,6 +40,8 @@ DEFAULT_GUEST_IMAGE = ".overland/guest/current"
 ACCELERATORS = ("auto", "kvm", "tcg")
 # A unix socket's path must fit sockaddr_un (108 bytes with its NUL).
 MAX_SOCKET_PATH = 107
+# A bind on every interface names no address another site could use.
+WILDCARD_HOSTS = ("", "0.0.0.0", "[::]", "::")  # noqa: S104 (these are compared, not bound)
 # Interface names of network namespaces (ip netns): no slash, no blank.
 _NETNS = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -92,11 +94,31 @@ class ReplicaConfig:
     # "Allow replication from the specified servers", each with its storage location.
     allowed_primaries: dict[str, Path] = field(default_factory=dict)
     vm: VmRuntimeConfig = field(default_factory=VmRuntimeConfig)
+    # Where other sites reach this one's gRPC (the deltas' header tells the DR site; a reverse
+    # replicates back to it); empty: the bind address (with a wildcard host, this machine's name).
+    site_endpoint: str = ""
+    # This site's host in the policy service's registry (its vswitch agent's --host-name): failover
+    # moves a VM's lookup records to the PA registered for it.
+    host_name: str = field(default_factory=default_site_name)
+    # The policy service failover moves lookup records through, and its TLS; empty: records are not
+    # moved (a site without a tenant network).
+    policy_endpoint: str = ""
+    policy_tls: TlsFiles | None = None
     # A fault-injection hook for crash tests: a pause after each record applied at commit.
     fault_apply_delay_seconds: float = 0.0
     log: LogConfig = field(default_factory=LogConfig)
     # Where spans and metrics go; exporting nowhere (the default) runs the service untraced.
     telemetry: TelemetryConfig = field(default_factory=lambda: TelemetryConfig(defaults.REPLICA.otel_name))
+
+    @property
+    def endpoint(self) -> str:
+        """This site's gRPC as other sites reach it."""
+        if self.site_endpoint:
+            return self.site_endpoint
+        host, _sep, port = self.server.bind.rpartition(":")
+        if host in WILDCARD_HOSTS:
+            host = socket.gethostname()
+        return f"{host}:{port}"
 
     @property
     def nbd_socket_path(self) -> Path:
@@ -114,6 +136,17 @@ class ReplicaConfig:
             )
         if not self.scheduler_tick_seconds > 0:
             found.append(FieldViolation("scheduler_tick_seconds", "must be positive"))
+        if self.site_endpoint:
+            found += host_port_violation(self.site_endpoint, "site_endpoint", min_port=1)
+        if self.policy_endpoint:
+            found += host_port_violation(self.policy_endpoint, "policy_endpoint", min_port=1)
+        if not _NETNS.match(self.host_name):
+            found.append(FieldViolation("host_name", "1-64 letters, digits, '.', '_' or '-'"))
+        if self.policy_tls is not None:
+            for name in ("ca", "cert", "key"):
+                path = getattr(self.policy_tls, name)
+                if path is not None and not path.is_file():
+                    found.append(FieldViolation(f"policy_tls.{name}", f"file not found: {path}"))
         if not self.fault_apply_delay_seconds >= 0:
             found.append(FieldViolation("fault_apply_delay_seconds", "must not be negative"))
         if self.client_tls is not None:
@@ -171,6 +204,21 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         defaults.VSWITCH.address,
         "the host's vswitch agent ('': plain TAPs)",
     )
+    cli.option(
+        "--site-endpoint", defaults.REPLICA_SITE_ENDPOINT_ENV, "", "host:port other sites reach this site at"
+    )
+    cli.option(
+        "--host-name", defaults.REPLICA_HOST_NAME_ENV, default_site_name(), "this host in the policy registry"
+    )
+    cli.option(
+        "--policy-endpoint",
+        defaults.REPLICA_POLICY_ENDPOINT_ENV,
+        "",
+        "the policy service failover moves lookup records through ('': none)",
+    )
+    cli.option("--policy-ca", None, "", "the CA of the policy service's certificate")
+    cli.option("--policy-cert", None, "", "this site's client certificate for the policy service")
+    cli.option("--policy-key", None, "", "its private key")
     cli.parser.add_argument("--fault-apply-delay", default="0", help=argparse.SUPPRESS)
     cli.add_log_options()
     args = cli.parse(argv)
@@ -200,6 +248,10 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             netns=args.vm_netns.strip(),
             vswitch_endpoint=args.vswitch_endpoint.strip(),
         ),
+        site_endpoint=args.site_endpoint.strip(),
+        host_name=args.host_name.strip(),
+        policy_endpoint=args.policy_endpoint.strip(),
+        policy_tls=cli.tls(args.policy_ca, args.policy_cert, args.policy_key),
         fault_apply_delay_seconds=cli.seconds(args.fault_apply_delay, "fault_apply_delay_seconds"),
         log=cli.log(args),
         telemetry=cli.telemetry(defaults.REPLICA.otel_name, site_name),

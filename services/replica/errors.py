@@ -86,3 +86,31 @@ class CycleAborted(ReplicaError, Unavailable):
 
 class ReplicaStateCorrupted(ReplicaError, DataLoss):
     """Persisted replica state (journal, recovery point, state file) is unreadable."""
+
+
+class UnknownRecoveryPoint(ReplicaError, NotFound):
+    """The VM has no such recovery point at this site (it was never taken, or retention dropped it)."""
+
+
+class ReplicaDiskMissing(ReplicaError, FailedPrecondition):
+    """A disk of the replica is missing at the DR site, so the VM cannot run there."""
+
+
+class DeltasRefused(ReplicaError, FailedPrecondition):
+    """The DR site refuses deltas for the VM: it failed over there (or is the VM's primary now)."""
+
+
+class IllegalFailover(ReplicaError, FailedPrecondition):
+    """A failover operation the VM's failover state does not allow; the message names the state."""
+
+
+class PrimaryAnswers(ReplicaError, FailedPrecondition):
+    """An unplanned failover while the primary site still answers (``force`` overrides it)."""
+
+
+class HostNotRegistered(ReplicaError, FailedPrecondition):
+    """This site's host has no PA registered with the policy service: the network cannot follow the VM."""
+
+
+class PeerUnavailable(ReplicaError, Unavailable):
+    """The other site (or the policy service) did not answer a failover's call."""

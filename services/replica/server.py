@@ -1,5 +1,6 @@
 """The replica service's wiring: ``create_server`` starts one site — its disks and their NBD export,
-its VMs (``VmService``), its replications (``ReplicaService``) and, with an allow-list, its receiver
+its VMs (``VmService``), its replications and their failover (``ReplicaService``) and, with an
+allow-list, its receiver
 (``ReplicaReceiverService``) — with health and reflection on one gRPC server (``process.py`` runs it
 as a process)."""
 
@@ -17,6 +18,8 @@ from services.common.telemetry import Telemetry, server_interceptors
 from services.replica.config import ReplicaConfig
 from services.replica.disks import SiteDisks
 from services.replica.dr.servicer import ReceiverServicer, add_receiver_to_server
+from services.replica.failover.servicer import FailoverRpcs
+from services.replica.failover.site import SiteFailover
 from services.replica.nbd import NbdServer
 from services.replica.primary.manager import ReplicationManager
 from services.replica.primary.servicer import ReplicaServicer
@@ -35,6 +38,14 @@ RECEIVER_GRPC_SERVICE = _SERVICES["ReplicaReceiverService"].full_name
 VM_GRPC_SERVICE = vm_pb2.DESCRIPTOR.services_by_name["VmService"].full_name
 
 
+class SiteReplicaServicer(FailoverRpcs, ReplicaServicer):
+    """The site's ``ReplicaService``: its replications (``ReplicaServicer``) and failover."""
+
+    def __init__(self, manager: ReplicationManager, failover: SiteFailover):
+        super().__init__(manager)
+        self.failover = failover
+
+
 @dataclass
 class ReplicaServer:
     """A running site: the gRPC server, its replications, its VMs, its receiver (with an allow-list),
@@ -47,6 +58,7 @@ class ReplicaServer:
     disks: SiteDisks
     nbd: NbdServer
     telemetry: Telemetry | None = None
+    failover: SiteFailover | None = None
 
     @property
     def port(self) -> int:
@@ -57,6 +69,8 @@ class ReplicaServer:
         wait for the next process: the VMs keep running), stop the scheduler, close the disks."""
         self.grpc_server.stop()
         self.nbd.stop()
+        if self.failover is not None:
+            self.failover.close()
         self.host.close()
         self.manager.close()
         self.disks.close()
@@ -79,9 +93,14 @@ def create_server(config: ReplicaConfig, *, clock: Clock = SYSTEM_CLOCK) -> tupl
     disks = SiteDisks(nbd)
     host: VmHost | None = None
     manager: ReplicationManager | None = None
+    failover: SiteFailover | None = None
     try:
-        # Both open their disks before the export serves them: a VM that survived the last process
-        # reconnects only once every write it sends is tracked as before.
+        # Replicas with point disks open them first: a failover VM that survived the last process
+        # runs on them. Then the VMs and the replications open theirs, all before the export serves
+        # them: a VM that survived reconnects only once every write it sends is tracked as before.
+        receiver = (
+            ReceiverServicer(config, traced, clock=clock, disks=disks) if config.allowed_primaries else None
+        )
         host = VmHost(
             config.state_dir / "vms",
             config.vm,
@@ -93,8 +112,8 @@ def create_server(config: ReplicaConfig, *, clock: Clock = SYSTEM_CLOCK) -> tupl
         host.replicated = manager.has
         running = manager
         traced.observe(lambda: [running.to_proto(vm) for vm in running.replications()])
-        receiver = ReceiverServicer(config, traced, clock=clock) if config.allowed_primaries else None
-        servicers = (ReplicaServicer(manager), VmServicer(host))
+        failover = SiteFailover(config, host=host, manager=manager, receiver=receiver, telemetry=traced)
+        servicers = (SiteReplicaServicer(manager, failover), VmServicer(host))
 
         def register(server: grpc.Server) -> None:
             replica_pb2_grpc.add_ReplicaServiceServicer_to_server(servicers[0], server)
@@ -106,6 +125,8 @@ def create_server(config: ReplicaConfig, *, clock: Clock = SYSTEM_CLOCK) -> tupl
         built = build_server(config.server, names, register, server_interceptors(telemetry))
         nbd.start()
     except Exception:
+        if failover is not None:
+            failover.close()
         if host is not None:
             host.close()
         if manager is not None:
@@ -120,4 +141,4 @@ def create_server(config: ReplicaConfig, *, clock: Clock = SYSTEM_CLOCK) -> tupl
         "replica site listening",
         extra={"site": config.site_name, "port": built.port, "nbd_port": nbd.port, "vms": len(host.vms())},
     )
-    return ReplicaServer(built, manager, host, receiver, disks, nbd, telemetry), built.port
+    return ReplicaServer(built, manager, host, receiver, disks, nbd, telemetry, failover), built.port

@@ -78,6 +78,7 @@ class Event(enum.Enum):
     PLANNED_FAILOVER = "planned_failover"
     FAILOVER = "failover"
     COMMIT_FAILOVER = "commit_failover"
+    CANCEL_FAILOVER = "cancel_failover"
     DISABLE = "disable"
 
 
@@ -120,6 +121,7 @@ _TABLE: dict[tuple[ReplicationState, Event], ReplicationState] = {
     (S.CRITICAL, Event.FAILOVER): S.RECOVERED,
     (S.SYNCED_REPLICATION_COMPLETE, Event.FAILOVER): S.RECOVERED,
     (S.RECOVERED, Event.COMMIT_FAILOVER): S.COMMITED,
+    (S.SYNCED_REPLICATION_COMPLETE, Event.CANCEL_FAILOVER): S.REPLICATING,
     **{(state, Event.PAUSE): S.SUSPENDED for state in _PAUSABLE},
     **{(state, Event.STORAGE_FULL): S.SUSPENDED for state in _PAUSABLE | {S.SUSPENDED}},
     **{(state, Event.DISABLE): S.DISABLED for state in ReplicationState},

@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from overland.v1 import replica_pb2
@@ -29,6 +29,7 @@ from services.replica.dr.layout import (
     remove_quietly,
     storage_errors,
 )
+from services.replica.dr.point_disks import PointDevice
 from services.replica.files import fsync_dir, move
 from services.replica.vhd.device import BlockDevice
 
@@ -75,15 +76,18 @@ class Journal:
         header: replica_pb2.DeltaHeader,
         count: int,
         staged: list[extent_log.RecordInfo] | None = None,
+        point_disks: Sequence[Mapping[str, PointDevice]] = (),
     ) -> replica_pb2.DeltaAck:
-        """Capture undo data, then rename staging to journal (the commit point), then apply.
+        """Capture undo data (and the old bytes into ``point_disks``), then rename staging to journal
+        (the commit point), then apply.
 
         ``staged`` is where the records of chunks.log are, when the caller knows; else the log is scanned.
         """
         self._retire_previous()
-        if not header.full and header.additional_recovery_points > 0 and self.layout.known:
+        undo = header.additional_recovery_points > 0
+        if not header.full and (undo or point_disks) and self.layout.known:
             with storage_errors(f"saving undo data for delta {header.sequence}"):
-                points.capture_undo(self.layout, staged)
+                points.capture_undo(self.layout, staged, undo=undo, point_disks=point_disks)
         with storage_errors(f"committing delta {header.sequence}"):
             move(self.layout.staging, self.layout.journal)
         written = self._apply(state, header, staged)
@@ -150,7 +154,9 @@ class Journal:
             for disk in header.disk_sizes:
                 image = layout.journal / f"{disk}.vhd"
                 if image.exists():
-                    image.replace(layout.replica(disk))
+                    # An adopted replica is a link to the disk a VM of this site runs on: replace
+                    # that file, so the VM's definition still names its disk.
+                    image.replace(layout.replica(disk).resolve())
             fsync_dir(layout.disks)
             # Older points were undo layers over disks that a full transfer replaced wholesale.
             state.points = []
@@ -164,6 +170,10 @@ class Journal:
         state.additional_points = header.additional_recovery_points
         if header.HasField("vm"):
             state.vm = header.vm.SerializeToString()
+        state.primary_endpoint = header.primary_endpoint or state.primary_endpoint
+        if header.HasField("settings"):
+            state.settings = header.settings.SerializeToString()
+        state.planned = header.planned_failover
         try:
             points.prune(layout, state, self.clock())
             layout.save(state)

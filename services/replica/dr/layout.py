@@ -12,6 +12,8 @@ Under ``<storage location>/<vm>/``:
   (``journal``): after it the delta is applied (redo), and a restart after a ``kill -9`` re-applies it;
   before it the replica disks were never touched, so the last committed point is intact.
 * ``points/`` — undo layers for the older recovery points (``points``).
+* ``point-disks/<tag>/`` — differencing disks over the replica at a recovery point, a failover VM's
+  disks (``point_disks``).
 * ``journal-done-*`` — an applied journal being deleted in the background (removed at start).
 """
 
@@ -58,6 +60,16 @@ class VmState:
     vm: bytes = b""
     additional_points: int = 0
     points: list[Point] = field(default_factory=list)
+    # What the last committed delta's header said of its primary: where its ReplicaService is, its
+    # replication settings (serialized ``ReplicationSettings``), and whether it was the last delta
+    # before a planned failover (``DeltaHeader.planned_failover``).
+    primary_endpoint: str = ""
+    settings: bytes = b""
+    planned: bool = False
+    # Why deltas are refused (the VM failed over here); empty while they are accepted.
+    refusal: str = ""
+    # The registered point disks (``point_disks.PointDisks.encode``).
+    point_disks: list[dict[str, object]] = field(default_factory=list)
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -67,6 +79,11 @@ class VmState:
                 "vm": base64.b64encode(self.vm).decode(),
                 "additional_points": self.additional_points,
                 "points": [p.__dict__ for p in self.points],
+                "primary_endpoint": self.primary_endpoint,
+                "settings": base64.b64encode(self.settings).decode(),
+                "planned": self.planned,
+                "refusal": self.refusal,
+                "point_disks": self.point_disks,
             },
             indent=1,
         ).encode()
@@ -81,6 +98,12 @@ class VmState:
                 vm=base64.b64decode(doc["vm"]),
                 additional_points=int(doc["additional_points"]),
                 points=[Point(**p) for p in doc["points"]],
+                # Absent from a state written before failover existed.
+                primary_endpoint=str(doc.get("primary_endpoint", "")),
+                settings=base64.b64decode(doc.get("settings", "")),
+                planned=bool(doc.get("planned", False)),
+                refusal=str(doc.get("refusal", "")),
+                point_disks=list(doc.get("point_disks", [])),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ReplicaStateCorrupted(f"replica state file is unreadable: {error}") from None

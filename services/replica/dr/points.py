@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from overland.v1 import replica_pb2
 from services.replica.dr import extent_log
 from services.replica.dr.layout import Layout, Point, VmState, storage_errors
+from services.replica.dr.point_disks import PointDevice, sector_span
 from services.replica.dr.recovery import PointInfo, overlay, retained
 from services.replica.errors import UnknownVm
 from services.replica.files import move
@@ -26,26 +28,50 @@ def point_id(vm_name: str, sequence: int) -> str:
     return f"{vm_name}@{sequence}"
 
 
-def capture_undo(layout: Layout, staged: list[extent_log.RecordInfo] | None) -> None:
-    """Write the bytes the staged delta will overwrite to ``staging/undo.log`` (before the commit).
+def capture_undo(
+    layout: Layout,
+    staged: list[extent_log.RecordInfo] | None,
+    *,
+    undo: bool = True,
+    point_disks: Sequence[Mapping[str, PointDevice]] = (),
+) -> None:
+    """Read the bytes the staged delta will overwrite (before the commit) and keep them: in
+    ``staging/undo.log`` (the undo layer, when ``undo``), and in every point disk that holds nothing
+    there yet (``point_disks``: their devices by disk name). Both are durable when this returns.
 
     ``staged`` is where the records of chunks.log are, when the caller knows; else the log is scanned.
     """
     devices: dict[str, BlockDevice] = {}
-    log_fd = os.open(layout.staging / "undo.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    log_fd = (
+        os.open(layout.staging / "undo.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if undo else -1
+    )
     try:
         with (layout.staging / "chunks.log").open("rb") as file:
             for info in extent_log.scan(file) if staged is None else staged:
                 device = devices.get(info.disk) or devices.setdefault(
                     info.disk, layout.open_replica(info.disk)
                 )
-                old = device.read(info.offset, info.length)
-                os.write(
-                    log_fd, extent_log.encode_record(info.index, info.disk, info.offset, info.length, old)
-                )
-        os.fsync(log_fd)
+                # Point disks hold whole sectors: read the sectors the record touches.
+                start, length = sector_span(info.offset, info.length, device.virtual_size)
+                old = device.read(start, length)
+                if undo:
+                    mine = old[info.offset - start : info.offset - start + info.length]
+                    os.write(
+                        log_fd,
+                        extent_log.encode_record(info.index, info.disk, info.offset, info.length, mine),
+                    )
+                for point in point_disks:
+                    target = point.get(info.disk)
+                    if target is not None:
+                        target.preserve(start, old)
+        if undo:
+            os.fsync(log_fd)
+        for point in point_disks:
+            for target in point.values():
+                target.flush()
     finally:
-        os.close(log_fd)
+        if log_fd >= 0:
+            os.close(log_fd)
         for device in devices.values():
             device.close()
 

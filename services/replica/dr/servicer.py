@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import grpc
@@ -23,6 +23,8 @@ from services.replica.codec.chunks import decode_chunk
 from services.replica.codec.media import read_export
 from services.replica.codec.wire import Received, chunks_of, parse_message
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
+from services.replica.disks import SiteDisks
+from services.replica.dr.layout import Layout
 from services.replica.dr.staging import Staging
 from services.replica.dr.store import VmStore
 from services.replica.errors import (
@@ -32,6 +34,7 @@ from services.replica.errors import (
     ReplicaStorageFull,
     SequenceError,
     UnauthorizedPrimary,
+    UnknownVm,
 )
 from services.replica.settings import validate_name
 from services.replica.telemetry import APPLY_SPAN, COMMIT_SPAN, ReplicaTelemetry
@@ -48,15 +51,31 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
     """One DR site: a ``VmStore`` per (primary, VM), created on first use."""
 
     def __init__(
-        self, config: ReplicaConfig, telemetry: ReplicaTelemetry | None = None, *, clock: Clock = SYSTEM_CLOCK
+        self,
+        config: ReplicaConfig,
+        telemetry: ReplicaTelemetry | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        disks: SiteDisks | None = None,
     ):
         self._telemetry = telemetry or ReplicaTelemetry(None)
         self._clock = clock
         self._allowed = dict(config.allowed_primaries)
         self._tls = config.server.tls is not None
         self._fault_apply_delay = config.fault_apply_delay_seconds
+        self._disks = disks
         self._stores: dict[tuple[str, str], VmStore] = {}
         self._lock = threading.Lock()
+        # Told of every commit (the site defines the replica VM) and asked to adopt (a reversed
+        # failover); set by the site's failover once it exists.
+        self.committed: Callable[[str, str, VmStore], None] = lambda _primary, _vm, _store: None
+        self.adopter: (
+            Callable[[str, replica_pb2.AdoptReplicaRequest], replica_pb2.AdoptReplicaResponse] | None
+        ) = None
+        # Replicas with point disks open them now, before the site's VMs (which run on them) do.
+        for primary, vm_name in self.known():
+            if Layout(self._allowed[primary] / vm_name).load().point_disks:
+                self.store(primary, vm_name)
 
     def identity(self, context: grpc.ServicerContext) -> str:
         if self._tls:
@@ -80,6 +99,26 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
             )
         return name
 
+    def known(self) -> list[tuple[str, str]]:
+        """Every (primary, VM) this site keeps a replica of."""
+        found = []
+        for primary, root in sorted(self._allowed.items()):
+            if root.is_dir():
+                found += [(primary, path.parent.name) for path in sorted(root.glob("*/state.json"))]
+        return found
+
+    def with_point_disks(self) -> list[tuple[str, VmStore]]:
+        """The open replicas that have point disks, with their primaries' names."""
+        with self._lock:
+            return [(key[0], store) for key, store in sorted(self._stores.items()) if store.point_disks]
+
+    def find(self, vm_name: str) -> tuple[str, VmStore] | None:
+        """The replica of ``vm_name`` this site keeps, and its primary's name, if it keeps one."""
+        for primary, name in self.known():
+            if name == vm_name:
+                return primary, self.store(primary, name)
+        return None
+
     def store(self, primary: str, vm_name: str) -> VmStore:
         violations = validate_name(vm_name, "vm_name")
         if violations:
@@ -89,7 +128,9 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
             if key not in self._stores:
                 root = self._allowed[primary]
                 root.mkdir(parents=True, exist_ok=True)
-                self._stores[key] = VmStore(root, vm_name, self._fault_apply_delay, self._clock.time_ns)
+                self._stores[key] = VmStore(
+                    root, vm_name, self._fault_apply_delay, self._clock.time_ns, owner=self._disks
+                )
             return self._stores[key]
 
     def SendDelta(  # noqa: N802 (gRPC method name)
@@ -110,9 +151,11 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
         try:
             received = {"overland.vm": header.vm_name, "overland.sequence": header.sequence}
             with self._telemetry.phase(APPLY_SPAN, received):
-                return self._receive_locked(store, header, stream)
+                ack = self._receive_locked(store, header, stream)
         finally:
             store.lock.release()
+        self.committed(primary, header.vm_name, store)
+        return ack
 
     def _receive_locked(
         self, store: VmStore, header: replica_pb2.DeltaHeader, stream: Iterator[Received]
@@ -190,6 +233,14 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
                 f"export file not found at the DR site: {path}", [FieldViolation("path", "no such file")]
             )
         return self.receive(primary, read_export(path))
+
+    def AdoptReplica(  # noqa: N802 (gRPC method name)
+        self, request: replica_pb2.AdoptReplicaRequest, context: grpc.ServicerContext
+    ) -> replica_pb2.AdoptReplicaResponse:
+        caller = self.identity(context)
+        if self.adopter is None:
+            raise UnknownVm(f"this site keeps no VM {request.vm_name!r} to adopt")
+        return self.adopter(caller, request)
 
 
 def _checkpoint_quietly(staging: Staging) -> None:

@@ -204,9 +204,18 @@ def kind_of(vm: VmReplication) -> CycleKind:
     return CycleKind.DELTA
 
 
-def run(vm: VmReplication, sender: Sender, telemetry: ReplicaTelemetry, abort: threading.Event) -> None:
+def run(
+    vm: VmReplication,
+    sender: Sender,
+    telemetry: ReplicaTelemetry,
+    abort: threading.Event,
+    *,
+    endpoint: str = "",
+    planned: bool = False,
+) -> None:
     """One cycle of ``vm``, start to commit (the caller holds ``vm.running``). A failure is recorded in
-    the VM's state and raised; ``abort`` (shutdown) stops it without counting as a failure."""
+    the VM's state and raised; ``abort`` (shutdown) stops it without counting as a failure.
+    ``endpoint``: this site's, for the DR site; ``planned``: the last delta before a planned failover."""
     kind = kind_of(vm)
     if kind == CycleKind.AWAIT_IMPORT:
         _check_import(vm, sender)
@@ -237,6 +246,8 @@ def run(vm: VmReplication, sender: Sender, telemetry: ReplicaTelemetry, abort: t
             snapshots = cut(vm.disks, vm.gate, full=kind != CycleKind.DELTA)
         vm.phase_seconds["cut"] = time.monotonic() - start_mono
         header = _header(vm, kind, committed + 1, start_ns)
+        header.primary_endpoint = endpoint
+        header.planned_failover = planned
         with telemetry.phase("plan"):
             extents = _plan(vm, kind, snapshots, sender)
         total = sum(e.length for e in extents)
@@ -302,6 +313,13 @@ def _header(vm: VmReplication, kind: CycleKind, sequence: int, cut_ns: int) -> r
         existing_copy=kind == CycleKind.EXISTING_COPY,
         cut_time_unix_nanos=cut_ns,
         additional_recovery_points=vm.policy.additional_recovery_points,
+        # A reverse replication keeps them (the DR site knows its own way back).
+        settings=replica_pb2.ReplicationSettings(
+            frequency_seconds=vm.request.settings.frequency_seconds,
+            additional_recovery_points=vm.request.settings.additional_recovery_points,
+            compression=vm.request.settings.compression,
+            bandwidth_limit_bytes_per_second=vm.request.settings.bandwidth_limit_bytes_per_second,
+        ),
     )
 
 

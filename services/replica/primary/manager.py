@@ -260,6 +260,15 @@ class ReplicationManager:
     def enable(self, request: replica_pb2.EnableReplicationRequest) -> VmReplication:
         # A VM that runs here is replicated as defined: what the request leaves out comes from there.
         request = complete_vm(request, self._definitions(request.vm.name))
+        vm = self._add(request, Record().apply(Event.ENABLE, time.time_ns()))
+        log.info("replication enabled", extra={"vm": vm.name, "frequency": vm.policy.frequency_seconds})
+        return vm
+
+    def _add(
+        self, request: replica_pb2.EnableReplicationRequest, record: Record, last_sequence: int = 0
+    ) -> VmReplication:
+        """A new replication of this site (its disks claimed, opened and tracked), saved, its first
+        cycle due now."""
         policy = validate_enable(request)
         with self._lock:
             if request.vm.name in self._vms:
@@ -272,14 +281,19 @@ class ReplicationManager:
             except BaseException:
                 self._unclaim(request)
                 raise
-            record = Record().apply(Event.ENABLE, time.time_ns())
             vm = VmReplication(
-                request, policy, record, disks, self._vm_dir(request.vm.name), gate=gate, site_disks=held
+                request,
+                policy,
+                record,
+                disks,
+                self._vm_dir(request.vm.name),
+                last_sequence=last_sequence,
+                gate=gate,
+                site_disks=held,
             )
             self._vms[vm.name] = vm
             vm.save()
         self._wake.set()
-        log.info("replication enabled", extra={"vm": vm.name, "frequency": policy.frequency_seconds})
         return vm
 
     def get(self, name: str) -> VmReplication:
@@ -312,8 +326,12 @@ class ReplicationManager:
         return vm
 
     def resume(self, name: str) -> VmReplication:
+        return self._cycle_soon(name, Event.RESUME)
+
+    def _cycle_soon(self, name: str, event: Event) -> VmReplication:
+        """Apply ``event``, after which the VM's next cycle is due now."""
         vm = self.get(name)
-        vm.event(Event.RESUME)
+        vm.event(event)
         vm.next_due = 0.0
         self._wake.set()
         return vm
@@ -344,6 +362,41 @@ class ReplicationManager:
             queued = vm.cycles.queued
             if queued is not None:
                 vm.cycles.finish(queued, error_code="FAILED_PRECONDITION", error="replication was disabled")
+        return vm
+
+    # ---- failover (``services.replica.failover`` decides; these keep the replication's side) -----
+
+    def prepare(self, name: str) -> int:
+        """Start-VMFailover -Prepare: ship what changed in a last cycle whose header says so, then
+        stop cycling (SYNCED_REPLICATION_COMPLETE). The caller made sure nothing writes the disks.
+        Returns the bytes that cycle sent."""
+        self.run_cycle(name, planned=True)
+        return self.get(name).progress.sent_bytes
+
+    def cancel_prepare(self, name: str) -> VmReplication:
+        """A prepared planned failover is called off: cycles go on."""
+        return self._cycle_soon(name, Event.CANCEL_FAILOVER)
+
+    def changed_since_cut(self, name: str) -> int:
+        """Bytes written to the VM's disks since its last cut (0: the disks are as last shipped)."""
+        return self._pending_bytes(self.get(name))
+
+    def adopt_primary(
+        self, request: replica_pb2.EnableReplicationRequest, last_sequence: int, resync: bool
+    ) -> VmReplication:
+        """Become the primary of a replica this site kept (a reversed failover): its disks are
+        already at the DR site at ``last_sequence``, so no initial replication; ``resync``: they may
+        differ there (an unplanned failover), so the first cycle compares block hashes."""
+        now = time.time_ns()
+        record = replace(
+            Record().apply(Event.ENABLE, now),
+            state=ReplicationState.REPLICATING,
+            initial_done=True,
+            last_sync_nanos=now,
+            resync_required=resync,
+        )
+        vm = self._add(request, record, last_sequence)
+        log.info("replication reversed", extra={"vm": vm.name, "seq": last_sequence, "resync": resync})
         return vm
 
     def recovery_points(self, name: str) -> list[replica_pb2.RecoveryPoint]:
@@ -435,13 +488,17 @@ class ReplicationManager:
 
     # ---- the cycle -------------------------------------------------------------------------------
 
-    def run_cycle(self, name: str) -> None:
+    def run_cycle(self, name: str, *, planned: bool = False) -> None:
         """One cycle (initial, export, resync or delta, as the record needs), start to commit: the one
-        ReplicateNow queued, else a scheduled one. Its outcome goes into its cycle record."""
+        ReplicateNow queued, else a scheduled one. Its outcome goes into its cycle record.
+        ``planned``: the last one before a planned failover; replication stops after it."""
         vm = self.get(name)
         if not vm.running.acquire(timeout=RPC_SECONDS):
             raise InvalidTransition(f"a cycle of VM {name!r} is still running")
         try:
+            if planned and Event.PLANNED_FAILOVER not in vm.record.allowed():
+                state = vm.record.state.name.lower().replace("_", " ")
+                raise InvalidTransition(f"VM {name!r}: cannot prepare a planned failover while {state}")
             if not vm.record.schedulable:
                 raise InvalidTransition(self._no_cycle(vm))
             self._check_outside_writes(vm)
@@ -454,7 +511,14 @@ class ReplicationManager:
                         vm.name, vm.policy.frequency_seconds, lambda: run.progress.total_bytes, time.monotonic
                     ),
                 ):
-                    cycle.run(vm, self._sender(vm), self._telemetry, vm.abort)
+                    cycle.run(
+                        vm,
+                        self._sender(vm),
+                        self._telemetry,
+                        vm.abort,
+                        endpoint=self.config.endpoint,
+                        planned=planned,
+                    )
             except ServiceError as error:
                 vm.cycles.finish(run, error_code=error.code.name, error=error.message)
                 if isinstance(error, ReplicaUnreachable):
@@ -465,6 +529,8 @@ class ReplicationManager:
                 vm.cycles.finish(run, error_code="INTERNAL", error=f"{type(error).__name__}: {error}")
                 raise
             vm.cycles.finish(run, sequence=vm.last_sequence)
+            if planned:
+                vm.event(Event.PLANNED_FAILOVER)
         finally:
             vm.running.release()
 

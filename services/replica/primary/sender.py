@@ -253,8 +253,9 @@ class _Retries:
         self._outage_since = None
 
 
-def as_error(error: grpc.RpcError, what: str) -> Exception:
-    """The replica error for a failed call to the DR site (its category is the call's status code)."""
+def as_error(error: grpc.RpcError, what: str, site: str = "DR site") -> Exception:
+    """The replica error for a failed call to the DR site (or another ``site``; its category is the
+    call's status code)."""
     by_code: dict[grpc.StatusCode, type[ServiceError]] = {
         grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
         grpc.StatusCode.NOT_FOUND: NotFound,
@@ -267,4 +268,4 @@ def as_error(error: grpc.RpcError, what: str) -> Exception:
     category = by_code.get(
         error.code(), ReplicaUnreachable if error.code() in unreachable_codes else DrSiteError
     )
-    return category(f"DR site error while {what}: {error.code().name}: {error.details()}")
+    return category(f"{site} error while {what}: {error.code().name}: {error.details()}")

@@ -293,11 +293,45 @@ class VmHost:
             vm = self._vms.get(name)
         return vm.record.config if vm is not None else None
 
-    def set_lock(self, name: str, reason: str) -> HostedVm:
-        """Lock VM ``name`` against starting (``reason`` says why) or, with ``""``, unlock it."""
+    def set_lock(self, name: str, reason: str, *, require_off: bool = False) -> HostedVm:
+        """Lock VM ``name`` against starting (``reason`` says why) or, with ``""``, unlock it.
+        ``require_off``: only if it is off (checked and locked at once: nobody starts it between)."""
         vm = self.get(name)
         with vm.op:
+            if require_off and vm.state is not RunState.OFF:
+                raise VmNotOff(f"VM {name!r} is {vm.state.name.lower()}: stop it first")
             vm.record.locked_reason = reason
+            vm.record.save(vm.directory)
+        return vm
+
+    def redefine(
+        self,
+        name: str,
+        config: replica_pb2.VirtualMachine | None = None,
+        *,
+        replica: bool | None = None,
+        locked_reason: str | None = None,
+        network: NetworkSettings | None = None,
+    ) -> HostedVm:
+        """Failover's changes of a VM: its definition (the same disks by name, at other paths: the
+        failover switched their exports), whether it is a replica, its lock, the settings it runs
+        with. The VM may run; the network settings apply from its next start."""
+        vm = self.get(name)
+        with vm.op:
+            if config is not None:
+                definition = validate_vm(config)
+                if [d.name for d in definition.disks] != [d.name for d in vm.definition.disks]:
+                    raise InvalidVmSpec(
+                        f"VM {name!r} keeps its disks' names", [FieldViolation("vm.disks", "renamed")]
+                    )
+                vm.record.config = normalized(config, definition)
+                vm.definition = validate_vm(vm.record.config)
+            if replica is not None:
+                vm.record.replica = replica
+            if locked_reason is not None:
+                vm.record.locked_reason = locked_reason
+            if network is not None:
+                vm.record.network = network
             vm.record.save(vm.directory)
         return vm
 

@@ -68,6 +68,15 @@ class CycleState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CYCLE_STATE_SUCCEEDED: _ClassVar[CycleState]
     CYCLE_STATE_FAILED: _ClassVar[CycleState]
 
+class FailoverState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILOVER_STATE_UNSPECIFIED: _ClassVar[FailoverState]
+    FAILOVER_STATE_PRIMARY: _ClassVar[FailoverState]
+    FAILOVER_STATE_PREPARED: _ClassVar[FailoverState]
+    FAILOVER_STATE_REPLICA: _ClassVar[FailoverState]
+    FAILOVER_STATE_FAILED_OVER: _ClassVar[FailoverState]
+    FAILOVER_STATE_FAILOVER_COMPLETE: _ClassVar[FailoverState]
+
 class ChunkChecksum(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CHUNK_CHECKSUM_UNSPECIFIED: _ClassVar[ChunkChecksum]
@@ -113,6 +122,12 @@ CYCLE_STATE_QUEUED: CycleState
 CYCLE_STATE_RUNNING: CycleState
 CYCLE_STATE_SUCCEEDED: CycleState
 CYCLE_STATE_FAILED: CycleState
+FAILOVER_STATE_UNSPECIFIED: FailoverState
+FAILOVER_STATE_PRIMARY: FailoverState
+FAILOVER_STATE_PREPARED: FailoverState
+FAILOVER_STATE_REPLICA: FailoverState
+FAILOVER_STATE_FAILED_OVER: FailoverState
+FAILOVER_STATE_FAILOVER_COMPLETE: FailoverState
 CHUNK_CHECKSUM_UNSPECIFIED: ChunkChecksum
 CHUNK_CHECKSUM_BLAKE3: ChunkChecksum
 CHUNK_CHECKSUM_XXH3_128: ChunkChecksum
@@ -283,6 +298,100 @@ class RecoveryPoint(_message.Message):
     hourly: bool
     def __init__(self, id: _Optional[str] = ..., vm_name: _Optional[str] = ..., sequence: _Optional[int] = ..., create_time_unix_nanos: _Optional[int] = ..., hourly: _Optional[bool] = ...) -> None: ...
 
+class StartVmFailoverRequest(_message.Message):
+    __slots__ = ("vm_name", "as_test", "prepare", "recovery_point", "force", "leave_off")
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    AS_TEST_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_OFF_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    as_test: bool
+    prepare: bool
+    recovery_point: int
+    force: bool
+    leave_off: bool
+    def __init__(self, vm_name: _Optional[str] = ..., as_test: _Optional[bool] = ..., prepare: _Optional[bool] = ..., recovery_point: _Optional[int] = ..., force: _Optional[bool] = ..., leave_off: _Optional[bool] = ...) -> None: ...
+
+class StopVmFailoverRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class CompleteVmFailoverRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class SetVmReplicationRequest(_message.Message):
+    __slots__ = ("vm_name", "reverse")
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    REVERSE_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    reverse: bool
+    def __init__(self, vm_name: _Optional[str] = ..., reverse: _Optional[bool] = ...) -> None: ...
+
+class GetVmFailoverRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class ListVmFailoverHistoryRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class ListVmFailoverHistoryResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[FailoverEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[FailoverEvent, _Mapping]]] = ...) -> None: ...
+
+class VmFailover(_message.Message):
+    __slots__ = ("vm_name", "state", "test_vm_name", "recovery_point", "test_recovery_point", "peer_endpoint", "warnings", "moved_records", "final_cycle_bytes")
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TEST_VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
+    TEST_RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
+    PEER_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    MOVED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_CYCLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    state: FailoverState
+    test_vm_name: str
+    recovery_point: int
+    test_recovery_point: int
+    peer_endpoint: str
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    moved_records: _containers.RepeatedScalarFieldContainer[str]
+    final_cycle_bytes: int
+    def __init__(self, vm_name: _Optional[str] = ..., state: _Optional[_Union[FailoverState, str]] = ..., test_vm_name: _Optional[str] = ..., recovery_point: _Optional[int] = ..., test_recovery_point: _Optional[int] = ..., peer_endpoint: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., moved_records: _Optional[_Iterable[str]] = ..., final_cycle_bytes: _Optional[int] = ...) -> None: ...
+
+class FailoverEvent(_message.Message):
+    __slots__ = ("time_unix_nanos", "who", "operation", "from_state", "to_state", "recovery_point", "detail")
+    TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    WHO_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    FROM_STATE_FIELD_NUMBER: _ClassVar[int]
+    TO_STATE_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    time_unix_nanos: int
+    who: str
+    operation: str
+    from_state: FailoverState
+    to_state: FailoverState
+    recovery_point: int
+    detail: str
+    def __init__(self, time_unix_nanos: _Optional[int] = ..., who: _Optional[str] = ..., operation: _Optional[str] = ..., from_state: _Optional[_Union[FailoverState, str]] = ..., to_state: _Optional[_Union[FailoverState, str]] = ..., recovery_point: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
 class EnableReplicationRequest(_message.Message):
     __slots__ = ("vm", "settings")
     VM_FIELD_NUMBER: _ClassVar[int]
@@ -380,7 +489,7 @@ class DeltaChunk(_message.Message):
     def __init__(self, disk: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., data: _Optional[bytes] = ..., compressed: _Optional[bool] = ..., zero: _Optional[bool] = ..., blake3: _Optional[bytes] = ..., index: _Optional[int] = ..., xxh3: _Optional[bytes] = ...) -> None: ...
 
 class DeltaHeader(_message.Message):
-    __slots__ = ("vm_name", "sequence", "resume_from", "disk_sizes", "vm", "full", "cut_time_unix_nanos", "additional_recovery_points", "existing_copy")
+    __slots__ = ("vm_name", "sequence", "resume_from", "disk_sizes", "vm", "full", "cut_time_unix_nanos", "additional_recovery_points", "existing_copy", "primary_endpoint", "planned_failover", "settings")
     class DiskSizesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -397,6 +506,9 @@ class DeltaHeader(_message.Message):
     CUT_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     ADDITIONAL_RECOVERY_POINTS_FIELD_NUMBER: _ClassVar[int]
     EXISTING_COPY_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_FAILOVER_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
     vm_name: str
     sequence: int
     resume_from: int
@@ -406,7 +518,10 @@ class DeltaHeader(_message.Message):
     cut_time_unix_nanos: int
     additional_recovery_points: int
     existing_copy: bool
-    def __init__(self, vm_name: _Optional[str] = ..., sequence: _Optional[int] = ..., resume_from: _Optional[int] = ..., disk_sizes: _Optional[_Mapping[str, int]] = ..., vm: _Optional[_Union[VirtualMachine, _Mapping]] = ..., full: _Optional[bool] = ..., cut_time_unix_nanos: _Optional[int] = ..., additional_recovery_points: _Optional[int] = ..., existing_copy: _Optional[bool] = ...) -> None: ...
+    primary_endpoint: str
+    planned_failover: bool
+    settings: ReplicationSettings
+    def __init__(self, vm_name: _Optional[str] = ..., sequence: _Optional[int] = ..., resume_from: _Optional[int] = ..., disk_sizes: _Optional[_Mapping[str, int]] = ..., vm: _Optional[_Union[VirtualMachine, _Mapping]] = ..., full: _Optional[bool] = ..., cut_time_unix_nanos: _Optional[int] = ..., additional_recovery_points: _Optional[int] = ..., existing_copy: _Optional[bool] = ..., primary_endpoint: _Optional[str] = ..., planned_failover: _Optional[bool] = ..., settings: _Optional[_Union[ReplicationSettings, _Mapping]] = ...) -> None: ...
 
 class DeltaMessage(_message.Message):
     __slots__ = ("header", "chunk", "end_of_delta", "chunks")
@@ -481,3 +596,30 @@ class BlockHashes(_message.Message):
     first_block: int
     digests: bytes
     def __init__(self, first_block: _Optional[int] = ..., digests: _Optional[bytes] = ...) -> None: ...
+
+class AdoptReplicaRequest(_message.Message):
+    __slots__ = ("vm_name", "sequence", "disk_sizes", "planned", "primary_endpoint")
+    class DiskSizesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DISK_SIZES_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    sequence: int
+    disk_sizes: _containers.ScalarMap[str, int]
+    planned: bool
+    primary_endpoint: str
+    def __init__(self, vm_name: _Optional[str] = ..., sequence: _Optional[int] = ..., disk_sizes: _Optional[_Mapping[str, int]] = ..., planned: _Optional[bool] = ..., primary_endpoint: _Optional[str] = ...) -> None: ...
+
+class AdoptReplicaResponse(_message.Message):
+    __slots__ = ("vm",)
+    VM_FIELD_NUMBER: _ClassVar[int]
+    vm: VirtualMachine
+    def __init__(self, vm: _Optional[_Union[VirtualMachine, _Mapping]] = ...) -> None: ...

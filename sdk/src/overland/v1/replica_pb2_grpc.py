@@ -85,6 +85,36 @@ class ReplicaServiceStub:
                 request_serializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsRequest.SerializeToString,
                 response_deserializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsResponse.FromString,
                 _registered_method=True)
+        self.StartVmFailover = channel.unary_unary(
+                '/overland.v1.ReplicaService/StartVmFailover',
+                request_serializer=overland_dot_v1_dot_replica__pb2.StartVmFailoverRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.VmFailover.FromString,
+                _registered_method=True)
+        self.StopVmFailover = channel.unary_unary(
+                '/overland.v1.ReplicaService/StopVmFailover',
+                request_serializer=overland_dot_v1_dot_replica__pb2.StopVmFailoverRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.VmFailover.FromString,
+                _registered_method=True)
+        self.CompleteVmFailover = channel.unary_unary(
+                '/overland.v1.ReplicaService/CompleteVmFailover',
+                request_serializer=overland_dot_v1_dot_replica__pb2.CompleteVmFailoverRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.VmFailover.FromString,
+                _registered_method=True)
+        self.SetVmReplication = channel.unary_unary(
+                '/overland.v1.ReplicaService/SetVmReplication',
+                request_serializer=overland_dot_v1_dot_replica__pb2.SetVmReplicationRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.VmFailover.FromString,
+                _registered_method=True)
+        self.GetVmFailover = channel.unary_unary(
+                '/overland.v1.ReplicaService/GetVmFailover',
+                request_serializer=overland_dot_v1_dot_replica__pb2.GetVmFailoverRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.VmFailover.FromString,
+                _registered_method=True)
+        self.ListVmFailoverHistory = channel.unary_unary(
+                '/overland.v1.ReplicaService/ListVmFailoverHistory',
+                request_serializer=overland_dot_v1_dot_replica__pb2.ListVmFailoverHistoryRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.ListVmFailoverHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicaServiceServicer:
@@ -156,6 +186,53 @@ class ReplicaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartVmFailover(self, request, context):
+        """Failover (docs/failover.md), at the site where the VM is: Start-VMFailover. At the DR site:
+        as_test makes "<name> - Test" at a recovery point (replication goes on); otherwise a planned
+        failover when the primary prepared one (the VM starts on the latest point and replication is
+        reversed), else an unplanned failover at a recovery point (only when the primary does not
+        answer, or with force). At the primary: prepare (the VM must be off).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopVmFailover(self, request, context):
+        """Stop-VMFailover: ends a test failover (its VM and disks are deleted), cancels an unplanned
+        failover (the state before it comes back), or cancels a prepared planned failover at the primary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteVmFailover(self, request, context):
+        """Complete-VMFailover: an unplanned failover's point becomes the replica; the other points go.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetVmReplication(self, request, context):
+        """Set-VMReplication -Reverse: after a completed failover, this site becomes the VM's primary and
+        replicates it to the old primary, which keeps its own disk as the replica (resynchronized).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVmFailover(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVmFailoverHistory(self, request, context):
+        """Every failover transition of the VM at this site, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +285,36 @@ def add_ReplicaServiceServicer_to_server(servicer, server):
                     servicer.ListRecoveryPoints,
                     request_deserializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsRequest.FromString,
                     response_serializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsResponse.SerializeToString,
+            ),
+            'StartVmFailover': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartVmFailover,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.StartVmFailoverRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.VmFailover.SerializeToString,
+            ),
+            'StopVmFailover': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopVmFailover,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.StopVmFailoverRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.VmFailover.SerializeToString,
+            ),
+            'CompleteVmFailover': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteVmFailover,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.CompleteVmFailoverRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.VmFailover.SerializeToString,
+            ),
+            'SetVmReplication': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetVmReplication,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.SetVmReplicationRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.VmFailover.SerializeToString,
+            ),
+            'GetVmFailover': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVmFailover,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.GetVmFailoverRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.VmFailover.SerializeToString,
+            ),
+            'ListVmFailoverHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVmFailoverHistory,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.ListVmFailoverHistoryRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.ListVmFailoverHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -491,6 +598,168 @@ class ReplicaService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def StartVmFailover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.ReplicaService/StartVmFailover',
+            overland_dot_v1_dot_replica__pb2.StartVmFailoverRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.VmFailover.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopVmFailover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.ReplicaService/StopVmFailover',
+            overland_dot_v1_dot_replica__pb2.StopVmFailoverRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.VmFailover.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteVmFailover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.ReplicaService/CompleteVmFailover',
+            overland_dot_v1_dot_replica__pb2.CompleteVmFailoverRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.VmFailover.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetVmReplication(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.ReplicaService/SetVmReplication',
+            overland_dot_v1_dot_replica__pb2.SetVmReplicationRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.VmFailover.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVmFailover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.ReplicaService/GetVmFailover',
+            overland_dot_v1_dot_replica__pb2.GetVmFailoverRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.VmFailover.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVmFailoverHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.ReplicaService/ListVmFailoverHistory',
+            overland_dot_v1_dot_replica__pb2.ListVmFailoverHistoryRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.ListVmFailoverHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ReplicaReceiverServiceStub:
     """The receiving end of replications this site is the replica of (served with an allow-list).
@@ -526,6 +795,11 @@ class ReplicaReceiverServiceStub:
                 '/overland.v1.ReplicaReceiverService/ImportInitialReplica',
                 request_serializer=overland_dot_v1_dot_replica__pb2.ImportInitialReplicaRequest.SerializeToString,
                 response_deserializer=overland_dot_v1_dot_replica__pb2.DeltaAck.FromString,
+                _registered_method=True)
+        self.AdoptReplica = channel.unary_unary(
+                '/overland.v1.ReplicaReceiverService/AdoptReplica',
+                request_serializer=overland_dot_v1_dot_replica__pb2.AdoptReplicaRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.AdoptReplicaResponse.FromString,
                 _registered_method=True)
 
 
@@ -565,6 +839,14 @@ class ReplicaReceiverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AdoptReplica(self, request, context):
+        """Called by the new primary of a VM this site was the primary of (a failover reversed): stop
+        replicating the VM and keep its disks as the replica of the caller at `sequence`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaReceiverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -592,6 +874,11 @@ def add_ReplicaReceiverServiceServicer_to_server(servicer, server):
                     servicer.ImportInitialReplica,
                     request_deserializer=overland_dot_v1_dot_replica__pb2.ImportInitialReplicaRequest.FromString,
                     response_serializer=overland_dot_v1_dot_replica__pb2.DeltaAck.SerializeToString,
+            ),
+            'AdoptReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdoptReplica,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.AdoptReplicaRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.AdoptReplicaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -730,6 +1017,33 @@ class ReplicaReceiverService:
             '/overland.v1.ReplicaReceiverService/ImportInitialReplica',
             overland_dot_v1_dot_replica__pb2.ImportInitialReplicaRequest.SerializeToString,
             overland_dot_v1_dot_replica__pb2.DeltaAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdoptReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.ReplicaReceiverService/AdoptReplica',
+            overland_dot_v1_dot_replica__pb2.AdoptReplicaRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.AdoptReplicaResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,26 @@ class ReplicaServiceStub:
     an id this site does not know (it keeps the last 16 cycles of each VM).
     """
     ListRecoveryPoints: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ListRecoveryPointsRequest, _replica_pb2.ListRecoveryPointsResponse]
+    StartVmFailover: _grpc.UnaryUnaryMultiCallable[_replica_pb2.StartVmFailoverRequest, _replica_pb2.VmFailover]
+    """Failover (docs/failover.md), at the site where the VM is: Start-VMFailover. At the DR site:
+    as_test makes "<name> - Test" at a recovery point (replication goes on); otherwise a planned
+    failover when the primary prepared one (the VM starts on the latest point and replication is
+    reversed), else an unplanned failover at a recovery point (only when the primary does not
+    answer, or with force). At the primary: prepare (the VM must be off).
+    """
+    StopVmFailover: _grpc.UnaryUnaryMultiCallable[_replica_pb2.StopVmFailoverRequest, _replica_pb2.VmFailover]
+    """Stop-VMFailover: ends a test failover (its VM and disks are deleted), cancels an unplanned
+    failover (the state before it comes back), or cancels a prepared planned failover at the primary.
+    """
+    CompleteVmFailover: _grpc.UnaryUnaryMultiCallable[_replica_pb2.CompleteVmFailoverRequest, _replica_pb2.VmFailover]
+    """Complete-VMFailover: an unplanned failover's point becomes the replica; the other points go."""
+    SetVmReplication: _grpc.UnaryUnaryMultiCallable[_replica_pb2.SetVmReplicationRequest, _replica_pb2.VmFailover]
+    """Set-VMReplication -Reverse: after a completed failover, this site becomes the VM's primary and
+    replicates it to the old primary, which keeps its own disk as the replica (resynchronized).
+    """
+    GetVmFailover: _grpc.UnaryUnaryMultiCallable[_replica_pb2.GetVmFailoverRequest, _replica_pb2.VmFailover]
+    ListVmFailoverHistory: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ListVmFailoverHistoryRequest, _replica_pb2.ListVmFailoverHistoryResponse]
+    """Every failover transition of the VM at this site, oldest first."""
 
 @_typing.type_check_only
 class ReplicaServiceAsyncStub(ReplicaServiceStub):
@@ -75,6 +95,26 @@ class ReplicaServiceAsyncStub(ReplicaServiceStub):
     an id this site does not know (it keeps the last 16 cycles of each VM).
     """
     ListRecoveryPoints: _aio.UnaryUnaryMultiCallable[_replica_pb2.ListRecoveryPointsRequest, _replica_pb2.ListRecoveryPointsResponse]  # type: ignore[assignment]
+    StartVmFailover: _aio.UnaryUnaryMultiCallable[_replica_pb2.StartVmFailoverRequest, _replica_pb2.VmFailover]  # type: ignore[assignment]
+    """Failover (docs/failover.md), at the site where the VM is: Start-VMFailover. At the DR site:
+    as_test makes "<name> - Test" at a recovery point (replication goes on); otherwise a planned
+    failover when the primary prepared one (the VM starts on the latest point and replication is
+    reversed), else an unplanned failover at a recovery point (only when the primary does not
+    answer, or with force). At the primary: prepare (the VM must be off).
+    """
+    StopVmFailover: _aio.UnaryUnaryMultiCallable[_replica_pb2.StopVmFailoverRequest, _replica_pb2.VmFailover]  # type: ignore[assignment]
+    """Stop-VMFailover: ends a test failover (its VM and disks are deleted), cancels an unplanned
+    failover (the state before it comes back), or cancels a prepared planned failover at the primary.
+    """
+    CompleteVmFailover: _aio.UnaryUnaryMultiCallable[_replica_pb2.CompleteVmFailoverRequest, _replica_pb2.VmFailover]  # type: ignore[assignment]
+    """Complete-VMFailover: an unplanned failover's point becomes the replica; the other points go."""
+    SetVmReplication: _aio.UnaryUnaryMultiCallable[_replica_pb2.SetVmReplicationRequest, _replica_pb2.VmFailover]  # type: ignore[assignment]
+    """Set-VMReplication -Reverse: after a completed failover, this site becomes the VM's primary and
+    replicates it to the old primary, which keeps its own disk as the replica (resynchronized).
+    """
+    GetVmFailover: _aio.UnaryUnaryMultiCallable[_replica_pb2.GetVmFailoverRequest, _replica_pb2.VmFailover]  # type: ignore[assignment]
+    ListVmFailoverHistory: _aio.UnaryUnaryMultiCallable[_replica_pb2.ListVmFailoverHistoryRequest, _replica_pb2.ListVmFailoverHistoryResponse]  # type: ignore[assignment]
+    """Every failover transition of the VM at this site, oldest first."""
 
 class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
     """Management of the replications this site is the primary of (every site serves it)."""
@@ -156,6 +196,62 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_replica_pb2.ListRecoveryPointsResponse, _abc.Awaitable[_replica_pb2.ListRecoveryPointsResponse]]: ...
 
+    @_abc_1.abstractmethod
+    def StartVmFailover(
+        self,
+        request: _replica_pb2.StartVmFailoverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.VmFailover, _abc.Awaitable[_replica_pb2.VmFailover]]:
+        """Failover (docs/failover.md), at the site where the VM is: Start-VMFailover. At the DR site:
+        as_test makes "<name> - Test" at a recovery point (replication goes on); otherwise a planned
+        failover when the primary prepared one (the VM starts on the latest point and replication is
+        reversed), else an unplanned failover at a recovery point (only when the primary does not
+        answer, or with force). At the primary: prepare (the VM must be off).
+        """
+
+    @_abc_1.abstractmethod
+    def StopVmFailover(
+        self,
+        request: _replica_pb2.StopVmFailoverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.VmFailover, _abc.Awaitable[_replica_pb2.VmFailover]]:
+        """Stop-VMFailover: ends a test failover (its VM and disks are deleted), cancels an unplanned
+        failover (the state before it comes back), or cancels a prepared planned failover at the primary.
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteVmFailover(
+        self,
+        request: _replica_pb2.CompleteVmFailoverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.VmFailover, _abc.Awaitable[_replica_pb2.VmFailover]]:
+        """Complete-VMFailover: an unplanned failover's point becomes the replica; the other points go."""
+
+    @_abc_1.abstractmethod
+    def SetVmReplication(
+        self,
+        request: _replica_pb2.SetVmReplicationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.VmFailover, _abc.Awaitable[_replica_pb2.VmFailover]]:
+        """Set-VMReplication -Reverse: after a completed failover, this site becomes the VM's primary and
+        replicates it to the old primary, which keeps its own disk as the replica (resynchronized).
+        """
+
+    @_abc_1.abstractmethod
+    def GetVmFailover(
+        self,
+        request: _replica_pb2.GetVmFailoverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.VmFailover, _abc.Awaitable[_replica_pb2.VmFailover]]: ...
+
+    @_abc_1.abstractmethod
+    def ListVmFailoverHistory(
+        self,
+        request: _replica_pb2.ListVmFailoverHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.ListVmFailoverHistoryResponse, _abc.Awaitable[_replica_pb2.ListVmFailoverHistoryResponse]]:
+        """Every failover transition of the VM at this site, oldest first."""
+
 def add_ReplicaServiceServicer_to_server(servicer: ReplicaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class ReplicaReceiverServiceStub:
@@ -172,6 +268,10 @@ class ReplicaReceiverServiceStub:
     """Block digests of the replica disk, for resync and existing-copy initial replication."""
     ListRecoveryPoints: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ListRecoveryPointsRequest, _replica_pb2.ListRecoveryPointsResponse]
     ImportInitialReplica: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ImportInitialReplicaRequest, _replica_pb2.DeltaAck]
+    AdoptReplica: _grpc.UnaryUnaryMultiCallable[_replica_pb2.AdoptReplicaRequest, _replica_pb2.AdoptReplicaResponse]
+    """Called by the new primary of a VM this site was the primary of (a failover reversed): stop
+    replicating the VM and keep its disks as the replica of the caller at `sequence`.
+    """
 
 @_typing.type_check_only
 class ReplicaReceiverServiceAsyncStub(ReplicaReceiverServiceStub):
@@ -185,6 +285,10 @@ class ReplicaReceiverServiceAsyncStub(ReplicaReceiverServiceStub):
     """Block digests of the replica disk, for resync and existing-copy initial replication."""
     ListRecoveryPoints: _aio.UnaryUnaryMultiCallable[_replica_pb2.ListRecoveryPointsRequest, _replica_pb2.ListRecoveryPointsResponse]  # type: ignore[assignment]
     ImportInitialReplica: _aio.UnaryUnaryMultiCallable[_replica_pb2.ImportInitialReplicaRequest, _replica_pb2.DeltaAck]  # type: ignore[assignment]
+    AdoptReplica: _aio.UnaryUnaryMultiCallable[_replica_pb2.AdoptReplicaRequest, _replica_pb2.AdoptReplicaResponse]  # type: ignore[assignment]
+    """Called by the new primary of a VM this site was the primary of (a failover reversed): stop
+    replicating the VM and keep its disks as the replica of the caller at `sequence`.
+    """
 
 class ReplicaReceiverServiceServicer(metaclass=_abc_1.ABCMeta):
     """The receiving end of replications this site is the replica of (served with an allow-list)."""
@@ -225,5 +329,15 @@ class ReplicaReceiverServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _replica_pb2.ImportInitialReplicaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_replica_pb2.DeltaAck, _abc.Awaitable[_replica_pb2.DeltaAck]]: ...
+
+    @_abc_1.abstractmethod
+    def AdoptReplica(
+        self,
+        request: _replica_pb2.AdoptReplicaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.AdoptReplicaResponse, _abc.Awaitable[_replica_pb2.AdoptReplicaResponse]]:
+        """Called by the new primary of a VM this site was the primary of (a failover reversed): stop
+        replicating the VM and keep its disks as the replica of the caller at `sequence`.
+        """
 
 def add_ReplicaReceiverServiceServicer_to_server(servicer: ReplicaReceiverServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,1 @@
+"""Failover of a site's VMs (issue 11, docs/failover.md)."""

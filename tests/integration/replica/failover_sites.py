@@ -1,0 +1,124 @@
+"""Two real sites (``python -m services.replica`` processes) that allow each other, for the failover
+tests: site A replicates, site B keeps the replica, and either may become the other."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from overland.v1 import replica_pb2, replica_pb2_grpc, vm_pb2, vm_pb2_grpc
+from services.replica.disks import nbd_unix_url
+from tests.integration.replica.conftest import MiB, ServiceProcess, free_port
+
+REPLICATION_TIMEOUT = 120.0
+
+
+@dataclass
+class Site:
+    """One site process and its stubs."""
+
+    name: str
+    process: ServiceProcess
+    state: Path
+    # Where it keeps the replicas of the other site.
+    store: Path
+
+    @property
+    def endpoint(self) -> str:
+        return self.process.endpoint
+
+    @property
+    def replicas(self) -> replica_pb2_grpc.ReplicaServiceStub:
+        return replica_pb2_grpc.ReplicaServiceStub(grpc.insecure_channel(self.endpoint))
+
+    @property
+    def vms(self) -> vm_pb2_grpc.VmServiceStub:
+        return vm_pb2_grpc.VmServiceStub(grpc.insecure_channel(self.endpoint))
+
+    def nbd(self, export: str) -> str:
+        """The NBD URL of one of its exports, over its unix socket."""
+        return nbd_unix_url(export, self.state / "nbd.sock")
+
+    def failover(self, vm: str, **options: object) -> replica_pb2.VmFailover:
+        request = replica_pb2.StartVmFailoverRequest(vm_name=vm, **options)  # type: ignore[arg-type]
+        answer: replica_pb2.VmFailover = self.replicas.StartVmFailover(request, timeout=120)
+        return answer
+
+    def status(self, vm: str) -> replica_pb2.VmFailover:
+        answer: replica_pb2.VmFailover = self.replicas.GetVmFailover(
+            replica_pb2.GetVmFailoverRequest(vm_name=vm), timeout=10
+        )
+        return answer
+
+    def replication(self, vm: str) -> replica_pb2.Replication:
+        answer: replica_pb2.Replication = self.replicas.GetReplication(
+            replica_pb2.GetReplicationRequest(vm_name=vm), timeout=10
+        )
+        return answer
+
+    def cycle(self, vm: str) -> replica_pb2.Replication:
+        answer: replica_pb2.Replication = self.replicas.ReplicateNow(
+            replica_pb2.ReplicateNowRequest(vm_name=vm), timeout=120
+        )
+        return answer
+
+    def history(self, vm: str) -> list[replica_pb2.FailoverEvent]:
+        listed = self.replicas.ListVmFailoverHistory(
+            replica_pb2.ListVmFailoverHistoryRequest(vm_name=vm), timeout=10
+        )
+        return list(listed.events)
+
+    def vm(self, name: str) -> vm_pb2.Vm:
+        answer: vm_pb2.Vm = self.vms.GetVm(vm_pb2.GetVmRequest(name=name), timeout=10)
+        return answer
+
+    def log(self) -> str:
+        return self.process.log_path.read_text()
+
+
+def site(base: Path, name: str, other: str, *extra: str) -> Site:
+    state, store = base / f"{name}-state", base / f"{name}-store"
+    process = ServiceProcess(
+        [
+            *("--site-name", name, "--state-dir", str(state), "--tick", "0.2"),
+            *("--allow", f"{other}={store}", "--vswitch-endpoint", "", "--host-name", f"{name}-host"),
+            *extra,
+        ],
+        free_port(),
+        base / f"{name}.log",
+    )
+    return Site(name, process, state, store)
+
+
+def wait_until(check: Callable[[], bool], what: str, seconds: float = REPLICATION_TIMEOUT) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def failed(call: Callable[[], object]) -> grpc.RpcError:
+    """The error ``call`` must end with."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error
+    raise AssertionError("the call succeeded")
+
+
+def raw_of(url: str, out: Path, fmt: str = "raw") -> Path:
+    """A raw copy of an image (a file, or an export over NBD) by qemu-img."""
+    subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", url, str(out)], check=True, timeout=120)
+    return out
+
+
+def same_raw(a: Path, b: Path) -> bool:
+    return a.read_bytes() == b.read_bytes()
+
+
+__all__ = ["MiB", "Site", "failed", "raw_of", "same_raw", "site", "wait_until"]
