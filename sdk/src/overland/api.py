@@ -321,6 +321,16 @@ class ReplicaApi(ApiBase):
     list_recovery_points = _listing(
         replica_pb2.ListRecoveryPointsRequest, "recovery_points", replica_pb2.RecoveryPoint
     )
+    # Failover (Start-, Stop-, Complete-VMFailover, Set-VMReplication -Reverse); never retried: a
+    # failover whose answer was lost may have happened (get_vm_failover says).
+    start_vm_failover = _call(replica_pb2.StartVmFailoverRequest, replica_pb2.VmFailover)
+    stop_vm_failover = _call(replica_pb2.StopVmFailoverRequest, replica_pb2.VmFailover)
+    complete_vm_failover = _call(replica_pb2.CompleteVmFailoverRequest, replica_pb2.VmFailover)
+    set_vm_replication = _call(replica_pb2.SetVmReplicationRequest, replica_pb2.VmFailover)
+    get_vm_failover = _call(replica_pb2.GetVmFailoverRequest, replica_pb2.VmFailover, idempotent=True)
+    list_vm_failover_history = _listing(
+        replica_pb2.ListVmFailoverHistoryRequest, "events", replica_pb2.FailoverEvent
+    )
 
 
 class ReplicaReceiverApi(ApiBase):
@@ -338,6 +348,7 @@ class ReplicaReceiverApi(ApiBase):
         RpcSpec("GetBlockHashes", idempotent=True), replica_pb2.BlockHashesRequest, replica_pb2.BlockHashes
     )
     list_recovery_points = ReplicaApi.list_recovery_points
+    adopt_replica = _call(replica_pb2.AdoptReplicaRequest, replica_pb2.AdoptReplicaResponse)
 
 
 class VmApi(ApiBase):

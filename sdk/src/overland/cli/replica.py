@@ -25,6 +25,7 @@ from overland.cli.common import (
     show_json_line,
     show_list,
 )
+from overland.cli.groups import new_typer
 from overland.cli.params import INT64_MAX, UINT32_MAX, UINT64_MAX
 from overland.cli.params import interval as interval_seconds
 from overland.client import ReplicaClient, ReplicaReceiverClient
@@ -257,3 +258,88 @@ def recovery_points(ctx: typer.Context, *, vm: VmOption) -> None:
     """Get-VMSnapshot -SnapshotType Replica: the recovery points kept for a VM."""
     with _client(ctx) as client:
         show_list(ctx, client.list_recovery_points(vm_name=vm), title=f"recovery points of {vm}")
+
+
+failover_app = new_typer("failover", "Start-, Stop- and Complete-VMFailover, at the site where the VM is.")
+app.add_typer(failover_app)
+VmOption = Annotated[str, typer.Option("--vm", help="The VM's name.")]
+
+
+def recovery_point_sequence(text: str) -> int:
+    """``--recovery-point``: a point's sequence or its id (``VM@SEQUENCE``, as recovery-points lists)."""
+    number = text.rpartition("@")[2]
+    if not number.isascii() or not number.isdigit() or int(number) > UINT64_MAX:
+        raise typer.BadParameter(f"--recovery-point takes a sequence or an id VM@SEQUENCE, got {text!r}")
+    return int(number)
+
+
+@failover_app.command("start")
+def failover_start(
+    ctx: typer.Context,
+    *,
+    vm: VmOption,
+    as_test: Annotated[
+        bool, typer.Option("--as-test", help="A test failover: '<VM> - Test', isolated.")
+    ] = False,
+    prepare: Annotated[
+        bool, typer.Option("--prepare", help="At the primary: prepare a planned failover (the VM off).")
+    ] = False,
+    recovery_point: Annotated[
+        str, typer.Option(help="The recovery point (sequence or VM@SEQUENCE); the latest when omitted.")
+    ] = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Fail over although the primary answers (two copies may run).")
+    ] = False,
+    leave_off: Annotated[
+        bool, typer.Option("--leave-off", help="Define the failover VM but do not start it.")
+    ] = False,
+) -> None:
+    """Start-VMFailover: a test (--as-test) or a failover at the DR site; --prepare at the primary."""
+    point = recovery_point_sequence(recovery_point) if recovery_point else 0
+    with _client(ctx) as client:
+        answer = client.start_vm_failover(
+            vm_name=vm,
+            as_test=as_test,
+            prepare=prepare,
+            recovery_point=point,
+            force=force,
+            leave_off=leave_off,
+        )
+    for warning in answer.warnings:
+        typer.echo(f"overland: warning: {warning}", err=True)
+    show(ctx, answer)
+
+
+@failover_app.command("stop")
+def failover_stop(ctx: typer.Context, *, vm: VmOption) -> None:
+    """Stop-VMFailover: end a test failover, cancel a failover, or cancel a prepared one."""
+    with _client(ctx) as client:
+        show(ctx, client.stop_vm_failover(vm_name=vm))
+
+
+@failover_app.command("complete")
+def failover_complete(ctx: typer.Context, *, vm: VmOption) -> None:
+    """Complete-VMFailover: the failover's recovery point becomes the replica; the others go."""
+    with _client(ctx) as client:
+        show(ctx, client.complete_vm_failover(vm_name=vm))
+
+
+@failover_app.command("status")
+def failover_status(ctx: typer.Context, *, vm: VmOption) -> None:
+    """Where the VM stands at this site for failover."""
+    with _client(ctx) as client:
+        show(ctx, client.get_vm_failover(vm_name=vm))
+
+
+@app.command("reverse")
+def reverse(ctx: typer.Context, *, vm: VmOption) -> None:
+    """Set-VMReplication -Reverse: after a completed failover, replicate the VM back to the old primary."""
+    with _client(ctx) as client:
+        show(ctx, client.set_vm_replication(vm_name=vm, reverse=True))
+
+
+@app.command("history")
+def history(ctx: typer.Context, *, vm: VmOption) -> None:
+    """The VM's failover transitions at this site: who, when, what, from and to, which point."""
+    with _client(ctx) as client:
+        show_list(ctx, client.list_vm_failover_history(vm_name=vm), title=f"failover history of {vm}")
