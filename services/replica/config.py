@@ -104,7 +104,7 @@ class ReplicaConfig:
     # moved (a site without a tenant network).
     policy_endpoint: str = ""
     policy_tls: TlsFiles | None = None
-    # A fault-injection hook for crash tests: a pause after each record applied at commit.
+    # A fault-injection hook for crash tests: a pause after each record captured and applied at commit.
     fault_apply_delay_seconds: float = 0.0
     log: LogConfig = field(default_factory=LogConfig)
     # Where spans and metrics go; exporting nowhere (the default) runs the service untraced.

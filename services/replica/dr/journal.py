@@ -87,7 +87,13 @@ class Journal:
         undo = header.additional_recovery_points > 0
         if not header.full and (undo or point_disks) and self.layout.known:
             with storage_errors(f"saving undo data for delta {header.sequence}"):
-                points.capture_undo(self.layout, staged, undo=undo, point_disks=point_disks)
+                points.capture_undo(
+                    self.layout,
+                    staged,
+                    undo=undo,
+                    point_disks=point_disks,
+                    fault_delay=self.fault_apply_delay,
+                )
         with storage_errors(f"committing delta {header.sequence}"):
             move(self.layout.staging, self.layout.journal)
         written = self._apply(state, header, staged)

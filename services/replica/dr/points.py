@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,12 +35,14 @@ def capture_undo(
     *,
     undo: bool = True,
     point_disks: Sequence[Mapping[str, PointDevice]] = (),
+    fault_delay: float = 0.0,
 ) -> None:
     """Read the bytes the staged delta will overwrite (before the commit) and keep them: in
     ``staging/undo.log`` (the undo layer, when ``undo``), and in every point disk that holds nothing
     there yet (``point_disks``: their devices by disk name). Both are durable when this returns.
 
     ``staged`` is where the records of chunks.log are, when the caller knows; else the log is scanned.
+    ``fault_delay``: a pause after each record (crash tests kill the process in the middle).
     """
     devices: dict[str, BlockDevice] = {}
     log_fd = (
@@ -64,6 +67,8 @@ def capture_undo(
                     target = point.get(info.disk)
                     if target is not None:
                         target.preserve(start, old)
+                if fault_delay:
+                    time.sleep(fault_delay)
         if undo:
             os.fsync(log_fd)
         for point in point_disks:
