@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from overland.traces import load_spans
 from overland.v1 import policy_pb2, policy_pb2_grpc, replica_pb2, types_pb2, vm_pb2
 from services.common.config import EtcdConfig, ServerConfig
 from services.common.etcd_kv import EtcdKV
@@ -51,7 +52,9 @@ class Network:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Network, Site, Site, Path]]:
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Network, Site, Site, Path]]:
+    # The sites write their spans here (they inherit the environment).
+    monkeypatch.setenv("OVERLAND_SPAN_FILE", str(tmp_path / "spans.jsonl"))
     etcd = start_test_etcd(tmp_path / "etcd")
     policy, _port = create_policy(
         PolicyConfig(
@@ -185,3 +188,21 @@ def test_the_records_follow_the_vm(world: tuple[Network, Site, Site, Path]) -> N
     assert home.pa == PA_1
     assert network.record(FAILOVER_CA) is None
     assert a.vm(VM).replication_mode == vm_pb2.REPLICATION_MODE_PRIMARY
+
+    # Each failover is a span, its steps spans under it (the batch is written when B stops).
+    b.process.stop()
+    spans = load_spans([disk.parent / "spans.jsonl"])
+    unplanned = [
+        span
+        for span in spans
+        if span["name"] == "replica.failover"
+        and span["attributes"].get("overland.failover.operation") == "unplanned failover"
+        and span.get("status") != "ERROR"
+    ]
+    assert len(unplanned) == 1
+    steps = {s["name"] for s in spans if s.get("parent_span_id") == unplanned[0]["span_id"]}
+    assert steps >= {
+        "replica.failover.probe",
+        "replica.failover.point_disks",
+        "replica.failover.records_moved",
+    }
