@@ -95,6 +95,29 @@ def site(base: Path, name: str, other: str, *extra: str) -> Site:
     return Site(name, process, state, store)
 
 
+def define_and_replicate(
+    a: Site, b: Site, vm: str, disk: Path, *, nics: tuple[replica_pb2.VmNic, ...] = (), points: int = 0
+) -> None:
+    """VM ``vm`` defined at A on ``disk`` (with ``nics``), replicated to B with ``points`` hourly
+    recovery points; returns once the initial copy is done."""
+    machine = replica_pb2.VirtualMachine(
+        name=vm, disks=[replica_pb2.VmDisk(name="d0", path=str(disk))], nics=nics
+    )
+    a.vms.CreateVm(vm_pb2.CreateVmRequest(vm=machine), timeout=10)
+    a.replicas.EnableReplication(
+        replica_pb2.EnableReplicationRequest(
+            vm=replica_pb2.VirtualMachine(name=vm),
+            settings=replica_pb2.ReplicationSettings(
+                frequency_seconds=900, additional_recovery_points=points, replica_server=b.endpoint
+            ),
+        ),
+        timeout=30,
+    )
+    wait_until(
+        lambda: a.replication(vm).state == replica_pb2.REPLICATION_STATE_REPLICATING, "the initial copy"
+    )
+
+
 def wait_until(check: Callable[[], bool], what: str, seconds: float = REPLICATION_TIMEOUT) -> None:
     deadline = time.monotonic() + seconds
     while not check():
@@ -117,8 +140,4 @@ def raw_of(url: str, out: Path, fmt: str = "raw") -> Path:
     return out
 
 
-def same_raw(a: Path, b: Path) -> bool:
-    return a.read_bytes() == b.read_bytes()
-
-
-__all__ = ["MiB", "Site", "failed", "raw_of", "same_raw", "site", "wait_until"]
+__all__ = ["MiB", "Site", "define_and_replicate", "failed", "raw_of", "site", "wait_until"]

@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from overland.v1 import replica_pb2, vm_pb2
+from overland.v1 import replica_pb2
 from tests.integration.replica.conftest import make_disk, qemu_compare, qemu_io
-from tests.integration.replica.failover_sites import MiB, raw_of, site, wait_until
+from tests.integration.replica.failover_sites import MiB, define_and_replicate, raw_of, site
 
 pytestmark = pytest.mark.qemu
 
@@ -37,20 +37,7 @@ def test_a_kill_between_the_copy_and_the_redo_leaves_the_point_disk_correct(tmp_
     try:
         disk = make_disk(tmp_path / "vm1.vhd", 16 * MiB)
         qemu_io(str(disk), "write -P 0x11 0 8M")
-        a.vms.CreateVm(
-            vm_pb2.CreateVmRequest(
-                vm=replica_pb2.VirtualMachine(name=VM, disks=[replica_pb2.VmDisk(name="d0", path=str(disk))])
-            ),
-            timeout=10,
-        )
-        a.replicas.EnableReplication(
-            replica_pb2.EnableReplicationRequest(
-                vm=replica_pb2.VirtualMachine(name=VM),
-                settings=replica_pb2.ReplicationSettings(frequency_seconds=900, replica_server=b.endpoint),
-            ),
-            timeout=30,
-        )
-        wait_until(lambda: a.replication(VM).state == replica_pb2.REPLICATION_STATE_REPLICATING, "the copy")
+        define_and_replicate(a, b, VM, disk)
         point = raw_of(str(disk), tmp_path / "point.raw", "vpc").read_bytes()
         # No hourly points are kept: the point disk alone makes the commit read the old bytes.
         b.failover(VM, as_test=True, leave_off=True)

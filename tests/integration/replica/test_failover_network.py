@@ -22,7 +22,7 @@ from services.policy import PolicyConfig, PolicyServer
 from services.policy import create_server as create_policy
 from tests.conftest import ETCD_TEST_DEADLINE_SECONDS, start_test_etcd
 from tests.integration.replica.conftest import make_disk, qemu_io
-from tests.integration.replica.failover_sites import Site, failed, raw_of, site, wait_until
+from tests.integration.replica.failover_sites import Site, define_and_replicate, failed, raw_of, site
 from tests.unit.policy.support import PA_1, PA_2, VSID, seed
 from tests.unit.policy.test_record_move import register_host, snapshot
 
@@ -111,26 +111,7 @@ def nic() -> replica_pb2.VmNic:
 
 def test_the_records_follow_the_vm(world: tuple[Network, Site, Site, Path]) -> None:
     network, a, b, disk = world
-    a.vms.CreateVm(
-        vm_pb2.CreateVmRequest(
-            vm=replica_pb2.VirtualMachine(
-                name=VM, disks=[replica_pb2.VmDisk(name="d0", path=str(disk))], nics=[nic()]
-            )
-        ),
-        timeout=10,
-    )
-    a.replicas.EnableReplication(
-        replica_pb2.EnableReplicationRequest(
-            vm=replica_pb2.VirtualMachine(name=VM),
-            settings=replica_pb2.ReplicationSettings(
-                frequency_seconds=900, additional_recovery_points=2, replica_server=b.endpoint
-            ),
-        ),
-        timeout=30,
-    )
-    wait_until(
-        lambda: a.replication(VM).state == replica_pb2.REPLICATION_STATE_REPLICATING, "the initial copy"
-    )
+    define_and_replicate(a, b, VM, disk, nics=(nic(),), points=2)
     # Where a VM runs decides its guest settings: its own at A, the failover ones at B.
     assert f"overland.nic0.ip={CA}/24 " in a.vm(VM).kernel_command_line + " "
     assert f"overland.nic0.ip={FAILOVER_CA}/24,198.51.100.20/24" in b.vm(VM).kernel_command_line

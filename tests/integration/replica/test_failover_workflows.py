@@ -20,7 +20,7 @@ import pytest
 
 from overland.v1 import replica_pb2, vm_pb2
 from tests.integration.replica.conftest import make_disk, qemu_compare, qemu_io
-from tests.integration.replica.failover_sites import MiB, Site, failed, raw_of, site, wait_until
+from tests.integration.replica.failover_sites import MiB, Site, define_and_replicate, failed, raw_of, site
 
 pytestmark = pytest.mark.qemu
 
@@ -43,26 +43,9 @@ def two_sites(tmp_path: Path) -> Iterator[tuple[Site, Site, Path]]:
         b.process.stop()
 
 
-def replicate(a: Site, b: Site, disk: Path, points: int = 4) -> None:
-    """VM vm1 defined at A on ``disk``, replicated to B."""
-    a.vms.CreateVm(
-        vm_pb2.CreateVmRequest(
-            vm=replica_pb2.VirtualMachine(name=VM, disks=[replica_pb2.VmDisk(name="d0", path=str(disk))])
-        ),
-        timeout=10,
-    )
-    a.replicas.EnableReplication(
-        replica_pb2.EnableReplicationRequest(
-            vm=replica_pb2.VirtualMachine(name=VM),
-            settings=replica_pb2.ReplicationSettings(
-                frequency_seconds=900, additional_recovery_points=points, replica_server=b.endpoint
-            ),
-        ),
-        timeout=30,
-    )
-    wait_until(
-        lambda: a.replication(VM).state == replica_pb2.REPLICATION_STATE_REPLICATING, "the initial copy"
-    )
+def replicate(a: Site, b: Site, disk: Path) -> None:
+    """VM vm1 defined at A on ``disk``, replicated to B with 4 hourly points."""
+    define_and_replicate(a, b, VM, disk, points=4)
 
 
 def write(at: Site, pattern: int, offset: str, length: str = "1M") -> None:

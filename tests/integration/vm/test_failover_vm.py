@@ -27,7 +27,7 @@ from overland.v1 import replica_pb2, vm_pb2
 from services.replica.vm import NETWORK_UP, Accel, make_vm_disk, synced_records
 from services.vswitch import netns
 from tests.integration.replica.conftest import qemu_compare, qemu_io
-from tests.integration.replica.failover_sites import Site, failed, site, wait_until
+from tests.integration.replica.failover_sites import Site, define_and_replicate, failed, site
 from tests.integration.vm.conftest import BOOT_TIMEOUT, DISK_SIZE, GuestImage, ping
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns]
@@ -74,26 +74,7 @@ def replicate(a: Site, b: Site, disk: Path) -> None:
         failover_addresses=[f"{FAILOVER_IP}/24"],
         test_vsid=5002,
     )
-    a.vms.CreateVm(
-        vm_pb2.CreateVmRequest(
-            vm=replica_pb2.VirtualMachine(
-                name=VM, disks=[replica_pb2.VmDisk(name="d0", path=str(disk))], nics=[nic]
-            )
-        ),
-        timeout=10,
-    )
-    a.replicas.EnableReplication(
-        replica_pb2.EnableReplicationRequest(
-            vm=replica_pb2.VirtualMachine(name=VM),
-            settings=replica_pb2.ReplicationSettings(
-                frequency_seconds=900, additional_recovery_points=1, replica_server=b.endpoint
-            ),
-        ),
-        timeout=30,
-    )
-    wait_until(
-        lambda: a.replication(VM).state == replica_pb2.REPLICATION_STATE_REPLICATING, "the initial copy"
-    )
+    define_and_replicate(a, b, VM, disk, nics=(nic,), points=1)
 
 
 def wait_network(at: Site, name: str) -> str:

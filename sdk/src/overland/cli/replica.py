@@ -310,32 +310,37 @@ def failover_start(
     show(ctx, answer)
 
 
-@failover_app.command("stop")
-def failover_stop(ctx: typer.Context, *, vm: VmOption) -> None:
-    """Stop-VMFailover: end a test failover, cancel a failover, or cancel a prepared one."""
-    with _client(ctx) as client:
-        show(ctx, client.stop_vm_failover(vm_name=vm))
+def _failover_command(group: typer.Typer, name: str, doc: str, method_name: str, **fields: bool) -> None:
+    """A command taking ``--vm`` that calls ``method_name`` with it (and ``fields``) and shows the answer."""
+
+    def command(ctx: typer.Context, *, vm: VmOption) -> None:
+        with _client(ctx) as client:
+            show(ctx, getattr(client, method_name)(vm_name=vm, **fields))
+
+    command.__doc__ = doc
+    group.command(name)(command)
 
 
-@failover_app.command("complete")
-def failover_complete(ctx: typer.Context, *, vm: VmOption) -> None:
-    """Complete-VMFailover: the failover's recovery point becomes the replica; the others go."""
-    with _client(ctx) as client:
-        show(ctx, client.complete_vm_failover(vm_name=vm))
-
-
-@failover_app.command("status")
-def failover_status(ctx: typer.Context, *, vm: VmOption) -> None:
-    """Where the VM stands at this site for failover."""
-    with _client(ctx) as client:
-        show(ctx, client.get_vm_failover(vm_name=vm))
-
-
-@app.command("reverse")
-def reverse(ctx: typer.Context, *, vm: VmOption) -> None:
-    """Set-VMReplication -Reverse: after a completed failover, replicate the VM back to the old primary."""
-    with _client(ctx) as client:
-        show(ctx, client.set_vm_replication(vm_name=vm, reverse=True))
+_failover_command(
+    failover_app,
+    "stop",
+    "Stop-VMFailover: end a test failover, cancel a failover, or cancel a prepared one.",
+    "stop_vm_failover",
+)
+_failover_command(
+    failover_app,
+    "complete",
+    "Complete-VMFailover: the failover's recovery point becomes the replica; the others go.",
+    "complete_vm_failover",
+)
+_failover_command(failover_app, "status", "Where the VM stands at this site for failover.", "get_vm_failover")
+_failover_command(
+    app,
+    "reverse",
+    "Set-VMReplication -Reverse: after a completed failover, replicate the VM back to the old primary.",
+    "set_vm_replication",
+    reverse=True,
+)
 
 
 @app.command("history")
