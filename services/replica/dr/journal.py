@@ -128,6 +128,11 @@ class Journal:
                 extra={"vm": self.vm_name, "seq": header.sequence, "error": str(error)},
             )
 
+    def finish_previous(self) -> None:
+        """Wait for the previous commit's background half (and finish it here if it failed): the
+        replica disks are closed after it."""
+        self._retire_previous()
+
     def _retire_previous(self) -> None:
         """Wait for the previous commit's background half, and finish it here if it failed."""
         if self._retiring is not None:

@@ -148,6 +148,7 @@ class VmStore:
         switched to its replica disk under the disk's lock. The other recovery points are dropped
         (their undo layers no longer lead from the replica to them). Returns the replica disks."""
         with self.commit_lock:
+            self._journal.finish_previous()
             point = self.point_disks[tag]
             devices = point.devices()
             replicas = {disk: self.layout.replica(disk).resolve() for disk in devices}
@@ -181,8 +182,11 @@ class VmStore:
         self.layout.save(self.state)
 
     def set_refusal(self, reason: str) -> None:
-        """Refuse deltas from now on, saying ``reason`` ("": accept them again)."""
+        """Refuse deltas from now on, saying ``reason`` ("": accept them again). The last commit's
+        background half is finished first: the replica disks are closed (their writer's image lock
+        let go), so another owner (a failover VM, a reversed replication) may open them."""
         with self.commit_lock:
+            self._journal.finish_previous()
             self.state.refusal = reason
             self.layout.save(self.state)
 
@@ -196,6 +200,7 @@ class VmStore:
         """Keep ``disks`` (a VM's disks at this site) as the replica at ``sequence``: a reversed
         replication continues from there, with no copy. Earlier state of this store goes."""
         with self.commit_lock:
+            self._journal.finish_previous()
             if self.point_disks:
                 raise ReplicaDiskMissing(
                     f"VM {self.vm_name!r} has point disks here: end their failover first"

@@ -28,7 +28,11 @@ def replica_config(store: VmStore) -> replica_pb2.VirtualMachine:
     del config.disks[:]
     for name in order:
         if name in store.state.disk_sizes:
-            config.disks.add(name=name, path=str(store.layout.replica(name).resolve()))
+            # A replica disk is a VHD, whatever the primary's disk is (the DR site makes it, or adopts
+            # only a VHD).
+            config.disks.add(
+                name=name, path=str(store.layout.replica(name).resolve()), format=replica_pb2.DISK_FORMAT_VHD
+            )
     return config
 
 

@@ -23,6 +23,8 @@ from services.replica.failover.machine import Operation, Phase, start_operation,
 from services.replica.failover.network import MovedRecord, record_moves
 from services.replica.failover.record import FailoverRecord
 from services.replica.failover.replica_vm import TEST_SUFFIX, replica_config, replica_lock, with_disks
+from services.replica.settings import disk_format
+from services.replica.vhd import DiskFormat
 from services.replica.vm.definition import NetworkSettings
 from services.replica.vm.host import RunState
 
@@ -395,6 +397,12 @@ def adopt(
             if defined and site.host.get(vm_name).state is not RunState.OFF:
                 raise IllegalFailover(
                     f"VM {vm_name!r} runs at this site: stop it before the replication is reversed"
+                )
+            raw = [d.name for d in replication.request.vm.disks if disk_format(d) is not DiskFormat.VHD]
+            if raw:
+                raise IllegalFailover(
+                    f"disk {raw[0]!r} of VM {vm_name!r} is a raw file; a replica is kept as VHDs: "
+                    "reverse the replication by a new one (disable it, enable it at the new primary)"
                 )
             disks = {d.name: Path(d.path) for d in replication.request.vm.disks}
             if dict(request.disk_sizes) != {

@@ -136,7 +136,11 @@ def failed(call: Callable[[], object]) -> grpc.RpcError:
 
 def raw_of(url: str, out: Path, fmt: str = "raw") -> Path:
     """A raw copy of an image (a file, or an export over NBD) by qemu-img."""
-    subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", url, str(out)], check=True, timeout=120)
+    # -U (force share): a file a site serves holds qemu's image locks, as a running VM's would.
+    shared = ["-U"] if fmt != "raw" else []
+    subprocess.run(
+        ["qemu-img", "convert", *shared, "-f", fmt, "-O", "raw", url, str(out)], check=True, timeout=120
+    )
     return out
 
 
