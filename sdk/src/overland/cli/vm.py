@@ -20,6 +20,7 @@ from overland.cli.common import (
     show_json_line,
     show_list,
 )
+from overland.cli.params import UINT32_MAX, UINT64_MAX
 from overland.client import VmClient
 from overland.v1 import replica_pb2, vm_pb2
 
@@ -91,8 +92,10 @@ def new(
         list[str] | None,
         typer.Option(help="KEY=VALUE,...: mac, vsid, ip, gw, dns, failover-ip, ... Repeat for several."),
     ] = None,
-    cpus: Annotated[int, typer.Option(help="Virtual CPUs (default 1).")] = 0,
-    memory_mib: Annotated[int, typer.Option(help="Memory in MiB (default 256).")] = 0,
+    cpus: Annotated[int, typer.Option(help="Virtual CPUs (default 1).", min=0, max=UINT32_MAX)] = 0,
+    memory_mib: Annotated[
+        int, typer.Option(help="Memory in MiB (default 256).", min=0, max=UINT64_MAX // MiB)
+    ] = 0,
 ) -> None:
     """New-VM: define a VM at the site (it is created off)."""
     with _client(ctx) as client:
@@ -121,7 +124,9 @@ def stop(
     name: VmName,
     *,
     turn_off: Annotated[bool, typer.Option(help="Power off at once, without asking the guest.")] = False,
-    timeout: Annotated[int, typer.Option(help="Seconds the guest has to shut down.")] = 120,
+    timeout: Annotated[
+        int, typer.Option(help="Seconds the guest has to shut down.", min=1, max=UINT32_MAX)
+    ] = 120,
 ) -> None:
     """Stop-VM: an ACPI shutdown the guest must finish in time (or --turn-off)."""
     with _client(ctx) as client:
@@ -176,7 +181,7 @@ def console(
     ctx: typer.Context,
     name: VmName,
     *,
-    offset: Annotated[int, typer.Option(help="Byte offset to start from.")] = 0,
+    offset: Annotated[int, typer.Option(help="Byte offset to start from.", min=0, max=UINT64_MAX)] = 0,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing what comes, until the VM is off.")
     ] = False,
