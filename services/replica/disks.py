@@ -259,6 +259,17 @@ class SiteDisks:
                     if not held.users:
                         del self._claims[key]
 
+    def unclaim_file(self, vm: str, disk: str, path: str | Path, user: str) -> None:
+        """``unclaim`` of one file of disk ``disk`` of VM ``vm`` (the one at ``path``), when the disk
+        moves to another file (a failover's disk at a recovery point, and back)."""
+        resolved = Path(os.path.abspath(path))
+        with self._lock:
+            for key, held in list(self._claims.items()):
+                if (held.vm, held.disk, held.path) == (vm, disk, resolved):
+                    held.users.discard(user)
+                    if not held.users:
+                        del self._claims[key]
+
     def owner(self, path: str | Path) -> tuple[str, str] | None:
         """The VM and disk the file at ``path`` belongs to, if any."""
         try:

@@ -324,6 +324,11 @@ class VmHost:
                     raise InvalidVmSpec(
                         f"VM {name!r} keeps its disks' names", [FieldViolation("vm.disks", "renamed")]
                     )
+                # The disk files it claims follow its definition (the new ones first: all or none).
+                self._claim_disks(definition)
+                for before, after in zip(vm.definition.disks, definition.disks, strict=True):
+                    if before.path != after.path:
+                        self._disks.unclaim_file(name, before.name, before.path, DISK_USER)
                 vm.record.config = normalized(config, definition)
                 vm.definition = validate_vm(vm.record.config)
             if replica is not None:

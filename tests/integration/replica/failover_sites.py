@@ -13,7 +13,7 @@ import grpc
 
 from overland.v1 import replica_pb2, replica_pb2_grpc, vm_pb2, vm_pb2_grpc
 from services.replica.disks import nbd_unix_url
-from tests.integration.replica.conftest import MiB, ServiceProcess, free_port
+from tests.integration.replica.conftest import MiB, ServiceProcess, free_port, replicate_now
 
 REPLICATION_TIMEOUT = 120.0
 
@@ -62,10 +62,8 @@ class Site:
         return answer
 
     def cycle(self, vm: str) -> replica_pb2.Replication:
-        answer: replica_pb2.Replication = self.replicas.ReplicateNow(
-            replica_pb2.ReplicateNowRequest(vm_name=vm), timeout=120
-        )
-        return answer
+        """ReplicateNow, followed to the cycle's end: the replication after it."""
+        return replicate_now(self.replicas, vm)
 
     def history(self, vm: str) -> list[replica_pb2.FailoverEvent]:
         listed = self.replicas.ListVmFailoverHistory(

@@ -129,7 +129,7 @@ def test_stop_complete_reverse_status_and_history(env: tuple[FakeFailover, dict[
     events = invoke_json(environ, "replica", "history", "--vm", "web")
     assert isinstance(events, list)
     assert [(e["operation"], e["recovery_point"], e["who"]) for e in events] == [
-        ("unplanned failover", "7", "ipv4:127.0.0.1:5000")
+        ("unplanned failover", 7, "ipv4:127.0.0.1:5000")
     ]
     code, out, err = invoke(environ, "replica", "history", "--vm", "web")
     assert code == 0, err

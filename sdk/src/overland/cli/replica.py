@@ -186,13 +186,18 @@ def _watch_status(
                 time.sleep(interval)
 
 
-def _vm_command(name: str, doc: str, method_name: str) -> None:
+def _vm_command(
+    name: str, doc: str, method_name: str, group: typer.Typer | None = None, **fields: bool
+) -> None:
+    """A command of ``group`` (the replica group by default) taking ``--vm``, that calls
+    ``method_name`` with it (and ``fields``) and shows the answer."""
+
     def command(ctx: typer.Context, *, vm: VmOption) -> None:
         with _client(ctx) as client:
-            show(ctx, getattr(client, method_name)(vm_name=vm))
+            show(ctx, getattr(client, method_name)(vm_name=vm, **fields))
 
     command.__doc__ = doc
-    app.command(name)(command)
+    (group or app).command(name)(command)
 
 
 _vm_command("pause", "Suspend-VMReplication.", "pause_replication")
@@ -262,7 +267,6 @@ def recovery_points(ctx: typer.Context, *, vm: VmOption) -> None:
 
 failover_app = new_typer("failover", "Start-, Stop- and Complete-VMFailover, at the site where the VM is.")
 app.add_typer(failover_app)
-VmOption = Annotated[str, typer.Option("--vm", help="The VM's name.")]
 
 
 def recovery_point_sequence(text: str) -> int:
@@ -310,32 +314,20 @@ def failover_start(
     show(ctx, answer)
 
 
-def _failover_command(group: typer.Typer, name: str, doc: str, method_name: str, **fields: bool) -> None:
-    """A command taking ``--vm`` that calls ``method_name`` with it (and ``fields``) and shows the answer."""
-
-    def command(ctx: typer.Context, *, vm: VmOption) -> None:
-        with _client(ctx) as client:
-            show(ctx, getattr(client, method_name)(vm_name=vm, **fields))
-
-    command.__doc__ = doc
-    group.command(name)(command)
-
-
-_failover_command(
-    failover_app,
+_vm_command(
     "stop",
     "Stop-VMFailover: end a test failover, cancel a failover, or cancel a prepared one.",
     "stop_vm_failover",
-)
-_failover_command(
     failover_app,
+)
+_vm_command(
     "complete",
     "Complete-VMFailover: the failover's recovery point becomes the replica; the others go.",
     "complete_vm_failover",
+    failover_app,
 )
-_failover_command(failover_app, "status", "Where the VM stands at this site for failover.", "get_vm_failover")
-_failover_command(
-    app,
+_vm_command("status", "Where the VM stands at this site for failover.", "get_vm_failover", failover_app)
+_vm_command(
     "reverse",
     "Set-VMReplication -Reverse: after a completed failover, replicate the VM back to the old primary.",
     "set_vm_replication",
