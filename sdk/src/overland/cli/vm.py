@@ -63,15 +63,26 @@ def parse_nic(spec: str) -> replica_pb2.VmNic:
             raise typer.BadParameter(
                 f"--nic takes KEY=VALUE pairs with KEY in {sorted(NIC_KEYS)}, got {item!r}"
             )
+        if not value.isascii() and not _encodable(value):
+            raise typer.BadParameter(f"--nic {key}: {value!r} is not text (it cannot be UTF-8)")
         if field in LISTS:
             getattr(nic, field).append(value)
         elif field in NUMBERS:
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()) or int(value) > UINT32_MAX:
                 raise typer.BadParameter(f"--nic {key} must be a number, got {value!r}")
             setattr(nic, field, int(value))
         else:
             setattr(nic, field, value)
     return nic
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is UTF-8 text (an argument undecodable bytes made may hold lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _state(vm: vm_pb2.Vm) -> str:
