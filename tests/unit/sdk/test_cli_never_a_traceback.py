@@ -215,13 +215,18 @@ def test_no_input_makes_the_cli_print_a_traceback(
         ["--tls-cert", "empty.jsonl", "--tls-key", "good.jsonl", "policy", "status"],
         ["policy", "lookup-record", "get", "--vsid", str(10**20), "--ca", "192.0.2.10"],
         ["--timeout", "nan", "policy", "status"],
+        ["vm", "console", "web", "--offset", "-1"],
+        ["vm", "stop", "web", "--timeout", "-1"],
+        ["vm", "new", "web", "--disk", "d0=disk.vhd", "--nic", "ca=\ud800"],
+        ["vm", "new", "web", "--disk", "d0=disk.vhd", "--nic", f"vsid={2**32}"],
     ],
 )
 def test_inputs_that_once_crashed_the_cli(
     service: AnyService, files: dict[str, str], args: list[str]
 ) -> None:
     """What the property above found, kept as examples (a NUL in a file name; an empty client
-    certificate, on which grpc's C core aborted the process)."""
+    certificate, on which grpc's C core aborted the process; numbers out of their protobuf field's
+    range; a lone surrogate, which protobuf cannot encode)."""
     args = [files.get(arg, arg) for arg in args]
     service.answer.code = grpc.StatusCode.OK
     env = {api.env_var: service.address for api in Service} | {"OVERLAND_TIMEOUT": "0.5"}
