@@ -15,6 +15,7 @@ from services.replica.vm.console import (
     applied_addresses,
     lost_records,
     parse_workload_log,
+    probe_replies,
     synced_records,
 )
 from services.replica.vm.definition import (
@@ -76,6 +77,7 @@ from services.replica.vm.qmp import QmpClient
 from services.replica.vm.records import RunRecord, VmRecord
 from services.replica.vm.scripts import (
     ECHO_PORT,
+    PROBE_CONF,
     WORKLOAD_LOG,
     ImageFile,
     Kind,
@@ -88,6 +90,7 @@ __all__ = [
     "ECHO_PORT",
     "INITRAMFS_READY",
     "NETWORK_UP",
+    "PROBE_CONF",
     "ROOT_READ_ONLY",
     "WORKLOAD_LOG",
     "Accel",
@@ -162,6 +165,7 @@ __all__ = [
     "parse_stat",
     "parse_workload_log",
     "port_name",
+    "probe_replies",
     "qemu_command",
     "raw_copy",
     "read_guest_file",

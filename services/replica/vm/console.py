@@ -3,7 +3,8 @@
 The guest's scripts (``services.replica.vm.scripts``) log with the prefixes below. The workload appends
 ``boot=B seq=N`` to its log file and fsyncs it before printing ``workload boot=B seq=N synced``; so every
 record the console reports as synced must be in the file after any stop, graceful or not
-(``lost_records``).
+(``lost_records``). The probe prints ``probe ADDRESS reply N`` for each answered ping
+(``probe_replies``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ ROOT_READ_ONLY = f"{GUEST_PREFIX}shutdown root read-only"
 SYNCED = re.compile(rf"^{GUEST_PREFIX}workload boot=(\d+) seq=(\d+) synced\r?$", re.MULTILINE)
 ADDRESS = re.compile(rf"^{GUEST_PREFIX}nic (\d+) (\S+) address (\S+)\r?$", re.MULTILINE)
 RECORD = re.compile(r"^boot=(\d+) seq=(\d+)$")
+PROBE_REPLY = re.compile(rf"^{GUEST_PREFIX}probe (\S+) reply \d+\r?$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,14 @@ def applied_addresses(console: str) -> dict[int, list[str]]:
     for index, _device, address in ADDRESS.findall(console):
         applied.setdefault(int(index), []).append(address)
     return applied
+
+
+def probe_replies(console: str) -> dict[str, int]:
+    """Per target, how many of the probe's pings (``PROBE_CONF``) were answered in ``console``."""
+    replies: dict[str, int] = {}
+    for target in PROBE_REPLY.findall(console):
+        replies[target] = replies.get(target, 0) + 1
+    return replies
 
 
 def parse_workload_log(text: str) -> list[WorkloadRecord]:

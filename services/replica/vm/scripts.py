@@ -3,7 +3,8 @@
 The initramfs (``INITRAMFS_INIT``) loads the kernel modules listed in ``/modules/order``, mounts
 ``/dev/vda`` (ext4) and switches root. The root's ``/sbin/init`` (``ROOT_INIT``) applies the network
 settings of the kernel command line (``NETCONF_SH``, the grammar of ``services.replica.vm.network``) and
-hands PID 1 to busybox init, which runs the workload and a TCP echo server (``INITTAB``); on
+hands PID 1 to busybox init, which runs the workload, a TCP echo server and the probe (``INITTAB``:
+the probe pings the addresses its file on the guest's disk lists, ``PROBE_CONF``); on
 ACPI powerdown it stops them and remounts the root read-only (``SHUTDOWN_SH``). Every step is logged to
 the serial console with the prefixes of ``services.replica.vm.console``, which tests and the runtime
 read. Nothing here touches a disk or a process: the build tool writes these files.
@@ -21,6 +22,9 @@ from services.replica.vm.errors import InvalidVmSpec
 ECHO_PORT = 7
 WORKLOAD_DIR = "/var/lib/overland"
 WORKLOAD_LOG = f"{WORKLOAD_DIR}/workload.log"
+# What the guest's probe pings: on the VM's own disk, so the setting travels with the disk (a test
+# writes it into the disk's template; the runtime has no say in it).
+PROBE_CONF = "/etc/overland/probe"
 
 INITRAMFS_INIT = """#!/bin/sh
 # Overland guest initramfs: load the disk, network and filesystem modules in dependency order
@@ -217,6 +221,36 @@ echo "overland-guest: echo server on tcp port {ECHO_PORT}"
 exec nc -ll -p {ECHO_PORT} -e /bin/cat
 """
 
+PROBE_SH = f"""#!/bin/sh
+# Overland guest probe: once a second, ping every IPv4 address listed in {PROBE_CONF} (one a line,
+# "#" starts a comment) once, and say on the console whether it answered, so that whoever reads the
+# console knows what this guest reached. Without the file it does nothing.
+conf=${{OVERLAND_PROBE_CONF:-{PROBE_CONF}}}
+[ -f "$conf" ] || exit 0
+# For the unit tests: stop after this many rounds (0: never).
+rounds=${{OVERLAND_PROBE_ROUNDS:-0}}
+round=0
+while [ "$rounds" = 0 ] || [ "$round" -lt "$rounds" ]; do
+    round=$((round + 1))
+    while read -r target _rest; do
+        case "$target" in
+        "" | "#"*) continue ;;
+        # Digits and dots only: nothing that ping could take for an option.
+        *[!0-9.]* | .* | *.)
+            echo "overland-guest: error: probe target $target is not an IPv4 address"
+            continue
+            ;;
+        esac
+        if ping -c 1 -W 1 "$target" > /dev/null 2>&1; then
+            echo "overland-guest: probe $target reply $round"
+        else
+            echo "overland-guest: probe $target no reply $round"
+        fi
+    done < "$conf"
+    sleep 1
+done
+"""
+
 POWER_BUTTON_SH = """#!/bin/sh
 # Run by acpid on the ACPI power button (qemu's system_powerdown): an orderly busybox init poweroff.
 echo "overland-guest: ACPI power button"
@@ -249,6 +283,7 @@ fi
 INITTAB = """# busybox init: the guest's services; the shutdown action runs before init kills what is left.
 ::once:/etc/overland/workload.sh
 ::respawn:/etc/overland/echo.sh
+::once:/etc/overland/probe.sh
 ::shutdown:/etc/overland/shutdown.sh
 ::ctrlaltdel:/bin/busybox reboot
 """
@@ -335,6 +370,7 @@ def rootfs_files(busybox: bytes, applets: Sequence[str]) -> list[ImageFile]:
         ImageFile("etc/overland/workload.sh", mode=0o755, data=WORKLOAD_SH.encode()),
         ImageFile("etc/overland/echo.sh", mode=0o755, data=ECHO_SH.encode()),
         ImageFile("etc/overland/shutdown.sh", mode=0o755, data=SHUTDOWN_SH.encode()),
+        ImageFile("etc/overland/probe.sh", mode=0o755, data=PROBE_SH.encode()),
         ImageFile("etc/acpi/PWRF/00000080", mode=0o755, data=POWER_BUTTON_SH.encode()),
     ]
     files += busybox_links(applets, exclude={f.path for f in files})

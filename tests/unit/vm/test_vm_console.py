@@ -11,6 +11,7 @@ from services.replica.vm import (
     applied_addresses,
     lost_records,
     parse_workload_log,
+    probe_replies,
     synced_records,
 )
 
@@ -33,6 +34,20 @@ def test_the_console_tells_which_records_were_synced_and_which_addresses_applied
     # A line not at the start of a line, or cut short, does not count.
     assert synced_records(CONSOLE) == {1: 2, 2: 1}
     assert applied_addresses(CONSOLE) == {0: ["192.0.2.10/24", "198.51.100.10/24"], 1: ["203.0.113.5/28"]}
+
+
+def test_the_probe_replies_are_counted_per_target() -> None:
+    console = (
+        "overland-guest: probe 192.0.2.11 no reply 1\r\n"
+        "overland-guest: probe 192.0.2.11 reply 2\r\n"
+        "overland-guest: probe 198.51.100.13 reply 2\r\n"
+        "[ 3.0] x overland-guest: probe 192.0.2.11 reply 3\r\n"
+        "overland-guest: probe 192.0.2.11 reply 4\n"
+        "overland-guest: probe 192.0.2.11 reply 5"
+    )
+    # Not at the start of a line: not the probe's. The last line, cut short, still names its round.
+    assert probe_replies(console) == {"192.0.2.11": 3, "198.51.100.13": 1}
+    assert probe_replies(CONSOLE) == {}
 
 
 def test_the_workload_log_parses_and_a_torn_last_line_is_left_out() -> None:

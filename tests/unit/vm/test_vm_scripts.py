@@ -16,6 +16,7 @@ from services.replica.vm.scripts import (
     INITTAB,
     NETCONF_SH,
     POWER_BUTTON_SH,
+    PROBE_SH,
     ROOT_INIT,
     SHUTDOWN_SH,
     WORKLOAD_SH,
@@ -121,8 +122,61 @@ def test_apply_with_no_nics_does_nothing(tmp_path: Path) -> None:
     assert (tmp_path / "resolv.conf").read_text() == ""
 
 
+def probe(tmp_path: Path, conf: str | None, answering: str, rounds: int = 2) -> tuple[int, str, str]:
+    """Run the guest's probe for ``rounds`` rounds with ``conf`` as its file (None: no file) and a
+    ``ping`` that logs its arguments and succeeds for the addresses in ``answering``; exit status,
+    ping log, console."""
+    conf_path = tmp_path / "probe"
+    if conf is not None:
+        conf_path.write_text(conf)
+    log = tmp_path / "ping.log"
+    script = f"""
+ping() {{ echo "$*" >> {log}; case " {answering} " in *" $5 "*) return 0 ;; esac; return 1; }}
+sleep() {{ :; }}
+{PROBE_SH}
+"""
+    done = subprocess.run(
+        ["busybox", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"OVERLAND_PROBE_CONF": str(conf_path), "OVERLAND_PROBE_ROUNDS": str(rounds), "PATH": "/bin"},
+    )
+    ping_log = log.read_text() if log.exists() else ""
+    return done.returncode, ping_log, done.stdout + done.stderr
+
+
+def test_the_probe_pings_each_listed_address_and_says_which_answered(tmp_path: Path) -> None:
+    conf = "# targets\n192.0.2.11\n\n198.51.100.13 the router\n"
+    code, pings, console = probe(tmp_path, conf, answering="192.0.2.11")
+    assert code == 0, console
+    assert pings.splitlines() == ["-c 1 -W 1 192.0.2.11", "-c 1 -W 1 198.51.100.13"] * 2
+    assert console.splitlines() == [
+        "overland-guest: probe 192.0.2.11 reply 1",
+        "overland-guest: probe 198.51.100.13 no reply 1",
+        "overland-guest: probe 192.0.2.11 reply 2",
+        "overland-guest: probe 198.51.100.13 no reply 2",
+    ]
+
+
+def test_the_probe_pings_nothing_that_is_no_address(tmp_path: Path) -> None:
+    conf = "-f\n192.0.2.*\n$(reboot)\n.1\n192.0.2.\n203.0.113.9\n"
+    code, pings, console = probe(tmp_path, conf, answering="", rounds=1)
+    assert code == 0, console
+    assert pings.splitlines() == ["-c 1 -W 1 203.0.113.9"]
+    errors = [line for line in console.splitlines() if "error" in line]
+    assert len(errors) == 5, console
+    assert "overland-guest: probe 203.0.113.9 no reply 1" in console
+
+
+def test_without_its_file_the_probe_does_nothing(tmp_path: Path) -> None:
+    assert probe(tmp_path, None, answering="", rounds=0) == (0, "", "")
+
+
 @pytest.mark.parametrize(
-    "script", [INITRAMFS_INIT, NETCONF_SH, ROOT_INIT, WORKLOAD_SH, ECHO_SH, SHUTDOWN_SH, POWER_BUTTON_SH]
+    "script",
+    [INITRAMFS_INIT, NETCONF_SH, ROOT_INIT, WORKLOAD_SH, ECHO_SH, SHUTDOWN_SH, POWER_BUTTON_SH, PROBE_SH],
 )
 def test_every_script_is_valid_busybox_sh(script: str) -> None:
     done = subprocess.run(
@@ -154,7 +208,7 @@ def test_the_root_template_keeps_its_own_init_and_services() -> None:
     assert files["sbin/init"].kind is Kind.FILE
     assert files["sbin/init"].data.decode() == ROOT_INIT
     assert files["etc/inittab"].data.decode() == INITTAB
-    for service in ("workload.sh", "echo.sh", "shutdown.sh"):
+    for service in ("workload.sh", "echo.sh", "shutdown.sh", "probe.sh"):
         assert f"/etc/overland/{service}" in INITTAB
         assert files[f"etc/overland/{service}"].mode == 0o755
     assert files["etc/acpi/PWRF/00000080"].mode == 0o755
