@@ -157,6 +157,9 @@ class OverlayDemo:
     relays: list[TcpRelay] = field(default_factory=list)
     # VMs with a record but no namespace and no port: the caller runs them (qemu guests, say).
     external_vms: frozenset[str] = frozenset()
+    # Where the policy service listens, for the callers that need its address (a site moving
+    # records); the demo itself uses only ``policy``.
+    policy_endpoint: str = ""
 
     def start(self) -> None:
         """Namespaces, relays, the table, one agent per host, then a TAP port per VM (but the

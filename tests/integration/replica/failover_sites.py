@@ -78,6 +78,20 @@ class Site:
     def log(self) -> str:
         return self.process.log_path.read_text()
 
+    def console(self, vm: str) -> str:
+        """The VM's console log so far, through the VM API."""
+        log = self.vms.GetConsoleLog(vm_pb2.GetConsoleLogRequest(name=vm, max_bytes=1024 * 1024), timeout=10)
+        return bytes(log.data).decode(errors="replace")
+
+    def wait_console(self, vm: str, text: str, after: int = 0, seconds: float = REPLICATION_TIMEOUT) -> str:
+        """The VM's console once ``text`` is in it past character ``after``; the VM must keep running."""
+        deadline = time.monotonic() + seconds
+        while text not in (console := self.console(vm))[after:]:
+            assert self.vm(vm).state == vm_pb2.VM_STATE_RUNNING, console[-3000:]
+            assert time.monotonic() < deadline, f"no {text!r} on {vm}'s console: {console[-3000:]}"
+            time.sleep(0.5)
+        return console
+
 
 def site(base: Path, name: str, other: str, *extra: str) -> Site:
     state, store = base / f"{name}-state", base / f"{name}-store"

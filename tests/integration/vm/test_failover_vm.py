@@ -60,11 +60,6 @@ def sites(guest_image: GuestImage, accel: Accel, tmp_path: Path) -> Iterator[tup
         netns.delete_netns(namespace)
 
 
-def console(at: Site, name: str) -> str:
-    log = at.vms.GetConsoleLog(vm_pb2.GetConsoleLogRequest(name=name, max_bytes=1024 * 1024), timeout=10)
-    return bytes(log.data).decode(errors="replace")
-
-
 def replicate(a: Site, b: Site, disk: Path) -> None:
     """The VM defined at A with one NIC, replicated to B."""
     nic = replica_pb2.VmNic(
@@ -75,15 +70,6 @@ def replicate(a: Site, b: Site, disk: Path) -> None:
         test_vsid=5002,
     )
     define_and_replicate(a, b, VM, disk, nics=(nic,), points=1)
-
-
-def wait_network(at: Site, name: str) -> str:
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while NETWORK_UP not in (text := console(at, name)):
-        assert at.vm(name).state == vm_pb2.VM_STATE_RUNNING, text[-3000:]
-        assert time.monotonic() < deadline, text[-3000:]
-        time.sleep(0.5)
-    return text
 
 
 def test_a_test_failover_boots_while_replication_goes_on(sites: tuple[Site, Site, Path, str]) -> None:
@@ -103,7 +89,7 @@ def test_a_test_failover_boots_while_replication_goes_on(sites: tuple[Site, Site
     # Replication goes on under the running test VM (the last 1 MiB of the disk: no file lives there).
     qemu_io(a.nbd(f"{VM}/d0"), f"write -P 0x5a {DISK_SIZE - 1024 * 1024} 1M", fmt="raw")
     assert a.cycle(VM).last_sequence == 2
-    assert f"overland-guest: nic 0 eth0 address {FAILOVER_IP}/24" in wait_network(b, TEST_VM)
+    assert f"overland-guest: nic 0 eth0 address {FAILOVER_IP}/24" in b.wait_console(TEST_VM, NETWORK_UP)
     deadline = time.monotonic() + BOOT_TIMEOUT
     # Its port is a TAP in B's VM namespace: the host side answers for the subnet.
     (port,) = test_vm.ports
@@ -111,7 +97,7 @@ def test_a_test_failover_boots_while_replication_goes_on(sites: tuple[Site, Site
     assert ping(namespace, FAILOVER_IP, time.monotonic() + BOOT_TIMEOUT)
     qemu_io(a.nbd(f"{VM}/d0"), f"write -P 0x5b {DISK_SIZE - 1024 * 1024} 64k", fmt="raw")
     assert a.cycle(VM).last_sequence == 3
-    while synced_records(console(b, TEST_VM)).get(1, 0) < 3:
+    while synced_records(b.console(TEST_VM)).get(1, 0) < 3:
         assert time.monotonic() < deadline, "the test VM's workload stopped writing"
         time.sleep(0.5)
 
@@ -141,7 +127,7 @@ def test_a_planned_failover_and_back_ends_with_the_primary_running_the_vm(
     after_copy = prepared.final_cycle_bytes + sent + back.final_cycle_bytes
     assert after_copy <= 1024 * 1024 + 256 * 1024, after_copy
     assert after_copy < copied // 8
-    text = wait_network(a, VM)
+    text = a.wait_console(VM, NETWORK_UP)
     assert "overland-guest: nic 0 eth0 address 192.0.2.10/24" in text
     assert a.vm(VM).network_settings == vm_pb2.VM_NETWORK_SETTINGS_PRIMARY
     assert b.vm(VM).replication_mode == vm_pb2.REPLICATION_MODE_REPLICA

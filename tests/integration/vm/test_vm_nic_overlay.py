@@ -12,9 +12,7 @@ that the datapaths follow, and a restart of host 1's agent that the VM does not 
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from services.vswitch import netns
 from services.vswitch.demo import AgentProcess, OverlayDemo
 from services.vswitch.lab import BLUE_A
 from tests.integration.vm.conftest import BOOT_TIMEOUT, DISK_SIZE, GuestImage
-from tests.integration.vswitch.overlay import overlay_cluster, tshark_fields
+from tests.integration.vswitch.overlay import nvgre_capture, overlay_cluster, tshark_fields
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.etcd]
 
@@ -117,23 +115,8 @@ def test_the_vm_and_a_namespace_on_another_host_ping_each_other_over_nvgre(
     overlay: VmOnOverlay, tmp_path: Path
 ) -> None:
     pcap = tmp_path / "pa1.pcap"
-    argv = ["tshark", "-i", "pa0", "-w", str(pcap), "-f", "ip proto 47", "-a", "duration:120"]
-    capture = subprocess.Popen(
-        netns.exec_argv(overlay.host_netns(PA1), argv),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert capture.stderr is not None
-        for line in capture.stderr:
-            if "Capturing on" in line:
-                break
+    with nvgre_capture(overlay.host_netns(PA1), pcap):
         assert overlay.ping_vm(time.monotonic() + BOOT_TIMEOUT, count=3)
-        time.sleep(0.5)
-    finally:
-        capture.send_signal(signal.SIGINT)
-        capture.communicate(timeout=60)
     rows = tshark_fields(pcap, ["gre.key", "gre.proto", "ip.src", "ip.dst", "icmp.type"])
     # Outer then inner addresses: host 2 -> host 1 carrying blue2 -> blue1, and the VM's replies back.
     requests = [r for r in rows if r["icmp.type"] == "8" and r["ip.src"] == f"{PA2};{PEER_CA}"]

@@ -1,9 +1,12 @@
 """What the overlay tests share: the whole demo cluster (etcd, the policy service, agent processes in
-host namespaces) as a context manager, and tshark's fields of a capture."""
+host namespaces) as a context manager, a tshark capture of a host's NVGRE frames, and tshark's fields
+of a capture."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +18,7 @@ from overland.v1 import policy_pb2_grpc
 from services.common.config import EtcdConfig, ServerConfig
 from services.common.etcd_process import EtcdProcess
 from services.policy import PolicyConfig, create_server
+from services.vswitch import netns
 from services.vswitch.demo import OverlayDemo
 from tests.conftest import start_test_etcd
 
@@ -34,7 +38,13 @@ def overlay_cluster(workdir: Path, **demo_options: Any) -> Iterator[tuple[Overla
             )
         )
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        demo = OverlayDemo(policy_pb2_grpc.PolicyServiceStub(channel), etcd.endpoint, workdir, **demo_options)
+        demo = OverlayDemo(
+            policy_pb2_grpc.PolicyServiceStub(channel),
+            etcd.endpoint,
+            workdir,
+            policy_endpoint=f"127.0.0.1:{port}",
+            **demo_options,
+        )
         demo.start()
         yield demo, etcd
     finally:
@@ -45,6 +55,29 @@ def overlay_cluster(workdir: Path, **demo_options: Any) -> Iterator[tuple[Overla
         if policy_server is not None:
             policy_server.stop()
         etcd.close()
+
+
+@contextmanager
+def nvgre_capture(namespace: str, pcap: Path, seconds: int = 300) -> Iterator[None]:
+    """tshark on the PA link (``pa0``) of host ``namespace``, writing its NVGRE frames (IP protocol 47)
+    to ``pcap`` while the block runs: it captures when the block starts, and has written what the
+    block caused when it ends."""
+    argv = ["tshark", "-i", "pa0", "-w", str(pcap), "-f", "ip proto 47", "-a", f"duration:{seconds}"]
+    capture = subprocess.Popen(
+        netns.exec_argv(namespace, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert capture.stderr is not None
+        # tshark says so on stderr once it captures; on a loaded machine that takes seconds.
+        for line in capture.stderr:
+            if "Capturing on" in line:
+                break
+        yield
+        # The last frames the block caused reach the file before tshark stops.
+        time.sleep(0.5)
+    finally:
+        capture.send_signal(signal.SIGINT)
+        capture.communicate(timeout=60)
 
 
 def tshark_fields(path: Path, fields: list[str]) -> list[dict[str, str]]:

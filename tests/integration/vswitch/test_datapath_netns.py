@@ -9,7 +9,6 @@ wire traffic.
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import struct
 import subprocess
@@ -45,7 +44,7 @@ from services.vswitch.packets import (
     pcap_file_header,
     pcap_record,
 )
-from tests.integration.vswitch.overlay import tshark_fields
+from tests.integration.vswitch.overlay import nvgre_capture, tshark_fields
 
 pytestmark = pytest.mark.netns
 
@@ -249,21 +248,8 @@ NVGRE_FIELDS = [
 def test_capture_of_real_wire_traffic_decodes_as_nvgre_in_tshark(overlay: Overlay, tmp_path: Path) -> None:
     pcap = tmp_path / "wire.pcap"
     host = overlay.lab.hosts["h1"]
-    argv = ["tshark", "-i", "pa0", "-w", str(pcap), "-f", "ip proto 47", "-a", "duration:60"]
-    capture = subprocess.Popen(
-        netns.exec_argv(host.netns, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert capture.stderr is not None
-        # tshark says so on stderr once it captures; on a loaded machine that takes seconds.
-        for line in capture.stderr:
-            if "Capturing on" in line:
-                break
+    with nvgre_capture(host.netns, pcap):
         assert overlay.lab.ping(overlay.vm("blue1"), "192.0.2.12", count=3)
-        time.sleep(0.5)
-    finally:
-        capture.send_signal(signal.SIGINT)
-        capture.communicate(timeout=30)
     rows = tshark_fields(pcap, NVGRE_FIELDS)
     requests = [row for row in rows if row["icmp.type"] == "8"]
     assert requests, rows  # tshark may start recording a moment after it says so
