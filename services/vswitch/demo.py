@@ -5,7 +5,8 @@ The end-to-end test and ``make run`` (``services/devstack.py``) build it. The po
 run in the caller's namespace; each host namespace reaches etcd through a ``TcpRelay`` on its own
 default etcd endpoint (127.0.0.1:2379), and the caller reaches each agent's gRPC API through a relay
 to the agent's default address (127.0.0.1:50052). Writes are idempotent (ALREADY_EXISTS is fine), so a
-rerun on the same etcd works.
+rerun on the same etcd works. ``demo_cluster`` runs the policy service here too, for the tests and
+benchmarks that need the whole tenant network.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from overland import defaults
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
+from services.common.config import EtcdConfig, ServerConfig
 from services.common.errors import DeadlineExceeded, FailedPrecondition
+from services.policy import PolicyConfig, create_server
 from services.vswitch.config import SNAPSHOT_DIR
 from services.vswitch.datapath.switch import STATE_DIR
 from services.vswitch.lab import BLUE, DEMO_SUBNETS, RED, Host, Lab, TcpRelay, VmSpec, demo_vms
@@ -226,3 +231,33 @@ class OverlayDemo:
             relay.close()
         self.relays.clear()
         self.lab.close()
+
+
+@contextmanager
+def demo_cluster(workdir: Path, etcd_endpoint: str, **demo_options: Any) -> Iterator[OverlayDemo]:
+    """The policy service (in this process) on the etcd at ``etcd_endpoint`` and a started
+    ``OverlayDemo(**demo_options)`` logging to ``workdir``; both stopped after. The tests' overlay and
+    the benchmarks that need the tenant network run it."""
+    policy_server, port = create_server(
+        PolicyConfig(
+            server=ServerConfig(bind="127.0.0.1:0", max_workers=8),
+            etcd=EtcdConfig(endpoints=(etcd_endpoint,), timeout=2.0),
+        )
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    demo = None
+    try:
+        demo = OverlayDemo(
+            policy_pb2_grpc.PolicyServiceStub(channel),
+            etcd_endpoint,
+            workdir,
+            policy_endpoint=f"127.0.0.1:{port}",
+            **demo_options,
+        )
+        demo.start()
+        yield demo
+    finally:
+        if demo is not None:
+            demo.close()
+        channel.close()
+        policy_server.stop()

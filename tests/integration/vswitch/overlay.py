@@ -12,14 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from overland.v1 import policy_pb2_grpc
-from services.common.config import EtcdConfig, ServerConfig
 from services.common.etcd_process import EtcdProcess
-from services.policy import PolicyConfig, create_server
 from services.vswitch import netns
-from services.vswitch.demo import OverlayDemo
+from services.vswitch.demo import OverlayDemo, demo_cluster
 from tests.conftest import start_test_etcd
 
 
@@ -27,33 +22,10 @@ from tests.conftest import start_test_etcd
 def overlay_cluster(workdir: Path, **demo_options: Any) -> Iterator[tuple[OverlayDemo, EtcdProcess]]:
     """etcd, the policy service on it and a started ``OverlayDemo(**demo_options)``; all stopped after."""
     etcd = start_test_etcd(workdir / "etcd")
-    policy_server = None
-    channel = None
-    demo = None
     try:
-        policy_server, port = create_server(
-            PolicyConfig(
-                server=ServerConfig(bind="127.0.0.1:0", max_workers=8),
-                etcd=EtcdConfig(endpoints=(etcd.endpoint,), timeout=2.0),
-            )
-        )
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        demo = OverlayDemo(
-            policy_pb2_grpc.PolicyServiceStub(channel),
-            etcd.endpoint,
-            workdir,
-            policy_endpoint=f"127.0.0.1:{port}",
-            **demo_options,
-        )
-        demo.start()
-        yield demo, etcd
+        with demo_cluster(workdir, etcd.endpoint, **demo_options) as demo:
+            yield demo, etcd
     finally:
-        if demo is not None:
-            demo.close()
-        if channel is not None:
-            channel.close()
-        if policy_server is not None:
-            policy_server.stop()
         etcd.close()
 
 
