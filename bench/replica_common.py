@@ -1,21 +1,25 @@
-"""Shared setup of the replica benchmarks: a DR process, an in-process primary, a filled source disk."""
+"""Shared setup of the replica benchmarks: site processes, a DR process with an in-process primary, a
+filled source disk."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from overland.client import ReplicaClient
+from overland.client import ReplicaClient, VmClient
 from overland.replication import wait_cycle
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.common.config import ServerConfig
+from services.common.etcd_process import free_ports
 from services.replica.config import ReplicaConfig
 from services.replica.server import ReplicaServer, create_server
 from services.replica.vhd import create_fixed
@@ -65,24 +69,68 @@ def timed(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
+@dataclass
+class SiteProcess:
+    """A site, ``python -m services.replica``, as a child process, and the SDK's clients of it."""
+
+    process: subprocess.Popen[bytes]
+    endpoint: str
+    replicas: ReplicaClient
+    vms: VmClient
+
+    @property
+    def replica_stub(self) -> replica_pb2_grpc.ReplicaServiceStub:
+        return replica_pb2_grpc.ReplicaServiceStub(self.replicas.channel)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self._close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self._close()
+
+    def _close(self) -> None:
+        self.replicas.close()
+        self.vms.close()
+
+
+def start_site(
+    args: Sequence[str], log: Path | None = None, env: Mapping[str, str] | None = None
+) -> SiteProcess:
+    """A site with ``args`` (stderr to ``log``), once it serves (it prints ``LISTENING HOST PORT ...``).
+    Its port is chosen here, not by the kernel: a site tells other sites its ``--bind`` address (the
+    endpoint a DR site probes and a new primary calls back), and port 0 would tell them nothing."""
+    (port,) = free_ports(1)
+    with open(log or os.devnull, "ab") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.replica", *args, "--bind", f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=None if env is None else dict(env),
+        )
+    assert process.stdout is not None
+    line = process.stdout.readline().split()
+    if not line:
+        process.wait(timeout=30)
+        raise RuntimeError(f"the site exited with {process.returncode} before serving (log: {log})")
+    endpoint = f"127.0.0.1:{int(line[2])}"
+    return SiteProcess(process, endpoint, ReplicaClient(endpoint), VmClient(endpoint))
+
+
 @contextmanager
 def sites(workdir: Path, primary_name: str = "bench") -> Iterator[tuple[ReplicaServer, str]]:
     """A DR site as a child process and a primary in this process; yields (primary, DR endpoint)."""
     store = workdir / "dr-store"
-    argv = [
-        *(sys.executable, "-m", "services.replica", "--site-name", "dr"),
-        *("--allow", f"{primary_name}={store}", "--state-dir", str(workdir / "dr-state")),
-    ]
-    dr = subprocess.Popen(
-        [*argv, "--bind", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+    dr = start_site(
+        ["--site-name", "dr", "--allow", f"{primary_name}={store}", "--state-dir", str(workdir / "dr-state")]
     )
     primary: ReplicaServer | None = None
     try:
-        assert dr.stdout is not None
-        line = dr.stdout.readline().split()
-        endpoint = f"127.0.0.1:{int(line[2])}"
         primary, _port = create_server(
             ReplicaConfig(
                 server=ServerConfig(bind="127.0.0.1:0"),
@@ -90,12 +138,11 @@ def sites(workdir: Path, primary_name: str = "bench") -> Iterator[tuple[ReplicaS
                 site_name=primary_name,
             )
         )
-        yield primary, endpoint
+        yield primary, dr.endpoint
     finally:
         if primary is not None:
             primary.stop()
-        dr.terminate()
-        dr.wait(timeout=30)
+        dr.stop()
 
 
 def enable(
