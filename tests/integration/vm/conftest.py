@@ -21,6 +21,7 @@ from services.replica.primary.tracking import ChangeLog, TrackedDevice
 from services.replica.vhd import open_disk
 from services.replica.vm import (
     NETWORK_UP,
+    WORKLOAD_LOG,
     Accel,
     Disk,
     GuestNetwork,
@@ -29,10 +30,15 @@ from services.replica.vm import (
     TapBackend,
     VmProcess,
     VmSpec,
+    WorkloadRecord,
+    check_filesystem,
     detect_accel,
     kernel_command_line,
     make_vm_disk,
+    parse_workload_log,
     raw_copy,
+    read_guest_file,
+    replay_journal,
 )
 from services.vswitch import netns
 
@@ -80,6 +86,17 @@ def ping(namespace: str, address: str, deadline: float) -> bool:
         if subprocess.run(argv, capture_output=True, timeout=30, check=False).returncode == 0:
             return True
     return False
+
+
+def records_after_crash(raw: Path) -> list[WorkloadRecord]:
+    """The workload's records on ``raw``, a raw copy of a disk whose guest never unmounted it: the
+    journal replayed first (as the guest's next mount would), then the filesystem must check clean."""
+    replay_journal(raw)
+    fsck = check_filesystem(raw)
+    assert fsck.clean, fsck.output
+    records = parse_workload_log(read_guest_file(raw, WORKLOAD_LOG).decode())
+    assert records, "the workload wrote nothing"
+    return records
 
 
 @dataclass
