@@ -321,6 +321,13 @@ class ReplicaApi(ApiBase):
     list_recovery_points = _listing(
         replica_pb2.ListRecoveryPointsRequest, "recovery_points", replica_pb2.RecoveryPoint
     )
+    # ``fields`` names the settings that change; a move to another replica server stops the running
+    # cycle first (quickly: at its next chunk).
+    set_replication = _call(replica_pb2.SetReplicationRequest, replica_pb2.Replication)
+    # Each network check has its own deadline at the site (5 s): well within the call's.
+    test_replication_connection = _call(
+        replica_pb2.TestReplicationConnectionRequest, replica_pb2.ConnectionTest, idempotent=True
+    )
     # Failover (Start-, Stop-, Complete-VMFailover, Set-VMReplication -Reverse); never retried: a
     # failover whose answer was lost may have happened (get_vm_failover says).
     start_vm_failover = _call(replica_pb2.StartVmFailoverRequest, replica_pb2.VmFailover)
@@ -348,6 +355,21 @@ class ReplicaReceiverApi(ApiBase):
         RpcSpec("GetBlockHashes", idempotent=True), replica_pb2.BlockHashesRequest, replica_pb2.BlockHashes
     )
     list_recovery_points = ReplicaApi.list_recovery_points
+    check_replica_server = _call(
+        replica_pb2.CheckReplicaServerRequest, replica_pb2.ReplicaServerCheck, idempotent=True
+    )
+    # For the DR site's administrator. An import and an export take as long as the file does: no
+    # deadline (a dead site is noticed by the channel's keepalive), and neither is retried.
+    import_initial_replica = Unary(
+        RpcSpec("ImportInitialReplica", long_lived=True),
+        replica_pb2.ImportInitialReplicaRequest,
+        replica_pb2.DeltaAck,
+    )
+    export_recovery_point = Streaming(
+        RpcSpec("ExportRecoveryPoint", long_lived=True),
+        replica_pb2.ExportRecoveryPointRequest,
+        replica_pb2.RecoveryPointData,
+    )
     adopt_replica = _call(replica_pb2.AdoptReplicaRequest, replica_pb2.AdoptReplicaResponse)
 
 

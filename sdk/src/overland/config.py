@@ -82,6 +82,9 @@ class TlsFiles:
         )
 
 
+KEEPALIVE_MS = 10_000
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One service's address (``host:port``, ``[v6]:port``, or ``unix:/path``) and its TLS, if any."""
@@ -102,6 +105,10 @@ class Endpoint:
         options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Calls without a deadline (a cycle's progress, an import, an export) notice a dead service
+            # by keepalive pings rather than never; the services accept pings every 4 s and more.
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_MS),
         ]
         if self.tls is not None and self.tls.server_name:
             options.append(("grpc.ssl_target_name_override", self.tls.server_name))

@@ -15,6 +15,7 @@ Under ``<storage location>/<vm>/``:
 * ``point-disks/<tag>/`` — differencing disks over the replica at a recovery point, a failover VM's
   disks (``point_disks``).
 * ``journal-done-*`` — an applied journal being deleted in the background (removed at start).
+* ``exports/`` — recovery points being exported (``export``), each in its own folder (removed at start).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class Layout:
         self.journal = root / "journal"
         self.disks = root / "disks"
         self.points = root / "points"
+        self.exports = root / "exports"
 
     @property
     def known(self) -> bool:

@@ -11,7 +11,8 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from overland.v1 import replica_pb2
@@ -24,9 +25,20 @@ from services.replica.files import move
 from services.replica.vhd.device import BlockDevice
 from services.replica.vhd.image import open_disk
 
+# A disk copy at the DR site (cp): generous, and still bounded.
+COPY_SECONDS = 3600
+
 
 def point_id(vm_name: str, sequence: int) -> str:
     return f"{vm_name}@{sequence}"
+
+
+def point_sequence(vm_name: str, point: str) -> int | None:
+    """The sequence a point id (``VM@SEQUENCE``) or a bare sequence names; None if neither."""
+    name, sep, number = point.rpartition("@")
+    if sep and name != vm_name:
+        return None
+    return int(number) if number.isdigit() else None
 
 
 def capture_undo(
@@ -169,28 +181,71 @@ def listing(vm_name: str, points: list[Point]) -> list[replica_pb2.RecoveryPoint
     ]
 
 
-def materialize(
-    layout: Layout, state: VmState, vm_name: str, sequence: int, out_dir: Path
-) -> dict[str, Path]:
-    """Copies of the disks as they were at recovery point ``sequence`` (for failover and tests)."""
+@dataclass
+class PointCopy:
+    """Copies of disks as they are now, and the undo layers (newest first) that take them back to a
+    recovery point: made under the store's lock (``copy_point``), finished without it (``finish``)."""
+
+    disks: dict[str, Path]
+    undo: list[Path]
+
+    def finish(self) -> dict[str, Path]:
+        """Apply the undo layers: the copies are now the disks at the point."""
+        for layer in self.undo:
+            _apply_undo(layer, self.disks)
+        return self.disks
+
+
+def copy_point(
+    layout: Layout,
+    state: VmState,
+    vm_name: str,
+    sequence: int,
+    out_dir: Path,
+    *,
+    disks: Iterable[str] | None = None,
+) -> PointCopy:
+    """The start of a copy of ``disks`` (all by default) at recovery point ``sequence``: the replica
+    disks copied (reflinked where the filesystem can, sparse) and the undo layers of the newer points
+    linked, so a later commit or prune (which replace those files, never change them) leaves the copy
+    as it was. The caller holds the store's lock; ``PointCopy.finish`` needs it no longer."""
     points = sorted(state.points, key=lambda p: p.sequence, reverse=True)
     if sequence not in {p.sequence for p in points}:
         raise UnknownVm(f"VM {vm_name!r} has no recovery point {sequence}")
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, Path] = {}
-    for disk in state.disk_sizes:
+    for disk in state.disk_sizes if disks is None else disks:
+        if disk not in state.disk_sizes:
+            raise UnknownVm(
+                f"VM {vm_name!r} has no disk {disk!r} (it has {', '.join(sorted(state.disk_sizes))})"
+            )
         target = out_dir / f"{disk}.vhd"
         subprocess.run(
-            ["cp", "--sparse=always", str(layout.replica(disk)), str(target)],
+            ["cp", "--reflink=auto", "--sparse=always", str(layout.replica(disk)), str(target)],
             check=True,
-            timeout=600,
+            timeout=COPY_SECONDS,
         )
         outputs[disk] = target
+    undo = []
     for point in points:
         if point.sequence <= sequence:
             break
-        _apply_undo(layout.points / point.undo, outputs)
-    return outputs
+        linked = out_dir / point.undo
+        os.link(layout.points / point.undo, linked)
+        undo.append(linked)
+    return PointCopy(outputs, undo)
+
+
+def materialize(
+    layout: Layout, state: VmState, vm_name: str, sequence: int, out_dir: Path
+) -> dict[str, Path]:
+    """Copies of the disks as they were at recovery point ``sequence`` (for failover and tests)."""
+    copy = copy_point(layout, state, vm_name, sequence, out_dir)
+    try:
+        return copy.finish()
+    finally:
+        for layer in copy.undo:
+            layer.unlink(missing_ok=True)
 
 
 def _apply_undo(path: Path, outputs: dict[str, Path]) -> None:

@@ -9,6 +9,7 @@ also picks the storage location.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from services.replica.codec.media import read_export
 from services.replica.codec.wire import Received, chunks_of, parse_message
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
 from services.replica.disks import SiteDisks
+from services.replica.dr.export import export_point
 from services.replica.dr.layout import Layout
 from services.replica.dr.staging import Staging
 from services.replica.dr.store import VmStore
@@ -61,6 +63,7 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
         self._telemetry = telemetry or ReplicaTelemetry(None)
         self._clock = clock
         self._allowed = dict(config.allowed_primaries)
+        self._site_name = config.site_name
         self._tls = config.server.tls is not None
         self._fault_apply_delay = config.fault_apply_delay_seconds
         self._disks = disks
@@ -241,6 +244,53 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
         if self.adopter is None:
             raise UnknownVm(f"this site keeps no VM {request.vm_name!r} to adopt")
         return self.adopter(caller, request)
+
+    def CheckReplicaServer(  # noqa: N802 (gRPC method name)
+        self, request: replica_pb2.CheckReplicaServerRequest, context: grpc.ServicerContext
+    ) -> replica_pb2.ReplicaServerCheck:
+        primary = self.identity(context)
+        root = self._allowed[primary]
+        root.mkdir(parents=True, exist_ok=True)
+        usage = os.statvfs(root)
+        replica = 0
+        if request.vm_name:
+            violations = validate_name(request.vm_name, "vm_name")
+            if violations:
+                raise InvalidReplicationSettings(f"bad VM name {request.vm_name!r}", violations)
+            folder = root / request.vm_name
+            replica = (
+                sum(f.stat().st_blocks * 512 for f in folder.rglob("*") if f.is_file())
+                if folder.exists()
+                else 0
+            )
+        return replica_pb2.ReplicaServerCheck(
+            site_name=self._site_name,
+            primary=primary,
+            free_bytes=usage.f_bavail * usage.f_frsize,
+            total_bytes=usage.f_blocks * usage.f_frsize,
+            replica_bytes=replica,
+        )
+
+    def ExportRecoveryPoint(  # noqa: N802 (gRPC method name)
+        self, request: replica_pb2.ExportRecoveryPointRequest, context: grpc.ServicerContext
+    ) -> Iterator[replica_pb2.RecoveryPointData]:
+        store = self.store(self._holder(request.primary, request.vm_name), request.vm_name)
+        yield from export_point(store, request.point_id, request.disk)
+
+    def _holder(self, primary: str, vm_name: str) -> str:
+        """The primary whose replica of ``vm_name`` an administrator means: the one named, else the only
+        one this site holds a replica of that VM for."""
+        if primary:
+            return self._authorize(primary, "request")
+        holders = [name for name, known_vm in self.known() if known_vm == vm_name]
+        if not holders:
+            raise UnknownVm(f"this site holds no replica of VM {vm_name!r}")
+        if len(holders) > 1:
+            raise InvalidArgument(
+                f"this site holds replicas of VM {vm_name!r} from {', '.join(holders)}: name one (--primary)",
+                [FieldViolation("primary", "required: several primaries have a VM of that name")],
+            )
+        return holders[0]
 
 
 def _checkpoint_quietly(staging: Staging) -> None:

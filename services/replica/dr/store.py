@@ -57,6 +57,8 @@ class VmStore:
             point = PointDisks.decode(doc)
             self.point_disks[point.tag] = point_disks.reopen(self.layout, self._disk_owner(), point)
         point_disks.remove_unregistered(self.layout, self.point_disks)
+        # Exports a stopped process left behind (dr/export.py).
+        shutil.rmtree(self.layout.exports, ignore_errors=True)
 
     @property
     def known(self) -> bool:

@@ -11,11 +11,12 @@ included, is tracked. A scheduler thread starts a cycle for each VM whose interv
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -23,12 +24,12 @@ from typing import Any
 
 import grpc
 
-from overland.v1 import replica_pb2
+from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.common.errors import ServiceError
-from services.replica import states
 from services.replica.config import PRIMARY_HEADER, ReplicaConfig
 from services.replica.disks import DiskOwned, SiteDisk, SiteDisks, export_name
 from services.replica.errors import (
+    InvalidReplicationSettings,
     InvalidTransition,
     ReplicationExists,
     ReplicationNotFound,
@@ -36,15 +37,24 @@ from services.replica.errors import (
 )
 from services.replica.locks import WriteGate
 from services.replica.primary import cycle, replication
+from services.replica.primary.changes import Move, changed_settings, plan_move
+from services.replica.primary.connection import CHECK_SECONDS, check_connection, refusal
 from services.replica.primary.cycles import CycleRun
 from services.replica.primary.divergence import OutsideWrites, changed_while_down, record_stamp
 from services.replica.primary.gate import GatedDevice
 from services.replica.primary.replication import Outage, VmReplication
 from services.replica.primary.sender import PROBE_SECONDS, RPC_SECONDS, Sender, backoff, channel_to
 from services.replica.primary.tracking import DEFAULT_TRACK_BLOCK, ChangeLog, TrackedDevice
-from services.replica.settings import complete_vm, disk_format, validate_enable
+from services.replica.primary.views import pending_bytes, replication_view
+from services.replica.settings import (
+    InitialMethod,
+    complete_vm,
+    disk_format,
+    validate_enable,
+    validate_endpoint,
+)
 from services.replica.states import Event, Record, ReplicationState
-from services.replica.telemetry import ReplicaTelemetry, rpo_violated
+from services.replica.telemetry import ReplicaTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +86,8 @@ class ReplicationManager:
         self.root.mkdir(parents=True, exist_ok=True)
         self._channel_factory = channel_factory or self._channel
         self._vms: dict[str, VmReplication] = {}
+        # VMs whose EnableReplication is under way (it tests the connection without the lock).
+        self._enabling: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         # Set to run the scheduler now (enable, resume, resync) instead of at its next tick.
@@ -97,7 +109,7 @@ class ReplicationManager:
         self._stop.set()
         self._wake.set()
         for vm in self.replications():
-            vm.abort.set()
+            vm.abort.stop("the primary is shutting down")
         if self._scheduler is not None:
             self._scheduler.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -120,8 +132,7 @@ class ReplicationManager:
             if channel is None:
                 channel = self._channel_factory(endpoint)
                 channel = self._channels[endpoint] = self._telemetry.channel(channel)
-        metadata = () if self.config.client_tls else ((PRIMARY_HEADER, self.config.site_name),)
-        return Sender.on(channel, metadata, vm.abort, lambda why: self._note_outage(vm, why))
+        return Sender.on(channel, self._metadata(), vm.abort, lambda why: self._note_outage(vm, why))
 
     @staticmethod
     def _note_outage(vm: VmReplication, why: str | None) -> None:
@@ -260,23 +271,37 @@ class ReplicationManager:
     def enable(self, request: replica_pb2.EnableReplicationRequest) -> VmReplication:
         # A VM that runs here is replicated as defined: what the request leaves out comes from there.
         request = complete_vm(request, self._definitions(request.vm.name))
-        vm = self._add(request, Record().apply(Event.ENABLE, time.time_ns()))
+        vm = self._add(request, Record().apply(Event.ENABLE, time.time_ns()), test_first=True)
         log.info("replication enabled", extra={"vm": vm.name, "frequency": vm.policy.frequency_seconds})
         return vm
 
     def _add(
-        self, request: replica_pb2.EnableReplicationRequest, record: Record, last_sequence: int = 0
+        self,
+        request: replica_pb2.EnableReplicationRequest,
+        record: Record,
+        last_sequence: int = 0,
+        *,
+        test_first: bool = False,
     ) -> VmReplication:
         """A new replication of this site (its disks claimed, opened and tracked), saved, its first
-        cycle due now."""
+        cycle due now. ``test_first``: refuse a DR site that fails Test-VMReplicationConnection's
+        checks (unless the first copy goes by external media)."""
         policy = validate_enable(request)
+        name = request.vm.name
         with self._lock:
-            if request.vm.name in self._vms:
-                raise ReplicationExists(f"replication is already enabled for VM {request.vm.name!r}")
-            named = [(disk.name, disk.path) for disk in request.vm.disks]
-            self._site_disks.claim_all(request.vm.name, named, DISK_USER)
-            gate = WriteGate()
+            if name in self._vms or name in self._enabling:
+                raise ReplicationExists(f"replication is already enabled for VM {name!r}")
+            self._enabling.add(name)
+        try:
+            self._site_disks.claim_all(name, [(d.name, d.path) for d in request.vm.disks], DISK_USER)
             try:
+                if test_first and policy.initial_method != InitialMethod.EXTERNAL_MEDIA:
+                    # Test-VMReplicationConnection first: a DR site that cannot take it is refused now,
+                    # not found out by the first cycle.
+                    tested = self.test_connection(policy.replica_server, disks=request.vm.disks)
+                    if not tested.ok:
+                        raise refusal(name, tested)
+                gate = WriteGate()
                 disks, held = self._open_disks(request, gate)
             except BaseException:
                 self._unclaim(request)
@@ -286,13 +311,17 @@ class ReplicationManager:
                 policy,
                 record,
                 disks,
-                self._vm_dir(request.vm.name),
+                self._vm_dir(name),
                 last_sequence=last_sequence,
                 gate=gate,
                 site_disks=held,
             )
-            self._vms[vm.name] = vm
+            with self._lock:
+                self._vms[vm.name] = vm
             vm.save()
+        finally:
+            with self._lock:
+                self._enabling.discard(name)
         self._wake.set()
         return vm
 
@@ -351,7 +380,7 @@ class ReplicationManager:
     def disable(self, name: str) -> VmReplication:
         vm = self.get(name)
         # A running cycle stops at its next chunk rather than holding the disable until it is done.
-        vm.abort.set()
+        vm.abort.stop("replication was disabled")
         with vm.running:
             vm.record = vm.record.apply(Event.DISABLE, time.time_ns())
             with self._lock:
@@ -363,6 +392,104 @@ class ReplicationManager:
             if queued is not None:
                 vm.cycles.finish(queued, error_code="FAILED_PRECONDITION", error="replication was disabled")
         return vm
+
+    def set_replication(
+        self,
+        name: str,
+        settings: replica_pb2.ReplicationSettings,
+        fields: Sequence[str],
+        resync: bool = False,
+    ) -> VmReplication:
+        """Set-VMReplication (``primary/changes.py``): the new settings from the next cycle on. A move
+        to another replica server stops the running cycle (it streams to the old one) first."""
+        vm = self.get(name)
+        request = replica_pb2.EnableReplicationRequest()
+        request.CopyFrom(vm.request)
+        request.settings.CopyFrom(changed_settings(vm.request.settings, settings, fields))
+        policy = validate_enable(request)
+        endpoint = policy.replica_server
+        move = None
+        if endpoint != vm.policy.replica_server:
+            theirs = self._committed_at(endpoint, name)
+            move = plan_move(
+                name,
+                endpoint,
+                ours=vm.last_sequence,
+                theirs=theirs,
+                initial_done=vm.record.initial_done,
+                resync=resync,
+            )
+            vm.abort.stop(f"the replica server changes to {endpoint}")
+        try:
+            with vm.running, vm.state_lock:
+                vm.request, vm.policy = request, policy
+                if move is Move.RESYNC:
+                    vm.force_resync = True
+                elif move is Move.INITIAL:
+                    paused = vm.record.state == ReplicationState.SUSPENDED
+                    state = vm.record.state if paused else ReplicationState.READY_FOR_INITIAL_REPLICATION
+                    vm.record = replace(
+                        vm.record, state=state, initial_done=False, resync_required=False, error=""
+                    )
+                    vm.last_sequence, vm.force_resync = 0, False
+                vm.outage = None
+                vm.save()
+        finally:
+            vm.abort.resume()
+        vm.next_due = min(vm.next_due, time.monotonic() + policy.frequency_seconds)
+        self._wake.set()
+        log.info(
+            "replication settings changed",
+            extra={"vm": name, "fields": ",".join(fields), "move": move and move.value},
+        )
+        return vm
+
+    def _committed_at(self, endpoint: str, vm_name: str) -> int:
+        """The sequence the site at ``endpoint`` holds VM ``vm_name``'s replica at (0: none)."""
+        channel = self._channel_factory(endpoint)
+        try:
+            sender = Sender.on(channel, self._metadata(), threading.Event())
+            return sender.receiver_state(vm_name, timeout=CHECK_SECONDS).committed_sequence
+        finally:
+            channel.close()
+
+    def test_connection(
+        self, endpoint: str, vm_name: str = "", disks: Iterable[replica_pb2.VmDisk] = ()
+    ) -> replica_pb2.ConnectionTest:
+        """Test-VMReplicationConnection to ``endpoint``, for the disks of VM ``vm_name`` (replicated or
+        defined here) or ``disks`` if either is given (``primary/connection.py``)."""
+        violations = validate_endpoint(endpoint, "replica_server")
+        if violations:
+            raise InvalidReplicationSettings(violations[0].description, violations)
+        paths = [d.path for d in disks] or self._disk_paths(vm_name)
+        needed = sum(_allocated(path) for path in paths) if (vm_name or paths) else None
+        channel = self._channel_factory(endpoint)
+        try:
+            stub = replica_pb2_grpc.ReplicaReceiverServiceStub(channel)
+            request = replica_pb2.CheckReplicaServerRequest(vm_name=vm_name)
+
+            def ask() -> replica_pb2.ReplicaServerCheck:
+                return stub.CheckReplicaServer(
+                    request, timeout=CHECK_SECONDS, metadata=self._metadata(), wait_for_ready=True
+                )
+
+            return check_connection(endpoint, self.config.client_tls, ask, needed)
+        finally:
+            channel.close()
+
+    def _disk_paths(self, vm_name: str) -> list[str]:
+        """The disk files of VM ``vm_name``: its replication's, else its definition's ([] for none)."""
+        if not vm_name:
+            return []
+        with self._lock:
+            vm = self._vms.get(vm_name)
+        defined = vm.request.vm if vm is not None else self._definitions(vm_name)
+        if defined is None:
+            raise ReplicationNotFound(f"no replication and no VM named {vm_name!r} at this site")
+        return [disk.path for disk in defined.disks]
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return () if self.config.client_tls else ((PRIMARY_HEADER, self.config.site_name),)
 
     # ---- failover (``services.replica.failover`` decides; these keep the replication's side) -----
 
@@ -379,7 +506,7 @@ class ReplicationManager:
 
     def changed_since_cut(self, name: str) -> int:
         """Bytes written to the VM's disks since its last cut (0: the disks are as last shipped)."""
-        return self._pending_bytes(self.get(name))
+        return pending_bytes(self.get(name))
 
     def adopt_primary(
         self, request: replica_pb2.EnableReplicationRequest, last_sequence: int, resync: bool
@@ -537,62 +664,12 @@ class ReplicationManager:
     # ---- views -----------------------------------------------------------------------------------
 
     def to_proto(self, vm: VmReplication) -> replica_pb2.Replication:
-        now = time.time_ns()
-        record = replace(vm.record, pending_bytes=self._pending_bytes(vm))
-        resync = (
-            ""
-            if not vm.record.initial_done
-            else "; ".join(
-                f"disk {name}: {device.tracker.resync_reason}"
-                for name, device in vm.disks.items()
-                if device.tracker.resync_required and device.tracker.resync_reason
-            )
-        )
-        health, reasons = states.health(record, now, self._outage_words(vm, now), vm.faults, resync)
-        stats = states.statistics(record, now)
-        running = vm.running.locked()
-        return replica_pb2.Replication(
-            vm=vm.request.vm,
-            settings=vm.request.settings,
-            state=replica_pb2.ReplicationState.Name(int(record.state)),
-            health=replica_pb2.ReplicationHealth.Name(int(health)),
-            health_reasons=list(reasons),
-            statistics=replica_pb2.ReplicationStatistics(
-                last_sync_unix_nanos=stats.last_sync_nanos,
-                pending_bytes=stats.pending_bytes,
-                average_delta_bytes=stats.average_delta_bytes,
-                missed_cycles=stats.missed_cycles,
-                total_cycles=stats.total_cycles,
-                average_latency_seconds=stats.average_latency_seconds,
-                progress=vm.progress.fraction if running else (1.0 if record.initial_done else 0.0),
-                transferred_bytes=vm.progress.sent_bytes,
-                last_cycle_unix_nanos=stats.last_cycle_end_nanos,
-                last_cycle_bytes=stats.last_cycle_bytes,
-                last_cycle_seconds=stats.last_cycle_seconds,
-                rpo_met=rpo_violated(record.last_sync_nanos, now, vm.policy.frequency_seconds) is False,
-            ),
-            resync_required=[n for n, d in vm.disks.items() if d.tracker.resync_required]
-            or (list(vm.disks) if record.resync_required or vm.force_resync else []),
-            last_sequence=vm.last_sequence,
-            cycle=latest.to_proto() if (latest := vm.cycles.latest()) is not None else None,
-        )
+        return replication_view(vm, time.time_ns())
 
-    @staticmethod
-    def _outage_words(vm: VmReplication, now_nanos: int) -> str:
-        with vm.state_lock:
-            outage = vm.outage
-            if outage is None:
-                return ""
-            since, why = outage.since_nanos, outage.reason
-        seconds = max(0, (now_nanos - since) // 1_000_000_000)
-        return (
-            f"the DR site {vm.policy.replica_server} has not answered for {seconds} s ({why}); "
-            "replication goes on as soon as it answers"
-        )
 
-    def _pending_bytes(self, vm: VmReplication) -> int:
-        total = 0
-        for device in vm.disks.values():
-            tracker = device.tracker
-            total += sum(count for _first, count in tracker.changed_runs()) * tracker.block_size
-        return total
+def _allocated(path: str) -> int:
+    """The bytes a disk file takes (what its first copy carries, at most)."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0

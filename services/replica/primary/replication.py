@@ -24,6 +24,22 @@ from services.replica.states import Event, Record, ReplicationState
 STATE_FILE = "replication.json"
 
 
+class Abort(threading.Event):
+    """Set to stop a VM's running cycle at its next chunk; ``reason`` says why (in its record)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = ""
+
+    def stop(self, reason: str) -> None:
+        self.reason = reason
+        self.set()
+
+    def resume(self) -> None:
+        self.reason = ""
+        self.clear()
+
+
 @dataclass
 class Outage:
     """The DR site has not answered since ``since_nanos``: the last error, and the probes that failed."""
@@ -61,7 +77,7 @@ class VmReplication:
     # The DR site does not answer (a cycle retries, or the scheduler probes it until it does).
     outage: Outage | None = None
     # Set to stop the running cycle between chunks (the site stops, or the replication is disabled).
-    abort: threading.Event = field(default_factory=threading.Event)
+    abort: Abort = field(default_factory=Abort)
     # The end of the reserved block of cycle ids (``primary/cycles.py``) ``replication.json`` recorded.
     cycle_ids_reserved: int = 0
     # Its cycles: the queued one, the running one's progress, the last ones' outcomes.

@@ -48,6 +48,9 @@ MAX_RECONNECT_BACKOFF_MS = 1000
 RPC_SECONDS = 30.0
 # How long a probe waits for the channel to (re)connect to the DR site.
 PROBE_SECONDS = 1.0
+# Calls a client of this site waits on (listing recovery points): under the clients' default 10 s, so
+# they hear this site's UNAVAILABLE naming the DR site rather than their own DEADLINE_EXCEEDED.
+QUERY_SECONDS = 5.0
 # The stream deadline grows with the delta: generous enough for a slow link, still bounded.
 STREAM_SECONDS_PER_MIB = 2.0
 SEND_DELTA_METHOD = "/overland.v1.ReplicaReceiverService/SendDelta"
@@ -147,7 +150,7 @@ class Sender:
         try:
             response = self.stub.ListRecoveryPoints(
                 replica_pb2.ListRecoveryPointsRequest(vm_name=vm_name),
-                timeout=RPC_SECONDS,
+                timeout=QUERY_SECONDS,
                 metadata=self.metadata,
             )
         except grpc.RpcError as error:
@@ -180,9 +183,7 @@ class Sender:
                 ack = self.send_delta(stream(attempt_header), timeout=deadline, metadata=self.metadata)
             except grpc.RpcError as error:
                 if self.abort.is_set():
-                    raise CycleAborted(
-                        f"delta {header.sequence} stopped: the primary is shutting down"
-                    ) from None
+                    raise self._stopped(header) from None
                 code = error.code()
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise ReplicaStorageFull(f"the DR site is out of space: {error.details()}") from None
@@ -209,13 +210,17 @@ class Sender:
                 return ack
             attempt_header.resume_from = self._resume_point(header, retry)
 
+    def _stopped(self, header: replica_pb2.DeltaHeader) -> CycleAborted:
+        why = getattr(self.abort, "reason", "") or "the primary is shutting down"
+        return CycleAborted(f"delta {header.sequence} stopped: {why}")
+
     def _resume_point(self, header: replica_pb2.DeltaHeader, retry: _Retries) -> int:
         """After the backoff, wait until the DR site answers (probing it), then the chunk it holds the
         delta up to. A DR site that does not answer is not sent to: a resume from chunk 0 would throw
         away what it staged."""
         while True:
             if self.abort.wait(backoff(retry.failures, self.random())):
-                raise CycleAborted(f"delta {header.sequence} stopped: the primary is shutting down")
+                raise self._stopped(header)
             try:
                 state = self.receiver_state(header.vm_name, timeout=PROBE_SECONDS)
             except (ReplicaUnreachable, DrSiteError) as error:

@@ -69,3 +69,16 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         return replica_pb2.ListRecoveryPointsResponse(
             recovery_points=self._manager.recovery_points(request.vm_name)
         )
+
+    def SetReplication(  # noqa: N802 (gRPC method name)
+        self, request: replica_pb2.SetReplicationRequest, context: grpc.ServicerContext
+    ) -> replica_pb2.Replication:
+        changed = self._manager.set_replication(
+            request.vm_name, request.settings, request.fields, request.resync
+        )
+        return self._manager.to_proto(changed)
+
+    def TestReplicationConnection(  # noqa: N802 (gRPC method name)
+        self, request: replica_pb2.TestReplicationConnectionRequest, context: grpc.ServicerContext
+    ) -> replica_pb2.ConnectionTest:
+        return self._manager.test_connection(request.replica_server, request.vm_name)

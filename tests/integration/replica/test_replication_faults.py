@@ -139,29 +139,45 @@ def test_unauthorized_primary_is_refused(sites: Sites) -> None:
     disk = make_disk(sites.base / "d0.vhd", MiB)
     primary = sites.primary(site_name="mallory")
     stub = primary_stub(primary.port)
-    stub.EnableReplication(enable_request("vm1", {"d0": disk}, sites.dr.endpoint))
-    failed = wait_for(get(stub, "vm1"), lambda r: state_name(r) == "CRITICAL")
-    assert failed.health == replica_pb2.REPLICATION_HEALTH_CRITICAL
-    assert any("not allowed to replicate" in reason for reason in failed.health_reasons)
+    # Enable tests the connection first: refused at once, and nothing is enabled.
+    with pytest.raises(grpc.RpcError) as info:
+        stub.EnableReplication(enable_request("vm1", {"d0": disk}, sites.dr.endpoint), timeout=30)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "not allowed to replicate" in (info.value.details() or "")
+    assert "authorization" in (info.value.details() or "")
+    assert not list(stub.ListReplications(replica_pb2.ListReplicationsRequest(), timeout=10).replications)
     assert not (sites.dr_store / "vm1" / "disks").exists()
 
 
-def test_full_disk_at_the_dr_site_pauses_replication(sites: Sites) -> None:
+def test_full_disk_at_the_dr_site_refuses_an_enable_or_pauses_replication(sites: Sites) -> None:
     sites.dr_store.mkdir(parents=True)
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(sites.dr_store)], check=True, timeout=10
     )
     try:
-        disk = make_disk(sites.base / "d0.vhd", 16 * MiB)
-        qemu_io(str(disk), "write -P 0x42 0 12M")
+        # A VM that does not fit is refused when it is enabled.
+        big = make_disk(sites.base / "big.vhd", 16 * MiB)
+        qemu_io(str(big), "write -P 0x42 0 12M")
         primary = sites.primary()
         stub = primary_stub(primary.port)
-        stub.EnableReplication(enable_request("vm1", {"d0": disk}, sites.dr.endpoint))
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.EnableReplication(enable_request("vm0", {"d0": big}, sites.dr.endpoint), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "free space" in (refused.value.details() or "")
+        # One that fits, until a delta does not.
+        disk = make_disk(sites.base / "d0.vhd", 16 * MiB)
+        qemu_io(str(disk), "write -P 0x42 0 1M")
+        stub.EnableReplication(enable_request("vm1", {"d0": disk}, sites.dr.endpoint), timeout=30)
+        wait_for(get(stub, "vm1"), lambda r: state_name(r) == "REPLICATING")
+        before = dir_usage(sites.dr_store)
+        assert primary.manager is not None
+        primary.manager.device("vm1", "d0").write(2 * MiB, bytes(range(256)) * (40 * 1024))
+        stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=10)
         paused = wait_for(get(stub, "vm1"), lambda r: state_name(r) == "SUSPENDED")
         assert paused.health == replica_pb2.REPLICATION_HEALTH_WARNING
         assert any("storage full" in reason for reason in paused.health_reasons), paused.health_reasons
         # The failed staging was discarded: the DR site's space is free again.
-        assert dir_usage(sites.dr_store) < MiB
+        assert dir_usage(sites.dr_store) < before + MiB
         # Paused: ReplicateNow refuses at once.
         with pytest.raises(grpc.RpcError) as info:
             stub.ReplicateNow(replica_pb2.ReplicateNowRequest(vm_name="vm1"), timeout=10)

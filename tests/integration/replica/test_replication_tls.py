@@ -135,14 +135,51 @@ def test_identity_comes_from_the_client_certificate(tmp_path: Path) -> None:
             )
             servers.append(server)
             stub = primary_stub(server.port)
-            stub.EnableReplication(enable_request("vm1", {"d0": disks[name]}, dr.endpoint))
-            get = lambda stub=stub: stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1"))  # noqa: E731
-            result = wait_for(get, lambda r: state_name(r) in ("REPLICATING", "CRITICAL"))
+            tested = stub.TestReplicationConnection(
+                replica_pb2.TestReplicationConnectionRequest(replica_server=dr.endpoint), timeout=30
+            )
+            results = {c.name: c.result for c in tested.checks}
+            assert results["tls"] == replica_pb2.CHECK_RESULT_PASSED, tested
+            assert "with this site's client certificate" in tested.checks[1].message
             if name == "primary":
-                assert state_name(result) == "REPLICATING"
+                assert tested.ok, tested
+                assert tested.known_as == "primary"
+                stub.EnableReplication(enable_request("vm1", {"d0": disks[name]}, dr.endpoint), timeout=30)
+                get = lambda stub=stub: stub.GetReplication(replica_pb2.GetReplicationRequest(vm_name="vm1"))  # noqa: E731
+                wait_for(get, lambda r: state_name(r) == "REPLICATING")
             else:
-                assert state_name(result) == "CRITICAL"
-                assert any("'mallory' (from the client certificate CN)" in r for r in result.health_reasons)
+                assert results["authorization"] == replica_pb2.CHECK_RESULT_FAILED
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.EnableReplication(
+                        enable_request("vm1", {"d0": disks[name]}, dr.endpoint), timeout=30
+                    )
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert "'mallory' (from the client certificate CN)" in (refused.value.details() or "")
+        # Without TLS, or trusting another CA, the TLS check says so.
+        other = make_pki(tmp_path / "other-pki")
+        for client_tls, words in (
+            (None, "wants TLS"),
+            (
+                TlsFiles(other / "ca.crt", other / "primary.crt", other / "primary.key"),
+                "certificate verify failed",
+            ),
+        ):
+            server, _ = create_server(
+                ReplicaConfig(
+                    server=ServerConfig(bind="127.0.0.1:0"),
+                    state_dir=tmp_path / f"state-{words.split()[0]}",
+                    site_name="primary",
+                    client_tls=client_tls,
+                )
+            )
+            servers.append(server)
+            tested = primary_stub(server.port).TestReplicationConnection(
+                replica_pb2.TestReplicationConnectionRequest(replica_server=dr.endpoint), timeout=30
+            )
+            (tls,) = [c for c in tested.checks if c.name == "tls"]
+            assert tls.result == replica_pb2.CHECK_RESULT_FAILED, tested
+            assert words in tls.message
+            assert not tested.ok
         compared = qemu_compare(disk, store / "vm1" / "disks" / "d0.vhd")
         assert compared.returncode == 0, compared.stdout
         # A spoofed development header does not help a certificate that is not allowed.

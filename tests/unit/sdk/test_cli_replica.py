@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from tests.unit.sdk.cli_runner import invoke, invoke_json, serving
@@ -20,6 +22,7 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
     def __init__(self) -> None:
         self.replications: dict[str, replica_pb2.Replication] = {}
         self.next_cycle = 0
+        self.sets: list[replica_pb2.SetReplicationRequest] = []
 
     def _get(self, name: str, context: grpc.ServicerContext) -> replica_pb2.Replication:
         if name not in self.replications:
@@ -86,6 +89,36 @@ class FakeReplica(replica_pb2_grpc.ReplicaServiceServicer):
             cycle.state = replica_pb2.CYCLE_STATE_SUCCEEDED
             cycle.sequence = 7
         yield cycle
+
+    def SetReplication(self, request: Any, context: grpc.ServicerContext) -> replica_pb2.Replication:
+        replication = self._get(request.vm_name, context)
+        self.sets.append(request)
+        for name in request.fields:
+            setattr(replication.settings, name, getattr(request.settings, name))
+        return replication
+
+    def TestReplicationConnection(
+        self, request: Any, context: grpc.ServicerContext
+    ) -> replica_pb2.ConnectionTest:
+        reachable = request.replica_server != "198.18.0.9:50053"
+        passed, failed, skipped = (
+            replica_pb2.CHECK_RESULT_PASSED,
+            replica_pb2.CHECK_RESULT_FAILED,
+            replica_pb2.CHECK_RESULT_SKIPPED,
+        )
+        checks = [
+            replica_pb2.ConnectionCheck(
+                name="reachability",
+                result=passed if reachable else failed,
+                message="accepts connections" if reachable else "cannot connect: Connection refused",
+                error_code="" if reachable else "UNAVAILABLE",
+            ),
+            *(
+                replica_pb2.ConnectionCheck(name=name, result=passed if reachable else skipped, message="ok")
+                for name in ("tls", "authorization", "free_space")
+            ),
+        ]
+        return replica_pb2.ConnectionTest(replica_server=request.replica_server, ok=reachable, checks=checks)
 
     def ListRecoveryPoints(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._get(request.vm_name, context)
@@ -208,3 +241,62 @@ def test_replicate_now_returns_the_queued_cycle_and_waits_with_progress(
     code, _, err = invoke(environ, "replica", "replicate-now", "--vm", "broken", "--wait")
     assert code == 6
     assert "no replica of VM 'broken' any more" in err
+
+
+SETTABLE = {
+    "--frequency": ("frequency_seconds", st.sampled_from([30, 300, 900, 45])),
+    "--recovery-points": ("additional_recovery_points", st.integers(0, 30)),
+    "--bandwidth-limit": ("bandwidth_limit_bytes_per_second", st.integers(0, 2**64 - 1)),
+    "--replica-server": ("replica_server", st.sampled_from(["198.18.0.2:50053", "dr.example:1"])),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.dictionaries(st.sampled_from(sorted(SETTABLE)), st.none(), max_size=4).flatmap(
+        lambda chosen: st.fixed_dictionaries({flag: SETTABLE[flag][1] for flag in chosen})
+    ),
+    st.sampled_from([None, "auto", "zstd", "off"]),
+    st.booleans(),
+)
+def test_set_sends_exactly_the_settings_given(
+    env: tuple[FakeReplica, dict[str, str]], values: dict[str, Any], compression: str | None, resync: bool
+) -> None:
+    fake, environ = env
+    fake.replications.setdefault("web", replica_pb2.Replication(vm=replica_pb2.VirtualMachine(name="web")))
+    args = [arg for flag, value in values.items() for arg in (flag, str(value))]
+    if compression is not None:
+        args += ["--compression", compression]
+    if resync:
+        args.append("--resync")
+    before = len(fake.sets)
+    code, _, err = invoke(environ, "--json", "replica", "set", "--vm", "web", *args)
+    expected = {SETTABLE[flag][0]: value for flag, value in values.items()}
+    if compression is not None:
+        expected["compression_mode"] = replica_pb2.Compression.Value(f"COMPRESSION_{compression.upper()}")
+    if not expected:
+        # Nothing to change is a usage error, and no call.
+        assert code == 2, err
+        assert len(fake.sets) == before
+        return
+    assert code == 0, err
+    sent = fake.sets[-1]
+    assert sorted(sent.fields) == sorted(expected)
+    assert {name: getattr(sent.settings, name) for name in sent.fields} == expected
+    assert sent.resync == resync
+
+
+def test_test_connection_prints_each_check_and_exits_with_the_first_failure(
+    env: tuple[FakeReplica, dict[str, str]],
+) -> None:
+    _, environ = env
+    tested = invoke_json(environ, "replica", "test-connection", "--replica-server", "198.18.0.2:50053")
+    assert isinstance(tested, dict)
+    assert tested["ok"] is True
+    assert [c["name"] for c in tested["checks"]] == ["reachability", "tls", "authorization", "free_space"]
+    code, out, _ = invoke(environ, "replica", "test-connection", "--replica-server", "198.18.0.9:50053")
+    assert code == 7
+    assert "reachability" in out
+    assert "failed" in out
+    assert "skipped" in out
+    assert "Connection refused" in out

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from overland.cli import replica_view as view
 from overland.cli.common import as_dict
+from overland.units import UNITS, size
 from overland.v1 import replica_pb2
 
 NANOS = 1_000_000_000
@@ -28,9 +29,9 @@ def test_age_reads_as_whole_units_ago(then: int, elapsed: int) -> None:
         return
     number, unit, ago = text.split()
     assert ago == "ago"
-    size = {"s": 1, "min": 60, "h": 3600, "d": 86400}[unit]
+    seconds_per = {"s": 1, "min": 60, "h": 3600, "d": 86400}[unit]
     # The largest unit that fits, rounded down.
-    assert int(number) == seconds // size
+    assert int(number) == seconds // seconds_per
     assert int(number) >= 1
     assert unit == "d" or int(number) < {"s": 60, "min": 60, "h": 24}[unit]
 
@@ -43,9 +44,9 @@ def test_age_edges() -> None:
 
 @given(st.integers(min_value=0, max_value=2**64 - 1))
 def test_size_has_three_digits_at_most_and_the_right_unit(count: int) -> None:
-    text = view.size(count)
+    text = size(count)
     number, unit = text.split()
-    power = view._UNITS.index(unit)
+    power = UNITS.index(unit)
     assert float(number) * 1024**power <= count * 1.006 + 1
     assert float(number) * 1024**power >= count * 0.994 - 1
     assert len(number.replace(".", "").lstrip("0")) <= 4  # e.g. "1.02e+03" never; "1020" at most
@@ -101,15 +102,15 @@ def test_status_fits_100_columns(name: str, reasons: list[str]) -> None:
 
 @given(UINT64, INT64, UINT64, st.dictionaries(st.text(max_size=5), UINT64, max_size=3))
 def test_json_gives_64_bit_integers_as_numbers(
-    sequence: int, nanos: int, size: int, sizes: dict[str, int]
+    sequence: int, nanos: int, cycle_bytes: int, sizes: dict[str, int]
 ) -> None:
     point = replica_pb2.RecoveryPoint(id="x", sequence=sequence, create_time_unix_nanos=nanos)
     data = json.loads(json.dumps(as_dict(point)))
     assert (data["sequence"], data["create_time_unix_nanos"]) == (sequence, nanos)
     nested = replica_pb2.Replication(
-        last_sequence=sequence, statistics=replica_pb2.ReplicationStatistics(last_cycle_bytes=size)
+        last_sequence=sequence, statistics=replica_pb2.ReplicationStatistics(last_cycle_bytes=cycle_bytes)
     )
     data = json.loads(json.dumps(as_dict(nested)))
-    assert data["statistics"]["last_cycle_bytes"] == size
+    assert data["statistics"]["last_cycle_bytes"] == cycle_bytes
     header = replica_pb2.DeltaHeader(disk_sizes=sizes)
     assert json.loads(json.dumps(as_dict(header)))["disk_sizes"] == sizes

@@ -9,28 +9,33 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
+import grpc
 import typer
 
-from overland._transport import RpcSpec, Unary
 from overland.cli import replica_view as view
 from overland.cli.common import (
     DISK_FORMAT_HELP,
+    EXIT_CODES,
     DiskFormat,
+    apply_changes,
     disk_spec,
     service_group,
     settings,
     show,
     show_json_line,
     show_list,
+    show_mapping,
 )
+from overland.cli.exits import EXIT_ERROR
 from overland.cli.groups import new_typer
 from overland.cli.params import INT64_MAX, UINT32_MAX, UINT64_MAX
 from overland.cli.params import interval as interval_seconds
 from overland.client import ReplicaClient, ReplicaReceiverClient
 from overland.records import enum_value
-from overland.replication import wait_cycle
+from overland.replication import wait_cycle, write_export
 from overland.v1 import replica_pb2
 
 app = service_group(ReplicaClient, "replica")
@@ -48,6 +53,20 @@ class Compression(enum.StrEnum):
     off = "off"
 
 
+SERVER_HELP = "The DR site's replica endpoint, host:port."
+FREQUENCY_HELP = "Seconds between cycles: 30, 300 or 900."
+POINTS_HELP = "Additional hourly recovery points, 0..24."
+COMPRESSION_HELP = (
+    "auto: zstd where a chunk compresses and that makes the transfer faster; zstd: every chunk; off."
+)
+BANDWIDTH_HELP = "Bytes per second; 0 is unlimited."
+VmOption = Annotated[str, typer.Option("--vm", help="The VM's name.")]
+
+
+def _compression(mode: Compression) -> str:
+    return enum_value(mode.value, replica_pb2.Compression, "COMPRESSION_")
+
+
 def _client(ctx: typer.Context) -> ReplicaClient:
     return settings(ctx).client(ReplicaClient)
 
@@ -62,36 +81,23 @@ def enable(
         typer.Option(help="NAME=PATH of a VHD; repeat for several. A VM defined at the site: its own."),
     ] = None,
     disk_format: Annotated[DiskFormat, typer.Option("--format", help=DISK_FORMAT_HELP)] = DiskFormat.vhd,
-    replica_server: Annotated[str, typer.Option(help="The DR site's replica endpoint, host:port.")],
-    frequency: Annotated[
-        int, typer.Option(help="Seconds between cycles: 30, 300 or 900.", min=0, max=UINT32_MAX)
-    ] = 300,
-    recovery_points: Annotated[
-        int, typer.Option(help="Additional hourly recovery points, 0..24.", min=0, max=UINT32_MAX)
-    ] = 0,
-    compression: Annotated[
-        Compression,
-        typer.Option(
-            help="auto: zstd where a chunk compresses and that makes the transfer faster; zstd: every "
-            "chunk; off."
-        ),
-    ] = Compression.auto,
+    replica_server: Annotated[str, typer.Option(help=SERVER_HELP)],
+    frequency: Annotated[int, typer.Option(help=FREQUENCY_HELP, min=0, max=UINT32_MAX)] = 300,
+    recovery_points: Annotated[int, typer.Option(help=POINTS_HELP, min=0, max=UINT32_MAX)] = 0,
+    compression: Annotated[Compression, typer.Option(help=COMPRESSION_HELP)] = Compression.auto,
     no_compression: Annotated[bool, typer.Option(help="The same as --compression off.")] = False,
-    bandwidth_limit: Annotated[
-        int, typer.Option(help="Bytes per second; 0 is unlimited.", min=0, max=UINT64_MAX)
-    ] = 0,
+    bandwidth_limit: Annotated[int, typer.Option(help=BANDWIDTH_HELP, min=0, max=UINT64_MAX)] = 0,
     initial_method: Annotated[InitialMethod, typer.Option(help="How the first copy travels.")] = (
         InitialMethod.network
     ),
     export_path: Annotated[str, typer.Option(help="With external-media: where to export.")] = "",
 ) -> None:
-    """Enable-VMReplication."""
+    """Enable-VMReplication. The site first runs test-connection's checks and refuses a DR site that
+    fails one (unless the first copy goes by external media)."""
     settings_message = replica_pb2.ReplicationSettings(
         frequency_seconds=frequency,
         additional_recovery_points=recovery_points,
-        compression_mode=enum_value(
-            Compression.off if no_compression else compression.value, replica_pb2.Compression, "COMPRESSION_"
-        ),
+        compression_mode=_compression(Compression.off if no_compression else compression),
         bandwidth_limit_bytes_per_second=bandwidth_limit,
         replica_server=replica_server,
         initial_method=enum_value(
@@ -102,9 +108,6 @@ def enable(
     machine = replica_pb2.VirtualMachine(name=vm, disks=[disk_spec(d, disk_format) for d in disk or ()])
     with _client(ctx) as client:
         show(ctx, client.enable_replication(vm=machine, settings=settings_message))
-
-
-VmOption = Annotated[str, typer.Option("--vm", help="The VM's name.")]
 
 
 @app.command("status")
@@ -225,7 +228,11 @@ def replicate_now(
     with _client(ctx) as client:
         cycle = client.replicate_now(vm_name=vm)
         if not wait:
-            show(ctx, cycle)
+            if current.json_output:
+                show(ctx, cycle)
+            else:
+                words = f"{vm}: cycle {cycle.id} queued (replicate-now --vm {vm} --wait follows it)"
+                current.out.print(words, highlight=False)
             return
         if current.json_output:
             show(ctx, wait_cycle(client, cycle))
@@ -237,12 +244,66 @@ def replicate_now(
         current.out.print(f"{vm}: cycle {done.id}: {view.cycle_words(done)}", highlight=False)
 
 
-class _DrSiteClient(ReplicaReceiverClient):
-    """The DR site's receiver, with the import an administrator runs there."""
+@app.command("set")
+def set_replication(
+    ctx: typer.Context,
+    *,
+    vm: VmOption,
+    frequency: Annotated[int | None, typer.Option(help=FREQUENCY_HELP, min=0, max=UINT32_MAX)] = None,
+    recovery_points: Annotated[int | None, typer.Option(help=POINTS_HELP, min=0, max=UINT32_MAX)] = None,
+    compression: Annotated[Compression | None, typer.Option(help=COMPRESSION_HELP)] = None,
+    bandwidth_limit: Annotated[int | None, typer.Option(help=BANDWIDTH_HELP, min=0, max=UINT64_MAX)] = None,
+    replica_server: Annotated[
+        str | None,
+        typer.Option(help="Move to this DR site: one that holds the VM at this primary's sequence."),
+    ] = None,
+    resync: Annotated[
+        bool, typer.Option(help="With --replica-server: resynchronize with a site at another sequence.")
+    ] = False,
+) -> None:
+    """Set-VMReplication: change the settings given, from the next cycle on, without a resync."""
+    given = {
+        "frequency_seconds": frequency,
+        "additional_recovery_points": recovery_points,
+        "compression_mode": compression,
+        "bandwidth_limit_bytes_per_second": bandwidth_limit,
+        "replica_server": replica_server,
+    }
+    fields = [name for name, value in given.items() if value is not None]
+    if not fields:
+        raise typer.BadParameter("name at least one setting to change", param_hint="options")
+    new = replica_pb2.ReplicationSettings(compression_mode=_compression(compression) if compression else None)
+    apply_changes(new, {name: value for name, value in given.items() if name != "compression_mode"})
+    with _client(ctx) as client:
+        show(ctx, client.set_replication(vm_name=vm, settings=new, fields=fields, resync=resync))
 
-    import_initial_replica = Unary(
-        RpcSpec("ImportInitialReplica"), replica_pb2.ImportInitialReplicaRequest, replica_pb2.DeltaAck
-    )
+
+@app.command("test-connection")
+def connection_test(
+    ctx: typer.Context,
+    *,
+    replica_server: Annotated[str, typer.Option(help=SERVER_HELP)],
+    vm: Annotated[str | None, typer.Option("--vm", help="Check the room for this VM's disks too.")] = None,
+) -> None:
+    """Test-VMReplicationConnection: reachability, TLS, authorization and free space at the DR site,
+    checked from this site (--endpoint), each with its own message. The exit status is the first
+    failed check's."""
+    current = settings(ctx)
+    with _client(ctx) as client:
+        tested = client.test_replication_connection(replica_server=replica_server, vm_name=vm or "")
+    if current.json_output:
+        show(ctx, tested)
+    else:
+        current.out.print(view.connection_table(tested), width=min(current.out.width, view.STATUS_WIDTH))
+    failed = next((c for c in tested.checks if c.result == replica_pb2.CHECK_RESULT_FAILED), None)
+    if failed is not None:
+        code = getattr(grpc.StatusCode, failed.error_code, grpc.StatusCode.UNKNOWN)
+        raise typer.Exit(EXIT_CODES.get(code, EXIT_ERROR))
+
+
+def _receiver(ctx: typer.Context) -> ReplicaReceiverClient:
+    """The DR site's receiver (this group's --endpoint), for the commands its administrator runs there."""
+    return settings(ctx).client(ReplicaReceiverClient)
 
 
 @app.command("import")
@@ -253,16 +314,51 @@ def import_initial(
     primary: Annotated[str, typer.Option(help="The primary it came from (picks the storage location).")],
 ) -> None:
     """Import-VMInitialReplication: at the DR site (--endpoint of the DR replica service), import an
-    initial replica exported to external media at the primary."""
-    with settings(ctx).client(_DrSiteClient) as client:
+    initial replica exported to external media at the primary. Waits for the import, however long."""
+    with _receiver(ctx) as client:
         show(ctx, client.import_initial_replica(path=path, primary=primary))
+
+
+@app.command("export-recovery-point")
+def export_recovery_point(
+    ctx: typer.Context,
+    *,
+    vm: VmOption,
+    point: Annotated[
+        str, typer.Option(help="The point's id (VM@SEQUENCE, from recovery-points) or sequence.")
+    ],
+    to: Annotated[Path, typer.Option(help="The VHD file to write (it must not exist).")],
+    disk: Annotated[str, typer.Option(help="The disk, for a VM with several.")] = "",
+    primary: Annotated[
+        str, typer.Option(help="The primary the replica is from, if several have that VM.")
+    ] = "",
+) -> None:
+    """At the DR site (--endpoint of the DR replica service): write one disk of a recovery point to a
+    VHD file that qemu-img opens, equal to the disk at the point's cut, with a progress bar."""
+    if to.exists() or to.is_symlink():
+        raise typer.BadParameter(f"{to} exists: remove it or choose another file", param_hint="'--to'")
+    current = settings(ctx)
+    with _receiver(ctx) as client:
+        pieces = client.export_recovery_point(vm_name=vm, point_id=point, disk=disk, primary=primary)
+        if current.json_output:
+            written = write_export(pieces, to)
+        else:
+            with view.new_progress() as progress:
+                written = write_export(pieces, to, view.FileBar(progress, f"{vm} {point}"))
+    summary = {"vm_name": vm, "disk": written.disk, "sequence": written.sequence, "path": str(to)}
+    show_mapping(ctx, {**summary, "file_bytes": written.file_bytes, "data_bytes": written.data_bytes})
 
 
 @app.command("recovery-points")
 def recovery_points(ctx: typer.Context, *, vm: VmOption) -> None:
-    """Get-VMSnapshot -SnapshotType Replica: the recovery points kept for a VM."""
+    """Get-VMSnapshot -SnapshotType Replica: the recovery points kept for a VM, newest first."""
+    current = settings(ctx)
     with _client(ctx) as client:
-        show_list(ctx, client.list_recovery_points(vm_name=vm), title=f"recovery points of {vm}")
+        points = list(client.list_recovery_points(vm_name=vm))
+    if current.json_output:
+        show_list(ctx, points)
+        return
+    current.out.print(view.points_table(points, time.time_ns(), f"recovery points of {vm}"))
 
 
 failover_app = new_typer("failover", "Start-, Stop- and Complete-VMFailover, at the site where the VM is.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from overland.units import size
 from overland.v1 import replica_pb2
 
 if TYPE_CHECKING:
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 NANOS = 1_000_000_000
 # The status table is at most this wide, whatever the terminal.
 STATUS_WIDTH = 100
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
 def age(then_nanos: int, now_nanos: int) -> str:
@@ -30,24 +30,10 @@ def age(then_nanos: int, now_nanos: int) -> str:
     seconds = max(0, (now_nanos - then_nanos) // NANOS)
     if seconds < 1:
         return "just now"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
+    for unit, unit_seconds in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= unit_seconds:
+            return f"{seconds // unit_seconds} {unit} ago"
     return f"{seconds} s ago"
-
-
-def size(count: int) -> str:
-    """Bytes in binary units with three significant digits (four from 1000 to 1023): "0 B", "512 B",
-    "1.5 MiB", "1010 MiB"."""
-    value = float(count)
-    for unit in _UNITS:
-        if value < 1024 or unit == _UNITS[-1]:
-            if unit == "B":
-                return f"{int(value)} B"
-            # 1000-1023 would read "1e+03" with three significant digits: four digits then.
-            return f"{value:.3g} {unit}" if value < 999.5 else f"{value:.0f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def duration(seconds: float) -> str:
@@ -141,6 +127,23 @@ def health_lines(replications: Iterable[replica_pb2.Replication]) -> list[str]:
     ]
 
 
+def points_table(points: Iterable[replica_pb2.RecoveryPoint], now_nanos: int, title: str) -> Table:
+    """Recovery points, newest first: id, sequence, when taken, hourly or not."""
+    from rich.table import Table  # noqa: PLC0415 - see the module docstring
+
+    table = Table(
+        "ID", "SEQUENCE", "TAKEN", "HOURLY", box=None, pad_edge=False, title=title, title_justify="left"
+    )
+    for point in points:
+        table.add_row(
+            point.id,
+            str(point.sequence),
+            age(point.create_time_unix_nanos, now_nanos),
+            "yes" if point.hourly else "",
+        )
+    return table
+
+
 def new_progress() -> Progress:
     """Progress bars of cycles: what, how far, bytes, rate and time left."""
     from rich.progress import (  # noqa: PLC0415 - see the module docstring
@@ -167,6 +170,34 @@ def progress_text(cycle: replica_pb2.Cycle) -> str:
     return f"{cycle.vm_name} {kind} #{cycle.id} {state}"
 
 
+class FileBar:
+    """One bar for a file being written: ``(position, total)`` as ``write_export`` reports them."""
+
+    def __init__(self, progress: Progress, description: str):
+        self.progress = progress
+        self.task = progress.add_task(description, total=None)
+
+    def __call__(self, position: int, total: int) -> None:
+        self.progress.update(self.task, completed=position, total=total)
+
+
+def connection_table(test: replica_pb2.ConnectionTest) -> Table:
+    """test-connection's checks: each one's result and message."""
+    from rich.table import Table  # noqa: PLC0415 - see the module docstring
+
+    table = Table(
+        box=None, pad_edge=False, title=f"connection to {test.replica_server}", title_justify="left"
+    )
+    table.add_column("CHECK", no_wrap=True)
+    table.add_column("RESULT", no_wrap=True)
+    table.add_column("MESSAGE", overflow="fold")
+    colors = {"passed": "green", "failed": "red", "skipped": "dim"}
+    for check in test.checks:
+        result = short(replica_pb2.CheckResult, check.result, "CHECK_RESULT_")
+        table.add_row(check.name.replace("_", " "), f"[{colors.get(result, '')}]{result}[/]", check.message)
+    return table
+
+
 class CycleBars:
     """One bar per VM whose cycle is followed; a bar starts over when the VM's cycle changes."""
 
@@ -176,7 +207,9 @@ class CycleBars:
 
     def show(self, cycle: replica_pb2.Cycle) -> None:
         known = self._tasks.get(cycle.vm_name)
-        total = cycle.total_bytes or None
+        ended = cycle.state in (replica_pb2.CYCLE_STATE_SUCCEEDED, replica_pb2.CYCLE_STATE_FAILED)
+        # Unknown until the cycle has planned its transfer; an ended cycle's total is known, 0 included.
+        total = cycle.total_bytes if cycle.total_bytes or ended else None
         if known is None or known[0] != cycle.id:
             if known is not None:
                 self.progress.remove_task(known[1])

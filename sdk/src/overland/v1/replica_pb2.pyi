@@ -77,6 +77,13 @@ class FailoverState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILOVER_STATE_FAILED_OVER: _ClassVar[FailoverState]
     FAILOVER_STATE_FAILOVER_COMPLETE: _ClassVar[FailoverState]
 
+class CheckResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECK_RESULT_UNSPECIFIED: _ClassVar[CheckResult]
+    CHECK_RESULT_PASSED: _ClassVar[CheckResult]
+    CHECK_RESULT_FAILED: _ClassVar[CheckResult]
+    CHECK_RESULT_SKIPPED: _ClassVar[CheckResult]
+
 class ChunkChecksum(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CHUNK_CHECKSUM_UNSPECIFIED: _ClassVar[ChunkChecksum]
@@ -128,6 +135,10 @@ FAILOVER_STATE_PREPARED: FailoverState
 FAILOVER_STATE_REPLICA: FailoverState
 FAILOVER_STATE_FAILED_OVER: FailoverState
 FAILOVER_STATE_FAILOVER_COMPLETE: FailoverState
+CHECK_RESULT_UNSPECIFIED: CheckResult
+CHECK_RESULT_PASSED: CheckResult
+CHECK_RESULT_FAILED: CheckResult
+CHECK_RESULT_SKIPPED: CheckResult
 CHUNK_CHECKSUM_UNSPECIFIED: ChunkChecksum
 CHUNK_CHECKSUM_BLAKE3: ChunkChecksum
 CHUNK_CHECKSUM_XXH3_128: ChunkChecksum
@@ -466,6 +477,58 @@ class ListRecoveryPointsResponse(_message.Message):
     recovery_points: _containers.RepeatedCompositeFieldContainer[RecoveryPoint]
     def __init__(self, recovery_points: _Optional[_Iterable[_Union[RecoveryPoint, _Mapping]]] = ...) -> None: ...
 
+class SetReplicationRequest(_message.Message):
+    __slots__ = ("vm_name", "settings", "fields", "resync")
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    settings: ReplicationSettings
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    resync: bool
+    def __init__(self, vm_name: _Optional[str] = ..., settings: _Optional[_Union[ReplicationSettings, _Mapping]] = ..., fields: _Optional[_Iterable[str]] = ..., resync: _Optional[bool] = ...) -> None: ...
+
+class TestReplicationConnectionRequest(_message.Message):
+    __slots__ = ("replica_server", "vm_name")
+    REPLICA_SERVER_FIELD_NUMBER: _ClassVar[int]
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    replica_server: str
+    vm_name: str
+    def __init__(self, replica_server: _Optional[str] = ..., vm_name: _Optional[str] = ...) -> None: ...
+
+class ConnectionCheck(_message.Message):
+    __slots__ = ("name", "result", "message", "error_code")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    result: CheckResult
+    message: str
+    error_code: str
+    def __init__(self, name: _Optional[str] = ..., result: _Optional[_Union[CheckResult, str]] = ..., message: _Optional[str] = ..., error_code: _Optional[str] = ...) -> None: ...
+
+class ConnectionTest(_message.Message):
+    __slots__ = ("replica_server", "ok", "checks", "dr_site_name", "known_as", "free_bytes", "total_bytes", "needed_bytes")
+    REPLICA_SERVER_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    DR_SITE_NAME_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_AS_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NEEDED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    replica_server: str
+    ok: bool
+    checks: _containers.RepeatedCompositeFieldContainer[ConnectionCheck]
+    dr_site_name: str
+    known_as: str
+    free_bytes: int
+    total_bytes: int
+    needed_bytes: int
+    def __init__(self, replica_server: _Optional[str] = ..., ok: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[ConnectionCheck, _Mapping]]] = ..., dr_site_name: _Optional[str] = ..., known_as: _Optional[str] = ..., free_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., needed_bytes: _Optional[int] = ...) -> None: ...
+
 class DeltaChunk(_message.Message):
     __slots__ = ("disk", "offset", "length", "data", "compressed", "zero", "blake3", "index", "xxh3")
     DISK_FIELD_NUMBER: _ClassVar[int]
@@ -596,6 +659,52 @@ class BlockHashes(_message.Message):
     first_block: int
     digests: bytes
     def __init__(self, first_block: _Optional[int] = ..., digests: _Optional[bytes] = ...) -> None: ...
+
+class CheckReplicaServerRequest(_message.Message):
+    __slots__ = ("vm_name",)
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    def __init__(self, vm_name: _Optional[str] = ...) -> None: ...
+
+class ReplicaServerCheck(_message.Message):
+    __slots__ = ("site_name", "primary", "free_bytes", "total_bytes", "replica_bytes")
+    SITE_NAME_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    site_name: str
+    primary: str
+    free_bytes: int
+    total_bytes: int
+    replica_bytes: int
+    def __init__(self, site_name: _Optional[str] = ..., primary: _Optional[str] = ..., free_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., replica_bytes: _Optional[int] = ...) -> None: ...
+
+class ExportRecoveryPointRequest(_message.Message):
+    __slots__ = ("vm_name", "point_id", "disk", "primary")
+    VM_NAME_FIELD_NUMBER: _ClassVar[int]
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    vm_name: str
+    point_id: str
+    disk: str
+    primary: str
+    def __init__(self, vm_name: _Optional[str] = ..., point_id: _Optional[str] = ..., disk: _Optional[str] = ..., primary: _Optional[str] = ...) -> None: ...
+
+class RecoveryPointData(_message.Message):
+    __slots__ = ("disk", "sequence", "file_bytes", "offset", "data")
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    disk: str
+    sequence: int
+    file_bytes: int
+    offset: int
+    data: bytes
+    def __init__(self, disk: _Optional[str] = ..., sequence: _Optional[int] = ..., file_bytes: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class AdoptReplicaRequest(_message.Message):
     __slots__ = ("vm_name", "sequence", "disk_sizes", "planned", "primary_endpoint")

@@ -85,6 +85,16 @@ class ReplicaServiceStub:
                 request_serializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsRequest.SerializeToString,
                 response_deserializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsResponse.FromString,
                 _registered_method=True)
+        self.SetReplication = channel.unary_unary(
+                '/overland.v1.ReplicaService/SetReplication',
+                request_serializer=overland_dot_v1_dot_replica__pb2.SetReplicationRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.Replication.FromString,
+                _registered_method=True)
+        self.TestReplicationConnection = channel.unary_unary(
+                '/overland.v1.ReplicaService/TestReplicationConnection',
+                request_serializer=overland_dot_v1_dot_replica__pb2.TestReplicationConnectionRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.ConnectionTest.FromString,
+                _registered_method=True)
         self.StartVmFailover = channel.unary_unary(
                 '/overland.v1.ReplicaService/StartVmFailover',
                 request_serializer=overland_dot_v1_dot_replica__pb2.StartVmFailoverRequest.SerializeToString,
@@ -182,6 +192,20 @@ class ReplicaServiceServicer:
 
     def ListRecoveryPoints(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetReplication(self, request, context):
+        """Set-VMReplication: change the settings of a running replication without a resync.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestReplicationConnection(self, request, context):
+        """Test-VMReplicationConnection: whether this site can replicate to a DR site, check by check.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -285,6 +309,16 @@ def add_ReplicaServiceServicer_to_server(servicer, server):
                     servicer.ListRecoveryPoints,
                     request_deserializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsRequest.FromString,
                     response_serializer=overland_dot_v1_dot_replica__pb2.ListRecoveryPointsResponse.SerializeToString,
+            ),
+            'SetReplication': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReplication,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.SetReplicationRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.Replication.SerializeToString,
+            ),
+            'TestReplicationConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestReplicationConnection,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.TestReplicationConnectionRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.ConnectionTest.SerializeToString,
             ),
             'StartVmFailover': grpc.unary_unary_rpc_method_handler(
                     servicer.StartVmFailover,
@@ -599,6 +633,60 @@ class ReplicaService:
             _registered_method=True)
 
     @staticmethod
+    def SetReplication(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.ReplicaService/SetReplication',
+            overland_dot_v1_dot_replica__pb2.SetReplicationRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.Replication.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestReplicationConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.ReplicaService/TestReplicationConnection',
+            overland_dot_v1_dot_replica__pb2.TestReplicationConnectionRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.ConnectionTest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def StartVmFailover(request,
             target,
             options=(),
@@ -801,6 +889,16 @@ class ReplicaReceiverServiceStub:
                 request_serializer=overland_dot_v1_dot_replica__pb2.AdoptReplicaRequest.SerializeToString,
                 response_deserializer=overland_dot_v1_dot_replica__pb2.AdoptReplicaResponse.FromString,
                 _registered_method=True)
+        self.CheckReplicaServer = channel.unary_unary(
+                '/overland.v1.ReplicaReceiverService/CheckReplicaServer',
+                request_serializer=overland_dot_v1_dot_replica__pb2.CheckReplicaServerRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.ReplicaServerCheck.FromString,
+                _registered_method=True)
+        self.ExportRecoveryPoint = channel.unary_stream(
+                '/overland.v1.ReplicaReceiverService/ExportRecoveryPoint',
+                request_serializer=overland_dot_v1_dot_replica__pb2.ExportRecoveryPointRequest.SerializeToString,
+                response_deserializer=overland_dot_v1_dot_replica__pb2.RecoveryPointData.FromString,
+                _registered_method=True)
 
 
 class ReplicaReceiverServiceServicer:
@@ -847,6 +945,22 @@ class ReplicaReceiverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckReplicaServer(self, request, context):
+        """For a primary about to replicate here: that it is allowed (PERMISSION_DENIED otherwise, as for
+        every call of this service) and the space it has.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportRecoveryPoint(self, request, context):
+        """At the DR site, for its administrator (as ImportInitialReplica): one disk of a recovery point as
+        a VHD file, in pieces; holes are not sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaReceiverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -879,6 +993,16 @@ def add_ReplicaReceiverServiceServicer_to_server(servicer, server):
                     servicer.AdoptReplica,
                     request_deserializer=overland_dot_v1_dot_replica__pb2.AdoptReplicaRequest.FromString,
                     response_serializer=overland_dot_v1_dot_replica__pb2.AdoptReplicaResponse.SerializeToString,
+            ),
+            'CheckReplicaServer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckReplicaServer,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.CheckReplicaServerRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.ReplicaServerCheck.SerializeToString,
+            ),
+            'ExportRecoveryPoint': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportRecoveryPoint,
+                    request_deserializer=overland_dot_v1_dot_replica__pb2.ExportRecoveryPointRequest.FromString,
+                    response_serializer=overland_dot_v1_dot_replica__pb2.RecoveryPointData.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1044,6 +1168,60 @@ class ReplicaReceiverService:
             '/overland.v1.ReplicaReceiverService/AdoptReplica',
             overland_dot_v1_dot_replica__pb2.AdoptReplicaRequest.SerializeToString,
             overland_dot_v1_dot_replica__pb2.AdoptReplicaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckReplicaServer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/overland.v1.ReplicaReceiverService/CheckReplicaServer',
+            overland_dot_v1_dot_replica__pb2.CheckReplicaServerRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.ReplicaServerCheck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportRecoveryPoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/overland.v1.ReplicaReceiverService/ExportRecoveryPoint',
+            overland_dot_v1_dot_replica__pb2.ExportRecoveryPointRequest.SerializeToString,
+            overland_dot_v1_dot_replica__pb2.RecoveryPointData.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,10 @@ class ReplicaServiceStub:
     an id this site does not know (it keeps the last 16 cycles of each VM).
     """
     ListRecoveryPoints: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ListRecoveryPointsRequest, _replica_pb2.ListRecoveryPointsResponse]
+    SetReplication: _grpc.UnaryUnaryMultiCallable[_replica_pb2.SetReplicationRequest, _replica_pb2.Replication]
+    """Set-VMReplication: change the settings of a running replication without a resync."""
+    TestReplicationConnection: _grpc.UnaryUnaryMultiCallable[_replica_pb2.TestReplicationConnectionRequest, _replica_pb2.ConnectionTest]
+    """Test-VMReplicationConnection: whether this site can replicate to a DR site, check by check."""
     StartVmFailover: _grpc.UnaryUnaryMultiCallable[_replica_pb2.StartVmFailoverRequest, _replica_pb2.VmFailover]
     """Failover (docs/failover.md), at the site where the VM is: Start-VMFailover. At the DR site:
     as_test makes "<name> - Test" at a recovery point (replication goes on); otherwise a planned
@@ -95,6 +99,10 @@ class ReplicaServiceAsyncStub(ReplicaServiceStub):
     an id this site does not know (it keeps the last 16 cycles of each VM).
     """
     ListRecoveryPoints: _aio.UnaryUnaryMultiCallable[_replica_pb2.ListRecoveryPointsRequest, _replica_pb2.ListRecoveryPointsResponse]  # type: ignore[assignment]
+    SetReplication: _aio.UnaryUnaryMultiCallable[_replica_pb2.SetReplicationRequest, _replica_pb2.Replication]  # type: ignore[assignment]
+    """Set-VMReplication: change the settings of a running replication without a resync."""
+    TestReplicationConnection: _aio.UnaryUnaryMultiCallable[_replica_pb2.TestReplicationConnectionRequest, _replica_pb2.ConnectionTest]  # type: ignore[assignment]
+    """Test-VMReplicationConnection: whether this site can replicate to a DR site, check by check."""
     StartVmFailover: _aio.UnaryUnaryMultiCallable[_replica_pb2.StartVmFailoverRequest, _replica_pb2.VmFailover]  # type: ignore[assignment]
     """Failover (docs/failover.md), at the site where the VM is: Start-VMFailover. At the DR site:
     as_test makes "<name> - Test" at a recovery point (replication goes on); otherwise a planned
@@ -197,6 +205,22 @@ class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_replica_pb2.ListRecoveryPointsResponse, _abc.Awaitable[_replica_pb2.ListRecoveryPointsResponse]]: ...
 
     @_abc_1.abstractmethod
+    def SetReplication(
+        self,
+        request: _replica_pb2.SetReplicationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.Replication, _abc.Awaitable[_replica_pb2.Replication]]:
+        """Set-VMReplication: change the settings of a running replication without a resync."""
+
+    @_abc_1.abstractmethod
+    def TestReplicationConnection(
+        self,
+        request: _replica_pb2.TestReplicationConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.ConnectionTest, _abc.Awaitable[_replica_pb2.ConnectionTest]]:
+        """Test-VMReplicationConnection: whether this site can replicate to a DR site, check by check."""
+
+    @_abc_1.abstractmethod
     def StartVmFailover(
         self,
         request: _replica_pb2.StartVmFailoverRequest,
@@ -272,6 +296,14 @@ class ReplicaReceiverServiceStub:
     """Called by the new primary of a VM this site was the primary of (a failover reversed): stop
     replicating the VM and keep its disks as the replica of the caller at `sequence`.
     """
+    CheckReplicaServer: _grpc.UnaryUnaryMultiCallable[_replica_pb2.CheckReplicaServerRequest, _replica_pb2.ReplicaServerCheck]
+    """For a primary about to replicate here: that it is allowed (PERMISSION_DENIED otherwise, as for
+    every call of this service) and the space it has.
+    """
+    ExportRecoveryPoint: _grpc.UnaryStreamMultiCallable[_replica_pb2.ExportRecoveryPointRequest, _replica_pb2.RecoveryPointData]
+    """At the DR site, for its administrator (as ImportInitialReplica): one disk of a recovery point as
+    a VHD file, in pieces; holes are not sent.
+    """
 
 @_typing.type_check_only
 class ReplicaReceiverServiceAsyncStub(ReplicaReceiverServiceStub):
@@ -288,6 +320,14 @@ class ReplicaReceiverServiceAsyncStub(ReplicaReceiverServiceStub):
     AdoptReplica: _aio.UnaryUnaryMultiCallable[_replica_pb2.AdoptReplicaRequest, _replica_pb2.AdoptReplicaResponse]  # type: ignore[assignment]
     """Called by the new primary of a VM this site was the primary of (a failover reversed): stop
     replicating the VM and keep its disks as the replica of the caller at `sequence`.
+    """
+    CheckReplicaServer: _aio.UnaryUnaryMultiCallable[_replica_pb2.CheckReplicaServerRequest, _replica_pb2.ReplicaServerCheck]  # type: ignore[assignment]
+    """For a primary about to replicate here: that it is allowed (PERMISSION_DENIED otherwise, as for
+    every call of this service) and the space it has.
+    """
+    ExportRecoveryPoint: _aio.UnaryStreamMultiCallable[_replica_pb2.ExportRecoveryPointRequest, _replica_pb2.RecoveryPointData]  # type: ignore[assignment]
+    """At the DR site, for its administrator (as ImportInitialReplica): one disk of a recovery point as
+    a VHD file, in pieces; holes are not sent.
     """
 
 class ReplicaReceiverServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -338,6 +378,26 @@ class ReplicaReceiverServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_replica_pb2.AdoptReplicaResponse, _abc.Awaitable[_replica_pb2.AdoptReplicaResponse]]:
         """Called by the new primary of a VM this site was the primary of (a failover reversed): stop
         replicating the VM and keep its disks as the replica of the caller at `sequence`.
+        """
+
+    @_abc_1.abstractmethod
+    def CheckReplicaServer(
+        self,
+        request: _replica_pb2.CheckReplicaServerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.ReplicaServerCheck, _abc.Awaitable[_replica_pb2.ReplicaServerCheck]]:
+        """For a primary about to replicate here: that it is allowed (PERMISSION_DENIED otherwise, as for
+        every call of this service) and the space it has.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportRecoveryPoint(
+        self,
+        request: _replica_pb2.ExportRecoveryPointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_replica_pb2.RecoveryPointData], _abc.AsyncIterator[_replica_pb2.RecoveryPointData]]:
+        """At the DR site, for its administrator (as ImportInitialReplica): one disk of a recovery point as
+        a VHD file, in pieces; holes are not sent.
         """
 
 def add_ReplicaReceiverServiceServicer_to_server(servicer: ReplicaReceiverServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
