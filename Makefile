@@ -11,7 +11,7 @@ GUEST_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs kmo
 PROTO_OUT := sdk/src
 PROTOS := $(wildcard protos/overland/v1/*.proto)
 
-.PHONY: all run test lint unit integration proto proto-check docs bench deps-apt deps-guest guest venv clean docker-up images
+.PHONY: all run test lint unit integration proto proto-check docs docs-check bench deps-apt deps-guest guest venv clean docker-up images
 
 all: test
 
@@ -45,15 +45,19 @@ proto-check: proto
 	@git diff --exit-code -- $(PROTO_OUT)/overland/v1 || { echo "generated code is stale: run 'make proto' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- $(PROTO_OUT)/overland/v1)" || { echo "generated code is not committed"; git status --porcelain -- $(PROTO_OUT)/overland/v1; exit 1; }
 
-# docs/cli.md's command reference is generated from the CLI (tests/unit/sdk/test_cli_docs.py fails
-# when the committed file is stale).
+# docs/cli.md's command reference is generated from the CLI: docs-check (part of lint, like
+# proto-check for the generated code) and tests/unit/sdk/test_cli_docs.py fail when it is stale.
 docs: $(STAMP)
 	$(BIN)/python -m tools.cli_docs
+
+docs-check: $(STAMP)
+	$(BIN)/python -m tools.cli_docs --check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory docs-check
 
 unit: deps-guest $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -1,5 +1,6 @@
 """Bad input and faults, each with nothing lost: corrupted chunk, unknown VM, unauthorized primary,
-full DR disk, network cut mid-delta, DR killed mid-apply, primary killed mid-cycle."""
+full DR disk, network cut mid-delta, DR killed mid-apply, primary killed mid-cycle, and cycles that
+resume by themselves when a DR site that was down answers again."""
 
 from __future__ import annotations
 
@@ -288,4 +289,46 @@ def test_replica_lost_at_the_dr_site_triggers_a_new_initial_replication(sites: S
     again = replicate_now(stub, "vm1")
     assert state_name(again) == "REPLICATING"
     assert again.last_sequence == 1
+    assert_same(disk, replica_disk(sites, "vm1", "d0"))
+
+
+def test_cycles_resume_by_themselves_when_the_dr_site_answers_again(sites: Sites) -> None:
+    """A cycle fails while the DR site is down; health names the outage while it lasts; once the DR
+    site is back, the manager's probes (at the capped backoff, tested in
+    tests/unit/replica/test_dr_outage.py) start the next cycle with no one asking and no interval
+    passing (the interval is 5 min): the events, in order, not how long they took."""
+    disk = make_disk(sites.base / "d0.vhd", 8 * MiB)
+    qemu_io(str(disk), "write -P 0x33 0 2M")
+    primary = sites.primary()
+    assert primary.manager is not None
+    stub = primary_stub(primary.port)
+    enable_and_wait(stub, "vm1", disk, sites.dr.endpoint, frequency_seconds=300)
+    primary.manager.device("vm1", "d0").write(MiB, b"\x44" * MiB)
+
+    sites.dr.stop()
+    with pytest.raises(CycleFailed) as failed:
+        replicate_now(stub, "vm1")
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    failed_id = failed.value.cycle.id
+    # While it lasts, health says the DR site does not answer, and that replication will go on.
+    out = get(stub, "vm1")()
+    assert out.health != replica_pb2.REPLICATION_HEALTH_NORMAL
+    (reason,) = [r for r in out.health_reasons if "has not answered" in r]
+    assert sites.dr.endpoint in reason
+    assert "goes on as soon as it answers" in reason
+    assert out.last_sequence == 1
+
+    sites.dr.start()
+    # No ReplicateNow from here on: the next cycle is the manager's own, after a probe.
+    back = wait_for(
+        get(stub, "vm1"),
+        lambda r: r.cycle.id > failed_id and r.cycle.state == replica_pb2.CYCLE_STATE_SUCCEEDED,
+        seconds=60,
+    )
+    assert back.last_sequence == 2
+    assert back.cycle.sequence == 2
+    assert not [r for r in back.health_reasons if "has not answered" in r]
+    # Out of error; the failed cycle still counts as a missed one (Hyper-V's 20% rule), nothing else.
+    assert state_name(back) == "REPLICATING"
+    assert list(back.health_reasons) == ["1 of 3 cycles missed (over 20%)"]
     assert_same(disk, replica_disk(sites, "vm1", "d0"))
