@@ -8,9 +8,12 @@ from typing import Any
 
 import grpc
 import pytest
+import typer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.core import TyperGroup
 
+from overland.cli.replica import app as replica_app
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from tests.unit.sdk.cli_runner import invoke, invoke_json, serving
 
@@ -300,3 +303,37 @@ def test_test_connection_prints_each_check_and_exits_with_the_first_failure(
     assert "failed" in out
     assert "skipped" in out
     assert "Connection refused" in out
+
+
+def _replica_commands() -> Iterator[tuple[str, Any]]:
+    """Every command under ``overland replica`` (nested groups such as ``failover`` included)."""
+
+    def walk(group: TyperGroup, path: str) -> Iterator[tuple[str, Any]]:
+        context = type(group).context_class(group, info_name=path)
+        for name in group.list_commands(context):
+            command = group.get_command(context, name)
+            if isinstance(command, TyperGroup):
+                yield from walk(command, f"{path} {name}")
+            else:
+                yield f"{path} {name}", command
+
+    root = typer.main.get_command(replica_app)
+    assert isinstance(root, TyperGroup)
+    yield from walk(root, "replica")
+
+
+def test_every_replica_command_names_its_vm_with_the_vm_option() -> None:
+    commands = dict(_replica_commands())
+    # The failover commands (issue 11) and the operator's (issue 12) are all there.
+    assert {"replica failover start", "replica set", "replica export-recovery-point"} <= set(commands)
+    takes_vm = set()
+    for path, command in commands.items():
+        for param in command.params:
+            names = {param.name, *param.opts}
+            if names & {"vm", "vm_name", "name", "--vm", "--vm-name", "--name"}:
+                # Always the option --vm, never a bare argument or another spelling.
+                assert param.param_type_name == "option", path
+                assert param.opts == ["--vm"], (path, param.opts)
+                takes_vm.add(path)
+    # Only the commands with no VM of their own go without it.
+    assert set(commands) - takes_vm == {"replica import"}
