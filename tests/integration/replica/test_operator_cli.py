@@ -201,6 +201,14 @@ def test_set_changes_a_running_replication_without_a_resync_and_moves_it(sites: 
         dr2.stop()
 
 
+def export(
+    sites: Sites, point: str, to: Path, *, json_output: bool = True, code: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """``export-recovery-point`` of VM vm1's ``point`` to ``to``, at the DR site."""
+    args = ("export-recovery-point", "--vm", "vm1", "--point", point, "--to", str(to))
+    return cli(sites.dr.endpoint, *args, json_output=json_output, code=code)
+
+
 def test_export_recovery_point_writes_the_disk_at_the_point(sites: Sites) -> None:
     disk = make_disk(sites.base / "d0.vhd", 8 * MiB)
     qemu_io(str(disk), "write -P 0x41 0 2M")
@@ -222,9 +230,7 @@ def test_export_recovery_point_writes_the_disk_at_the_point(sites: Sites) -> Non
 
     exported = sites.base / "exported.vhd"
     point = f"vm1@{at_point}"
-    written = data(
-        sites.dr.endpoint, "export-recovery-point", "--vm", "vm1", "--point", point, "--to", str(exported)
-    )
+    written = json.loads(export(sites, point, exported).stdout)
     assert (written["disk"], written["sequence"], written["path"]) == ("d0", at_point, str(exported))
     assert written["file_bytes"] == exported.stat().st_size
     # A VHD qemu-img opens, equal to the disk at the point's cut.
@@ -240,42 +246,12 @@ def test_export_recovery_point_writes_the_disk_at_the_point(sites: Sites) -> Non
     assert qemu_compare(disk, exported).returncode != 0
     # The latest point, by sequence, with the progress bar (text output).
     newest = sites.base / "newest.vhd"
-    shown = cli(
-        sites.dr.endpoint,
-        "export-recovery-point",
-        "--vm",
-        "vm1",
-        "--point",
-        str(latest),
-        "--to",
-        str(newest),
-        json_output=False,
-    )
+    shown = export(sites, str(latest), newest, json_output=False)
     assert "d0" in shown.stdout
     assert_same(disk, newest)
     # What is not there, and a file that is.
-    cli(
-        sites.dr.endpoint,
-        "export-recovery-point",
-        "--vm",
-        "vm1",
-        "--point",
-        "vm1@999",
-        "--to",
-        str(sites.base / "x.vhd"),
-        code=4,
-    )
-    cli(
-        sites.dr.endpoint,
-        "export-recovery-point",
-        "--vm",
-        "vm1",
-        "--point",
-        point,
-        "--to",
-        str(exported),
-        code=2,
-    )
+    export(sites, "vm1@999", sites.base / "x.vhd", code=4)
+    export(sites, point, exported, code=2)
     assert not (sites.base / "x.vhd").exists()
     assert not (sites.base / "x.vhd.part").exists()
 
