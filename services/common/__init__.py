@@ -8,6 +8,7 @@ from services.common.clock import SYSTEM_CLOCK, Clock
 from services.common.config import (
     ConfigError,
     EtcdConfig,
+    EtcdCredentials,
     LogConfig,
     ServerConfig,
     TelemetryConfig,
@@ -37,9 +38,11 @@ from services.common.kv import (
     EventType,
     Get,
     KeyValue,
+    KVAuthenticationError,
     KVCompactedError,
     KVConflictError,
     KVLeaseNotFoundError,
+    KVPermissionDeniedError,
     KVRequestError,
     KVTooManyOpsError,
     KVUnavailableError,
@@ -68,6 +71,7 @@ from services.common.table import EntryChange, RoutingTable, TableChange, TableD
 
 if TYPE_CHECKING:
     from services.common.clock import ManualClock
+    from services.common.etcd_auth import EtcdAccess, access_plan
     from services.common.etcd_kv import (
         EtcdKV,
     )
@@ -75,6 +79,7 @@ if TYPE_CHECKING:
     from services.common.etcd_process import (
         EtcdProcess,
         EtcdProcessError,
+        EtcdUsers,
         free_ports,
     )
     from services.common.etcd_watch import EtcdWatch
@@ -100,7 +105,10 @@ _LAZY = {
     "EtcdWatch": "services.common.etcd_watch",
     "KVServerError": "services.common.etcd_messages",
     "KVSpaceExceededError": "services.common.etcd_messages",
+    "EtcdAccess": "services.common.etcd_auth",
+    "access_plan": "services.common.etcd_auth",
     "EtcdProcess": "services.common.etcd_process",
+    "EtcdUsers": "services.common.etcd_process",
     "EtcdProcessError": "services.common.etcd_process",
     "free_ports": "services.common.etcd_process",
     "ManualClock": "services.common.clock",
@@ -143,10 +151,13 @@ __all__ = [
     "Delete",
     "EntryChange",
     "ErrorMappingInterceptor",
+    "EtcdAccess",
     "EtcdConfig",
+    "EtcdCredentials",
     "EtcdKV",
     "EtcdProcess",
     "EtcdProcessError",
+    "EtcdUsers",
     "EtcdWatch",
     "EventType",
     "FailedPrecondition",
@@ -154,9 +165,11 @@ __all__ = [
     "Get",
     "GrpcServer",
     "InvalidArgument",
+    "KVAuthenticationError",
     "KVCompactedError",
     "KVConflictError",
     "KVLeaseNotFoundError",
+    "KVPermissionDeniedError",
     "KVRequestError",
     "KVServerError",
     "KVSpaceExceededError",
@@ -190,6 +203,7 @@ __all__ = [
     "WatchBatch",
     "WatchEvent",
     "WatchStream",
+    "access_plan",
     "build_server",
     "configure_logging",
     "decode_entry",

@@ -8,6 +8,11 @@ gives every service the same flags and environment variables for the same things
 or the environment, is a ``ConfigError`` naming its field, never a traceback. Flags win over the
 environment, the environment over the defaults.
 
+Two rules of docs/security.md live here, checked with the rest at start: nothing listens beyond
+loopback in plaintext unless ``--insecure-listen`` says so, and TLS files are read and checked (a
+missing or unreadable file, a key that is not the certificate's, a client CA without a server
+certificate) before anything listens.
+
 Nothing here imports the gRPC server, etcd or OpenTelemetry: a restarting vswitch agent reads its
 configuration before it pays for those.
 """
@@ -15,11 +20,13 @@ configuration before it pays for those.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
+import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, Self, TypeVar
 
@@ -67,17 +74,70 @@ def host_port_violation(value: str, name: str, *, min_port: int = 0) -> list[Fie
     return []
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (of a ``host:port``; ``[v6]`` too) is a loopback address or ``localhost``.
+    Any other name counts as beyond loopback: resolving it would be I/O, and it may resolve anywhere."""
+    bare = host.strip().removeprefix("[").removesuffix("]")
+    if bare.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def tls_file_problems(tls: TlsFiles) -> list[str]:
+    """What is wrong with ``tls``'s files, each naming its file: missing, unreadable, not PEM, or a
+    key that does not belong to the certificate. Checked with the standard library's TLS, so a
+    service finds out at start instead of at its first handshake."""
+    try:
+        tls.validate()
+    except ConfigurationError as error:
+        return [error.message]
+    problems = []
+    for name, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+        if path is None:
+            continue
+        try:
+            path.read_bytes()
+        except OSError as error:
+            problems.append(f"cannot read the TLS {name} file {path}: {error.strerror or error}")
+    if problems:
+        return problems
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.cert is not None and tls.key is not None:
+        try:
+            # An encrypted key gets an empty password instead of a prompt on the terminal.
+            context.load_cert_chain(tls.cert, tls.key, password=lambda: b"")
+        except ssl.SSLError as error:
+            if "KEY_VALUES_MISMATCH" in str(error):
+                problems.append(f"the TLS key {tls.key} is not the key of the certificate {tls.cert}")
+            else:
+                problems.append(
+                    f"cannot load the TLS certificate {tls.cert} with the key {tls.key}: "
+                    f"{error.reason or error} (PEM files, the key unencrypted)"
+                )
+    if tls.ca is not None:
+        try:
+            context.load_verify_locations(cafile=tls.ca)
+        except ssl.SSLError as error:
+            problems.append(f"the TLS ca file {tls.ca} holds no PEM certificate: {error.reason or error}")
+    return problems
+
+
 def _tls_violations(tls: TlsFiles | None, name: str, *, identity: bool) -> list[FieldViolation]:
     """``identity``: the certificate and key are required (a server's)."""
     if tls is None:
         return []
     if identity and (tls.cert is None or tls.key is None):
-        return [FieldViolation(name, "needs a certificate and its key")]
-    try:
-        tls.validate()
-    except ConfigurationError as error:
-        return [FieldViolation(name, error.message)]
-    return []
+        if tls.ca is not None and tls.cert is None and tls.key is None:
+            # Serving plaintext here would silently drop the client authentication asked for.
+            message = "a client CA (--tls-client-ca) needs the server's certificate and key (--tls-cert, "
+            return [FieldViolation(name, message + "--tls-key); refusing to serve without TLS")]
+        return [FieldViolation(name, "needs a certificate and its key (--tls-cert, --tls-key)")]
+    return [FieldViolation(name, problem) for problem in tls_file_problems(tls)]
 
 
 def seconds_violation(value: float, name: str, *, zero: bool = False) -> list[FieldViolation]:
@@ -102,9 +162,14 @@ class ServerConfig:
     # SO_REUSEPORT: several processes serve one port (the kernel spreads connections); off, a second
     # server on a taken port fails to start instead.
     reuse_port: bool = False
+    # Serve plaintext beyond loopback anyway (--insecure-listen): anyone who reaches the port calls
+    # the API unauthenticated and unencrypted.
+    insecure_listen: bool = False
 
     def violations(self, prefix: str = "server") -> list[FieldViolation]:
         found = host_port_violation(self.bind, f"{prefix}.bind")
+        if not found and self.tls is None:
+            found += plaintext_listen_violation(self.bind, f"{prefix}.bind", self.insecure_listen)
         if self.max_workers < 1:
             found.append(FieldViolation(f"{prefix}.max_workers", "at least 1"))
         if not 1 <= self.stream_slots <= MAX_STREAM_SLOTS:
@@ -116,6 +181,16 @@ class ServerConfig:
     def validate(self) -> Self:
         check(self.violations(), "server")
         return self
+
+
+def plaintext_listen_violation(bind: str, name: str, allowed: bool, what: str = "") -> list[FieldViolation]:
+    """The violation of listening on ``bind`` (host:port) in plaintext, unless it is loopback or
+    ``allowed`` (--insecure-listen)."""
+    host = bind.rpartition(":")[0]
+    if allowed or is_loopback(host):
+        return []
+    message = f"{bind} is beyond loopback and {what or 'has no TLS (--tls-cert, --tls-key)'}"
+    return [FieldViolation(name, f"{message}: refusing to listen in plaintext without --insecure-listen")]
 
 
 def parse_endpoint(endpoint: str) -> str:
@@ -130,6 +205,25 @@ def parse_endpoint(endpoint: str) -> str:
 
 
 @dataclass(frozen=True)
+class EtcdCredentials:
+    """An etcd user and its password (never printed: ``repr`` leaves it out)."""
+
+    user: str
+    password: str = field(repr=False)
+
+    def violations(self, prefix: str = "etcd.credentials") -> list[FieldViolation]:
+        found = []
+        if not self.user:
+            found.append(
+                FieldViolation(prefix, f"a password needs its user (--etcd-user, {defaults.ETCD_USER_ENV})")
+            )
+        elif not self.password:
+            where = f"--etcd-password-file or {defaults.ETCD_PASSWORD_ENV}"
+            found.append(FieldViolation(prefix, f"user {self.user!r} needs its password ({where})"))
+        return found
+
+
+@dataclass(frozen=True)
 class EtcdConfig:
     """How a service reaches etcd. ``timeout`` is the deadline of every call, in seconds: past it a
     request fails UNAVAILABLE. ``watch_idle_timeout``, when set, declares a watch broken after that
@@ -141,6 +235,9 @@ class EtcdConfig:
     # Client TLS to etcd: ``ca`` verifies the server; ``cert``/``key`` authenticate this client.
     tls: TlsFiles | None = None
     watch_idle_timeout: float | None = None
+    # The etcd user calls authenticate as (docs/security.md: one user per service role); None sends
+    # no password (an etcd without auth, or one that takes the client certificate's CN as the user).
+    credentials: EtcdCredentials | None = None
 
     def violations(self, prefix: str = "etcd") -> list[FieldViolation]:
         found = []
@@ -159,6 +256,15 @@ class EtcdConfig:
         if self.watch_idle_timeout is not None:
             found += seconds_violation(self.watch_idle_timeout, f"{prefix}.watch_idle_timeout")
         found += _tls_violations(self.tls, f"{prefix}.tls", identity=False)
+        if self.credentials is not None:
+            found += self.credentials.violations(f"{prefix}.credentials")
+            if self.tls is None and not found:
+                beyond = [e for e in self.endpoints if not is_loopback(parse_endpoint(e).rpartition(":")[0])]
+                if beyond:
+                    message = (
+                        f"would send the password in plaintext to {beyond[0]}: give etcd's CA (--etcd-ca)"
+                    )
+                    found.append(FieldViolation(f"{prefix}.credentials", message))
         return found
 
     def validate(self) -> Self:
@@ -253,11 +359,21 @@ class CommandLine:
     of their text into values, each bad one a violation naming its field. ``finish`` validates the
     config built from them and raises one ``ConfigError`` listing everything wrong."""
 
-    def __init__(self, service: ServiceDefaults, description: str, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        service: ServiceDefaults | None,
+        description: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        prog: str = "",
+    ):
+        # None: a tool that shares the etcd options but serves nothing (services.common.etcd_auth).
         self.service = service
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.violations: list[FieldViolation] = []
-        self.parser = _Parser(prog=f"python -m services.{service.name}", description=description)
+        name = prog or f"python -m services.{service.name if service else ''}"
+        # No abbreviations: --etcd-password must not quietly mean --etcd-password-file.
+        self.parser = _Parser(prog=name, description=description, allow_abbrev=False)
         self._switches: dict[str, _Switch] = {}
 
     # -- options ---------------------------------------------------------------------------------------
@@ -276,11 +392,18 @@ class CommandLine:
 
     def add_server_options(self) -> None:
         service = self.service
+        assert service is not None, "only a service listens"
         self.option("--bind", service.bind_env, service.address, "host:port to listen on (port 0: any)")
         self.option("--tls-cert", service.tls_cert_env, "", "server certificate (enables TLS)")
         self.option("--tls-key", service.tls_key_env, "", "its private key")
         self.option(
             "--tls-client-ca", service.tls_client_ca_env, "", "require client certificates of this CA"
+        )
+        self.switch(
+            "--insecure-listen",
+            service.insecure_listen_env,
+            "server.insecure_listen",
+            "listen beyond loopback without TLS (anyone reaching the port calls the API)",
         )
         self.option(
             "--stream-slots",
@@ -296,6 +419,13 @@ class CommandLine:
         self.option("--etcd-ca", defaults.ETCD_CA_ENV, "", "CA that signed etcd's certificate (TLS)")
         self.option("--etcd-cert", defaults.ETCD_CERT_ENV, "", "client certificate for etcd")
         self.option("--etcd-key", defaults.ETCD_KEY_ENV, "", "its private key")
+        self.option("--etcd-user", defaults.ETCD_USER_ENV, "", "etcd user to authenticate as")
+        self.option(
+            "--etcd-password-file",
+            defaults.ETCD_PASSWORD_FILE_ENV,
+            "",
+            f"file holding its password (or env {defaults.ETCD_PASSWORD_ENV}; never a flag)",
+        )
 
     def add_log_options(self) -> None:
         self.option("--log-level", defaults.LOG_LEVEL_ENV, "INFO", f"one of {', '.join(LOG_LEVELS)}")
@@ -357,15 +487,47 @@ class CommandLine:
     def server(self, args: argparse.Namespace, **fields: Any) -> ServerConfig:
         tls = self.tls(args.tls_client_ca, args.tls_cert, args.tls_key)
         slots = self.integer(args.stream_slots, "server.stream_slots")
-        return ServerConfig(bind=args.bind.strip(), tls=tls, stream_slots=slots, **fields)
+        return ServerConfig(
+            bind=args.bind.strip(),
+            tls=tls,
+            stream_slots=slots,
+            insecure_listen=args.insecure_listen,
+            **fields,
+        )
 
     def etcd(self, args: argparse.Namespace, **fields: Any) -> EtcdConfig:
         return EtcdConfig(
             endpoints=self.comma_list(args.etcd),
             timeout=self.seconds(args.etcd_timeout, "etcd.timeout"),
             tls=self.tls(args.etcd_ca, args.etcd_cert, args.etcd_key),
+            credentials=self.etcd_credentials(args.etcd_user.strip(), args.etcd_password_file),
             **fields,
         )
+
+    def etcd_credentials(self, user: str, password_file: str) -> EtcdCredentials | None:
+        """The user and its password, read from ``password_file`` or the environment now (a file
+        that cannot be read is a violation naming it); None when neither a user nor a password is
+        given."""
+        password = self.env.get(defaults.ETCD_PASSWORD_ENV, "")
+        if password_file:
+            if password:
+                message = f"give the password in a file or in {defaults.ETCD_PASSWORD_ENV}, not both"
+                self.violations.append(FieldViolation("etcd.password_file", message))
+            try:
+                # One line; the newline an editor or `echo` leaves is not part of it.
+                password = Path(password_file).read_text().rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as error:
+                reason = getattr(error, "strerror", None) or str(error)
+                self.violations.append(
+                    FieldViolation("etcd.password_file", f"cannot read {password_file}: {reason}")
+                )
+                return None
+            if not password:
+                self.violations.append(FieldViolation("etcd.password_file", f"{password_file} is empty"))
+                return None
+        if not (user or password):
+            return None
+        return EtcdCredentials(user, password)
 
     def log(self, args: argparse.Namespace) -> LogConfig:
         return LogConfig(level=args.log_level.strip().upper(), json=args.log_json)

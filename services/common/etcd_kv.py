@@ -7,8 +7,13 @@ so a broken stream raises ``KVUnavailableError`` instead of ending silently, and
 ``KVCompactedError`` with etcd's compact revision.
 
 This module is the client: endpoints, channels, deadlines, retries and failover. gRPC failures become
-the errors of ``services.common.kv`` (``etcd_messages.map_grpc_error``). With several endpoints, a call
-that cannot reach one tries the next; reads, which are safe to repeat, are retried until their deadline.
+the errors of ``services.common.kv`` (``etcd_messages.map_grpc_error``), each naming the endpoint that
+failed. With several endpoints, a call that cannot reach one tries the next; reads, which are safe to
+repeat, are retried until their deadline.
+
+With credentials (docs/security.md) it authenticates as its user on first use and sends the token etcd
+gives with every call; when etcd no longer knows the token (it expired unused, or etcd restarted) it
+authenticates again and repeats the call, once.
 """
 
 from __future__ import annotations
@@ -18,24 +23,27 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 from etcd3 import etcdrpc
 
 from overland.config import TlsFiles
 from overland.defaults import ETCD_TIMEOUT_SECONDS
-from services.common.config import EtcdConfig, parse_endpoint
+from services.common.config import EtcdConfig, EtcdCredentials, parse_endpoint
+from services.common.errors import ServiceError
 from services.common.etcd_messages import (
-    REQUIRE_LEADER,
     EtcdStubs,
+    KVInvalidTokenError,
     KVServerError,
+    call_metadata,
     key_value,
     map_grpc_error,
     never_sent,
     span,
     txn_request,
     txn_result,
+    where,
 )
 from services.common.etcd_watch import EtcdWatch, requested_progress_is_ordered
 from services.common.kv import (
@@ -43,6 +51,7 @@ from services.common.kv import (
     Get,
     KeyValue,
     KVCompactedError,
+    KVPermissionDeniedError,
     KVRequestError,
     KVUnavailableError,
     Lease,
@@ -55,6 +64,7 @@ from services.common.kv import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Metadata = tuple[tuple[str, str], ...]
 
 _MAX_RECEIVE_BYTES = 256 * 1024 * 1024
 # etcd's server drops connections that ping more often than every 5 s (--grpc-keepalive-min-time)
@@ -96,6 +106,7 @@ class EtcdKV:
         max_txn_ops: int = 128,
         tls: TlsFiles | None = None,
         watch_idle_timeout: float | None = None,
+        credentials: EtcdCredentials | None = None,
     ):
         config = EtcdConfig(
             endpoints=(endpoints,) if isinstance(endpoints, str) else tuple(endpoints),
@@ -103,6 +114,7 @@ class EtcdKV:
             max_txn_ops=max_txn_ops,
             tls=tls,
             watch_idle_timeout=watch_idle_timeout,
+            credentials=credentials,
         )
         config.validate()
         self.config = config
@@ -121,15 +133,22 @@ class EtcdKV:
         self._closed = False
         self._watches: set[EtcdWatch] = set()
         self._progress_ordered: dict[str, bool] = {}
+        self.credentials = credentials
+        self.user = credentials.user if credentials else None
+        # etcd's token for ``credentials`` (valid on every member), got on first use; one thread at a
+        # time asks for a new one.
+        self._token: str | None = None
+        self._auth_lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: EtcdConfig) -> EtcdKV:
+    def from_config(cls, config: EtcdConfig) -> Self:
         return cls(
             config.endpoints,
             timeout=config.timeout,
             max_txn_ops=config.max_txn_ops,
             tls=config.tls,
             watch_idle_timeout=config.watch_idle_timeout,
+            credentials=config.credentials,
         )
 
     # -- connection ----------------------------------------------------------------------------
@@ -161,30 +180,70 @@ class EtcdKV:
                     channel = grpc.secure_channel(endpoint, self._credentials, options=options)
                 else:
                     channel = grpc.insecure_channel(endpoint, options=options)
-                stubs = made[endpoint] = EtcdStubs.on(channel, raw_watch=bounded_watch)
+                stubs = made[endpoint] = EtcdStubs.on(channel, endpoint, raw_watch=bounded_watch)
             return stubs
 
-    def _fail_over(self, failed: EtcdStubs) -> None:
-        """Move to the next endpoint after ``failed`` could not serve a call."""
+    def _fail_over(self, failed: EtcdStubs, error: ServiceError) -> None:
+        """Move to the next endpoint after ``failed`` could not serve a call (``error``)."""
         with self._lock:
             current = self.endpoints[self._current]
             ours = failed is self._stubs.get(current) or failed is self._bounded_stubs.get(current)
             if ours and len(self.endpoints) > 1:
                 self._current = (self._current + 1) % len(self.endpoints)
-                log.warning("etcd endpoint failed, trying %s", self.endpoints[self._current])
+                log.warning(
+                    "etcd endpoint failed, trying the next",
+                    extra={
+                        "failed": failed.endpoint,
+                        "next": self.endpoints[self._current],
+                        "error": error.message,
+                    },
+                )
+
+    # -- authentication ------------------------------------------------------------------------
+
+    def _metadata(self, stubs: EtcdStubs, timeout: float) -> Metadata:
+        """The metadata of a call through ``stubs``: with credentials, a token (authenticating first
+        when there is none yet). May raise ``grpc.RpcError`` from the authentication."""
+        if self.credentials is None:
+            return call_metadata(None)
+        token = self._token
+        if token is None:
+            with self._auth_lock:
+                token = self._token
+                if token is None:
+                    request = etcdrpc.AuthenticateRequest(
+                        name=self.credentials.user, password=self.credentials.password
+                    )
+                    response = stubs.auth.Authenticate(
+                        request,
+                        timeout=timeout,
+                        wait_for_ready=self.wait_for_ready,
+                        metadata=call_metadata(None),
+                    )
+                    token = self._token = str(response.token)
+        return call_metadata(token)
+
+    def _forget_token(self, metadata: Metadata) -> None:
+        """The token sent with ``metadata`` was refused: the next call authenticates again (unless
+        another thread already did)."""
+        with self._auth_lock:
+            if ("token", self._token) in metadata:
+                self._token = None
 
     def _call(
         self,
         what: str,
-        invoke: Callable[[EtcdStubs, float], T],
+        invoke: Callable[[EtcdStubs, float, Metadata], T],
         *,
         idempotent: bool,
         timeout: float | None = None,
     ) -> T:
         """Run one unary etcd call within ``timeout`` (default: the client's). Idempotent calls are
         retried (on the next endpoint, when there is one) until the deadline; others only when they
-        never left (no connection could be made)."""
+        never left (no connection could be made). A call whose token etcd no longer knows is repeated
+        once with a new one (it was refused, so it did nothing)."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        renewed = False
         for attempt in itertools.count():
             stubs = self.stubs()
             remaining = deadline - time.monotonic()
@@ -193,13 +252,19 @@ class EtcdKV:
                 # A hung member (paused, partitioned mid-call) must not eat the whole deadline of a
                 # read that another endpoint could serve: each untried endpoint gets a fair share.
                 budget = remaining / (len(self.endpoints) - attempt)
+            metadata: Metadata = ()
             try:
-                return invoke(stubs, max(budget, 0.001))
+                metadata = self._metadata(stubs, max(budget, 0.001))
+                return invoke(stubs, max(budget, 0.001), metadata)
             except grpc.RpcError as error:
-                mapped = map_grpc_error(error, what)
+                mapped = map_grpc_error(error, what, stubs.endpoint, self.user)
+                if isinstance(mapped, KVInvalidTokenError) and not renewed:
+                    renewed = True
+                    self._forget_token(metadata)
+                    continue
                 if not isinstance(mapped, KVUnavailableError):
                     raise mapped from error
-                self._fail_over(stubs)
+                self._fail_over(stubs, mapped)
                 pause = min(_RETRY_PAUSE_SECONDS * 2**attempt, _RETRY_PAUSE_MAX_SECONDS)
                 retry = idempotent or never_sent(error)
                 if not retry or time.monotonic() + pause >= deadline:
@@ -207,7 +272,7 @@ class EtcdKV:
                 time.sleep(pause)
             except ValueError as error:
                 # grpc raises ValueError for a call on a channel closed by close() in another thread.
-                raise KVUnavailableError(f"etcd {what}: {error}") from error
+                raise KVUnavailableError(f"{where(stubs.endpoint, what)}: {error}") from error
         raise AssertionError("unreachable")
 
     # -- reads ---------------------------------------------------------------------------------
@@ -216,8 +281,8 @@ class EtcdKV:
         try:
             return self._call(
                 what,
-                lambda stubs, timeout: stubs.kv.Range(
-                    request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
+                lambda stubs, timeout, metadata: stubs.kv.Range(
+                    request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=metadata
                 ),
                 idempotent=True,
             )
@@ -273,8 +338,8 @@ class EtcdKV:
         try:
             response = self._call(
                 "txn",
-                lambda stubs, timeout: stubs.kv.Txn(
-                    request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
+                lambda stubs, timeout, metadata: stubs.kv.Txn(
+                    request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=metadata
                 ),
                 idempotent=read_only,
             )
@@ -287,8 +352,8 @@ class EtcdKV:
         try:
             self._call(
                 "compact",
-                lambda stubs, timeout: stubs.kv.Compact(
-                    request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
+                lambda stubs, timeout, metadata: stubs.kv.Compact(
+                    request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=metadata
                 ),
                 idempotent=False,
             )
@@ -303,21 +368,21 @@ class EtcdKV:
         request = etcdrpc.LeaseGrantRequest(TTL=ttl, ID=0)
         response = self._call(
             "grant_lease",
-            lambda stubs, timeout: stubs.lease.LeaseGrant(
-                request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
+            lambda stubs, timeout, metadata: stubs.lease.LeaseGrant(
+                request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=metadata
             ),
             idempotent=False,
         )
         if response.error:
-            raise KVServerError(f"etcd grant_lease: {response.error}")
+            raise KVServerError(f"{where(self.endpoint, 'grant_lease')}: {response.error}")
         return Lease(id=response.ID, ttl=response.TTL)
 
     def refresh_lease(self, lease_id: int) -> int:
         request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
 
-        def keep_alive(stubs: EtcdStubs, timeout: float) -> int:
+        def keep_alive(stubs: EtcdStubs, timeout: float, metadata: Metadata) -> int:
             responses = stubs.lease.LeaseKeepAlive(
-                iter([request]), timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
+                iter([request]), timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=metadata
             )
             try:
                 ttl: int = next(responses).TTL
@@ -331,11 +396,24 @@ class EtcdKV:
         request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
         self._call(
             "revoke_lease",
-            lambda stubs, budget: stubs.lease.LeaseRevoke(
-                request, timeout=budget, wait_for_ready=self.wait_for_ready, metadata=REQUIRE_LEADER
+            lambda stubs, budget, metadata: stubs.lease.LeaseRevoke(
+                request, timeout=budget, wait_for_ready=self.wait_for_ready, metadata=metadata
             ),
             idempotent=True,
             timeout=timeout,
+        )
+
+    # -- users and roles -----------------------------------------------------------------------
+
+    def auth(self, method: str, request: Any) -> Any:
+        """One call of etcd's Auth API (``UserAdd``, ``RoleGrantPermission``...; services.common.
+        etcd_auth manages users with it), within the deadline."""
+        return self._call(
+            method,
+            lambda stubs, timeout, metadata: getattr(stubs.auth, method)(
+                request, timeout=timeout, wait_for_ready=self.wait_for_ready, metadata=metadata
+            ),
+            idempotent=True,
         )
 
     # -- watch ---------------------------------------------------------------------------------
@@ -358,9 +436,18 @@ class EtcdKV:
             prev_kv=prev_kv,
         )
         deadline = time.monotonic() + self.timeout
+        renewed = False
         while True:
             stubs = self.stubs(bounded_watch=backlog is not None)
-            ordered = self._requested_progress_ordered(stubs, deadline)
+            try:
+                metadata = self._metadata(stubs, max(deadline - time.monotonic(), 0.001))
+            except grpc.RpcError as error:
+                mapped = map_grpc_error(error, "watch", stubs.endpoint, self.user)
+                if not isinstance(mapped, KVUnavailableError):
+                    raise mapped from error
+                self._retry_watch(stubs, mapped, deadline)
+                continue
+            ordered = self._requested_progress_ordered(stubs, deadline, metadata)
             watch = EtcdWatch(
                 self,
                 stubs,
@@ -368,15 +455,22 @@ class EtcdKV:
                 self.config.watch_idle_timeout,
                 trust_requested_progress=ordered,
                 backlog=backlog,
+                metadata=metadata,
             )
             try:
                 watch.wait_created(max(deadline - time.monotonic(), 0.001))
-            except KVUnavailableError:
+            except KVPermissionDeniedError:
                 watch.cancel()
-                self._fail_over(stubs)
-                if time.monotonic() + _RETRY_PAUSE_SECONDS >= deadline:
+                # etcd refuses a watch whose token it no longer knows as "permission denied", as it
+                # does one its user may not read: a new token tells the two apart.
+                if self.credentials is None or renewed:
                     raise
-                time.sleep(_RETRY_PAUSE_SECONDS)
+                renewed = True
+                self._forget_token(metadata)
+                continue
+            except KVUnavailableError as error:
+                watch.cancel()
+                self._retry_watch(stubs, error, deadline)
                 continue
             with self._lock:
                 if self._closed:
@@ -385,7 +479,15 @@ class EtcdKV:
                 self._watches.add(watch)
             return watch
 
-    def _requested_progress_ordered(self, stubs: EtcdStubs, deadline: float) -> bool:
+    def _retry_watch(self, stubs: EtcdStubs, error: KVUnavailableError, deadline: float) -> None:
+        """After ``stubs`` could not open a watch: move on to the next endpoint and pause, or raise
+        ``error`` when the deadline leaves no time for another try."""
+        self._fail_over(stubs, error)
+        if time.monotonic() + _RETRY_PAUSE_SECONDS >= deadline:
+            raise error
+        time.sleep(_RETRY_PAUSE_SECONDS)
+
+    def _requested_progress_ordered(self, stubs: EtcdStubs, deadline: float, metadata: Metadata) -> bool:
         """Whether the endpoint's etcd version answers progress requests in order (asked once per
         endpoint; an endpoint that cannot say is not trusted)."""
         with self._lock:
@@ -398,7 +500,7 @@ class EtcdKV:
                 etcdrpc.StatusRequest(),
                 timeout=max(deadline - time.monotonic(), 0.001),
                 wait_for_ready=self.wait_for_ready,
-                metadata=REQUIRE_LEADER,
+                metadata=metadata,
             )
         except grpc.RpcError:
             return False
@@ -416,8 +518,9 @@ class EtcdKV:
         watch that starts below it, so open one at revision 1 on the reserved key ``\\0``."""
         create = etcdrpc.WatchCreateRequest(key=b"\0", start_revision=1)
         try:
-            watch = EtcdWatch(self, self.stubs(), create, None)
-        except KVUnavailableError:
+            stubs = self.stubs()
+            watch = EtcdWatch(self, stubs, create, None, metadata=self._metadata(stubs, self.timeout))
+        except (KVUnavailableError, grpc.RpcError):
             return 0
         try:
             watch.wait_created(self.timeout)

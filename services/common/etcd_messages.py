@@ -5,8 +5,9 @@ Requests are built in place from ``Compare``/``Op`` values (``txn_request``), an
 ``TxnResult``, ``KeyValue`` and ``WatchBatch``; gRPC failures become the errors of
 ``services.common.kv`` (``map_grpc_error``): no connection, UNAVAILABLE or a missed deadline ->
 ``KVUnavailableError``; a compacted revision -> ``KVCompactedError``; "too many operations in txn
-request" -> ``KVTooManyOpsError``; and so on. Nothing here does I/O: the client (etcd_kv.py) and the
-watch stream (etcd_watch.py) do.
+request" -> ``KVTooManyOpsError``; a refused user -> ``KVPermissionDeniedError``; and so on. Every
+message names the endpoint that failed (and the user, where etcd refused one). Nothing here does
+I/O: the client (etcd_kv.py) and the watch stream (etcd_watch.py) do.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from services.common.kv import (
     EventType,
     Get,
     KeyValue,
+    KVAuthenticationError,
     KVCompactedError,
     KVLeaseNotFoundError,
+    KVPermissionDeniedError,
     KVRequestError,
     KVTooManyOpsError,
     KVUnavailableError,
@@ -58,6 +61,11 @@ _NOT_SENT = (
     "etcdserver: no leader",
 )
 
+# What etcd says about a token it no longer knows (it expired unused, or etcd restarted and forgot its
+# simple tokens): authenticate again and repeat the call.
+_INVALID_TOKEN = "invalid auth token"  # noqa: S105 - etcd's message, not a secret
+_AUTH_FAILED = "authentication failed"
+
 # What etcd says, under UNKNOWN or INTERNAL codes, when the cluster cannot serve right now: a lost
 # or changing leader, or a proposal whose server-side context ran out while the leader was killed.
 # Like a client-side deadline, such a write may or may not have been applied.
@@ -69,6 +77,9 @@ _TRANSIENT = (
     "context canceled",
     "proposal dropped",
     "too many requests",
+    # Over TLS, a member that shuts down resets its streams: gRPC reports UNKNOWN "Stream removed"
+    # where a plaintext connection reports UNAVAILABLE. Either way the connection is gone.
+    "Stream removed",
 )
 
 _COMPARE_RESULTS = {
@@ -96,18 +107,25 @@ class KVServerError(ServiceError):
     """etcd failed a request for a reason none of the other KV errors names."""
 
 
+class KVInvalidTokenError(KVAuthenticationError):
+    """etcd no longer knows the call's auth token: the client authenticates again and repeats it."""
+
+
 @dataclass(frozen=True)
 class EtcdStubs:
-    """The stubs of one channel, made once: making a stub builds a callable per method."""
+    """The stubs of one channel, made once: making a stub builds a callable per method. ``endpoint``
+    is the member they reach, for error messages."""
 
     channel: grpc.Channel
     kv: Any
     lease: Any
     watch: Any
     maintenance: Any = None
+    auth: Any = None
+    endpoint: str = ""
 
     @classmethod
-    def on(cls, channel: grpc.Channel, *, raw_watch: bool = False) -> EtcdStubs:
+    def on(cls, channel: grpc.Channel, endpoint: str = "", *, raw_watch: bool = False) -> EtcdStubs:
         """``raw_watch``: the Watch stub leaves responses as bytes (``RawWatchStub``)."""
         return cls(
             channel,
@@ -115,6 +133,8 @@ class EtcdStubs:
             etcdrpc.LeaseStub(channel),
             RawWatchStub(channel) if raw_watch else etcdrpc.WatchStub(channel),
             etcdrpc.MaintenanceStub(channel),
+            etcdrpc.AuthStub(channel),
+            endpoint,
         )
 
 
@@ -129,6 +149,11 @@ class RawWatchStub:
             request_serializer=etcdrpc.WatchRequest.SerializeToString,
             response_deserializer=None,
         )
+
+
+def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The metadata of every call: "require leader", and the auth token when there is one."""
+    return REQUIRE_LEADER if token is None else (*REQUIRE_LEADER, ("token", token))
 
 
 # -- protobuf conversion (pure) ----------------------------------------------------------------
@@ -263,11 +288,34 @@ def status_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
     )
 
 
-def map_grpc_error(error: grpc.RpcError, what: str) -> ServiceError:
-    """The KV error for a failed etcd call. Compaction errors get compact revision 0 here; the
-    caller fills it in when it can learn it."""
+def where(endpoint: str, what: str) -> str:
+    """``etcd 127.0.0.1:2379 range``: the start of every message about a failed call."""
+    return f"etcd {endpoint} {what}" if endpoint else f"etcd {what}"
+
+
+def _user(user: str | None) -> str:
+    # Without a token etcd takes the client certificate's CN, if any, as the user.
+    return f"user {user!r}" if user else "no user (no --etcd-user given; etcd took the certificate's CN)"
+
+
+def map_grpc_error(
+    error: grpc.RpcError, what: str, endpoint: str = "", user: str | None = None
+) -> ServiceError:
+    """The KV error for a failed etcd call to ``endpoint`` made as ``user``. Compaction errors get
+    compact revision 0 here; the caller fills it in when it can learn it."""
     code, details = status_of(error)
-    message = f"etcd {what}: {details or code.name}"
+    message = f"{where(endpoint, what)}: {details or code.name}"
+    if code is grpc.StatusCode.PERMISSION_DENIED or "permission denied" in details:
+        return KVPermissionDeniedError(denied_message(endpoint, what, user, details))
+    if code is grpc.StatusCode.UNAUTHENTICATED and _INVALID_TOKEN in details:
+        return KVInvalidTokenError(message)
+    if _AUTH_FAILED in details:
+        return KVAuthenticationError(
+            f"{where(endpoint, what)}: etcd did not accept the password of {_user(user)} (unknown user or "
+            "wrong password)"
+        )
+    if code is grpc.StatusCode.UNAUTHENTICATED or "user name is empty" in details:
+        return KVAuthenticationError(f"{message}: etcd wants a user (--etcd-user and its password)")
     if code in _UNAVAILABLE_CODES:
         return KVUnavailableError(message)
     if "required revision has been compacted" in details:
@@ -283,6 +331,13 @@ def map_grpc_error(error: grpc.RpcError, what: str) -> ServiceError:
     if any(reason in details for reason in _TRANSIENT):
         return KVUnavailableError(message)
     return KVServerError(message)
+
+
+def denied_message(endpoint: str, what: str, user: str | None, details: str) -> str:
+    return (
+        f"{where(endpoint, what)}: {details} to {_user(user)}: its etcd roles do not cover these keys "
+        "(docs/security.md lists each role's prefixes)"
+    )
 
 
 def never_sent(error: grpc.RpcError) -> bool:

@@ -4,6 +4,12 @@ Tests, benchmarks and ``make run`` use it: it picks free 127.0.0.1 ports, keeps 
 directory the caller owns, waits until ``/health`` answers, and can be stopped gracefully, killed
 (SIGKILL), paused (SIGSTOP, to make calls hang until their deadline) and restarted on the same
 ports with the same data, so clients can reconnect to the same endpoint.
+
+With ``tls`` it serves TLS (and requires client certificates when ``tls.ca`` is set); with ``users`` as
+well, it is set up as deployments are (docs/security.md): on its first start it gets Overland's etcd
+users and roles and authentication is enabled. ``etcd_config(user)`` and ``flags(user)`` are how a
+client or a service process reaches it as one of those users; an agent's user (``vswitch-<host>``) is
+added when first asked for, as a host joining would be.
 """
 
 from __future__ import annotations
@@ -19,10 +25,14 @@ import urllib.error
 import urllib.request
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from overland import defaults
 from overland.config import TlsFiles
+from services.common.config import EtcdConfig, EtcdCredentials
 from services.common.errors import InvalidArgument, Unavailable
 
 # How long a SIGTERM gets before the process is killed.
@@ -33,6 +43,16 @@ _LOG_TAIL_BYTES = 4000
 
 class EtcdProcessError(Unavailable):
     """The etcd child process did not start, or did not become healthy in time."""
+
+
+@dataclass(frozen=True)
+class EtcdUsers:
+    """The client side of an etcd with authentication: the TLS its clients use (``ca`` verifies etcd;
+    ``cert``/``key`` are the client certificate it requires) and a directory of password files, one
+    per user, named by the user (root, policy and the agents': services.common.etcd_auth)."""
+
+    client_tls: TlsFiles
+    directory: Path
 
 
 def etcd_binary() -> Path:
@@ -91,6 +111,8 @@ class EtcdProcess:
         start_timeout: float = 20.0,
         log_path: Path | str | None = None,
         tls: TlsFiles | None = None,
+        users: EtcdUsers | None = None,
+        bcrypt_cost: int | None = None,
         extra_args: Sequence[str] = (),
     ):
         if max_txn_ops < 1:
@@ -111,6 +133,10 @@ class EtcdProcess:
             for path in (tls.cert, tls.key, *([tls.ca] if tls.ca else [])):
                 if not path.is_file():
                     raise InvalidArgument(f"etcd TLS file not found: {path}")
+        if users is not None and (tls is None or tls.ca is None):
+            raise InvalidArgument("etcd users need TLS with client certificates (tls.ca)")
+        if bcrypt_cost is not None and not 4 <= bcrypt_cost <= 31:
+            raise InvalidArgument("bcrypt_cost must be within 4..31")
         self.data_dir = Path(data_dir)
         self.name = name
         self.max_txn_ops = max_txn_ops
@@ -122,6 +148,9 @@ class EtcdProcess:
         self.start_timeout = start_timeout
         self.log_path = Path(log_path) if log_path else self.data_dir.with_name(self.data_dir.name + ".log")
         self.tls = tls
+        self.users = users
+        self.bcrypt_cost = bcrypt_cost
+        self._access_applied = False
         self.extra_args = tuple(extra_args)
         self.client_port = 0
         self.peer_port = 0
@@ -212,6 +241,9 @@ class EtcdProcess:
             ]
         if self.unsafe_no_fsync:
             args.append("--unsafe-no-fsync")
+        if self.bcrypt_cost is not None:
+            # Each password check costs 2^cost rounds; tests authenticate often and need no strength.
+            args += ["--bcrypt-cost", str(self.bcrypt_cost)]
         if self.tls is not None:
             args += ["--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key)]
             if self.tls.ca is not None:
@@ -237,8 +269,80 @@ class EtcdProcess:
                 if attempt + 1 == attempts or "address already in use" not in self.log_tail():
                     raise
             else:
+                self._apply_access()
                 return self
         raise EtcdProcessError("etcd did not start")  # unreachable: the loop returns or raises
+
+    # -- users ---------------------------------------------------------------------------------
+
+    def _apply_access(self) -> None:
+        """Overland's users and roles, and authentication on (once; they live in the data)."""
+        if self.users is None or self._access_applied:
+            return
+        from services.common import etcd_auth  # noqa: PLC0415 - the etcd client, only with users
+
+        passwords = etcd_auth.read_passwords(self.users.directory)
+        plan = etcd_auth.access_plan(etcd_auth.hosts_of(passwords))
+        etcd_auth.EtcdAccess(self.etcd_config(etcd_auth.ROOT_USER)).apply(plan, passwords)
+        self._access_applied = True
+
+    def password_file(self, user: str) -> Path:
+        """The file of ``user``'s password; an agent's user (``vswitch-<host>``) that does not exist
+        yet is added now (a host joining)."""
+        if self.users is None:
+            raise EtcdProcessError("this etcd has no users")
+        from services.common import etcd_auth  # noqa: PLC0415 - the etcd client, only with users
+
+        path = self.users.directory / user
+        if not path.exists():
+            host = user.removeprefix(etcd_auth.HOST_USER_PREFIX)
+            if host == user:
+                raise EtcdProcessError(f"no password file for etcd user {user!r} in {self.users.directory}")
+            _, password = etcd_auth.write_password(self.users.directory, user)
+            etcd_auth.EtcdAccess(self.etcd_config(etcd_auth.ROOT_USER)).ensure_host(host, password)
+        return path
+
+    def etcd_config(self, user: str | None = "root", **fields: Any) -> EtcdConfig:
+        """How a client reaches this etcd as ``user`` (None, or an etcd without users: no
+        credentials); ``fields`` are further ``EtcdConfig`` fields (``timeout=2.0``)."""
+        if self.users is None:
+            return EtcdConfig(endpoints=(self.endpoint,), **fields)
+        credentials = None
+        if user is not None:
+            password = self.password_file(user).read_text().rstrip("\r\n")
+            credentials = EtcdCredentials(user, password)
+        return EtcdConfig(
+            endpoints=(self.endpoint,), tls=self.users.client_tls, credentials=credentials, **fields
+        )
+
+    def _settings(self, user: str, endpoint: str) -> list[tuple[str, str, str]]:
+        """(flag, environment variable, value) of each etcd setting of a service process."""
+        settings = [("--etcd", defaults.ETCD_ENDPOINTS_ENV, endpoint or self.endpoint)]
+        if self.users is None:
+            return settings
+        tls = self.users.client_tls
+        for flag, variable, path in (
+            ("--etcd-ca", defaults.ETCD_CA_ENV, tls.ca),
+            ("--etcd-cert", defaults.ETCD_CERT_ENV, tls.cert),
+            ("--etcd-key", defaults.ETCD_KEY_ENV, tls.key),
+        ):
+            if path is not None:
+                settings.append((flag, variable, str(path)))
+        password = str(self.password_file(user))
+        settings += [
+            ("--etcd-user", defaults.ETCD_USER_ENV, user),
+            ("--etcd-password-file", defaults.ETCD_PASSWORD_FILE_ENV, password),
+        ]
+        return settings
+
+    def flags(self, user: str = "root", *, endpoint: str = "") -> list[str]:
+        """A service process's etcd flags to reach this etcd as ``user`` (the password by file), at
+        ``endpoint`` (default ``self.endpoint``; a relay to it, say)."""
+        return [part for flag, _, value in self._settings(user, endpoint) for part in (flag, value)]
+
+    def environment(self, user: str = "root") -> dict[str, str]:
+        """The same as environment variables."""
+        return {variable: value for _, variable, value in self._settings(user, "")}
 
     def _spawn(self) -> None:
         with self.log_path.open("ab") as log:

@@ -18,9 +18,17 @@ from typing import Any, Protocol
 import grpc
 from etcd3 import etcdrpc
 
-from services.common.etcd_messages import REQUIRE_LEADER, EtcdStubs, map_grpc_error, watch_batch
+from services.common.etcd_messages import (
+    REQUIRE_LEADER,
+    EtcdStubs,
+    denied_message,
+    map_grpc_error,
+    watch_batch,
+    where,
+)
 from services.common.kv import (
     KVCompactedError,
+    KVPermissionDeniedError,
     KVUnavailableError,
     KVWatchOverflowError,
     WatchBacklog,
@@ -50,9 +58,11 @@ def requested_progress_is_ordered(version: str) -> bool:
 
 class WatchOwner(Protocol):
     """The client a watch belongs to (``EtcdKV``): whether its calls wait for a channel to
-    reconnect, and the set of open watches it closes with itself, which a cancelled watch leaves."""
+    reconnect, the user it calls as (for error messages), and the set of open watches it closes
+    with itself, which a cancelled watch leaves."""
 
     wait_for_ready: bool
+    user: str | None
 
     def _forget(self, watch: EtcdWatch) -> None: ...
 
@@ -141,8 +151,11 @@ class EtcdWatch:
         *,
         trust_requested_progress: bool = True,
         backlog: WatchBacklog | None = None,
+        metadata: tuple[tuple[str, str], ...] = REQUIRE_LEADER,
     ) -> None:
         self._owner = owner
+        self._stubs_endpoint = stubs.endpoint
+        self._where = where(stubs.endpoint, "watch")
         self._backlog = _Backlog(backlog) if backlog is not None else None
         self._idle_timeout = idle_timeout
         self._trust_requested_progress = trust_requested_progress
@@ -160,10 +173,10 @@ class EtcdWatch:
             # No gRPC deadline: the stream lives as long as the watch; creation and idleness are
             # bounded by wait_created() and the idle timeout instead.
             self._call = stubs.watch.Watch(
-                self._request_stream(), wait_for_ready=owner.wait_for_ready, metadata=REQUIRE_LEADER
+                self._request_stream(), wait_for_ready=owner.wait_for_ready, metadata=metadata
             )
         except ValueError as error:
-            raise KVUnavailableError(f"etcd watch: {error}") from error
+            raise KVUnavailableError(f"{self._where}: {error}") from error
         self._reader = threading.Thread(target=self._read, name="etcd-watch-reader", daemon=True)
         self._reader.start()
 
@@ -222,31 +235,35 @@ class EtcdWatch:
                 item = self._taken(self._responses.get(timeout=timeout))
             except queue.Empty:
                 self.cancel()
-                raise KVUnavailableError(f"etcd watch: no response within {timeout:.3g}s") from None
+                raise KVUnavailableError(f"{self._where}: no response within {timeout:.3g}s") from None
         if self._cancelled.is_set():
             return None
         if item is _OVERFLOW:
             self.cancel()
             limit = self._backlog.limit if self._backlog is not None else WatchBacklog(0, 0)
             raise KVWatchOverflowError(
-                f"etcd watch: its consumer took nothing for {limit.stall_seconds:g} s with {limit.max_bytes} "
-                f"bytes waiting; it has every event up to revision {self._delivered}",
+                f"{self._where}: its consumer took nothing for {limit.stall_seconds:g} s with "
+                f"{limit.max_bytes} bytes waiting; it has every event up to revision {self._delivered}",
                 self._delivered,
             )
         if isinstance(item, grpc.RpcError):
             self.cancel()
-            raise map_grpc_error(item, "watch") from item
+            raise map_grpc_error(item, "watch", self._stubs_endpoint, self._owner.user) from item
         if item is _END:
             self.cancel()
-            raise KVUnavailableError("etcd watch: the stream ended")
+            raise KVUnavailableError(f"{self._where}: the stream ended")
         if item.compact_revision:
             self.cancel()
             raise KVCompactedError(
-                f"etcd watch: revision compacted (at {item.compact_revision})", item.compact_revision
+                f"{self._where}: revision compacted (at {item.compact_revision})", item.compact_revision
             )
         if item.canceled:
             self.cancel()
-            raise KVUnavailableError(f"etcd watch: cancelled by etcd: {item.cancel_reason or 'no reason'}")
+            if "permission denied" in item.cancel_reason:
+                raise KVPermissionDeniedError(
+                    denied_message(self._stubs_endpoint, "watch", self._owner.user, item.cancel_reason)
+                )
+            raise KVUnavailableError(f"{self._where}: cancelled by etcd: {item.cancel_reason or 'no reason'}")
         return item
 
     def wait_created(self, timeout: float) -> None:

@@ -19,6 +19,7 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    ServiceError,
     Unavailable,
 )
 
@@ -60,6 +61,17 @@ class KVRequestError(InvalidArgument):
 
 class KVLeaseNotFoundError(NotFound):
     """A put or revoke named a lease that does not exist (never granted, expired or revoked)."""
+
+
+# The two below are the service's own misconfiguration, not its caller's fault: they map to INTERNAL
+# (the message names the endpoint and the user; docs/security.md lists each role's prefixes).
+class KVPermissionDeniedError(ServiceError):
+    """The store refused the service's user this request: its roles do not cover these keys."""
+
+
+class KVAuthenticationError(ServiceError):
+    """The store did not accept the service's credentials (an unknown user or a wrong password), or
+    wanted credentials the service was not given."""
 
 
 @dataclass(frozen=True)

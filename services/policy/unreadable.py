@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Message)
 
 UNREADABLE_ENTRIES = "overland.policy.unreadable_entries"
-QUARANTINE_PREFIX = b"/overland/quarantine/"
+QUARANTINE_PREFIX = keys.QUARANTINE_PREFIX
 _ROOT_PARENT = b"/overland/"
 
 

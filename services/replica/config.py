@@ -27,12 +27,15 @@ from services.common.config import (
     TelemetryConfig,
     check,
     host_port_violation,
+    plaintext_listen_violation,
+    tls_file_problems,
 )
 from services.common.errors import FieldViolation
 from services.replica.settings import validate_name
 
 WHAT = "replica service"
-# Without TLS a site takes the calling site's name from this header (local development only).
+# Without TLS a site takes the calling site's name from this header (local development only): from
+# loopback callers, or from anyone with ``insecure_primary_header``.
 PRIMARY_HEADER = "x-overland-primary"
 DEFAULT_STATE_DIR = ".overland/replica"
 # Where ``make guest`` puts the guest image (its manifest names the kernel and the initramfs).
@@ -93,6 +96,9 @@ class ReplicaConfig:
     nbd_socket: Path | None = None
     # "Allow replication from the specified servers", each with its storage location.
     allowed_primaries: dict[str, Path] = field(default_factory=dict)
+    # Without TLS, believe the primary's name from the PRIMARY_HEADER of a caller beyond loopback
+    # (--insecure-primary-header): anyone who reaches the port can then pose as an allowed primary.
+    insecure_primary_header: bool = False
     vm: VmRuntimeConfig = field(default_factory=VmRuntimeConfig)
     # Where other sites reach this one's gRPC (the deltas' header tells the DR site; a reverse
     # replicates back to it); empty: the bind address (with a wildcard host, this machine's name).
@@ -129,7 +135,12 @@ class ReplicaConfig:
         for name in self.allowed_primaries:
             found += validate_name(name, f"allowed_primaries[{name}]")
         found += validate_name(self.site_name, "site_name")
-        found += host_port_violation(self.nbd_bind, "nbd_bind")
+        nbd = host_port_violation(self.nbd_bind, "nbd_bind")
+        # The NBD export has no TLS and no authentication: beyond loopback it hands the site's disks
+        # to anyone who reaches the port.
+        found += nbd or plaintext_listen_violation(
+            self.nbd_bind, "nbd_bind", self.server.insecure_listen, "NBD has no TLS"
+        )
         if len(str(self.nbd_socket_path.absolute())) > MAX_SOCKET_PATH:
             found.append(
                 FieldViolation("nbd_socket", f"a unix socket path has at most {MAX_SOCKET_PATH} bytes")
@@ -150,10 +161,14 @@ class ReplicaConfig:
         if not self.fault_apply_delay_seconds >= 0:
             found.append(FieldViolation("fault_apply_delay_seconds", "must not be negative"))
         if self.client_tls is not None:
-            for name in ("ca", "cert", "key"):
-                path = getattr(self.client_tls, name)
-                if path is None or not path.is_file():
-                    found.append(FieldViolation(f"client_tls.{name}", f"file not found: {path}"))
+            missing = [
+                FieldViolation(f"client_tls.{name}", f"file not found: {path}")
+                for name in ("ca", "cert", "key")
+                if (path := getattr(self.client_tls, name)) is None or not path.is_file()
+            ]
+            found += missing or [
+                FieldViolation("client_tls", problem) for problem in tls_file_problems(self.client_tls)
+            ]
         found += [
             *self.server.violations(),
             *self.vm.violations(),
@@ -219,6 +234,12 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     cli.option("--policy-ca", None, "", "the CA of the policy service's certificate")
     cli.option("--policy-cert", None, "", "this site's client certificate for the policy service")
     cli.option("--policy-key", None, "", "its private key")
+    cli.switch(
+        "--insecure-primary-header",
+        defaults.REPLICA_INSECURE_PRIMARY_HEADER_ENV,
+        "insecure_primary_header",
+        f"without TLS, believe the {PRIMARY_HEADER} header of callers beyond loopback too",
+    )
     cli.parser.add_argument("--fault-apply-delay", default="0", help=argparse.SUPPRESS)
     cli.add_log_options()
     args = cli.parse(argv)
@@ -242,6 +263,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         nbd_bind=args.nbd_bind.strip(),
         nbd_socket=cli.path(args.nbd_socket.strip()),
         allowed_primaries=allowed,
+        insecure_primary_header=args.insecure_primary_header,
         vm=VmRuntimeConfig(
             guest_image=Path(args.guest_image),
             accel=args.accel.strip(),

@@ -310,9 +310,14 @@ class Agent:
     def start(self) -> None:
         self.resume()
         self._threads = [
-            threading.Thread(target=self._run_watcher, name="vswitch-watch", daemon=True),
             threading.Thread(
-                target=self.registration.run, args=(self._stop,), name="vswitch-registration", daemon=True
+                target=self._run, args=(self.watcher.run, "the watch loop"), name="vswitch-watch", daemon=True
+            ),
+            threading.Thread(
+                target=self._run,
+                args=(self.registration.run, "the host registration"),
+                name="vswitch-registration",
+                daemon=True,
             ),
         ]
         if self.snapshots is not None:
@@ -385,12 +390,13 @@ class Agent:
             return False
         return True
 
-    def _run_watcher(self) -> None:
+    def _run(self, loop: Callable[[threading.Event], None], what: str) -> None:
         try:
-            self.watcher.run(self._stop)
+            loop(self._stop)
         except Exception as error:
-            # A bug, not a lost etcd: say so and let the service stop rather than run on a frozen table.
-            log.exception("the watch loop failed")
+            # A bug or an etcd that refuses the agent's user, not a lost etcd (that is retried): say so
+            # and let the service stop rather than run on a frozen table, or unregistered.
+            log.exception("%s failed", what)
             self.failure = error
             if self._on_failure is not None:
                 self._on_failure(error)

@@ -4,8 +4,9 @@ tenants behind the agents' TAP ports, all driven through the policy service.
 The end-to-end test and ``make run`` (``services/devstack.py``) build it. The policy service and etcd
 run in the caller's namespace; each host namespace reaches etcd through a ``TcpRelay`` on its own
 default etcd endpoint (127.0.0.1:2379), and the caller reaches each agent's gRPC API through a relay
-to the agent's default address (127.0.0.1:50052). Writes are idempotent (ALREADY_EXISTS is fine), so a
-rerun on the same etcd works. ``demo_cluster`` runs the policy service here too, for the tests and
+to the agent's default address (127.0.0.1:50052). Each agent is its host's etcd user (docs/security.md),
+added to etcd when its host is. Writes are idempotent (ALREADY_EXISTS is fine), so a rerun on the same
+etcd works. ``demo_cluster`` runs the policy service here too (as its etcd user), for the tests and
 benchmarks that need the whole tenant network.
 """
 
@@ -24,8 +25,10 @@ import grpc
 
 from overland import defaults
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
-from services.common.config import EtcdConfig, ServerConfig
+from services.common.config import ServerConfig
 from services.common.errors import DeadlineExceeded, FailedPrecondition
+from services.common.etcd_auth import POLICY_USER, host_user
+from services.common.etcd_process import EtcdProcess
 from services.policy import PolicyConfig, create_server
 from services.vswitch.config import SNAPSHOT_DIR
 from services.vswitch.datapath.switch import STATE_DIR
@@ -50,6 +53,8 @@ class AgentProcess:
     host: Host
     log: Path
     relay: TcpRelay
+    # The agent's etcd flags (``EtcdProcess.flags``): the endpoint, TLS, its user and password file.
+    etcd_flags: Sequence[str] = ()
     process: subprocess.Popen[bytes] | None = None
     channel: grpc.Channel | None = None
 
@@ -57,7 +62,7 @@ class AgentProcess:
         argv = [
             sys.executable, "-m", "services.vswitch",
             "--host-name", self.host.netns, "--pa-ip", self.host.pa_ip,
-            "--etcd", f"127.0.0.1:{ETCD_PORT_IN_HOST}", "--etcd-timeout", "2",
+            *self.etcd_flags, "--etcd-timeout", "2",
             "--lease-ttl", "4", "--bind", f"127.0.0.1:{AGENT_PORT}",
         ]  # fmt: skip
         with self.log.open("ab") as log:
@@ -153,7 +158,7 @@ class OverlayDemo:
     """The running demo; ``close`` stops the agents and deletes every namespace it made."""
 
     policy: policy_pb2_grpc.PolicyServiceStub
-    etcd_endpoint: str
+    etcd: EtcdProcess
     log_dir: Path
     pas: Sequence[str] = PAS
     lab: Lab = field(default_factory=Lab)
@@ -175,12 +180,13 @@ class OverlayDemo:
             namespaced = [spec for spec in self.vms.values() if spec.name not in self.external_vms]
             for spec in namespaced:
                 self.lab.add_vm(spec.name, next(h for h in hosts if h.pa_ip == spec.pa))
-            etcd_port = int(self.etcd_endpoint.rsplit(":", 1)[1])
+            etcd_port = self.etcd.client_port
             for host in hosts:
                 self.relays.append(TcpRelay(host.netns, ETCD_PORT_IN_HOST, None, ("127.0.0.1", etcd_port)))
                 relay = TcpRelay(None, 0, host.netns, ("127.0.0.1", AGENT_PORT))
                 self.relays.append(relay)
-                self.agents[host.pa_ip] = AgentProcess(host, self.log_dir / f"{host.name}.log", relay)
+                flags = self.etcd.flags(host_user(host.netns), endpoint=f"127.0.0.1:{ETCD_PORT_IN_HOST}")
+                self.agents[host.pa_ip] = AgentProcess(host, self.log_dir / f"{host.name}.log", relay, flags)
             write_table(self.policy, hosts, self.vms, DEMO_RDIDS)
             revision = self.revision()
             for agent in self.agents.values():
@@ -234,14 +240,14 @@ class OverlayDemo:
 
 
 @contextmanager
-def demo_cluster(workdir: Path, etcd_endpoint: str, **demo_options: Any) -> Iterator[OverlayDemo]:
-    """The policy service (in this process) on the etcd at ``etcd_endpoint`` and a started
+def demo_cluster(workdir: Path, etcd: EtcdProcess, **demo_options: Any) -> Iterator[OverlayDemo]:
+    """The policy service (in this process, as its etcd user) on ``etcd`` and a started
     ``OverlayDemo(**demo_options)`` logging to ``workdir``; both stopped after. The tests' overlay and
     the benchmarks that need the tenant network run it."""
     policy_server, port = create_server(
         PolicyConfig(
             server=ServerConfig(bind="127.0.0.1:0", max_workers=8),
-            etcd=EtcdConfig(endpoints=(etcd_endpoint,), timeout=2.0),
+            etcd=etcd.etcd_config(POLICY_USER, timeout=2.0),
         )
     )
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -249,7 +255,7 @@ def demo_cluster(workdir: Path, etcd_endpoint: str, **demo_options: Any) -> Iter
     try:
         demo = OverlayDemo(
             policy_pb2_grpc.PolicyServiceStub(channel),
-            etcd_endpoint,
+            etcd,
             workdir,
             policy_endpoint=f"127.0.0.1:{port}",
             **demo_options,

@@ -31,6 +31,9 @@ class ServiceDefaults:
     tls_cert_env: str
     tls_key_env: str
     tls_client_ca_env: str
+    # Serve plaintext beyond loopback anyway (1/true): without it, a non-loopback bind without TLS is
+    # a configuration error.
+    insecure_listen_env: str
 
     @property
     def address(self) -> str:
@@ -46,6 +49,7 @@ POLICY = ServiceDefaults(
     tls_cert_env="OVERLAND_POLICY_TLS_CERT",
     tls_key_env="OVERLAND_POLICY_TLS_KEY",
     tls_client_ca_env="OVERLAND_POLICY_TLS_CLIENT_CA",
+    insecure_listen_env="OVERLAND_POLICY_INSECURE_LISTEN",
 )
 VSWITCH = ServiceDefaults(
     name="vswitch",
@@ -56,6 +60,7 @@ VSWITCH = ServiceDefaults(
     tls_cert_env="OVERLAND_VSWITCH_TLS_CERT",
     tls_key_env="OVERLAND_VSWITCH_TLS_KEY",
     tls_client_ca_env="OVERLAND_VSWITCH_TLS_CLIENT_CA",
+    insecure_listen_env="OVERLAND_VSWITCH_INSECURE_LISTEN",
 )
 # One replica service process per site; the sites of one trace are told apart by their
 # ``service.instance.id``, the site's name.
@@ -68,6 +73,7 @@ REPLICA = ServiceDefaults(
     tls_cert_env="OVERLAND_REPLICA_TLS_CERT",
     tls_key_env="OVERLAND_REPLICA_TLS_KEY",
     tls_client_ca_env="OVERLAND_REPLICA_TLS_CLIENT_CA",
+    insecure_listen_env="OVERLAND_REPLICA_INSECURE_LISTEN",
 )
 SERVICES = (POLICY, VSWITCH, REPLICA)
 # ``python -m services.vswitch.datapath``: the datapath alone on a static table (benches, demos).
@@ -131,6 +137,11 @@ ETCD_TIMEOUT_ENV = "OVERLAND_ETCD_TIMEOUT"
 ETCD_CA_ENV = "OVERLAND_ETCD_CA"
 ETCD_CERT_ENV = "OVERLAND_ETCD_CERT"
 ETCD_KEY_ENV = "OVERLAND_ETCD_KEY"
+# etcd authentication: the user, and its password from a file or (never a flag, which ``ps`` shows)
+# from the environment.
+ETCD_USER_ENV = "OVERLAND_ETCD_USER"
+ETCD_PASSWORD_FILE_ENV = "OVERLAND_ETCD_PASSWORD_FILE"  # noqa: S105 - a variable name
+ETCD_PASSWORD_ENV = "OVERLAND_ETCD_PASSWORD"  # noqa: S105 - a variable name
 LOG_LEVEL_ENV = "OVERLAND_LOG_LEVEL"
 LOG_JSON_ENV = "OVERLAND_LOG_JSON"
 STREAM_SLOTS_ENV = "OVERLAND_STREAM_SLOTS"
@@ -164,5 +175,8 @@ REPLICA_VSWITCH_ENDPOINT_ENV = "OVERLAND_REPLICA_VSWITCH_ENDPOINT"
 REPLICA_SITE_ENDPOINT_ENV = "OVERLAND_REPLICA_SITE_ENDPOINT"
 REPLICA_HOST_NAME_ENV = "OVERLAND_REPLICA_HOST_NAME"
 REPLICA_POLICY_ENDPOINT_ENV = "OVERLAND_REPLICA_POLICY_ENDPOINT"
+# A DR site without TLS takes the primary's name from a request header: by default only from loopback
+# callers (anyone else could name any primary); 1/true takes it from anyone.
+REPLICA_INSECURE_PRIMARY_HEADER_ENV = "OVERLAND_REPLICA_INSECURE_PRIMARY_HEADER"
 # ``make run``: where the development stack keeps etcd's data, logs and spans.
 STATE_DIR_ENV = "OVERLAND_STATE_DIR"

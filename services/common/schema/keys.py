@@ -23,6 +23,9 @@ MAC_INDEX_PREFIX = ROOT + b"index/mac/"
 # Rewritten by every transaction that changes the table: its mod revision is the newest table change,
 # which agents' applied revisions are measured against (host status writes also move the store revision).
 TABLE_REVISION_KEY = ROOT + b"meta/table-revision"
+# Where ``overland policy check --quarantine`` moves values the policy service cannot read: outside
+# ROOT, where no agent and no listing looks.
+QUARANTINE_PREFIX = b"/overland/quarantine/"
 PA_REFS_PREFIX = ROOT + b"meta/pa-refs/"
 
 KeyKind = Literal[

@@ -2,8 +2,9 @@
 
 Who is calling: with TLS the primary's name is its client certificate's CN (the server requires a
 client certificate signed by the configured CA); without TLS it is the ``x-overland-primary``
-header, which is for local development only. Either way the name must be in the allow-list, which
-also picks the storage location.
+header, which is for local development only: it is believed from loopback callers alone (anyone
+else could name any primary) unless ``--insecure-primary-header`` says otherwise. Either way the name
+must be in the allow-list, which also picks the storage location.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from google.protobuf import message_factory
 
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from services.common.clock import SYSTEM_CLOCK, Clock
+from services.common.config import is_loopback
 from services.common.errors import FieldViolation, InvalidArgument
 from services.replica.codec.chunks import decode_chunk
 from services.replica.codec.media import read_export
@@ -49,6 +51,17 @@ MIN_HASH_BLOCK = 4096
 MAX_HASH_BLOCK = 16 * 1024 * 1024
 
 
+def peer_is_local(peer: str) -> bool:
+    """Whether a gRPC peer (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, ``unix:/path``) is on this
+    host: a loopback address or a unix socket."""
+    scheme, _, address = peer.partition(":")
+    if scheme in ("unix", "unix-abstract"):
+        return True
+    if scheme not in ("ipv4", "ipv6"):
+        return False
+    return is_loopback(address.rpartition(":")[0])
+
+
 class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
     """One DR site: a ``VmStore`` per (primary, VM), created on first use."""
 
@@ -65,6 +78,7 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
         self._allowed = dict(config.allowed_primaries)
         self._site_name = config.site_name
         self._tls = config.server.tls is not None
+        self._header_from_anyone = config.insecure_primary_header
         self._fault_apply_delay = config.fault_apply_delay_seconds
         self._disks = disks
         self._stores: dict[tuple[str, str], VmStore] = {}
@@ -86,6 +100,13 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
             name = names[0].decode() if names else ""
             source = "client certificate CN"
         else:
+            peer = context.peer()
+            if not (self._header_from_anyone or peer_is_local(peer)):
+                raise UnauthorizedPrimary(
+                    f"this site has no TLS: it believes the {PRIMARY_HEADER} header of loopback callers "
+                    f"only, and {peer} is not one (give the site TLS with --tls-client-ca, or "
+                    "--insecure-primary-header)"
+                )
             value = dict(context.invocation_metadata()).get(PRIMARY_HEADER, "")
             name = value.decode() if isinstance(value, bytes) else value
             source = f"{PRIMARY_HEADER} header"

@@ -1,9 +1,12 @@
-"""EtcdKV against a real etcd that fails: killed, hung (SIGSTOP), restarted; several endpoints; TLS."""
+"""EtcdKV against a real etcd that fails: killed, hung (SIGSTOP), restarted; several endpoints; TLS.
+The etcd has users (tests/conftest.py): these clients are root, and a restart makes etcd forget their
+token, which they must notice and replace."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import pytest
 
 from overland.config import TlsFiles
 from services.common.errors import InvalidArgument
+from services.common.etcd_auth import ROOT_USER
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_messages import KVSpaceExceededError
 from services.common.etcd_process import EtcdProcess, free_ports
@@ -24,9 +28,13 @@ pytestmark = pytest.mark.etcd
 SHORT_DEADLINE = 0.5
 
 
+def root_kv(server: EtcdProcess, **fields: Any) -> EtcdKV:
+    return EtcdKV.from_config(server.etcd_config(ROOT_USER, **fields))
+
+
 @pytest.fixture
 def short_kv(etcd_server: EtcdProcess) -> Iterator[EtcdKV]:
-    kv = EtcdKV(etcd_server.endpoint, timeout=SHORT_DEADLINE)
+    kv = root_kv(etcd_server, timeout=SHORT_DEADLINE)
     yield kv
     kv.close()
 
@@ -95,7 +103,7 @@ def test_an_open_watch_raises_when_etcd_dies(etcd_server: EtcdProcess, etcd_kv: 
 
 
 def test_a_hung_etcd_trips_the_watch_idle_timeout(etcd_server: EtcdProcess) -> None:
-    kv = EtcdKV(etcd_server.endpoint, timeout=2.0, watch_idle_timeout=3.0)
+    kv = root_kv(etcd_server, timeout=2.0, watch_idle_timeout=3.0)
     try:
         stream = kv.watch(b"/idle/", 0)
         # Progress notifications (every 0.2 s in tests) keep an idle but healthy watch alive.
@@ -139,7 +147,8 @@ def test_a_new_watch_after_restart_gets_exactly_the_missed_events(
 
 def test_fails_over_to_the_next_endpoint(etcd_server: EtcdProcess) -> None:
     (nothing_listens,) = free_ports(1)
-    kv = EtcdKV([f"127.0.0.1:{nothing_listens}", etcd_server.endpoint], timeout=2.0)
+    config = etcd_server.etcd_config(ROOT_USER, timeout=2.0)
+    kv = EtcdKV.from_config(replace(config, endpoints=(f"127.0.0.1:{nothing_listens}", etcd_server.endpoint)))
     try:
         kv.txn([], [Put(b"/f", b"1")])
         assert kv.get(b"/f").value == b"1"  # type: ignore[union-attr]
@@ -159,7 +168,7 @@ def test_bad_endpoints_are_rejected() -> None:
 def test_mutual_tls(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
     server = start_test_etcd(
-        tmp_path / "etcd", tls=TlsFiles(cert=pki.server_cert, key=pki.server_key, ca=pki.ca)
+        tmp_path / "etcd", plain=True, tls=TlsFiles(cert=pki.server_cert, key=pki.server_key, ca=pki.ca)
     )
     try:
         tls = TlsFiles(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
@@ -178,7 +187,7 @@ def test_mutual_tls(tmp_path: Path) -> None:
 
 def test_a_full_backend_refuses_writes(tmp_path: Path) -> None:
     server = start_test_etcd(tmp_path / "etcd", quota_backend_bytes=256 * 1024)
-    kv = EtcdKV(server.endpoint, timeout=5.0)
+    kv = root_kv(server, timeout=5.0)
     value = b"x" * 64 * 1024
 
     def fill() -> None:

@@ -1,4 +1,5 @@
-"""EtcdProcess against the real etcd binary: start, health, restart keeping data and ports, kill."""
+"""EtcdProcess against the real etcd binary: start, health, restart keeping data and ports, kill. These
+are about the process, so its etcd is the plaintext one (read through etcd's HTTP gateway)."""
 
 from __future__ import annotations
 
@@ -33,38 +34,38 @@ def _get(server: EtcdProcess, key: bytes) -> bytes | None:
     return base64.b64decode(kvs[0]["value"]) if kvs else None
 
 
-def test_start_is_healthy_and_stop_ends_it(etcd_server: EtcdProcess) -> None:
-    assert etcd_server.running
-    assert etcd_server.healthy()
-    assert etcd_server.endpoint == f"127.0.0.1:{etcd_server.client_port}"
-    etcd_server.stop()
-    assert not etcd_server.running
-    assert not etcd_server.healthy(timeout=0.5)
+def test_start_is_healthy_and_stop_ends_it(plain_etcd_server: EtcdProcess) -> None:
+    assert plain_etcd_server.running
+    assert plain_etcd_server.healthy()
+    assert plain_etcd_server.endpoint == f"127.0.0.1:{plain_etcd_server.client_port}"
+    plain_etcd_server.stop()
+    assert not plain_etcd_server.running
+    assert not plain_etcd_server.healthy(timeout=0.5)
 
 
-def test_restart_keeps_data_and_ports(etcd_server: EtcdProcess) -> None:
-    _put(etcd_server, b"/k", b"v1")
-    endpoint, pid = etcd_server.endpoint, etcd_server.pid
-    etcd_server.restart()
-    assert etcd_server.endpoint == endpoint
-    assert etcd_server.pid != pid
-    assert _get(etcd_server, b"/k") == b"v1"
+def test_restart_keeps_data_and_ports(plain_etcd_server: EtcdProcess) -> None:
+    _put(plain_etcd_server, b"/k", b"v1")
+    endpoint, pid = plain_etcd_server.endpoint, plain_etcd_server.pid
+    plain_etcd_server.restart()
+    assert plain_etcd_server.endpoint == endpoint
+    assert plain_etcd_server.pid != pid
+    assert _get(plain_etcd_server, b"/k") == b"v1"
 
 
-def test_kill_then_restart_keeps_data(etcd_server: EtcdProcess) -> None:
-    _put(etcd_server, b"/k", b"v2")
-    etcd_server.kill()
-    assert not etcd_server.running
-    etcd_server.restart()
-    assert _get(etcd_server, b"/k") == b"v2"
+def test_kill_then_restart_keeps_data(plain_etcd_server: EtcdProcess) -> None:
+    _put(plain_etcd_server, b"/k", b"v2")
+    plain_etcd_server.kill()
+    assert not plain_etcd_server.running
+    plain_etcd_server.restart()
+    assert _get(plain_etcd_server, b"/k") == b"v2"
 
 
-def test_pause_makes_it_unresponsive_until_resumed(etcd_server: EtcdProcess) -> None:
-    etcd_server.pause()
-    assert not etcd_server.healthy(timeout=0.3)
-    etcd_server.resume()
-    etcd_server.wait_healthy(timeout=10)
-    assert etcd_server.healthy()
+def test_pause_makes_it_unresponsive_until_resumed(plain_etcd_server: EtcdProcess) -> None:
+    plain_etcd_server.pause()
+    assert not plain_etcd_server.healthy(timeout=0.3)
+    plain_etcd_server.resume()
+    plain_etcd_server.wait_healthy(timeout=10)
+    assert plain_etcd_server.healthy()
 
 
 def test_options_reach_the_command_line(tmp_path: Path) -> None:
@@ -95,7 +96,7 @@ def test_bad_options_are_rejected(tmp_path: Path) -> None:
 
 def test_a_bad_flag_fails_start_with_the_log(tmp_path: Path) -> None:
     with pytest.raises(EtcdProcessError, match="exited"):
-        start_test_etcd(tmp_path / "etcd", extra_args=["--no-such-flag"])
+        start_test_etcd(tmp_path / "etcd", plain=True, extra_args=["--no-such-flag"])
 
 
 def test_endpoint_before_start_is_an_error(tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_endpoint_before_start_is_an_error(tmp_path: Path) -> None:
 
 def test_a_new_process_on_an_old_data_dir_keeps_the_data(tmp_path: Path) -> None:
     # What `make run` does when run again: same data dir, fresh ports.
-    with start_test_etcd(tmp_path / "etcd") as first:
+    with start_test_etcd(tmp_path / "etcd", plain=True) as first:
         _put(first, b"/k", b"kept")
-    with start_test_etcd(tmp_path / "etcd") as second:
+    with start_test_etcd(tmp_path / "etcd", plain=True) as second:
         assert _get(second, b"/k") == b"kept"

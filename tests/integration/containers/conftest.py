@@ -26,7 +26,8 @@ import docker
 from testcontainers.core.network import Network
 
 from tests.integration.containers.harness import LABEL, REPO, EtcdCluster, Timings
-from tests.integration.containers.stack import OverlandStack
+from tests.integration.containers.security import SuiteSecurity
+from tests.integration.containers.stack import AGENT_HOSTS, OverlandStack
 
 ENGINE_TIMEOUT_SECONDS = 180
 IMAGES_TIMEOUT_SECONDS = 900
@@ -155,10 +156,18 @@ def network(docker_engine: docker.DockerClient, test_prefix: str) -> Iterator[Ne
         net.remove()
 
 
+@pytest.fixture(scope="session")
+def security(tmp_path_factory: pytest.TempPathFactory) -> SuiteSecurity:
+    """The suite's certificates and etcd passwords, in a directory every container mounts."""
+    return SuiteSecurity.create(tmp_path_factory.mktemp("security"), AGENT_HOSTS)
+
+
 @pytest.fixture
-def etcd_cluster(etcd_image: str, network: Network, test_prefix: str) -> Iterator[EtcdCluster]:
-    """A fresh 3-member etcd cluster for one test, removed afterwards."""
-    cluster = EtcdCluster(network, etcd_image, test_prefix)
+def etcd_cluster(
+    etcd_image: str, network: Network, test_prefix: str, security: SuiteSecurity
+) -> Iterator[EtcdCluster]:
+    """A fresh 3-member etcd cluster for one test (TLS, users), removed afterwards."""
+    cluster = EtcdCluster(network, etcd_image, test_prefix, security)
     try:
         yield cluster.start()
     finally:

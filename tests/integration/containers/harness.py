@@ -3,7 +3,9 @@
 The cluster runs the ``overland/etcd`` image on a private Docker network; members find each other by
 network alias (``etcd-0`` ...) through a static ``--initial-cluster``. Each member's client port is
 published on a fixed 127.0.0.1 port, so host clients keep one endpoint list across member restarts,
-the way a deployment's clients do.
+the way a deployment's clients do. As deployed (docs/security.md), clients and peers speak TLS with
+client certificates, and once the cluster is up it gets Overland's etcd users and authentication
+(``security.SuiteSecurity``).
 
 Faults are the ones operators meet: a member killed (SIGKILL) or stopped, paused (cgroup freezer),
 cut off its network (``docker network disconnect``), and the whole cluster restarted.
@@ -27,9 +29,11 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network as TestNetwork
 
 from services.common.errors import ServiceError
+from services.common.etcd_auth import ROOT_USER, EtcdAccess, access_plan, hosts_of
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import free_ports
 from services.common.kv import Compare, Put
+from tests.integration.containers.security import SuiteSecurity
 
 T = TypeVar("T")
 
@@ -48,15 +52,18 @@ POLL_SECONDS = 0.1
 LABEL = "org.overland.test"
 
 
-def etcd_client(endpoint: str, timeout: float) -> etcd3.MultiEndpointEtcd3Client:
+def etcd_client(
+    endpoint: str, timeout: float, credentials: grpc.ChannelCredentials
+) -> etcd3.MultiEndpointEtcd3Client:
     """A python-etcd3 client on one endpoint that may be retried right after a failure.
 
     The library's default shuns a failed endpoint for five minutes, which would turn a member restart
-    into a five-minute outage for the test.
+    into a five-minute outage for the test. It is root by its certificate's CN (security.py).
     """
     host, port = endpoint.rsplit(":", 1)
     return etcd3.MultiEndpointEtcd3Client(
-        endpoints=[etcd3.Endpoint(host, int(port), secure=False, time_retry=0)], timeout=timeout
+        endpoints=[etcd3.Endpoint(host, int(port), secure=True, creds=credentials, time_retry=0)],
+        timeout=timeout,
     )
 
 
@@ -113,13 +120,14 @@ class Member:
     name: str
     host_port: int
     container: Container
+    security: SuiteSecurity
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.host_port}"
 
     def client(self, timeout: float = CLIENT_DEADLINE_SECONDS) -> etcd3.MultiEndpointEtcd3Client:
-        return etcd_client(self.endpoint, timeout)
+        return etcd_client(self.endpoint, timeout, self.security.admin_credentials())
 
     def state(self) -> str:
         self.container.reload()
@@ -143,21 +151,33 @@ class EtcdCluster:
     network: TestNetwork
     image: str
     prefix: str
+    security: SuiteSecurity
     size: int = 3
     members: list[Member] = field(default_factory=list)
 
     def start(self) -> EtcdCluster:
         token = f"{self.prefix}-cluster"
         names = [f"etcd-{i}" for i in range(self.size)]
-        initial = ",".join(f"{n}=http://{n}:{ETCD_PEER_PORT}" for n in names)
+        initial = ",".join(f"{n}=https://{n}:{ETCD_PEER_PORT}" for n in names)
+        tls = self.security.etcd_server
         for name, host_port in zip(names, free_ports(self.size), strict=True):
             command = [
                 f"--name={name}",
                 "--data-dir=/var/lib/etcd",
-                f"--listen-client-urls=http://0.0.0.0:{ETCD_CLIENT_PORT}",
-                f"--advertise-client-urls=http://{name}:{ETCD_CLIENT_PORT}",
-                f"--listen-peer-urls=http://0.0.0.0:{ETCD_PEER_PORT}",
-                f"--initial-advertise-peer-urls=http://{name}:{ETCD_PEER_PORT}",
+                f"--listen-client-urls=https://0.0.0.0:{ETCD_CLIENT_PORT}",
+                f"--advertise-client-urls=https://{name}:{ETCD_CLIENT_PORT}",
+                f"--listen-peer-urls=https://0.0.0.0:{ETCD_PEER_PORT}",
+                f"--initial-advertise-peer-urls=https://{name}:{ETCD_PEER_PORT}",
+                *(f"--cert-file={tls.cert}", f"--key-file={tls.key}", f"--trusted-ca-file={tls.ca}"),
+                *(
+                    f"--peer-cert-file={tls.cert}",
+                    f"--peer-key-file={tls.key}",
+                    f"--peer-trusted-ca-file={tls.ca}",
+                ),
+                "--client-cert-auth=true",
+                "--peer-client-cert-auth=true",
+                # The cheapest password hashing: the suite authenticates often and guards nothing.
+                "--bcrypt-cost=4",
                 f"--initial-cluster={initial}",
                 f"--initial-cluster-token={token}",
                 "--initial-cluster-state=new",
@@ -170,11 +190,26 @@ class EtcdCluster:
                 "--log-level=warn",
             ]
             container = start_container(
-                self.image, self.network, self.prefix, name, command, {ETCD_CLIENT_PORT: host_port}
+                self.image,
+                self.network,
+                self.prefix,
+                name,
+                command,
+                {ETCD_CLIENT_PORT: host_port},
+                [self.security.directory],
             )
-            self.members.append(Member(name, host_port, container))
+            self.members.append(Member(name, host_port, container, self.security))
         self.wait_healthy()
+        passwords = self.security.passwords()
+        root = self.security.etcd_config(self.endpoints, ROOT_USER, CLIENT_DEADLINE_SECONDS)
+        EtcdAccess(root).apply(access_plan(hosts_of(passwords)), passwords)
         return self
+
+    def kv(self, endpoints: Sequence[str] | None = None, deadline: float = CLIENT_DEADLINE_SECONDS) -> EtcdKV:
+        """The services' own etcd client on ``endpoints`` (default: every member), as root: it starts
+        on the first and moves on when one fails."""
+        config = self.security.etcd_config(list(endpoints or self.endpoints), ROOT_USER, deadline)
+        return EtcdKV.from_config(config)
 
     @property
     def endpoints(self) -> list[str]:
@@ -283,11 +318,6 @@ class CallRecord:
     ok: bool
     endpoint: str
     error: str = ""
-
-
-def etcd_kv(endpoints: Sequence[str], deadline: float = CLIENT_DEADLINE_SECONDS) -> EtcdKV:
-    """The services' own etcd client on ``endpoints``; it starts on the first and moves on when one fails."""
-    return EtcdKV(list(endpoints), timeout=deadline)
 
 
 def key_writer(kv: EtcdKV, prefix: str) -> Writer:

@@ -2,7 +2,9 @@
 
 All services run from the one ``overland/overland`` image (``overland-service policy|vswitch ...``) on
 the cluster's private network, naming etcd members by alias; their gRPC ports are published on fixed
-127.0.0.1 ports so host clients keep one address across container restarts.
+127.0.0.1 ports so host clients keep one address across container restarts. As deployed
+(docs/security.md), each serves mutual TLS only and reaches etcd over TLS as its own etcd user (each
+agent as its host's).
 
 Invariants:
 - the store keeps the key schema's rules (no duplicate CA in a VSID, MAC index consistent, every
@@ -28,6 +30,7 @@ from testcontainers.core.network import Network as TestNetwork
 
 from overland import defaults
 from overland.v1 import policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
+from services.common.etcd_auth import POLICY_USER, host_user
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import free_ports
 from services.common.kv import KeyValue
@@ -40,10 +43,13 @@ from tests.integration.containers.harness import (
     start_container,
     wait_until,
 )
+from tests.integration.containers.security import SuiteSecurity
 from tests.unit.policy.support import PA_1, PA_2, check_invariants
 
 POLICY_PORT = defaults.POLICY.port
 AGENT_PORT = defaults.VSWITCH.port
+# The agents' host names (and container aliases); each is its own etcd user (security.py).
+AGENT_HOSTS = ("host0", "host1")
 # The services' etcd deadline: short, so failover is quick, and every etcd call is bounded by it.
 SERVICE_ETCD_TIMEOUT_SECONDS = 2.0
 # gRPC deadline of the suite's calls to the services: far above what a bounded service may take, so a
@@ -66,12 +72,14 @@ class ServiceContainer:
     name: str
     host_port: int
     container: Container
+    # The suite's side of the service's mutual TLS.
+    credentials: grpc.ChannelCredentials
     # Host ports of the container's other published ports, by container port.
     published: dict[int, int] = field(default_factory=dict)
     channel: grpc.Channel = field(init=False)
 
     def __post_init__(self) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.host_port}")
+        self.channel = grpc.secure_channel(f"127.0.0.1:{self.host_port}", self.credentials)
 
     def serving(self) -> bool:
         self.container.reload()
@@ -106,16 +114,20 @@ def start_service(
     name: str,
     port: int,
     command: Sequence[str],
+    security: SuiteSecurity,
     *,
     extra_ports: Sequence[int] = (),
     shared_dirs: Sequence[Path] = (),
 ) -> ServiceContainer:
-    """Start ``overland-service <command>`` (see ``start_container``) and wait until it serves gRPC on
-    ``port``; ``extra_ports`` are published too."""
+    """Start ``overland-service <command> --tls-...`` (see ``start_container``; mutual TLS with the
+    certificate of ``name``) and wait until it serves gRPC on ``port``; ``extra_ports`` are published
+    too."""
     host_ports = free_ports(1 + len(extra_ports))
     published = dict(zip((port, *extra_ports), host_ports, strict=True))
-    container = start_container(image, network, prefix, name, command, published, shared_dirs)
-    service = ServiceContainer(name, host_ports[0], container)
+    command = [*command, *security.server_flags(name)]
+    shared = [*shared_dirs, security.directory]
+    container = start_container(image, network, prefix, name, command, published, shared)
+    service = ServiceContainer(name, host_ports[0], container, security.channel_credentials())
     service.published = dict(zip(extra_ports, host_ports[1:], strict=True))
     service.wait_serving()
     return service
@@ -158,17 +170,19 @@ class OverlandStack:
             # Each client starts on a different member, so any member's failure is some client's first.
             return ",".join(members[first:] + members[:first])
 
+        security = self.cluster.security
         etcd_flags = ["--etcd-timeout", str(SERVICE_ETCD_TIMEOUT_SECONDS)]
+        policy = ["policy", "--bind", f"0.0.0.0:{POLICY_PORT}", "--etcd", rotated(0), *etcd_flags]
         self.policy = start_service(
             self.image,
             network,
             self.prefix,
             "policy",
             POLICY_PORT,
-            ["policy", "--bind", f"0.0.0.0:{POLICY_PORT}", "--etcd", rotated(0), *etcd_flags],
+            [*policy, *security.etcd_flags(POLICY_USER)],
+            security,
         )
-        for index, pa_ip in enumerate((PA_1, PA_2)):
-            host = f"host{index}"
+        for index, (host, pa_ip) in enumerate(zip(AGENT_HOSTS, (PA_1, PA_2), strict=True)):
             command = [
                 "vswitch",
                 "--table-only",
@@ -179,11 +193,14 @@ class OverlandStack:
                 "--etcd",
                 rotated(index + 1),
             ]
-            command += [*etcd_flags, "--bind", f"0.0.0.0:{AGENT_PORT}"]
+            command += [*etcd_flags, *security.etcd_flags(host_user(host)), "--bind", f"0.0.0.0:{AGENT_PORT}"]
             self.agents.append(
-                Agent(start_service(self.image, network, self.prefix, host, AGENT_PORT, command), pa_ip)
+                Agent(
+                    start_service(self.image, network, self.prefix, host, AGENT_PORT, command, security),
+                    pa_ip,
+                )
             )
-        self.kv = EtcdKV(self.cluster.endpoints, timeout=SERVICE_ETCD_TIMEOUT_SECONDS)
+        self.kv = self.cluster.kv(deadline=SERVICE_ETCD_TIMEOUT_SECONDS)
         return self
 
     @property

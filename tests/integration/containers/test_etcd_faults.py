@@ -20,7 +20,6 @@ from tests.integration.containers.harness import (
     Member,
     Timings,
     Writer,
-    etcd_kv,
     key_writer,
 )
 
@@ -47,10 +46,12 @@ def assert_all_acknowledged_on(writer: Writer, prefix: str, members: list[Member
         )
 
 
-def watch_keys(member: Member, prefix: str, start_revision: int, count: int) -> list[str]:
+def watch_keys(
+    cluster: EtcdCluster, member: Member, prefix: str, start_revision: int, count: int
+) -> list[str]:
     """The keys of the first ``count`` events of an ``EtcdKV`` watch on ``prefix`` from ``start_revision``."""
     seen: list[str] = []
-    with contextlib.closing(etcd_kv([member.endpoint])) as kv:
+    with contextlib.closing(cluster.kv([member.endpoint])) as kv:
         watch = kv.watch(prefix.encode(), start_revision)
         assert isinstance(watch, EtcdWatch)
         try:
@@ -71,7 +72,7 @@ def test_leader_killed_writes_resume_and_members_converge(
     leader = etcd_cluster.leader()
     others = [m for m in etcd_cluster.members if m is not leader]
     # The client starts on the leader, so the first write after the fault meets the loss head-on.
-    kv = etcd_kv([leader.endpoint, *(m.endpoint for m in others)])
+    kv = etcd_cluster.kv([leader.endpoint, *(m.endpoint for m in others)])
     writer = key_writer(kv, "/scenario/leader")
     with contextlib.closing(kv):
         writer.write_until(20, WRITE_TIMEOUT_SECONDS)
@@ -99,7 +100,7 @@ def test_paused_and_cut_off_members_majority_keeps_writing(
     paused, cut_off = (m for m in etcd_cluster.members if m is not leader)
     with contextlib.ExitStack() as stack:
         writers = {
-            prefix: key_writer(stack.enter_context(contextlib.closing(etcd_kv(endpoints))), prefix)
+            prefix: key_writer(stack.enter_context(contextlib.closing(etcd_cluster.kv(endpoints))), prefix)
             for prefix, endpoints in (
                 ("/scenario/majority", [leader.endpoint]),
                 # Each of these clients starts on the member that is about to fail.
@@ -151,7 +152,7 @@ def test_whole_cluster_restart_keeps_data_and_watch_resumes(
     etcd_cluster: EtcdCluster, timings: Timings
 ) -> None:
     scenario = "all of etcd restarted"
-    kv = etcd_kv(etcd_cluster.endpoints)
+    kv = etcd_cluster.kv()
     writer = key_writer(kv, "/scenario/restart")
     with contextlib.closing(kv):
         writer.write_until(30, WRITE_TIMEOUT_SECONDS)
@@ -165,7 +166,7 @@ def test_whole_cluster_restart_keeps_data_and_watch_resumes(
 
     # A watcher that had seen everything up to ``before`` resumes from there: no compaction, no gap,
     # exactly the writes made after the restart.
-    seen = watch_keys(etcd_cluster.members[0], "/scenario/restart", before + 1, count=10)
+    seen = watch_keys(etcd_cluster, etcd_cluster.members[0], "/scenario/restart", before + 1, count=10)
     assert seen == writer.acknowledged[-10:]
 
 

@@ -60,7 +60,9 @@ def test_overland_image_dispatches_to_every_service(
         docker_engine,
         overland_image,
         "-c",
-        "import services.common.server, overland.v1.policy_pb2_grpc, etcd3, grpc; import os;"
+        # The etcd-auth Job and the exec health probes of deploy/k8s run these modules.
+        "import services.common.server, services.common.etcd_auth, services.common.health_probe;"
+        "import overland.v1.policy_pb2_grpc, etcd3, grpc; import os;"
         "print(os.path.exists('/tmp/wheelhouse'))",
         entrypoint="/opt/overland/bin/python",
     )

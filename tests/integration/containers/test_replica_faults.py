@@ -21,6 +21,7 @@ from testcontainers.core.network import Network
 from overland import defaults
 from overland.v1 import replica_pb2, replica_pb2_grpc
 from tests.integration.containers.harness import Timings, wait_until
+from tests.integration.containers.security import SuiteSecurity
 from tests.integration.containers.stack import ServiceContainer, start_service
 from tests.integration.replica.conftest import (
     CycleFailed,
@@ -65,9 +66,12 @@ class ReplicaSites:
 
 @pytest.fixture
 def replica_sites(
-    overland_image: str, network: Network, test_prefix: str, tmp_path: Path
+    overland_image: str, network: Network, test_prefix: str, tmp_path: Path, security: SuiteSecurity
 ) -> Iterator[ReplicaSites]:
     base = tmp_path.resolve()
+    # Mutual TLS both ways: the DR site knows its primary by the CN of the primary's client
+    # certificate ("primary"), never by a header.
+    primary_tls = security.service("primary")
     dr = start_service(
         overland_image,
         network,
@@ -81,6 +85,7 @@ def replica_sites(
             f"--allow=primary={base / 'dr-store'}",
             f"--state-dir={base / 'dr-state'}",
         ],
+        security,
         shared_dirs=[base],
     )
     primary = start_service(
@@ -93,10 +98,17 @@ def replica_sites(
             "replica",
             "--site-name=primary",
             f"--bind=0.0.0.0:{PRIMARY_PORT}",
+            f"--client-ca={primary_tls.ca}",
+            f"--client-cert={primary_tls.cert}",
+            f"--client-key={primary_tls.key}",
+            # The suite writes to the primary's disk over NBD from the host; NBD has no TLS, so
+            # publishing it takes the explicit flag.
             f"--nbd-bind=0.0.0.0:{NBD_PORT}",
+            "--insecure-listen",
             f"--state-dir={base / 'primary-state'}",
             "--tick=0.2",
         ],
+        security,
         extra_ports=[NBD_PORT],
         shared_dirs=[base],
     )

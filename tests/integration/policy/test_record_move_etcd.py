@@ -19,7 +19,8 @@ import grpc
 import pytest
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
-from services.common.config import EtcdConfig, ServerConfig
+from services.common.config import ServerConfig
+from services.common.etcd_auth import POLICY_USER, ROOT_USER, host_user
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess
 from services.common.schema import keys, resource_from
@@ -50,7 +51,9 @@ def wait_for(predicate: Callable[[], bool], what: str) -> None:
 
 def test_a_real_agent_registers_its_pa_for_good(etcd_server: EtcdProcess, etcd_stub: Stub) -> None:
     def start_agent() -> tuple[Agent, EtcdKV]:
-        kv = EtcdKV([etcd_server.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS)
+        kv = EtcdKV.from_config(
+            etcd_server.etcd_config(host_user("dr-host"), timeout=ETCD_TEST_DEADLINE_SECONDS)
+        )
         agent = Agent(AgentConfig(host_name="dr-host", pa_ip=PA_2, table_only=True), kv)
         agent.start()
         wait_for(lambda: agent.registration.registered, "the agent's registration")
@@ -230,10 +233,10 @@ def test_movers_racing_writers_keep_the_invariants_and_never_half_move(
 @pytest.fixture
 def small_txn_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stub, EtcdKV]]:
     etcd = start_test_etcd(tmp_path_factory.mktemp("etcd16"), max_txn_ops=16)
-    kv = EtcdKV([etcd.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS, max_txn_ops=16)
+    kv = EtcdKV.from_config(etcd.etcd_config(ROOT_USER, timeout=ETCD_TEST_DEADLINE_SECONDS, max_txn_ops=16))
     config = PolicyConfig(
         server=ServerConfig(bind="127.0.0.1:0"),
-        etcd=EtcdConfig(endpoints=(etcd.endpoint,), timeout=ETCD_TEST_DEADLINE_SECONDS, max_txn_ops=16),
+        etcd=etcd.etcd_config(POLICY_USER, timeout=ETCD_TEST_DEADLINE_SECONDS, max_txn_ops=16),
     )
     server, port = create_server(config)
     try:

@@ -15,7 +15,8 @@ import pytest
 
 from overland.traces import load_spans
 from overland.v1 import policy_pb2, policy_pb2_grpc, replica_pb2, types_pb2, vm_pb2
-from services.common.config import EtcdConfig, ServerConfig
+from services.common.config import ServerConfig
+from services.common.etcd_auth import POLICY_USER, ROOT_USER
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess
 from services.policy import PolicyConfig, PolicyServer
@@ -37,7 +38,8 @@ MiB = 1024 * 1024
 
 class Network:
     def __init__(self, etcd: EtcdProcess, policy: PolicyServer):
-        self.kv = EtcdKV([etcd.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS)
+        # Root, as an observer; the policy service is its own etcd user.
+        self.kv = EtcdKV.from_config(etcd.etcd_config(ROOT_USER, timeout=ETCD_TEST_DEADLINE_SECONDS))
         self.policy = policy
         self.stub = policy_pb2_grpc.PolicyServiceStub(grpc.insecure_channel(f"127.0.0.1:{policy.port}"))
 
@@ -59,7 +61,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Net
     policy, _port = create_policy(
         PolicyConfig(
             server=ServerConfig(bind="127.0.0.1:0"),
-            etcd=EtcdConfig(endpoints=(etcd.endpoint,), timeout=ETCD_TEST_DEADLINE_SECONDS),
+            etcd=etcd.etcd_config(POLICY_USER, timeout=ETCD_TEST_DEADLINE_SECONDS),
         )
     )
     network = Network(etcd, policy)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from overland.config import TlsFiles
-from services.common.config import EtcdConfig, ServerConfig
+from services.common.config import ServerConfig
+from services.common.etcd_auth import POLICY_USER
 from services.common.etcd_process import EtcdProcess
 from services.policy.config import PolicyConfig
 from services.policy.server import PolicyServer, create_server
@@ -28,7 +29,7 @@ class RealPolicy:
 def start_policy(etcd: EtcdProcess, tls: TlsFiles | None = None) -> RealPolicy:
     config = PolicyConfig(
         server=ServerConfig(bind="127.0.0.1:0", tls=tls, grace_seconds=1.0),
-        etcd=EtcdConfig(endpoints=(etcd.endpoint,), timeout=POLICY_ETCD_DEADLINE),
+        etcd=etcd.etcd_config(POLICY_USER, timeout=POLICY_ETCD_DEADLINE),
     )
     server, port = create_server(config)
     return RealPolicy(server, f"127.0.0.1:{port}", etcd)

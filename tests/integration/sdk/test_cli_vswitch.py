@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.common.config import EtcdConfig, ServerConfig
+from services.common.config import ServerConfig
+from services.common.etcd_auth import host_user
 from services.common.etcd_process import EtcdProcess
 from services.vswitch.config import AgentConfig
 from services.vswitch.server import create_server
@@ -23,7 +24,7 @@ def env(real_policy: RealPolicy, etcd_server: EtcdProcess) -> Iterator[dict[str,
     config = AgentConfig(
         host_name="host-a",
         pa_ip="198.18.0.1",
-        etcd=EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=ETCD_TEST_DEADLINE_SECONDS),
+        etcd=etcd_server.etcd_config(host_user("host-a"), timeout=ETCD_TEST_DEADLINE_SECONDS),
         table_only=True,
         server=ServerConfig(bind="127.0.0.1:0", grace_seconds=1.0),
     )

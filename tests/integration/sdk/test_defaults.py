@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from overland import defaults
+from services.common.etcd_auth import POLICY_USER, host_user
 from services.common.etcd_process import EtcdProcess
 
 pytestmark = pytest.mark.etcd
@@ -71,11 +71,17 @@ def reach(service: Started, *args: str, until: Callable[[Any], bool] = lambda _a
 
 @pytest.fixture
 def services(etcd_server: EtcdProcess, tmp_path: Path) -> Iterator[dict[str, Started]]:
-    env = clean_env(**{defaults.ETCD_ENDPOINTS_ENV: etcd_server.endpoint, "PYTHONUNBUFFERED": "1"})
+    env = clean_env(PYTHONUNBUFFERED="1")
     commands = {
         "policy": [],
         "vswitch": ["--host-name", "defaults-host", "--pa-ip", "198.18.0.1", "--table-only"],
         "replica": ["--state-dir", str(tmp_path / "replica-state")],
+    }
+    # Each service is its own etcd user, told by the environment (the etcd is not on its default port).
+    etcd_env = {
+        "policy": etcd_server.environment(POLICY_USER),
+        "vswitch": etcd_server.environment(host_user("defaults-host")),
+        "replica": {},
     }
     started: dict[str, Started] = {}
     try:
@@ -83,7 +89,10 @@ def services(etcd_server: EtcdProcess, tmp_path: Path) -> Iterator[dict[str, Sta
             log = tmp_path / f"{name}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", f"services.{name}", *argv], env=env, stdout=out, stderr=out
+                    [sys.executable, "-m", f"services.{name}", *argv],
+                    env=env | etcd_env[name],
+                    stdout=out,
+                    stderr=out,
                 )
             started[name] = Started(name, process, log)
         yield started

@@ -8,7 +8,8 @@ import pytest
 
 from overland.defaults import POLICY, VSWITCH
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
-from services.common.config import EtcdConfig, ServerConfig, TelemetryConfig
+from services.common.config import ServerConfig, TelemetryConfig
+from services.common.etcd_auth import POLICY_USER, host_user
 from services.common.etcd_process import EtcdProcess
 from services.policy import PolicyConfig, create_server
 from services.vswitch.config import AgentConfig, BackoffPolicy
@@ -23,11 +24,11 @@ pytestmark = pytest.mark.etcd
 HOSTS = ("host-a", "host-b")
 
 
-def _agent_config(host: str, pa: str, etcd: str, endpoint: str) -> AgentConfig:
+def _agent_config(host: str, pa: str, etcd: EtcdProcess, endpoint: str) -> AgentConfig:
     return AgentConfig(
         host_name=host,
         pa_ip=pa,
-        etcd=EtcdConfig(endpoints=(etcd,), timeout=ETCD_TEST_DEADLINE_SECONDS),
+        etcd=etcd.etcd_config(host_user(host), timeout=ETCD_TEST_DEADLINE_SECONDS),
         server=ServerConfig(bind="127.0.0.1:0"),
         table_only=True,
         lease_ttl=4,
@@ -42,12 +43,12 @@ def test_a_policy_write_and_both_appliers_share_one_trace(
     policy, port = create_server(
         PolicyConfig(
             server=ServerConfig(bind="127.0.0.1:0"),
-            etcd=EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=ETCD_TEST_DEADLINE_SECONDS),
+            etcd=etcd_server.etcd_config(POLICY_USER, timeout=ETCD_TEST_DEADLINE_SECONDS),
             telemetry=TelemetryConfig(POLICY.otel_name, otlp_endpoint=receiver.endpoint),
         )
     )
     agents = [
-        create_agent(_agent_config(host, f"198.18.0.{i + 1}", etcd_server.endpoint, receiver.endpoint))[0]
+        create_agent(_agent_config(host, f"198.18.0.{i + 1}", etcd_server, receiver.endpoint))[0]
         for i, host in enumerate(HOSTS)
     ]
     try:

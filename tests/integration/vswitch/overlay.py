@@ -23,7 +23,7 @@ def overlay_cluster(workdir: Path, **demo_options: Any) -> Iterator[tuple[Overla
     """etcd, the policy service on it and a started ``OverlayDemo(**demo_options)``; all stopped after."""
     etcd = start_test_etcd(workdir / "etcd")
     try:
-        with demo_cluster(workdir, etcd.endpoint, **demo_options) as demo:
+        with demo_cluster(workdir, etcd, **demo_options) as demo:
             yield demo, etcd
     finally:
         etcd.close()

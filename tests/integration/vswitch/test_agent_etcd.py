@@ -17,6 +17,7 @@ import pytest
 
 from overland.v1 import types_pb2
 from services.common.config import EtcdConfig
+from services.common.etcd_auth import ROOT_USER, host_user
 from services.common.etcd_kv import EtcdKV
 from services.common.etcd_process import EtcdProcess, free_ports
 from services.common.etcd_watch import EtcdWatch
@@ -64,7 +65,8 @@ def _records(start: int, count: int) -> list[types_pb2.StoreEntry]:
 
 @pytest.fixture
 def kv(etcd_server: EtcdProcess) -> Iterator[GatedEtcdKV]:
-    store = GatedEtcdKV([etcd_server.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS)
+    # Root: the test writes the table through the agent's own client.
+    store = GatedEtcdKV.from_config(etcd_server.etcd_config(ROOT_USER, timeout=ETCD_TEST_DEADLINE_SECONDS))
     seed(store, *_records(1, 120))
     try:
         yield store
@@ -177,12 +179,14 @@ def test_a_hung_etcd_is_noticed_and_the_table_kept(etcd_server: EtcdProcess) -> 
     config = replace(_config(), progress_every=0.3, watch_idle_timeout=1.5)
     # The agent's own client, as create_server builds it: a watch silent past the idle timeout counts
     # as broken (the client's gRPC keepalive may notice first).
-    agent_kv = EtcdKV(
-        [etcd_server.endpoint],
-        timeout=ETCD_TEST_DEADLINE_SECONDS,
-        watch_idle_timeout=config.watch_idle_timeout,
+    agent_kv = EtcdKV.from_config(
+        etcd_server.etcd_config(
+            host_user(config.host_name),
+            timeout=ETCD_TEST_DEADLINE_SECONDS,
+            watch_idle_timeout=config.watch_idle_timeout,
+        )
     )
-    writer = EtcdKV([etcd_server.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS)
+    writer = EtcdKV.from_config(etcd_server.etcd_config(ROOT_USER, timeout=ETCD_TEST_DEADLINE_SECONDS))
     seed(writer, *_records(1, 5))
     try:
         with started_agent(Agent(config, agent_kv)) as agent:
@@ -223,7 +227,7 @@ def start_agent_process(
                 "-m",
                 "services.vswitch",
                 *("--host-name", host, "--pa-ip", "198.18.0.1", "--table-only"),
-                *("--bind", f"127.0.0.1:{port}", "--etcd", etcd.endpoint),
+                *("--bind", f"127.0.0.1:{port}", *etcd.flags(host_user(host))),
                 *("--table-snapshot", str(tmp_path / "agent.table")),
             ],
             stdout=subprocess.DEVNULL,
@@ -235,7 +239,7 @@ def start_agent_process(
 def test_the_agent_process_stops_promptly_and_saves_its_table_whatever_etcd_does(
     etcd_server: EtcdProcess, tmp_path: Path, outage: str
 ) -> None:
-    writer = EtcdKV([etcd_server.endpoint], timeout=ETCD_TEST_DEADLINE_SECONDS)
+    writer = EtcdKV.from_config(etcd_server.etcd_config(ROOT_USER, timeout=ETCD_TEST_DEADLINE_SECONDS))
     seed(writer, *_records(1, 20))
     revision = writer.current_revision()
     process = start_agent_process(etcd_server, tmp_path)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from services.common.errors import InvalidArgument
 from services.common.etcd_kv import parse_endpoint
 from services.common.etcd_messages import (
+    KVInvalidTokenError,
     KVServerError,
     KVSpaceExceededError,
     compare_message,
@@ -31,8 +32,10 @@ from services.common.kv import (
     Delete,
     EventType,
     Get,
+    KVAuthenticationError,
     KVCompactedError,
     KVLeaseNotFoundError,
+    KVPermissionDeniedError,
     KVRequestError,
     KVTooManyOpsError,
     KVUnavailableError,
@@ -188,12 +191,53 @@ def test_watch_batches_resume_after_their_last_event_or_at_the_progress_revision
         (grpc.StatusCode.UNKNOWN, "etcdserver: request timed out", KVUnavailableError),
         (grpc.StatusCode.UNKNOWN, "etcdserver: leader changed", KVUnavailableError),
         (grpc.StatusCode.INTERNAL, "something else", KVServerError),
+        (grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied", KVPermissionDeniedError),
+        (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token", KVInvalidTokenError),
+        (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: user name is empty", KVAuthenticationError),
+        (grpc.StatusCode.UNKNOWN, "Stream removed", KVUnavailableError),
     ],
 )
 def test_grpc_errors_map_to_kv_errors(code: grpc.StatusCode, details: str, expected: type) -> None:
     error = map_grpc_error(FakeRpcError(code, details), "call")
     assert type(error) is expected
     assert details in error.message
+
+
+@pytest.mark.parametrize(
+    ("code", "details"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses"),
+        (grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied"),
+        (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: authentication failed, invalid user ID or password"),
+        (grpc.StatusCode.INTERNAL, "something else"),
+    ],
+)
+def test_every_error_names_the_endpoint_that_failed(code: grpc.StatusCode, details: str) -> None:
+    error = map_grpc_error(FakeRpcError(code, details), "txn", "198.18.0.5:2379", "vswitch-h1")
+    assert error.message.startswith("etcd 198.18.0.5:2379 txn: ")
+
+
+def test_a_refused_user_is_named() -> None:
+    denied = map_grpc_error(
+        FakeRpcError(grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied"),
+        "txn",
+        "e:1",
+        "policy",
+    )
+    assert isinstance(denied, KVPermissionDeniedError)
+    assert "permission denied to user 'policy'" in denied.message
+    failed = map_grpc_error(
+        FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: authentication failed, invalid user ID"),
+        "Authenticate",
+        "e:1",
+        "policy",
+    )
+    assert isinstance(failed, KVAuthenticationError)
+    assert "did not accept the password of user 'policy'" in failed.message
+    anonymous = map_grpc_error(
+        FakeRpcError(grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied"), "get", "e:1"
+    )
+    assert "no --etcd-user" in anonymous.message
 
 
 def test_only_refused_calls_count_as_never_sent() -> None:

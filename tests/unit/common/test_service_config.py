@@ -25,6 +25,7 @@ from services.replica import config as replica_config
 from services.replica import process as replica_main
 from services.vswitch import config as vswitch_config
 from services.vswitch import process as vswitch_main
+from tools.pki import CertificateAuthority
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def test_the_defaults_are_distinct_and_documented() -> None:
 def test_the_environment_sets_what_no_flag_does(service: Service, tmp_path: Path) -> None:
     env = {
         service.defaults.bind_env: "0.0.0.0:7000",
+        service.defaults.insecure_listen_env: "1",
         defaults.LOG_LEVEL_ENV: "debug",
         defaults.LOG_JSON_ENV: "1",
         defaults.SPAN_FILE_ENV: str(tmp_path / "spans.jsonl"),
@@ -141,6 +143,7 @@ def test_the_environment_sets_what_no_flag_does(service: Service, tmp_path: Path
     }
     config = load(service, env=env)
     assert config.server.bind == "0.0.0.0:7000"
+    assert config.server.insecure_listen
     assert (config.log.level, config.log.json) == ("DEBUG", True)
     assert config.telemetry.span_file == str(tmp_path / "spans.jsonl")
     assert config.telemetry.metric_interval_seconds == 2.5
@@ -166,11 +169,20 @@ def test_flags_win_over_the_environment(service: Service) -> None:
         assert (config.etcd.endpoints, config.etcd.timeout) == (("198.18.0.7:2379",), 4.0)
 
 
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A real CA, certificate and key (the services read and check them at start)."""
+    directory = tmp_path_factory.mktemp("pki")
+    issued = CertificateAuthority.create(directory).issue(directory, "server", "localhost", server=True)
+    assert issued.ca is not None
+    assert issued.cert is not None
+    assert issued.key is not None
+    return {"ca": issued.ca, "cert": issued.cert, "key": issued.key}
+
+
 @pytest.mark.parametrize("service", SERVICES, ids=str)
-def test_server_tls_from_the_service_variables(service: Service, tmp_path: Path) -> None:
-    files = {name: tmp_path / f"{name}.pem" for name in ("cert", "key", "ca")}
-    for path in files.values():
-        path.write_text("-")
+def test_server_tls_from_the_service_variables(service: Service, tls_files: dict[str, Path]) -> None:
+    files = tls_files
     env = {
         service.defaults.tls_cert_env: str(files["cert"]),
         service.defaults.tls_key_env: str(files["key"]),
@@ -181,10 +193,8 @@ def test_server_tls_from_the_service_variables(service: Service, tmp_path: Path)
 
 
 @pytest.mark.parametrize("service", ETCD_SERVICES, ids=str)
-def test_etcd_tls_from_flags(service: Service, tmp_path: Path) -> None:
-    files = {name: tmp_path / f"{name}.pem" for name in ("cert", "key", "ca")}
-    for path in files.values():
-        path.write_text("-")
+def test_etcd_tls_from_flags(service: Service, tls_files: dict[str, Path]) -> None:
+    files = tls_files
     flags = [
         "--etcd-ca",
         str(files["ca"]),
