@@ -24,6 +24,9 @@ from services.common.request_decoding import decoded, tolerant
 
 log = logging.getLogger(__name__)
 
+# How often the main thread wakes while it waits for a stop signal (see wait_for_signal).
+SIGNAL_POLL_SECONDS = 0.2
+
 
 def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
     """The server side of ``tls``: its certificate and key, and with ``ca`` mutual TLS (clients must
@@ -318,4 +321,8 @@ def wait_for_signal(stop: threading.Event | None = None) -> None:
 
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
-    event.wait()
+    # Never one endless wait: the kernel may deliver the signal to any thread (gRPC's, etcd's), and then
+    # Python runs the handler only when the main thread next wakes; a wait that never times out would
+    # miss the signal for good.
+    while not event.wait(SIGNAL_POLL_SECONDS):
+        pass
