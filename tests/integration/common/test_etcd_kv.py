@@ -59,8 +59,9 @@ def test_every_call_raises_unavailable_when_etcd_is_killed(
     short_kv.txn([], [Put(b"/k", b"v")])
     etcd_server.kill()
     for call in every_call(short_kv):
-        with pytest.raises(KVUnavailableError):
+        with pytest.raises(KVUnavailableError) as failed:
             call()
+        assert failed.value.message.startswith(f"etcd {etcd_server.endpoint} "), failed.value.message
 
 
 def test_every_call_raises_unavailable_when_etcd_hangs(etcd_server: EtcdProcess, short_kv: EtcdKV) -> None:
@@ -68,8 +69,9 @@ def test_every_call_raises_unavailable_when_etcd_hangs(etcd_server: EtcdProcess,
     etcd_server.pause()
     try:
         for call in every_call(short_kv):
-            with pytest.raises(KVUnavailableError):
+            with pytest.raises(KVUnavailableError) as failed:
                 call()
+            assert failed.value.message.startswith(f"etcd {etcd_server.endpoint} "), failed.value.message
     finally:
         etcd_server.resume()
 

@@ -1,22 +1,30 @@
 """``overland vswitch`` against a real vswitch agent (table-only: no datapath) that watches the table the
-real policy service writes to a real etcd: the agent's status and table copy, ports and counters, and a
-datapath call refused with exit code 6."""
+real policy service writes to a real etcd: the agent's status and table copy, ports and counters, a
+datapath call refused with exit code 6, and a real agent process that serves its API over mutual TLS
+(the same flags as every service) and reaches etcd over TLS as its host's user."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from services.common.config import ServerConfig
 from services.common.etcd_auth import host_user
-from services.common.etcd_process import EtcdProcess
+from services.common.etcd_process import EtcdProcess, free_ports
 from services.vswitch.config import AgentConfig
 from services.vswitch.server import create_server
 from tests.conftest import ETCD_TEST_DEADLINE_SECONDS
 from tests.integration.sdk.conftest import RealPolicy
+from tests.unit.sdk.certs import make_pki
 from tests.unit.sdk.cli_runner import invoke, invoke_json, seed_tenant
+from tests.unit.vswitch.agent_helpers import wait_until
 
 
 @pytest.fixture
@@ -109,3 +117,39 @@ def test_datapath_calls_on_a_table_only_agent_exit_6(env: dict[str, str]) -> Non
     )
     assert code == 3
     assert "port.name" in err
+
+
+def registered(env: dict[str, str]) -> bool:
+    code, out, _ = invoke(env, "--json", "vswitch", "status")
+    return code == 0 and bool(json.loads(out).get("registered"))
+
+
+def test_a_real_agent_serves_its_api_over_mutual_tls_only(etcd_server: EtcdProcess, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    (port,) = free_ports(1)
+    argv = [
+        sys.executable, "-m", "services.vswitch", "--host-name", "host-a", "--pa-ip", "198.18.0.1",
+        "--table-only", "--bind", f"127.0.0.1:{port}", "--tls-cert", str(pki.server_cert),
+        "--tls-key", str(pki.server_key), "--tls-client-ca", str(pki.ca),
+        *etcd_server.flags(host_user("host-a")),
+    ]  # fmt: skip
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OVERLAND_")}
+    log = tmp_path / "agent.log"
+    with log.open("wb") as written:
+        agent = subprocess.Popen(argv, env=environ, stdout=written, stderr=subprocess.STDOUT)
+    env = {"OVERLAND_VSWITCH_ENDPOINT": f"127.0.0.1:{port}", "OVERLAND_TIMEOUT": "5"}
+    tls = {"OVERLAND_TLS_CA": str(pki.ca)}
+    client = tls | {"OVERLAND_TLS_CERT": str(pki.client_cert), "OVERLAND_TLS_KEY": str(pki.client_key)}
+    try:
+        # Up (or exited, which the status call below then reports), then registered on its lease through
+        # etcd over TLS, as its host's own etcd user.
+        wait_until(lambda: agent.poll() is not None or registered(env | client), 60, "the agent registered")
+        code, out, err = invoke(env | client, "--json", "vswitch", "status")
+        assert code == 0, f"{err}\n{log.read_text()}"
+        assert json.loads(out)["host_name"] == "host-a"
+        # Without a client certificate, or in plaintext, the API answers nothing.
+        assert invoke(env | tls, "vswitch", "status")[0] == 7
+        assert invoke(env, "vswitch", "status")[0] == 7
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
