@@ -55,6 +55,20 @@ def default_site_name() -> str:
     return socket.gethostname()
 
 
+def client_tls_violations(tls: TlsFiles | None, name: str, *, complete: bool) -> list[FieldViolation]:
+    """The TLS files a site calls with, checked at start: each file missing (with ``complete``, each
+    of the three not given too), then what ``tls_file_problems`` finds (a key that is not the
+    certificate's, a file that is not PEM)."""
+    if tls is None:
+        return []
+    missing = [
+        FieldViolation(f"{name}.{part}", f"file not found: {path}")
+        for part in ("ca", "cert", "key")
+        if ((path := getattr(tls, part)) is None and complete) or (path is not None and not path.is_file())
+    ]
+    return missing or [FieldViolation(name, problem) for problem in tls_file_problems(tls)]
+
+
 @dataclass(frozen=True)
 class VmRuntimeConfig:
     """The site's VM runtime: the guest image qemu boots, the accelerator, the network namespace qemu
@@ -153,22 +167,10 @@ class ReplicaConfig:
             found += host_port_violation(self.policy_endpoint, "policy_endpoint", min_port=1)
         if not _NETNS.match(self.host_name):
             found.append(FieldViolation("host_name", "1-64 letters, digits, '.', '_' or '-'"))
-        if self.policy_tls is not None:
-            for name in ("ca", "cert", "key"):
-                path = getattr(self.policy_tls, name)
-                if path is not None and not path.is_file():
-                    found.append(FieldViolation(f"policy_tls.{name}", f"file not found: {path}"))
+        found += client_tls_violations(self.policy_tls, "policy_tls", complete=False)
         if not self.fault_apply_delay_seconds >= 0:
             found.append(FieldViolation("fault_apply_delay_seconds", "must not be negative"))
-        if self.client_tls is not None:
-            missing = [
-                FieldViolation(f"client_tls.{name}", f"file not found: {path}")
-                for name in ("ca", "cert", "key")
-                if (path := getattr(self.client_tls, name)) is None or not path.is_file()
-            ]
-            found += missing or [
-                FieldViolation("client_tls", problem) for problem in tls_file_problems(self.client_tls)
-            ]
+        found += client_tls_violations(self.client_tls, "client_tls", complete=True)
         found += [
             *self.server.violations(),
             *self.vm.violations(),

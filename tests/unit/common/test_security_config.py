@@ -241,11 +241,16 @@ def test_etcd_tls_mistakes_are_named_too(service: Service, pki: Pki) -> None:
     assert load(service, "--etcd-ca", str(pki.ca), "--etcd-cert", str(pki.cert), "--etcd-key", str(pki.key))
 
 
-def test_the_replica_client_certificate_is_checked_as_well(pki: Pki) -> None:
-    argv = ["--client-ca", str(pki.ca), "--client-cert", str(pki.cert), "--client-key", str(pki.other_key)]
-    error = error_of(REPLICA, *argv)
-    assert {v.field for v in error.violations} == {"client_tls"}
+@pytest.mark.parametrize("flags", ["client", "policy"])
+def test_the_replica_client_certificates_are_checked_as_well(flags: str, pki: Pki, tmp_path: Path) -> None:
+    """Its certificate for other sites (--client-*) and for the policy service (--policy-*)."""
+    ca, cert, key = (f"--{flags}-{part}" for part in ("ca", "cert", "key"))
+    error = error_of(REPLICA, ca, str(pki.ca), cert, str(pki.cert), key, str(pki.other_key))
+    assert {v.field for v in error.violations} == {f"{flags}_tls"}
     assert "is not the key of the certificate" in error.message
+    missing = error_of(REPLICA, ca, str(tmp_path / "no-ca.pem"), cert, str(pki.cert), key, str(pki.key))
+    assert str(tmp_path / "no-ca.pem") in missing.message
+    assert load(REPLICA, ca, str(pki.ca), cert, str(pki.cert), key, str(pki.key))
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=str)
