@@ -156,7 +156,10 @@ ANSWERS = [
 
 
 def _runs_until_interrupted(args: list[str]) -> bool:
-    """``replica status --watch`` without a positive --count refreshes until Ctrl-C, by design."""
+    """``replica status --watch`` without a positive --count refreshes until Ctrl-C, and ``vm console
+    --follow`` prints until the VM is off (which the fake service never says), by design."""
+    if "console" in args and {"--follow", "-f"} & set(args):
+        return True
     if "--watch" not in args:
         return False
     counts = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--count"]
