@@ -26,7 +26,7 @@ import os
 import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, Self, TypeVar
 
@@ -298,17 +298,34 @@ class TelemetryConfig:
     synchronous: bool = False
     metric_interval_seconds: float = 10.0
     metric_file: str = ""
+    # host:port serving the metrics in the Prometheus format (empty: not served; port 0: any free
+    # port). HTTPS with ``metrics_tls`` (the service's server TLS: with its client CA, scrapers need a
+    # certificate of it); plaintext beyond loopback only with ``insecure_listen`` (--insecure-listen,
+    # the gRPC port's flag).
+    metrics_listen: str = ""
+    metrics_tls: TlsFiles | None = None
+    insecure_listen: bool = False
 
     @property
     def enabled(self) -> bool:
-        """Whether spans go anywhere: without an endpoint or a file a service runs untraced."""
-        return bool(self.otlp_endpoint or self.span_file or self.metric_file)
+        """Whether spans or metrics go anywhere: without an endpoint, a file or a metrics listener a
+        service runs untraced."""
+        return bool(self.otlp_endpoint or self.span_file or self.metric_file or self.metrics_listen)
 
     def violations(self, prefix: str = "telemetry") -> list[FieldViolation]:
         found = []
         if not self.service_name:
             found.append(FieldViolation(f"{prefix}.service_name", "required"))
         found += seconds_violation(self.metric_interval_seconds, f"{prefix}.metric_interval_seconds")
+        if self.metrics_listen:
+            name = f"{prefix}.metrics_listen"
+            bad = host_port_violation(self.metrics_listen, name)
+            if not bad and self.metrics_tls is None:
+                what = "would serve metrics over plain HTTP (no --tls-cert, --tls-key)"
+                bad = plaintext_listen_violation(self.metrics_listen, name, self.insecure_listen, what)
+            found += bad
+        if self.metrics_tls is not None and (self.metrics_tls.cert is None or self.metrics_tls.key is None):
+            found.append(FieldViolation(f"{prefix}.metrics_tls", "needs the server's certificate and key"))
         return found
 
     def validate(self) -> Self:
@@ -375,6 +392,8 @@ class CommandLine:
         # No abbreviations: --etcd-password must not quietly mean --etcd-password-file.
         self.parser = _Parser(prog=name, description=description, allow_abbrev=False)
         self._switches: dict[str, _Switch] = {}
+        # What ``parse`` read: the parts built from several options' values (telemetry) look here.
+        self.args = argparse.Namespace()
 
     # -- options ---------------------------------------------------------------------------------------
 
@@ -411,6 +430,12 @@ class CommandLine:
             str(defaults.STREAM_SLOTS),
             "streaming calls served at once (each on a thread of its own); the next is refused",
         )
+        self.option(
+            "--metrics-listen",
+            service.metrics_listen_env,
+            "",
+            f"host:port serving Prometheus metrics (HTTPS with --tls-cert), e.g. {service.metrics_address}",
+        )
 
     def add_etcd_options(self) -> None:
         self.option("--etcd", defaults.ETCD_ENDPOINTS_ENV, defaults.ETCD_ENDPOINT, "etcd host:port[,...]")
@@ -437,6 +462,7 @@ class CommandLine:
             if not getattr(args, dest):
                 raw = self.env.get(switch.variable, "") if switch.variable else ""
                 setattr(args, dest, self.boolean(raw, switch.field))
+        self.args = args
         return args
 
     # -- values --------------------------------------------------------------------------------------
@@ -533,11 +559,23 @@ class CommandLine:
         return LogConfig(level=args.log_level.strip().upper(), json=args.log_json)
 
     def telemetry(self, service_name: str, service_instance: str = "") -> TelemetryConfig:
+        """The telemetry variables' settings and, for a service that listens, its metrics endpoint
+        (served with the server's TLS files and under its --insecure-listen)."""
         try:
-            return telemetry_from_env(self.env, service_name, service_instance, strict=True)
+            config = telemetry_from_env(self.env, service_name, service_instance, strict=True)
         except ConfigError as error:
             self.violations += error.violations
-            return telemetry_from_env({}, service_name, service_instance)
+            config = telemetry_from_env({}, service_name, service_instance)
+        args = self.args
+        listen = getattr(args, "metrics_listen", "").strip()
+        if not listen:
+            return config
+        tls = (
+            self.tls(args.tls_client_ca, args.tls_cert, args.tls_key)
+            if args.tls_cert and args.tls_key
+            else None
+        )
+        return replace(config, metrics_listen=listen, metrics_tls=tls, insecure_listen=args.insecure_listen)
 
     def finish(self, config: C, what: str) -> C:
         """``config``, or ``ConfigError`` listing the bad values read and what ``config`` finds wrong

@@ -3,7 +3,8 @@
 Each service builds one ``Telemetry`` at start (no globals), so several services in one process
 (tests, ``make run``) keep their own ``service.name``. Spans go to OTLP over gRPC when
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (the standard variables apply), else to a JSON-lines span file
-that ``overland trace show TRACE_ID`` prints as a tree. Metrics go to OTLP when the endpoint is set.
+that ``overland trace show TRACE_ID`` prints as a tree. Metrics go to OTLP when the endpoint is set,
+and are served to Prometheus scrapes on ``--metrics-listen`` (``services.common.prometheus``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from overland.v1 import types_pb2
 from services.common.config import TelemetryConfig
+from services.common.prometheus import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,11 @@ class Telemetry:
                         export_interval_millis=config.metric_interval_seconds * 1000,
                     )
                 )
+        # Read by each scrape (the endpoint starts once the meter provider has its reader).
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        if config.metrics_listen:
+            self.metrics_endpoint = MetricsEndpoint(config.metrics_listen, config.metrics_tls)
+            readers.append(self.metrics_endpoint.reader)
         for exporter in exporters:
             processor: SpanProcessor = (
                 SimpleSpanProcessor(exporter) if config.synchronous else BatchSpanProcessor(exporter)
@@ -142,6 +149,12 @@ class Telemetry:
         self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         self.tracer: Tracer = self.tracer_provider.get_tracer("overland")
         self.meter: Meter = self.meter_provider.get_meter("overland")
+        if self.metrics_endpoint is not None:
+            try:
+                self.metrics_endpoint.start()
+            except BaseException:
+                self.shutdown()
+                raise
 
     def server_interceptor(self) -> grpc.ServerInterceptor:
         """Server spans for every RPC except health checks, joined to the caller's W3C trace context."""
@@ -169,6 +182,8 @@ class Telemetry:
         self.meter_provider.force_flush()
 
     def shutdown(self) -> None:
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
 

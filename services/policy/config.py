@@ -66,6 +66,10 @@ class PolicyConfig:
             )
         if self.workers > 1 and (self.server.bind.endswith(":0") or not self.server.reuse_port):
             found.append(FieldViolation("workers", "several workers need a fixed port and reuse_port on"))
+        if self.workers > 1 and self.telemetry.metrics_listen:
+            # Each worker has its own meter: one port would show a scrape a different worker each time.
+            message = "the metrics endpoint (--metrics-listen) serves one process: use --workers 1"
+            found.append(FieldViolation("telemetry.metrics_listen", message))
         return found
 
     def validate(self) -> Self:

@@ -34,10 +34,18 @@ class ServiceDefaults:
     # Serve plaintext beyond loopback anyway (1/true): without it, a non-loopback bind without TLS is
     # a configuration error.
     insecure_listen_env: str
+    # Its metrics in the Prometheus format: host:port to serve them on (unset: not served), and the
+    # port ``make run`` and deploy/k8s serve them on (one per service, so that a host runs all three).
+    metrics_listen_env: str
+    metrics_port: int
 
     @property
     def address(self) -> str:
         return f"{LOCALHOST}:{self.port}"
+
+    @property
+    def metrics_address(self) -> str:
+        return f"{LOCALHOST}:{self.metrics_port}"
 
 
 POLICY = ServiceDefaults(
@@ -50,6 +58,8 @@ POLICY = ServiceDefaults(
     tls_key_env="OVERLAND_POLICY_TLS_KEY",
     tls_client_ca_env="OVERLAND_POLICY_TLS_CLIENT_CA",
     insecure_listen_env="OVERLAND_POLICY_INSECURE_LISTEN",
+    metrics_listen_env="OVERLAND_POLICY_METRICS_LISTEN",
+    metrics_port=9464,
 )
 VSWITCH = ServiceDefaults(
     name="vswitch",
@@ -61,6 +71,8 @@ VSWITCH = ServiceDefaults(
     tls_key_env="OVERLAND_VSWITCH_TLS_KEY",
     tls_client_ca_env="OVERLAND_VSWITCH_TLS_CLIENT_CA",
     insecure_listen_env="OVERLAND_VSWITCH_INSECURE_LISTEN",
+    metrics_listen_env="OVERLAND_VSWITCH_METRICS_LISTEN",
+    metrics_port=9465,
 )
 # One replica service process per site; the sites of one trace are told apart by their
 # ``service.instance.id``, the site's name.
@@ -74,6 +86,8 @@ REPLICA = ServiceDefaults(
     tls_key_env="OVERLAND_REPLICA_TLS_KEY",
     tls_client_ca_env="OVERLAND_REPLICA_TLS_CLIENT_CA",
     insecure_listen_env="OVERLAND_REPLICA_INSECURE_LISTEN",
+    metrics_listen_env="OVERLAND_REPLICA_METRICS_LISTEN",
+    metrics_port=9466,
 )
 SERVICES = (POLICY, VSWITCH, REPLICA)
 # ``python -m services.vswitch.datapath``: the datapath alone on a static table (benches, demos).
