@@ -112,6 +112,8 @@ def create_server(config: ReplicaConfig, *, clock: Clock = SYSTEM_CLOCK) -> tupl
         host.replicated = manager.has
         running = manager
         traced.observe(lambda: [running.to_proto(vm) for vm in running.replications()])
+        if receiver is not None:
+            traced.observe_points(receiver.point_counts)
         failover = SiteFailover(config, host=host, manager=manager, receiver=receiver, telemetry=traced)
         servicers = (SiteReplicaServicer(manager, failover), VmServicer(host))
 

@@ -6,7 +6,8 @@ and its ``replica.apply`` / ``replica.commit`` spans join the same trace.
 
 Metrics: delta size and cycle duration (histograms, recorded per cycle), cycles that missed their RPO
 (counter: failed, or slower than the replication frequency), and per VM, read when the meter collects:
-pending bytes, the age of the last sync and whether the RPO is violated now.
+pending bytes, the age of the last sync, whether the RPO is violated now and the replication's health;
+at a DR site, the recovery points it keeps per (primary, VM).
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ RPO_MISSES = "overland.replica.rpo.violations"
 PENDING_BYTES = "overland.replica.pending"
 LAST_SYNC_AGE = "overland.replica.last_sync.age"
 RPO_VIOLATED = "overland.replica.rpo.violated"
+HEALTH = "overland.replica.health"
+RECOVERY_POINTS = "overland.replica.recovery_points"
+# The health gauge's values: an alert compares with a number (Prometheus has no enums).
+HEALTH_VALUES = {
+    replica_pb2.REPLICATION_HEALTH_NORMAL: 0,
+    replica_pb2.REPLICATION_HEALTH_WARNING: 1,
+    replica_pb2.REPLICATION_HEALTH_CRITICAL: 2,
+}
 
 
 def missed_rpo(ok: bool, seconds: float, frequency_seconds: int) -> bool:
@@ -136,6 +145,22 @@ class ReplicaTelemetry:
         self._meter.create_observable_gauge(PENDING_BYTES, [gauge(PENDING_BYTES)], unit="By")
         self._meter.create_observable_gauge(LAST_SYNC_AGE, [gauge(LAST_SYNC_AGE)], unit="s")
         self._meter.create_observable_gauge(RPO_VIOLATED, [gauge(RPO_VIOLATED)], unit="1")
+        self._meter.create_observable_gauge(
+            HEALTH, [gauge(HEALTH)], description="0 normal, 1 warning, 2 critical (as GetReplication)"
+        )
+
+    def observe_points(self, counts: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        """The DR site's gauge of recovery points per (primary, VM), from ``counts`` at each collection."""
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [
+                Observation(n, {"overland.primary": primary, "overland.vm": vm})
+                for primary, vm, n in counts()
+            ]
+
+        self._meter.create_observable_gauge(
+            RECOVERY_POINTS, [callback], unit="{point}", description="recovery points kept at this site"
+        )
 
 
 def replication_rows(
@@ -154,4 +179,6 @@ def replication_rows(
             rows.append((LAST_SYNC_AGE, age, vm))
         if violated is not None:
             rows.append((RPO_VIOLATED, int(violated), vm))
+        if replication.health in HEALTH_VALUES:
+            rows.append((HEALTH, HEALTH_VALUES[replication.health], vm))
     return rows

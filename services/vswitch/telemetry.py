@@ -26,6 +26,7 @@ APPLIED_REVISION = "overland.vswitch.applied.revision"
 PACKETS = "overland.vswitch.datapath.packets"
 BYTES = "overland.vswitch.datapath.bytes"
 DROPS = "overland.vswitch.datapath.drops"
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 def oldest_write_ns(delta: TableDelta) -> int | None:
@@ -86,7 +87,12 @@ class AgentTelemetry:
         self._host = host
         self._meter = meter
         self._lag = meter.create_histogram(
-            LAG_SECONDS, unit="s", description="time from a policy write to its application on this host"
+            LAG_SECONDS,
+            unit="s",
+            description="time from a policy write to its application on this host",
+            # Seconds, not the SDK's default buckets (0, 5, 10, 25 ... 10000: made for milliseconds),
+            # so that a quantile of a lag of milliseconds says something (alerts use it).
+            explicit_bucket_boundaries_advisory=LAG_BUCKETS,
         )
 
     @contextmanager

@@ -157,6 +157,13 @@ class ReceiverServicer(replica_pb2_grpc.ReplicaReceiverServiceServicer):
                 )
             return self._stores[key]
 
+    def point_counts(self) -> list[tuple[str, str, int]]:
+        """(primary, VM, recovery points) of the replicas this process has opened (a metric)."""
+        with self._lock:
+            stores = list(self._stores.items())
+        # A snapshot of each list, as ListRecoveryPoints reads it: never waiting for a transfer.
+        return [(primary, vm, len(store.state.points)) for (primary, vm), store in stores]
+
     def SendDelta(  # noqa: N802 (gRPC method name)
         self, request_iterator: Iterator[Received], context: grpc.ServicerContext
     ) -> replica_pb2.DeltaAck:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from overland.v1 import replica_pb2
 from services.replica.settings import DEFAULT_FREQUENCY
 from services.replica.telemetry import (
+    HEALTH,
     LAST_SYNC_AGE,
     PENDING_BYTES,
     RPO_VIOLATED,
@@ -51,3 +52,15 @@ def test_rows_per_vm_use_the_default_frequency_when_unset() -> None:
     assert (LAST_SYNC_AGE, 2 * DEFAULT_FREQUENCY + 1, vm1) in rows
     assert (RPO_VIOLATED, 1, vm1) in rows
     assert [r for r in rows if r[2] == {"overland.vm": "vm2"}] == [(PENDING_BYTES, 0, {"overland.vm": "vm2"})]
+
+
+def test_the_health_gauge_counts_up_with_severity_and_is_absent_while_unknown() -> None:
+    def health_rows(health: int) -> list[tuple[str, float, dict[str, str]]]:
+        replication = replica_pb2.Replication(vm=replica_pb2.VirtualMachine(name="vm1"), health=health)  # type: ignore[arg-type]
+        return [row for row in replication_rows([replication], 0) if row[0] == HEALTH]
+
+    vm1 = {"overland.vm": "vm1"}
+    assert health_rows(replica_pb2.REPLICATION_HEALTH_NORMAL) == [(HEALTH, 0, vm1)]
+    assert health_rows(replica_pb2.REPLICATION_HEALTH_WARNING) == [(HEALTH, 1, vm1)]
+    assert health_rows(replica_pb2.REPLICATION_HEALTH_CRITICAL) == [(HEALTH, 2, vm1)]
+    assert health_rows(replica_pb2.REPLICATION_HEALTH_UNSPECIFIED) == []
