@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := qemu-utils tshark iperf3 rsync iputils-ping debootstrap docker.io iproute2
+APT_PACKAGES := qemu-utils tshark iperf3 rsync iputils-ping debootstrap docker.io iproute2 prometheus
 # Real VMs: qemu, and what the guest image is built from (the kernel installs into this machine's
 # /boot and /lib/modules, which is where the build reads it).
 GUEST_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs kmod
@@ -59,7 +59,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(MAKE) --no-print-directory docs-check
 
-unit: deps-guest $(STAMP)
+unit: deps-apt deps-guest $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 integration: $(STAMP) deps-apt images guest

@@ -35,6 +35,8 @@ DAYS = 365
 # CN as the user name of a call that brings no token, so this must never be an etcd user's name.
 ETCD_CLIENT_CN = "overland-etcd-client"
 NAMESPACE = "overland"
+# The client certificate deploy/k8s's Prometheus scrapes the services' metrics endpoints with.
+PROMETHEUS_CN = "overland-prometheus"
 ETCD_MEMBERS = 3
 
 
@@ -196,11 +198,16 @@ def kubernetes(directory: Path, nodes: Sequence[str], days: int = DAYS) -> list[
         (folder / "ca.crt").write_bytes(ca.path.read_bytes())
         secrets[name] = folder
 
+    def client_secret(name: str, common_name: str) -> None:
+        folder = directory / name
+        ca.issue(folder, "tls", common_name, client=True, days=days)
+        (folder / "ca.crt").write_bytes(ca.path.read_bytes())
+        secrets[name] = folder
+
     tls_secret("etcd-tls", "etcd", [*members, f"etcd.{NAMESPACE}.svc"])
-    client = directory / "etcd-client-tls"
-    ca.issue(client, "tls", ETCD_CLIENT_CN, client=True, days=days)
-    (client / "ca.crt").write_bytes(ca.path.read_bytes())
-    secrets["etcd-client-tls"] = client
+    client_secret("etcd-client-tls", ETCD_CLIENT_CN)
+    # Prometheus scrapes the services' metrics over mutual TLS, as any of their clients.
+    client_secret("prometheus-scrape-tls", PROMETHEUS_CN)
     for service in ("policy", "vswitch"):
         tls_secret(f"{service}-tls", service, [service, f"{service}.{NAMESPACE}.svc"])
     for site in ("site-a", "site-b"):
