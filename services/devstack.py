@@ -192,7 +192,10 @@ def run() -> int:
         os.environ.update(common_env)
         policy = Child(
             "policy",
-            [sys.executable, "-m", "services.policy", "--bind", POLICY_ADDRESS, *etcd.flags(POLICY_USER)],
+            [
+                *(sys.executable, "-m", "services.policy", "--bind", POLICY_ADDRESS),
+                *("--metrics-listen", defaults.POLICY.metrics_address, *etcd.flags(POLICY_USER)),
+            ],
             env=common_env,
         )
         children.append(policy)
@@ -213,6 +216,7 @@ def run() -> int:
                 "  overland policy status",
                 f"  grpcurl -plaintext {POLICY_ADDRESS} list",
                 f"  overland trace list --file {span_file}",
+                f"Metrics for Prometheus: policy http://{defaults.POLICY.metrics_address}/metrics",
                 f"etcd: {etcd.client_url} (TLS, client certificates and users: {STATE_DIR}/pki/, "
                 f"{STATE_DIR}/etcd-users/; docs/security.md)",
                 *extra_lines,

@@ -30,6 +30,9 @@ PRIMARY_ADDRESS = defaults.REPLICA.address
 DR_ADDRESS = f"{defaults.LOCALHOST}:{defaults.REPLICA.port + 10}"
 NBD_ADDRESS = "127.0.0.1:10809"
 DR_NBD_ADDRESS = "127.0.0.1:10819"
+# Where each site serves its metrics to Prometheus (site B beside site A, as its gRPC port).
+PRIMARY_METRICS = defaults.REPLICA.metrics_address
+DR_METRICS = f"{defaults.LOCALHOST}:{defaults.REPLICA.metrics_port + 10}"
 PRIMARY_NAME = "site-a"
 DR_NAME = "site-b"
 VM_NAME = "demo-vm"
@@ -58,6 +61,7 @@ class DemoHandles:
             f"  qemu-io -f raw -c 'write -P 0x42 0 1M' {self.nbd_url}   # a tracked write",
             f"  overland replica replicate-now {VM_NAME}",
             f"  site B: {self.dr} (replicas under the demo's dr-store); --endpoint {self.dr} for its VMs",
+            f"  metrics: site A http://{PRIMARY_METRICS}/metrics, site B http://{DR_METRICS}/metrics",
         ]
 
     def stop(self) -> None:
@@ -80,11 +84,13 @@ def service_argv(site: str, workdir: Path) -> list[str]:
         return [
             *common,
             *("--site-name", DR_NAME, "--bind", DR_ADDRESS, "--nbd-bind", DR_NBD_ADDRESS),
+            *("--metrics-listen", DR_METRICS),
             *("--state-dir", str(workdir / "site-b"), "--allow", f"{PRIMARY_NAME}={workdir / 'dr-store'}"),
         ]
     return [
         *common,
         *("--site-name", PRIMARY_NAME, "--bind", PRIMARY_ADDRESS, "--nbd-bind", NBD_ADDRESS),
+        *("--metrics-listen", PRIMARY_METRICS),
         *("--state-dir", str(workdir / "primary-state"), "--allow", f"{DR_NAME}={workdir / 'from-site-b'}"),
     ]
 
