@@ -80,15 +80,9 @@ def test_plain_http_beyond_loopback_needs_insecure_listen(
 
 @pytest.mark.parametrize("service", SERVICES, ids=str)
 def test_with_the_services_tls_it_may_listen_anywhere(service: Service, pki: Pki) -> None:
-    tls = [
-        "--tls-cert",
-        str(pki.server_cert),
-        "--tls-key",
-        str(pki.server_key),
-        "--tls-client-ca",
-        str(pki.ca),
-    ]
-    telemetry = load(service, *tls, "--bind", "0.0.0.0:0", "--metrics-listen", "0.0.0.0:9464").telemetry
+    served = ("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))
+    everywhere = ("--bind", "0.0.0.0:0", "--metrics-listen", "0.0.0.0:9464")
+    telemetry = load(service, *served, "--tls-client-ca", str(pki.ca), *everywhere).telemetry
     assert telemetry.metrics_tls == TlsFiles(ca=pki.ca, cert=pki.server_cert, key=pki.server_key)
 
 
