@@ -266,11 +266,14 @@ def build_server(
     service_names: Sequence[str],
     register: Callable[[grpc.Server], None],
     interceptors: Sequence[grpc.ServerInterceptor] = (),
+    authorization: grpc.ServerInterceptor | None = None,
 ) -> GrpcServer:
     """Create and start a server with health, reflection, error mapping and stream slots.
 
     ``register`` adds the service's own servicers before the server starts. ``interceptors`` run
     outside the error mapping (first is outermost), so they see the status each call ends with.
+    ``authorization`` (``services.common.access.Authorization``) runs inside the error mapping, so its
+    refusal is a mapped PERMISSION_DENIED, and outside the stream slots, so a refused stream takes none.
     """
     config.validate()
     slots = StreamSlots(config.stream_slots)
@@ -280,7 +283,12 @@ def build_server(
         futures.ThreadPoolExecutor(
             max_workers=config.max_workers + config.stream_slots, thread_name_prefix="grpc"
         ),
-        interceptors=[*interceptors, ErrorMappingInterceptor(), StreamSlotInterceptor(slots)],
+        interceptors=[
+            *interceptors,
+            ErrorMappingInterceptor(),
+            *([authorization] if authorization is not None else []),
+            StreamSlotInterceptor(slots),
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
