@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from overland.config import TlsFiles
 from services.common.etcd_auth import POLICY_USER, ROOT_USER, host_user, write_password, write_private
+from services.common.identity import Role, identity_uri, name_problem
 
 DAYS = 365
 # The CN of the certificate services present to etcd (etcd requires one). etcd takes a certificate's
@@ -117,10 +118,13 @@ class CertificateAuthority:
         server: bool = False,
         client: bool = False,
         days: int = DAYS,
+        identity: tuple[Role, str] | None = None,
     ) -> TlsFiles:
         """``directory/stem.crt`` and ``stem.key`` for ``common_name``: a server certificate for the
-        ``dns`` names and ``ips``, a client certificate (the CN is the identity), or both. Returns the
-        files with this CA as ``ca``: what a server or a client of this CA's world loads."""
+        ``dns`` names and ``ips``, a client certificate, or both. ``identity``: the role and name the
+        certificate carries for the services' authorization (an ``overland://ROLE/NAME`` URI SAN,
+        services/common/identity.py); a replica site's CN is its name for a DR site's allow-list.
+        Returns the files with this CA as ``ca``: what a server or a client of this CA's world loads."""
         if not (server or client):
             raise ValueError("a certificate is for a server, a client, or both")
         key = ec.generate_private_key(ec.SECP256R1())
@@ -142,6 +146,8 @@ class CertificateAuthority:
         )
         names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns]
         names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        if identity is not None:
+            names.append(x509.UniformResourceIdentifier(identity_uri(*identity)))
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         certificate = builder.sign(self.key, hashes.SHA256())
@@ -181,7 +187,7 @@ def kubernetes(directory: Path, nodes: Sequence[str], days: int = DAYS) -> list[
     members = [f"etcd-{i}.etcd.{NAMESPACE}.svc" for i in range(ETCD_MEMBERS)]
     secrets: dict[str, Path] = {}
 
-    def tls_secret(name: str, common_name: str, dns: Sequence[str], *, client_cn: str = "") -> None:
+    def tls_secret(name: str, common_name: str, dns: Sequence[str], *, site: str = "") -> None:
         folder = directory / name
         ca.issue(
             folder,
@@ -193,8 +199,8 @@ def kubernetes(directory: Path, nodes: Sequence[str], days: int = DAYS) -> list[
             client=True,
             days=days,
         )
-        if client_cn:
-            ca.issue(folder, "client", client_cn, client=True, days=days)
+        if site:
+            ca.issue(folder, "client", site, client=True, days=days, identity=(Role.SITE, site))
         (folder / "ca.crt").write_bytes(ca.path.read_bytes())
         secrets[name] = folder
 
@@ -212,7 +218,11 @@ def kubernetes(directory: Path, nodes: Sequence[str], days: int = DAYS) -> list[
         tls_secret(f"{service}-tls", service, [service, f"{service}.{NAMESPACE}.svc"])
     for site in ("site-a", "site-b"):
         name = f"replica-{site}"
-        tls_secret(f"{name}-tls", site, [name, f"{name}.{NAMESPACE}.svc"], client_cn=site)
+        tls_secret(f"{name}-tls", site, [name, f"{name}.{NAMESPACE}.svc"], site=site)
+    # The operator's certificate (the CLI's OVERLAND_TLS_CERT/KEY): an admin.
+    admin = directory / "admin-tls"
+    ca.issue(admin, "tls", "admin", client=True, days=days, identity=(Role.ADMIN, "admin"))
+    (admin / "ca.crt").write_bytes(ca.path.read_bytes())
     users = directory / "etcd-users"
     for user in (ROOT_USER, POLICY_USER, *(host_user(node) for node in nodes)):
         write_password(users, user)
@@ -225,6 +235,19 @@ def kubernetes(directory: Path, nodes: Sequence[str], days: int = DAYS) -> list[
         source = users / host_user(node)
         commands.append(f"# on node {node}: install -D -m 0600 {source} /etc/overland/vswitch/etcd-password")
     return commands
+
+
+def _identity(text: str) -> tuple[Role, str]:
+    role, slash, name = text.partition("/")
+    try:
+        parsed = Role(role)
+    except ValueError:
+        parsed = None
+    problem = name_problem(name) if slash else "give ROLE/NAME"
+    if parsed is None or problem:
+        roles = ", ".join(r.value for r in Role)
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem or f'the role is one of {roles}'}")
+    return parsed, name
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -243,6 +266,11 @@ def _parser() -> argparse.ArgumentParser:
     issue.add_argument("--server", action="store_true")
     issue.add_argument("--client", action="store_true")
     issue.add_argument("--days", type=int, default=DAYS)
+    issue.add_argument(
+        "--identity",
+        type=_identity,
+        help="ROLE/NAME the services authorize (admin, tenant, host, site), e.g. tenant/contoso",
+    )
     passwords = commands.add_parser("passwords", help="random etcd passwords, one file per user")
     passwords.add_argument("directory", type=Path)
     passwords.add_argument("users", nargs="+")
@@ -271,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server=args.server,
             client=args.client,
             days=args.days,
+            identity=args.identity,
         )
         lines += [str(files.cert), str(files.key)]
     elif args.command == "passwords":

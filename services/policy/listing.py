@@ -93,23 +93,30 @@ class TableListing:
         kind: type[R],
         only_rdid: str | None = None,
         wanted: Callable[[R], bool] | None = None,
+        *,
+        admit: Callable[[KeyValue], bool] | None = None,
     ) -> ListPage[R]:
         """List one kind of key of every routing domain (``prefix_of(rdid)``), domain by domain (the
         table is kept per domain, so this skips from one domain to the next instead of scanning all
-        of them)."""
+        of them). ``admit``: whether a domain is listed at all, given its first key (its domain key:
+        a tenant's filter, services/policy/tenancy.py); it is asked of a page token's domain too, as a
+        token is the caller's to forge."""
         scope = keys.domain_prefix(only_rdid) if only_rdid else keys.TABLE_PREFIX
         parsed = parse_page(page, scope)
         listing = _Listing(kind, parsed.size, wanted or _all, parsed.cursor.revision if parsed.cursor else 0)
         start = parsed.cursor.start if parsed.cursor else None
         rdid = keys.domain_of(start) if start else None
+        if rdid is not None and admit is not None and not self._admitted(listing, rdid, admit):
+            rdid = self._next_domain(listing, scope, rdid, admit)
+            start = None
         if rdid is None:
-            rdid = self._next_domain(listing, scope, None)
+            rdid = self._next_domain(listing, scope, None, admit)
             start = None
         while rdid is not None:
             resume = self._collect(listing, prefix_of(rdid), start)
             if resume is not None:
                 return listing.page(resume)
-            rdid = self._next_domain(listing, scope, rdid)
+            rdid = self._next_domain(listing, scope, rdid, admit)
             start = None
             if rdid is not None and listing.room <= 0:
                 return listing.page(prefix_of(rdid))
@@ -158,8 +165,25 @@ class TableListing:
             if listing.room <= 0:
                 return start
 
-    def _next_domain(self, listing: _Listing[Any], scope: bytes, after: str | None) -> str | None:
+    def _next_domain(
+        self,
+        listing: _Listing[Any],
+        scope: bytes,
+        after: str | None,
+        admit: Callable[[KeyValue], bool] | None = None,
+    ) -> str | None:
         start = keys.TABLE_PREFIX if after is None else prefix_end(keys.domain_prefix(after))
-        found = self._range(scope, start, 1, listing.revision)
+        while True:
+            found = self._range(scope, start, 1, listing.revision)
+            listing.revision = listing.revision or found.revision
+            if not found.kvs:
+                return None
+            rdid = keys.domain_of(found.kvs[0].key)
+            if rdid is None or admit is None or admit(found.kvs[0]):
+                return rdid
+            start = prefix_end(keys.domain_prefix(rdid))
+
+    def _admitted(self, listing: _Listing[Any], rdid: str, admit: Callable[[KeyValue], bool]) -> bool:
+        found = self._range(keys.domain_prefix(rdid), None, 1, listing.revision)
         listing.revision = listing.revision or found.revision
-        return keys.domain_of(found.kvs[0].key) if found.kvs else None
+        return bool(found.kvs) and admit(found.kvs[0])

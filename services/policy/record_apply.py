@@ -254,7 +254,8 @@ class RecordApply:
         wanted = {}
         for change in creates:
             subnet = state.get(change.vsid_key)
-            if subnet is not None:
+            # A subnet of a domain the load may not reach holds nothing it may know of.
+            if subnet is not None and change.domain in (None, subnet.value):
                 wanted[state.record_key(subnet.value, change.record.vsid, change.ca_bytes)] = change
         found = self._txns.read_keys(list(wanted))
         existing = [change for key, change in wanted.items() if found.get(key) is not None]

@@ -204,9 +204,12 @@ def plan_move(
     destination: Destination,
     state: State,
     encode: Callable[[types_pb2.LookupRecord], bytes],
+    owns: Callable[[str], bool] | None = None,
 ) -> MovePlan:
     """Decide the move over ``state`` (which holds every key ``missing_keys`` names); raises the
-    first error, destination first, then the moves in order."""
+    first error, destination first, then the moves in order. ``owns``: whether the caller may reach a
+    routing domain (a tenant's, services/policy/tenancy.py); a record in one it may not is, to it, no
+    record (the VSID's domain is compared, so it stays so)."""
     pa = destination_pa(destination, state)
     assert pa is not None, "plan_move needs the destination's registration read"
     plan = MovePlan(pa)
@@ -222,20 +225,24 @@ def plan_move(
         )
     plan.guard(Compare.exists(keys.pa_key(pa)))
     for move in moves:
-        plan.records.append(_plan_one(move, state, plan, encode))
+        plan.records.append(_plan_one(move, state, plan, encode, owns))
     if plan.writes:
         plan.writes.append(Put(keys.pa_ref_key(pa), b""))
     return plan
 
 
 def _plan_one(
-    move: Move, state: State, plan: MovePlan, encode: Callable[[types_pb2.LookupRecord], bytes]
+    move: Move,
+    state: State,
+    plan: MovePlan,
+    encode: Callable[[types_pb2.LookupRecord], bytes],
+    owns: Callable[[str], bool] | None,
 ) -> types_pb2.LookupRecord:
     what = f"lookup record {move.ca} in VSID {move.vsid}"
     rdid = _rdid(state, move.vsid)
     record_key = keys.record_key(rdid or "", move.vsid, move.ca)
     stored_kv = state.get(record_key) if rdid is not None else None
-    if rdid is None or stored_kv is None:
+    if rdid is None or stored_kv is None or (owns is not None and not owns(rdid)):
         raise ResourceNotFound(
             f"{what} does not exist; nothing was moved", [FieldViolation(move.field, f"no {what}")]
         )
@@ -304,11 +311,13 @@ class RecordMover:
     def __init__(self, txns: TableTxns) -> None:
         self._txns = txns
 
-    def move(self, request: policy_pb2.MoveLookupRecordsRequest) -> policy_pb2.MoveLookupRecordsResponse:
+    def move(
+        self, request: policy_pb2.MoveLookupRecordsRequest, owns: Callable[[str], bool] | None = None
+    ) -> policy_pb2.MoveLookupRecordsResponse:
         moves, destination = validate_moves(request, self._txns.max_ops)
         for _ in self._txns.attempts(f"move {len(moves)} lookup records"):
             state, revision = self._read(moves, destination)
-            plan = plan_move(moves, destination, state, self._txns.encoder())
+            plan = plan_move(moves, destination, state, self._txns.encoder(), owns)
             if not plan.writes:
                 return _response(plan, revision)
             result = self._txns.write(plan.compares, plan.writes)

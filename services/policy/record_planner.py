@@ -61,6 +61,10 @@ class RecordChange:
     mode: Mode
     record: types_pb2.LookupRecord
     expected_revision: int = 0
+    # The routing domain (its RDID, UTF-8) the caller may write the record in: a tenant's own
+    # (services/policy/tenancy.py). Its VSID in any other domain is, to this write, no subnet at all.
+    # b"": no domain. None: any domain.
+    domain: bytes | None = None
     # Keys that do not depend on the store, computed once: a change may be planned several times.
     vsid_key: bytes = field(init=False, repr=False, compare=False)
     pa_key: bytes | None = field(init=False, repr=False, compare=False)
@@ -250,6 +254,8 @@ class _Builder:
             subnet = values.get(vsid_key)
             if subnet is None or values.get(pa_key) is None:
                 return index, False
+            if change.domain is not None and change.domain != subnet.value:
+                return index, False
             # The subnet's rule (CA inside its prefixes and not reserved, MAC not its gateway's): a
             # change that breaks it, or whose subnet is unknown or corrupt, takes the full path.
             stored_subnet = values.get(state.subnet_key(subnet.value, change.record.vsid))
@@ -383,6 +389,12 @@ def _plan_change(
     if vsid_key not in values or (change.pa_key is not None and change.pa_key not in values):
         raise _NeedKeys([key for key in prerequisite_keys(change) if key not in values])
     subnet = values[vsid_key]
+    if subnet is not None and change.domain is not None and subnet.value != change.domain:
+        # A subnet of a domain the caller may not reach is, to it, no subnet: the same answers (its
+        # domain compared, so that it stays so).
+        if change.mode is Mode.DELETE_IF_PRESENT:
+            return _Step(compares=[state.guard(vsid_key, subnet.value)])
+        subnet = None
     if subnet is None and change.mode is Mode.DELETE_IF_PRESENT:
         # No subnet, so no record: nothing to delete, as long as the subnet stays absent.
         return _Step(compares=[Compare.absent(vsid_key)])

@@ -7,11 +7,13 @@ import logging
 from dataclasses import dataclass
 
 from overland.v1 import policy_pb2_grpc
+from services.common.access import Authorization
 from services.common.clock import SYSTEM_CLOCK, Clock
 from services.common.etcd_kv import EtcdKV
 from services.common.kv import KV, WatchBacklog
 from services.common.server import GrpcServer, build_server
 from services.common.telemetry import Telemetry, current_trace_context, server_interceptors
+from services.policy.access import RULES
 from services.policy.config import PolicyConfig
 from services.policy.service import GRPC_SERVICE, PolicyServicer
 from services.policy.store import PolicyStore
@@ -66,6 +68,7 @@ def create_server(
             [GRPC_SERVICE],
             lambda server: policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server),
             interceptors=server_interceptors(telemetry),
+            authorization=Authorization.of_server(RULES, config.server),
         )
     except BaseException:
         if owns_kv:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import grpc
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
+from services.common.access import current_caller
 from services.common.errors import FieldViolation
 from services.common.kv import WatchBacklog
 from services.common.routing import select_next_hop
@@ -23,15 +24,18 @@ from services.policy import validation
 from services.policy.errors import InvalidPolicy, ResourceNotFound
 from services.policy.record_planner import Mode, RecordChange
 from services.policy.store import PolicyStore
+from services.policy.tenancy import TenantFilter
 
 # The gRPC service's full name (health, reflection); its OpenTelemetry name is overland.defaults.POLICY's.
 GRPC_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
 
-def bulk_changes(request: policy_pb2.BulkApplyLookupRecordsRequest, number: int) -> list[RecordChange]:
+def bulk_changes(
+    request: policy_pb2.BulkApplyLookupRecordsRequest, number: int, tenant: TenantFilter | None = None
+) -> list[RecordChange]:
     """The validated changes of request message ``number`` of a bulk stream, upserts before
     deletes. A bad record anywhere in the message is INVALID_ARGUMENT naming every bad field (the
-    first 50), and none of the message applies."""
+    first 50), and none of the message applies. A ``tenant``'s changes reach its own domains only."""
     changes: list[RecordChange] = []
     violations = validation.Violations()
     bad = 0
@@ -41,7 +45,8 @@ def bulk_changes(request: policy_pb2.BulkApplyLookupRecordsRequest, number: int)
         field = f"requests[{number}].upserts[{index}]"
         try:
             valid = validation.validate_lookup_record(record, field, in_place=True)
-            changes.append(RecordChange(upsert, valid, field=field))
+            domain = tenant.domain_of(valid.vsid) if tenant is not None else None
+            changes.append(RecordChange(upsert, valid, field=field, domain=domain))
         except InvalidPolicy as error:
             bad += 1
             violations.items.extend(error.violations)
@@ -53,8 +58,11 @@ def bulk_changes(request: policy_pb2.BulkApplyLookupRecordsRequest, number: int)
             bad += 1
             violations.items.extend(error.violations)
             continue
+        domain = tenant.domain_of(vsid) if tenant is not None else None
         changes.append(
-            RecordChange(Mode.DELETE_IF_PRESENT, types_pb2.LookupRecord(vsid=vsid, ca=ca), field=field)
+            RecordChange(
+                Mode.DELETE_IF_PRESENT, types_pb2.LookupRecord(vsid=vsid, ca=ca), field=field, domain=domain
+            )
         )
     if bad:
         shown = violations.shown()
@@ -74,6 +82,12 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self.store = store
         self.watch_backlog = watch_backlog
 
+    def _tenant(self) -> TenantFilter | None:
+        """The running call's tenant filter: None when its caller is not limited to a tenant's own
+        objects (services/policy/access.py grants, services/policy/tenancy.py filters)."""
+        tenant = current_caller().tenant
+        return TenantFilter(self.store.kv, tenant) if tenant is not None else None
+
     # -- routing domains
 
     def CreateRoutingDomain(
@@ -84,24 +98,28 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def GetRoutingDomain(
         self, request: policy_pb2.GetRoutingDomainRequest, context: grpc.ServicerContext
     ) -> types_pb2.RoutingDomain:
-        return self.store.get_routing_domain(request.rdid)
+        return self.store.get_routing_domain(request.rdid, tenant=self._tenant())
 
     def UpdateRoutingDomain(
         self, request: policy_pb2.UpdateRoutingDomainRequest, context: grpc.ServicerContext
     ) -> types_pb2.RoutingDomain:
-        return self.store.update_routing_domain(request.routing_domain, request.expected_revision)
+        return self.store.update_routing_domain(
+            request.routing_domain, request.expected_revision, tenant=self._tenant()
+        )
 
     def DeleteRoutingDomain(
         self, request: policy_pb2.DeleteRoutingDomainRequest, context: grpc.ServicerContext
     ) -> policy_pb2.DeleteResponse:
         return policy_pb2.DeleteResponse(
-            revision=self.store.delete_routing_domain(request.rdid, request.expected_revision)
+            revision=self.store.delete_routing_domain(
+                request.rdid, request.expected_revision, tenant=self._tenant()
+            )
         )
 
     def ListRoutingDomains(
         self, request: policy_pb2.ListRoutingDomainsRequest, context: grpc.ServicerContext
     ) -> policy_pb2.ListRoutingDomainsResponse:
-        page = self.store.list_routing_domains(request.page)
+        page = self.store.list_routing_domains(request.page, tenant=self._tenant())
         return policy_pb2.ListRoutingDomainsResponse(
             routing_domains=page.items,
             next_page_token=page.next_page_token,
@@ -114,29 +132,33 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def CreateVirtualSubnet(
         self, request: policy_pb2.CreateVirtualSubnetRequest, context: grpc.ServicerContext
     ) -> types_pb2.VirtualSubnet:
-        return self.store.create_virtual_subnet(request.virtual_subnet)
+        return self.store.create_virtual_subnet(request.virtual_subnet, tenant=self._tenant())
 
     def GetVirtualSubnet(
         self, request: policy_pb2.GetVirtualSubnetRequest, context: grpc.ServicerContext
     ) -> types_pb2.VirtualSubnet:
-        return self.store.get_virtual_subnet(request.vsid)
+        return self.store.get_virtual_subnet(request.vsid, tenant=self._tenant())
 
     def UpdateVirtualSubnet(
         self, request: policy_pb2.UpdateVirtualSubnetRequest, context: grpc.ServicerContext
     ) -> types_pb2.VirtualSubnet:
-        return self.store.update_virtual_subnet(request.virtual_subnet, request.expected_revision)
+        return self.store.update_virtual_subnet(
+            request.virtual_subnet, request.expected_revision, tenant=self._tenant()
+        )
 
     def DeleteVirtualSubnet(
         self, request: policy_pb2.DeleteVirtualSubnetRequest, context: grpc.ServicerContext
     ) -> policy_pb2.DeleteResponse:
         return policy_pb2.DeleteResponse(
-            revision=self.store.delete_virtual_subnet(request.vsid, request.expected_revision)
+            revision=self.store.delete_virtual_subnet(
+                request.vsid, request.expected_revision, tenant=self._tenant()
+            )
         )
 
     def ListVirtualSubnets(
         self, request: policy_pb2.ListVirtualSubnetsRequest, context: grpc.ServicerContext
     ) -> policy_pb2.ListVirtualSubnetsResponse:
-        page = self.store.list_virtual_subnets(request.page, request.rdid)
+        page = self.store.list_virtual_subnets(request.page, request.rdid, tenant=self._tenant())
         return policy_pb2.ListVirtualSubnetsResponse(
             virtual_subnets=page.items,
             next_page_token=page.next_page_token,
@@ -184,29 +206,35 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def CreateLookupRecord(
         self, request: policy_pb2.CreateLookupRecordRequest, context: grpc.ServicerContext
     ) -> types_pb2.LookupRecord:
-        return self.store.create_lookup_record(request.lookup_record)
+        return self.store.create_lookup_record(request.lookup_record, tenant=self._tenant())
 
     def GetLookupRecord(
         self, request: policy_pb2.GetLookupRecordRequest, context: grpc.ServicerContext
     ) -> types_pb2.LookupRecord:
-        return self.store.get_lookup_record(request.vsid, request.ca)
+        return self.store.get_lookup_record(request.vsid, request.ca, tenant=self._tenant())
 
     def UpdateLookupRecord(
         self, request: policy_pb2.UpdateLookupRecordRequest, context: grpc.ServicerContext
     ) -> types_pb2.LookupRecord:
-        return self.store.update_lookup_record(request.lookup_record, request.expected_revision)
+        return self.store.update_lookup_record(
+            request.lookup_record, request.expected_revision, tenant=self._tenant()
+        )
 
     def DeleteLookupRecord(
         self, request: policy_pb2.DeleteLookupRecordRequest, context: grpc.ServicerContext
     ) -> policy_pb2.DeleteResponse:
         return policy_pb2.DeleteResponse(
-            revision=self.store.delete_lookup_record(request.vsid, request.ca, request.expected_revision)
+            revision=self.store.delete_lookup_record(
+                request.vsid, request.ca, request.expected_revision, tenant=self._tenant()
+            )
         )
 
     def ListLookupRecords(
         self, request: policy_pb2.ListLookupRecordsRequest, context: grpc.ServicerContext
     ) -> policy_pb2.ListLookupRecordsResponse:
-        page = self.store.list_lookup_records(request.page, request.vsid, request.rdid, request.pa)
+        page = self.store.list_lookup_records(
+            request.page, request.vsid, request.rdid, request.pa, tenant=self._tenant()
+        )
         return policy_pb2.ListLookupRecordsResponse(
             lookup_records=page.items,
             next_page_token=page.next_page_token,
@@ -217,7 +245,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def MoveLookupRecords(
         self, request: policy_pb2.MoveLookupRecordsRequest, context: grpc.ServicerContext
     ) -> policy_pb2.MoveLookupRecordsResponse:
-        return self.store.move_lookup_records(request)
+        return self.store.move_lookup_records(request, tenant=self._tenant())
 
     def BulkApplyLookupRecords(
         self,
@@ -225,9 +253,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         context: grpc.ServicerContext,
     ) -> policy_pb2.BulkApplyLookupRecordsResponse:
         run = self.store.bulk_apply()
+        tenant = self._tenant()
         for number, request in enumerate(request_iterator):
             try:
-                changes = bulk_changes(request, number)
+                changes = bulk_changes(request, number, tenant)
             except InvalidPolicy as error:
                 raise run.stopped_by(error) from error
             run.feed(changes)
@@ -244,19 +273,21 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def CreateCustomerRoute(
         self, request: policy_pb2.CreateCustomerRouteRequest, context: grpc.ServicerContext
     ) -> types_pb2.CustomerRoute:
-        return self.store.create_customer_route(request.customer_route)
+        return self.store.create_customer_route(request.customer_route, tenant=self._tenant())
 
     def GetCustomerRoute(
         self, request: policy_pb2.GetCustomerRouteRequest, context: grpc.ServicerContext
     ) -> types_pb2.CustomerRoute:
         return self.store.get_customer_route(
-            request.rdid, request.vsid, request.destination_prefix, request.next_hop
+            request.rdid, request.vsid, request.destination_prefix, request.next_hop, tenant=self._tenant()
         )
 
     def UpdateCustomerRoute(
         self, request: policy_pb2.UpdateCustomerRouteRequest, context: grpc.ServicerContext
     ) -> types_pb2.CustomerRoute:
-        return self.store.update_customer_route(request.customer_route, request.expected_revision)
+        return self.store.update_customer_route(
+            request.customer_route, request.expected_revision, tenant=self._tenant()
+        )
 
     def DeleteCustomerRoute(
         self, request: policy_pb2.DeleteCustomerRouteRequest, context: grpc.ServicerContext
@@ -268,13 +299,16 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 request.destination_prefix,
                 request.next_hop,
                 request.expected_revision,
+                tenant=self._tenant(),
             )
         )
 
     def ListCustomerRoutes(
         self, request: policy_pb2.ListCustomerRoutesRequest, context: grpc.ServicerContext
     ) -> policy_pb2.ListCustomerRoutesResponse:
-        page = self.store.list_customer_routes(request.page, request.rdid, request.vsid)
+        page = self.store.list_customer_routes(
+            request.page, request.rdid, request.vsid, tenant=self._tenant()
+        )
         return policy_pb2.ListCustomerRoutesResponse(
             customer_routes=page.items,
             next_page_token=page.next_page_token,
@@ -305,7 +339,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             context.add_callback(cancel)  # type: ignore[arg-type]
 
         yield from self.store.watch_table(
-            request.start_revision, list(request.rdids), on_open, self.watch_backlog
+            request.start_revision, list(request.rdids), on_open, self.watch_backlog, tenant=self._tenant()
         )
 
     def SelectNextHop(
@@ -322,7 +356,13 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         source = validation.check_ipv4(request.source_ca, "source_ca", violations)
         destination = validation.check_ipv4(request.destination_ca, "destination_ca", violations)
         violations.raise_if_any("next-hop question")
-        rdid = request.rdid if scope == "rdid" else self.store.rdid_of_vsid(request.vsid)
+        tenant = self._tenant()
+        if scope == "rdid" and tenant is not None and not tenant.owns(request.rdid):
+            raise ResourceNotFound(
+                f"routing domain {request.rdid} does not exist",
+                [FieldViolation("rdid", f"no routing domain {request.rdid}")],
+            )
+        rdid = request.rdid if scope == "rdid" else self.store.rdid_of_vsid(request.vsid, tenant=tenant)
         if rdid is None:
             raise ResourceNotFound(
                 f"virtual subnet {request.vsid} does not exist",

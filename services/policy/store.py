@@ -19,27 +19,31 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
-
-from google.protobuf.message import Message
 
 from overland.v1 import policy_pb2, types_pb2
 from services.common.errors import FieldViolation
 from services.common.kv import KV, Compare, Delete, Get, KeyValue, Op, Put, WatchBacklog
-from services.common.schema import Resource, keys, resource_from
+from services.common.schema import keys, resource_from
 from services.policy import subnet_change, validation
 from services.policy.addresses import SubnetRule
-from services.policy.errors import PolicyConflict, ResourceExists, ResourceNotFound, StaleRevision
+from services.policy.errors import PolicyConflict, ResourceExists, ResourceNotFound
 from services.policy.hosts import HostRegistry, live_status
 from services.policy.listing import SCAN_CHUNK, ListPage, TableListing
 from services.policy.record_apply import RecordApply, learn
 from services.policy.record_move import RecordMover
 from services.policy.record_planner import Mode, RecordChange, TableState, plan_transaction, prerequisite_keys
+from services.policy.resource_store import (
+    Guard,
+    ResourceStore,
+    check_expected,
+    valid_ip,
+    valid_rdid,
+    valid_vsid,
+)
+from services.policy.tenancy import TenantFilter, admitter, domain_for
 from services.policy.txns import DEFAULT_MAX_ATTEMPTS, TableTxns
 from services.policy.unreadable import CheckResult, UnreadableEntries, check_table
 from services.policy.watch import watch_table
-
-R = TypeVar("R", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,7 @@ class _SubnetContext:
     revision: int
 
 
-# What a delete's dependents check adds to the delete: compares and ops.
-Guard = tuple[list[Compare], list[Op]]
-
-
-class PolicyStore:
+class PolicyStore(ResourceStore):
     """Reads and writes the routing table over a ``KV``. Thread-safe: it keeps no mutable state
     of its own between calls (each call builds its own view of the table)."""
 
@@ -75,74 +75,6 @@ class PolicyStore:
         self._hosts = HostRegistry(self._txns, self._listing)
         self._mover = RecordMover(self._txns)
 
-    # -- plumbing ------------------------------------------------------------------------------
-
-    def _get_resource(self, key: bytes, kind: type[R], what: str) -> R:
-        found = self.kv.get(key)
-        if found is None:
-            raise ResourceNotFound(f"{what} does not exist")
-        return resource_from(found, kind)
-
-    def _rdid_of(self, vsid: int, field: str) -> str:
-        index = self.kv.get(keys.vsid_index_key(vsid))
-        if index is None:
-            raise ResourceNotFound(
-                f"virtual subnet {vsid} does not exist",
-                [FieldViolation(field, f"no virtual subnet with VSID {vsid}")],
-            )
-        return index.value.decode()
-
-    def _update(
-        self,
-        key: bytes,
-        kind: type[R],
-        what: str,
-        expected_revision: int,
-        merge: Callable[[R], R],
-    ) -> R:
-        """Read-modify-write of one resource key with optimistic concurrency."""
-        for _ in self._txns.attempts(f"update {what}"):
-            found = self.kv.get(key)
-            if found is None:
-                raise ResourceNotFound(f"{what} does not exist")
-            _check_expected(found, expected_revision, what)
-            updated = merge(resource_from(found, kind))
-            value = self._txns.encode(updated)  # type: ignore[arg-type]
-            result = self._txns.write([Compare.mod_revision_is(key, found.mod_revision)], [Put(key, value)])
-            if result.succeeded:
-                updated.revision = result.revision  # type: ignore[attr-defined]
-                return updated
-        raise AssertionError("unreachable")
-
-    def _delete(
-        self,
-        key: bytes,
-        what: str,
-        expected_revision: int,
-        dependents: Callable[[KeyValue, int], Guard] = lambda _kv, _rev: ([], []),
-    ) -> int:
-        """Delete one resource key once ``dependents`` (which raises) finds nothing depending on it at a
-        revision; the compares and ops it returns join the delete (to fail it if a dependent appeared
-        since, and to clean up)."""
-        for _ in self._txns.attempts(f"delete {what}"):
-            found = self.kv.get(key)
-            if found is None:
-                raise ResourceNotFound(f"{what} does not exist")
-            _check_expected(found, expected_revision, what)
-            compares, ops = dependents(found, self.kv.current_revision())
-            result = self._txns.write(
-                [Compare.mod_revision_is(key, found.mod_revision), *compares], [Delete(key), *ops]
-            )
-            if result.succeeded:
-                return result.revision
-        raise AssertionError("unreachable")
-
-    def _create(self, key: bytes, resource: Resource, exists: ResourceExists) -> int:
-        result = self._txns.write([Compare.absent(key)], [Put(key, self._txns.encode(resource))])
-        if not result.succeeded:
-            raise exists
-        return result.revision
-
     # -- routing domains -----------------------------------------------------------------------
 
     def create_routing_domain(self, domain: types_pb2.RoutingDomain) -> types_pb2.RoutingDomain:
@@ -159,16 +91,26 @@ class PolicyStore:
         )
         return created
 
-    def get_routing_domain(self, rdid: str) -> types_pb2.RoutingDomain:
-        rdid = _valid_rdid(rdid, "rdid")
-        return self._get_resource(keys.domain_key(rdid), types_pb2.RoutingDomain, f"routing domain {rdid}")
+    def get_routing_domain(self, rdid: str, *, tenant: TenantFilter | None = None) -> types_pb2.RoutingDomain:
+        rdid = valid_rdid(rdid, "rdid")
+        found = self._get_resource(keys.domain_key(rdid), types_pb2.RoutingDomain, f"routing domain {rdid}")
+        if tenant is not None and not tenant.owns_domain(found):
+            raise ResourceNotFound(f"routing domain {rdid} does not exist")
+        return found
 
     def update_routing_domain(
-        self, domain: types_pb2.RoutingDomain, expected_revision: int = 0
+        self,
+        domain: types_pb2.RoutingDomain,
+        expected_revision: int = 0,
+        *,
+        tenant: TenantFilter | None = None,
     ) -> types_pb2.RoutingDomain:
         wanted = validation.validate_routing_domain(domain)
 
         def merge(stored: types_pb2.RoutingDomain) -> types_pb2.RoutingDomain:
+            # The update compares the stored domain's revision: its owner is the one checked here.
+            if tenant is not None and not tenant.owns_domain(stored):
+                raise ResourceNotFound(f"routing domain {wanted.rdid} does not exist")
             stored.tenant_name = wanted.tenant_name
             stored.description = wanted.description
             return stored
@@ -181,10 +123,14 @@ class PolicyStore:
             merge,
         )
 
-    def delete_routing_domain(self, rdid: str, expected_revision: int = 0) -> int:
-        rdid = _valid_rdid(rdid, "rdid")
+    def delete_routing_domain(
+        self, rdid: str, expected_revision: int = 0, *, tenant: TenantFilter | None = None
+    ) -> int:
+        rdid = valid_rdid(rdid, "rdid")
 
-        def dependents(_found: KeyValue, revision: int) -> Guard:
+        def dependents(found: KeyValue, revision: int) -> Guard:
+            if tenant is not None and not tenant.owns_value(found):
+                raise ResourceNotFound(f"routing domain {rdid} does not exist")
             # A subnet created after this count rewrites the domain key, so the delete's compare fails.
             subnets = self.kv.range(keys.subnets_prefix(rdid), revision=revision, count_only=True)
             if subnets.count:
@@ -196,8 +142,12 @@ class PolicyStore:
 
         return self._delete(keys.domain_key(rdid), f"routing domain {rdid}", expected_revision, dependents)
 
-    def list_routing_domains(self, page: types_pb2.PageRequest) -> ListPage[types_pb2.RoutingDomain]:
-        return self._listing.across_domains(page, keys.domain_key, types_pb2.RoutingDomain)
+    def list_routing_domains(
+        self, page: types_pb2.PageRequest, *, tenant: TenantFilter | None = None
+    ) -> ListPage[types_pb2.RoutingDomain]:
+        return self._listing.across_domains(
+            page, keys.domain_key, types_pb2.RoutingDomain, admit=admitter(tenant)
+        )
 
     # -- virtual subnets -----------------------------------------------------------------------
 
@@ -242,20 +192,25 @@ class PolicyStore:
         result = self._txns.write(compares, ops)
         return result.revision if result.succeeded else None
 
-    def create_virtual_subnet(self, subnet: types_pb2.VirtualSubnet) -> types_pb2.VirtualSubnet:
+    def create_virtual_subnet(
+        self, subnet: types_pb2.VirtualSubnet, *, tenant: TenantFilter | None = None
+    ) -> types_pb2.VirtualSubnet:
         created = validation.validate_virtual_subnet(subnet)
         index_key = keys.vsid_index_key(created.vsid)
         for _ in self._txns.attempts(f"create virtual subnet {created.vsid}"):
             context = self._subnet_context(created.rdid, created.vsid)
             domain, index = context.domain, context.index
-            if domain is None:
+            if domain is None or (tenant is not None and not tenant.owns_value(domain)):
                 raise PolicyConflict(
                     f"routing domain {created.rdid} does not exist",
                     [FieldViolation("virtual_subnet.rdid", f"no routing domain {created.rdid}")],
                 )
             if index is not None:
+                # The number is taken; in which domain, only its tenant (or an admin) learns.
+                holder = index.value.decode()
+                where = f" (routing domain {holder})" if tenant is None or tenant.owns(holder) else ""
                 raise ResourceExists(
-                    f"virtual subnet {created.vsid} already exists (routing domain {index.value.decode()})",
+                    f"virtual subnet {created.vsid} already exists{where}",
                     [FieldViolation("virtual_subnet.vsid", f"VSID {created.vsid} is taken")],
                 )
             revision = self._write_subnet(
@@ -270,26 +225,35 @@ class PolicyStore:
                 return created
         raise AssertionError("unreachable")
 
-    def get_virtual_subnet(self, vsid: int) -> types_pb2.VirtualSubnet:
-        _valid_vsid(vsid, "vsid")
-        rdid = self._rdid_of(vsid, "vsid")
+    def get_virtual_subnet(self, vsid: int, *, tenant: TenantFilter | None = None) -> types_pb2.VirtualSubnet:
+        valid_vsid(vsid, "vsid")
+        rdid = self._rdid_of(vsid, "vsid", tenant)
         return self._get_resource(
             keys.subnet_key(rdid, vsid), types_pb2.VirtualSubnet, f"virtual subnet {vsid}"
         )
 
     def update_virtual_subnet(
-        self, subnet: types_pb2.VirtualSubnet, expected_revision: int = 0
+        self,
+        subnet: types_pb2.VirtualSubnet,
+        expected_revision: int = 0,
+        *,
+        tenant: TenantFilter | None = None,
     ) -> types_pb2.VirtualSubnet:
         if not subnet.rdid and subnet.vsid:
             filled = types_pb2.VirtualSubnet()
             filled.CopyFrom(subnet)
-            filled.rdid = self._rdid_of(subnet.vsid, "virtual_subnet.vsid")
+            filled.rdid = self._rdid_of(subnet.vsid, "virtual_subnet.vsid", tenant)
             subnet = filled
         wanted = validation.validate_virtual_subnet(subnet)
         what = f"virtual subnet {wanted.vsid}"
         for _ in self._txns.attempts(f"update {what}"):
             context = self._subnet_context(wanted.rdid, wanted.vsid)
-            if context.index is None:
+            # To a tenant, a VSID in a domain not its own (named or not) is one that does not exist.
+            foreign = tenant is not None and (
+                not tenant.owns(wanted.rdid)
+                or (context.index is not None and context.index.value != wanted.rdid.encode())
+            )
+            if context.index is None or foreign:
                 raise ResourceNotFound(f"{what} does not exist")
             violations = validation.Violations()
             validation.immutable("virtual_subnet.rdid", context.index.value.decode(), wanted.rdid, violations)
@@ -297,7 +261,7 @@ class PolicyStore:
             stored, domain = context.subnet, context.domain
             if stored is None or domain is None:
                 raise ResourceNotFound(f"{what} does not exist")
-            _check_expected(stored, expected_revision, what)
+            check_expected(stored, expected_revision, what)
             compares = [Compare.mod_revision_is(stored.key, stored.mod_revision)]
             if subnet_change.rule_changes(resource_from(stored, types_pb2.VirtualSubnet), wanted):
                 stranded = subnet_change.stranded(self.kv, wanted, context.revision, self.unreadable)
@@ -312,16 +276,19 @@ class PolicyStore:
                 return wanted
         raise AssertionError("unreachable")
 
-    def delete_virtual_subnet(self, vsid: int, expected_revision: int = 0) -> int:
-        _valid_vsid(vsid, "vsid")
+    def delete_virtual_subnet(
+        self, vsid: int, expected_revision: int = 0, *, tenant: TenantFilter | None = None
+    ) -> int:
+        valid_vsid(vsid, "vsid")
         what = f"virtual subnet {vsid}"
         for _ in self._txns.attempts(f"delete {what}"):
-            rdid = self._rdid_of(vsid, "vsid")
+            # The delete compares the index read here, so the domain checked is the one it deletes in.
+            rdid = self._rdid_of(vsid, "vsid", tenant)
             context = self._subnet_context(rdid, vsid)
             domain, index, stored = context.domain, context.index, context.subnet
             if index is None or stored is None or domain is None:
                 raise ResourceNotFound(f"{what} does not exist")
-            _check_expected(stored, expected_revision, what)
+            check_expected(stored, expected_revision, what)
             for label, prefix in (
                 ("lookup records", keys.records_prefix(rdid, vsid)),
                 ("customer routes", keys.routes_prefix(rdid, vsid)),
@@ -354,12 +321,12 @@ class PolicyStore:
         raise AssertionError("unreachable")
 
     def list_virtual_subnets(
-        self, page: types_pb2.PageRequest, rdid: str = ""
+        self, page: types_pb2.PageRequest, rdid: str = "", *, tenant: TenantFilter | None = None
     ) -> ListPage[types_pb2.VirtualSubnet]:
         if rdid:
-            rdid = _valid_rdid(rdid, "rdid")
+            rdid = valid_rdid(rdid, "rdid")
         return self._listing.across_domains(
-            page, keys.subnets_prefix, types_pb2.VirtualSubnet, only_rdid=rdid or None
+            page, keys.subnets_prefix, types_pb2.VirtualSubnet, only_rdid=rdid or None, admit=admitter(tenant)
         )
 
     # -- provider addresses --------------------------------------------------------------------
@@ -377,7 +344,7 @@ class PolicyStore:
         return created
 
     def get_provider_address(self, pa_ip: str) -> types_pb2.ProviderAddress:
-        pa_ip = _valid_ip(pa_ip, "pa_ip")
+        pa_ip = valid_ip(pa_ip, "pa_ip")
         return self._get_resource(keys.pa_key(pa_ip), types_pb2.ProviderAddress, f"provider address {pa_ip}")
 
     def update_provider_address(
@@ -400,7 +367,7 @@ class PolicyStore:
         )
 
     def delete_provider_address(self, pa_ip: str, expected_revision: int = 0) -> int:
-        pa_ip = _valid_ip(pa_ip, "pa_ip")
+        pa_ip = valid_ip(pa_ip, "pa_ip")
 
         def dependents(_found: KeyValue, revision: int) -> Guard:
             users = self._records_using_pa(pa_ip, revision)
@@ -467,25 +434,35 @@ class PolicyStore:
                 state.learn(get.key, found[0] if found else None)
         raise AssertionError("unreachable")
 
-    def create_lookup_record(self, record: types_pb2.LookupRecord) -> types_pb2.LookupRecord:
-        change = RecordChange(Mode.CREATE, validation.validate_lookup_record(record))
+    def create_lookup_record(
+        self, record: types_pb2.LookupRecord, *, tenant: TenantFilter | None = None
+    ) -> types_pb2.LookupRecord:
+        valid = validation.validate_lookup_record(record)
+        change = RecordChange(Mode.CREATE, valid, domain=domain_for(tenant, valid.vsid))
         stored, revision = self._write_record(change)
         assert stored is not None
         stored.revision = revision
         return stored
 
-    def get_lookup_record(self, vsid: int, ca: str) -> types_pb2.LookupRecord:
+    def get_lookup_record(
+        self, vsid: int, ca: str, *, tenant: TenantFilter | None = None
+    ) -> types_pb2.LookupRecord:
         vsid, ca = validation.validate_record_id(vsid, ca)
-        rdid = self._rdid_of(vsid, "vsid")
+        rdid = self._rdid_of(vsid, "vsid", tenant)
         return self._get_resource(
             keys.record_key(rdid, vsid, ca), types_pb2.LookupRecord, f"lookup record {ca} in VSID {vsid}"
         )
 
     def update_lookup_record(
-        self, record: types_pb2.LookupRecord, expected_revision: int = 0
+        self,
+        record: types_pb2.LookupRecord,
+        expected_revision: int = 0,
+        *,
+        tenant: TenantFilter | None = None,
     ) -> types_pb2.LookupRecord:
+        valid = validation.validate_lookup_record(record)
         change = RecordChange(
-            Mode.UPDATE, validation.validate_lookup_record(record), expected_revision=expected_revision
+            Mode.UPDATE, valid, expected_revision=expected_revision, domain=domain_for(tenant, valid.vsid)
         )
         stored, revision = self._write_record(change)
         assert stored is not None
@@ -493,18 +470,27 @@ class PolicyStore:
             stored.revision = revision
         return stored
 
-    def delete_lookup_record(self, vsid: int, ca: str, expected_revision: int = 0) -> int:
+    def delete_lookup_record(
+        self, vsid: int, ca: str, expected_revision: int = 0, *, tenant: TenantFilter | None = None
+    ) -> int:
         vsid, ca = validation.validate_record_id(vsid, ca)
         change = RecordChange(
             Mode.DELETE,
             types_pb2.LookupRecord(vsid=vsid, ca=ca),
             expected_revision=expected_revision,
             field="",
+            domain=domain_for(tenant, vsid),
         )
         return self._write_record(change)[1]
 
     def list_lookup_records(
-        self, page: types_pb2.PageRequest, vsid: int = 0, rdid: str = "", pa: str = ""
+        self,
+        page: types_pb2.PageRequest,
+        vsid: int = 0,
+        rdid: str = "",
+        pa: str = "",
+        *,
+        tenant: TenantFilter | None = None,
     ) -> ListPage[types_pb2.LookupRecord]:
         violations = validation.Violations()
         validation.check_ids_exclusive({"vsid": vsid, "rdid": rdid}, violations)
@@ -521,20 +507,26 @@ class PolicyStore:
 
         if vsid:
             index = self.kv.get(keys.vsid_index_key(vsid))
-            if index is None:
+            if index is None or (tenant is not None and not tenant.owns(index.value.decode())):
                 return ListPage([], "", self.kv.current_revision())
             return self._listing.under_prefix(
                 page, keys.records_prefix(index.value.decode(), vsid), types_pb2.LookupRecord, wanted
             )
         return self._listing.across_domains(
-            page, keys.records_prefix, types_pb2.LookupRecord, only_rdid=rdid or None, wanted=wanted
+            page,
+            keys.records_prefix,
+            types_pb2.LookupRecord,
+            only_rdid=rdid or None,
+            wanted=wanted,
+            admit=admitter(tenant),
         )
 
     def move_lookup_records(
-        self, request: policy_pb2.MoveLookupRecordsRequest
+        self, request: policy_pb2.MoveLookupRecordsRequest, *, tenant: TenantFilter | None = None
     ) -> policy_pb2.MoveLookupRecordsResponse:
-        """Move records to a host's PA in one transaction, or nothing (see ``RecordMover``)."""
-        return self._mover.move(request)
+        """Move records to a host's PA in one transaction, or nothing (see ``RecordMover``); a
+        ``tenant`` moves only records of its own domains."""
+        return self._mover.move(request, tenant.owns if tenant is not None else None)
 
     def bulk_apply(self) -> RecordApply:
         """Bulk upserts and deletes, fed as their stream arrives, applied in order in as few
@@ -544,15 +536,18 @@ class PolicyStore:
 
     # -- customer routes -----------------------------------------------------------------------
 
-    def create_customer_route(self, route: types_pb2.CustomerRoute) -> types_pb2.CustomerRoute:
+    def create_customer_route(
+        self, route: types_pb2.CustomerRoute, *, tenant: TenantFilter | None = None
+    ) -> types_pb2.CustomerRoute:
         created = validation.validate_customer_route(route)
+        foreign = tenant is not None and not tenant.owns(created.rdid)
         key = keys.route_key(created.rdid, created.vsid, created.destination_prefix, created.next_hop)
         index_key = keys.vsid_index_key(created.vsid)
         subnet_key = keys.subnet_key(created.rdid, created.vsid)
         for _ in self._txns.attempts("create customer route"):
             (index_found, subnet_found), _revision = self._txns.snapshot([Get(index_key), Get(subnet_key)])
             index = index_found[0] if index_found else None
-            if index is None or index.value.decode() != created.rdid or not subnet_found:
+            if foreign or index is None or index.value.decode() != created.rdid or not subnet_found:
                 raise PolicyConflict(
                     f"routing domain {created.rdid} has no virtual subnet {created.vsid}",
                     [FieldViolation("customer_route.vsid", f"VSID {created.vsid} is not in {created.rdid}")],
@@ -589,15 +584,27 @@ class PolicyStore:
         raise AssertionError("unreachable")
 
     def get_customer_route(
-        self, rdid: str, vsid: int, destination_prefix: str, next_hop: str
+        self,
+        rdid: str,
+        vsid: int,
+        destination_prefix: str,
+        next_hop: str,
+        *,
+        tenant: TenantFilter | None = None,
     ) -> types_pb2.CustomerRoute:
         route = validation.validate_route_id(rdid, vsid, destination_prefix, next_hop)
+        _own_route(route, tenant)
         return self._get_resource(_route_key(route), types_pb2.CustomerRoute, "customer route")
 
     def update_customer_route(
-        self, route: types_pb2.CustomerRoute, expected_revision: int = 0
+        self,
+        route: types_pb2.CustomerRoute,
+        expected_revision: int = 0,
+        *,
+        tenant: TenantFilter | None = None,
     ) -> types_pb2.CustomerRoute:
         wanted = validation.validate_customer_route(route)
+        _own_route(wanted, tenant)
 
         def merge(stored: types_pb2.CustomerRoute) -> types_pb2.CustomerRoute:
             stored.metric = wanted.metric
@@ -608,13 +615,26 @@ class PolicyStore:
         )
 
     def delete_customer_route(
-        self, rdid: str, vsid: int, destination_prefix: str, next_hop: str, expected_revision: int = 0
+        self,
+        rdid: str,
+        vsid: int,
+        destination_prefix: str,
+        next_hop: str,
+        expected_revision: int = 0,
+        *,
+        tenant: TenantFilter | None = None,
     ) -> int:
         route = validation.validate_route_id(rdid, vsid, destination_prefix, next_hop)
+        _own_route(route, tenant)
         return self._delete(_route_key(route), "customer route", expected_revision)
 
     def list_customer_routes(
-        self, page: types_pb2.PageRequest, rdid: str = "", vsid: int = 0
+        self,
+        page: types_pb2.PageRequest,
+        rdid: str = "",
+        vsid: int = 0,
+        *,
+        tenant: TenantFilter | None = None,
     ) -> ListPage[types_pb2.CustomerRoute]:
         violations = validation.Violations()
         if rdid:
@@ -625,9 +645,11 @@ class PolicyStore:
                 violations.add("rdid", "required with vsid (routes are kept per routing domain)")
         violations.raise_if_any("list filter")
         if vsid:
+            if tenant is not None and not tenant.owns(rdid):
+                return ListPage([], "", self.kv.current_revision())
             return self._listing.under_prefix(page, keys.routes_prefix(rdid, vsid), types_pb2.CustomerRoute)
         return self._listing.across_domains(
-            page, keys.routes_prefix, types_pb2.CustomerRoute, only_rdid=rdid or None
+            page, keys.routes_prefix, types_pb2.CustomerRoute, only_rdid=rdid or None, admit=admitter(tenant)
         )
 
     # -- watch and status ----------------------------------------------------------------------
@@ -638,10 +660,12 @@ class PolicyStore:
         rdids: Sequence[str],
         on_open: Callable[[Callable[[], None]], None],
         backlog: WatchBacklog | None = None,
+        *,
+        tenant: TenantFilter | None = None,
     ) -> Iterator[policy_pb2.WatchTableResponse]:
-        """Table changes after ``start_revision`` (0: from now), filtered to ``rdids`` (see
-        ``services.policy.watch.watch_table``)."""
-        return watch_table(self.kv, start_revision, rdids, on_open, backlog)
+        """Table changes after ``start_revision`` (0: from now), filtered to ``rdids`` and to a
+        ``tenant``'s domains (see ``services.policy.watch.watch_table``)."""
+        return watch_table(self.kv, start_revision, rdids, on_open, backlog, tenant=tenant)
 
     def table_status(self) -> tuple[int, list[types_pb2.HostStatus]]:
         """The store revision and each live agent's status. Lag is measured against the newest table
@@ -669,9 +693,10 @@ class PolicyStore:
         """Every unreadable stored value (``unreadable.check_table``), quarantined on request."""
         return check_table(self._txns, quarantine=quarantine)
 
-    def rdid_of_vsid(self, vsid: int) -> str | None:
+    def rdid_of_vsid(self, vsid: int, *, tenant: TenantFilter | None = None) -> str | None:
         index = self.kv.get(keys.vsid_index_key(vsid))
-        return index.value.decode() if index is not None else None
+        rdid = index.value.decode() if index is not None else None
+        return None if rdid is None or (tenant is not None and not tenant.owns(rdid)) else rdid
 
     def read_domain_snapshot(self, rdid: str) -> tuple[list[KeyValue], int]:
         """Every PA and every key of one routing domain, at one revision (for SelectNextHop)."""
@@ -681,33 +706,11 @@ class PolicyStore:
         return [kv for found in responses for kv in found], revision
 
 
+def _own_route(route: types_pb2.CustomerRoute, tenant: TenantFilter | None) -> None:
+    """A route is kept under its domain's key: one in a domain not the tenant's is none to it."""
+    if tenant is not None and not tenant.owns(route.rdid):
+        raise ResourceNotFound("customer route does not exist")
+
+
 def _route_key(route: types_pb2.CustomerRoute) -> bytes:
     return keys.route_key(route.rdid, route.vsid, route.destination_prefix, route.next_hop)
-
-
-def _check_expected(found: KeyValue, expected_revision: int, what: str) -> None:
-    if expected_revision and found.mod_revision != expected_revision:
-        raise StaleRevision(
-            f"{what} is at revision {found.mod_revision}, not the expected {expected_revision}",
-            [FieldViolation("expected_revision", f"stale: the resource is at revision {found.mod_revision}")],
-        )
-
-
-def _valid_rdid(rdid: str, field: str) -> str:
-    violations = validation.Violations()
-    checked = validation.check_rdid(rdid, field, violations)
-    violations.raise_if_any("routing domain ID")
-    return checked
-
-
-def _valid_vsid(vsid: int, field: str) -> None:
-    violations = validation.Violations()
-    validation.check_vsid(vsid, field, violations)
-    violations.raise_if_any("VSID")
-
-
-def _valid_ip(value: str, field: str) -> str:
-    violations = validation.Violations()
-    checked = validation.check_ipv4(value, field, violations)
-    violations.raise_if_any("address")
-    return checked

@@ -8,10 +8,19 @@ from collections.abc import Callable, Iterator, Sequence
 
 from overland.v1 import policy_pb2, types_pb2
 from services.common.errors import FieldViolation
-from services.common.kv import KV, EventType, KVCompactedError, KVWatchOverflowError, WatchBacklog, WatchEvent
+from services.common.kv import (
+    KV,
+    EventType,
+    KeyValue,
+    KVCompactedError,
+    KVWatchOverflowError,
+    WatchBacklog,
+    WatchEvent,
+)
 from services.common.schema import decode_entry, keys
 from services.policy import validation
 from services.policy.errors import PolicyConflict, WatchBacklogExceeded
+from services.policy.tenancy import TenantFilter
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +31,12 @@ def watch_table(
     rdids: Sequence[str],
     on_open: Callable[[Callable[[], None]], None],
     backlog: WatchBacklog | None = None,
+    *,
+    tenant: TenantFilter | None = None,
 ) -> Iterator[policy_pb2.WatchTableResponse]:
     """Table changes after ``start_revision`` (0: from now), filtered to ``rdids`` (provider
-    addresses always pass). ``on_open`` receives the function that cancels the watch.
+    addresses always pass) and, for a ``tenant``, to its own domains (``TenantFilter.sees_event``).
+    ``on_open`` receives the function that cancels the watch.
 
     With a ``backlog``, a client that reads nothing while it is full ends with
     ``WatchBacklogExceeded`` naming the revision it has every change up to. gRPC asks this generator
@@ -45,7 +57,11 @@ def watch_table(
             events = [
                 table_event(event)
                 for event in batch.events
-                if event.kv.key.startswith(keys.PA_PREFIX) or event.kv.key.startswith(prefixes)
+                if event.kv.key.startswith(keys.PA_PREFIX)
+                or (
+                    event.kv.key.startswith(prefixes)
+                    and (tenant is None or tenant.sees_event(event.kv.key, _written(event)))
+                )
             ]
             if events or batch.progress:
                 yield policy_pb2.WatchTableResponse(events=events, revision=batch.revision)
@@ -63,6 +79,10 @@ def watch_table(
         ) from error
     finally:
         stream.cancel()
+
+
+def _written(event: WatchEvent) -> KeyValue | None:
+    return event.kv if event.type is EventType.PUT else None
 
 
 def table_event(event: WatchEvent) -> types_pb2.TableEvent:

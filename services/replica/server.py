@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import grpc
 
 from overland.v1 import replica_pb2, replica_pb2_grpc, vm_pb2, vm_pb2_grpc
+from services.common.access import Authorization
 from services.common.clock import SYSTEM_CLOCK, Clock
 from services.common.server import GrpcServer, build_server
 from services.common.telemetry import Telemetry, server_interceptors
+from services.replica.access import RULES
 from services.replica.config import ReplicaConfig
 from services.replica.disks import SiteDisks
 from services.replica.dr.servicer import ReceiverServicer, add_receiver_to_server
@@ -124,7 +126,13 @@ def create_server(config: ReplicaConfig, *, clock: Clock = SYSTEM_CLOCK) -> tupl
                 add_receiver_to_server(receiver, server)
 
         names = (PRIMARY_GRPC_SERVICE, VM_GRPC_SERVICE, *((RECEIVER_GRPC_SERVICE,) if receiver else ()))
-        built = build_server(config.server, names, register, server_interceptors(telemetry))
+        built = build_server(
+            config.server,
+            names,
+            register,
+            server_interceptors(telemetry),
+            authorization=Authorization.of_server(RULES, config.server),
+        )
         nbd.start()
     except Exception:
         if failover is not None:

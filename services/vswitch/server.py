@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import grpc
 
 from overland.v1 import vswitch_pb2, vswitch_pb2_grpc
+from services.common.access import Authorization
 from services.common.clock import SYSTEM_CLOCK, Clock
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.common.etcd_kv import EtcdKV
@@ -20,6 +21,7 @@ from services.common.kv import KV
 from services.common.server import GrpcServer, build_server
 from services.common.table import RoutingTable
 from services.common.telemetry import Telemetry, server_interceptors
+from services.vswitch import access
 from services.vswitch.agent import Agent
 from services.vswitch.config import AgentConfig
 from services.vswitch.datapath_interface import Datapath
@@ -184,7 +186,11 @@ def create_server(
     agent.start()
     try:
         built = build_server(
-            config.server, [GRPC_SERVICE], register, [*server_interceptors(telemetry), *interceptors]
+            config.server,
+            [GRPC_SERVICE],
+            register,
+            [*server_interceptors(telemetry), *interceptors],
+            authorization=Authorization.of_server(access.rules(config.host_name), config.server),
         )
     except BaseException:
         agent.stop()

@@ -20,6 +20,7 @@ import grpc
 from overland.config import TlsFiles
 from services.common.config import EtcdConfig, EtcdCredentials
 from services.common.etcd_auth import POLICY_USER, ROOT_USER, host_user, read_passwords, write_password
+from services.common.identity import Role
 from tools.pki import ETCD_CLIENT_CN, CertificateAuthority
 
 # The CN of the suite's own calls to the services (the services require client certificates).
@@ -56,7 +57,14 @@ class SuiteSecurity:
             etcd_server,
             ca.issue(directory, "etcd-client", ETCD_CLIENT_CN, client=True),
             ca.issue(directory, "etcd-admin", ROOT_USER, client=True),
-            ca.issue(directory, "suite-client", SUITE_CLIENT_CN, client=True),
+            # The suite operates every service: an admin.
+            ca.issue(
+                directory,
+                "suite-client",
+                SUITE_CLIENT_CN,
+                client=True,
+                identity=(Role.ADMIN, SUITE_CLIENT_CN),
+            ),
         )
         for user in (ROOT_USER, POLICY_USER, *(host_user(host) for host in hosts)):
             write_password(security.users, user)

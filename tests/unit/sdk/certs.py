@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.identity import Role
 from tools.pki import CertificateAuthority
 
 
@@ -24,7 +25,9 @@ def make_pki(directory: Path) -> Pki:
     server = ca.issue(
         directory, "server", "localhost", dns=["localhost"], ips=["127.0.0.1"], server=True, days=1
     )
-    client = ca.issue(directory, "client", "overland-cli", client=True, days=1)
+    client = ca.issue(
+        directory, "client", "overland-cli", client=True, days=1, identity=(Role.ADMIN, "overland-cli")
+    )
     assert server.cert is not None
     assert server.key is not None
     assert client.cert is not None
