@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from overland.config import TlsFiles as TlsFiles
     from overland.errors import AbortedError as AbortedError
     from overland.errors import AlreadyExistsError as AlreadyExistsError
+    from overland.errors import CertificateRefusedError as CertificateRefusedError
     from overland.errors import ConfigurationError as ConfigurationError
     from overland.errors import DeadlineExceededError as DeadlineExceededError
     from overland.errors import FailedPreconditionError as FailedPreconditionError
@@ -54,6 +55,7 @@ PUBLIC_NAMES = {
     "overland.errors": (
         "AbortedError",
         "AlreadyExistsError",
+        "CertificateRefusedError",
         "ConfigurationError",
         "DeadlineExceededError",
         "FailedPreconditionError",

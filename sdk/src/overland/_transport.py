@@ -21,8 +21,15 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from overland._tls_probe import refused_certificate
 from overland.config import ClientConfig, Endpoint, Service
-from overland.errors import ConfigurationError, OverlandError, error_from_rpc
+from overland.errors import (
+    CertificateRefusedError,
+    ConfigurationError,
+    OverlandError,
+    UnavailableError,
+    error_from_rpc,
+)
 from overland.retry import RetryPlan, RetryPolicy
 
 P = ParamSpec("P")
@@ -149,7 +156,8 @@ class _Transport(ApiBase, Generic[ChannelT]):
         if endpoint is not None:
             config = config.with_endpoint(self.service, endpoint)
         self.config = config
-        self.channel: ChannelT = self._connect(channel, config.endpoint(self.service), interceptors)
+        self.endpoint = config.endpoint(self.service)
+        self.channel: ChannelT = self._connect(channel, self.endpoint, interceptors)
         self._stub = self.stub_class(self.channel)
 
     def _connect(self, channel: ChannelT | None, endpoint: Endpoint, interceptors: Sequence[Any]) -> ChannelT:
@@ -169,24 +177,33 @@ class _Transport(ApiBase, Generic[ChannelT]):
         timeout = self.config.stream_timeout if spec.long_lived else self.config.timeout
         return RetryPlan(self.config.retry, timeout, idempotent=spec.idempotent)
 
+    def _failure(self, rpc_error: grpc.RpcError) -> OverlandError:
+        """The error of a failed call. UNAVAILABLE over mutual TLS may be the server refusing this
+        client's certificate, which gRPC does not tell from an outage: a handshake of its own tells."""
+        error = error_from_rpc(rpc_error)
+        if isinstance(error, UnavailableError) and self.endpoint.tls is not None and self.endpoint.tls.cert:
+            alert = refused_certificate(self.endpoint)
+            if alert is not None:
+                return CertificateRefusedError(
+                    f"{self.endpoint.address} refused this client's certificate {self.endpoint.tls.cert} "
+                    f"({alert}): it must be signed by a CA the server trusts and be valid now"
+                )
+        return error
+
     def _method(self, spec: RpcSpec) -> Callable[..., Any]:
         method: Callable[..., Any] = getattr(self._stub, spec.name)
         return method
 
 
-def _delay_or_raise(plan: RetryPlan, rpc_error: grpc.RpcError) -> float:
-    error = error_from_rpc(rpc_error)
+def _delay_or_raise(plan: RetryPlan, error: OverlandError) -> float:
     delay = plan.retry_delay(error)
     if delay is None:
         raise plan.final_error(error) from None
     return delay
 
 
-def _resume_or_raise(
-    plan: RetryPlan, spec: RpcSpec, request: Any, rpc_error: grpc.RpcError
-) -> tuple[Any, float]:
+def _resume_or_raise(plan: RetryPlan, spec: RpcSpec, request: Any, error: OverlandError) -> tuple[Any, float]:
     """The request that continues a broken stream and how long to wait first, or raise."""
-    error = error_from_rpc(rpc_error)
     resumed = spec.after_error(request, error)
     delay = plan.retry_delay(error, resumable=resumed is not None)
     if delay is None:
@@ -218,7 +235,7 @@ class SyncTransport(_Transport[grpc.Channel]):
             try:
                 return self._method(spec)(request, timeout=plan.remaining())
             except grpc.RpcError as rpc_error:
-                time.sleep(_delay_or_raise(plan, rpc_error))
+                time.sleep(_delay_or_raise(plan, self._failure(rpc_error)))
 
     def pages(self, spec: RpcSpec, request: Message | None) -> Generator[Any, None, None]:
         while request is not None:
@@ -238,8 +255,8 @@ class SyncTransport(_Transport[grpc.Channel]):
                 return
             except grpc.RpcError as rpc_error:
                 if request is None:
-                    raise error_from_rpc(rpc_error) from None
-                request, delay = _resume_or_raise(plan, spec, request, rpc_error)
+                    raise self._failure(rpc_error) from None
+                request, delay = _resume_or_raise(plan, spec, request, self._failure(rpc_error))
                 time.sleep(delay)
             finally:
                 call.cancel()
@@ -272,7 +289,8 @@ class AioTransport(_Transport[grpc.aio.Channel]):
             try:
                 return await self._method(spec)(request, timeout=plan.remaining())
             except grpc.RpcError as rpc_error:
-                await asyncio.sleep(_delay_or_raise(plan, rpc_error))
+                error = await asyncio.to_thread(self._failure, rpc_error)
+                await asyncio.sleep(_delay_or_raise(plan, error))
 
     async def pages(self, spec: RpcSpec, request: Message | None) -> AsyncGenerator[Any, None]:
         while request is not None:
@@ -293,9 +311,10 @@ class AioTransport(_Transport[grpc.aio.Channel]):
                         yield item
                 return
             except grpc.RpcError as rpc_error:
+                error = await asyncio.to_thread(self._failure, rpc_error)
                 if request is None:
-                    raise error_from_rpc(rpc_error) from None
-                request, delay = _resume_or_raise(plan, spec, request, rpc_error)
+                    raise error from None
+                request, delay = _resume_or_raise(plan, spec, request, error)
                 await asyncio.sleep(delay)
             finally:
                 call.cancel()

@@ -133,6 +133,11 @@ class UnauthenticatedError(OverlandError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class CertificateRefusedError(UnauthenticatedError):
+    """The server refused the client's TLS certificate (an unknown CA, an expired or missing one): a
+    mistake of the client's configuration, not an outage, so it is never retried."""
+
+
 class ConfigurationError(OverlandError):
     """The client's own configuration is wrong (a bad endpoint, a missing TLS file); no call was made."""
 

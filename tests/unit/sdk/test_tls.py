@@ -4,11 +4,13 @@ and a server that requires client certificates refuses a client without one."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 
 from overland import (
+    CertificateRefusedError,
     ClientConfig,
     ConfigurationError,
     Endpoint,
@@ -17,7 +19,9 @@ from overland import (
     TlsFiles,
     UnavailableError,
 )
-from tests.unit.sdk.certs import Pki
+from overland.retry import RetryPolicy
+from tests.unit.sdk.certs import Pki, make_pki
+from tests.unit.sdk.cli_runner import invoke
 from tests.unit.sdk.conftest import FAST_RETRY, Running, start_fake
 
 
@@ -52,6 +56,40 @@ def test_client_without_certificate_is_refused(mtls_server: Running, pki: Pki) -
     with _client(mtls_server.address, TlsFiles(ca=pki.ca)) as client, pytest.raises(UnavailableError):
         client.get_table_status()
     assert mtls_server.fake.calls["GetTableStatus"] == 0
+
+
+def test_a_refused_certificate_says_so_and_is_not_retried(
+    mtls_server: Running, pki: Pki, tmp_path: Path
+) -> None:
+    stranger = make_pki(tmp_path / "other")  # a certificate of a CA the server does not trust
+    tls = TlsFiles(ca=pki.ca, cert=stranger.client_cert, key=stranger.client_key)
+    config = ClientConfig(
+        endpoints={Service.POLICY: Endpoint(mtls_server.address, tls)},
+        timeout=30,
+        # Retried as an outage, this would take minutes: the call ends at its first failure.
+        retry=RetryPolicy(max_attempts=50, initial_backoff=5, max_backoff=5),
+    )
+    with PolicyClient(config=config) as client, pytest.raises(CertificateRefusedError) as refused:
+        client.get_table_status()
+    assert "refused this client's certificate" in refused.value.message
+    assert str(stranger.client_cert) in refused.value.message
+    code, _out, err = invoke(
+        {
+            "OVERLAND_POLICY_ENDPOINT": mtls_server.address,
+            "OVERLAND_TLS_CA": str(pki.ca),
+            "OVERLAND_TLS_CERT": str(stranger.client_cert),
+            "OVERLAND_TLS_KEY": str(stranger.client_key),
+        },
+        "policy",
+        "status",
+    )
+    assert code == 8
+    assert "refused this client's certificate" in err
+    # The server's own certificate, refused by nobody: an outage stays an outage.
+    with _client(
+        mtls_server.address, TlsFiles(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+    ) as client:
+        assert client.get_table_status() is not None
 
 
 def test_plaintext_client_is_refused(mtls_server: Running) -> None:
