@@ -14,7 +14,7 @@ import argparse
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Self
 
@@ -139,6 +139,14 @@ class ReplicaConfig:
         if host in WILDCARD_HOSTS:
             host = socket.gethostname()
         return f"{host}:{port}"
+
+    def bound_to(self, port: int) -> ReplicaConfig:
+        """This configuration once the server listens on ``port``: a site bound to port 0 tells other
+        sites the port it got, not ":0" (they call it back: a planned failover adopts through it)."""
+        if self.site_endpoint or not self.server.bind.endswith(":0"):
+            return self
+        host = self.endpoint.rpartition(":")[0]
+        return replace(self, site_endpoint=f"{host}:{port}")
 
     @property
     def nbd_socket_path(self) -> Path:

@@ -133,6 +133,9 @@ def create_server(config: ReplicaConfig, *, clock: Clock = SYSTEM_CLOCK) -> tupl
             server_interceptors(telemetry),
             authorization=Authorization.of_server(RULES, config.server),
         )
+        # Both read the endpoint this site advertises only when they call other sites, which starts
+        # after this: the one they hold now names the port the server got.
+        manager.config = failover.config = config.bound_to(built.port)
         nbd.start()
     except Exception:
         if failover is not None:
