@@ -540,8 +540,9 @@ class CommandLine:
                 message = f"give the password in a file or in {defaults.ETCD_PASSWORD_ENV}, not both"
                 self.violations.append(FieldViolation("etcd.password_file", message))
             try:
-                # One line; the newline an editor or `echo` leaves is not part of it.
-                password = Path(password_file).read_text().rstrip("\r\n")
+                # One line; the newline an editor or `echo` leaves is not part of it. Bytes, not
+                # text mode: its newline translation would turn a "\r" inside the password into "\n".
+                password = Path(password_file).read_bytes().decode().rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as error:
                 reason = getattr(error, "strerror", None) or str(error)
                 self.violations.append(
