@@ -17,6 +17,7 @@ from services.policy import validation
 from services.policy.errors import ResourceNotFound
 from services.policy.listing import ListPage, TableListing
 from services.policy.txns import TableTxns
+from services.policy.unreadable import UnreadableEntries
 
 
 def live_status(kv: KeyValue, table_revision: int) -> types_pb2.HostStatus:
@@ -28,10 +29,14 @@ def live_status(kv: KeyValue, table_revision: int) -> types_pb2.HostStatus:
     return status
 
 
-def with_status(host: types_pb2.Host, status: KeyValue | None, table_revision: int) -> types_pb2.Host:
-    """``host`` (a registration) as GetHost answers it: alive, with its agent's status, or not."""
+def with_status(
+    host: types_pb2.Host, status: KeyValue | None, table_revision: int, unreadable: UnreadableEntries
+) -> types_pb2.Host:
+    """``host`` (a registration) as GetHost answers it: alive, with its agent's status, or not. A
+    status written around the service that it cannot read still means alive (its lease holds); it is
+    reported and left out, rather than failing the call for every host."""
     host.alive = status is not None
-    if status is not None:
+    if status is not None and unreadable.read(status, types_pb2.HostStatus, "host-status") is not None:
         host.status.CopyFrom(live_status(status, table_revision))
     return host
 
@@ -46,9 +51,10 @@ def valid_host_name(host_name: str, field: str = "host_name") -> str:
 class HostRegistry:
     """Reads of the host registry over the store's transactions and listings."""
 
-    def __init__(self, txns: TableTxns, listing: TableListing) -> None:
+    def __init__(self, txns: TableTxns, listing: TableListing, unreadable: UnreadableEntries) -> None:
         self._txns = txns
         self._listing = listing
+        self._unreadable = unreadable
 
     def get(self, host_name: str) -> types_pb2.Host:
         name = valid_host_name(host_name)
@@ -64,6 +70,7 @@ class HostRegistry:
             resource_from(registration[0], types_pb2.Host),
             status[0] if status else None,
             marker[0].mod_revision if marker else 0,
+            self._unreadable,
         )
 
     def list(self, page: types_pb2.PageRequest) -> ListPage[types_pb2.Host]:
@@ -84,5 +91,5 @@ class HostRegistry:
         )
         table_revision = marker[0].mod_revision if marker else 0
         for host in found.items:
-            with_status(host, statuses.get(keys.host_key(host.host_name)), table_revision)
+            with_status(host, statuses.get(keys.host_key(host.host_name)), table_revision, self._unreadable)
         return found

@@ -72,7 +72,7 @@ class PolicyStore(ResourceStore):
         self._txns = TableTxns(kv, clock=clock, trace_context=trace_context, max_attempts=max_attempts)
         self.unreadable = unreadable or UnreadableEntries()
         self._listing = TableListing(kv, self.unreadable)
-        self._hosts = HostRegistry(self._txns, self._listing)
+        self._hosts = HostRegistry(self._txns, self._listing, self.unreadable)
         self._mover = RecordMover(self._txns)
 
     # -- routing domains -----------------------------------------------------------------------
@@ -665,7 +665,9 @@ class PolicyStore(ResourceStore):
     ) -> Iterator[policy_pb2.WatchTableResponse]:
         """Table changes after ``start_revision`` (0: from now), filtered to ``rdids`` and to a
         ``tenant``'s domains (see ``services.policy.watch.watch_table``)."""
-        return watch_table(self.kv, start_revision, rdids, on_open, backlog, tenant=tenant)
+        return watch_table(
+            self.kv, start_revision, rdids, on_open, backlog, tenant=tenant, unreadable=self.unreadable
+        )
 
     def table_status(self) -> tuple[int, list[types_pb2.HostStatus]]:
         """The store revision and each live agent's status. Lag is measured against the newest table

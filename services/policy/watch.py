@@ -21,6 +21,7 @@ from services.common.schema import decode_entry, keys
 from services.policy import validation
 from services.policy.errors import PolicyConflict, WatchBacklogExceeded
 from services.policy.tenancy import TenantFilter
+from services.policy.unreadable import UnreadableEntries, problem
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def watch_table(
     backlog: WatchBacklog | None = None,
     *,
     tenant: TenantFilter | None = None,
+    unreadable: UnreadableEntries | None = None,
 ) -> Iterator[policy_pb2.WatchTableResponse]:
     """Table changes after ``start_revision`` (0: from now), filtered to ``rdids`` (provider
     addresses always pass) and, for a ``tenant``, to its own domains (``TenantFilter.sees_event``).
@@ -43,6 +45,7 @@ def watch_table(
     for the next response only once the last one is handed to the transport (whose flow control
     bounds what it holds), so the revision of the last batch taken from the watch is exactly where
     the client resumes: it receives every response before the status."""
+    unreadable = unreadable or UnreadableEntries()
     violations = validation.Violations()
     if start_revision < 0:
         violations.add("start_revision", "must not be negative")
@@ -54,17 +57,15 @@ def watch_table(
     on_open(stream.cancel)
     try:
         for batch in stream:
-            events = [
-                table_event(event)
-                for event in batch.events
-                if event.kv.key.startswith(keys.PA_PREFIX)
-                or (
+            response = policy_pb2.WatchTableResponse(revision=batch.revision)
+            for event in batch.events:
+                if event.kv.key.startswith(keys.PA_PREFIX) or (
                     event.kv.key.startswith(prefixes)
                     and (tenant is None or tenant.sees_event(event.kv.key, _written(event)))
-                )
-            ]
-            if events or batch.progress:
-                yield policy_pb2.WatchTableResponse(events=events, revision=batch.revision)
+                ):
+                    _add_event(response, event, unreadable)
+            if response.events or response.unreadable or batch.progress:
+                yield response
     except KVWatchOverflowError as error:
         log.info(
             "a watcher stopped reading; its stream ends with the revision to resume from",
@@ -83,6 +84,29 @@ def watch_table(
 
 def _written(event: WatchEvent) -> KeyValue | None:
     return event.kv if event.type is EventType.PUT else None
+
+
+def _add_event(
+    response: policy_pb2.WatchTableResponse, event: WatchEvent, unreadable: UnreadableEntries
+) -> None:
+    """``event`` into ``response``. A value the service cannot read (``problem``, the listings' rule)
+    goes to ``response.unreadable``, reported, instead of ending every watcher's stream; a delete
+    whose last value is unreadable is a delete without it."""
+    if event.type is EventType.PUT:
+        reason = problem(event.kv)
+        if reason:
+            response.unreadable.append(unreadable.report(event.kv, reason, "watch"))
+            return
+    elif event.prev_kv is not None and event.prev_kv.value and problem(event.prev_kv):
+        response.events.append(
+            types_pb2.TableEvent(
+                type=types_pb2.TableEvent.TYPE_DELETE,
+                key=event.kv.key.decode(),
+                revision=event.kv.mod_revision,
+            )
+        )
+        return
+    response.events.append(table_event(event))
 
 
 def table_event(event: WatchEvent) -> types_pb2.TableEvent:

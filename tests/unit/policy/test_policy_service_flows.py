@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2
-from services.common.kv import Put, WatchBacklog
+from services.common.kv import Delete, Put, WatchBacklog
 from services.common.memory_kv import MemoryKV, MemoryWatch
 from services.common.schema import encode_entry, keys
 from services.policy import PolicyServer
@@ -423,3 +423,43 @@ def test_health_and_reflection(policy_server: PolicyServer) -> None:
         )
         names = {s.name for r in responses for s in r.list_services_response.service}
         assert "overland.v1.PolicyService" in names
+
+
+def test_watch_skips_and_names_an_unreadable_value_and_goes_on(stub: Stub, memory_kv: MemoryKV) -> None:
+    seeded = seed(stub)
+    start = memory_kv.current_revision()
+    garbage = keys.record_key(seeded.rdid, VSID, "192.0.2.200")
+    wrong_kind = keys.record_key(seeded.rdid, VSID, "192.0.2.201")
+    memory_kv.txn([], [Put(garbage, b"\xff\x00 not a StoreEntry")])
+    memory_kv.txn(
+        [],
+        [
+            Put(
+                wrong_kind,
+                encode_entry(types_pb2.ProviderAddress(pa_ip=PA_1, host_name="x", prefix_length=16), 1),
+            )
+        ],
+    )
+    stub.CreateLookupRecord(
+        policy_pb2.CreateLookupRecordRequest(lookup_record=record("192.0.2.10", mac_of(1)))
+    )
+    memory_kv.txn([], [Delete(garbage)])
+    end = memory_kv.current_revision()
+
+    stream = stub.WatchTable(policy_pb2.WatchTableRequest(start_revision=start), timeout=30)
+    events: list[types_pb2.TableEvent] = []
+    unreadable: list[str] = []
+    for response in stream:
+        events.extend(response.events)
+        unreadable.extend(entry.key for entry in response.unreadable)
+        if response.revision >= end:
+            break
+    stream.cancel()
+    # The stream went on past both: the record written after them, then the unreadable one's delete
+    # (without its value, which nobody can read).
+    assert unreadable == [garbage.decode(), wrong_kind.decode()]
+    assert [(e.type, e.key) for e in events] == [
+        (types_pb2.TableEvent.TYPE_PUT, keys.record_key(seeded.rdid, VSID, "192.0.2.10").decode()),
+        (types_pb2.TableEvent.TYPE_DELETE, garbage.decode()),
+    ]
+    assert not events[1].HasField("entry")

@@ -272,3 +272,18 @@ def test_list_hosts_pages_with_each_hosts_status(stub: Stub, memory_kv: MemoryKV
     assert [h.host_name for h in seen] == [f"host-{n}" for n in range(7)]
     assert [h.alive for h in seen] == [n % 2 == 0 for n in range(7)]
     assert all(h.status.host_name == h.host_name for h in seen if h.alive)
+
+
+def test_an_unreadable_status_leaves_its_host_alive_without_it(stub: Stub, memory_kv: MemoryKV) -> None:
+    for number in range(3):
+        register_host(memory_kv, f"host-{number}", f"198.18.0.{number + 1}")
+    # A status written around the service: the host is alive (its key is there), its status unknown.
+    memory_kv.txn([], [Put(keys.host_key("host-1"), b"\x0a\xff")])
+    hosts = stub.ListHosts(policy_pb2.ListHostsRequest()).hosts
+    assert [(h.host_name, h.alive, h.HasField("status")) for h in hosts] == [
+        ("host-0", True, True),
+        ("host-1", True, False),
+        ("host-2", True, True),
+    ]
+    got = stub.GetHost(policy_pb2.GetHostRequest(host_name="host-1"))
+    assert (got.alive, got.HasField("status")) == (True, False)

@@ -415,6 +415,11 @@ def watch(
     json_output = settings(ctx).json_output
     with _client(ctx) as client:
         for response in client.watch_table(start_revision=from_revision, rdids=rdid or []):
+            for entry in response.unreadable:
+                # On stderr: the stream of changes stays what a script reads.
+                typer.echo(
+                    f"unreadable value skipped: {entry.key} ({entry.reason}); see 'policy check'", err=True
+                )
             for event in response.events:
                 if json_output:
                     show_json_line(event)

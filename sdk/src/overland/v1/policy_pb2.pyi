@@ -356,12 +356,14 @@ class WatchTableRequest(_message.Message):
     def __init__(self, start_revision: _Optional[int] = ..., rdids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchTableResponse(_message.Message):
-    __slots__ = ("events", "revision")
+    __slots__ = ("events", "revision", "unreadable")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[_types_pb2.TableEvent]
     revision: int
-    def __init__(self, events: _Optional[_Iterable[_Union[_types_pb2.TableEvent, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    unreadable: _containers.RepeatedCompositeFieldContainer[_types_pb2.UnreadableEntry]
+    def __init__(self, events: _Optional[_Iterable[_Union[_types_pb2.TableEvent, _Mapping]]] = ..., revision: _Optional[int] = ..., unreadable: _Optional[_Iterable[_Union[_types_pb2.UnreadableEntry, _Mapping]]] = ...) -> None: ...
 
 class SelectNextHopRequest(_message.Message):
     __slots__ = ("vsid", "rdid", "source_ca", "destination_ca")
