@@ -325,7 +325,13 @@ def export_recovery_point(
     *,
     vm: VmOption,
     point: Annotated[
-        str, typer.Option(help="The point's id (VM@SEQUENCE, from recovery-points) or sequence.")
+        str,
+        typer.Option(
+            # The same name as failover's; --point is what issue and habit call it.
+            "--recovery-point",
+            "--point",
+            help="The point's id (VM@SEQUENCE, from recovery-points) or sequence.",
+        ),
     ],
     to: Annotated[Path, typer.Option(help="The VHD file to write (it must not exist).")],
     disk: Annotated[str, typer.Option(help="The disk, for a VM with several.")] = "",
