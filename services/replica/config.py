@@ -61,12 +61,40 @@ def client_tls_violations(tls: TlsFiles | None, name: str, *, complete: bool) ->
     certificate's, a file that is not PEM)."""
     if tls is None:
         return []
+    if tls.server_name is not None and tls.ca is None:
+        # Without a CA the name is never checked: TLS to a server of the system's trusted CAs.
+        return [
+            FieldViolation(f"{name}.server_name", "is checked against the certificate of its CA: give the CA")
+        ]
     missing = [
         FieldViolation(f"{name}.{part}", f"file not found: {path}")
         for part in ("ca", "cert", "key")
         if ((path := getattr(tls, part)) is None and complete) or (path is not None and not path.is_file())
     ]
     return missing or [FieldViolation(name, problem) for problem in tls_file_problems(tls)]
+
+
+def client_tls_options(
+    cli: CommandLine, name: str, what: str, variables: tuple[str | None, str | None, str | None] = (None,) * 3
+) -> None:
+    """``--NAME-ca``, ``--NAME-cert``, ``--NAME-key``: the TLS files a site calls ``what`` with (each
+    defaulting to its variable, if it has one)."""
+    ca, cert, key = variables
+    cli.option(f"--{name}-ca", ca, "", f"the CA of {what}'s certificate")
+    cli.option(f"--{name}-cert", cert, "", f"this site's client certificate for {what}")
+    cli.option(f"--{name}-key", key, "", "its private key")
+
+
+def client_tls(
+    cli: CommandLine, args: argparse.Namespace, name: str, server_name: str = ""
+) -> TlsFiles | None:
+    """The files of ``client_tls_options(cli, name, ...)``, None when none is given; ``server_name``
+    (checked instead of the endpoint's host) alone makes TLS files too, so validation can refuse it."""
+    given = [getattr(args, f"{name}_{part}") for part in ("ca", "cert", "key")]
+    tls = cli.tls(*given)
+    if server_name:
+        return replace(tls or TlsFiles(), server_name=server_name)
+    return tls
 
 
 @dataclass(frozen=True)
@@ -81,6 +109,9 @@ class VmRuntimeConfig:
     netns: str = ""
     # The host's vswitch agent; empty: no agent, each NIC is a plain TAP the site makes in ``netns``.
     vswitch_endpoint: str = defaults.VSWITCH.address
+    # TLS to the agent (it serves mutual TLS beyond loopback): its CA, and the site's certificate, which
+    # the agent's rules must allow to attach ports (a host identity for this host, or an admin).
+    vswitch_tls: TlsFiles | None = None
 
     def violations(self) -> list[FieldViolation]:
         found: list[FieldViolation] = []
@@ -90,6 +121,7 @@ class VmRuntimeConfig:
             found.append(FieldViolation("vm.netns", f"{self.netns!r} is not a network namespace name"))
         if self.vswitch_endpoint:
             found += host_port_violation(self.vswitch_endpoint, "vm.vswitch_endpoint")
+        found += client_tls_violations(self.vswitch_tls, "vm.vswitch_tls", complete=False)
         return found
 
 
@@ -241,9 +273,23 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         "",
         "the policy service failover moves lookup records through ('': none)",
     )
-    cli.option("--policy-ca", None, "", "the CA of the policy service's certificate")
-    cli.option("--policy-cert", None, "", "this site's client certificate for the policy service")
-    cli.option("--policy-key", None, "", "its private key")
+    client_tls_options(cli, "policy", "the policy service")
+    client_tls_options(
+        cli,
+        "vswitch",
+        "the vswitch agent",
+        (
+            defaults.REPLICA_VSWITCH_CA_ENV,
+            defaults.REPLICA_VSWITCH_CERT_ENV,
+            defaults.REPLICA_VSWITCH_KEY_ENV,
+        ),
+    )
+    cli.option(
+        "--vswitch-server-name",
+        defaults.REPLICA_VSWITCH_SERVER_NAME_ENV,
+        "",
+        "the name the agent's certificate is checked against (default: the endpoint's host)",
+    )
     cli.switch(
         "--insecure-primary-header",
         defaults.REPLICA_INSECURE_PRIMARY_HEADER_ENV,
@@ -279,11 +325,12 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             accel=args.accel.strip(),
             netns=args.vm_netns.strip(),
             vswitch_endpoint=args.vswitch_endpoint.strip(),
+            vswitch_tls=client_tls(cli, args, "vswitch", args.vswitch_server_name.strip()),
         ),
         site_endpoint=args.site_endpoint.strip(),
         host_name=args.host_name.strip(),
         policy_endpoint=args.policy_endpoint.strip(),
-        policy_tls=cli.tls(args.policy_ca, args.policy_cert, args.policy_key),
+        policy_tls=client_tls(cli, args, "policy"),
         fault_apply_delay_seconds=cli.seconds(args.fault_apply_delay, "fault_apply_delay_seconds"),
         log=cli.log(args),
         telemetry=cli.telemetry(defaults.REPLICA.otel_name, site_name),

@@ -107,7 +107,7 @@ def create_server(config: ReplicaConfig, *, clock: Clock = SYSTEM_CLOCK) -> tupl
             config.state_dir / "vms",
             config.vm,
             disks,
-            site_ports(config.vm.vswitch_endpoint, config.vm.netns),
+            site_ports(config.vm.vswitch_endpoint, config.vm.netns, config.vm.vswitch_tls),
             accel_cache=config.state_dir / "accel.json",
         )
         manager = ReplicationManager(config, disks=disks, telemetry=traced, definitions=host.definition_of)

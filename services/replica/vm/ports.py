@@ -3,9 +3,11 @@
 A port outlives the VM's runs (it is made when the VM first starts and removed with the VM), so a
 restarted VM, or a restarted switch, finds its NIC where it was. Two kinds of switch:
 
-* ``AgentPorts``: the host's vswitch agent (``--vswitch-endpoint``) attaches a TAP_KERNEL port with
-  the NIC's MAC and VSID: it makes the persistent TAP in its namespace, sits on the TAP's kernel side
-  and forwards what qemu writes into the tenant network (docs/vswitch.md, "Port backends").
+* ``AgentPorts``: the host's vswitch agent (``--vswitch-endpoint``, over mutual TLS with the
+  ``--vswitch-*`` files; a certificate or an identity it refuses is a ``PortFailed`` naming which)
+  attaches a TAP_KERNEL port with the NIC's MAC and VSID: it makes the persistent TAP in its
+  namespace, sits on the TAP's kernel side and forwards what qemu writes into the tenant network
+  (docs/vswitch.md, "Port backends").
 * ``LocalTaps`` (no agent): the site makes a plain TAP in qemu's namespace, connected to nothing but
   that namespace's kernel (Hyper-V's internal switch): for labs and tests.
 """
@@ -17,8 +19,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from overland.client import VswitchClient
-from overland.config import ClientConfig
-from overland.errors import DeadlineExceededError, NotFoundError, UnavailableError
+from overland.config import ClientConfig, Endpoint, Service, TlsFiles
+from overland.errors import (
+    CertificateRefusedError,
+    DeadlineExceededError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
+)
 from overland.errors import OverlandError as ClientError
 from overland.v1 import vswitch_pb2
 from services.common.errors import FailedPrecondition, Unavailable
@@ -99,14 +107,27 @@ class AgentPorts:
     """Ports of the host's vswitch agent at ``endpoint``: the agent makes each TAP and attaches to
     its kernel side; qemu opens it by name (so qemu runs in the agent's network namespace)."""
 
-    def __init__(self, endpoint: str):
+    def __init__(self, endpoint: str, tls: TlsFiles | None = None):
         self.endpoint = endpoint
-        # The service's own settings, not a CLI user's OVERLAND_* environment.
-        self._client = VswitchClient(endpoint, config=ClientConfig.from_env({}))
+        # The service's own settings (--vswitch-ca/-cert/-key), not a CLI user's OVERLAND_* environment.
+        config = ClientConfig(endpoints={Service.VSWITCH: Endpoint(endpoint, tls)})
+        self._client = VswitchClient(config=config)
 
     def _failed(self, error: ClientError, what: str) -> VmError:
+        # Checked first: the SDK tells a refused certificate from an outage (both look UNAVAILABLE).
+        if isinstance(error, CertificateRefusedError):
+            return PortFailed(
+                f"the vswitch agent at {self.endpoint} refused this site's certificate ({what}): {error} "
+                "(--vswitch-ca/--vswitch-cert/--vswitch-key)"
+            )
         if isinstance(error, UnavailableError | DeadlineExceededError):
             return SwitchUnavailable(f"the vswitch agent at {self.endpoint} did not answer ({what}): {error}")
+        if isinstance(error, PermissionDeniedError):
+            return PortFailed(
+                f"the vswitch agent at {self.endpoint} refused this site's identity ({what}): {error} "
+                "(--vswitch-cert must name this host, overland://host/NAME with the agent's --host-name, "
+                "or an admin: docs/security.md)"
+            )
         return PortFailed(f"the vswitch agent at {self.endpoint} refused to {what}: {error}")
 
     def ensure(self, port: PortRequest) -> int:
@@ -148,6 +169,7 @@ class AgentPorts:
         self._client.close()
 
 
-def site_ports(vswitch_endpoint: str, netns: str) -> Ports:
-    """The agent's ports, or without an agent (empty endpoint) plain TAPs in ``netns``."""
-    return AgentPorts(vswitch_endpoint) if vswitch_endpoint else LocalTaps(netns)
+def site_ports(vswitch_endpoint: str, netns: str, tls: TlsFiles | None = None) -> Ports:
+    """The agent's ports (reached with ``tls``), or without an agent (empty endpoint) plain TAPs in
+    ``netns``."""
+    return AgentPorts(vswitch_endpoint, tls) if vswitch_endpoint else LocalTaps(netns)

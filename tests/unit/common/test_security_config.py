@@ -241,16 +241,49 @@ def test_etcd_tls_mistakes_are_named_too(service: Service, pki: Pki) -> None:
     assert load(service, "--etcd-ca", str(pki.ca), "--etcd-cert", str(pki.cert), "--etcd-key", str(pki.key))
 
 
-@pytest.mark.parametrize("flags", ["client", "policy"])
-def test_the_replica_client_certificates_are_checked_as_well(flags: str, pki: Pki, tmp_path: Path) -> None:
-    """Its certificate for other sites (--client-*) and for the policy service (--policy-*)."""
+@pytest.mark.parametrize(
+    ("flags", "field"), [("client", "client_tls"), ("policy", "policy_tls"), ("vswitch", "vm.vswitch_tls")]
+)
+def test_the_replica_client_certificates_are_checked_as_well(
+    flags: str, field: str, pki: Pki, tmp_path: Path
+) -> None:
+    """Its certificate for other sites (--client-*), for the policy service (--policy-*) and for its
+    host's vswitch agent (--vswitch-*)."""
     ca, cert, key = (f"--{flags}-{part}" for part in ("ca", "cert", "key"))
     error = error_of(REPLICA, ca, str(pki.ca), cert, str(pki.cert), key, str(pki.other_key))
-    assert {v.field for v in error.violations} == {f"{flags}_tls"}
+    assert {v.field for v in error.violations} == {field}
     assert "is not the key of the certificate" in error.message
     missing = error_of(REPLICA, ca, str(tmp_path / "no-ca.pem"), cert, str(pki.cert), key, str(pki.key))
     assert str(tmp_path / "no-ca.pem") in missing.message
     assert load(REPLICA, ca, str(pki.ca), cert, str(pki.cert), key, str(pki.key))
+
+
+def test_the_sites_tls_to_its_agent_comes_from_flags_or_the_environment(pki: Pki) -> None:
+    env = {
+        defaults.REPLICA_VSWITCH_CA_ENV: str(pki.ca),
+        defaults.REPLICA_VSWITCH_CERT_ENV: str(pki.other_cert),
+        defaults.REPLICA_VSWITCH_KEY_ENV: str(pki.other_key),
+        defaults.REPLICA_VSWITCH_SERVER_NAME_ENV: "vswitch",
+    }
+    assert load(REPLICA).vm.vswitch_tls is None
+    assert load(REPLICA, env=env).vm.vswitch_tls == TlsFiles(pki.ca, pki.other_cert, pki.other_key, "vswitch")
+    # Flags win over the environment, each on its own.
+    flags = ["--vswitch-cert", str(pki.cert), "--vswitch-key", str(pki.key), "--vswitch-server-name", "h1"]
+    assert load(REPLICA, *flags, env=env).vm.vswitch_tls == TlsFiles(pki.ca, pki.cert, pki.key, "h1")
+    # The server name is checked against the given CA's certificates only.
+    error = error_of(REPLICA, "--vswitch-server-name", "vswitch")
+    assert {v.field for v in error.violations} == {"vm.vswitch_tls.server_name"}
+
+
+@pytest.mark.parametrize("part", ["ca", "cert", "key"])
+def test_main_names_a_missing_agent_tls_file_in_one_line(
+    part: str, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {"ca": pki.ca, "cert": pki.cert, "key": pki.key} | {part: tmp_path / f"no-{part}.pem"}
+    argv = [arg for name, path in files.items() for arg in (f"--vswitch-{name}", str(path))]
+    line = main_line(REPLICA, argv, capsys)
+    assert f"vm.vswitch_tls.{part}" in line
+    assert str(tmp_path / f"no-{part}.pem") in line
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=str)

@@ -23,6 +23,8 @@ class FakeAgent(vswitch_pb2_grpc.VswitchServiceServicer):
     def __init__(self) -> None:
         self.ports: dict[str, vswitch_pb2.Port] = {}
         self.attached = 0
+        # What the agent's access rules say to every call (docs/security.md); empty: allowed.
+        self.denied = ""
 
     def AttachPort(self, request: Any, context: grpc.ServicerContext) -> vswitch_pb2.Port:
         if not request.port.mac.startswith("52:54"):
@@ -40,6 +42,8 @@ class FakeAgent(vswitch_pb2_grpc.VswitchServiceServicer):
         return vswitch_pb2.DetachPortResponse()
 
     def ListPorts(self, request: Any, context: grpc.ServicerContext) -> vswitch_pb2.ListPortsResponse:
+        if self.denied:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, self.denied)
         return vswitch_pb2.ListPortsResponse(ports=list(self.ports.values()))
 
 
@@ -78,6 +82,20 @@ def test_another_nics_port_or_a_refusal_is_a_typed_error(agent: tuple[FakeAgent,
         ports.ensure(PORT)
     with pytest.raises(PortFailed, match="no lookup record"):
         ports.ensure(PortRequest("ovl0123abcdn1", "02:00:00:00:0b:01", 5001, "web1"))
+
+
+def test_an_identity_the_agent_refuses_names_the_certificate_flag(
+    agent: tuple[FakeAgent, AgentPorts],
+) -> None:
+    fake, ports = agent
+    fake.denied = "host 'h2' may not call ListPorts: a host identity calls its own host's agent only"
+    with pytest.raises(PortFailed) as refused:
+        ports.ensure(PORT)
+    message = str(refused.value)
+    assert "refused this site's identity (attach port ovl0123abcdn0)" in message
+    assert fake.denied in message
+    assert "--vswitch-cert" in message
+    assert fake.attached == 0
 
 
 def test_an_agent_that_does_not_answer_is_unavailable() -> None:
