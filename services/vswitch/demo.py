@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 
 from overland import defaults
+from overland.config import TlsFiles
 from overland.v1 import policy_pb2, policy_pb2_grpc, types_pb2, vswitch_pb2, vswitch_pb2_grpc
 from services.common.config import ServerConfig
 from services.common.errors import DeadlineExceeded, FailedPrecondition
@@ -46,6 +47,23 @@ class DemoError(FailedPrecondition):
     """A demo agent exited or did not come up."""
 
 
+@dataclass(frozen=True)
+class AgentTls:
+    """The agents' mutual TLS: the server certificate every agent serves (it must name 127.0.0.1, where
+    the relays reach it), the CA its callers' certificates must come from, and the certificate the
+    demo itself calls with (an admin's)."""
+
+    server: TlsFiles
+    client_ca: Path
+    caller: TlsFiles
+
+    def flags(self) -> list[str]:
+        return [
+            *("--tls-cert", str(self.server.cert), "--tls-key", str(self.server.key)),
+            *("--tls-client-ca", str(self.client_ca)),
+        ]
+
+
 @dataclass
 class AgentProcess:
     """One host's agent: a ``python -m services.vswitch`` process inside the host namespace."""
@@ -55,6 +73,8 @@ class AgentProcess:
     relay: TcpRelay
     # The agent's etcd flags (``EtcdProcess.flags``): the endpoint, TLS, its user and password file.
     etcd_flags: Sequence[str] = ()
+    # Its API's mutual TLS, if it serves one: its flags, and the certificate ``stub`` calls with.
+    tls: AgentTls | None = None
     process: subprocess.Popen[bytes] | None = None
     channel: grpc.Channel | None = None
 
@@ -64,10 +84,15 @@ class AgentProcess:
             "--host-name", self.host.netns, "--pa-ip", self.host.pa_ip,
             *self.etcd_flags, "--etcd-timeout", "2",
             "--lease-ttl", "4", "--bind", f"127.0.0.1:{AGENT_PORT}",
+            *(self.tls.flags() if self.tls else ()),
         ]  # fmt: skip
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(exec_argv(self.host.netns, argv), stdout=log, stderr=log)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.relay.port}")
+        address = f"127.0.0.1:{self.relay.port}"
+        if self.tls is None:
+            self.channel = grpc.insecure_channel(address)
+        else:
+            self.channel = grpc.secure_channel(address, self.tls.caller.credentials())
 
     @property
     def stub(self) -> vswitch_pb2_grpc.VswitchServiceStub:
@@ -170,6 +195,8 @@ class OverlayDemo:
     # Where the policy service listens, for the callers that need its address (a site moving
     # records); the demo itself uses only ``policy``.
     policy_endpoint: str = ""
+    # The agents serve their API over mutual TLS with these files; None: plaintext (on loopback).
+    agent_tls: AgentTls | None = None
 
     def start(self) -> None:
         """Namespaces, relays, the table, one agent per host, then a TAP port per VM (but the
@@ -186,7 +213,9 @@ class OverlayDemo:
                 relay = TcpRelay(None, 0, host.netns, ("127.0.0.1", AGENT_PORT))
                 self.relays.append(relay)
                 flags = self.etcd.flags(host_user(host.netns), endpoint=f"127.0.0.1:{ETCD_PORT_IN_HOST}")
-                self.agents[host.pa_ip] = AgentProcess(host, self.log_dir / f"{host.name}.log", relay, flags)
+                self.agents[host.pa_ip] = AgentProcess(
+                    host, self.log_dir / f"{host.name}.log", relay, flags, self.agent_tls
+                )
             write_table(self.policy, hosts, self.vms, DEMO_RDIDS)
             revision = self.revision()
             for agent in self.agents.values():
