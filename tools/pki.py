@@ -39,6 +39,12 @@ NAMESPACE = "overland"
 # The client certificate deploy/k8s's Prometheus scrapes the services' metrics endpoints with.
 PROMETHEUS_CN = "overland-prometheus"
 ETCD_MEMBERS = 3
+# Where a node holds what only its own pods may have (deploy/k8s mounts these host paths): its
+# agent's etcd password, and the certificate a replica site on the node attaches VM ports with (a
+# host identity of that node, which the agent's rules allow on that node's agent only).
+NODE_VSWITCH_DIR = "/etc/overland/vswitch"
+NODE_REPLICA_DIR = "/etc/overland/replica"
+SITE_AGENT_CERT = "vswitch-client"
 
 
 def _name(common_name: str) -> x509.Name:
@@ -233,7 +239,15 @@ def kubernetes(directory: Path, nodes: Sequence[str], days: int = DAYS) -> list[
     ]
     for node in nodes:
         source = users / host_user(node)
-        commands.append(f"# on node {node}: install -D -m 0600 {source} /etc/overland/vswitch/etcd-password")
+        commands.append(f"# on node {node}: install -D -m 0600 {source} {NODE_VSWITCH_DIR}/etcd-password")
+        # Not a Secret: every pod of a StatefulSet would mount every node's, wherever it runs.
+        node_files = directory / "replica-nodes" / node
+        ca.issue(node_files, SITE_AGENT_CERT, node, client=True, days=days, identity=(Role.HOST, node))
+        for suffix in ("crt", "key"):
+            target = f"{NODE_REPLICA_DIR}/{SITE_AGENT_CERT}.{suffix}"
+            commands.append(
+                f"# on node {node}: install -D -m 0600 {node_files}/{SITE_AGENT_CERT}.{suffix} {target}"
+            )
     return commands
 
 

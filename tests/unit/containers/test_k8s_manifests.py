@@ -6,7 +6,8 @@ Security (docs/security.md): the Secrets the manifests mount are made by ``tools
 each container is checked against real files mounted where it looks for them: every Overland service
 serves mutual TLS and nothing listens in plaintext beyond loopback, etcd's clients and peers speak TLS
 with client certificates, each service reaches etcd over TLS as its own user (each agent as its
-node's), and the etcd-auth Job creates exactly those users."""
+node's), the etcd-auth Job creates exactly those users, and each replica site reaches its node's agent
+over mutual TLS as that node's host."""
 
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
 from services.__main__ import SERVICES
 from services.common import etcd_auth
+from services.common.access import decide
 from services.common.config import is_loopback
+from services.common.identity import Identity, Role, parse_identity_uri
 from services.policy.config import load_config as load_policy_config
 from services.replica.config import load_config as load_replica_config
+from services.vswitch import access as vswitch_access
 from services.vswitch.config import load_config as load_agent_config
 from tools import build_images, pki
 
@@ -84,13 +89,20 @@ def container_env(objects: list[dict[str, Any]], container: dict[str, Any]) -> d
 
 @pytest.fixture(scope="module")
 def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Secrets of the manifests as ``tools/pki.py k8s`` makes them (one directory each), and a
-    provisioned node's password directory."""
+    """The Secrets of the manifests as ``tools/pki.py k8s`` makes them (one directory each), and a node
+    provisioned as its commands say (under ``node/``: its agent's etcd password, its site's certificate)."""
     directory = tmp_path_factory.mktemp("secrets")
-    pki.kubernetes(directory, [NODE])
-    node = directory / "node" / NODE_PASSWORD_DIR.strip("/")
-    node.mkdir(parents=True)
-    (node / "etcd-password").write_bytes((directory / "etcd-users" / etcd_auth.host_user(NODE)).read_bytes())
+    commands = pki.kubernetes(directory, [NODE])
+    installed = 0
+    for command in commands:
+        node_step = re.fullmatch(rf"# on node {NODE}: install -D -m 0600 (\S+) (/\S+)", command)
+        if node_step:
+            target = directory / "node" / node_step.group(2).strip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(Path(node_step.group(1)).read_bytes())
+            installed += 1
+    assert installed == 3
+    assert (directory / "node" / NODE_PASSWORD_DIR.strip("/") / "etcd-password").is_file()
     return directory
 
 
@@ -279,6 +291,49 @@ def test_every_service_serves_mutual_tls_and_nothing_plaintext_beyond_loopback(
         assert server.tls is not None, name
         assert server.tls.ca is not None, f"{name}: clients are not authenticated"
         assert not server.insecure_listen, name
+
+
+def test_each_site_reaches_its_nodes_agent_over_mutual_tls_as_that_host(
+    objects: list[dict[str, Any]], secrets: Path
+) -> None:
+    """The site's --vswitch-* files: the agent's CA, and a certificate that the agent's rules let attach,
+    list and detach ports on this node's agent (a host identity of this node, and no more)."""
+    configs: dict[str, Any] = {}
+    for workload, container in overland_containers(objects):
+        argv, env = command_line(objects, workload, container, secrets)
+        if argv[0] == "vswitch":
+            configs["vswitch"] = load_agent_config(argv[1:], env)
+        elif argv[0] == "replica":
+            configs[workload["metadata"]["name"]] = load_replica_config(argv[1:], env)
+    agent = configs.pop("vswitch")
+    assert sorted(configs) == ["replica-site-a", "replica-site-b"]
+    agent_cert = x509.load_pem_x509_certificate((secrets / "vswitch-tls" / "tls.crt").read_bytes())
+    agent_names = agent_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    node_ip = NODE_FIELDS["status.hostIP"]
+    for name, site in configs.items():
+        tls = site.vm.vswitch_tls
+        assert tls is not None, name
+        assert None not in (tls.ca, tls.cert, tls.key), name
+        # The agent listens on the node's address (host network); its certificate names "vswitch".
+        assert site.vm.vswitch_endpoint == f"{node_ip}:{agent.server.bind.rpartition(':')[2]}"
+        assert tls.server_name in agent_names.get_values_for_type(x509.DNSName)
+        ca = x509.load_pem_x509_certificate(tls.ca.read_bytes())
+        agent_cert.verify_directly_issued_by(ca)
+        assert agent.server.tls is not None
+        assert agent.server.tls.ca is not None
+        client_ca = x509.load_pem_x509_certificate(agent.server.tls.ca.read_bytes())
+        client = x509.load_pem_x509_certificate(tls.cert.read_bytes())
+        client.verify_directly_issued_by(client_ca)
+        uris = client.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        (uri,) = uris.get_values_for_type(x509.UniformResourceIdentifier)
+        assert parse_identity_uri(uri) == (Role.HOST, NODE)
+        # The site is its node's host, as the agent is.
+        assert site.host_name == agent.host_name == NODE
+        identity = Identity(Role.HOST, NODE)
+        for method in ("AttachPort", "ListPorts", "DetachPort"):
+            full = f"/{vswitch_access.SERVICE.full_name}/{method}"
+            assert decide(vswitch_access.rules(agent.host_name), identity, full, object()).grant, method
+            assert not decide(vswitch_access.rules("node-2"), identity, full, object()).grant, method
 
 
 def test_each_service_reaches_etcd_over_tls_as_its_own_user(
