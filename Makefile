@@ -72,7 +72,7 @@ test: deps-apt deps-guest $(STAMP)
 	$(MAKE) integration
 
 run: deps-apt $(STAMP)
-	$(BIN)/python -c 'import sys; from services.devstack import run; sys.exit(run())'
+	$(BIN)/python -m services.devstack
 
 # A local Docker engine (bridge and pools in 198.19.0.0/16) and the images, built with no registry.
 docker-up: deps-apt

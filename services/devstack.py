@@ -281,3 +281,8 @@ def demo_starters() -> list[DemoStarter]:
     """The optional demos: each takes (etcd, children, env), starts what it needs (adding children to
     stop later) and returns lines for the banner."""
     return [overlay_demo_starter, replica_demo_starter]
+
+
+if __name__ == "__main__":
+    # `make run` runs this module; tests/integration/devstack runs it exactly so.
+    sys.exit(run())

@@ -1,0 +1,1 @@
+"""Tests of ``make run`` (services/devstack.py) as a person runs it."""
