@@ -1,7 +1,8 @@
 """The container suite's TLS and etcd users, as a deployment has them (docs/security.md): one CA; etcd's
 certificate (clients and peers, for every member's alias and the published 127.0.0.1 ports); the client
 certificate services present to etcd; a certificate per service container (server and client, for its
-alias and 127.0.0.1: a replica site's CN is its site name); and the etcd password files.
+alias and 127.0.0.1); a replica site's client certificate (CN its site name, role ``site``); and the
+etcd password files.
 
 Everything lives in one directory that every container mounts at the same path. The suite's own etcd
 observers (python-etcd3) present a certificate whose CN is ``root``: etcd takes a certificate's CN as
@@ -90,6 +91,14 @@ class SuiteSecurity:
                 client=True,
             )
         return self.services[name]
+
+    def site_client(self, site: str) -> TlsFiles:
+        """The client certificate a replica site presents to its DR site, as deployed (tools/pki.py
+        k8s): its CN is the site's name, which the DR site's allow-list names, and it carries the
+        ``site`` role the receiving side admits."""
+        return self.ca.issue(
+            self.directory, f"site-client-{site}", site, client=True, identity=(Role.SITE, site)
+        )
 
     def server_flags(self, name: str) -> list[str]:
         """Mutual TLS for the service container ``name``."""

@@ -70,8 +70,8 @@ def replica_sites(
 ) -> Iterator[ReplicaSites]:
     base = tmp_path.resolve()
     # Mutual TLS both ways: the DR site knows its primary by the CN of the primary's client
-    # certificate ("primary"), never by a header.
-    primary_tls = security.service("primary")
+    # certificate ("primary"), never by a header; the certificate carries the site role, as deployed.
+    primary_tls = security.site_client("primary")
     dr = start_service(
         overland_image,
         network,
