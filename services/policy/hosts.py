@@ -73,6 +73,22 @@ class HostRegistry:
             self._unreadable,
         )
 
+    def table_status(self) -> tuple[int, list[types_pb2.HostStatus]]:
+        """The store revision and each live agent's status. Lag is measured against the newest table
+        change, not the store revision: agents' own status writes move that without changing the table."""
+        (marker, found), revision = self._txns.snapshot(
+            [Get(keys.TABLE_REVISION_KEY), Get(keys.HOSTS_PREFIX, prefix=True)]
+        )
+        table_revision = marker[0].mod_revision if marker else 0
+        # The keys live only as long as the agents' leases: present means alive. An unreadable one
+        # is skipped (and reported), not the end of the status.
+        hosts = [
+            live_status(kv, table_revision)
+            for kv in found
+            if self._unreadable.read(kv, types_pb2.HostStatus, "status") is not None
+        ]
+        return revision, hosts
+
     def list(self, page: types_pb2.PageRequest) -> ListPage[types_pb2.Host]:
         """A page of registered hosts, each with its status at the page's revision."""
         found = self._listing.under_prefix(page, keys.REGISTRY_PREFIX, types_pb2.Host)

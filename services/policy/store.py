@@ -27,7 +27,7 @@ from services.common.schema import keys, resource_from
 from services.policy import subnet_change, validation
 from services.policy.addresses import SubnetRule
 from services.policy.errors import PolicyConflict, ResourceExists, ResourceNotFound
-from services.policy.hosts import HostRegistry, live_status
+from services.policy.hosts import HostRegistry
 from services.policy.listing import SCAN_CHUNK, ListPage, TableListing
 from services.policy.record_apply import RecordApply, learn
 from services.policy.record_move import RecordMover
@@ -670,20 +670,7 @@ class PolicyStore(ResourceStore):
         )
 
     def table_status(self) -> tuple[int, list[types_pb2.HostStatus]]:
-        """The store revision and each live agent's status. Lag is measured against the newest table
-        change, not the store revision: agents' own status writes move that without changing the table."""
-        (marker, found), revision = self._txns.snapshot(
-            [Get(keys.TABLE_REVISION_KEY), Get(keys.HOSTS_PREFIX, prefix=True)]
-        )
-        table_revision = marker[0].mod_revision if marker else 0
-        # The keys live only as long as the agents' leases: present means alive. An unreadable one
-        # is skipped (and reported), not the end of the status.
-        hosts = [
-            live_status(kv, table_revision)
-            for kv in found
-            if self.unreadable.read(kv, types_pb2.HostStatus, "status") is not None
-        ]
-        return revision, hosts
+        return self._hosts.table_status()
 
     def get_host(self, host_name: str) -> types_pb2.Host:
         return self._hosts.get(host_name)
